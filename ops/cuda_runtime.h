@@ -1,0 +1,22 @@
+#pragma once
+// Whether this process can use a CUDA GPU through LibTorch.
+//
+// We link c10/torch_cpu only; libtorch_cuda.so (which registers LibTorch's CUDA kernels and
+// allocator) is dlopen'ed on first use so the same binary runs on machines without the CUDA
+// libraries that libtorch_cuda.so needs (cuSPARSELt, NVSHMEM, cuFile).
+#include <string>
+
+namespace shoestring::ops {
+
+struct CudaStatus {
+  bool available = false;  // a GPU can be used
+  std::string reason;      // why not, when unavailable; the device name when available
+};
+
+// Loads libtorch_cuda.so from LibTorch's own lib directory (once) and checks for a device.
+const CudaStatus& cuda_status();
+
+// True when our CUDA kernels were compiled into this binary.
+bool built_with_cuda();
+
+}  // namespace shoestring::ops

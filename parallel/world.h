@@ -1,0 +1,25 @@
+#pragma once
+// The process world: MPI when launched by mpirun/srun, a single process otherwise. Created once
+// in main() and passed down; nobody else computes ranks.
+#include <string>
+
+namespace shoestring::parallel {
+
+struct World {
+  int rank = 0, size = 1;              // global
+  int local_rank = 0, local_size = 1;  // on this node
+  bool mpi = false;                    // MPI was initialised (launched by an MPI launcher)
+};
+
+// Initialises MPI when the environment shows an MPI launcher; safe to call once per process.
+World init_world(int* argc, char*** argv);
+void finalize_world(const World& w);
+
+// Intra-op threads per rank: `requested` when > 0, else this node's cores shared among its ranks,
+// so ranks x threads never oversubscribe the cores.
+int threads_per_rank(int requested, const World& w);
+
+// "Open MPI v4.1.4, ..." as the library reports it (works before MPI_Init).
+std::string mpi_library_version();
+
+}  // namespace shoestring::parallel

@@ -1,0 +1,41 @@
+#include <boost/program_options.hpp>
+
+#include <iostream>
+
+#include "trainer/cli/commands.h"
+#include "trainer/cli/config_options.h"
+#include "trainer/config_loader.h"
+#include "trainer/config_schema.h"
+
+namespace po = boost::program_options;
+
+namespace shoestring::cli {
+
+int cmd_config(const Args& args) {
+  po::options_description opts("shoestring config [options]\n\nResolve and check a configuration");
+  ConfigOptions cfg_opts;
+  bool print = false, keys = false;
+  opts.add_options()("help,h", "show this help")
+      ("print", po::bool_switch(&print), "print the fully resolved config as YAML")
+      ("keys", po::bool_switch(&keys), "list every key with its type, default and meaning");
+  add_config_options(opts, cfg_opts);
+  po::variables_map vm;
+  if (!parse_or_usage(opts, args, vm)) return 2;
+  if (vm.count("help")) {
+    std::cout << opts << "\n";
+    return 0;
+  }
+  if (keys) {
+    const Config defaults;
+    for (const auto& f : config_schema())
+      std::cout << f.path << " (" << type_name(f.type) << ", default " << format_value(f.get(defaults))
+                << "): " << f.doc << "\n";
+    return 0;
+  }
+  const Config c = load_config(cfg_opts.files, cfg_opts.sets);
+  if (print) std::cout << to_yaml(c);
+  else std::cout << "config OK\n";
+  return 0;
+}
+
+}  // namespace shoestring::cli

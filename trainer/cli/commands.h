@@ -1,0 +1,17 @@
+#pragma once
+// Subcommands of the `shoestring` executable. Each parses its own flags (Boost.Program_options)
+// and returns the process exit code: 0 ok, 1 runtime failure, 2 bad usage or config.
+#include <string>
+#include <vector>
+
+#include "parallel/world.h"
+
+namespace shoestring::cli {
+
+using Args = std::vector<std::string>;  // the arguments after the subcommand name
+
+int cmd_train(const Args& args, const parallel::World& world);
+int cmd_config(const Args& args);
+std::string version_text();
+
+}  // namespace shoestring::cli

@@ -1,0 +1,23 @@
+#pragma once
+// --config (repeatable: later files override earlier) and --set key=value (repeatable), shared
+// by every subcommand that takes a config.
+#include <boost/program_options.hpp>
+
+#include <string>
+#include <vector>
+
+namespace shoestring::cli {
+
+struct ConfigOptions {
+  std::vector<std::string> files;
+  std::vector<std::string> sets;
+};
+
+void add_config_options(boost::program_options::options_description& opts, ConfigOptions& out);
+
+// Parses args into vm; on a usage error prints one line to stderr and returns false.
+bool parse_or_usage(const boost::program_options::options_description& opts, const std::vector<std::string>& args,
+                    boost::program_options::variables_map& vm,
+                    const boost::program_options::positional_options_description* positional = nullptr);
+
+}  // namespace shoestring::cli

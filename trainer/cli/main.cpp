@@ -1,0 +1,64 @@
+// The `shoestring` executable: dispatches to a subcommand and turns every error into one line on
+// stderr and an exit code (2: usage or config, 1: runtime). No stack traces reach the user.
+#include <c10/util/Exception.h>
+
+#include <cstring>
+#include <iostream>
+#include <string>
+#include <vector>
+
+#include "trainer/cli/commands.h"
+#include "trainer/config_loader.h"
+
+namespace {
+
+constexpr const char* kUsage =
+    "usage: shoestring <command> [options]\n"
+    "\n"
+    "Train DeepSeek-V3-style language models on a budget.\n"
+    "\n"
+    "commands:\n"
+    "  train    train a model from a YAML config\n"
+    "  config   check, print or list configuration keys\n"
+    "\n"
+    "options:\n"
+    "  -h, --help     show this help (each command has its own --help)\n"
+    "  --version      print versions of shoestring and the libraries it was built with\n";
+
+int dispatch(const std::string& cmd, const shoestring::cli::Args& rest, const shoestring::parallel::World& world) {
+  using namespace shoestring::cli;
+  if (cmd == "train") return cmd_train(rest, world);
+  if (cmd == "config") return cmd_config(rest);
+  std::cerr << "shoestring: unknown command '" << cmd << "' (commands: train, config; see --help)\n";
+  return 2;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 2 || !std::strcmp(argv[1], "--help") || !std::strcmp(argv[1], "-h")) {
+    (argc < 2 ? std::cerr : std::cout) << kUsage;
+    return argc < 2 ? 2 : 0;
+  }
+  if (!std::strcmp(argv[1], "--version")) {
+    std::cout << shoestring::cli::version_text();
+    return 0;
+  }
+  const std::string cmd = argv[1];
+  const shoestring::cli::Args rest(argv + 2, argv + argc);
+  shoestring::parallel::World world;
+  int rc = 1;
+  try {
+    world = shoestring::parallel::init_world(&argc, &argv);
+    rc = dispatch(cmd, rest, world);
+  } catch (const shoestring::ConfigError& e) {
+    std::cerr << "config error: " << e.what() << "\n";
+    rc = 2;
+  } catch (const c10::Error& e) {
+    std::cerr << "error: " << e.what_without_backtrace() << "\n";
+  } catch (const std::exception& e) {
+    std::cerr << "error: " << e.what() << "\n";
+  }
+  shoestring::parallel::finalize_world(world);
+  return rc;
+}

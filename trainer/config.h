@@ -1,0 +1,71 @@
+#pragma once
+// The run configuration: plain structs with defaults, one per YAML section. Filled from YAML files
+// and --set overrides by config_loader, validated once, then treated as immutable.
+// Every key is described in trainer/config_schema.cpp and documented in docs/configuration.md
+// (tests/trainer/test_config_docs.cpp keeps the two in step).
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace shoestring {
+
+struct ModelConfig {
+  int64_t vocab_size = 256;
+  int64_t d_model = 128;
+  int64_t n_layers = 2;
+  int64_t n_heads = 4;
+  int64_t n_kv_heads = 4;
+  int64_t intermediate_size = 384;
+  int64_t max_seq_len = 256;
+  double rope_theta = 10000.0;
+  double norm_eps = 1e-6;
+  bool tie_embeddings = false;
+  double init_std = 0.02;
+};
+
+struct TrainConfig {
+  int64_t steps = 200;
+  int64_t micro_batch_size = 8;
+  int64_t grad_accum = 1;
+  int64_t seq_len = 64;
+  int64_t seed = 1234;
+  std::string precision = "fp32";  // fp32 | bf16
+  std::string device = "auto";     // auto | cpu | cuda
+  int64_t threads = 0;             // 0: cores / ranks on this node
+};
+
+struct OptimConfig {
+  double lr = 3e-3;
+  double min_lr = 3e-4;
+  std::string schedule = "cosine";  // cosine | wsd | constant
+  int64_t warmup_steps = 20;
+  double decay_fraction = 0.2;  // wsd: share of the steps spent decaying
+  double weight_decay = 0.1;
+  double beta1 = 0.9;
+  double beta2 = 0.95;
+  double eps = 1e-8;
+  double grad_clip = 1.0;  // 0 disables clipping
+  std::vector<std::string> no_decay = {"norm", "bias", "embedding"};
+};
+
+struct DataConfig {
+  std::string source = "synthetic";  // synthetic
+  int64_t synthetic_branching = 4;   // successors per token in the synthetic Markov chain
+};
+
+struct LogConfig {
+  std::string run_dir;        // empty: runs/<config name>-<UTC time>
+  int64_t every = 10;         // steps between plain log lines (non-terminal output)
+  std::string progress = "auto";  // auto | on | off
+};
+
+struct Config {
+  ModelConfig model;
+  TrainConfig train;
+  OptimConfig optim;
+  DataConfig data;
+  LogConfig log;
+  std::string name = "run";  // stem of the last --config file; used for the default run dir
+};
+
+}  // namespace shoestring

@@ -1,0 +1,287 @@
+#include "trainer/config_loader.h"
+
+#include <yaml-cpp/yaml.h>
+
+#include <algorithm>
+#include <charconv>
+#include <cmath>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <sstream>
+
+#include "trainer/config_schema.h"
+
+namespace shoestring {
+
+namespace {
+
+// Where each key got its current value, so cross-field errors can point at the right line.
+using Origins = std::map<std::string, std::string>;
+
+[[noreturn]] void fail(const std::string& where, const std::string& key, const std::string& msg) {
+  throw ConfigError(where + ": " + key + ": " + msg);
+}
+
+std::string quote_text(const std::string& s) { return "\"" + s + "\""; }
+
+std::vector<std::string> sections() {
+  std::vector<std::string> out;
+  for (const auto& f : config_schema()) {
+    std::string sec = f.path.substr(0, f.path.find('.'));
+    if (std::find(out.begin(), out.end(), sec) == out.end()) out.push_back(sec);
+  }
+  return out;
+}
+
+std::vector<std::string> keys() {
+  std::vector<std::string> out;
+  for (const auto& f : config_schema()) out.push_back(f.path);
+  return out;
+}
+
+std::string expected(const FieldSpec& f) {
+  const bool pos = f.rule == FieldRule::Positive, nonneg = f.rule == FieldRule::NonNegative;
+  switch (f.type) {
+    case FieldType::Int:
+      return pos ? "a positive integer" : nonneg ? "a non-negative integer" : "an integer";
+    case FieldType::Float:
+      if (f.rule == FieldRule::Unit) return "a number in [0, 1]";
+      if (f.rule == FieldRule::Below1) return "a number in [0, 1)";
+      return pos ? "a positive number" : nonneg ? "a non-negative number" : "a number";
+    case FieldType::Bool: return "true or false";
+    case FieldType::String: return "a string";
+    case FieldType::Choice:
+    case FieldType::StringList: {
+      std::string s = f.type == FieldType::Choice ? "one of " : "a list of ";
+      for (size_t i = 0; i < f.choices.size(); ++i) s += (i ? ", " : "") + f.choices[i];
+      return s;
+    }
+  }
+  return "?";
+}
+
+bool rule_ok(FieldRule r, double x) {
+  switch (r) {
+    case FieldRule::Any: return true;
+    case FieldRule::Positive: return x > 0;
+    case FieldRule::NonNegative: return x >= 0;
+    case FieldRule::Unit: return x >= 0 && x <= 1;
+    case FieldRule::Below1: return x >= 0 && x < 1;
+  }
+  return false;
+}
+
+std::string trim(const std::string& s) {
+  const auto b = s.find_first_not_of(" \t"), e = s.find_last_not_of(" \t");
+  return b == std::string::npos ? "" : s.substr(b, e - b + 1);
+}
+
+// Parses one scalar text for field f, or throws with the expected type.
+ConfigValue parse_scalar(const FieldSpec& f, const std::string& text, const std::string& where) {
+  auto bad = [&]() { return ConfigError(where + ": " + f.path + ": expected " + expected(f) + ", got " + quote_text(text)); };
+  switch (f.type) {
+    case FieldType::Int: {
+      int64_t v = 0;
+      const char* end = text.data() + text.size();
+      auto [p, ec] = std::from_chars(text.data(), end, v);
+      if (text.empty() || ec != std::errc() || p != end || !rule_ok(f.rule, double(v))) throw bad();
+      return v;
+    }
+    case FieldType::Float: {
+      char* end = nullptr;
+      const double v = std::strtod(text.c_str(), &end);
+      if (text.empty() || end != text.c_str() + text.size() || !std::isfinite(v) || !rule_ok(f.rule, v)) throw bad();
+      return v;
+    }
+    case FieldType::Bool: {
+      std::string t = text;
+      std::transform(t.begin(), t.end(), t.begin(), ::tolower);
+      if (t == "true" || t == "yes" || t == "on") return true;
+      if (t == "false" || t == "no" || t == "off") return false;
+      throw bad();
+    }
+    case FieldType::String: return text;
+    case FieldType::Choice:
+      if (std::find(f.choices.begin(), f.choices.end(), text) == f.choices.end()) throw bad();
+      return text;
+    case FieldType::StringList: {
+      std::string t = trim(text);
+      if (t.size() >= 2 && t.front() == '[' && t.back() == ']') t = t.substr(1, t.size() - 2);
+      std::vector<std::string> items;
+      std::stringstream ss(t);
+      for (std::string item; std::getline(ss, item, ',');) {
+        item = trim(item);
+        if (item.empty()) continue;
+        if (std::find(f.choices.begin(), f.choices.end(), item) == f.choices.end())
+          fail(where, f.path, "expected " + expected(f) + ", got " + quote_text(item));
+        items.push_back(item);
+      }
+      return items;
+    }
+  }
+  throw bad();
+}
+
+std::string unknown_key_message(const std::string& key) {
+  const bool is_section = key.find('.') == std::string::npos;
+  const std::string hint = closest_key(key, is_section ? sections() : keys());
+  return std::string(is_section ? "unknown section" : "unknown key") +
+         (hint.empty() ? "" : "; did you mean " + hint + "?");
+}
+
+const FieldSpec& require_field(const std::string& path, const std::string& where) {
+  const FieldSpec* f = find_field(path);
+  if (!f) fail(where, path, unknown_key_message(path));
+  return *f;
+}
+
+std::string line_of(const std::string& origin, const YAML::Node& n) {
+  const auto m = n.Mark();
+  return m.line >= 0 ? origin + ":" + std::to_string(m.line + 1) : origin;
+}
+
+void apply_yaml(Config& c, Origins& origins, const YAML::Node& root, const std::string& origin) {
+  if (root.IsNull()) return;  // an empty file changes nothing
+  if (!root.IsMap()) throw ConfigError(line_of(origin, root) + ": expected a mapping of sections (model, train, ...)");
+  for (const auto& sec : root) {
+    const std::string sname = sec.first.as<std::string>();
+    const std::string swhere = line_of(origin, sec.first);
+    const auto known = sections();
+    if (std::find(known.begin(), known.end(), sname) == known.end())
+      fail(swhere, sname, unknown_key_message(sname));
+    if (sec.second.IsNull()) continue;
+    if (!sec.second.IsMap()) fail(swhere, sname, "expected a mapping of keys");
+    for (const auto& kv : sec.second) {
+      const std::string path = sname + "." + kv.first.as<std::string>();
+      const std::string where = line_of(origin, kv.first);
+      const FieldSpec& f = require_field(path, where);
+      const YAML::Node& v = kv.second;
+      ConfigValue value;
+      if (f.type == FieldType::StringList && v.IsSequence()) {
+        std::string joined;
+        for (const auto& item : v) {
+          if (!item.IsScalar()) fail(where, path, "expected " + expected(f) + ", got a nested structure");
+          joined += item.Scalar() + ",";
+        }
+        value = parse_scalar(f, joined, where);
+      } else if (v.IsScalar()) {
+        value = parse_scalar(f, v.Scalar(), where);
+      } else if (v.IsNull()) {
+        if (f.type != FieldType::String) fail(where, path, "expected " + expected(f) + ", got nothing");
+        value = std::string();
+      } else {
+        fail(where, path, "expected " + expected(f) + ", got a " + (v.IsMap() ? "mapping" : "list"));
+      }
+      f.set(c, value);
+      origins[path] = where;
+    }
+  }
+}
+
+void apply_set(Config& c, Origins& origins, const std::string& assignment) {
+  const auto eq = assignment.find('=');
+  const std::string where = "--set " + assignment;
+  if (eq == std::string::npos || eq == 0)
+    throw ConfigError(where + ": expected key.path=value");
+  const std::string path = trim(assignment.substr(0, eq));
+  const FieldSpec& f = require_field(path, where);
+  std::string text = trim(assignment.substr(eq + 1));
+  if (text.size() >= 2 && (text.front() == '"' || text.front() == '\'') && text.back() == text.front())
+    text = text.substr(1, text.size() - 2);
+  f.set(c, parse_scalar(f, text, where));
+  origins[path] = where;
+}
+
+// Cross-field rules: checked once, on the merged result.
+void validate(const Config& c, const Origins& origins) {
+  auto at = [&](const std::string& key) {
+    auto it = origins.find(key);
+    return it == origins.end() ? std::string("config (default)") : it->second;
+  };
+  const auto& m = c.model;
+  if (m.d_model % m.n_heads != 0)
+    fail(at("model.n_heads"), "model.n_heads", "must divide model.d_model (" + std::to_string(m.d_model) + "), got " + std::to_string(m.n_heads));
+  if ((m.d_model / m.n_heads) % 2 != 0)
+    fail(at("model.n_heads"), "model.n_heads", "head size d_model/n_heads must be even for rotary embeddings, got " + std::to_string(m.d_model / m.n_heads));
+  if (m.n_heads % m.n_kv_heads != 0)
+    fail(at("model.n_kv_heads"), "model.n_kv_heads", "must divide model.n_heads (" + std::to_string(m.n_heads) + "), got " + std::to_string(m.n_kv_heads));
+  if (c.train.seq_len > m.max_seq_len)
+    fail(at("train.seq_len"), "train.seq_len", "must not exceed model.max_seq_len (" + std::to_string(m.max_seq_len) + "), got " + std::to_string(c.train.seq_len));
+  if (c.optim.min_lr > c.optim.lr)
+    fail(at("optim.min_lr"), "optim.min_lr", "must not exceed optim.lr (" + format_value(c.optim.lr) + "), got " + format_value(c.optim.min_lr));
+  if (c.data.synthetic_branching > m.vocab_size)
+    fail(at("data.synthetic_branching"), "data.synthetic_branching", "must not exceed model.vocab_size (" + std::to_string(m.vocab_size) + "), got " + std::to_string(c.data.synthetic_branching));
+}
+
+YAML::Node parse_yaml(const std::string& text, const std::string& origin) {
+  try {
+    return YAML::Load(text);
+  } catch (const YAML::ParserException& e) {
+    throw ConfigError(origin + ":" + std::to_string(e.mark.line + 1) + ": YAML syntax error: " + e.msg);
+  }
+}
+
+}  // namespace
+
+std::string closest_key(const std::string& word, const std::vector<std::string>& candidates) {
+  auto distance = [](const std::string& a, const std::string& b) {
+    std::vector<size_t> prev(b.size() + 1), cur(b.size() + 1);
+    for (size_t j = 0; j <= b.size(); ++j) prev[j] = j;
+    for (size_t i = 1; i <= a.size(); ++i) {
+      cur[0] = i;
+      for (size_t j = 1; j <= b.size(); ++j)
+        cur[j] = std::min({prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (a[i - 1] != b[j - 1])});
+      std::swap(prev, cur);
+    }
+    return prev[b.size()];
+  };
+  std::string best;
+  size_t best_d = std::max<size_t>(3, word.size() / 3) + 1;  // farther than this is no hint
+  for (const auto& c : candidates) {
+    const size_t d = distance(word, c);
+    if (d < best_d) best_d = d, best = c;
+  }
+  return best;
+}
+
+Config load_config_text(const std::string& yaml, const std::string& origin, const std::vector<std::string>& sets) {
+  Config c;
+  Origins origins;
+  apply_yaml(c, origins, parse_yaml(yaml, origin), origin);
+  for (const auto& s : sets) apply_set(c, origins, s);
+  validate(c, origins);
+  return c;
+}
+
+Config load_config(const std::vector<std::string>& files, const std::vector<std::string>& sets) {
+  Config c;
+  Origins origins;
+  for (const auto& file : files) {
+    std::ifstream in(file);
+    if (!in) throw ConfigError(file + ": cannot read config file (missing or unreadable)");
+    std::stringstream ss;
+    ss << in.rdbuf();
+    apply_yaml(c, origins, parse_yaml(ss.str(), file), file);
+    c.name = std::filesystem::path(file).stem().string();
+  }
+  for (const auto& s : sets) apply_set(c, origins, s);
+  validate(c, origins);
+  return c;
+}
+
+std::string to_yaml(const Config& c) {
+  std::string out, section;
+  for (const auto& f : config_schema()) {
+    const std::string sec = f.path.substr(0, f.path.find('.'));
+    if (sec != section) {
+      out += sec + ":\n";
+      section = sec;
+    }
+    out += "  " + f.path.substr(sec.size() + 1) + ": " + format_value(f.get(c)) + "\n";
+  }
+  return out;
+}
+
+}  // namespace shoestring

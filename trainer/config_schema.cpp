@@ -1,0 +1,134 @@
+#include "trainer/config_schema.h"
+
+#include <cstdio>
+#include <cstdlib>
+#include <type_traits>
+
+namespace shoestring {
+
+namespace {
+
+template <class T>
+constexpr FieldType type_of() {
+  if constexpr (std::is_same_v<T, int64_t>) return FieldType::Int;
+  if constexpr (std::is_same_v<T, double>) return FieldType::Float;
+  if constexpr (std::is_same_v<T, bool>) return FieldType::Bool;
+  if constexpr (std::is_same_v<T, std::string>) return FieldType::String;
+  if constexpr (std::is_same_v<T, std::vector<std::string>>) return FieldType::StringList;
+}
+
+// Binds a schema entry to Config::*section.*member, so the table cannot name a field that the
+// structs lack.
+template <class S, class T>
+FieldSpec field(std::string path, S Config::*section, T S::*member, std::string doc,
+                FieldRule rule = FieldRule::Any, std::vector<std::string> choices = {}) {
+  FieldSpec f;
+  f.path = std::move(path);
+  f.type = type_of<T>();
+  if (f.type == FieldType::String && !choices.empty()) f.type = FieldType::Choice;
+  f.rule = rule;
+  f.choices = std::move(choices);
+  f.doc = std::move(doc);
+  f.set = [section, member](Config& c, const ConfigValue& v) { (c.*section).*member = std::get<T>(v); };
+  f.get = [section, member](const Config& c) { return ConfigValue((c.*section).*member); };
+  return f;
+}
+
+std::vector<FieldSpec> build() {
+  using C = Config;
+  using R = FieldRule;
+  std::vector<FieldSpec> s;
+  // model
+  s.push_back(field("model.vocab_size", &C::model, &ModelConfig::vocab_size, "Vocabulary size (embedding rows and output logits).", R::Positive));
+  s.push_back(field("model.d_model", &C::model, &ModelConfig::d_model, "Hidden size of the residual stream.", R::Positive));
+  s.push_back(field("model.n_layers", &C::model, &ModelConfig::n_layers, "Number of transformer blocks.", R::Positive));
+  s.push_back(field("model.n_heads", &C::model, &ModelConfig::n_heads, "Attention query heads; must divide d_model.", R::Positive));
+  s.push_back(field("model.n_kv_heads", &C::model, &ModelConfig::n_kv_heads, "Key/value heads (grouped-query attention); must divide n_heads.", R::Positive));
+  s.push_back(field("model.intermediate_size", &C::model, &ModelConfig::intermediate_size, "Hidden size of the SwiGLU feed-forward.", R::Positive));
+  s.push_back(field("model.max_seq_len", &C::model, &ModelConfig::max_seq_len, "Longest sequence the rotary tables cover; train.seq_len must not exceed it.", R::Positive));
+  s.push_back(field("model.rope_theta", &C::model, &ModelConfig::rope_theta, "Rotary embedding base.", R::Positive));
+  s.push_back(field("model.norm_eps", &C::model, &ModelConfig::norm_eps, "RMSNorm epsilon.", R::Positive));
+  s.push_back(field("model.tie_embeddings", &C::model, &ModelConfig::tie_embeddings, "Share the token embedding with the output head."));
+  s.push_back(field("model.init_std", &C::model, &ModelConfig::init_std, "Std of the normal init of embeddings and linears (output projections are scaled by 1/sqrt(2*n_layers)).", R::Positive));
+  // train
+  s.push_back(field("train.steps", &C::train, &TrainConfig::steps, "Optimizer steps to run.", R::Positive));
+  s.push_back(field("train.micro_batch_size", &C::train, &TrainConfig::micro_batch_size, "Sequences per micro-batch.", R::Positive));
+  s.push_back(field("train.grad_accum", &C::train, &TrainConfig::grad_accum, "Micro-batches accumulated per optimizer step.", R::Positive));
+  s.push_back(field("train.seq_len", &C::train, &TrainConfig::seq_len, "Tokens per training sequence.", R::Positive));
+  s.push_back(field("train.seed", &C::train, &TrainConfig::seed, "Seed of the initialisation and the data order.", R::NonNegative));
+  s.push_back(field("train.precision", &C::train, &TrainConfig::precision, "Compute dtype of matmuls; master weights, norms, softmax and loss stay fp32.", R::Any, {"fp32", "bf16"}));
+  s.push_back(field("train.device", &C::train, &TrainConfig::device, "Where to train: auto picks cuda when a GPU is usable, else cpu.", R::Any, {"auto", "cpu", "cuda"}));
+  s.push_back(field("train.threads", &C::train, &TrainConfig::threads, "Intra-op threads per rank; 0 = cores on this node / ranks on this node.", R::NonNegative));
+  // optim
+  s.push_back(field("optim.lr", &C::optim, &OptimConfig::lr, "Peak learning rate of AdamW.", R::Positive));
+  s.push_back(field("optim.min_lr", &C::optim, &OptimConfig::min_lr, "Learning rate at the end of the decay.", R::NonNegative));
+  s.push_back(field("optim.schedule", &C::optim, &OptimConfig::schedule, "Learning-rate schedule after warmup: cosine decay, warmup-stable-decay, or constant.", R::Any, {"cosine", "wsd", "constant"}));
+  s.push_back(field("optim.warmup_steps", &C::optim, &OptimConfig::warmup_steps, "Linear warmup steps from 0 to lr.", R::NonNegative));
+  s.push_back(field("optim.decay_fraction", &C::optim, &OptimConfig::decay_fraction, "wsd: fraction of train.steps spent in the final linear decay to min_lr.", R::Unit));
+  s.push_back(field("optim.weight_decay", &C::optim, &OptimConfig::weight_decay, "Decoupled weight decay (AdamW).", R::NonNegative));
+  s.push_back(field("optim.beta1", &C::optim, &OptimConfig::beta1, "AdamW first-moment decay.", R::Below1));
+  s.push_back(field("optim.beta2", &C::optim, &OptimConfig::beta2, "AdamW second-moment decay.", R::Below1));
+  s.push_back(field("optim.eps", &C::optim, &OptimConfig::eps, "AdamW epsilon.", R::Positive));
+  s.push_back(field("optim.grad_clip", &C::optim, &OptimConfig::grad_clip, "Clip the global gradient norm to this value; 0 disables.", R::NonNegative));
+  s.push_back(field("optim.no_decay", &C::optim, &OptimConfig::no_decay, "Parameter kinds excluded from weight decay.", R::Any, {"norm", "bias", "embedding", "head"}));
+  // data
+  s.push_back(field("data.source", &C::data, &DataConfig::source, "Training tokens: synthetic = a seeded random Markov chain (known entropy floor).", R::Any, {"synthetic"}));
+  s.push_back(field("data.synthetic_branching", &C::data, &DataConfig::synthetic_branching, "Successors per token in the synthetic chain; the best reachable loss is ln(branching).", R::Positive));
+  // log
+  s.push_back(field("log.run_dir", &C::log, &LogConfig::run_dir, "Run directory for config.yaml, metrics.jsonl and train.log; empty = runs/<config name>-<UTC time>."));
+  s.push_back(field("log.every", &C::log, &LogConfig::every, "Steps between plain log lines when output is not a terminal.", R::Positive));
+  s.push_back(field("log.progress", &C::log, &LogConfig::progress, "Progress bar: auto (only on a terminal), on, off.", R::Any, {"auto", "on", "off"}));
+  return s;
+}
+
+}  // namespace
+
+const std::vector<FieldSpec>& config_schema() {
+  static const std::vector<FieldSpec> schema = build();
+  return schema;
+}
+
+const FieldSpec* find_field(const std::string& path) {
+  for (const auto& f : config_schema())
+    if (f.path == path) return &f;
+  return nullptr;
+}
+
+std::string type_name(FieldType t) {
+  switch (t) {
+    case FieldType::Int: return "int";
+    case FieldType::Float: return "float";
+    case FieldType::Bool: return "bool";
+    case FieldType::String: return "string";
+    case FieldType::Choice: return "choice";
+    case FieldType::StringList: return "list";
+  }
+  return "?";
+}
+
+std::string format_value(const ConfigValue& v) {
+  struct V {
+    std::string operator()(int64_t x) const { return std::to_string(x); }
+    std::string operator()(double x) const {
+      char buf[64];
+      std::snprintf(buf, sizeof buf, "%.17g", x);
+      // Shortest text that reads back to the same double, so printed configs round-trip exactly.
+      for (int p = 1; p <= 17; ++p) {
+        char b[64];
+        std::snprintf(b, sizeof b, "%.*g", p, x);
+        if (std::strtod(b, nullptr) == x) return b;
+      }
+      return buf;
+    }
+    std::string operator()(bool x) const { return x ? "true" : "false"; }
+    std::string operator()(const std::string& x) const { return x.empty() ? "\"\"" : x; }
+    std::string operator()(const std::vector<std::string>& xs) const {
+      std::string s = "[";
+      for (size_t i = 0; i < xs.size(); ++i) s += (i ? ", " : "") + xs[i];
+      return s + "]";
+    }
+  };
+  return std::visit(V{}, v);
+}
+
+}  // namespace shoestring

@@ -1,0 +1,30 @@
+#pragma once
+// What a person watching sees: a progress bar on a terminal, a plain line every N steps otherwise
+// (CI, Slurm logs). Both also go to the run's train.log as plain lines.
+#include <cstdint>
+#include <fstream>
+#include <string>
+
+#include "trainer/metrics.h"
+
+namespace shoestring {
+
+class Progress {
+ public:
+  // bar: draw a bar on stdout (else plain lines every `every` steps).
+  Progress(int64_t total_steps, int64_t every, bool bar, const std::string& log_path);
+  void update(const StepRecord& r);
+  void message(const std::string& line);  // stdout and train.log
+  void finish();
+
+ private:
+  std::string plain_line(const StepRecord& r) const;
+  int64_t total_, every_;
+  bool bar_;
+  std::ofstream log_;
+};
+
+// "1m05s", "3h02m", "12s"
+std::string format_duration(double seconds);
+
+}  // namespace shoestring

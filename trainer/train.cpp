@@ -1,0 +1,162 @@
+#include "trainer/train.h"
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cmath>
+#include <ctime>
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <sstream>
+#include <stdexcept>
+
+#include "data/loader.h"
+#include "ops/cuda_runtime.h"
+#include "trainer/config_loader.h"
+#include "trainer/metrics.h"
+#include "trainer/model/transformer.h"
+#include "trainer/optim/adamw.h"
+#include "trainer/optim/lr_schedule.h"
+#include "trainer/progress.h"
+
+namespace fs = std::filesystem;
+
+namespace shoestring {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+at::Device pick_device(const std::string& wanted) {
+  if (wanted == "cpu") return at::kCPU;
+  const auto& cuda = ops::cuda_status();
+  if (wanted == "cuda" && !cuda.available)
+    throw std::runtime_error("train.device: cuda was requested but no GPU is usable: " + cuda.reason);
+  return cuda.available ? at::Device(at::kCUDA) : at::Device(at::kCPU);
+}
+
+std::string utc_stamp() {
+  const std::time_t now = std::time(nullptr);
+  std::tm tm{};
+  gmtime_r(&now, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y%m%d-%H%M%S", &tm);
+  return buf;
+}
+
+void prepare_run_dir(const std::string& dir, const Config& cfg) {
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  if (ec) throw std::runtime_error(dir + ": cannot create run directory: " + ec.message());
+  if (fs::exists(fs::path(dir) / "metrics.jsonl"))
+    throw std::runtime_error(dir + ": already holds a run (metrics.jsonl); set log.run_dir to a new directory");
+  std::ofstream(fs::path(dir) / "config.yaml") << to_yaml(cfg);
+}
+
+std::string banner(const Config& cfg, int64_t params, const at::Device& dev, int threads,
+                   const parallel::World& world) {
+  std::ostringstream s;
+  const auto& m = cfg.model;
+  s << "shoestring train: " << cfg.name << "\n"
+    << "  model    " << params << " parameters (" << m.n_layers << " layers, d_model " << m.d_model
+    << ", " << m.n_heads << " heads / " << m.n_kv_heads << " kv, ffn " << m.intermediate_size
+    << ", vocab " << m.vocab_size << ")\n"
+    << "  train    " << cfg.train.steps << " steps x " << cfg.train.grad_accum << " x "
+    << cfg.train.micro_batch_size << " seqs x " << cfg.train.seq_len << " tokens, " << cfg.train.precision
+    << ", seed " << cfg.train.seed << "\n"
+    << "  optim    adamw lr " << cfg.optim.lr << " (" << cfg.optim.schedule << ", warmup "
+    << cfg.optim.warmup_steps << "), wd " << cfg.optim.weight_decay << ", clip " << cfg.optim.grad_clip << "\n"
+    << "  data     " << cfg.data.source << " (branching " << cfg.data.synthetic_branching
+    << ": loss floor " << std::log(double(cfg.data.synthetic_branching)) << ")\n"
+    << "  device   " << dev.str() << ", " << threads << " threads/rank, " << world.size << " rank(s)";
+  return s.str();
+}
+
+}  // namespace
+
+std::string resolve_run_dir(const Config& cfg) {
+  if (!cfg.log.run_dir.empty()) return cfg.log.run_dir;
+  std::string base = "runs/" + cfg.name + "-" + utc_stamp(), dir = base;
+  for (int i = 2; fs::exists(dir); ++i) dir = base + "-" + std::to_string(i);
+  return dir;
+}
+
+TrainSummary train(const Config& cfg, const parallel::World& world) {
+  if (world.size > 1)
+    throw std::runtime_error("multi-process training (data/expert/pipeline parallelism) is not implemented yet; run one process");
+  const int threads = parallel::threads_per_rank(int(cfg.train.threads), world);
+  at::set_num_threads(threads);
+  const at::Device device = pick_device(cfg.train.device);
+  const at::ScalarType dtype = cfg.train.precision == "bf16" ? at::kBFloat16 : at::kFloat;
+
+  at::manual_seed(uint64_t(cfg.train.seed));
+  model::Transformer net(cfg.model, dtype);
+  net->to(device);
+
+  std::vector<optim::NamedParam> params;
+  std::vector<bool> decay;
+  for (const auto& item : net->named_parameters()) {
+    params.push_back({item.key(), item.value()});
+    decay.push_back(optim::decays(cfg.optim, model::parameter_kind(item.key())));
+  }
+  optim::AdamW opt(params, decay, cfg.optim);
+
+  auto source = std::make_shared<data::SyntheticMarkov>(cfg.model.vocab_size, cfg.data.synthetic_branching,
+                                                        uint64_t(cfg.train.seed));
+  data::Loader loader(source, cfg.train.micro_batch_size, cfg.train.seq_len);
+
+  TrainSummary summary;
+  summary.run_dir = resolve_run_dir(cfg);
+  prepare_run_dir(summary.run_dir, cfg);
+  MetricsWriter metrics((fs::path(summary.run_dir) / "metrics.jsonl").string());
+  const bool bar = cfg.log.progress == "on" || (cfg.log.progress == "auto" && isatty(STDOUT_FILENO));
+  Progress progress(cfg.train.steps, cfg.log.every, bar, (fs::path(summary.run_dir) / "train.log").string());
+  progress.message(banner(cfg, net->parameter_count(), device, threads, world));
+  progress.message("  run dir  " + summary.run_dir);
+
+  const double tokens_per_step = double(cfg.train.grad_accum * cfg.train.micro_batch_size * cfg.train.seq_len);
+  const auto start = Clock::now();
+  for (int64_t step = 0; step < cfg.train.steps; ++step) {
+    const auto t0 = Clock::now();
+    for (auto& p : params) p.param.mutable_grad() = at::Tensor();
+    double loss_sum = 0;
+    for (int64_t micro = 0; micro < cfg.train.grad_accum; ++micro) {
+      const data::Batch batch = loader.next();
+      const at::Tensor loss = net->loss(batch.inputs.to(device), batch.targets.to(device));
+      (loss / double(cfg.train.grad_accum)).backward();
+      loss_sum += loss.item<double>();
+    }
+    const double loss = loss_sum / double(cfg.train.grad_accum);
+    if (!std::isfinite(loss))
+      throw std::runtime_error("step " + std::to_string(step + 1) + ": loss is " + std::to_string(loss) +
+                               "; stopping (lower optim.lr or set optim.grad_clip)");
+    const double grad_norm = optim::clip_grad_norm(params, cfg.optim.grad_clip);
+    const double lr = optim::lr_at(cfg.optim, step, cfg.train.steps);
+    opt.step(lr);
+
+    const auto t1 = Clock::now();
+    StepRecord r;
+    r.step = step + 1;
+    r.loss = loss;
+    r.lr = lr;
+    r.grad_norm = grad_norm;
+    r.tokens_per_s = tokens_per_step / std::chrono::duration<double>(t1 - t0).count();
+    r.elapsed_s = std::chrono::duration<double>(t1 - start).count();
+    metrics.write(r);
+    progress.update(r);
+    if (step == 0) summary.first_loss = loss;
+    summary.final_loss = loss;
+    summary.steps = r.step;
+  }
+  progress.finish();
+  char done[160];
+  std::snprintf(done, sizeof done, "done: %lld steps, loss %.4f -> %.4f", static_cast<long long>(summary.steps),
+                summary.first_loss, summary.final_loss);
+  progress.message(done);
+  return summary;
+}
+
+}  // namespace shoestring

@@ -1,0 +1,24 @@
+#pragma once
+// The single-process training loop (parallel layouts arrive with later issues and wrap this
+// same step).
+#include <string>
+
+#include "parallel/world.h"
+#include "trainer/config.h"
+
+namespace shoestring {
+
+struct TrainSummary {
+  int64_t steps = 0;
+  double first_loss = 0, final_loss = 0;
+  std::string run_dir;
+};
+
+// Runtime failures (NaN loss, unusable device, unwritable run dir) throw std::runtime_error with
+// a one-line message; main() turns it into exit code 1.
+TrainSummary train(const Config& cfg, const parallel::World& world);
+
+// The run directory this config resolves to (log.run_dir, or runs/<name>-<UTC time>).
+std::string resolve_run_dir(const Config& cfg);
+
+}  // namespace shoestring
