@@ -1,5 +1,6 @@
 #include "trainer/config_schema.h"
 
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <type_traits>
@@ -111,6 +112,10 @@ std::string format_value(const ConfigValue& v) {
     std::string operator()(int64_t x) const { return std::to_string(x); }
     std::string operator()(double x) const {
       char buf[64];
+      if (x == std::floor(x) && std::fabs(x) < 1e15) {  // 10000.0 rather than 1e+04
+        std::snprintf(buf, sizeof buf, "%.1f", x);
+        return buf;
+      }
       std::snprintf(buf, sizeof buf, "%.17g", x);
       // Shortest text that reads back to the same double, so printed configs round-trip exactly.
       for (int p = 1; p <= 17; ++p) {

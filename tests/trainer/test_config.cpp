@@ -1,3 +1,138 @@
 #include <gtest/gtest.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+
 #include "trainer/config_loader.h"
-TEST(Config, Defaults) { EXPECT_NO_THROW(shoestring::load_config_text("", "x.yaml")); }
+#include "trainer/config_schema.h"
+
+using shoestring::Config;
+using shoestring::ConfigError;
+using shoestring::load_config;
+using shoestring::load_config_text;
+
+namespace {
+
+// The message of the ConfigError that loading throws, or "" if it loads.
+std::string error_of(const std::string& yaml, const std::vector<std::string>& sets = {}) {
+  try {
+    load_config_text(yaml, "x.yaml", sets);
+  } catch (const ConfigError& e) {
+    return e.what();
+  }
+  return "";
+}
+
+std::string write_temp(const std::string& name, const std::string& text) {
+  const auto path = std::filesystem::temp_directory_path() / ("shoestring_test_" + name);
+  std::ofstream(path) << text;
+  return path.string();
+}
+
+TEST(Config, EmptyDocumentGivesDefaults) {
+  const Config c = load_config_text("", "x.yaml");
+  EXPECT_EQ(c.model.d_model, Config{}.model.d_model);
+  EXPECT_EQ(c.optim.schedule, "cosine");
+}
+
+TEST(Config, ReadsEveryType) {
+  const Config c = load_config_text(
+      "model:\n  d_model: 64\n  tie_embeddings: true\ntrain:\n  precision: bf16\n"
+      "optim:\n  lr: 1e-3\n  no_decay: [norm]\nlog:\n  run_dir: /tmp/x\n",
+      "x.yaml");
+  EXPECT_EQ(c.model.d_model, 64);
+  EXPECT_TRUE(c.model.tie_embeddings);
+  EXPECT_EQ(c.train.precision, "bf16");
+  EXPECT_DOUBLE_EQ(c.optim.lr, 1e-3);
+  EXPECT_EQ(c.optim.no_decay, std::vector<std::string>{"norm"});
+  EXPECT_EQ(c.log.run_dir, "/tmp/x");
+}
+
+TEST(Config, ExactMessages) {
+  EXPECT_EQ(error_of("train:\n  steps: 10\noptim:\n  lr: abc\n"),
+            "x.yaml:4: optim.lr: expected a positive number, got \"abc\"");
+  EXPECT_EQ(error_of("model:\n  d_modle: 64\n"), "x.yaml:2: model.d_modle: unknown key; did you mean model.d_model?");
+  EXPECT_EQ(error_of("modle:\n  d_model: 64\n"), "x.yaml:1: modle: unknown section; did you mean model?");
+  EXPECT_EQ(error_of("train:\n  precision: fp16\n"), "x.yaml:2: train.precision: expected one of fp32, bf16, got \"fp16\"");
+  EXPECT_EQ(error_of("model:\n  n_heads: 3\n"), "x.yaml:2: model.n_heads: must divide model.d_model (128), got 3");
+}
+
+TEST(Config, TypeAndRangeRules) {
+  EXPECT_NE(error_of("train:\n  steps: 0\n").find("expected a positive integer, got \"0\""), std::string::npos);
+  EXPECT_NE(error_of("train:\n  steps: 1.5\n").find("expected a positive integer"), std::string::npos);
+  EXPECT_NE(error_of("train:\n  seed: -1\n").find("expected a non-negative integer"), std::string::npos);
+  EXPECT_NE(error_of("optim:\n  beta2: 1.0\n").find("expected a number in [0, 1)"), std::string::npos);
+  EXPECT_NE(error_of("optim:\n  decay_fraction: 1.5\n").find("expected a number in [0, 1]"), std::string::npos);
+  EXPECT_NE(error_of("optim:\n  lr: nan\n").find("expected a positive number"), std::string::npos);
+  EXPECT_NE(error_of("model:\n  tie_embeddings: maybe\n").find("expected true or false"), std::string::npos);
+  EXPECT_NE(error_of("optim:\n  no_decay: [norm, weights]\n").find("got \"weights\""), std::string::npos);
+  EXPECT_NE(error_of("model:\n  d_model: [1, 2]\n").find("got a list"), std::string::npos);
+  EXPECT_NE(error_of("model:\n  d_model:\n").find("got nothing"), std::string::npos);
+  EXPECT_NE(error_of("model: 3\n").find("model: expected a mapping of keys"), std::string::npos);
+  EXPECT_NE(error_of("- a\n- b\n").find("expected a mapping of sections"), std::string::npos);
+  EXPECT_NE(error_of("model:\n  d_model: [1\n").find("YAML syntax error"), std::string::npos);
+}
+
+TEST(Config, CrossFieldRules) {
+  EXPECT_NE(error_of("model:\n  n_kv_heads: 3\n").find("model.n_kv_heads: must divide model.n_heads (4)"), std::string::npos);
+  EXPECT_NE(error_of("model:\n  d_model: 132\n  n_heads: 4\n  n_kv_heads: 4\n").find("must be even"), std::string::npos);
+  EXPECT_NE(error_of("train:\n  seq_len: 512\n").find("train.seq_len: must not exceed model.max_seq_len (256)"), std::string::npos);
+  EXPECT_NE(error_of("optim:\n  lr: 1e-4\n  min_lr: 1e-3\n").find("optim.min_lr: must not exceed optim.lr"), std::string::npos);
+  EXPECT_NE(error_of("model:\n  vocab_size: 8\ndata:\n  synthetic_branching: 9\n").find("data.synthetic_branching"), std::string::npos);
+  // A cross-field error points at the line that set the offending key.
+  EXPECT_EQ(error_of("train:\n  steps: 5\nmodel:\n  n_kv_heads: 3\n").rfind("x.yaml:4:", 0), 0u);
+}
+
+TEST(Config, SetOverridesAreTypeChecked) {
+  const Config c = load_config_text("train:\n  steps: 10\n", "x.yaml", {"train.steps=20", "optim.no_decay=[norm,head]", "log.run_dir=\"a b\""});
+  EXPECT_EQ(c.train.steps, 20);
+  EXPECT_EQ(c.optim.no_decay, (std::vector<std::string>{"norm", "head"}));
+  EXPECT_EQ(c.log.run_dir, "a b");
+  EXPECT_EQ(error_of("", {"optim.lr=abc"}), "--set optim.lr=abc: optim.lr: expected a positive number, got \"abc\"");
+  EXPECT_EQ(error_of("", {"train.stesp=3"}), "--set train.stesp=3: train.stesp: unknown key; did you mean train.steps?");
+  EXPECT_EQ(error_of("", {"train.steps"}), "--set train.steps: expected key.path=value");
+  EXPECT_NE(error_of("", {"model.n_heads=3"}).find("--set model.n_heads=3: model.n_heads: must divide"), std::string::npos);
+}
+
+TEST(Config, LaterFilesOverrideEarlier) {
+  const auto base = write_temp("base.yaml", "train:\n  steps: 10\n  seed: 7\nmodel:\n  d_model: 64\n");
+  const auto exp = write_temp("exp.yaml", "train:\n  steps: 30\n");
+  const Config c = load_config({base, exp}, {"train.seed=9"});
+  EXPECT_EQ(c.train.steps, 30);     // from exp
+  EXPECT_EQ(c.model.d_model, 64);   // from base
+  EXPECT_EQ(c.train.seed, 9);       // from --set
+  EXPECT_EQ(c.name, "shoestring_test_exp");
+  try {
+    load_config({"/nonexistent/x.yaml"}, {});
+    FAIL() << "missing file must throw";
+  } catch (const ConfigError& e) {
+    EXPECT_EQ(std::string(e.what()), "/nonexistent/x.yaml: cannot read config file (missing or unreadable)");
+  }
+}
+
+TEST(Config, PrintedYamlReadsBackToTheSameConfig) {
+  const Config a = load_config_text("optim:\n  lr: 3.3e-4\n  no_decay: []\nmodel:\n  tie_embeddings: true\n", "x.yaml");
+  const std::string yaml = shoestring::to_yaml(a);
+  const Config b = load_config_text(yaml, "printed.yaml");
+  EXPECT_EQ(shoestring::to_yaml(b), yaml);
+  EXPECT_EQ(b.optim.lr, 3.3e-4);  // exact: floats print with round-trip precision
+  EXPECT_TRUE(b.optim.no_decay.empty());
+}
+
+TEST(Config, EveryShippedConfigLoads) {
+  int n = 0;
+  for (const auto& e : std::filesystem::directory_iterator(SHOESTRING_SOURCE_DIR "/configs")) {
+    if (e.path().extension() != ".yaml") continue;
+    EXPECT_NO_THROW(load_config({e.path().string()}, {})) << e.path();
+    ++n;
+  }
+  EXPECT_GE(n, 1);
+}
+
+TEST(Config, DidYouMeanStaysQuietForFarWords) {
+  EXPECT_EQ(shoestring::closest_key("zzzzzzzz", {"model", "train"}), "");
+  EXPECT_EQ(shoestring::closest_key("trian", {"model", "train"}), "train");
+}
+
+}  // namespace

@@ -1,0 +1,93 @@
+// End to end: the real executable, as a user runs it.
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+
+#include <array>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+
+namespace fs = std::filesystem;
+
+namespace {
+
+struct Result {
+  int code;
+  std::string output;  // stdout + stderr
+};
+
+Result run(const std::string& args) {
+  const std::string cmd = "cd " SHOESTRING_SOURCE_DIR " && " SHOESTRING_BINARY_DIR "/bin/shoestring " + args + " 2>&1";
+  Result r{-1, ""};
+  FILE* p = popen(cmd.c_str(), "r");
+  if (!p) return r;
+  std::array<char, 4096> buf{};
+  while (fgets(buf.data(), int(buf.size()), p)) r.output += buf.data();
+  const int status = pclose(p);
+  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return r;
+}
+
+size_t line_count(const fs::path& p) {
+  std::ifstream in(p);
+  size_t n = 0;
+  for (std::string l; std::getline(in, l);) ++n;
+  return n;
+}
+
+TEST(Cli, TrainTinyWritesMetrics) {
+  const fs::path dir = fs::temp_directory_path() / ("shoestring_cli_" + std::to_string(::getpid()));
+  fs::remove_all(dir);
+  const Result r = run("train --config configs/tiny.yaml --set train.steps=3 --set train.threads=1 --set log.run_dir=" + dir.string());
+  EXPECT_EQ(r.code, 0) << r.output;
+  EXPECT_EQ(line_count(dir / "metrics.jsonl"), 3u);
+  EXPECT_NE(r.output.find("parameters"), std::string::npos) << "start banner missing";
+  std::ifstream in(dir / "metrics.jsonl");
+  std::string first;
+  std::getline(in, first);
+  for (const char* key : {"\"step\":1", "\"loss\":", "\"lr\":", "\"grad_norm\":", "\"tokens_per_s\":", "\"elapsed_s\":"})
+    EXPECT_NE(first.find(key), std::string::npos) << key << " missing from " << first;
+  fs::remove_all(dir);
+}
+
+TEST(Cli, BrokenConfigExitsTwoWithOneLine) {
+  const fs::path bad = fs::temp_directory_path() / "shoestring_cli_bad.yaml";
+  std::ofstream(bad) << "train:\n  steps: 5\noptim:\n  lr: abc\n";
+  const Result r = run("train --config " + bad.string());
+  EXPECT_EQ(r.code, 2);
+  EXPECT_EQ(r.output, "config error: " + bad.string() + ":4: optim.lr: expected a positive number, got \"abc\"\n");
+  const Result s = run("train --config configs/tiny.yaml --set model.n_heads=5");
+  EXPECT_EQ(s.code, 2);
+  EXPECT_NE(s.output.find("--set model.n_heads=5: model.n_heads: must divide model.d_model (128), got 5"), std::string::npos);
+}
+
+TEST(Cli, UsageErrorsExitTwo) {
+  EXPECT_EQ(run("").code, 2);
+  EXPECT_EQ(run("frobnicate").code, 2);
+  const Result r = run("train --config configs/tiny.yaml --no-such-flag");
+  EXPECT_EQ(r.code, 2);
+  EXPECT_NE(r.output.find("no-such-flag"), std::string::npos);
+  EXPECT_EQ(run("train").code, 2);
+}
+
+TEST(Cli, HelpAndVersion) {
+  const Result h = run("--help");
+  EXPECT_EQ(h.code, 0);
+  EXPECT_NE(h.output.find("train"), std::string::npos);
+  EXPECT_NE(h.output.find("config"), std::string::npos);
+  EXPECT_EQ(run("train --help").code, 0);
+  EXPECT_EQ(run("config --help").code, 0);
+  const Result v = run("--version");
+  EXPECT_EQ(v.code, 0);
+  for (const char* lib : {"LibTorch", "CUDA", "NCCL", "MPI", "HDF5", "git"}) EXPECT_NE(v.output.find(lib), std::string::npos) << lib;
+}
+
+TEST(Cli, ConfigPrintIsResolvedYaml) {
+  const Result r = run("config --print --config configs/tiny.yaml --set train.steps=7");
+  EXPECT_EQ(r.code, 0);
+  EXPECT_NE(r.output.find("  steps: 7\n"), std::string::npos);
+  EXPECT_NE(r.output.find("  n_kv_heads: 2\n"), std::string::npos);  // from the file
+  EXPECT_NE(r.output.find("  beta2: 0.95\n"), std::string::npos);     // a default
+}
+
+}  // namespace
