@@ -21,6 +21,24 @@ struct ModelConfig {
   double norm_eps = 1e-6;
   bool tie_embeddings = false;
   double init_std = 0.02;
+  // Attention: gqa (grouped-query) or mla (multi-head latent attention, DeepSeek-V2 §2.1).
+  std::string attention = "gqa";
+  int64_t q_lora_rank = 0;  // mla: 0 = queries are not compressed
+  int64_t kv_lora_rank = 32;
+  int64_t qk_nope_head_dim = 16;
+  int64_t qk_rope_head_dim = 8;
+  int64_t v_head_dim = 16;
+  // Mixture of experts (DeepSeekMoE): 0 routed experts = a dense model.
+  int64_t n_routed_experts = 0;
+  int64_t n_shared_experts = 1;
+  int64_t n_activated_experts = 2;
+  int64_t moe_intermediate_size = 64;
+  int64_t n_dense_layers = 1;
+  int64_t n_expert_groups = 1;
+  int64_t n_limited_groups = 1;
+  double route_scale = 1.0;
+  double capacity_factor = 0.0;  // 0 = dropless
+  int64_t mtp_depth = 0;         // multi-token prediction modules (DeepSeek-V3 §2.2)
 };
 
 struct TrainConfig {
@@ -32,6 +50,13 @@ struct TrainConfig {
   std::string precision = "fp32";  // fp32 | bf16
   std::string device = "auto";     // auto | cpu | cuda
   int64_t threads = 0;             // 0: cores / ranks on this node
+  // Auxiliary-loss-free balancing (DeepSeek-V3 §2.1.2) and the MoE/MTP loss weights.
+  double router_bias_gamma = 0.001;
+  int64_t router_bias_stop_step = 0;  // 0: never; else gamma = 0 from this step on
+  double balance_alpha = 0.0;         // sequence-wise balance loss weight (DeepSeek-V3 uses 1e-4)
+  double mtp_lambda = 0.3;
+  double mtp_lambda_late = 0.1;
+  int64_t mtp_lambda_switch_step = 0;  // 0: never switch to mtp_lambda_late
 };
 
 struct OptimConfig {

@@ -201,12 +201,32 @@ void validate(const Config& c, const Origins& origins) {
     return it == origins.end() ? std::string("config (default)") : it->second;
   };
   const auto& m = c.model;
-  if (m.d_model % m.n_heads != 0)
-    fail(at("model.n_heads"), "model.n_heads", "must divide model.d_model (" + std::to_string(m.d_model) + "), got " + std::to_string(m.n_heads));
-  if ((m.d_model / m.n_heads) % 2 != 0)
-    fail(at("model.n_heads"), "model.n_heads", "head size d_model/n_heads must be even for rotary embeddings, got " + std::to_string(m.d_model / m.n_heads));
-  if (m.n_heads % m.n_kv_heads != 0)
-    fail(at("model.n_kv_heads"), "model.n_kv_heads", "must divide model.n_heads (" + std::to_string(m.n_heads) + "), got " + std::to_string(m.n_kv_heads));
+  auto num = [](int64_t x) { return std::to_string(x); };
+  if (m.attention == "gqa") {
+    if (m.d_model % m.n_heads != 0)
+      fail(at("model.n_heads"), "model.n_heads", "must divide model.d_model (" + num(m.d_model) + "), got " + num(m.n_heads));
+    if ((m.d_model / m.n_heads) % 2 != 0)
+      fail(at("model.n_heads"), "model.n_heads", "head size d_model/n_heads must be even for rotary embeddings, got " + num(m.d_model / m.n_heads));
+    if (m.n_heads % m.n_kv_heads != 0)
+      fail(at("model.n_kv_heads"), "model.n_kv_heads", "must divide model.n_heads (" + num(m.n_heads) + "), got " + num(m.n_kv_heads));
+  } else if (m.qk_rope_head_dim % 2 != 0) {
+    fail(at("model.qk_rope_head_dim"), "model.qk_rope_head_dim", "must be even for rotary embeddings, got " + num(m.qk_rope_head_dim));
+  }
+  if (m.n_routed_experts > 0) {
+    const int64_t e = m.n_routed_experts;
+    if (m.n_activated_experts > e)
+      fail(at("model.n_activated_experts"), "model.n_activated_experts", "must not exceed model.n_routed_experts (" + num(e) + "), got " + num(m.n_activated_experts));
+    if (e % m.n_expert_groups != 0)
+      fail(at("model.n_expert_groups"), "model.n_expert_groups", "must divide model.n_routed_experts (" + num(e) + "), got " + num(m.n_expert_groups));
+    if (m.n_limited_groups > m.n_expert_groups)
+      fail(at("model.n_limited_groups"), "model.n_limited_groups", "must not exceed model.n_expert_groups (" + num(m.n_expert_groups) + "), got " + num(m.n_limited_groups));
+    if (m.n_activated_experts > m.n_limited_groups * (e / m.n_expert_groups))
+      fail(at("model.n_activated_experts"), "model.n_activated_experts", "must not exceed the experts in the allowed groups (n_limited_groups * n_routed_experts / n_expert_groups = " + num(m.n_limited_groups * (e / m.n_expert_groups)) + "), got " + num(m.n_activated_experts));
+    if (m.n_dense_layers > m.n_layers)
+      fail(at("model.n_dense_layers"), "model.n_dense_layers", "must not exceed model.n_layers (" + num(m.n_layers) + "), got " + num(m.n_dense_layers));
+  }
+  if (m.mtp_depth >= c.train.seq_len)
+    fail(at("model.mtp_depth"), "model.mtp_depth", "must be below train.seq_len (" + num(c.train.seq_len) + "), got " + num(m.mtp_depth));
   if (c.train.seq_len > m.max_seq_len)
     fail(at("train.seq_len"), "train.seq_len", "must not exceed model.max_seq_len (" + std::to_string(m.max_seq_len) + "), got " + std::to_string(c.train.seq_len));
   if (c.optim.min_lr > c.optim.lr)

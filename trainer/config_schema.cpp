@@ -51,6 +51,22 @@ std::vector<FieldSpec> build() {
   s.push_back(field("model.norm_eps", &C::model, &ModelConfig::norm_eps, "RMSNorm epsilon.", R::Positive));
   s.push_back(field("model.tie_embeddings", &C::model, &ModelConfig::tie_embeddings, "Share the token embedding with the output head."));
   s.push_back(field("model.init_std", &C::model, &ModelConfig::init_std, "Std of the normal init of embeddings and linears (output projections are scaled by 1/sqrt(2*n_layers)).", R::Positive));
+  s.push_back(field("model.attention", &C::model, &ModelConfig::attention, "Attention kind: gqa (grouped-query) or mla (multi-head latent attention).", R::Any, {"gqa", "mla"}));
+  s.push_back(field("model.q_lora_rank", &C::model, &ModelConfig::q_lora_rank, "mla: rank of the query compression; 0 projects queries directly.", R::NonNegative));
+  s.push_back(field("model.kv_lora_rank", &C::model, &ModelConfig::kv_lora_rank, "mla: rank of the joint key/value compression (the cached latent).", R::Positive));
+  s.push_back(field("model.qk_nope_head_dim", &C::model, &ModelConfig::qk_nope_head_dim, "mla: per-head query/key size without rotary embedding.", R::Positive));
+  s.push_back(field("model.qk_rope_head_dim", &C::model, &ModelConfig::qk_rope_head_dim, "mla: size of the decoupled rotary query/key (the rotary key is shared by all heads); even.", R::Positive));
+  s.push_back(field("model.v_head_dim", &C::model, &ModelConfig::v_head_dim, "mla: per-head value size.", R::Positive));
+  s.push_back(field("model.n_routed_experts", &C::model, &ModelConfig::n_routed_experts, "Routed experts per MoE layer; 0 makes every layer a dense SwiGLU.", R::NonNegative));
+  s.push_back(field("model.n_shared_experts", &C::model, &ModelConfig::n_shared_experts, "Shared experts per MoE layer, applied to every token.", R::NonNegative));
+  s.push_back(field("model.n_activated_experts", &C::model, &ModelConfig::n_activated_experts, "Routed experts chosen per token (top-k).", R::Positive));
+  s.push_back(field("model.moe_intermediate_size", &C::model, &ModelConfig::moe_intermediate_size, "Hidden size of each expert's SwiGLU.", R::Positive));
+  s.push_back(field("model.n_dense_layers", &C::model, &ModelConfig::n_dense_layers, "With experts: the first n_dense_layers layers stay dense SwiGLU.", R::NonNegative));
+  s.push_back(field("model.n_expert_groups", &C::model, &ModelConfig::n_expert_groups, "Group-limited routing: experts are split into this many groups.", R::Positive));
+  s.push_back(field("model.n_limited_groups", &C::model, &ModelConfig::n_limited_groups, "Group-limited routing: each token picks experts from its best this-many groups.", R::Positive));
+  s.push_back(field("model.route_scale", &C::model, &ModelConfig::route_scale, "Routed scaling factor applied to the normalised top-k gates.", R::Positive));
+  s.push_back(field("model.capacity_factor", &C::model, &ModelConfig::capacity_factor, "0 = dropless; else each expert takes at most ceil(factor * tokens * k / experts) tokens and the rest are dropped (counted in metrics).", R::NonNegative));
+  s.push_back(field("model.mtp_depth", &C::model, &ModelConfig::mtp_depth, "Multi-token prediction modules; 0 disables.", R::NonNegative));
   // train
   s.push_back(field("train.steps", &C::train, &TrainConfig::steps, "Optimizer steps to run.", R::Positive));
   s.push_back(field("train.micro_batch_size", &C::train, &TrainConfig::micro_batch_size, "Sequences per micro-batch.", R::Positive));
@@ -60,6 +76,12 @@ std::vector<FieldSpec> build() {
   s.push_back(field("train.precision", &C::train, &TrainConfig::precision, "Compute dtype of matmuls; master weights, norms, softmax and loss stay fp32.", R::Any, {"fp32", "bf16"}));
   s.push_back(field("train.device", &C::train, &TrainConfig::device, "Where to train: auto picks cuda when a GPU is usable, else cpu.", R::Any, {"auto", "cpu", "cuda"}));
   s.push_back(field("train.threads", &C::train, &TrainConfig::threads, "Intra-op threads per rank; 0 = cores on this node / ranks on this node.", R::NonNegative));
+  s.push_back(field("train.router_bias_gamma", &C::train, &TrainConfig::router_bias_gamma, "Bias update speed of auxiliary-loss-free balancing: after each step an expert's bias moves by gamma towards balance.", R::NonNegative));
+  s.push_back(field("train.router_bias_stop_step", &C::train, &TrainConfig::router_bias_stop_step, "From this step on gamma is 0 (biases frozen); 0 = never.", R::NonNegative));
+  s.push_back(field("train.balance_alpha", &C::train, &TrainConfig::balance_alpha, "Weight of the complementary sequence-wise balance loss; 0 disables.", R::NonNegative));
+  s.push_back(field("train.mtp_lambda", &C::train, &TrainConfig::mtp_lambda, "Weight of the multi-token-prediction loss (averaged over depths).", R::NonNegative));
+  s.push_back(field("train.mtp_lambda_late", &C::train, &TrainConfig::mtp_lambda_late, "MTP loss weight from train.mtp_lambda_switch_step on.", R::NonNegative));
+  s.push_back(field("train.mtp_lambda_switch_step", &C::train, &TrainConfig::mtp_lambda_switch_step, "Step at which the MTP weight becomes mtp_lambda_late; 0 = never.", R::NonNegative));
   // optim
   s.push_back(field("optim.lr", &C::optim, &OptimConfig::lr, "Peak learning rate of AdamW.", R::Positive));
   s.push_back(field("optim.min_lr", &C::optim, &OptimConfig::min_lr, "Learning rate at the end of the decay.", R::NonNegative));

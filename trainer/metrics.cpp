@@ -11,7 +11,23 @@ std::string to_json(const StepRecord& r) {
                 "{\"step\":%lld,\"loss\":%.17g,\"lr\":%.17g,\"grad_norm\":%.17g,\"tokens_per_s\":%.6g,"
                 "\"elapsed_s\":%.6g}",
                 static_cast<long long>(r.step), r.loss, r.lr, r.grad_norm, r.tokens_per_s, r.elapsed_s);
-  return buf;
+  std::string out = buf;
+  out.pop_back();  // reopen the object for the optional fields
+  if (r.has_moe) {
+    std::snprintf(buf, sizeof buf, ",\"expert_imbalance\":%.17g,\"router_bias_norm\":%.17g,\"balance_loss\":%.17g,\"dropped_tokens\":%lld,\"expert_imbalance_layers\":[",
+                  r.expert_imbalance, r.router_bias_norm, r.balance_loss, static_cast<long long>(r.dropped_tokens));
+    out += buf;
+    for (size_t i = 0; i < r.expert_imbalance_layers.size(); ++i) {
+      std::snprintf(buf, sizeof buf, "%s%.17g", i ? "," : "", r.expert_imbalance_layers[i]);
+      out += buf;
+    }
+    out += "]";
+  }
+  if (r.has_mtp) {
+    std::snprintf(buf, sizeof buf, ",\"mtp_loss\":%.17g", r.mtp_loss);
+    out += buf;
+  }
+  return out + "}";
 }
 
 MetricsWriter::MetricsWriter(const std::string& path) : out_(path, std::ios::trunc), path_(path) {

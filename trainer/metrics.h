@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <fstream>
 #include <string>
+#include <vector>
 
 namespace shoestring {
 
@@ -14,6 +15,16 @@ struct StepRecord {
   double grad_norm = 0;    // global gradient norm before clipping
   double tokens_per_s = 0;
   double elapsed_s = 0;    // since the first step started
+  // Mixture-of-experts models only (written when has_moe):
+  bool has_moe = false;
+  std::vector<double> expert_imbalance_layers;  // max / mean tokens per expert, per MoE layer
+  double expert_imbalance = 0;                  // mean of the per-layer values
+  double router_bias_norm = 0;                  // L2 norm of all router biases after the update
+  double balance_loss = 0;                      // unweighted sequence-wise balance loss, summed over layers
+  int64_t dropped_tokens = 0;                   // (token, expert) pairs dropped by the capacity factor
+  // Multi-token prediction only (written when has_mtp):
+  bool has_mtp = false;
+  double mtp_loss = 0;  // mean over depths of the MTP cross entropy
 };
 
 // {"step":1,"loss":5.5451...,...}: floats with 17 significant digits, so two runs can be

@@ -56,14 +56,18 @@ void prepare_run_dir(const std::string& dir, const Config& cfg) {
   std::ofstream(fs::path(dir) / "config.yaml") << to_yaml(cfg);
 }
 
-std::string banner(const Config& cfg, int64_t params, const at::Device& dev, int threads,
+std::string banner(const Config& cfg, int64_t params, int64_t activated, const at::Device& dev, int threads,
                    const parallel::World& world) {
   std::ostringstream s;
   const auto& m = cfg.model;
   s << "shoestring train: " << cfg.name << "\n"
-    << "  model    " << params << " parameters (" << m.n_layers << " layers, d_model " << m.d_model
-    << ", " << m.n_heads << " heads / " << m.n_kv_heads << " kv, ffn " << m.intermediate_size
-    << ", vocab " << m.vocab_size << ")\n"
+    << "  model    " << params << " parameters, " << activated << " activated per token (" << m.n_layers
+    << " layers, d_model " << m.d_model << ", " << m.attention << " " << m.n_heads << " heads, vocab " << m.vocab_size;
+  if (m.n_routed_experts > 0)
+    s << ", " << m.n_routed_experts << " routed experts top-" << m.n_activated_experts << " + " << m.n_shared_experts
+      << " shared, " << m.n_dense_layers << " dense layers";
+  if (m.mtp_depth > 0) s << ", mtp depth " << m.mtp_depth;
+  s << ")\n"
     << "  train    " << cfg.train.steps << " steps x " << cfg.train.grad_accum << " x "
     << cfg.train.micro_batch_size << " seqs x " << cfg.train.seq_len << " tokens, " << cfg.train.precision
     << ", seed " << cfg.train.seed << "\n"
@@ -73,6 +77,35 @@ std::string banner(const Config& cfg, int64_t params, const at::Device& dev, int
     << ": loss floor " << std::log(double(cfg.data.synthetic_branching)) << ")\n"
     << "  device   " << dev.str() << ", " << threads << " threads/rank, " << world.size << " rank(s)";
   return s.str();
+}
+
+// Schedules of the MoE/MTP hyper-parameters (DeepSeek-V3 §4.2: gamma 0.001 then 0 for the last
+// part of training; MTP weight 0.3 then 0.1). `step` is 1-based.
+double bias_gamma_at(const TrainConfig& t, int64_t step) {
+  return t.router_bias_stop_step > 0 && step >= t.router_bias_stop_step ? 0.0 : t.router_bias_gamma;
+}
+
+double mtp_lambda_at(const TrainConfig& t, int64_t step) {
+  return t.mtp_lambda_switch_step > 0 && step >= t.mtp_lambda_switch_step ? t.mtp_lambda_late : t.mtp_lambda;
+}
+
+// Auxiliary-loss-free balancing after the optimizer step, from the loads of the whole step, and
+// the load metrics of the step.
+void update_router_biases(std::vector<model::Router>& routers, const std::vector<at::Tensor>& load, double gamma,
+                          StepRecord& r) {
+  if (routers.empty()) return;
+  r.has_moe = true;
+  double bias_sq = 0;
+  for (size_t i = 0; i < routers.size(); ++i) {
+    const at::Tensor l = load[i].to(at::kDouble);
+    r.expert_imbalance_layers.push_back((l.max() / l.mean()).item<double>());
+    routers[i]->update_bias(load[i], gamma);
+    bias_sq += routers[i]->bias.to(at::kDouble).pow(2).sum().item<double>();
+  }
+  double sum = 0;
+  for (double x : r.expert_imbalance_layers) sum += x;
+  r.expert_imbalance = sum / double(r.expert_imbalance_layers.size());
+  r.router_bias_norm = std::sqrt(bias_sq);
 }
 
 }  // namespace
@@ -103,6 +136,7 @@ TrainSummary train(const Config& cfg, const parallel::World& world) {
     decay.push_back(optim::decays(cfg.optim, model::parameter_kind(item.key())));
   }
   optim::AdamW opt(params, decay, cfg.optim);
+  std::vector<model::Router> routers = net->routers();
 
   auto source = std::make_shared<data::SyntheticMarkov>(cfg.model.vocab_size, cfg.data.synthetic_branching,
                                                         uint64_t(cfg.train.seed));
@@ -114,7 +148,7 @@ TrainSummary train(const Config& cfg, const parallel::World& world) {
   MetricsWriter metrics((fs::path(summary.run_dir) / "metrics.jsonl").string());
   const bool bar = cfg.log.progress == "on" || (cfg.log.progress == "auto" && isatty(STDOUT_FILENO));
   Progress progress(cfg.train.steps, cfg.log.every, bar, (fs::path(summary.run_dir) / "train.log").string());
-  progress.message(banner(cfg, net->parameter_count(), device, threads, world));
+  progress.message(banner(cfg, net->parameter_count(), net->activated_parameter_count(), device, threads, world));
   progress.message("  run dir  " + summary.run_dir);
 
   const double tokens_per_step = double(cfg.train.grad_accum * cfg.train.micro_batch_size * cfg.train.seq_len);
@@ -122,12 +156,22 @@ TrainSummary train(const Config& cfg, const parallel::World& world) {
   for (int64_t step = 0; step < cfg.train.steps; ++step) {
     const auto t0 = Clock::now();
     for (auto& p : params) p.param.mutable_grad() = at::Tensor();
+    const model::LossWeights weights{mtp_lambda_at(cfg.train, step + 1), cfg.train.balance_alpha};
+    StepRecord r;
+    std::vector<at::Tensor> load;  // per MoE layer, summed over the step's micro-batches
     double loss_sum = 0;
     for (int64_t micro = 0; micro < cfg.train.grad_accum; ++micro) {
       const data::Batch batch = loader.next();
-      const at::Tensor loss = net->loss(batch.inputs.to(device), batch.targets.to(device));
-      (loss / double(cfg.train.grad_accum)).backward();
-      loss_sum += loss.item<double>();
+      model::LossBreakdown out = net->losses(batch.inputs.to(device), batch.targets.to(device), weights);
+      (out.total / double(cfg.train.grad_accum)).backward();
+      loss_sum += out.main.item<double>();
+      if (out.mtp.defined()) r.mtp_loss += out.mtp.item<double>() / double(cfg.train.grad_accum);
+      if (out.balance.defined()) r.balance_loss += out.balance.item<double>() / double(cfg.train.grad_accum);
+      for (size_t i = 0; i < out.moe.size(); ++i) {
+        load.resize(out.moe.size());
+        load[i] = load[i].defined() ? load[i] + out.moe[i].load : out.moe[i].load;
+        r.dropped_tokens += out.moe[i].dropped;
+      }
     }
     const double loss = loss_sum / double(cfg.train.grad_accum);
     if (!std::isfinite(loss))
@@ -136,9 +180,10 @@ TrainSummary train(const Config& cfg, const parallel::World& world) {
     const double grad_norm = optim::clip_grad_norm(params, cfg.optim.grad_clip);
     const double lr = optim::lr_at(cfg.optim, step, cfg.train.steps);
     opt.step(lr);
+    update_router_biases(routers, load, bias_gamma_at(cfg.train, step + 1), r);
+    r.has_mtp = cfg.model.mtp_depth > 0;
 
     const auto t1 = Clock::now();
-    StepRecord r;
     r.step = step + 1;
     r.loss = loss;
     r.lr = lr;

@@ -6,16 +6,45 @@
 
 namespace shoestring::model {
 
-BlockImpl::BlockImpl(const ModelConfig& cfg) {
-  attn_norm_ = register_module("attn_norm", RMSNorm(cfg.d_model, cfg.norm_eps));
-  attn_ = register_module("attn", Attention(cfg, cfg.n_layers));
-  mlp_norm_ = register_module("mlp_norm", RMSNorm(cfg.d_model, cfg.norm_eps));
-  mlp_ = register_module("mlp", SwiGLU(cfg.d_model, cfg.intermediate_size, cfg.init_std, cfg.n_layers));
+namespace {
+
+bool is_moe_layer(const ModelConfig& cfg, int64_t layer) {
+  return cfg.n_routed_experts > 0 && layer >= cfg.n_dense_layers;
 }
 
-at::Tensor BlockImpl::forward(const at::Tensor& x, const RotaryTables& rope) {
-  const at::Tensor h = x + attn_->forward(attn_norm_->forward(x), rope);
-  return h + mlp_->forward(mlp_norm_->forward(h));
+at::Tensor cross_entropy(const at::Tensor& logits, const at::Tensor& targets) {
+  return at::cross_entropy_loss(logits.reshape({-1, logits.size(-1)}), targets.reshape({-1}));
+}
+
+}  // namespace
+
+BlockImpl::BlockImpl(const ModelConfig& cfg, bool use_moe) {
+  attn_norm_ = register_module("attn_norm", RMSNorm(cfg.d_model, cfg.norm_eps));
+  if (cfg.attention == "mla") mla_ = register_module("attn", MLA(cfg));
+  else gqa_ = register_module("attn", Attention(cfg, cfg.n_layers));
+  mlp_norm_ = register_module("mlp_norm", RMSNorm(cfg.d_model, cfg.norm_eps));
+  if (use_moe) moe = register_module("moe", MoE(cfg));
+  else mlp_ = register_module("mlp", SwiGLU(cfg.d_model, cfg.intermediate_size, cfg.init_std, cfg.n_layers));
+}
+
+at::Tensor BlockImpl::forward(const at::Tensor& x, const RotaryTables& rope, std::vector<MoEStats>* stats) {
+  const at::Tensor a = attn_norm_->forward(x);
+  const at::Tensor h = x + (mla_ ? mla_->forward(a, rope) : gqa_->forward(a, rope));
+  const at::Tensor f = mlp_norm_->forward(h);
+  return h + (moe ? moe->forward(f, stats) : mlp_->forward(f));
+}
+
+MTPModuleImpl::MTPModuleImpl(const ModelConfig& cfg) {
+  h_norm = register_module("h_norm", RMSNorm(cfg.d_model, cfg.norm_eps));
+  e_norm = register_module("e_norm", RMSNorm(cfg.d_model, cfg.norm_eps));
+  proj = register_parameter("proj", normal_weight(cfg.d_model, 2 * cfg.d_model, cfg.init_std));
+  block = register_module("block", Block(cfg, is_moe_layer(cfg, cfg.n_layers)));
+}
+
+at::Tensor MTPModuleImpl::forward(const at::Tensor& h, const at::Tensor& next_embed, const RotaryTables& rope,
+                                  std::vector<MoEStats>* stats) {
+  const at::Tensor joined = at::cat({h_norm->forward(h), e_norm->forward(next_embed)}, -1);
+  return block->forward(project(joined, proj), rope, stats);
 }
 
 TransformerImpl::TransformerImpl(const ModelConfig& cfg, at::ScalarType compute_dtype)
@@ -23,29 +52,80 @@ TransformerImpl::TransformerImpl(const ModelConfig& cfg, at::ScalarType compute_
   // Construction order fixes the order of random draws, so the seed alone determines the init.
   tok_embed_ = register_parameter("tok_embed", at::randn({cfg.vocab_size, cfg.d_model}) * cfg.init_std);
   blocks_ = register_module("blocks", torch::nn::ModuleList());
-  for (int64_t i = 0; i < cfg.n_layers; ++i) blocks_->push_back(Block(cfg));
+  for (int64_t i = 0; i < cfg.n_layers; ++i) blocks_->push_back(Block(cfg, is_moe_layer(cfg, i)));
   final_norm_ = register_module("final_norm", RMSNorm(cfg.d_model, cfg.norm_eps));
   if (!cfg.tie_embeddings)
     head_ = register_parameter("head", normal_weight(cfg.vocab_size, cfg.d_model, cfg.init_std));
-  rope_ = rotary_tables(cfg.d_model / cfg.n_heads, cfg.max_seq_len, cfg.rope_theta);
+  mtp_ = register_module("mtp", torch::nn::ModuleList());
+  for (int64_t k = 0; k < cfg.mtp_depth; ++k) mtp_->push_back(MTPModule(cfg));
+  const int64_t rope_dim = cfg.attention == "mla" ? cfg.qk_rope_head_dim : cfg.d_model / cfg.n_heads;
+  rope_ = rotary_tables(rope_dim, cfg.max_seq_len, cfg.rope_theta);
 }
 
-at::Tensor TransformerImpl::forward(const at::Tensor& tokens) {
+at::Tensor TransformerImpl::trunk(const at::Tensor& tokens, std::vector<MoEStats>* stats) {
   at::Tensor x = at::embedding(tok_embed_, tokens).to(compute_dtype_);
-  for (const auto& block : *blocks_) x = block->as<BlockImpl>()->forward(x, rope_);
-  const at::Tensor logits = project(final_norm_->forward(x), cfg_.tie_embeddings ? tok_embed_ : head_);
-  return logits.to(at::promote_types(logits.scalar_type(), at::kFloat));
+  for (const auto& block : *blocks_) x = block->as<BlockImpl>()->forward(x, rope_, stats);
+  return x;
 }
+
+at::Tensor TransformerImpl::logits(const at::Tensor& h) {
+  const at::Tensor out = project(final_norm_->forward(h), cfg_.tie_embeddings ? tok_embed_ : head_);
+  return out.to(at::promote_types(out.scalar_type(), at::kFloat));
+}
+
+at::Tensor TransformerImpl::forward(const at::Tensor& tokens) { return logits(trunk(tokens, nullptr)); }
 
 at::Tensor TransformerImpl::loss(const at::Tensor& tokens, const at::Tensor& targets) {
-  const at::Tensor logits = forward(tokens);
-  return at::cross_entropy_loss(logits.view({-1, logits.size(-1)}), targets.reshape({-1}));
+  return losses(tokens, targets).main;
+}
+
+LossBreakdown TransformerImpl::losses(const at::Tensor& tokens, const at::Tensor& targets, const LossWeights& w) {
+  LossBreakdown out;
+  at::Tensor h = trunk(tokens, &out.moe);
+  out.main = cross_entropy(logits(h), targets);
+  out.total = out.main;
+  // MTP depth k predicts t_{i+k+1} at position i from h^{k-1}_i and Emb(t_{i+k}); with inputs
+  // t_0..t_{T-1} and targets t_1..t_T that is inputs[:, k:] and targets[:, k:] against the first
+  // T-k positions (DeepSeek-V3 eq. 21-25). Sequences shrink by one per depth.
+  const int64_t t = tokens.size(1), depth = int64_t(mtp_->size());
+  for (int64_t k = 1; k <= depth; ++k) {
+    const at::Tensor next_embed = at::embedding(tok_embed_, tokens.narrow(1, k, t - k)).to(compute_dtype_);
+    h = mtp_[size_t(k - 1)]->as<MTPModuleImpl>()->forward(h.narrow(1, 0, t - k), next_embed, rope_, &out.moe);
+    const at::Tensor lk = cross_entropy(logits(h), targets.narrow(1, k, t - k));
+    out.mtp = out.mtp.defined() ? out.mtp + lk : lk;
+  }
+  if (depth > 0) {
+    out.mtp = out.mtp / double(depth);
+    out.total = out.total + w.mtp_lambda * out.mtp;
+  }
+  for (const auto& s : out.moe) out.balance = out.balance.defined() ? out.balance + s.balance_loss : s.balance_loss;
+  if (out.balance.defined() && w.balance_alpha > 0) out.total = out.total + w.balance_alpha * out.balance;
+  return out;
 }
 
 int64_t TransformerImpl::parameter_count() const {
   int64_t n = 0;
   for (const auto& p : parameters()) n += p.numel();
   return n;
+}
+
+int64_t TransformerImpl::activated_parameter_count() const {
+  int64_t n = 0;
+  for (const auto& item : named_parameters()) {
+    const std::string& name = item.key();
+    if (name.rfind("mtp.", 0) == 0) continue;
+    const auto& p = item.value();
+    const bool routed = name.find(".moe.w") != std::string::npos;
+    n += routed ? p.numel() / cfg_.n_routed_experts * cfg_.n_activated_experts : p.numel();
+  }
+  return n;
+}
+
+std::vector<Router> TransformerImpl::routers() {
+  std::vector<Router> out;
+  for (const auto& m : modules(/*include_self=*/false))
+    if (auto r = std::dynamic_pointer_cast<RouterImpl>(m)) out.push_back(Router(r));
+  return out;
 }
 
 std::string parameter_kind(const std::string& name) {

@@ -1,11 +1,17 @@
 #pragma once
 // The decoder-only model as plain single-device code: it never mentions ranks or devices beyond
 // the tensors it is given. Parallelism is applied from outside (parallel/, later issues).
+//
+// Layers: embedding -> n_layers blocks [norm -> attention (GQA or MLA) -> residual; norm -> FFN
+// (dense SwiGLU for the first n_dense_layers, else MoE) -> residual] -> norm -> head, plus
+// mtp_depth multi-token-prediction modules (DeepSeek-V3 §2.2) used only in training.
 #include <torch/nn/module.h>
 #include <torch/nn/modules/container/modulelist.h>
 
 #include "trainer/config.h"
 #include "trainer/model/attention.h"
+#include "trainer/model/mla.h"
+#include "trainer/model/moe.h"
 #include "trainer/model/rms_norm.h"
 #include "trainer/model/swiglu.h"
 
@@ -13,35 +19,79 @@ namespace shoestring::model {
 
 class BlockImpl : public torch::nn::Module {
  public:
-  BlockImpl(const ModelConfig& cfg);
-  at::Tensor forward(const at::Tensor& x, const RotaryTables& rope);
+  // moe: whether this block's feed-forward is a MoE layer (else dense SwiGLU).
+  BlockImpl(const ModelConfig& cfg, bool moe);
+  at::Tensor forward(const at::Tensor& x, const RotaryTables& rope, std::vector<MoEStats>* stats);
+
+  MoE moe{nullptr};
 
  private:
   RMSNorm attn_norm_{nullptr}, mlp_norm_{nullptr};
-  Attention attn_{nullptr};
+  Attention gqa_{nullptr};
+  MLA mla_{nullptr};
   SwiGLU mlp_{nullptr};
 };
 TORCH_MODULE(Block);
+
+// One MTP module (DeepSeek-V3 §2.2, eq. 21-23): h' = M [RMSNorm(h); RMSNorm(Emb(t_{i+k}))], then
+// one transformer block; embedding and output head are shared with the main model.
+class MTPModuleImpl : public torch::nn::Module {
+ public:
+  MTPModuleImpl(const ModelConfig& cfg);
+  at::Tensor forward(const at::Tensor& h, const at::Tensor& next_embed, const RotaryTables& rope,
+                     std::vector<MoEStats>* stats);
+
+  RMSNorm h_norm{nullptr}, e_norm{nullptr};
+  at::Tensor proj;  // [d, 2d]
+  Block block{nullptr};
+};
+TORCH_MODULE(MTPModule);
+
+struct LossWeights {
+  double mtp_lambda = 0.3;     // weight of the mean MTP loss over depths (DeepSeek-V3 eq. 25)
+  double balance_alpha = 0.0;  // weight of the sequence-wise balance loss (eq. 17)
+};
+
+// The parts of one training forward pass.
+struct LossBreakdown {
+  at::Tensor total;         // what backward() is called on
+  at::Tensor main;          // next-token cross entropy
+  at::Tensor mtp;           // mean MTP cross entropy over depths (undefined without MTP)
+  at::Tensor balance;       // summed unweighted balance loss of all MoE layers (undefined without MoE)
+  std::vector<MoEStats> moe;  // per MoE layer, main model then MTP modules
+};
 
 class TransformerImpl : public torch::nn::Module {
  public:
   // compute_dtype: dtype of activations and matmuls (kFloat, kBFloat16, or kDouble for tests).
   TransformerImpl(const ModelConfig& cfg, at::ScalarType compute_dtype = at::kFloat);
 
-  // tokens [batch, seq] int64 -> logits [batch, seq, vocab] in fp32 (fp64 for kDouble).
+  // tokens [batch, seq] int64 -> logits [batch, seq, vocab] in fp32 (fp64 for kDouble). MTP
+  // modules are not used: this is the inference path.
   at::Tensor forward(const at::Tensor& tokens);
-  // Mean next-token cross entropy of logits(tokens) against targets [batch, seq].
+  // Training losses for next-token targets [batch, seq] (inputs shifted by one).
+  LossBreakdown losses(const at::Tensor& tokens, const at::Tensor& targets, const LossWeights& w = {});
+  // Just the main next-token cross entropy.
   at::Tensor loss(const at::Tensor& tokens, const at::Tensor& targets);
 
+  // Final hidden states of the main model (before the final norm), [batch, seq, d].
+  at::Tensor hidden(const at::Tensor& tokens) { return trunk(tokens, nullptr); }
+
   int64_t parameter_count() const;
+  // Parameters a token passes through: all but the unselected routed experts, without MTP.
+  int64_t activated_parameter_count() const;
+  std::vector<Router> routers();  // every MoE router, main model then MTP modules
   void set_compute_dtype(at::ScalarType dt) { compute_dtype_ = dt; }
 
  private:
+  at::Tensor trunk(const at::Tensor& tokens, std::vector<MoEStats>* stats);  // final hidden states
+  at::Tensor logits(const at::Tensor& h);
+
   ModelConfig cfg_;
   at::ScalarType compute_dtype_;
   RotaryTables rope_;
   at::Tensor tok_embed_, head_;
-  torch::nn::ModuleList blocks_;
+  torch::nn::ModuleList blocks_, mtp_;
   RMSNorm final_norm_{nullptr};
 };
 TORCH_MODULE(Transformer);

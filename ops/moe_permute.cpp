@@ -1,0 +1,45 @@
+#include "ops/moe_permute.h"
+
+#include <ATen/ATen.h>
+
+#include <stdexcept>
+#include <string>
+
+namespace shoestring::ops {
+
+Permutation plan_permutation(const at::Tensor& expert_ids, int64_t n_experts, int64_t capacity) {
+  if (expert_ids.dim() != 2 || expert_ids.scalar_type() != at::kLong)
+    throw std::invalid_argument("plan_permutation: expert_ids must be [tokens, k] int64, got " +
+                                std::string(expert_ids.toString()) + " of dim " + std::to_string(expert_ids.dim()));
+  const int64_t k = expert_ids.size(1);
+  const at::Tensor flat = expert_ids.reshape({-1}).cpu();
+  // Stable sort: equal expert ids keep token order, so the layout is deterministic.
+  at::Tensor slot = std::get<1>(flat.sort(/*stable=*/true, /*dim=*/0, /*descending=*/false));
+  const at::Tensor sorted_ids = flat.index_select(0, slot);
+  const at::Tensor counts = at::bincount(flat, /*weights=*/{}, n_experts);
+  Permutation p;
+  if (capacity >= 0) {
+    // Position of each sorted row within its expert: row index minus the expert's first row.
+    const at::Tensor starts = counts.cumsum(0) - counts;
+    const at::Tensor rank_in_expert = at::arange(slot.numel(), at::kLong) - starts.index_select(0, sorted_ids);
+    const at::Tensor keep = rank_in_expert < capacity;
+    p.dropped = slot.numel() - keep.sum().item<int64_t>();
+    slot = slot.masked_select(keep);
+    const at::Tensor kept = at::minimum(counts, at::full_like(counts, capacity));
+    p.counts.assign(kept.data_ptr<int64_t>(), kept.data_ptr<int64_t>() + n_experts);
+  } else {
+    p.counts.assign(counts.data_ptr<int64_t>(), counts.data_ptr<int64_t>() + n_experts);
+  }
+  p.slot = slot.to(expert_ids.device());
+  p.source_token = at::floor_divide(p.slot, k);
+  return p;
+}
+
+at::Tensor permute(const at::Tensor& x, const Permutation& p) { return x.index_select(0, p.source_token); }
+
+at::Tensor unpermute(const at::Tensor& rows, const at::Tensor& weights, const Permutation& p, int64_t n_tokens) {
+  const at::Tensor weighted = rows * weights.to(rows.scalar_type()).unsqueeze(1);
+  return at::zeros({n_tokens, rows.size(1)}, rows.options()).index_add(0, p.source_token, weighted);
+}
+
+}  // namespace shoestring::ops

@@ -1,0 +1,70 @@
+#include "trainer/model/moe.h"
+
+#include <ATen/ATen.h>
+
+#include <cmath>
+
+#include "ops/moe_permute.h"
+#include "trainer/model/linear.h"
+
+namespace shoestring::model {
+
+namespace {
+
+at::Tensor stacked_weight(int64_t e, int64_t out, int64_t in, double std) { return at::randn({e, out, in}) * std; }
+
+}  // namespace
+
+MoEImpl::MoEImpl(const ModelConfig& cfg)
+    : n_experts_(cfg.n_routed_experts), top_k_(cfg.n_activated_experts), capacity_factor_(cfg.capacity_factor) {
+  const int64_t d = cfg.d_model, h = cfg.moe_intermediate_size;
+  router = register_module("router", Router(cfg));
+  w1 = register_parameter("w1", stacked_weight(n_experts_, h, d, cfg.init_std));
+  w3 = register_parameter("w3", stacked_weight(n_experts_, h, d, cfg.init_std));
+  w2 = register_parameter("w2", stacked_weight(n_experts_, d, h, cfg.init_std / std::sqrt(2.0 * cfg.n_layers)));
+  if (cfg.n_shared_experts > 0)
+    shared_ = register_module("shared", SwiGLU(d, cfg.n_shared_experts * h, cfg.init_std, cfg.n_layers));
+}
+
+at::Tensor MoEImpl::forward(const at::Tensor& x, std::vector<MoEStats>* stats) {
+  const int64_t b = x.size(0), t = x.size(1), d = x.size(2), n = b * t;
+  const at::Tensor flat = x.reshape({n, d});
+  const Routing r = router->forward(flat);
+  const int64_t capacity =
+      capacity_factor_ > 0 ? int64_t(std::ceil(capacity_factor_ * double(n * top_k_) / double(n_experts_))) : -1;
+  const ops::Permutation perm = ops::plan_permutation(r.expert_ids, n_experts_, capacity);
+
+  const at::Tensor rows = ops::permute(flat, perm);
+  std::vector<at::Tensor> outs;
+  int64_t offset = 0;
+  for (int64_t e = 0; e < n_experts_; ++e) {
+    const int64_t count = perm.counts[size_t(e)];
+    if (count == 0) continue;  // an idle expert costs nothing and gets a zero gradient
+    const at::Tensor slice = rows.narrow(0, offset, count);
+    outs.push_back(project(at::silu(project(slice, w1[e])) * project(slice, w3[e]), w2[e]));
+    offset += count;
+  }
+  const at::Tensor expert_out = outs.empty() ? at::zeros({0, d}, x.options()) : at::cat(outs);
+  const at::Tensor gates = r.gates.reshape({-1}).index_select(0, perm.slot);
+  at::Tensor y = ops::unpermute(expert_out, gates, perm, n);
+  if (shared_) y = y + shared_->forward(flat);
+
+  if (stats) {
+    MoEStats s;
+    s.load = at::bincount(r.expert_ids.reshape({-1}).cpu(), {}, n_experts_);
+    s.dropped = perm.dropped;
+    s.balance_loss = sequence_balance_loss(r.scores.view({b, t, n_experts_}), r.expert_ids.view({b, t, top_k_}));
+    stats->push_back(std::move(s));
+  }
+  return y.view({b, t, d});
+}
+
+at::Tensor sequence_balance_loss(const at::Tensor& scores, const at::Tensor& expert_ids) {
+  const int64_t t = scores.size(1), e = scores.size(2), k = expert_ids.size(2);
+  const at::Tensor chosen = at::zeros_like(scores).scatter(2, expert_ids, 1.0);
+  const at::Tensor f = chosen.sum(1) * (double(e) / double(k * t));            // [B, E], no gradient
+  const at::Tensor p = (scores / scores.sum(-1, /*keepdim=*/true)).mean(1);  // [B, E]
+  return (f * p).sum(-1).mean();
+}
+
+}  // namespace shoestring::model

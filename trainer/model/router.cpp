@@ -1,0 +1,47 @@
+#include "trainer/model/router.h"
+
+#include <ATen/ATen.h>
+
+#include <algorithm>
+#include <limits>
+
+#include "trainer/model/linear.h"
+
+namespace shoestring::model {
+
+RouterImpl::RouterImpl(const ModelConfig& cfg)
+    : n_experts_(cfg.n_routed_experts), top_k_(cfg.n_activated_experts), n_groups_(cfg.n_expert_groups),
+      topk_groups_(cfg.n_limited_groups), route_scale_(cfg.route_scale) {
+  weight = register_parameter("weight", normal_weight(n_experts_, cfg.d_model, cfg.init_std));
+  bias = register_buffer("bias", at::zeros({n_experts_}));
+}
+
+Routing RouterImpl::forward(const at::Tensor& x) {
+  const auto wide = at::promote_types(x.scalar_type(), at::kFloat);
+  const at::Tensor scores = at::sigmoid(project(x.to(wide), weight));
+  at::Tensor choice = scores.detach() + bias.to(wide);  // selection only: no gradient, no gate change
+  if (n_groups_ > 1) {
+    const int64_t n = x.size(0), per_group = n_experts_ / n_groups_;
+    const at::Tensor grouped = choice.view({n, n_groups_, per_group});
+    const at::Tensor group_score = std::get<0>(grouped.topk(std::min<int64_t>(2, per_group), -1)).sum(-1);
+    const at::Tensor best_groups = std::get<1>(group_score.topk(topk_groups_, -1));
+    const at::Tensor allowed = at::zeros({n, n_groups_}, at::kBool).to(x.device()).scatter(1, best_groups, true);
+    choice = grouped.masked_fill(allowed.logical_not().unsqueeze(-1), -std::numeric_limits<double>::infinity())
+                 .view({n, n_experts_});
+  }
+  Routing r;
+  r.expert_ids = std::get<1>(choice.topk(top_k_, -1));
+  const at::Tensor picked = scores.gather(1, r.expert_ids);
+  r.gates = picked / picked.sum(-1, /*keepdim=*/true) * route_scale_;
+  r.scores = scores;
+  return r;
+}
+
+void RouterImpl::update_bias(const at::Tensor& load, double gamma) {
+  if (gamma == 0) return;
+  at::NoGradGuard no_grad;
+  const at::Tensor l = load.to(bias.device(), at::kFloat);
+  bias.add_(at::sign(l.mean() - l), gamma);
+}
+
+}  // namespace shoestring::model
