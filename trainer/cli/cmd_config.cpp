@@ -6,6 +6,7 @@
 #include "trainer/cli/config_options.h"
 #include "trainer/config_loader.h"
 #include "trainer/config_schema.h"
+#include "trainer/model/param_count.h"
 
 namespace po = boost::program_options;
 
@@ -14,10 +15,11 @@ namespace shoestring::cli {
 int cmd_config(const Args& args) {
   po::options_description opts("shoestring config [options]\n\nResolve and check a configuration");
   ConfigOptions cfg_opts;
-  bool print = false, keys = false;
+  bool print = false, keys = false, params = false;
   opts.add_options()("help,h", "show this help")
       ("print", po::bool_switch(&print), "print the fully resolved config as YAML")
-      ("keys", po::bool_switch(&keys), "list every key with its type, default and meaning");
+      ("keys", po::bool_switch(&keys), "list every key with its type, default and meaning")
+      ("params", po::bool_switch(&params), "print the model's total and activated parameter counts");
   add_config_options(opts, cfg_opts);
   po::variables_map vm;
   if (!parse_or_usage(opts, args, vm)) return 2;
@@ -34,7 +36,12 @@ int cmd_config(const Args& args) {
   }
   const Config c = load_config(cfg_opts.files, cfg_opts.sets);
   if (print) std::cout << to_yaml(c);
-  else std::cout << "config OK\n";
+  if (params) {
+    const model::ParamCount n = model::count_parameters(c.model);
+    std::cout << "parameters: " << n.total << " total, " << n.activated << " activated per token, " << n.embedding
+              << " in embedding + head\n";
+  }
+  if (!print && !params) std::cout << "config OK\n";
   return 0;
 }
 
