@@ -143,6 +143,8 @@ TrainSummary train(const Config& cfg, const parallel::World& world) {
   data::Loader loader(source, cfg.train.micro_batch_size, cfg.train.seq_len);
 
   TrainSummary summary;
+  summary.threads = threads;
+  summary.tokens_per_step = cfg.train.grad_accum * cfg.train.micro_batch_size * cfg.train.seq_len;
   summary.run_dir = resolve_run_dir(cfg);
   prepare_run_dir(summary.run_dir, cfg);
   MetricsWriter metrics((fs::path(summary.run_dir) / "metrics.jsonl").string());
@@ -151,7 +153,7 @@ TrainSummary train(const Config& cfg, const parallel::World& world) {
   progress.message(banner(cfg, net->parameter_count(), net->activated_parameter_count(), device, threads, world));
   progress.message("  run dir  " + summary.run_dir);
 
-  const double tokens_per_step = double(cfg.train.grad_accum * cfg.train.micro_batch_size * cfg.train.seq_len);
+  const double tokens_per_step = double(summary.tokens_per_step);
   const auto start = Clock::now();
   for (int64_t step = 0; step < cfg.train.steps; ++step) {
     const auto t0 = Clock::now();
@@ -195,6 +197,7 @@ TrainSummary train(const Config& cfg, const parallel::World& world) {
     if (step == 0) summary.first_loss = loss;
     summary.final_loss = loss;
     summary.steps = r.step;
+    summary.step_seconds.push_back(std::chrono::duration<double>(t1 - t0).count());
   }
   progress.finish();
   char done[160];

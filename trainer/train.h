@@ -2,6 +2,7 @@
 // The single-process training loop (parallel layouts arrive with later issues and wrap this
 // same step).
 #include <string>
+#include <vector>
 
 #include "parallel/world.h"
 #include "trainer/config.h"
@@ -12,6 +13,9 @@ struct TrainSummary {
   int64_t steps = 0;
   double first_loss = 0, final_loss = 0;
   std::string run_dir;
+  std::vector<double> step_seconds;  // wall time of each optimizer step
+  int64_t tokens_per_step = 0;
+  int threads = 0;
 };
 
 // Runtime failures (NaN loss, unusable device, unwritable run dir) throw std::runtime_error with

@@ -82,6 +82,20 @@ TEST(Cli, HelpAndVersion) {
   for (const char* lib : {"LibTorch", "CUDA", "NCCL", "MPI", "HDF5", "git"}) EXPECT_NE(v.output.find(lib), std::string::npos) << lib;
 }
 
+TEST(Cli, BenchTrainPrintsJson) {
+  const Result r = run("bench train --config configs/tiny.yaml --set train.threads=1 --steps 2 --warmup 1");
+  EXPECT_EQ(r.code, 0) << r.output;
+  EXPECT_NE(r.output.find("{\"bench\":\"train\",\"config\":\"tiny\""), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("\"steps\":2,"), std::string::npos);
+  EXPECT_EQ(run("bench nope").code, 2);
+}
+
+TEST(Cli, ConfigParamsMatchesTheBanner) {
+  const Result p = run("config --params --config configs/tiny-moe.yaml");
+  EXPECT_EQ(p.code, 0);
+  EXPECT_NE(p.output.find("parameters: 735648 total, 305664 activated per token"), std::string::npos) << p.output;
+}
+
 TEST(Cli, ConfigPrintIsResolvedYaml) {
   const Result r = run("config --print --config configs/tiny.yaml --set train.steps=7");
   EXPECT_EQ(r.code, 0);

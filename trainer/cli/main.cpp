@@ -20,6 +20,7 @@ constexpr const char* kUsage =
     "commands:\n"
     "  train    train a model from a YAML config\n"
     "  config   check, print or list configuration keys\n"
+    "  bench    benchmarks (train) printing JSON\n"
     "\n"
     "options:\n"
     "  -h, --help     show this help (each command has its own --help)\n"
@@ -29,7 +30,8 @@ int dispatch(const std::string& cmd, const shoestring::cli::Args& rest, const sh
   using namespace shoestring::cli;
   if (cmd == "train") return cmd_train(rest, world);
   if (cmd == "config") return cmd_config(rest);
-  std::cerr << "shoestring: unknown command '" << cmd << "' (commands: train, config; see --help)\n";
+  if (cmd == "bench") return cmd_bench(rest, world);
+  std::cerr << "shoestring: unknown command '" << cmd << "' (commands: train, config, bench; see --help)\n";
   return 2;
 }
 

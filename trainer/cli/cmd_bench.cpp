@@ -1,0 +1,83 @@
+// `shoestring bench ...`: benchmarks that print machine-readable JSON. Timings come from the same
+// code paths users run (bench train calls train()), never from unit tests.
+#include <unistd.h>
+
+#include <boost/program_options.hpp>
+
+#include <algorithm>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+
+#include "trainer/cli/commands.h"
+#include "trainer/cli/config_options.h"
+#include "trainer/config_loader.h"
+#include "trainer/train.h"
+
+namespace po = boost::program_options;
+namespace fs = std::filesystem;
+
+namespace shoestring::cli {
+
+namespace {
+
+int bench_train(const Args& args, const parallel::World& world) {
+  po::options_description opts(
+      "shoestring bench train --config FILE [--set k=v ...] [--steps N] [--warmup W]\n\n"
+      "Training throughput of the real training loop: W warm-up steps, then N timed steps");
+  ConfigOptions cfg_opts;
+  int64_t steps = 20, warmup = 5;
+  std::string json;
+  opts.add_options()("help,h", "show this help")
+      ("steps", po::value(&steps)->default_value(20), "timed steps")
+      ("warmup", po::value(&warmup)->default_value(5), "untimed steps before them")
+      ("json", po::value(&json), "also write the result to this file");
+  add_config_options(opts, cfg_opts);
+  po::variables_map vm;
+  if (!parse_or_usage(opts, args, vm)) return 2;
+  if (vm.count("help")) {
+    std::cout << opts << "\n";
+    return 0;
+  }
+  if (cfg_opts.files.empty() || steps <= 0 || warmup < 0) {
+    std::cerr << "shoestring bench train: need --config FILE, --steps > 0 and --warmup >= 0\n";
+    return 2;
+  }
+  const fs::path dir = fs::temp_directory_path() / ("shoestring-bench-" + std::to_string(::getpid()));
+  fs::remove_all(dir);
+  auto sets = cfg_opts.sets;
+  sets.insert(sets.end(), {"train.steps=" + std::to_string(warmup + steps), "log.progress=off",
+                           "log.every=1000000", "log.run_dir=" + dir.string()});
+  const Config cfg = load_config(cfg_opts.files, sets);
+  const TrainSummary s = train(cfg, world);
+  fs::remove_all(dir);
+  double seconds = 0;
+  for (size_t i = size_t(warmup); i < s.step_seconds.size(); ++i) seconds += s.step_seconds[i];
+  char line[512];
+  std::snprintf(line, sizeof line,
+                "{\"bench\":\"train\",\"config\":\"%s\",\"precision\":\"%s\",\"threads\":%d,\"steps\":%lld,"
+                "\"tokens_per_step\":%lld,\"seconds\":%.6f,\"tokens_per_s\":%.2f,\"final_loss\":%.6f}",
+                cfg.name.c_str(), cfg.train.precision.c_str(), s.threads, static_cast<long long>(steps),
+                static_cast<long long>(s.tokens_per_step), seconds, double(s.tokens_per_step * steps) / seconds,
+                s.final_loss);
+  std::cout << line << "\n";
+  if (!json.empty()) std::ofstream(json) << line << "\n";
+  return 0;
+}
+
+}  // namespace
+
+int cmd_bench(const Args& args, const parallel::World& world) {
+  const std::string usage = "usage: shoestring bench train [options]   (see shoestring bench train --help)\n";
+  if (args.empty() || args[0] == "--help" || args[0] == "-h") {
+    (args.empty() ? std::cerr : std::cout) << usage;
+    return args.empty() ? 2 : 0;
+  }
+  const Args rest(args.begin() + 1, args.end());
+  if (args[0] == "train") return bench_train(rest, world);
+  std::cerr << "shoestring bench: unknown benchmark '" << args[0] << "'\n" << usage;
+  return 2;
+}
+
+}  // namespace shoestring::cli
