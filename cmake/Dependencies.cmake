@@ -1,6 +1,12 @@
 # Every dependency is found with find_package; nothing is a hard-coded path. launch/setup passes
 # -DCMAKE_PREFIX_PATH=<libtorch>/share/cmake; a user may point Torch_DIR at any LibTorch >= 2.4.
 
+# CMake < 3.26 knows no C++20 dialect flag for nvcc, and LibTorch's config enables CUDA even when
+# we do not; without this rule file configuring fails with "CUDA20 ... does not support this".
+if(CMAKE_VERSION VERSION_LESS 3.26)
+  set(CMAKE_USER_MAKE_RULES_OVERRIDE_CUDA ${CMAKE_SOURCE_DIR}/cmake/CudaCxx20.cmake)
+endif()
+
 # --- CUDA (our kernels). Decided before Torch so Torch's CUDA probing agrees with ours.
 set(SHOESTRING_WITH_CUDA OFF)
 if(NOT SHOESTRING_CUDA STREQUAL "OFF")
@@ -29,6 +35,9 @@ message(STATUS "Shoestring CUDA kernels: ${SHOESTRING_WITH_CUDA} (SHOESTRING_CUD
 set(_saved_cuda_flags "${CMAKE_CUDA_FLAGS}")
 find_package(Torch REQUIRED)
 set(CMAKE_CUDA_FLAGS "${_saved_cuda_flags}")
+if(SHOESTRING_WITH_CUDA)
+  set(CMAKE_CUDA_ARCHITECTURES ${SHOESTRING_CUDA_ARCHS})  # Torch's config resets it to OFF
+endif()
 if(Torch_VERSION VERSION_LESS 2.4)
   message(FATAL_ERROR "LibTorch ${Torch_VERSION} found at ${Torch_DIR}; Shoestring needs >= 2.4")
 endif()

@@ -1,0 +1,3 @@
+# Included through CMAKE_USER_MAKE_RULES_OVERRIDE_CUDA on CMake < 3.26 (see Dependencies.cmake).
+set(CMAKE_CUDA20_STANDARD_COMPILE_OPTION "-std=c++20")
+set(CMAKE_CUDA20_EXTENSION_COMPILE_OPTION "-std=c++20")

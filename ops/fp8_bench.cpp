@@ -1,0 +1,227 @@
+// `shoestring bench fp8` (see fp8_bench.h). Every number comes from CUDA events around `repeats`
+// back-to-back launches on the current stream after `warmup` untimed ones; TFLOPS = 2MNK / time.
+#include "ops/fp8_bench.h"
+
+#include "ops/cuda_runtime.h"
+
+#ifdef SHOESTRING_WITH_CUDA
+#include <ATen/ATen.h>
+#include <cuda_runtime.h>
+
+#include <cstdio>
+#include <functional>
+#include <sstream>
+#include <vector>
+
+#include "ops/calc_diff.h"
+#include "ops/fp8_blas_baseline.h"
+#include "ops/fp8_cuda_common.cuh"
+#include "ops/fp8_gemm.h"
+#endif
+
+namespace shoestring::ops {
+
+#ifndef SHOESTRING_WITH_CUDA
+int run_fp8_bench(const Fp8BenchOptions&, std::ostream&, std::ostream&, std::string& error) {
+  error = "bench fp8 needs a GPU: " + cuda_status().reason;
+  return 2;
+}
+#else
+
+namespace {
+
+double time_ms(const std::function<void()>& f, int warmup, int repeats) {
+  for (int i = 0; i < warmup; ++i) f();
+  cudaEvent_t t0, t1;
+  cudaEventCreate(&t0);
+  cudaEventCreate(&t1);
+  const cudaStream_t s = cuda_detail::current_stream();
+  cudaEventRecord(t0, s);
+  for (int i = 0; i < repeats; ++i) f();
+  cudaEventRecord(t1, s);
+  cudaEventSynchronize(t1);
+  float ms = 0.0f;
+  cudaEventElapsedTime(&ms, t0, t1);
+  cudaEventDestroy(t0);
+  cudaEventDestroy(t1);
+  cuda_detail::check_cuda(cudaGetLastError(), "bench");
+  return ms / repeats;
+}
+
+std::string num(double v, int prec = 3) {
+  if (!(v == v)) return "null";  // NaN: not measured
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%.*f", prec, v);
+  return buf;
+}
+std::string sci(double v) {
+  if (!(v == v)) return "null";
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%.3e", v);
+  return buf;
+}
+
+struct GemmRow {
+  std::string name;
+  int64_t groups, M, N, K;
+  std::string config;
+  double ours_tflops, lt_tflops, bf16_tflops, diff_vs_lt;
+  std::string lt_note;
+};
+
+struct QuantRow {
+  std::string name;
+  int64_t M, K;
+  double gbps, copy_gbps;
+};
+
+}  // namespace
+
+int run_fp8_bench(const Fp8BenchOptions& opt, std::ostream& json_out, std::ostream& table_out, std::string& error) {
+  if (!cuda_status().available) {
+    error = "bench fp8 needs a GPU: " + cuda_status().reason;
+    return 2;
+  }
+  try {
+    cudaDeviceProp prop{};
+    cuda_detail::check_cuda(cudaGetDeviceProperties(&prop, 0), "cudaGetDeviceProperties");
+    const int warm = opt.quick ? 2 : opt.warmup, reps = opt.quick ? 5 : opt.repeats;
+    const auto dev = at::TensorOptions().device(at::kCUDA, 0);
+    at::manual_seed(0);
+
+    // DeepSeek-V3 dense-layer GEMM shapes (N x K) as in DeepGEMM's benchmark, M = tokens.
+    std::vector<std::pair<int64_t, int64_t>> nk{{2112, 7168}, {24576, 1536}, {7168, 16384}, {4096, 7168}, {7168, 2048}};
+    std::vector<int64_t> ms{128, 4096};
+    if (opt.quick) nk.resize(2), ms = {128, 4096};
+    std::vector<GemmRow> gemms;
+    for (int64_t M : ms)
+      for (auto [N, K] : nk) {
+        const at::Tensor x = at::randn({M, K}, dev).to(at::kBFloat16), w = (at::randn({N, K}, dev) * 0.02).to(at::kBFloat16);
+        const Fp8Tensor qa = quantize_1x128_cuda(x), qb = quantize_128x128_cuda(w);
+        const double flop = 2.0 * M * N * K;
+        GemmRow row{"dense", 1, M, N, K, choose_fp8_gemm_config(M, N, K, {prop.major * 10 + prop.minor, prop.multiProcessorCount}).describe(),
+                    0, NAN, NAN, NAN, ""};
+        at::Tensor c_ours;
+        row.ours_tflops = flop / (time_ms([&] { c_ours = fp8_gemm_cuda(qa, qb); }, warm, reps) * 1e-3) / 1e12;
+        try {
+          CublasLtFp8Gemm lt(qa, qb, at::kFloat);
+          at::Tensor c_lt = at::empty({M, N}, dev.dtype(at::kFloat));
+          row.lt_tflops = flop / (time_ms([&] { lt.run(c_lt); }, warm, reps) * 1e-3) / 1e12;
+          row.lt_note = "fp32 out";
+          if (opt.check) row.diff_vs_lt = calc_diff(c_ours, c_lt);
+        } catch (const std::exception& e) {
+          try {
+            CublasLtFp8Gemm lt(qa, qb, at::kBFloat16);
+            at::Tensor c_lt = at::empty({M, N}, dev.dtype(at::kBFloat16));
+            row.lt_tflops = flop / (time_ms([&] { lt.run(c_lt); }, warm, reps) * 1e-3) / 1e12;
+            row.lt_note = "bf16 out (no fp32-out algorithm)";
+            if (opt.check) row.diff_vs_lt = calc_diff(c_ours, c_lt.to(at::kFloat));
+          } catch (const std::exception& e2) {
+            row.lt_note = e2.what();
+          }
+        }
+        at::Tensor c_bf16 = at::empty({M, N}, dev.dtype(at::kBFloat16));
+        row.bf16_tflops = flop / (time_ms([&] { bf16_gemm_cublas(x, w, c_bf16); }, warm, reps) * 1e-3) / 1e12;
+        gemms.push_back(row);
+      }
+
+    // Grouped experts (contiguous layout): DeepSeek-V3 routed-expert GEMMs on 4 local experts
+    // (DeepGEMM's m-grouped benchmark shapes). Baseline: cuBLAS BF16 on the same total M (one weight).
+    const int64_t rows_per_group = opt.quick ? 1024 : 4096;
+    for (auto [N, K] : std::vector<std::pair<int64_t, int64_t>>{{4096, 7168}, {7168, 2048}}) {
+      const int64_t G = 4;
+      const at::Tensor groups = make_contiguous_group_layout(std::vector<int64_t>(G, rows_per_group)).to(dev.device());
+      const int64_t M = groups.size(0);
+      const at::Tensor x = at::randn({M, K}, dev).to(at::kBFloat16), w = (at::randn({G, N, K}, dev) * 0.02).to(at::kBFloat16);
+      const Fp8Tensor qa = quantize_1x128_cuda(x), qb = quantize_128x128_cuda(w);
+      const double flop = 2.0 * M * N * K;
+      GemmRow row{"grouped", G, M, N, K, choose_fp8_gemm_config(M, N, K, {prop.major * 10 + prop.minor, prop.multiProcessorCount}).describe(),
+                  0, NAN, NAN, NAN, "no grouped cuBLASLt baseline; bf16 column is a dense GEMM of the same size"};
+      row.ours_tflops = flop / (time_ms([&] { fp8_grouped_gemm_cuda(qa, qb, groups); }, warm, reps) * 1e-3) / 1e12;
+      const at::Tensor w0 = w[0].contiguous();
+      at::Tensor c_bf16 = at::empty({M, N}, dev.dtype(at::kBFloat16));
+      row.bf16_tflops = flop / (time_ms([&] { bf16_gemm_cublas(x, w0, c_bf16); }, warm, reps) * 1e-3) / 1e12;
+      gemms.push_back(row);
+    }
+
+    // Quantization bandwidth: bytes read + written per second, against a device-to-device copy of the
+    // same bf16 input (read + write of 2 bytes per element).
+    std::vector<QuantRow> quants;
+    {
+      const int64_t M = 4096, K = 7168;
+      const at::Tensor x = at::randn({M, K}, dev).to(at::kBFloat16);
+      at::Tensor y = at::empty_like(x);
+      const double copy_bytes = 2.0 * x.nbytes();
+      const double copy_gbps =
+          copy_bytes / (time_ms([&] {
+                          cudaMemcpyAsync(y.data_ptr(), x.data_ptr(), x.nbytes(), cudaMemcpyDeviceToDevice,
+                                          cuda_detail::current_stream());
+                        }, warm, reps) * 1e-3) / 1e9;
+      const double q_bytes = x.nbytes() + double(M * K) + 4.0 * M * ceil_div(K, 128);
+      const double b_bytes = x.nbytes() + double(M * K) + 4.0 * ceil_div(M, 128) * ceil_div(K, 128);
+      quants.push_back({"1x128", M, K, q_bytes / (time_ms([&] { quantize_1x128_cuda(x); }, warm, reps) * 1e-3) / 1e9, copy_gbps});
+      quants.push_back({"1x128 transposed", M, K,
+                        (x.nbytes() + double(M * K) + 4.0 * K * ceil_div(M, 128)) /
+                            (time_ms([&] { quantize_1x128_transposed_cuda(x); }, warm, reps) * 1e-3) / 1e9,
+                        copy_gbps});
+      quants.push_back({"128x128", M, K, b_bytes / (time_ms([&] { quantize_128x128_cuda(x); }, warm, reps) * 1e-3) / 1e9, copy_gbps});
+      quants.push_back({"128x128 transposed", M, K,
+                        b_bytes / (time_ms([&] { quantize_128x128_transposed_cuda(x); }, warm, reps) * 1e-3) / 1e9,
+                        copy_gbps});
+    }
+
+    // Table.
+    char line[512];
+    table_out << "FP8 bench on " << prop.name << " (sm_" << prop.major << prop.minor << ", " << prop.multiProcessorCount
+              << " SMs), warmup " << warm << ", repeats " << reps << "\n";
+    std::snprintf(line, sizeof line, "%-8s %3s %6s %6s %6s | %9s %9s %9s | %7s %7s | %-10s %s\n", "kind", "G", "M", "N",
+                  "K", "ours TF", "cuBLASLt", "bf16 TF", "vs Lt", "vs bf16", "diff vs Lt", "our config");
+    table_out << line;
+    for (const GemmRow& r : gemms) {
+      std::snprintf(line, sizeof line, "%-8s %3lld %6lld %6lld %6lld | %9.1f %9s %9.1f | %7s %7.2f | %-10s %s%s%s\n",
+                    r.name.c_str(), (long long)r.groups, (long long)r.M, (long long)r.N, (long long)r.K, r.ours_tflops,
+                    num(r.lt_tflops, 1).c_str(), r.bf16_tflops,
+                    (r.lt_tflops == r.lt_tflops ? num(r.ours_tflops / r.lt_tflops, 2) + "x" : std::string("-")).c_str(),
+                    r.ours_tflops / r.bf16_tflops, sci(r.diff_vs_lt).c_str(), r.config.c_str(),
+                    r.lt_note.empty() ? "" : "; ", r.lt_note.c_str());
+      table_out << line;
+    }
+    for (const QuantRow& q : quants) {
+      std::snprintf(line, sizeof line, "quantize %-20s %6lld x %6lld: %8.1f GB/s (copy %8.1f GB/s, %5.1f%%)\n",
+                    q.name.c_str(), (long long)q.M, (long long)q.K, q.gbps, q.copy_gbps, 100.0 * q.gbps / q.copy_gbps);
+      table_out << line;
+    }
+
+    // JSON.
+    std::ostringstream js;
+    js << "{\"device\": \"" << prop.name << "\", \"sm\": " << prop.major * 10 + prop.minor << ", \"warmup\": " << warm
+       << ", \"repeats\": " << reps << ", \"gemm\": [";
+    for (size_t i = 0; i < gemms.size(); ++i) {
+      const GemmRow& r = gemms[i];
+      std::string note = r.lt_note;
+      for (char& ch : note)
+        if (ch == '"' || ch == '\\' || ch == '\n') ch = ' ';
+      js << (i ? ", " : "") << "{\"kind\": \"" << r.name << "\", \"groups\": " << r.groups << ", \"M\": " << r.M
+         << ", \"N\": " << r.N << ", \"K\": " << r.K << ", \"config\": \"" << r.config
+         << "\", \"ours_tflops\": " << num(r.ours_tflops) << ", \"cublaslt_fp8_tflops\": " << num(r.lt_tflops)
+         << ", \"cublas_bf16_tflops\": " << num(r.bf16_tflops) << ", \"calc_diff_vs_cublaslt\": " << sci(r.diff_vs_lt)
+         << ", \"note\": \"" << note << "\"}";
+    }
+    js << "], \"quantize\": [";
+    for (size_t i = 0; i < quants.size(); ++i) {
+      const QuantRow& q = quants[i];
+      js << (i ? ", " : "") << "{\"kind\": \"" << q.name << "\", \"M\": " << q.M << ", \"K\": " << q.K
+         << ", \"gbps\": " << num(q.gbps, 1) << ", \"copy_gbps\": " << num(q.copy_gbps, 1) << "}";
+    }
+    js << "]}\n";
+    json_out << js.str();
+    return 0;
+  } catch (const std::exception& e) {
+    error = std::string("bench fp8 failed: ") + e.what();
+    return 1;
+  }
+}
+
+#endif
+
+}  // namespace shoestring::ops

@@ -1,0 +1,45 @@
+#include "ops/fp8_gemm_config.h"
+
+#include <stdexcept>
+
+namespace shoestring::ops {
+
+const char* fp8_gemm_kernel_name(Fp8GemmKernel k) {
+  switch (k) {
+    case Fp8GemmKernel::kAuto: return "auto";
+    case Fp8GemmKernel::kSimt: return "simt";
+    case Fp8GemmKernel::kMma: return "mma";
+  }
+  return "?";
+}
+
+std::string Fp8GemmConfig::describe() const {
+  return std::string(fp8_gemm_kernel_name(kernel)) + " " + std::to_string(block_m) + "x" + std::to_string(block_n) +
+         " (" + std::to_string(threads) + " threads)";
+}
+
+Fp8GemmConfig choose_fp8_gemm_config(int64_t M, int64_t N, int64_t K, const Fp8DeviceInfo& dev,
+                                     Fp8GemmKernel requested) {
+  if (M <= 0 || N <= 0 || K <= 0)
+    throw std::invalid_argument("choose_fp8_gemm_config: empty GEMM (M=" + std::to_string(M) + ", N=" +
+                                std::to_string(N) + ", K=" + std::to_string(K) + ")");
+  Fp8GemmKernel kernel = requested;
+  if (kernel == Fp8GemmKernel::kAuto) kernel = dev.sm >= 89 ? Fp8GemmKernel::kMma : Fp8GemmKernel::kSimt;
+  if (kernel == Fp8GemmKernel::kMma && dev.sm < 89)
+    throw std::invalid_argument("choose_fp8_gemm_config: the FP8 tensor-core kernel needs sm_89 or newer, device is sm_" +
+                                std::to_string(dev.sm));
+  Fp8GemmConfig c;
+  c.kernel = kernel;
+  c.threads = 256;
+  if (kernel == Fp8GemmKernel::kSimt) {
+    c.block_m = 64;
+    c.block_n = 64;
+    return c;
+  }
+  c.block_n = 128;
+  const int64_t blocks_128 = ((M + 127) / 128) * ((N + 127) / 128);
+  c.block_m = blocks_128 >= dev.num_sms ? 128 : 64;
+  return c;
+}
+
+}  // namespace shoestring::ops

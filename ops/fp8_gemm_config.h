@@ -1,0 +1,38 @@
+#pragma once
+// Tile configuration of our block-scaled FP8 GEMM kernels, chosen by a pure function of the shape and
+// the device (DeepGEMM's launcher shape: validate -> choose config -> launch). No CUDA needed: the
+// heuristic has its own CPU test (tests/ops/test_fp8_gemm_config.cpp).
+#include <cstdint>
+#include <string>
+
+namespace shoestring::ops {
+
+enum class Fp8GemmKernel {
+  kAuto,  // let choose_fp8_gemm_config decide
+  kSimt,  // CUDA cores: decode to float, FMA; any sm_80+ GPU; the numerically simplest kernel
+  kMma,   // tensor cores: mma.sync m16n8k32 e4m3 (sm_89+), FP32 promotion every 128 of K
+};
+
+const char* fp8_gemm_kernel_name(Fp8GemmKernel k);
+
+struct Fp8GemmConfig {
+  Fp8GemmKernel kernel = Fp8GemmKernel::kSimt;
+  int block_m = 64;   // rows of C per thread block
+  int block_n = 64;   // columns of C per thread block (kMma: always 128 = one weight scale block)
+  int threads = 256;
+  std::string describe() const;
+};
+
+struct Fp8DeviceInfo {
+  int sm = 90;         // compute capability as major*10 + minor
+  int num_sms = 132;   // H100 SXM / H200
+};
+
+// requested == kAuto picks the kernel from the device: kMma when sm >= 89, else kSimt. A forced kMma
+// on an older device throws std::invalid_argument (the instruction does not exist there).
+// Tile size: kMma uses 128x128 tiles when that already fills the GPU (>= one wave of blocks), else
+// 64x128 to double the number of blocks for small M (decode-like shapes, M = 128 in the bench).
+Fp8GemmConfig choose_fp8_gemm_config(int64_t M, int64_t N, int64_t K, const Fp8DeviceInfo& dev,
+                                     Fp8GemmKernel requested = Fp8GemmKernel::kAuto);
+
+}  // namespace shoestring::ops

@@ -1,0 +1,33 @@
+// The tile heuristic is a pure host function: testable without a GPU.
+#include <gtest/gtest.h>
+
+#include "ops/fp8_gemm_config.h"
+
+namespace {
+
+using namespace shoestring::ops;
+
+TEST(Fp8GemmConfig, PicksTensorCoresOnHopperAndSimtBefore) {
+  EXPECT_EQ(choose_fp8_gemm_config(4096, 7168, 2048, {90, 132}).kernel, Fp8GemmKernel::kMma);
+  EXPECT_EQ(choose_fp8_gemm_config(4096, 7168, 2048, {89, 128}).kernel, Fp8GemmKernel::kMma);
+  EXPECT_EQ(choose_fp8_gemm_config(4096, 7168, 2048, {80, 108}).kernel, Fp8GemmKernel::kSimt);
+  EXPECT_EQ(choose_fp8_gemm_config(128, 128, 128, {90, 132}, Fp8GemmKernel::kSimt).kernel, Fp8GemmKernel::kSimt);
+  EXPECT_THROW(choose_fp8_gemm_config(128, 128, 128, {80, 108}, Fp8GemmKernel::kMma), std::invalid_argument);
+}
+
+TEST(Fp8GemmConfig, SmallMGetsSmallerTilesToFillTheGpu) {
+  const Fp8DeviceInfo h200{90, 132};
+  // M = 128, N = 2112: 17 blocks of 128x128 for 132 SMs -> 64-row tiles.
+  EXPECT_EQ(choose_fp8_gemm_config(128, 2112, 7168, h200).block_m, 64);
+  // M = 4096, N = 7168: 32 * 56 = 1792 blocks -> 128-row tiles.
+  EXPECT_EQ(choose_fp8_gemm_config(4096, 7168, 2048, h200).block_m, 128);
+  for (int64_t m : {1, 128, 4096})
+    EXPECT_EQ(choose_fp8_gemm_config(m, 7168, 2048, h200).block_n, 128) << "one weight scale block per tile";
+}
+
+TEST(Fp8GemmConfig, RejectsEmptyShapes) {
+  EXPECT_THROW(choose_fp8_gemm_config(0, 128, 128, {}), std::invalid_argument);
+  EXPECT_NE(choose_fp8_gemm_config(1, 1, 1, {}).describe().find("mma"), std::string::npos);
+}
+
+}  // namespace

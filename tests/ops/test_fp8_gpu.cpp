@@ -1,0 +1,150 @@
+// Every FP8 CUDA kernel against its CPU reference (label gpu). Skips with cuda_status()'s reason
+// when this binary or machine has no usable GPU, so it is safe to run everywhere.
+#include <gtest/gtest.h>
+
+#include <ATen/ATen.h>
+
+#include <iostream>
+
+#include "ops/calc_diff.h"
+#include "ops/cuda_runtime.h"
+#include "ops/fp8_blas_baseline.h"
+#include "ops/fp8_gemm.h"
+
+#ifdef SHOESTRING_WITH_CUDA
+#include <cuda_runtime.h>
+#endif
+
+namespace {
+
+using namespace shoestring::ops;
+
+class Fp8Gpu : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (!cuda_status().available) GTEST_SKIP() << "no GPU: " << cuda_status().reason;
+  }
+  static at::Tensor cuda(const at::Tensor& t) { return t.to(at::Device(at::kCUDA, 0)); }
+  static Fp8Tensor to_cpu(const Fp8Tensor& q) { return {q.data.cpu(), q.scale.cpu(), q.block_rows}; }
+  static Fp8Tensor to_cuda(const Fp8Tensor& q) { return {cuda(q.data), cuda(q.scale), q.block_rows}; }
+  static bool same_bits(const Fp8Tensor& gpu, const Fp8Tensor& cpu) {
+    const Fp8Tensor g = to_cpu(gpu);
+    return g.block_rows == cpu.block_rows && g.data.sizes() == cpu.data.sizes() &&
+           g.scale.sizes() == cpu.scale.sizes() && at::equal(g.data.view(at::kByte), cpu.data.view(at::kByte)) &&
+           at::equal(g.scale, cpu.scale);
+  }
+};
+
+#ifdef SHOESTRING_WITH_CUDA
+int device_sm() {
+  cudaDeviceProp prop{};
+  cudaGetDeviceProperties(&prop, 0);
+  return prop.major * 10 + prop.minor;
+}
+#else
+int device_sm() { return 0; }
+#endif
+
+TEST_F(Fp8Gpu, QuantizersAreBitIdenticalToCpu) {
+  at::manual_seed(21);
+  for (auto [R, C] : {std::pair<int64_t, int64_t>{256, 512}, {77, 300}, {1, 128}, {130, 129}}) {
+    const at::Tensor x = at::randn({R, C}) * at::exp(at::randn({R, 1}) * 2);
+    for (at::ScalarType dt : {at::kFloat, at::kBFloat16}) {
+      const at::Tensor xd = x.to(dt);  // the CPU reference sees the same (rounded) values
+      SCOPED_TRACE(std::to_string(R) + "x" + std::to_string(C) + " " + c10::toString(dt));
+      EXPECT_TRUE(same_bits(quantize_1x128_cuda(cuda(xd)), quantize_1x128(xd)));
+      EXPECT_TRUE(same_bits(quantize_1x128_transposed_cuda(cuda(xd)), quantize_1x128_transposed(xd)));
+      EXPECT_TRUE(same_bits(quantize_128x128_cuda(cuda(xd)), quantize_128x128(xd)));
+      EXPECT_TRUE(same_bits(quantize_128x128_transposed_cuda(cuda(xd)), quantize_128x128_transposed(xd)));
+    }
+  }
+  const at::Tensor w = at::randn({3, 256, 384});
+  EXPECT_TRUE(same_bits(quantize_128x128_cuda(cuda(w)), quantize_128x128(w)));
+  EXPECT_TRUE(same_bits(quantize_1x128_cuda(cuda(at::zeros({4, 256}))), quantize_1x128(at::zeros({4, 256}))));
+}
+
+struct GemmCase {
+  int64_t M, N, K;
+  bool wgrad;  // B with 1x128 scales
+};
+
+TEST_F(Fp8Gpu, DenseGemmKernelsMatchReference) {
+  at::manual_seed(22);
+  for (const GemmCase& gc : {GemmCase{256, 384, 512, false}, GemmCase{77, 130, 256, false},
+                             GemmCase{1, 128, 128, false}, GemmCase{320, 256, 1024, false},
+                             GemmCase{192, 96, 384, true}}) {
+    SCOPED_TRACE("M=" + std::to_string(gc.M) + " N=" + std::to_string(gc.N) + " K=" + std::to_string(gc.K));
+    const at::Tensor x = at::randn({gc.M, gc.K}), w = at::randn({gc.N, gc.K}) * 0.05;
+    const Fp8Tensor qa = quantize_1x128(x), qb = gc.wgrad ? quantize_1x128(w) : quantize_128x128(w);
+    const at::Tensor ref = fp8_gemm_reference(qa, qb);
+    const at::Tensor simt = fp8_gemm_cuda(to_cuda(qa), to_cuda(qb), Fp8GemmKernel::kSimt).cpu();
+    const double d_simt = calc_diff(simt, ref);
+    EXPECT_LE(d_simt, kFp8Tol.gpu_simt_vs_reference);
+    EXPECT_TRUE(at::equal(simt, ref)) << "SIMT kernel must be bit-identical, calc_diff " << d_simt;
+    if (device_sm() >= 89) {
+      const at::Tensor mma = fp8_gemm_cuda(to_cuda(qa), to_cuda(qb), Fp8GemmKernel::kMma).cpu();
+      const double d_mma = calc_diff(mma, ref);
+      std::cout << "[measured] mma vs reference M=" << gc.M << " N=" << gc.N << " K=" << gc.K
+                << (gc.wgrad ? " (B 1x128)" : "") << ": calc_diff " << d_mma << "\n";
+      EXPECT_LT(d_mma, kFp8Tol.gpu_mma_vs_reference);
+    }
+  }
+}
+
+TEST_F(Fp8Gpu, GroupedGemmKernelsMatchReference) {
+  at::manual_seed(23);
+  const at::Tensor layout = make_contiguous_group_layout({100, 0, 250, 128});
+  const int64_t M = layout.size(0), N = 256, K = 384;
+  const Fp8Tensor qa = quantize_1x128(at::randn({M, K})), qb = quantize_128x128(at::randn({4, N, K}) * 0.05);
+  const at::Tensor ref = fp8_grouped_gemm_reference(qa, qb, layout);
+  const at::Tensor simt =
+      fp8_grouped_gemm_cuda(to_cuda(qa), to_cuda(qb), cuda(layout), Fp8GemmKernel::kSimt).cpu();
+  EXPECT_TRUE(at::equal(simt, ref)) << "calc_diff " << calc_diff(simt, ref);
+  if (device_sm() >= 89) {
+    const at::Tensor mma = fp8_grouped_gemm_cuda(to_cuda(qa), to_cuda(qb), cuda(layout), Fp8GemmKernel::kMma).cpu();
+    const double d = calc_diff(mma, ref);
+    std::cout << "[measured] grouped mma vs reference: calc_diff " << d << "\n";
+    EXPECT_LT(d, kFp8Tol.gpu_mma_vs_reference);
+    // Padding rows are exactly zero.
+    EXPECT_EQ(mma.index({layout.cpu() < 0}).abs().max().item<float>(), 0.0f);
+  }
+}
+
+TEST_F(Fp8Gpu, GpuGemmRejectsRaggedK) {
+  const Fp8Tensor qa = to_cuda(quantize_1x128(at::randn({4, 200}))), qb = to_cuda(quantize_128x128(at::randn({8, 200})));
+  try {
+    fp8_gemm_cuda(qa, qb);
+    FAIL() << "expected std::invalid_argument";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find("K = 200"), std::string::npos) << e.what();
+  }
+}
+
+TEST_F(Fp8Gpu, CublasLtBlockScaledMatchesReference) {
+  at::manual_seed(24);
+  const int64_t M = 256, N = 384, K = 1024;
+  const Fp8Tensor qa = quantize_1x128(at::randn({M, K})), qb = quantize_128x128(at::randn({N, K}) * 0.05);
+  const at::Tensor ref = fp8_gemm_reference(qa, qb);
+  for (at::ScalarType out : {at::kFloat, at::kBFloat16}) {
+    try {
+      const at::Tensor c = fp8_gemm_cublaslt(to_cuda(qa), to_cuda(qb), out).cpu();
+      const double d = calc_diff(c, ref);
+      std::cout << "[measured] cuBLASLt (" << c10::toString(out) << " out) vs reference: calc_diff " << d << "\n";
+      EXPECT_LT(d, out == at::kFloat ? kFp8Tol.gpu_mma_vs_reference : kFp8Tol.gpu_bf16_out_vs_reference);
+    } catch (const std::runtime_error& e) {
+      std::cout << "[measured] cuBLASLt (" << c10::toString(out) << " out) unavailable: " << e.what() << "\n";
+      if (out == at::kBFloat16) ADD_FAILURE() << e.what();  // BF16 output is the documented combination
+    }
+  }
+}
+
+TEST_F(Fp8Gpu, CublasBf16Gemm) {
+  at::manual_seed(25);
+  const at::Tensor a = at::randn({256, 512}).to(at::kBFloat16), b = at::randn({384, 512}).to(at::kBFloat16);
+  const at::Tensor c = bf16_gemm_cublas(cuda(a), cuda(b)).cpu();
+  const double d = calc_diff(c, at::matmul(a.to(at::kFloat), b.to(at::kFloat).t()));
+  std::cout << "[measured] cuBLAS bf16 vs float GEMM of the same bf16 inputs: calc_diff " << d << "\n";
+  EXPECT_LT(d, kFp8Tol.bf16_vs_float);
+}
+
+}  // namespace
