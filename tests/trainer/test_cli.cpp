@@ -88,6 +88,7 @@ TEST(Cli, BenchTrainPrintsJson) {
   EXPECT_NE(r.output.find("{\"bench\":\"train\",\"config\":\"tiny\""), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("\"steps\":2,"), std::string::npos);
   EXPECT_EQ(run("bench nope").code, 2);
+  EXPECT_EQ(run("bench fp8 --help").code, 0);
 }
 
 TEST(Cli, ConfigParamsMatchesTheBanner) {

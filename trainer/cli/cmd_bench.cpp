@@ -9,7 +9,10 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <sstream>
+#include <stdexcept>
 
+#include "ops/fp8_bench.h"
 #include "trainer/cli/commands.h"
 #include "trainer/cli/config_options.h"
 #include "trainer/config_loader.h"
@@ -66,16 +69,47 @@ int bench_train(const Args& args, const parallel::World& world) {
   return 0;
 }
 
+int bench_fp8(const Args& args) {
+  po::options_description opts(
+      "shoestring bench fp8 [--quick] [--no-check] [--json FILE]\n\n"
+      "TFLOPS of our FP8 GEMM vs cuBLASLt FP8 and cuBLAS BF16 on DeepSeek-V3 shapes, and GB/s of the\n"
+      "quantization kernels vs a device-to-device copy (needs a GPU)");
+  ops::Fp8BenchOptions o;
+  bool no_check = false;
+  std::string json;
+  opts.add_options()("help,h", "show this help")
+      ("quick", po::bool_switch(&o.quick), "fewer shapes and repetitions")
+      ("no-check", po::bool_switch(&no_check), "skip the calc_diff check of each GEMM")
+      ("json", po::value(&json), "write the JSON result to this file (else to stdout)");
+  po::variables_map vm;
+  if (!parse_or_usage(opts, args, vm)) return 2;
+  if (vm.count("help")) {
+    std::cout << opts << "\n";
+    return 0;
+  }
+  o.check = !no_check;
+  std::ostringstream out;
+  std::string error;
+  if (const int rc = ops::run_fp8_bench(o, out, std::cout, error); rc != 0) {
+    std::cerr << "shoestring bench fp8: " << error << "\n";
+    return rc;
+  }
+  if (json.empty()) std::cout << out.str();
+  else if (!(std::ofstream(json) << out.str())) throw std::runtime_error(json + ": cannot write the JSON result");
+  return 0;
+}
+
 }  // namespace
 
 int cmd_bench(const Args& args, const parallel::World& world) {
-  const std::string usage = "usage: shoestring bench train [options]   (see shoestring bench train --help)\n";
+  const std::string usage = "usage: shoestring bench {train|fp8} [options]   (see shoestring bench train --help)\n";
   if (args.empty() || args[0] == "--help" || args[0] == "-h") {
     (args.empty() ? std::cerr : std::cout) << usage;
     return args.empty() ? 2 : 0;
   }
   const Args rest(args.begin() + 1, args.end());
   if (args[0] == "train") return bench_train(rest, world);
+  if (args[0] == "fp8") return bench_fp8(rest);
   std::cerr << "shoestring bench: unknown benchmark '" << args[0] << "'\n" << usage;
   return 2;
 }

@@ -20,7 +20,7 @@ constexpr const char* kUsage =
     "commands:\n"
     "  train    train a model from a YAML config\n"
     "  config   check, print or list configuration keys\n"
-    "  bench    benchmarks (train) printing JSON\n"
+    "  bench    benchmarks printing JSON: train (training tokens/s), fp8 (GEMM and quantization kernels)\n"
     "\n"
     "options:\n"
     "  -h, --help     show this help (each command has its own --help)\n"

@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Packs build/bin/shoestring (stripped) and the non-LibTorch, non-CUDA, non-libc shared libraries it
+# needs into .carry/gpu-run, for bench/gpu/train_check.sh on a GPU machine without those packages.
+set -euo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+DEST=$ROOT/.carry/gpu-run
+rm -rf "$DEST" && mkdir -p "$DEST/lib"
+strip -o "$DEST/shoestring" "$ROOT/build/bin/shoestring"
+ldd "$ROOT/build/bin/shoestring" | awk '/=> \// {print $3}' |
+  grep -v -E '/torch/lib/|/cuda|libc\.so|libm\.so|libgcc_s|libpthread|libdl\.so|librt\.so|libutil\.so|ld-linux' |
+  while read -r lib; do cp -L "$lib" "$DEST/lib/"; done
+du -sh "$DEST"
