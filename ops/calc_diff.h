@@ -41,6 +41,12 @@ struct Fp8Tolerances {
   double gpu_bf16_out_vs_reference = 1e-5;
   // cuBLAS BF16 GEMM vs the float GEMM (BF16 inputs: 8 mantissa bits).
   double bf16_vs_float = 1e-4;
+  // The BLAS-per-K-block CPU emulation vs the loop reference: same formula, the summation order
+  // inside a 128-wide block differs.
+  double emulated_vs_reference = 1e-12;
+  // FP8 Linear (fp8_linear) vs the fp32 linear: output, input gradient and weight gradient. Two
+  // E4M3 roundings per product (3 mantissa bits each) on N(0,1) data, the same bar as the GEMM.
+  double linear_vs_fp32 = 1e-3;
 };
 
 inline constexpr Fp8Tolerances kFp8Tol{};

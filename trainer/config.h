@@ -47,7 +47,7 @@ struct TrainConfig {
   int64_t grad_accum = 1;
   int64_t seq_len = 64;
   int64_t seed = 1234;
-  std::string precision = "fp32";  // fp32 | bf16
+  std::string precision = "fp32";  // fp32 | bf16 | fp8
   std::string device = "auto";     // auto | cpu | cuda
   int64_t threads = 0;             // 0: cores / ranks on this node
   // Auxiliary-loss-free balancing (DeepSeek-V3 §2.1.2) and the MoE/MTP loss weights.

@@ -73,7 +73,7 @@ std::vector<FieldSpec> build() {
   s.push_back(field("train.grad_accum", &C::train, &TrainConfig::grad_accum, "Micro-batches accumulated per optimizer step.", R::Positive));
   s.push_back(field("train.seq_len", &C::train, &TrainConfig::seq_len, "Tokens per training sequence.", R::Positive));
   s.push_back(field("train.seed", &C::train, &TrainConfig::seed, "Seed of the initialisation and the data order.", R::NonNegative));
-  s.push_back(field("train.precision", &C::train, &TrainConfig::precision, "Compute dtype of matmuls; master weights, norms, softmax and loss stay fp32.", R::Any, {"fp32", "bf16"}));
+  s.push_back(field("train.precision", &C::train, &TrainConfig::precision, "Compute dtype of matmuls; master weights, norms, softmax and loss stay fp32. fp8: bf16 activations with the eligible linears in FP8 (docs/fp8.md).", R::Any, {"fp32", "bf16", "fp8"}));
   s.push_back(field("train.device", &C::train, &TrainConfig::device, "Where to train: auto picks cuda when a GPU is usable, else cpu.", R::Any, {"auto", "cpu", "cuda"}));
   s.push_back(field("train.threads", &C::train, &TrainConfig::threads, "Intra-op threads per rank; 0 = cores on this node / ranks on this node.", R::NonNegative));
   s.push_back(field("train.router_bias_gamma", &C::train, &TrainConfig::router_bias_gamma, "Bias update speed of auxiliary-loss-free balancing: after each step an expert's bias moves by gamma towards balance.", R::NonNegative));

@@ -17,6 +17,7 @@
 #include "ops/cuda_runtime.h"
 #include "trainer/config_loader.h"
 #include "trainer/metrics.h"
+#include "trainer/model/convert_fp8.h"
 #include "trainer/model/transformer.h"
 #include "trainer/optim/adamw.h"
 #include "trainer/optim/lr_schedule.h"
@@ -123,11 +124,13 @@ TrainSummary train(const Config& cfg, const parallel::World& world) {
   const int threads = parallel::threads_per_rank(int(cfg.train.threads), world);
   at::set_num_threads(threads);
   const at::Device device = pick_device(cfg.train.device);
-  const at::ScalarType dtype = cfg.train.precision == "bf16" ? at::kBFloat16 : at::kFloat;
+  // fp8 keeps activations in bf16 around the FP8 GEMMs, as DeepSeek-V3 §3.3 does.
+  const at::ScalarType dtype = cfg.train.precision == "fp32" ? at::kFloat : at::kBFloat16;
 
   at::manual_seed(uint64_t(cfg.train.seed));
   model::Transformer net(cfg.model, dtype);
   net->to(device);
+  if (cfg.train.precision == "fp8") model::convert_to_fp8(*net);
 
   std::vector<optim::NamedParam> params;
   std::vector<bool> decay;

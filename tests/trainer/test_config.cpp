@@ -54,7 +54,7 @@ TEST(Config, ExactMessages) {
             "x.yaml:4: optim.lr: expected a positive number, got \"abc\"");
   EXPECT_EQ(error_of("model:\n  d_modle: 64\n"), "x.yaml:2: model.d_modle: unknown key; did you mean model.d_model?");
   EXPECT_EQ(error_of("modle:\n  d_model: 64\n"), "x.yaml:1: modle: unknown section; did you mean model?");
-  EXPECT_EQ(error_of("train:\n  precision: fp16\n"), "x.yaml:2: train.precision: expected one of fp32, bf16, got \"fp16\"");
+  EXPECT_EQ(error_of("train:\n  precision: fp16\n"), "x.yaml:2: train.precision: expected one of fp32, bf16, fp8, got \"fp16\"");
   EXPECT_EQ(error_of("model:\n  n_heads: 3\n"), "x.yaml:2: model.n_heads: must divide model.d_model (128), got 3");
 }
 

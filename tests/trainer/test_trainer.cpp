@@ -2,6 +2,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <cmath>
 #include <cstdio>
 #include <regex>
 
@@ -107,6 +108,25 @@ TEST(Trainer, TinyMoeLearnsAndBiasBalancingLowersImbalance) {
   // over the last 20 steps 1.085 with gamma = 0.001 against 1.211 with gamma = 0.
   EXPECT_LT(balanced.final_loss, balanced.first_loss - 3.0);
   EXPECT_LT(imb_on, imb_off - 0.05);
+}
+
+TEST(Trainer, Fp8TrainingTracksFp32OnTinyMoe) {
+  auto run = [](const std::string& precision) {
+    const fs::path dir = fresh_dir("prec_" + precision);
+    const Config c = load_config({SHOESTRING_SOURCE_DIR "/configs/tiny-moe.yaml"},
+                                 {"train.steps=60", "train.threads=1", "log.progress=off", "log.every=1000",
+                                  "log.run_dir=" + dir.string(), "train.precision=" + precision});
+    const TrainSummary s = train(c, parallel::World{});
+    fs::remove_all(dir);
+    return s.final_loss;
+  };
+  const double fp32 = run("fp32"), fp8 = run("fp8");
+  const double rel = std::fabs(fp8 - fp32) / fp32;
+  std::printf("tiny-moe 60 steps: final loss fp32 %.5f fp8 %.5f (relative difference %.3f%%)\n", fp32, fp8, 100 * rel);
+  // Measured 2026-11-26 (2-core CPU, 1 thread): 1.92890 vs 1.93051, 0.083%. DeepSeek-V3 reports
+  // < 0.25% on long runs (§3.3); we allow 0.3% for this short, noisy one.
+  EXPECT_LT(rel, 3e-3);
+  EXPECT_NE(fp8, fp32);  // the FP8 path really ran
 }
 
 TEST(Trainer, RefusesToOverwriteAnExistingRun) {

@@ -2,13 +2,14 @@
 #include <torch/nn/module.h>
 
 #include "trainer/config.h"
+#include "trainer/model/linear.h"
 #include "trainer/model/rope.h"
 
 namespace shoestring::model {
 
 // Causal self-attention with rotary embeddings and grouped-query heads (Ainslie et al. 2023):
 // n_kv_heads key/value heads are shared by n_heads / n_kv_heads query heads each.
-class AttentionImpl : public torch::nn::Module {
+class AttentionImpl : public torch::nn::Module, public LinearUser {
  public:
   AttentionImpl(const ModelConfig& cfg, int64_t n_layers_for_init);
   at::Tensor forward(const at::Tensor& x, const RotaryTables& rope);

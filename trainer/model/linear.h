@@ -4,10 +4,28 @@
 namespace shoestring::model {
 
 // x @ w^T with w cast to x's dtype: master weights stay fp32, matmuls run in the compute dtype.
-// The single place the model multiplies by a weight, so the FP8 conversion has one seam to swap.
 at::Tensor project(const at::Tensor& x, const at::Tensor& w);
 
 // A fresh [out, in] weight drawn from Normal(0, std) with the global generator.
 at::Tensor normal_weight(int64_t out, int64_t in, double std);
+
+// How a module multiplies activations by its weights. Modules whose linears may run in lower
+// precision (attention projections, dense and expert MLPs: DeepSeek-V3 §3.3.1) inherit this and
+// call project(); a conversion pass (trainer/model/convert_fp8.h) swaps the function from outside,
+// so the model code itself never mentions FP8.
+using LinearFn = at::Tensor (*)(const at::Tensor& x, const at::Tensor& w);
+
+class LinearUser {
+ public:
+  virtual ~LinearUser() = default;
+  void set_linear_fn(LinearFn fn) { fn_ = fn; }
+  LinearFn linear_fn() const { return fn_; }
+
+ protected:
+  at::Tensor project(const at::Tensor& x, const at::Tensor& w) const { return fn_ ? fn_(x, w) : model::project(x, w); }
+
+ private:
+  LinearFn fn_ = nullptr;
+};
 
 }  // namespace shoestring::model

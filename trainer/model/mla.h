@@ -7,12 +7,13 @@
 #include <torch/nn/module.h>
 
 #include "trainer/config.h"
+#include "trainer/model/linear.h"
 #include "trainer/model/rms_norm.h"
 #include "trainer/model/rope.h"
 
 namespace shoestring::model {
 
-class MLAImpl : public torch::nn::Module {
+class MLAImpl : public torch::nn::Module, public LinearUser {
  public:
   MLAImpl(const ModelConfig& cfg);
   at::Tensor forward(const at::Tensor& x, const RotaryTables& rope);  // rope over qk_rope_head_dim

@@ -6,6 +6,7 @@
 #include <torch/nn/module.h>
 
 #include "trainer/config.h"
+#include "trainer/model/linear.h"
 #include "trainer/model/router.h"
 #include "trainer/model/swiglu.h"
 
@@ -18,7 +19,7 @@ struct MoEStats {
   at::Tensor balance_loss;  // scalar: sequence-wise balance loss (unweighted), DeepSeek-V3 eq. 17-20
 };
 
-class MoEImpl : public torch::nn::Module {
+class MoEImpl : public torch::nn::Module, public LinearUser {
  public:
   MoEImpl(const ModelConfig& cfg);
   // x: [B, T, d]. Appends this layer's statistics to *stats when given.

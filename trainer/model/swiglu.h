@@ -2,11 +2,12 @@
 #include <torch/nn/module.h>
 
 #include "trainer/config.h"
+#include "trainer/model/linear.h"
 
 namespace shoestring::model {
 
 // SwiGLU feed-forward (Shazeer 2020): w2(silu(w1 x) * w3 x).
-class SwiGLUImpl : public torch::nn::Module {
+class SwiGLUImpl : public torch::nn::Module, public LinearUser {
  public:
   SwiGLUImpl(int64_t dim, int64_t hidden, double init_std, int64_t n_layers_for_init);
   at::Tensor forward(const at::Tensor& x);

@@ -1,0 +1,24 @@
+#pragma once
+// FP8 Linear: y = x W^T with all three GEMMs of a linear layer in FP8 (DeepSeek-V3 §3.3, Fig. 6):
+//   Fprop  y  = x  . W^T   x 1x128 tiles,            W 128x128 blocks
+//   Dgrad  dx = dy . W     dy 1x128 tiles (along N), W^T 128x128 blocks
+//   Wgrad  dW = dy^T . x   dy^T and x^T 1x128 tiles along the token axis M
+// Master weights and their gradients stay in the weight's dtype (fp32); outputs and input
+// gradients come back in the dtype of x. On CPU the GEMMs are emulated (fp8_gemm_emulated) so CI
+// can train in fp8; on CUDA tensors the CUDA quantizers and GEMM run.
+#include <ATen/core/Tensor.h>
+
+#include "ops/fp8_quantize.h"
+
+namespace shoestring::ops {
+
+// x: [..., K], w: [N, K] -> [..., N]. Differentiable in x and w.
+at::Tensor fp8_linear(const at::Tensor& x, const at::Tensor& w);
+
+// The block-scaled GEMM of fp8_gemm_reference computed with one float BLAS GEMM per 128-wide K
+// block and the FP32 promotion after each block: the same formula, only the summation order inside
+// a block differs (calc_diff against the reference ~1e-14, tests/ops/test_fp8_linear.cpp). The
+// loop reference is the oracle for kernels; this is the fast CPU path for training.
+at::Tensor fp8_gemm_emulated(const Fp8Tensor& a, const Fp8Tensor& b);
+
+}  // namespace shoestring::ops
