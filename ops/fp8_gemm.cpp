@@ -1,5 +1,6 @@
 // CPU reference of the block-scaled GEMM (see fp8_gemm.h for the formula and why it promotes).
 #include "ops/fp8_gemm.h"
+#include "ops/shape_str.h"
 
 #include <ATen/ATen.h>
 
@@ -11,12 +12,6 @@
 namespace shoestring::ops {
 
 namespace {
-
-std::string shape_str(const at::Tensor& t) {
-  std::ostringstream os;
-  os << t.sizes();
-  return os.str();
-}
 
 // Unscaled decoded values of a code tensor, as float (exact: every E4M3 value is a float).
 std::vector<float> decode_all(const at::Tensor& data) {

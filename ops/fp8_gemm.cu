@@ -21,6 +21,7 @@
 
 #include "ops/fp8_cuda_common.cuh"
 #include "ops/fp8_gemm.h"
+#include "ops/shape_str.h"
 
 namespace shoestring::ops {
 
@@ -250,12 +251,6 @@ __global__ void __launch_bounds__(256) fp8_gemm_mma_kernel(GemmArgs p) {
 
 // ---------------------------------------------------------------------------------------------------
 // Host side: validate -> choose config -> launch.
-
-std::string shape_str(const at::Tensor& t) {
-  std::ostringstream os;
-  os << t.sizes();
-  return os.str();
-}
 
 Fp8DeviceInfo device_info(int device) {
   cudaDeviceProp prop{};

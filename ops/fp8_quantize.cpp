@@ -1,6 +1,7 @@
 // CPU reference quantizers: plain loops over tiles, written to be obviously right. The CUDA kernels
 // (fp8_quantize.cu) must reproduce these bit for bit (tests/ops/test_fp8_gpu.cpp).
 #include "ops/fp8_quantize.h"
+#include "ops/shape_str.h"
 
 #include <ATen/ATen.h>
 
@@ -12,12 +13,6 @@
 namespace shoestring::ops {
 
 namespace {
-
-std::string shape_str(const at::Tensor& t) {
-  std::ostringstream os;
-  os << t.sizes();
-  return os.str();
-}
 
 at::Tensor as_float_cpu(const at::Tensor& x, const char* what, int64_t min_dim, int64_t max_dim) {
   if (!x.defined()) throw std::invalid_argument(std::string(what) + ": tensor is undefined");

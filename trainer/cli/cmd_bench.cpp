@@ -38,11 +38,7 @@ int bench_train(const Args& args, const parallel::World& world) {
       ("json", po::value(&json), "also write the result to this file");
   add_config_options(opts, cfg_opts);
   po::variables_map vm;
-  if (!parse_or_usage(opts, args, vm)) return 2;
-  if (vm.count("help")) {
-    std::cout << opts << "\n";
-    return 0;
-  }
+  if (const auto rc = parse_command_line(opts, args, vm)) return *rc;
   if (cfg_opts.files.empty() || steps <= 0 || warmup < 0) {
     std::cerr << "shoestring bench train: need --config FILE, --steps > 0 and --warmup >= 0\n";
     return 2;
@@ -82,11 +78,7 @@ int bench_fp8(const Args& args) {
       ("no-check", po::bool_switch(&no_check), "skip the calc_diff check of each GEMM")
       ("json", po::value(&json), "write the JSON result to this file (else to stdout)");
   po::variables_map vm;
-  if (!parse_or_usage(opts, args, vm)) return 2;
-  if (vm.count("help")) {
-    std::cout << opts << "\n";
-    return 0;
-  }
+  if (const auto rc = parse_command_line(opts, args, vm)) return *rc;
   o.check = !no_check;
   std::ostringstream out;
   std::string error;

@@ -22,11 +22,7 @@ int cmd_config(const Args& args) {
       ("params", po::bool_switch(&params), "print the model's total and activated parameter counts");
   add_config_options(opts, cfg_opts);
   po::variables_map vm;
-  if (!parse_or_usage(opts, args, vm)) return 2;
-  if (vm.count("help")) {
-    std::cout << opts << "\n";
-    return 0;
-  }
+  if (const auto rc = parse_command_line(opts, args, vm)) return *rc;
   if (keys) {
     const Config defaults;
     for (const auto& f : config_schema())

@@ -20,11 +20,7 @@ int cmd_train(const Args& args, const parallel::World& world) {
   po::positional_options_description positional;
   positional.add("config", -1);  // `shoestring train configs/tiny.yaml` works too
   po::variables_map vm;
-  if (!parse_or_usage(opts, args, vm, &positional)) return 2;
-  if (vm.count("help")) {
-    std::cout << opts << "\n";
-    return 0;
-  }
+  if (const auto rc = parse_command_line(opts, args, vm, &positional)) return *rc;
   if (cfg_opts.files.empty()) {
     std::cerr << "shoestring train: no config given; use --config FILE (e.g. configs/tiny.yaml)\n";
     return 2;

@@ -12,19 +12,23 @@ void add_config_options(po::options_description& opts, ConfigOptions& out) {
       ("set,s", po::value(&out.sets)->composing(), "override one key: --set train.steps=100 (repeatable)");
 }
 
-bool parse_or_usage(const po::options_description& opts, const std::vector<std::string>& args, po::variables_map& vm,
-                    const po::positional_options_description* positional) {
+std::optional<int> parse_command_line(const po::options_description& opts, const std::vector<std::string>& args,
+                                      po::variables_map& vm, const po::positional_options_description* positional) {
   try {
     po::command_line_parser parser(args);
     parser.options(opts);
     if (positional) parser.positional(*positional);
     po::store(parser.run(), vm);
     po::notify(vm);
-    return true;
   } catch (const po::error& e) {
     std::cerr << "shoestring: " << e.what() << " (see --help)\n";
-    return false;
+    return 2;
   }
+  if (vm.count("help")) {
+    std::cout << opts << "\n";
+    return 0;
+  }
+  return std::nullopt;
 }
 
 }  // namespace shoestring::cli

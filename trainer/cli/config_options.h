@@ -3,6 +3,7 @@
 // by every subcommand that takes a config.
 #include <boost/program_options.hpp>
 
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -15,9 +16,11 @@ struct ConfigOptions {
 
 void add_config_options(boost::program_options::options_description& opts, ConfigOptions& out);
 
-// Parses args into vm; on a usage error prints one line to stderr and returns false.
-bool parse_or_usage(const boost::program_options::options_description& opts, const std::vector<std::string>& args,
-                    boost::program_options::variables_map& vm,
-                    const boost::program_options::positional_options_description* positional = nullptr);
+// Parses args into vm. Returns the exit code when the command must stop here: 2 after a usage
+// error (one line on stderr), 0 after printing --help (every command has a --help option).
+// Returns nullopt when the command should go on.
+std::optional<int> parse_command_line(const boost::program_options::options_description& opts,
+                                      const std::vector<std::string>& args, boost::program_options::variables_map& vm,
+                                      const boost::program_options::positional_options_description* positional = nullptr);
 
 }  // namespace shoestring::cli
