@@ -66,3 +66,12 @@ find_package(MPI REQUIRED COMPONENTS C)
 find_package(HDF5 REQUIRED COMPONENTS C)
 find_package(yaml-cpp REQUIRED)
 find_package(Boost 1.70 REQUIRED COMPONENTS program_options)
+
+# --- Threads (the data loader's prefetch thread) and SentencePiece (optional: the sentencepiece
+# tokenizer and `data train-tokenizer`; Debian: libsentencepiece-dev, found via sentencepiece.pc).
+find_package(Threads REQUIRED)
+find_package(PkgConfig QUIET)
+if(PKG_CONFIG_FOUND)
+  pkg_check_modules(SentencePiece IMPORTED_TARGET sentencepiece)
+endif()
+message(STATUS "Shoestring SentencePiece tokenizer: ${SentencePiece_FOUND} ${SentencePiece_VERSION}")

@@ -22,6 +22,9 @@ SHOESTRING_DEB_PACKAGES=(
   libyaml-cpp-dev
   libboost-program-options-dev
   libgtest-dev
+  libsentencepiece-dev
+  fortunes fortunes-min   # the default training corpus (launch/prepare_corpus, docs/data.md)
+  clang libclang-rt-14-dev  # libFuzzer targets of the data readers (tests/data/fuzz)
 )
 # Needed only to download the wheel (never with --offline); installed when `python3 -m pip` is missing.
 SHOESTRING_DEB_PIP_PACKAGES=(python3-pip)

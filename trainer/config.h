@@ -74,8 +74,15 @@ struct OptimConfig {
 };
 
 struct DataConfig {
-  std::string source = "synthetic";  // synthetic
+  std::string source = "synthetic";  // synthetic | hdf5 | llmc
   int64_t synthetic_branching = 4;   // successors per token in the synthetic Markov chain
+  std::vector<std::string> path;     // hdf5/llmc: files or shard patterns, read as one stream
+  std::string tokenizer = "byte";    // byte | path of a SentencePiece model (checked against the dataset)
+  std::vector<std::string> val_path; // validation files; empty: the last val_fraction of the stream
+  double val_fraction = 0.0;
+  int64_t eval_interval = 0;         // steps between validation losses; 0 = never
+  int64_t eval_batches = 8;          // micro-batches per validation loss (a fixed set)
+  int64_t prefetch = 4;              // batches read ahead on a background thread; 0 = none
 };
 
 struct LogConfig {

@@ -54,6 +54,7 @@ std::string expected(const FieldSpec& f) {
     case FieldType::String: return "a string";
     case FieldType::Choice:
     case FieldType::StringList: {
+      if (f.choices.empty()) return "a list of strings";
       std::string s = f.type == FieldType::Choice ? "one of " : "a list of ";
       for (size_t i = 0; i < f.choices.size(); ++i) s += (i ? ", " : "") + f.choices[i];
       return s;
@@ -114,7 +115,7 @@ ConfigValue parse_scalar(const FieldSpec& f, const std::string& text, const std:
       for (std::string item; std::getline(ss, item, ',');) {
         item = trim(item);
         if (item.empty()) continue;
-        if (std::find(f.choices.begin(), f.choices.end(), item) == f.choices.end())
+        if (!f.choices.empty() && std::find(f.choices.begin(), f.choices.end(), item) == f.choices.end())
           fail(where, f.path, "expected " + expected(f) + ", got " + quote_text(item));
         items.push_back(item);
       }
@@ -231,6 +232,11 @@ void validate(const Config& c, const Origins& origins) {
     fail(at("train.seq_len"), "train.seq_len", "must not exceed model.max_seq_len (" + std::to_string(m.max_seq_len) + "), got " + std::to_string(c.train.seq_len));
   if (c.optim.min_lr > c.optim.lr)
     fail(at("optim.min_lr"), "optim.min_lr", "must not exceed optim.lr (" + format_value(c.optim.lr) + "), got " + format_value(c.optim.min_lr));
+  const auto& d = c.data;
+  if (d.source != "synthetic" && d.path.empty())
+    fail(at("data.source"), "data.path", "required with data.source: " + d.source + " (a dataset file, a shard pattern or a list)");
+  if (d.source != "synthetic" && d.eval_interval > 0 && d.val_path.empty() && d.val_fraction == 0)
+    fail(at("data.eval_interval"), "data.eval_interval", "needs validation data: set data.val_path or data.val_fraction > 0");
   if (c.data.synthetic_branching > m.vocab_size)
     fail(at("data.synthetic_branching"), "data.synthetic_branching", "must not exceed model.vocab_size (" + std::to_string(m.vocab_size) + "), got " + std::to_string(c.data.synthetic_branching));
 }

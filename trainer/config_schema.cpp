@@ -95,8 +95,15 @@ std::vector<FieldSpec> build() {
   s.push_back(field("optim.grad_clip", &C::optim, &OptimConfig::grad_clip, "Clip the global gradient norm to this value; 0 disables.", R::NonNegative));
   s.push_back(field("optim.no_decay", &C::optim, &OptimConfig::no_decay, "Parameter kinds excluded from weight decay.", R::Any, {"norm", "bias", "embedding", "head"}));
   // data
-  s.push_back(field("data.source", &C::data, &DataConfig::source, "Training tokens: synthetic = a seeded random Markov chain (known entropy floor).", R::Any, {"synthetic"}));
+  s.push_back(field("data.source", &C::data, &DataConfig::source, "Training tokens: synthetic = a seeded random Markov chain (known entropy floor); hdf5 = token datasets made by `shoestring data prepare`; llmc = llm.c .bin shards.", R::Any, {"synthetic", "hdf5", "llmc"}));
   s.push_back(field("data.synthetic_branching", &C::data, &DataConfig::synthetic_branching, "Successors per token in the synthetic chain; the best reachable loss is ln(branching).", R::Positive));
+  s.push_back(field("data.path", &C::data, &DataConfig::path, "hdf5/llmc: dataset files or shard patterns (* ? [ ]), one or a list, read as one stream in the given (pattern: sorted) order."));
+  s.push_back(field("data.tokenizer", &C::data, &DataConfig::tokenizer, "byte, or the path of the SentencePiece .model the dataset was made with; an hdf5 dataset made with another tokenizer is refused."));
+  s.push_back(field("data.val_path", &C::data, &DataConfig::val_path, "Validation dataset files or patterns; empty = hold out the last data.val_fraction of data.path."));
+  s.push_back(field("data.val_fraction", &C::data, &DataConfig::val_fraction, "Fraction of the training tokens held out (from the end) for validation when data.val_path is empty.", R::Below1));
+  s.push_back(field("data.eval_interval", &C::data, &DataConfig::eval_interval, "Steps between validation losses (val_loss in metrics.jsonl); 0 = never.", R::NonNegative));
+  s.push_back(field("data.eval_batches", &C::data, &DataConfig::eval_batches, "Micro-batches of the fixed validation set averaged into each val_loss.", R::Positive));
+  s.push_back(field("data.prefetch", &C::data, &DataConfig::prefetch, "Batches read ahead on a background thread; 0 reads in the training thread.", R::NonNegative));
   // log
   s.push_back(field("log.run_dir", &C::log, &LogConfig::run_dir, "Run directory for config.yaml, metrics.jsonl and train.log; empty = runs/<config name>-<UTC time>."));
   s.push_back(field("log.every", &C::log, &LogConfig::every, "Steps between plain log lines when output is not a terminal.", R::Positive));

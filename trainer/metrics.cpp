@@ -27,6 +27,10 @@ std::string to_json(const StepRecord& r) {
     std::snprintf(buf, sizeof buf, ",\"mtp_loss\":%.17g", r.mtp_loss);
     out += buf;
   }
+  if (r.has_val) {
+    std::snprintf(buf, sizeof buf, ",\"val_loss\":%.17g", r.val_loss);
+    out += buf;
+  }
   return out + "}";
 }
 

@@ -25,6 +25,9 @@ struct StepRecord {
   // Multi-token prediction only (written when has_mtp):
   bool has_mtp = false;
   double mtp_loss = 0;  // mean over depths of the MTP cross entropy
+  // Steps that ran a validation pass only (written when has_val):
+  bool has_val = false;
+  double val_loss = 0;  // mean main loss over the fixed validation batches
 };
 
 // {"step":1,"loss":5.5451...,...}: floats with 17 significant digits, so two runs can be

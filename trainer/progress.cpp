@@ -22,11 +22,16 @@ std::string Progress::plain_line(const StepRecord& r) const {
   std::snprintf(buf, sizeof buf, "step %lld/%lld | loss %.4f | lr %.3e | grad_norm %.3f | %.0f tok/s | %s",
                 static_cast<long long>(r.step), static_cast<long long>(total_), r.loss, r.lr, r.grad_norm,
                 r.tokens_per_s, format_duration(r.elapsed_s).c_str());
-  return buf;
+  std::string line = buf;
+  if (r.has_val) {
+    std::snprintf(buf, sizeof buf, " | val_loss %.4f", r.val_loss);
+    line += buf;
+  }
+  return line;
 }
 
 void Progress::update(const StepRecord& r) {
-  const bool periodic = r.step % every_ == 0 || r.step == total_ || r.step == 1;
+  const bool periodic = r.step % every_ == 0 || r.step == total_ || r.step == 1 || r.has_val;
   if (periodic) log_ << plain_line(r) << '\n' << std::flush;
   if (!bar_) {
     if (periodic) std::cout << plain_line(r) << '\n' << std::flush;
@@ -37,8 +42,11 @@ void Progress::update(const StepRecord& r) {
   const double eta = r.elapsed_s / double(r.step) * double(total_ - r.step);
   std::string bar(size_t(filled), '#');
   bar.append(size_t(width - filled), '.');
-  std::printf("\r[%s] %lld/%lld loss %.4f | %.0f tok/s | ETA %s   ", bar.c_str(),
-              static_cast<long long>(r.step), static_cast<long long>(total_), r.loss, r.tokens_per_s,
+  if (r.has_val) last_val_ = r.val_loss, have_val_ = true;
+  char val[32] = "";
+  if (have_val_) std::snprintf(val, sizeof val, " | val %.4f", last_val_);
+  std::printf("\r[%s] %lld/%lld loss %.4f%s | %.0f tok/s | ETA %s   ", bar.c_str(),
+              static_cast<long long>(r.step), static_cast<long long>(total_), r.loss, val, r.tokens_per_s,
               format_duration(eta).c_str());
   std::fflush(stdout);
 }

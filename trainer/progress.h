@@ -22,6 +22,8 @@ class Progress {
   int64_t total_, every_;
   bool bar_;
   std::ofstream log_;
+  double last_val_ = 0;  // the bar keeps showing the latest validation loss
+  bool have_val_ = false;
 };
 
 // "1m05s", "3h02m", "12s"

@@ -58,7 +58,7 @@ void prepare_run_dir(const std::string& dir, const Config& cfg) {
 }
 
 std::string banner(const Config& cfg, int64_t params, int64_t activated, const at::Device& dev, int threads,
-                   const parallel::World& world) {
+                   const parallel::World& world, const std::string& data) {
   std::ostringstream s;
   const auto& m = cfg.model;
   s << "shoestring train: " << cfg.name << "\n"
@@ -74,8 +74,7 @@ std::string banner(const Config& cfg, int64_t params, int64_t activated, const a
     << ", seed " << cfg.train.seed << "\n"
     << "  optim    adamw lr " << cfg.optim.lr << " (" << cfg.optim.schedule << ", warmup "
     << cfg.optim.warmup_steps << "), wd " << cfg.optim.weight_decay << ", clip " << cfg.optim.grad_clip << "\n"
-    << "  data     " << cfg.data.source << " (branching " << cfg.data.synthetic_branching
-    << ": loss floor " << std::log(double(cfg.data.synthetic_branching)) << ")\n"
+    << "  data     " << data << "\n"
     << "  device   " << dev.str() << ", " << threads << " threads/rank, " << world.size << " rank(s)";
   return s.str();
 }
@@ -109,7 +108,36 @@ void update_router_biases(std::vector<model::Router>& routers, const std::vector
   r.router_bias_norm = std::sqrt(bias_sq);
 }
 
+// Mean main loss over the fixed validation batches: the loader restarts at sample 0 each time,
+// so every evaluation sees the same sequences.
+double validation_loss(model::Transformer& net, data::Loader& val, int64_t batches, const at::Device& device,
+                       const model::LossWeights& weights) {
+  at::NoGradGuard no_grad;
+  val.set_consumed_samples(0);
+  double sum = 0;
+  for (int64_t i = 0; i < batches; ++i) {
+    const data::Batch b = val.next();
+    sum += net->losses(b.inputs.to(device), b.targets.to(device), weights).main.item<double>();
+  }
+  return sum / double(batches);
+}
+
 }  // namespace
+
+data::DatasetOptions dataset_options(const Config& cfg) {
+  data::DatasetOptions o;
+  o.source = cfg.data.source;
+  o.paths = cfg.data.path;
+  o.tokenizer = cfg.data.tokenizer;
+  o.val_paths = cfg.data.val_path;
+  o.val_fraction = cfg.data.val_fraction;
+  o.seq_len = cfg.train.seq_len;
+  o.seed = uint64_t(cfg.train.seed);
+  o.model_vocab = cfg.model.vocab_size;
+  o.global_batch = cfg.train.micro_batch_size;  // x the data-parallel size once DP arrives
+  o.synthetic_branching = cfg.data.synthetic_branching;
+  return o;
+}
 
 std::string resolve_run_dir(const Config& cfg) {
   if (!cfg.log.run_dir.empty()) return cfg.log.run_dir;
@@ -127,6 +155,19 @@ TrainSummary train(const Config& cfg, const parallel::World& world) {
   // fp8 keeps activations in bf16 around the FP8 GEMMs, as DeepSeek-V3 §3.3 does.
   const at::ScalarType dtype = cfg.train.precision == "fp32" ? at::kFloat : at::kBFloat16;
 
+  // Bad data (missing file, wrong tokenizer, too short) fails here, before the model is built
+  // or the run directory exists.
+  const data::Datasets datasets = data::open_datasets(dataset_options(cfg));
+  data::LoaderOptions lo{cfg.train.micro_batch_size, cfg.train.seq_len};
+  lo.prefetch = size_t(cfg.data.prefetch);
+  lo.seed = uint64_t(cfg.train.seed);
+  data::Loader loader(datasets.train, lo);
+  std::unique_ptr<data::Loader> val_loader;
+  if (cfg.data.eval_interval > 0 && datasets.val) {
+    lo.prefetch = 0;  // read on demand: evaluations are rare and always start from sample 0
+    val_loader = std::make_unique<data::Loader>(datasets.val, lo);
+  }
+
   at::manual_seed(uint64_t(cfg.train.seed));
   model::Transformer net(cfg.model, dtype);
   net->to(device);
@@ -141,10 +182,6 @@ TrainSummary train(const Config& cfg, const parallel::World& world) {
   optim::AdamW opt(params, decay, cfg.optim);
   std::vector<model::Router> routers = net->routers();
 
-  auto source = std::make_shared<data::SyntheticMarkov>(cfg.model.vocab_size, cfg.data.synthetic_branching,
-                                                        uint64_t(cfg.train.seed));
-  data::Loader loader(source, cfg.train.micro_batch_size, cfg.train.seq_len);
-
   TrainSummary summary;
   summary.threads = threads;
   summary.tokens_per_step = cfg.train.grad_accum * cfg.train.micro_batch_size * cfg.train.seq_len;
@@ -153,7 +190,8 @@ TrainSummary train(const Config& cfg, const parallel::World& world) {
   MetricsWriter metrics((fs::path(summary.run_dir) / "metrics.jsonl").string());
   const bool bar = cfg.log.progress == "on" || (cfg.log.progress == "auto" && isatty(STDOUT_FILENO));
   Progress progress(cfg.train.steps, cfg.log.every, bar, (fs::path(summary.run_dir) / "train.log").string());
-  progress.message(banner(cfg, net->parameter_count(), net->activated_parameter_count(), device, threads, world));
+  progress.message(banner(cfg, net->parameter_count(), net->activated_parameter_count(), device, threads, world,
+                          datasets.description));
   progress.message("  run dir  " + summary.run_dir);
 
   const double tokens_per_step = double(summary.tokens_per_step);
@@ -189,6 +227,11 @@ TrainSummary train(const Config& cfg, const parallel::World& world) {
     r.has_mtp = cfg.model.mtp_depth > 0;
 
     const auto t1 = Clock::now();
+    // After t1: evaluation time is not training time (tokens_per_s, bench train).
+    if (val_loader && ((step + 1) % cfg.data.eval_interval == 0 || step + 1 == cfg.train.steps)) {
+      r.has_val = true;
+      r.val_loss = validation_loss(net, *val_loader, cfg.data.eval_batches, device, weights);
+    }
     r.step = step + 1;
     r.loss = loss;
     r.lr = lr;

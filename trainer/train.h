@@ -4,6 +4,7 @@
 #include <string>
 #include <vector>
 
+#include "data/datasets.h"
 #include "parallel/world.h"
 #include "trainer/config.h"
 
@@ -21,6 +22,9 @@ struct TrainSummary {
 // Runtime failures (NaN loss, unusable device, unwritable run dir) throw std::runtime_error with
 // a one-line message; main() turns it into exit code 1.
 TrainSummary train(const Config& cfg, const parallel::World& world);
+
+// The data.* / train.* settings the data pipeline needs, as data/'s plain options.
+data::DatasetOptions dataset_options(const Config& cfg);
 
 // The run directory this config resolves to (log.run_dir, or runs/<name>-<UTC time>).
 std::string resolve_run_dir(const Config& cfg);

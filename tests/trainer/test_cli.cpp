@@ -38,7 +38,7 @@ size_t line_count(const fs::path& p) {
 TEST(Cli, TrainTinyWritesMetrics) {
   const fs::path dir = fs::temp_directory_path() / ("shoestring_cli_" + std::to_string(::getpid()));
   fs::remove_all(dir);
-  const Result r = run("train --config configs/tiny.yaml --set train.steps=3 --set train.threads=1 --set log.run_dir=" + dir.string());
+  const Result r = run("train --config configs/tiny.yaml --set data.source=synthetic --set train.steps=3 --set train.threads=1 --set log.run_dir=" + dir.string());
   EXPECT_EQ(r.code, 0) << r.output;
   EXPECT_EQ(line_count(dir / "metrics.jsonl"), 3u);
   EXPECT_NE(r.output.find("parameters"), std::string::npos) << "start banner missing";
@@ -83,7 +83,7 @@ TEST(Cli, HelpAndVersion) {
 }
 
 TEST(Cli, BenchTrainPrintsJson) {
-  const Result r = run("bench train --config configs/tiny.yaml --set train.threads=1 --steps 2 --warmup 1");
+  const Result r = run("bench train --config configs/tiny.yaml --set data.source=synthetic --set data.eval_interval=0 --set train.threads=1 --steps 2 --warmup 1");
   EXPECT_EQ(r.code, 0) << r.output;
   EXPECT_NE(r.output.find("{\"bench\":\"train\",\"config\":\"tiny\""), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("\"steps\":2,"), std::string::npos);
@@ -94,7 +94,7 @@ TEST(Cli, BenchTrainPrintsJson) {
 TEST(Cli, ConfigParamsMatchesTheBanner) {
   const Result p = run("config --params --config configs/tiny-moe.yaml");
   EXPECT_EQ(p.code, 0);
-  EXPECT_NE(p.output.find("parameters: 735648 total, 305664 activated per token"), std::string::npos) << p.output;
+  EXPECT_NE(p.output.find("parameters: 735840 total, 305856 activated per token"), std::string::npos) << p.output;
 }
 
 TEST(Cli, ConfigPrintIsResolvedYaml) {

@@ -22,7 +22,10 @@ fs::path fresh_dir(const std::string& name) {
 
 Config tiny(const fs::path& run_dir, int64_t steps) {
   return load_config({SHOESTRING_SOURCE_DIR "/configs/tiny.yaml"},
-                     {"train.steps=" + std::to_string(steps), "train.threads=1", "log.progress=off",
+                     // The shipped config trains on the fortunes corpus; these tests pin the synthetic
+                     // chain (and its 256-token vocabulary) whose losses they measured.
+                     {"data.source=synthetic", "model.vocab_size=256", "data.eval_interval=0",
+                      "train.steps=" + std::to_string(steps), "train.threads=1", "log.progress=off",
                       "log.every=1000", "log.run_dir=" + run_dir.string()});
 }
 
@@ -93,7 +96,8 @@ TEST(Trainer, TinyMoeLearnsAndBiasBalancingLowersImbalance) {
   auto run = [](const std::string& name, double gamma) {
     const fs::path dir = fresh_dir(name);
     Config c = load_config({SHOESTRING_SOURCE_DIR "/configs/tiny-moe.yaml"},
-                           {"train.steps=80", "train.threads=1", "log.progress=off", "log.every=1000",
+                           {"data.source=synthetic", "model.vocab_size=256", "data.eval_interval=0",
+                            "train.steps=80", "train.threads=1", "log.progress=off", "log.every=1000",
                             "log.run_dir=" + dir.string(), "train.router_bias_gamma=" + std::to_string(gamma)});
     const TrainSummary s = train(c, parallel::World{});
     const double imbalance = late_imbalance(dir, 20);
@@ -114,7 +118,8 @@ TEST(Trainer, Fp8TrainingTracksFp32OnTinyMoe) {
   auto run = [](const std::string& precision) {
     const fs::path dir = fresh_dir("prec_" + precision);
     const Config c = load_config({SHOESTRING_SOURCE_DIR "/configs/tiny-moe.yaml"},
-                                 {"train.steps=60", "train.threads=1", "log.progress=off", "log.every=1000",
+                                 {"data.source=synthetic", "model.vocab_size=256", "data.eval_interval=0",
+                                  "train.steps=60", "train.threads=1", "log.progress=off", "log.every=1000",
                                   "log.run_dir=" + dir.string(), "train.precision=" + precision});
     const TrainSummary s = train(c, parallel::World{});
     fs::remove_all(dir);

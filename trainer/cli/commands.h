@@ -13,6 +13,7 @@ using Args = std::vector<std::string>;  // the arguments after the subcommand na
 int cmd_train(const Args& args, const parallel::World& world);
 int cmd_config(const Args& args);
 int cmd_bench(const Args& args, const parallel::World& world);
+int cmd_data(const Args& args);
 std::string version_text();
 
 }  // namespace shoestring::cli

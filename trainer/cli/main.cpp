@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "data/data_error.h"
 #include "trainer/cli/commands.h"
 #include "trainer/config_loader.h"
 
@@ -21,6 +22,7 @@ constexpr const char* kUsage =
     "  train    train a model from a YAML config\n"
     "  config   check, print or list configuration keys\n"
     "  bench    benchmarks printing JSON: train (training tokens/s), fp8 (GEMM and quantization kernels)\n"
+    "  data     token datasets: prepare, inspect, train-tokenizer, bench (loader tokens/s)\n"
     "\n"
     "options:\n"
     "  -h, --help     show this help (each command has its own --help)\n"
@@ -31,7 +33,8 @@ int dispatch(const std::string& cmd, const shoestring::cli::Args& rest, const sh
   if (cmd == "train") return cmd_train(rest, world);
   if (cmd == "config") return cmd_config(rest);
   if (cmd == "bench") return cmd_bench(rest, world);
-  std::cerr << "shoestring: unknown command '" << cmd << "' (commands: train, config, bench; see --help)\n";
+  if (cmd == "data") return cmd_data(rest);
+  std::cerr << "shoestring: unknown command '" << cmd << "' (commands: train, config, bench, data; see --help)\n";
   return 2;
 }
 
@@ -55,6 +58,9 @@ int main(int argc, char** argv) {
     rc = dispatch(cmd, rest, world);
   } catch (const shoestring::ConfigError& e) {
     std::cerr << "config error: " << e.what() << "\n";
+    rc = 2;
+  } catch (const shoestring::data::DataError& e) {
+    std::cerr << "data error: " << e.what() << "\n";
     rc = 2;
   } catch (const c10::Error& e) {
     std::cerr << "error: " << e.what_without_backtrace() << "\n";

@@ -1,0 +1,117 @@
+// End to end through the real executable: `data prepare` on a small text, `train` on it with a
+// validation loss, `data inspect` on the result, and the exit code 2 + one line for bad input.
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+
+#include <array>
+#include <cstdio>
+#include <fstream>
+
+#include "data_test_util.h"
+
+namespace fs = std::filesystem;
+
+namespace {
+
+struct Result {
+  int code;
+  std::string output;  // stdout + stderr
+};
+
+Result run(const std::string& args) {
+  const std::string cmd = "cd " SHOESTRING_SOURCE_DIR " && " SHOESTRING_BINARY_DIR "/bin/shoestring " + args + " 2>&1";
+  Result r{-1, ""};
+  FILE* p = popen(cmd.c_str(), "r");
+  if (!p) return r;
+  std::array<char, 4096> buf{};
+  while (fgets(buf.data(), int(buf.size()), p)) r.output += buf.data();
+  const int status = pclose(p);
+  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return r;
+}
+
+std::vector<std::string> lines_of(const fs::path& p) {
+  std::ifstream in(p);
+  std::vector<std::string> out;
+  for (std::string l; std::getline(in, l);) out.push_back(l);
+  return out;
+}
+
+std::string small_corpus() {
+  std::string text;
+  const char* sayings[] = {"A journey of a thousand miles begins with a single step.",
+                           "Whoever said money can't buy happiness didn't know where to shop.",
+                           "Grüße aus Köln: the best-laid plans of mice and men often go awry.",
+                           "You will be given a holiday, and you will be happy."};
+  for (int i = 0; i < 400; ++i) text += std::string(sayings[i % 4]) + " (" + std::to_string(i) + ")\n%\n";
+  return text + "The last fortune has no trailing newline.";
+}
+
+TEST(DataCli, PrepareTrainInspect) {
+  const fs::path dir = shoestring::data::dtest::temp_dir("cli");
+  shoestring::data::dtest::write_text(dir / "corpus.txt", small_corpus());
+  const std::string data = (dir / "corpus.h5").string();
+  const Result p = run("data prepare " + (dir / "corpus.txt").string() + " -o " + data + " --split line=% --progress off");
+  ASSERT_EQ(p.code, 0) << p.output;
+  EXPECT_NE(p.output.find("wrote " + data + ": 401 documents"), std::string::npos) << p.output;
+
+  const fs::path run_dir = dir / "run";
+  const Result t = run("train --config configs/tiny.yaml --set data.source=hdf5 --set data.path=" + data +
+                       " --set data.tokenizer=byte --set model.vocab_size=257 --set train.steps=3 --set train.threads=1"
+                       " --set data.val_fraction=0.1 --set data.eval_interval=2 --set data.eval_batches=2"
+                       " --set log.progress=off --set log.run_dir=" + run_dir.string());
+  ASSERT_EQ(t.code, 0) << t.output;
+  EXPECT_NE(t.output.find("data     hdf5 tokens [0, "), std::string::npos) << t.output;
+  const auto metrics = lines_of(run_dir / "metrics.jsonl");
+  ASSERT_EQ(metrics.size(), 3u);
+  EXPECT_EQ(metrics[0].find("val_loss"), std::string::npos);
+  EXPECT_NE(metrics[1].find("\"val_loss\":"), std::string::npos) << metrics[1];  // step 2: the interval
+  EXPECT_NE(metrics[2].find("\"val_loss\":"), std::string::npos) << metrics[2];  // step 3: the last step
+  EXPECT_NE(t.output.find("val_loss"), std::string::npos) << "progress line shows the validation loss";
+
+  const Result i = run("data inspect " + data + " --tokens 60");
+  ASSERT_EQ(i.code, 0) << i.output;
+  for (const char* want : {"format      shoestring-tokens v1", "tokenizer   byte (vocab 257), end-of-document id 256",
+                           "documents   401", "corpus.txt", "document lengths (tokens)",
+                           "first 60 tokens, decoded:\n    A journey of a thousand miles begins with a single step.",
+                           "integrity   OK"})
+    EXPECT_NE(i.output.find(want), std::string::npos) << "missing: " << want << "\n" << i.output;
+
+  // stdin gives the same tokens (the document split is the same).
+  const std::string from_stdin = (dir / "stdin.h5").string();
+  const Result s = run("data prepare - -o " + from_stdin + " --split line=% --progress off < " + (dir / "corpus.txt").string());
+  ASSERT_EQ(s.code, 0) << s.output;
+  EXPECT_NE(s.output.find("401 documents"), std::string::npos) << s.output;
+  fs::remove_all(dir);
+}
+
+TEST(DataCli, BadInputExitsTwoWithOneLine) {
+  const fs::path dir = shoestring::data::dtest::temp_dir("cli_bad");
+  shoestring::data::dtest::write_text(dir / "text.txt", small_corpus());
+  const std::string missing = (dir / "missing.h5").string();
+  const Result a = run("data inspect " + missing);
+  EXPECT_EQ(a.code, 2);
+  EXPECT_EQ(a.output, "data error: " + missing + ": no such file\n");
+
+  const std::string train = "train --config configs/tiny.yaml --set train.steps=1 --set log.progress=off --set data.source=hdf5"
+                            " --set log.run_dir=" + (dir / "run").string() + " --set data.path=";
+  const Result b = run(train + (dir / "text.txt").string() + " --set model.vocab_size=257");
+  EXPECT_EQ(b.code, 2);
+  EXPECT_NE(b.output.find("data error: " + (dir / "text.txt").string() + ": not an HDF5 file"), std::string::npos) << b.output;
+  EXPECT_EQ(std::count(b.output.begin(), b.output.end(), '\n'), 1) << b.output;
+
+  ASSERT_EQ(run("data prepare " + (dir / "text.txt").string() + " -o " + (dir / "d.h5").string() + " --progress off").code, 0);
+  const Result c = run(train + (dir / "d.h5").string() + " --set model.vocab_size=200");
+  EXPECT_EQ(c.code, 2);
+  EXPECT_NE(c.output.find("tokenizer vocabulary 257 exceeds model.vocab_size 200"), std::string::npos) << c.output;
+
+  const Result d = run("data prepare " + (dir / "nothing.txt").string() + " -o " + (dir / "x.h5").string());
+  EXPECT_EQ(d.code, 2);
+  EXPECT_NE(d.output.find("nothing.txt: no such file or directory"), std::string::npos) << d.output;
+  EXPECT_EQ(run("data").code, 2);
+  EXPECT_EQ(run("data frobnicate").code, 2);
+  EXPECT_EQ(run("data prepare --help").code, 0);
+  fs::remove_all(dir);
+}
+
+}  // namespace
