@@ -1,34 +1,20 @@
 // End to end through the real executable: `data prepare` on a small text, `train` on it with a
 // validation loss, `data inspect` on the result, and the exit code 2 + one line for bad input.
 #include <gtest/gtest.h>
-#include <sys/wait.h>
 
-#include <array>
 #include <cstdio>
 #include <fstream>
 
 #include "data_test_util.h"
+#include "tests/run_cli.h"
 
 namespace fs = std::filesystem;
 
 namespace {
 
-struct Result {
-  int code;
-  std::string output;  // stdout + stderr
-};
+using Result = shoestring::testing::CliResult;
 
-Result run(const std::string& args) {
-  const std::string cmd = "cd " SHOESTRING_SOURCE_DIR " && " SHOESTRING_BINARY_DIR "/bin/shoestring " + args + " 2>&1";
-  Result r{-1, ""};
-  FILE* p = popen(cmd.c_str(), "r");
-  if (!p) return r;
-  std::array<char, 4096> buf{};
-  while (fgets(buf.data(), int(buf.size()), p)) r.output += buf.data();
-  const int status = pclose(p);
-  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return r;
-}
+Result run(const std::string& args) { return shoestring::testing::run_shoestring(args); }
 
 std::vector<std::string> lines_of(const fs::path& p) {
   std::ifstream in(p);

@@ -1,32 +1,19 @@
 // End to end: the real executable, as a user runs it.
 #include <gtest/gtest.h>
-#include <sys/wait.h>
 
-#include <array>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+
+#include "tests/run_cli.h"
 
 namespace fs = std::filesystem;
 
 namespace {
 
-struct Result {
-  int code;
-  std::string output;  // stdout + stderr
-};
+using Result = shoestring::testing::CliResult;
 
-Result run(const std::string& args) {
-  const std::string cmd = "cd " SHOESTRING_SOURCE_DIR " && " SHOESTRING_BINARY_DIR "/bin/shoestring " + args + " 2>&1";
-  Result r{-1, ""};
-  FILE* p = popen(cmd.c_str(), "r");
-  if (!p) return r;
-  std::array<char, 4096> buf{};
-  while (fgets(buf.data(), int(buf.size()), p)) r.output += buf.data();
-  const int status = pclose(p);
-  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return r;
-}
+Result run(const std::string& args) { return shoestring::testing::run_shoestring(args); }
 
 size_t line_count(const fs::path& p) {
   std::ifstream in(p);
