@@ -10,6 +10,7 @@
 #include "ops/cuda_runtime.h"
 #include "ops/fp8_blas_baseline.h"
 #include "ops/fp8_gemm.h"
+#include "ops/fp8_linear.h"
 
 #ifdef SHOESTRING_WITH_CUDA
 #include <cuda_runtime.h>
@@ -145,6 +146,27 @@ TEST_F(Fp8Gpu, CublasBf16Gemm) {
   const double d = calc_diff(c, at::matmul(a.to(at::kFloat), b.to(at::kFloat).t()));
   std::cout << "[measured] cuBLAS bf16 vs float GEMM of the same bf16 inputs: calc_diff " << d << "\n";
   EXPECT_LT(d, kFp8Tol.bf16_vs_float);
+}
+
+TEST_F(Fp8Gpu, Fp8LinearMatchesTheCpuPathForwardAndBackward) {
+  // Same inputs through fp8_linear on CUDA (CUDA quantizers + GEMM) and on CPU (reference
+  // quantizers + emulated GEMM): the quantized operands are bit-identical, so only the GEMMs'
+  // accumulation differs.
+  at::manual_seed(26);
+  const at::Tensor x = at::randn({2, 128, 512}), w = at::randn({384, 512}), probe = at::randn({2, 128, 384});
+  auto run = [&](bool on_gpu) {
+    const at::Tensor xi = (on_gpu ? cuda(x) : x).requires_grad_(), wi = (on_gpu ? cuda(w) : w).requires_grad_();
+    const at::Tensor y = fp8_linear(xi, wi);
+    (y * (on_gpu ? cuda(probe) : probe)).sum().backward();
+    return std::make_tuple(y.detach().cpu(), xi.grad().cpu(), wi.grad().cpu());
+  };
+  const auto [yg, dxg, dwg] = run(true);
+  const auto [yc, dxc, dwc] = run(false);
+  const double dy = calc_diff(yg, yc), dx = calc_diff(dxg, dxc), dw = calc_diff(dwg, dwc);
+  std::cout << "[measured] fp8_linear CUDA vs CPU: calc_diff y " << dy << " dx " << dx << " dw " << dw << "\n";
+  EXPECT_LT(dy, kFp8Tol.gpu_mma_vs_reference);
+  EXPECT_LT(dx, kFp8Tol.gpu_mma_vs_reference);
+  EXPECT_LT(dw, kFp8Tol.gpu_mma_vs_reference);
 }
 
 }  // namespace
