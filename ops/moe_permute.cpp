@@ -18,6 +18,7 @@ Permutation plan_permutation(const at::Tensor& expert_ids, int64_t n_experts, in
   const at::Tensor sorted_ids = flat.index_select(0, slot);
   const at::Tensor counts = at::bincount(flat, /*weights=*/{}, n_experts);
   Permutation p;
+  p.routed = counts;
   if (capacity >= 0) {
     // Position of each sorted row within its expert: row index minus the expert's first row.
     const at::Tensor starts = counts.cumsum(0) - counts;

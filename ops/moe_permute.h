@@ -17,6 +17,7 @@ struct Permutation {
   at::Tensor source_token;      // [M] int64: token index of each permuted row
   at::Tensor slot;              // [M] int64: index into the flattened [N*k] routing of each row
   std::vector<int64_t> counts;  // [E] rows per expert after capacity (sum = M)
+  at::Tensor routed;            // [E] int64 (CPU): pairs routed to each expert, before capacity
   int64_t dropped = 0;          // (token, expert) pairs dropped by the capacity limit
 };
 

@@ -210,8 +210,8 @@ TrainSummary train(const Config& cfg, const parallel::World& world) {
       loss_sum += out.main.item<double>();
       if (out.mtp.defined()) r.mtp_loss += out.mtp.item<double>() / double(cfg.train.grad_accum);
       if (out.balance.defined()) r.balance_loss += out.balance.item<double>() / double(cfg.train.grad_accum);
+      load.resize(out.moe.size());
       for (size_t i = 0; i < out.moe.size(); ++i) {
-        load.resize(out.moe.size());
         load[i] = load[i].defined() ? load[i] + out.moe[i].load : out.moe[i].load;
         r.dropped_tokens += out.moe[i].dropped;
       }

@@ -51,7 +51,7 @@ at::Tensor MoEImpl::forward(const at::Tensor& x, std::vector<MoEStats>* stats) {
 
   if (stats) {
     MoEStats s;
-    s.load = at::bincount(r.expert_ids.reshape({-1}).cpu(), {}, n_experts_);
+    s.load = perm.routed;
     s.dropped = perm.dropped;
     s.balance_loss = sequence_balance_loss(r.scores.view({b, t, n_experts_}), r.expert_ids.view({b, t, top_k_}));
     stats->push_back(std::move(s));

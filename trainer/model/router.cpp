@@ -25,7 +25,7 @@ Routing RouterImpl::forward(const at::Tensor& x) {
     const at::Tensor grouped = choice.view({n, n_groups_, per_group});
     const at::Tensor group_score = std::get<0>(grouped.topk(std::min<int64_t>(2, per_group), -1)).sum(-1);
     const at::Tensor best_groups = std::get<1>(group_score.topk(topk_groups_, -1));
-    const at::Tensor allowed = at::zeros({n, n_groups_}, at::kBool).to(x.device()).scatter(1, best_groups, true);
+    const at::Tensor allowed = at::zeros({n, n_groups_}, x.options().dtype(at::kBool)).scatter(1, best_groups, true);
     choice = grouped.masked_fill(allowed.logical_not().unsqueeze(-1), -std::numeric_limits<double>::infinity())
                  .view({n, n_experts_});
   }
