@@ -50,6 +50,8 @@ const CudaStatus& cuda_status() {
   return status;
 }
 
+int cuda_device_count() { return cuda_status().available ? int(at::getNumGPUs()) : 0; }
+
 bool built_with_cuda() {
 #ifdef SHOESTRING_WITH_CUDA
   return true;

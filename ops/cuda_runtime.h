@@ -16,6 +16,9 @@ struct CudaStatus {
 // Loads libtorch_cuda.so from LibTorch's own lib directory (once) and checks for a device.
 const CudaStatus& cuda_status();
 
+// Visible CUDA devices (0 when cuda_status() is unavailable).
+int cuda_device_count();
+
 // True when our CUDA kernels were compiled into this binary.
 bool built_with_cuda();
 

@@ -42,6 +42,14 @@ void finalize_world(const World& w) {
   if (w.mpi && !finalized) MPI_Finalize();
 }
 
+void abort_world(int code) {
+  int initialized = 0, finalized = 0;
+  MPI_Initialized(&initialized);
+  MPI_Finalized(&finalized);
+  if (initialized && !finalized) MPI_Abort(MPI_COMM_WORLD, code);
+  std::_Exit(code);
+}
+
 int threads_per_rank(int requested, const World& w) {
   if (requested > 0) return requested;
   const int cores = std::max(1u, std::thread::hardware_concurrency());

@@ -15,6 +15,9 @@ struct World {
 World init_world(int* argc, char*** argv);
 void finalize_world(const World& w);
 
+// Ends every rank of the job with exit code `code` (MPI_Abort); a plain exit without MPI.
+[[noreturn]] void abort_world(int code);
+
 // Intra-op threads per rank: `requested` when > 0, else this node's cores shared among its ranks,
 // so ranks x threads never oversubscribe the cores.
 int threads_per_rank(int requested, const World& w);

@@ -14,8 +14,9 @@ struct CliResult {
   std::string output;  // stdout + stderr
 };
 
-inline CliResult run_shoestring(const std::string& args) {
-  const std::string cmd = "cd " SHOESTRING_SOURCE_DIR " && " SHOESTRING_BINARY_DIR "/bin/shoestring " + args + " 2>&1";
+// Any shell command, run from the source root.
+inline CliResult run_command(const std::string& command) {
+  const std::string cmd = "cd " SHOESTRING_SOURCE_DIR " && " + command + " 2>&1";
   CliResult r{-1, ""};
   FILE* p = popen(cmd.c_str(), "r");
   if (!p) return r;
@@ -24,6 +25,10 @@ inline CliResult run_shoestring(const std::string& args) {
   const int status = pclose(p);
   r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
   return r;
+}
+
+inline CliResult run_shoestring(const std::string& args) {
+  return run_command(SHOESTRING_BINARY_DIR "/bin/shoestring " + args);
 }
 
 }  // namespace shoestring::testing

@@ -44,10 +44,11 @@ struct ModelConfig {
 struct TrainConfig {
   int64_t steps = 200;
   int64_t micro_batch_size = 8;
-  int64_t grad_accum = 1;
+  int64_t grad_accum = 1;     // used when global_batch is 0
+  int64_t global_batch = 0;   // sequences per optimizer step over all dp ranks; 0 = micro x accum x dp
   int64_t seq_len = 64;
   int64_t seed = 1234;
-  std::string precision = "fp32";  // fp32 | bf16 | fp8
+  std::string precision = "fp32";  // fp32 | bf16 | fp8 | fp64
   std::string device = "auto";     // auto | cpu | cuda
   int64_t threads = 0;             // 0: cores / ranks on this node
   // Auxiliary-loss-free balancing (DeepSeek-V3 §2.1.2) and the MoE/MTP loss weights.
@@ -85,6 +86,16 @@ struct DataConfig {
   int64_t prefetch = 4;              // batches read ahead on a background thread; 0 = none
 };
 
+// The device mesh and data parallelism (docs/parallelism.md).
+struct ParallelConfig {
+  int64_t dp = 0;  // data-parallel ranks; 0 = world size / pp
+  int64_t pp = 1;  // pipeline stages
+  int64_t ep = 1;  // expert-parallel ranks (divides dp)
+  bool zero1 = false;
+  double bucket_mb = 25;
+  double timeout_s = 300;
+};
+
 struct LogConfig {
   std::string run_dir;        // empty: runs/<config name>-<UTC time>
   int64_t every = 10;         // steps between plain log lines (non-terminal output)
@@ -96,6 +107,7 @@ struct Config {
   TrainConfig train;
   OptimConfig optim;
   DataConfig data;
+  ParallelConfig parallel;
   LogConfig log;
   std::string name = "run";  // stem of the last --config file; used for the default run dir
 };

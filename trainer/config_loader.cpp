@@ -232,6 +232,22 @@ void validate(const Config& c, const Origins& origins) {
     fail(at("train.seq_len"), "train.seq_len", "must not exceed model.max_seq_len (" + std::to_string(m.max_seq_len) + "), got " + std::to_string(c.train.seq_len));
   if (c.optim.min_lr > c.optim.lr)
     fail(at("optim.min_lr"), "optim.min_lr", "must not exceed optim.lr (" + format_value(c.optim.lr) + "), got " + format_value(c.optim.min_lr));
+  const auto& t = c.train;
+  if (t.global_batch > 0) {
+    if (t.grad_accum != 1)
+      fail(at("train.grad_accum"), "train.grad_accum", "set either train.global_batch or train.grad_accum, not both (global_batch fixes the accumulation steps)");
+    if (t.global_batch % t.micro_batch_size != 0)
+      fail(at("train.global_batch"), "train.global_batch", "must be a multiple of train.micro_batch_size (" + num(t.micro_batch_size) + "), got " + num(t.global_batch));
+    if (c.parallel.dp > 0 && t.global_batch % (t.micro_batch_size * c.parallel.dp) != 0)
+      fail(at("train.global_batch"), "train.global_batch", "must be a multiple of train.micro_batch_size x parallel.dp (" + num(t.micro_batch_size * c.parallel.dp) + "), got " + num(t.global_batch));
+  }
+  const auto& par = c.parallel;
+  if (par.dp > 0 && par.dp % par.ep != 0)
+    fail(at("parallel.ep"), "parallel.ep", "must divide parallel.dp (" + num(par.dp) + "), got " + num(par.ep));
+  if (par.pp > 1)
+    fail(at("parallel.pp"), "parallel.pp", "pipeline parallelism is not implemented yet; use 1");
+  if (par.ep > 1)
+    fail(at("parallel.ep"), "parallel.ep", "expert parallelism is not implemented yet; use 1 (experts are replicated on every data-parallel rank)");
   const auto& d = c.data;
   if (d.source != "synthetic" && d.path.empty())
     fail(at("data.source"), "data.path", "required with data.source: " + d.source + " (a dataset file, a shard pattern or a list)");

@@ -70,10 +70,11 @@ std::vector<FieldSpec> build() {
   // train
   s.push_back(field("train.steps", &C::train, &TrainConfig::steps, "Optimizer steps to run.", R::Positive));
   s.push_back(field("train.micro_batch_size", &C::train, &TrainConfig::micro_batch_size, "Sequences per micro-batch.", R::Positive));
-  s.push_back(field("train.grad_accum", &C::train, &TrainConfig::grad_accum, "Micro-batches accumulated per optimizer step.", R::Positive));
+  s.push_back(field("train.grad_accum", &C::train, &TrainConfig::grad_accum, "Micro-batches accumulated per optimizer step on each rank; used only when train.global_batch is 0.", R::Positive));
+  s.push_back(field("train.global_batch", &C::train, &TrainConfig::global_batch, "Sequences per optimizer step summed over the data-parallel ranks; a multiple of micro_batch_size x parallel.dp, which sets the accumulation steps. 0 = micro_batch_size x grad_accum x dp.", R::NonNegative));
   s.push_back(field("train.seq_len", &C::train, &TrainConfig::seq_len, "Tokens per training sequence.", R::Positive));
   s.push_back(field("train.seed", &C::train, &TrainConfig::seed, "Seed of the initialisation and the data order.", R::NonNegative));
-  s.push_back(field("train.precision", &C::train, &TrainConfig::precision, "Compute dtype of matmuls; master weights, norms, softmax and loss stay fp32. fp8: bf16 activations with the eligible linears in FP8 (docs/fp8.md).", R::Any, {"fp32", "bf16", "fp8"}));
+  s.push_back(field("train.precision", &C::train, &TrainConfig::precision, "Compute dtype of matmuls; master weights, norms, softmax and loss stay fp32. fp8: bf16 activations with the eligible linears in FP8 (docs/fp8.md). fp64: everything in float64 (CPU reference runs, e.g. checking parallel layouts against one process).", R::Any, {"fp32", "bf16", "fp8", "fp64"}));
   s.push_back(field("train.device", &C::train, &TrainConfig::device, "Where to train: auto picks cuda when a GPU is usable, else cpu.", R::Any, {"auto", "cpu", "cuda"}));
   s.push_back(field("train.threads", &C::train, &TrainConfig::threads, "Intra-op threads per rank; 0 = cores on this node / ranks on this node.", R::NonNegative));
   s.push_back(field("train.router_bias_gamma", &C::train, &TrainConfig::router_bias_gamma, "Bias update speed of auxiliary-loss-free balancing: after each step an expert's bias moves by gamma towards balance.", R::NonNegative));
@@ -104,6 +105,13 @@ std::vector<FieldSpec> build() {
   s.push_back(field("data.eval_interval", &C::data, &DataConfig::eval_interval, "Steps between validation losses (val_loss in metrics.jsonl); 0 = never.", R::NonNegative));
   s.push_back(field("data.eval_batches", &C::data, &DataConfig::eval_batches, "Micro-batches of the fixed validation set averaged into each val_loss.", R::Positive));
   s.push_back(field("data.prefetch", &C::data, &DataConfig::prefetch, "Batches read ahead on a background thread; 0 reads in the training thread.", R::NonNegative));
+  // parallel
+  s.push_back(field("parallel.dp", &C::parallel, &ParallelConfig::dp, "Data-parallel ranks; 0 = all ranks / parallel.pp. dp x pp must equal the number of ranks started.", R::NonNegative));
+  s.push_back(field("parallel.pp", &C::parallel, &ParallelConfig::pp, "Pipeline stages (only 1 today: pipeline parallelism is not implemented yet).", R::Positive));
+  s.push_back(field("parallel.ep", &C::parallel, &ParallelConfig::ep, "Expert-parallel ranks, dividing parallel.dp (only 1 today: expert parallelism is not implemented yet).", R::Positive));
+  s.push_back(field("parallel.zero1", &C::parallel, &ParallelConfig::zero1, "ZeRO-1: shard the optimizer state over the data-parallel ranks (gradients are reduce-scattered, updated parameters all-gathered)."));
+  s.push_back(field("parallel.bucket_mb", &C::parallel, &ParallelConfig::bucket_mb, "Gradient bucket size in MiB: a bucket's reduction starts as soon as backward has produced all its gradients.", R::Positive));
+  s.push_back(field("parallel.timeout_s", &C::parallel, &ParallelConfig::timeout_s, "Seconds a collective may take before the job is aborted with a message naming the collective, the group and the ranks that did not arrive.", R::Positive));
   // log
   s.push_back(field("log.run_dir", &C::log, &LogConfig::run_dir, "Run directory for config.yaml, metrics.jsonl and train.log; empty = runs/<config name>-<UTC time>."));
   s.push_back(field("log.every", &C::log, &LogConfig::every, "Steps between plain log lines when output is not a terminal.", R::Positive));

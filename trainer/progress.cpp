@@ -14,8 +14,8 @@ std::string format_duration(double s) {
   return buf;
 }
 
-Progress::Progress(int64_t total_steps, int64_t every, bool bar, const std::string& log_path)
-    : total_(total_steps), every_(every), bar_(bar), log_(log_path, std::ios::app) {}
+Progress::Progress(int64_t total_steps, int64_t every, bool bar, const std::string& log_path, bool echo)
+    : total_(total_steps), every_(every), bar_(bar && echo), echo_(echo), log_(log_path, std::ios::app) {}
 
 std::string Progress::plain_line(const StepRecord& r) const {
   char buf[256];
@@ -33,6 +33,7 @@ std::string Progress::plain_line(const StepRecord& r) const {
 void Progress::update(const StepRecord& r) {
   const bool periodic = r.step % every_ == 0 || r.step == total_ || r.step == 1 || r.has_val;
   if (periodic) log_ << plain_line(r) << '\n' << std::flush;
+  if (!echo_) return;
   if (!bar_) {
     if (periodic) std::cout << plain_line(r) << '\n' << std::flush;
     return;
@@ -53,7 +54,7 @@ void Progress::update(const StepRecord& r) {
 
 void Progress::message(const std::string& line) {
   if (bar_) std::printf("\r\033[K");
-  std::cout << line << '\n' << std::flush;
+  if (echo_) std::cout << line << '\n' << std::flush;
   log_ << line << '\n' << std::flush;
 }
 

@@ -15,6 +15,8 @@
 
 #include "data/loader.h"
 #include "ops/cuda_runtime.h"
+#include "parallel/grad_reducer.h"
+#include "trainer/distributed.h"
 #include "trainer/config_loader.h"
 #include "trainer/metrics.h"
 #include "trainer/model/convert_fp8.h"
@@ -31,12 +33,16 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-at::Device pick_device(const std::string& wanted) {
+// Each rank takes the GPU of its local rank (ranks on a node = GPUs on it, as mpirun/srun place
+// them).
+at::Device pick_device(const std::string& wanted, int local_rank) {
   if (wanted == "cpu") return at::kCPU;
   const auto& cuda = ops::cuda_status();
   if (wanted == "cuda" && !cuda.available)
     throw std::runtime_error("train.device: cuda was requested but no GPU is usable: " + cuda.reason);
-  return cuda.available ? at::Device(at::kCUDA) : at::Device(at::kCPU);
+  if (!cuda.available) return at::kCPU;
+  const int n = ops::cuda_device_count();
+  return at::Device(at::kCUDA, at::DeviceIndex(n > 0 ? local_rank % n : 0));
 }
 
 std::string utc_stamp() {
@@ -57,7 +63,7 @@ void prepare_run_dir(const std::string& dir, const Config& cfg) {
   std::ofstream(fs::path(dir) / "config.yaml") << to_yaml(cfg);
 }
 
-std::string banner(const Config& cfg, int64_t params, int64_t activated, const at::Device& dev, int threads,
+std::string banner(const Config& cfg, int64_t accum, int64_t params, int64_t activated, const at::Device& dev, int threads,
                    const parallel::World& world, const std::string& data) {
   std::ostringstream s;
   const auto& m = cfg.model;
@@ -69,7 +75,7 @@ std::string banner(const Config& cfg, int64_t params, int64_t activated, const a
       << " shared, " << m.n_dense_layers << " dense layers";
   if (m.mtp_depth > 0) s << ", mtp depth " << m.mtp_depth;
   s << ")\n"
-    << "  train    " << cfg.train.steps << " steps x " << cfg.train.grad_accum << " x "
+    << "  train    " << cfg.train.steps << " steps x " << accum << " x " << world.size << " ranks x "
     << cfg.train.micro_batch_size << " seqs x " << cfg.train.seq_len << " tokens, " << cfg.train.precision
     << ", seed " << cfg.train.seed << "\n"
     << "  optim    adamw lr " << cfg.optim.lr << " (" << cfg.optim.schedule << ", warmup "
@@ -109,22 +115,24 @@ void update_router_biases(std::vector<model::Router>& routers, const std::vector
 }
 
 // Mean main loss over the fixed validation batches: the loader restarts at sample 0 each time,
-// so every evaluation sees the same sequences.
+// so every evaluation sees the same sequences. `batches` micro-batches on each rank; the set is
+// data.eval_batches global batches, the same sequences whatever the layout.
 double validation_loss(model::Transformer& net, data::Loader& val, int64_t batches, const at::Device& device,
-                       const model::LossWeights& weights) {
+                       const model::LossWeights& weights, parallel::ProcessGroup& dp) {
   at::NoGradGuard no_grad;
   val.set_consumed_samples(0);
-  double sum = 0;
+  std::vector<double> sum{0.0};
   for (int64_t i = 0; i < batches; ++i) {
     const data::Batch b = val.next();
-    sum += net->losses(b.inputs.to(device), b.targets.to(device), weights).main.item<double>();
+    sum[0] += net->losses(b.inputs.to(device), b.targets.to(device), weights).main.item<double>();
   }
-  return sum / double(batches);
+  all_reduce_sum(dp, sum);
+  return sum[0] / double(batches * dp.size());
 }
 
 }  // namespace
 
-data::DatasetOptions dataset_options(const Config& cfg) {
+data::DatasetOptions dataset_options(const Config& cfg, int dp) {
   data::DatasetOptions o;
   o.source = cfg.data.source;
   o.paths = cfg.data.path;
@@ -134,7 +142,7 @@ data::DatasetOptions dataset_options(const Config& cfg) {
   o.seq_len = cfg.train.seq_len;
   o.seed = uint64_t(cfg.train.seed);
   o.model_vocab = cfg.model.vocab_size;
-  o.global_batch = cfg.train.micro_batch_size;  // x the data-parallel size once DP arrives
+  o.global_batch = cfg.train.micro_batch_size * dp;
   o.synthetic_branching = cfg.data.synthetic_branching;
   return o;
 }
@@ -146,19 +154,66 @@ std::string resolve_run_dir(const Config& cfg) {
   return dir;
 }
 
-TrainSummary train(const Config& cfg, const parallel::World& world) {
-  if (world.size > 1)
-    throw std::runtime_error("multi-process training (data/expert/pipeline parallelism) is not implemented yet; run one process");
+namespace {
+
+// The process groups gradients travel over: the mesh's MPI groups on CPU, NCCL mirrors of them
+// when training on GPUs across ranks.
+struct CommGroups {
+  parallel::GroupPtr dp, ep_replica;
+};
+
+CommGroups comm_groups(const parallel::Mesh& mesh, const at::Device& device, const parallel::CommOptions& o) {
+  if (!device.is_cuda() || mesh.world->size() == 1) return {mesh.dp, mesh.ep_replica};
+  return {parallel::make_nccl_group(*mesh.dp, device.index(), o),
+          parallel::make_nccl_group(*mesh.ep_replica, device.index(), o)};
+}
+
+// Every rank starts from rank 0's weights and router biases: the seeds already agree, this makes
+// it a guarantee (as DDP does).
+void broadcast_model(model::Transformer& net, parallel::ProcessGroup& g) {
+  if (g.size() == 1) return;
+  at::NoGradGuard no_grad;
+  std::vector<parallel::WorkPtr> works;
+  for (auto& p : net->parameters()) works.push_back(g.broadcast(p, 0));
+  for (auto& b : net->buffers())
+    if (b.is_contiguous()) works.push_back(g.broadcast(b, 0));
+  for (auto& w : works) w->wait();
+}
+
+std::string parallel_line(const Config& cfg, const parallel::Mesh& mesh, int64_t accum, int64_t state_bytes,
+                          const std::string& backend) {
+  char buf[320];
+  std::snprintf(buf, sizeof buf,
+                "  parallel dp %d x pp %d (ep %d), %s gradients in %.0f MiB buckets, zero1 %s, %lld micro-batches "
+                "per rank per step, optimizer state %.1f MiB on this rank",
+                mesh.shape.dp, mesh.shape.pp, mesh.shape.ep, backend.c_str(), cfg.parallel.bucket_mb,
+                cfg.parallel.zero1 ? "on" : "off", static_cast<long long>(accum), double(state_bytes) / (1 << 20));
+  return buf;
+}
+
+}  // namespace
+
+TrainSummary train(const Config& cfg, const parallel::World& world, const TrainOptions& options) {
+  // Layout errors (parallel.* against the ranks started) are config errors, found before any work.
+  const parallel::MeshShape shape = mesh_shape(cfg, world.size);
+  const int64_t accum = accumulation_steps(cfg.train, shape.dp);
   const int threads = parallel::threads_per_rank(int(cfg.train.threads), world);
   at::set_num_threads(threads);
-  const at::Device device = pick_device(cfg.train.device);
+  const at::Device device = pick_device(cfg.train.device, world.local_rank);
   // fp8 keeps activations in bf16 around the FP8 GEMMs, as DeepSeek-V3 §3.3 does.
-  const at::ScalarType dtype = cfg.train.precision == "fp32" ? at::kFloat : at::kBFloat16;
+  const at::ScalarType dtype = cfg.train.precision == "fp32"   ? at::kFloat
+                               : cfg.train.precision == "fp64" ? at::kDouble
+                                                               : at::kBFloat16;
+  const parallel::CommOptions comm_opts{cfg.parallel.timeout_s};
+  const parallel::Mesh mesh = parallel::make_mesh(shape, parallel::make_world_group(world, comm_opts));
+  const bool rank0 = world.rank == 0;
 
   // Bad data (missing file, wrong tokenizer, too short) fails here, before the model is built
   // or the run directory exists.
-  const data::Datasets datasets = data::open_datasets(dataset_options(cfg));
-  data::LoaderOptions lo{cfg.train.micro_batch_size, cfg.train.seq_len};
+  const data::Datasets datasets = data::open_datasets(dataset_options(cfg, shape.dp));
+  data::LoaderOptions lo{cfg.train.micro_batch_size * shape.dp, cfg.train.seq_len};
+  lo.dp_rank = mesh.coord.dp;
+  lo.dp_size = shape.dp;
   lo.prefetch = size_t(cfg.data.prefetch);
   lo.seed = uint64_t(cfg.train.seed);
   data::Loader loader(datasets.train, lo);
@@ -170,59 +225,112 @@ TrainSummary train(const Config& cfg, const parallel::World& world) {
 
   at::manual_seed(uint64_t(cfg.train.seed));
   model::Transformer net(cfg.model, dtype);
+  if (dtype == at::kDouble) net->to(at::kDouble);
   net->to(device);
   if (cfg.train.precision == "fp8") model::convert_to_fp8(*net);
+  const CommGroups comm = comm_groups(mesh, device, comm_opts);
+  broadcast_model(net, *comm.dp);
 
-  std::vector<optim::NamedParam> params;
-  std::vector<bool> decay;
-  for (const auto& item : net->named_parameters()) {
-    params.push_back({item.key(), item.value()});
-    decay.push_back(optim::decays(cfg.optim, model::parameter_kind(item.key())));
+  // Routed experts are reduced over the ranks holding the same experts, the rest over all of dp.
+  std::vector<parallel::ReducedParam> reduced;
+  for (const auto& item : net->named_parameters())
+    reduced.push_back({item.key(), item.value(), model::is_routed_expert(item.key()) ? 1 : 0});
+  parallel::ReducerOptions ro;
+  ro.bucket_mb = cfg.parallel.bucket_mb;
+  ro.zero1 = cfg.parallel.zero1;
+  ro.grad_scale = 1.0 / double(shape.dp);
+  parallel::GradReducer reducer(std::move(reduced), {comm.dp, comm.ep_replica}, ro);
+  std::vector<optim::Slot> slots;
+  for (const auto& o : reducer.owned()) {
+    const std::string& name = reducer.params()[o.param].name;
+    slots.push_back({name, o.value, optim::decays(cfg.optim, model::parameter_kind(name))});
   }
-  optim::AdamW opt(params, decay, cfg.optim);
+  optim::AdamW opt(std::move(slots), cfg.optim);
+  std::vector<at::Tensor> grads;
+  for (const auto& o : reducer.owned()) grads.push_back(o.grad);
   std::vector<model::Router> routers = net->routers();
 
   TrainSummary summary;
   summary.threads = threads;
-  summary.tokens_per_step = cfg.train.grad_accum * cfg.train.micro_batch_size * cfg.train.seq_len;
-  summary.run_dir = resolve_run_dir(cfg);
-  prepare_run_dir(summary.run_dir, cfg);
-  MetricsWriter metrics((fs::path(summary.run_dir) / "metrics.jsonl").string());
+  summary.accum_steps = accum;
+  summary.optimizer_state_bytes = opt.state_bytes();
+  summary.tokens_per_step = accum * shape.dp * cfg.train.micro_batch_size * cfg.train.seq_len;
+  // Rank 0 names and creates the run directory; everyone learns it (or that it failed) from rank 0.
+  std::string run_dir, failure;
+  if (rank0) {
+    try {
+      run_dir = resolve_run_dir(cfg);
+      prepare_run_dir(run_dir, cfg);
+    } catch (const std::exception& e) {
+      failure = e.what();
+    }
+  }
+  run_dir = broadcast_string(*mesh.world, failure.empty() ? run_dir : std::string());
+  if (!failure.empty()) throw std::runtime_error(failure);
+  if (run_dir.empty()) throw std::runtime_error("rank 0 could not prepare the run directory (see its message)");
+  summary.run_dir = run_dir;
+  std::unique_ptr<MetricsWriter> metrics;
+  if (rank0) metrics = std::make_unique<MetricsWriter>((fs::path(run_dir) / "metrics.jsonl").string());
   const bool bar = cfg.log.progress == "on" || (cfg.log.progress == "auto" && isatty(STDOUT_FILENO));
-  Progress progress(cfg.train.steps, cfg.log.every, bar, (fs::path(summary.run_dir) / "train.log").string());
-  progress.message(banner(cfg, net->parameter_count(), net->activated_parameter_count(), device, threads, world,
+  const std::string log_name = rank0 ? "train.log" : "rank-" + std::to_string(world.rank) + ".log";
+  Progress progress(cfg.train.steps, cfg.log.every, bar, (fs::path(run_dir) / log_name).string(), rank0);
+  progress.message(banner(cfg, accum, net->parameter_count(), net->activated_parameter_count(), device, threads, world,
                           datasets.description));
-  progress.message("  run dir  " + summary.run_dir);
+  progress.message(parallel_line(cfg, mesh, accum, opt.state_bytes(), comm.dp->backend()));
+  if (!rank0) progress.message("  " + parallel::describe(shape, world.rank));
+  progress.message("  run dir  " + run_dir);
 
   const double tokens_per_step = double(summary.tokens_per_step);
+  const double micro_total = double(accum * shape.dp);  // micro-batches per step over all ranks
   const auto start = Clock::now();
   for (int64_t step = 0; step < cfg.train.steps; ++step) {
     const auto t0 = Clock::now();
-    for (auto& p : params) p.param.mutable_grad() = at::Tensor();
+    for (auto& p : net->parameters()) p.mutable_grad() = at::Tensor();
     const model::LossWeights weights{mtp_lambda_at(cfg.train, step + 1), cfg.train.balance_alpha};
     StepRecord r;
     std::vector<at::Tensor> load;  // per MoE layer, summed over the step's micro-batches
-    double loss_sum = 0;
-    for (int64_t micro = 0; micro < cfg.train.grad_accum; ++micro) {
+    std::vector<double> sums(4, 0.0);  // main loss, mtp loss, balance loss, dropped tokens
+    for (int64_t micro = 0; micro < accum; ++micro) {
+      reducer.prepare_backward(micro + 1 == accum);
       const data::Batch batch = loader.next();
       model::LossBreakdown out = net->losses(batch.inputs.to(device), batch.targets.to(device), weights);
-      (out.total / double(cfg.train.grad_accum)).backward();
-      loss_sum += out.main.item<double>();
-      if (out.mtp.defined()) r.mtp_loss += out.mtp.item<double>() / double(cfg.train.grad_accum);
-      if (out.balance.defined()) r.balance_loss += out.balance.item<double>() / double(cfg.train.grad_accum);
+      if (micro == 0) maybe_inject_fault(world.rank, step + 1);
+      (out.total / double(accum)).backward();
+      sums[0] += out.main.item<double>();
+      if (out.mtp.defined()) sums[1] += out.mtp.item<double>();
+      if (out.balance.defined()) sums[2] += out.balance.item<double>();
       load.resize(out.moe.size());
       for (size_t i = 0; i < out.moe.size(); ++i) {
         load[i] = load[i].defined() ? load[i] + out.moe[i].load : out.moe[i].load;
-        r.dropped_tokens += out.moe[i].dropped;
+        sums[3] += double(out.moe[i].dropped);
       }
     }
-    const double loss = loss_sum / double(cfg.train.grad_accum);
+    reducer.finish();
+    // Loads are token counts, exact in float64: every rank sums the same global load and so moves
+    // its router biases identically.
+    for (const auto& l : load) {
+      const at::Tensor c = l.to(at::kCPU, at::kDouble);
+      sums.insert(sums.end(), c.data_ptr<double>(), c.data_ptr<double>() + c.numel());
+    }
+    all_reduce_sum(*mesh.dp, sums);
+    for (size_t i = 0, at_ = 4; i < load.size(); ++i) {
+      const int64_t e = load[i].numel();
+      load[i] = at::tensor(std::vector<double>(sums.begin() + long(at_), sums.begin() + long(at_ + size_t(e))),
+                           at::kDouble);
+      at_ += size_t(e);
+    }
+    const double loss = sums[0] / micro_total;
+    r.mtp_loss = sums[1] / micro_total;
+    r.balance_loss = sums[2] / micro_total;
+    r.dropped_tokens = int64_t(sums[3]);
     if (!std::isfinite(loss))
       throw std::runtime_error("step " + std::to_string(step + 1) + ": loss is " + std::to_string(loss) +
                                "; stopping (lower optim.lr or set optim.grad_clip)");
-    const double grad_norm = optim::clip_grad_norm(params, cfg.optim.grad_clip);
+    const double grad_norm = std::sqrt(reducer.global_grad_sq(*mesh.dp));
+    if (const double c = optim::clip_scale(grad_norm, cfg.optim.grad_clip); c != 1.0) reducer.scale_grads(c);
     const double lr = optim::lr_at(cfg.optim, step, cfg.train.steps);
-    opt.step(lr);
+    opt.step(lr, grads);
+    reducer.all_gather_params();
     update_router_biases(routers, load, bias_gamma_at(cfg.train, step + 1), r);
     r.has_mtp = cfg.model.mtp_depth > 0;
 
@@ -230,7 +338,7 @@ TrainSummary train(const Config& cfg, const parallel::World& world) {
     // After t1: evaluation time is not training time (tokens_per_s, bench train).
     if (val_loader && ((step + 1) % cfg.data.eval_interval == 0 || step + 1 == cfg.train.steps)) {
       r.has_val = true;
-      r.val_loss = validation_loss(net, *val_loader, cfg.data.eval_batches, device, weights);
+      r.val_loss = validation_loss(net, *val_loader, cfg.data.eval_batches * accum, device, weights, *mesh.dp);
     }
     r.step = step + 1;
     r.loss = loss;
@@ -238,10 +346,11 @@ TrainSummary train(const Config& cfg, const parallel::World& world) {
     r.grad_norm = grad_norm;
     r.tokens_per_s = tokens_per_step / std::chrono::duration<double>(t1 - t0).count();
     r.elapsed_s = std::chrono::duration<double>(t1 - start).count();
-    metrics.write(r);
+    if (metrics) metrics->write(r);
     progress.update(r);
     if (step == 0) summary.first_loss = loss;
     summary.final_loss = loss;
+    summary.losses.push_back(loss);
     summary.steps = r.step;
     summary.step_seconds.push_back(std::chrono::duration<double>(t1 - t0).count());
   }
@@ -250,6 +359,10 @@ TrainSummary train(const Config& cfg, const parallel::World& world) {
   std::snprintf(done, sizeof done, "done: %lld steps, loss %.4f -> %.4f", static_cast<long long>(summary.steps),
                 summary.first_loss, summary.final_loss);
   progress.message(done);
+  summary.trace = reducer.trace();
+  if (options.keep_parameters)
+    for (const auto& item : net->named_parameters())
+      summary.parameters.emplace_back(item.key(), item.value().detach().to(at::kCPU).clone());
   return summary;
 }
 

@@ -1,10 +1,13 @@
 #pragma once
-// The single-process training loop (parallel layouts arrive with later issues and wrap this
-// same step).
+// The training loop: one code path for one process and for data-parallel ranks (the mesh, the
+// gradient reducer and ZeRO-1 are applied from outside the model).
 #include <string>
 #include <vector>
 
+#include <ATen/core/Tensor.h>
+
 #include "data/datasets.h"
+#include "parallel/grad_reducer.h"
 #include "parallel/world.h"
 #include "trainer/config.h"
 
@@ -15,16 +18,27 @@ struct TrainSummary {
   double first_loss = 0, final_loss = 0;
   std::string run_dir;
   std::vector<double> step_seconds;  // wall time of each optimizer step
-  int64_t tokens_per_step = 0;
+  std::vector<double> losses;         // loss of each step (mean over all ranks' micro-batches)
+  int64_t tokens_per_step = 0;        // over all ranks
+  int64_t accum_steps = 0;            // micro-batches per rank per step
+  int64_t optimizer_state_bytes = 0;  // AdamW moments held by this rank
   int threads = 0;
+  std::vector<parallel::BucketTrace> trace;  // gradient buckets of the last step
+  std::vector<std::pair<std::string, at::Tensor>> parameters;  // with TrainOptions::keep_parameters
+};
+
+struct TrainOptions {
+  bool keep_parameters = false;  // return the final parameters (tests compare layouts)
 };
 
 // Runtime failures (NaN loss, unusable device, unwritable run dir) throw std::runtime_error with
 // a one-line message; main() turns it into exit code 1.
-TrainSummary train(const Config& cfg, const parallel::World& world);
+// Multi-rank runs: every rank calls it; rank 0 writes metrics.jsonl and train.log, the others
+// rank-N.log in the same run directory.
+TrainSummary train(const Config& cfg, const parallel::World& world, const TrainOptions& options = {});
 
 // The data.* / train.* settings the data pipeline needs, as data/'s plain options.
-data::DatasetOptions dataset_options(const Config& cfg);
+data::DatasetOptions dataset_options(const Config& cfg, int dp = 1);
 
 // The run directory this config resolves to (log.run_dir, or runs/<name>-<UTC time>).
 std::string resolve_run_dir(const Config& cfg);

@@ -53,19 +53,29 @@ int main(int argc, char** argv) {
   const shoestring::cli::Args rest(argv + 2, argv + argc);
   shoestring::parallel::World world;
   int rc = 1;
+  std::string error;  // one line; empty when the command succeeded or failed quietly
+  bool uniform = false;  // every rank fails the same way (config errors): rank 0 speaks for all
   try {
     world = shoestring::parallel::init_world(&argc, &argv);
     rc = dispatch(cmd, rest, world);
   } catch (const shoestring::ConfigError& e) {
-    std::cerr << "config error: " << e.what() << "\n";
+    error = std::string("config error: ") + e.what();
     rc = 2;
+    uniform = true;
   } catch (const shoestring::data::DataError& e) {
-    std::cerr << "data error: " << e.what() << "\n";
+    error = std::string("data error: ") + e.what();
     rc = 2;
   } catch (const c10::Error& e) {
-    std::cerr << "error: " << e.what_without_backtrace() << "\n";
+    error = std::string("error: ") + e.what_without_backtrace();
   } catch (const std::exception& e) {
-    std::cerr << "error: " << e.what() << "\n";
+    error = std::string("error: ") + e.what();
+  }
+  if (!error.empty()) {
+    if (world.size == 1) std::cerr << error << "\n";
+    else if (!uniform || world.rank == 0) std::cerr << "[rank " << world.rank << "] " << error << "\n";
+    std::cerr << std::flush;
+    // A rank that fails alone would leave the others waiting in a collective: take the job down.
+    if (world.size > 1 && !uniform) shoestring::parallel::abort_world(rc);
   }
   shoestring::parallel::finalize_world(world);
   return rc;

@@ -136,4 +136,14 @@ std::string parameter_kind(const std::string& name) {
   return "weight";
 }
 
+bool is_routed_expert(const std::string& name) {
+  for (const char* suffix : {"moe.w1", "moe.w2", "moe.w3"}) {
+    const std::string s = suffix;
+    if (name.size() >= s.size() && name.compare(name.size() - s.size(), s.size(), s) == 0 &&
+        (name.size() == s.size() || name[name.size() - s.size() - 1] == '.'))
+      return true;
+  }
+  return false;
+}
+
 }  // namespace shoestring::model

@@ -99,4 +99,9 @@ TORCH_MODULE(Transformer);
 // Parameter kind for weight-decay grouping: "norm", "bias", "embedding", "head" or "weight".
 std::string parameter_kind(const std::string& name);
 
+// Whether a parameter (by its name in named_parameters()) holds routed experts: the stacked
+// [experts, ...] weights of a MoE layer, which expert parallelism shards and whose gradients are
+// reduced over the ranks holding the same experts. Shared experts are not routed.
+bool is_routed_expert(const std::string& name);
+
 }  // namespace shoestring::model

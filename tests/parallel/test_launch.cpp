@@ -1,0 +1,103 @@
+// Multi-process training as users launch it: mpirun on the real executable (and launch/train
+// --np), a layout that does not fit the ranks started, and faults -- a rank that exits mid-step
+// and one that hangs -- which must end the whole job with a message naming the rank, not hang it.
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <filesystem>
+
+#include "tests/run_cli.h"
+
+namespace fs = std::filesystem;
+using shoestring::testing::CliResult;
+
+namespace {
+
+constexpr const char* kMpirun =
+    "env OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1 ";
+
+fs::path fresh_dir(const std::string& name) {
+  const fs::path d = fs::temp_directory_path() / ("shoestring_launch_" + name + "_" + std::to_string(::getpid()));
+  fs::remove_all(d);
+  return d;
+}
+
+std::string tiny_args(const fs::path& dir, int steps) {
+  return " --config configs/tiny-moe.yaml --set data.source=synthetic --set model.vocab_size=64 "
+         "--set data.eval_interval=0 --set train.micro_batch_size=2 --set train.seq_len=16 --set train.steps=" +
+         std::to_string(steps) + " --set train.threads=1 --set log.progress=off --set log.run_dir=" + dir.string();
+}
+
+// `shoestring ARGS` under mpirun with np ranks, timed.
+CliResult mpirun(int np, const std::string& env, const std::string& args, double* seconds = nullptr) {
+  const auto t0 = std::chrono::steady_clock::now();
+  const CliResult r = shoestring::testing::run_command(std::string(kMpirun) + env + " mpirun -np " + std::to_string(np) +
+                                                     " " SHOESTRING_BINARY_DIR "/bin/shoestring " + args);
+  if (seconds) *seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return r;
+}
+
+TEST(Launch, TwoRanksTrainWithOneMetricsFileAndALogPerRank) {
+  const fs::path dir = fresh_dir("two");
+  const CliResult r = mpirun(2, "", "train" + tiny_args(dir, 3) + " --set train.global_batch=4");
+  ASSERT_EQ(r.code, 0) << r.output;
+  EXPECT_NE(r.output.find("parallel dp 2 x pp 1"), std::string::npos) << r.output;
+  // Only rank 0 talks: one banner, not two.
+  EXPECT_EQ(r.output.find("shoestring train:"), r.output.rfind("shoestring train:")) << r.output;
+  EXPECT_TRUE(fs::exists(dir / "metrics.jsonl"));
+  EXPECT_TRUE(fs::exists(dir / "train.log"));
+  EXPECT_TRUE(fs::exists(dir / "rank-1.log"));
+  fs::remove_all(dir);
+}
+
+TEST(Launch, LayoutThatDoesNotFitTheRanksIsAConfigError) {
+  const fs::path dir = fresh_dir("mismatch");
+  const CliResult r = mpirun(2, "", "train" + tiny_args(dir, 1) + " --set parallel.dp=3");
+  EXPECT_EQ(r.code, 2) << r.output;
+  EXPECT_NE(r.output.find("parallel.dp=3 x parallel.pp=1 needs 3 ranks, mpirun started 2"), std::string::npos)
+      << r.output;
+  EXPECT_FALSE(fs::exists(dir));
+}
+
+TEST(Launch, ARankThatExitsEndsTheJob) {
+  const fs::path dir = fresh_dir("exit");
+  double s = 0;
+  const CliResult r = mpirun(3, "SHOESTRING_FAULT=rank=1,step=2,mode=exit",
+                             "train" + tiny_args(dir, 20) + " --set parallel.timeout_s=20", &s);
+  EXPECT_NE(r.code, 0) << r.output;
+  EXPECT_LT(s, 60) << r.output;
+  EXPECT_NE(r.output.find("[rank 1] SHOESTRING_FAULT"), std::string::npos) << r.output;
+  // Named by mpirun ("process rank 1") or by our timeout report ("not responding: rank 1").
+  EXPECT_TRUE(r.output.find("rank 1") != std::string::npos) << r.output;
+  fs::remove_all(dir);
+}
+
+TEST(Launch, AHungRankTimesOutWithAMessageNamingIt) {
+  const fs::path dir = fresh_dir("hang");
+  double s = 0;
+  const CliResult r = mpirun(3, "SHOESTRING_FAULT=rank=2,step=2,mode=hang",
+                             "train" + tiny_args(dir, 20) + " --set parallel.timeout_s=4", &s);
+  EXPECT_NE(r.code, 0) << r.output;
+  EXPECT_LT(s, 60) << r.output;
+  EXPECT_NE(r.output.find("comm timeout"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("not responding: rank 2"), std::string::npos) << r.output;
+  fs::remove_all(dir);
+}
+
+TEST(Launch, LaunchTrainStartsRanksWithMpirun) {
+  const fs::path dir = fresh_dir("launch_train");
+  // launch/train runs build/bin/shoestring of the clone: only meaningful when that is this build.
+  std::error_code ec;
+  if (!fs::equivalent(SHOESTRING_BINARY_DIR, fs::path(SHOESTRING_SOURCE_DIR) / "build", ec))
+    GTEST_SKIP() << "launch/train uses " SHOESTRING_SOURCE_DIR "/build, this test was built in " SHOESTRING_BINARY_DIR;
+  const CliResult r = shoestring::testing::run_command(
+      std::string(kMpirun) + "SHOESTRING_NO_SETUP=1 launch/train configs/tiny-moe.yaml --np 2" +
+      tiny_args(dir, 2).substr(std::string(" --config configs/tiny-moe.yaml").size()));
+  ASSERT_EQ(r.code, 0) << r.output;
+  EXPECT_NE(r.output.find("mpirun"), std::string::npos) << r.output;  // the command it ran is echoed
+  EXPECT_NE(r.output.find("parallel dp 2"), std::string::npos) << r.output;
+  fs::remove_all(dir);
+}
+
+}  // namespace

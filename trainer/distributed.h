@@ -1,0 +1,32 @@
+#pragma once
+// The trainer's view of the process layout: the mesh from parallel.* and the world, the batch
+// geometry per rank, and the few small collectives the loop needs (agreeing on the run directory,
+// summing metrics).
+#include <string>
+#include <vector>
+
+#include "parallel/mesh.h"
+#include "trainer/config.h"
+
+namespace shoestring {
+
+// parallel.* against the ranks actually started; a mismatch is a ConfigError such as
+// "parallel.dp=3 x parallel.pp=2 needs 6 ranks, mpirun started 4".
+parallel::MeshShape mesh_shape(const Config& cfg, int world_size);
+
+// Micro-batches each rank accumulates per optimizer step: train.global_batch / (micro x dp), or
+// train.grad_accum when global_batch is 0. ConfigError when global_batch does not divide.
+int64_t accumulation_steps(const TrainConfig& t, int dp);
+
+// Rank `root`'s string on every member of g.
+std::string broadcast_string(parallel::ProcessGroup& g, const std::string& s, int root = 0);
+
+// Element-wise float64 sum of `values` over g (in place).
+void all_reduce_sum(parallel::ProcessGroup& g, std::vector<double>& values);
+
+// Test-only fault injection, from SHOESTRING_FAULT="rank=R,step=S,mode=exit|hang": rank R exits
+// (without MPI_Finalize, as a crashed process would) or stops responding in the middle of step S.
+// Nothing happens when the variable is unset.
+void maybe_inject_fault(int rank, int64_t step);
+
+}  // namespace shoestring
