@@ -161,13 +161,12 @@ class Watchdog {
     if (c.aborted) return true;
     // Without this the thread's queries would create a context on device 0 on every rank.
     cudaSetDevice(c.device);
-    bool finished = false;
-    try {
-      finished = op.finished();
-    } catch (const std::exception& e) {
-      fail(op, "comm error", std::string("failed on the GPU: ") + e.what());
-    }
-    if (finished) {
+    const cudaError_t q = cudaEventQuery(op.end);
+    // The process is exiting (CUDA's atexit teardown ran): not a comm failure.
+    if (q == cudaErrorCudartUnloading) return true;
+    if (q != cudaSuccess && q != cudaErrorNotReady)
+      fail(op, "comm error", std::string("failed on the GPU: ") + cudaGetErrorString(q));
+    if (q == cudaSuccess) {
       op.started_at();  // fix the start time while the epoch event is surely alive
       op.tensors.clear();
       return true;

@@ -93,6 +93,10 @@ class NcclGpu : public ::testing::Test {
     if (info.find("built without") != std::string::npos) GTEST_SKIP() << info;
     std::cout << info << "\n";
     g = make_nccl_group(boot, 0, CommOptions{});
+    // The first op of a communicator sets up connections and loads kernels (slow, host side):
+    // done here so the timing tests below measure only what they mean to.
+    g->all_reduce(cuda(at::ones({1})))->wait();
+    sync();
   }
 
   static at::Tensor cuda(const at::Tensor& t) { return t.to(at::Device(at::kCUDA, 0)); }
@@ -112,6 +116,10 @@ void stall_current_stream(int ms) {
                                reinterpret_cast<void*>(intptr_t(ms))),
             cudaSuccess);
 }
+
+// Not cuda(cpu tensor) after a stall: a pageable host-to-device copy synchronises the stream,
+// so the host would sit out the stall before issuing the op under test.
+const at::TensorOptions kOnGpu = at::TensorOptions().dtype(at::kFloat).device(at::kCUDA, 0);
 
 const at::ScalarType kDtypes[] = {at::kFloat, at::kDouble, at::kBFloat16, at::kHalf, at::kLong, at::kInt, at::kByte};
 
@@ -256,9 +264,9 @@ TEST_F(NcclGpu, WaitOrdersTheCurrentStreamWithoutBlockingTheHost) {
 }
 
 TEST_F(NcclGpu, StartTimeIsWhenTheGpuReachedTheOp) {
+  at::Tensor t = cuda(at::ones({16}));
   sync();
   stall_current_stream(250);
-  at::Tensor t = cuda(at::ones({16}));
   WorkPtr w = g->all_reduce(t);
   EXPECT_GT(w->issued_at(), 0);
   sync();
@@ -273,11 +281,11 @@ TEST_F(NcclGpu, TensorsLiveUntilTheOpFinished) {
   const void* first = nullptr;
   WorkPtr w;
   {
-    at::Tensor tmp = cuda(at::ones({1 << 20}));
+    at::Tensor tmp = at::ones({1 << 20}, kOnGpu);  // a fill kernel: queued, the host goes on
     first = tmp.data_ptr();
     w = g->all_reduce(tmp);
   }  // dropped by the caller while the op is still queued
-  at::Tensor next = at::empty({1 << 20}, at::TensorOptions().device(at::kCUDA, 0));
+  at::Tensor next = at::empty({1 << 20}, kOnGpu);
   EXPECT_NE(next.data_ptr(), first) << "the allocator reused memory NCCL had not finished with";
   sync();
 }
@@ -299,10 +307,10 @@ TEST_F(NcclGpu, SplitWithNcclCommSplitAndWithUniqueIds) {
 }
 
 TEST_F(NcclGpu, FinishedOpsDoNotTripAShortTimeout) {
-  GroupPtr quick = make_nccl_group(boot, 0, CommOptions{0.5});
+  GroupPtr quick = make_nccl_group(boot, 0, CommOptions{1.0});
   for (int i = 0; i < 20; ++i) quick->all_reduce(cuda(at::ones({64})))->wait();
   sync();
-  std::this_thread::sleep_for(std::chrono::milliseconds(800));  // the watchdog would have fired by now
+  std::this_thread::sleep_for(std::chrono::milliseconds(1300));  // the watchdog would have fired by now
   SUCCEED();
 }
 
@@ -312,8 +320,9 @@ TEST_F(NcclGpu, TimeoutEndsTheProcessWithOneClearLine) {
   EXPECT_EXIT(
       {
         GroupPtr slow = make_nccl_group(boot, 0, CommOptions{0.2});
+        at::Tensor t = cuda(at::ones({8}));
         stall_current_stream(5000);  // the op cannot start for 5 s
-        slow->all_reduce(cuda(at::ones({8})));
+        slow->all_reduce(t);
         std::this_thread::sleep_for(std::chrono::seconds(20));
       },
       ::testing::ExitedWithCode(kTimeoutExitCode),
