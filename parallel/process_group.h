@@ -31,8 +31,8 @@ struct CommOptions {
 };
 
 // One queued operation. wait() blocks until the result is usable by the caller (for NCCL: until
-// the caller's current CUDA stream is ordered after it; the host does not block), or aborts the
-// job on timeout.
+// the caller's current CUDA stream is ordered after it; the host does not block, except for
+// barrier()), or aborts the job on timeout.
 class Work {
  public:
   virtual ~Work() = default;
@@ -75,8 +75,8 @@ class ProcessGroup {
   virtual WorkPtr recv(const at::Tensor& t, int peer, int tag = 0) = 0;
   virtual WorkPtr barrier() = 0;
 
-  // Collective over this group (like MPI_Comm_split): members passing the same `color` form one
-  // new group named `name`, ranked by (key, current rank).
+  // Collective over this group (like MPI_Comm_split): members passing the same `color` (>= 0)
+  // form one new group named `name`, ranked by (key, current rank).
   virtual std::shared_ptr<ProcessGroup> split(int color, int key, const std::string& name) = 0;
 
  protected:
@@ -96,6 +96,6 @@ GroupPtr make_world_group(const World& world, const CommOptions& opts);
 
 // A NCCL communicator over the same members as `bootstrap` (an MPI or local group), on CUDA device
 // `device`. Throws std::runtime_error with the reason when NCCL or a GPU is not usable.
-GroupPtr make_nccl_group(const ProcessGroup& bootstrap, int device, const CommOptions& opts);
+GroupPtr make_nccl_group(ProcessGroup& bootstrap, int device, const CommOptions& opts);
 
 }  // namespace shoestring::parallel
