@@ -7,6 +7,7 @@
 
 #include "parallel/comm_thread.h"
 #include "parallel/mpi_types.h"
+#include "parallel/ring_all_reduce.h"
 
 namespace shoestring::parallel {
 
@@ -47,15 +48,19 @@ int64_t mpi_chunk_elems() {
   return n;
 }
 
-MpiGroup::MpiGroup(std::string name, MPI_Comm comm, int rank, std::vector<int> world_ranks, uint64_t id,
-                   const CommOptions& opts)
-    : ProcessGroup(std::move(name), rank, std::move(world_ranks)), comm_(comm), id_(id), opts_(opts) {}
+MpiGroup::MpiGroup(std::string name, MPI_Comm comm, MPI_Comm ring_comm, int rank, std::vector<int> world_ranks,
+                   uint64_t id, const CommOptions& opts)
+    : ProcessGroup(std::move(name), rank, std::move(world_ranks)), comm_(comm), ring_comm_(ring_comm), id_(id),
+      opts_(opts) {}
 
 MpiGroup::~MpiGroup() {
   auto op = std::make_shared<CommOp>();
   op->name = "comm_free";
   op->group = name();
-  op->phases.push_back([c = comm_](std::vector<MPI_Request>&) mutable { MPI_Comm_free(&c); });
+  op->phases.push_back([c = comm_, r = ring_comm_](std::vector<MPI_Request>&) mutable {
+    MPI_Comm_free(&c);
+    MPI_Comm_free(&r);
+  });
   try {
     CommEngine::instance().submit(op);
   } catch (const std::exception&) {
@@ -111,6 +116,10 @@ WorkPtr MpiGroup::all_reduce(const at::Tensor& t, ReduceOp op) {
   const MPI_Datatype dt = mpi_datatype(t.scalar_type());
   const MPI_Op mop = mpi_reduce_op(op, t.scalar_type());
   const int64_t n = t.numel(), esz = int64_t(t.element_size()), chunk = mpi_chunk_elems();
+  // Same decision on every member: it depends only on the size, which they share.
+  if (size() > 1 && int64_t(t.nbytes()) >= ring_min_bytes() && n / size() < INT_MAX)
+    return submit("all_reduce", true,
+                  ring_all_reduce_phases(t, op, ring_comm_, rank(), size(), int(rings_++ % 32768)));
   return submit("all_reduce", true, {[t, dt, mop, n, esz, chunk, c = comm_](std::vector<MPI_Request>& reqs) {
                   int64_t off = 0;
                   do {  // at least one call, even for an empty tensor: every member makes the same calls
@@ -257,7 +266,7 @@ WorkPtr MpiGroup::barrier() {
 
 std::shared_ptr<ProcessGroup> MpiGroup::split(int color, int key, const std::string& new_name) {
   struct Result {
-    MPI_Comm comm = MPI_COMM_NULL;
+    MPI_Comm comm = MPI_COMM_NULL, ring = MPI_COMM_NULL;
     int rank = -1;
     std::vector<int> world_ranks;
   };
@@ -273,6 +282,7 @@ std::shared_ptr<ProcessGroup> MpiGroup::split(int color, int key, const std::str
                       [res, color, key, c = comm_](std::vector<MPI_Request>&) {
                         MPI_Comm_split(c, color < 0 ? MPI_UNDEFINED : color, key, &res->comm);
                         if (res->comm == MPI_COMM_NULL) return;
+                        MPI_Comm_dup(res->comm, &res->ring);  // all members are here: cannot hang
                         MPI_Comm_rank(res->comm, &res->rank);
                         int n = 0;
                         MPI_Comm_size(res->comm, &n);
@@ -288,21 +298,22 @@ std::shared_ptr<ProcessGroup> MpiGroup::split(int color, int key, const std::str
                       }});
   work->wait();
   if (res->comm == MPI_COMM_NULL) return nullptr;
-  return std::make_shared<MpiGroup>(new_name, res->comm, res->rank, std::move(res->world_ranks), id, opts_);
+  return std::make_shared<MpiGroup>(new_name, res->comm, res->ring, res->rank, std::move(res->world_ranks), id, opts_);
 }
 
 GroupPtr make_mpi_world_group(const CommOptions& opts) {
   CommEngine& engine = CommEngine::instance();
-  MPI_Comm comm = MPI_COMM_NULL;
+  MPI_Comm comm = MPI_COMM_NULL, ring = MPI_COMM_NULL;
   int rank = 0, size = 1;
   engine.run([&] {
     MPI_Comm_dup(MPI_COMM_WORLD, &comm);
+    MPI_Comm_dup(MPI_COMM_WORLD, &ring);
     MPI_Comm_rank(comm, &rank);
     MPI_Comm_size(comm, &size);
   });
   std::vector<int> ranks(size_t(size), 0);
   std::iota(ranks.begin(), ranks.end(), 0);
-  return std::make_shared<MpiGroup>("world", comm, rank, std::move(ranks), 1, opts);
+  return std::make_shared<MpiGroup>("world", comm, ring, rank, std::move(ranks), 1, opts);
 }
 
 }  // namespace shoestring::parallel

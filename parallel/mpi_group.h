@@ -11,7 +11,8 @@ namespace shoestring::parallel {
 
 class MpiGroup final : public ProcessGroup {
  public:
-  MpiGroup(std::string name, MPI_Comm comm, int rank, std::vector<int> world_ranks, uint64_t id,
+  // Takes ownership of comm and ring_comm (a duplicate of comm that only ring all-reduces use).
+  MpiGroup(std::string name, MPI_Comm comm, MPI_Comm ring_comm, int rank, std::vector<int> world_ranks, uint64_t id,
            const CommOptions& opts);
   ~MpiGroup() override;
 
@@ -37,10 +38,10 @@ class MpiGroup final : public ProcessGroup {
   WorkPtr submit(const char* op, bool collective, std::vector<std::function<void(std::vector<MPI_Request>&)>> phases);
   void check(const char* op, const at::Tensor& t, const char* what) const;
 
-  MPI_Comm comm_;
+  MPI_Comm comm_, ring_comm_;
   uint64_t id_;
   CommOptions opts_;
-  int64_t seq_ = 0, p2p_seq_ = 0, splits_ = 0;  // issued from the user thread
+  int64_t seq_ = 0, p2p_seq_ = 0, splits_ = 0, rings_ = 0;  // issued from the user thread
 };
 
 // The world over a duplicate of MPI_COMM_WORLD (MPI must be initialised). Collective.
