@@ -1,5 +1,7 @@
 #include "parallel/world.h"
 
+#include "parallel/comm_thread.h"
+
 #include <mpi.h>
 
 #include <algorithm>
@@ -23,8 +25,11 @@ World init_world(int* argc, char*** argv) {
   // A plain `shoestring train` is a single process: initialising MPI as a singleton would start
   // Open MPI's runtime for nothing and fails in some containers.
   if (!launched_by_mpi()) return w;
+  // MULTIPLE so that code outside the process groups may still call MPI while the comm thread
+  // runs; the comm thread itself only needs SERIALIZED and falls back to progressing on the
+  // caller's thread below that (comm_thread.h).
   int provided = 0;
-  MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided);
+  MPI_Init_thread(argc, argv, MPI_THREAD_MULTIPLE, &provided);
   w.mpi = true;
   MPI_Comm_rank(MPI_COMM_WORLD, &w.rank);
   MPI_Comm_size(MPI_COMM_WORLD, &w.size);
@@ -39,7 +44,10 @@ World init_world(int* argc, char*** argv) {
 void finalize_world(const World& w) {
   int finalized = 0;
   MPI_Finalized(&finalized);
-  if (w.mpi && !finalized) MPI_Finalize();
+  if (w.mpi && !finalized) {
+    shutdown_comm_engine();
+    MPI_Finalize();
+  }
 }
 
 void abort_world(int code) {

@@ -14,14 +14,14 @@
 
 #include <filesystem>
 
-#include "tests/parallel/mpi_test_main.h"
+#include "tests/parallel/mpi_test_env.h"
 #include "trainer/config_loader.h"
 #include "trainer/train.h"
 
 using namespace shoestring;
 namespace fs = std::filesystem;
+using shoestring::testing::test_mpi_world;
 using shoestring::testing::test_world;
-using shoestring::testing::test_world_group;
 
 namespace {
 
@@ -29,13 +29,13 @@ namespace {
 fs::path run_dir(const std::string& name) {
   const std::string mine = (fs::temp_directory_path() / ("shoestring_dp_" + name + "_" + std::to_string(::getpid()))).string();
   at::Tensor len = at::full({1}, int64_t(mine.size()), at::kLong);
-  test_world_group()->broadcast(len, 0)->wait();
+  test_world()->broadcast(len, 0)->wait();
   at::Tensor bytes = at::zeros({len.item<int64_t>()}, at::kByte);
   std::copy(mine.begin(), mine.end(), bytes.data_ptr<uint8_t>());
-  test_world_group()->broadcast(bytes, 0)->wait();
+  test_world()->broadcast(bytes, 0)->wait();
   const fs::path d(std::string(reinterpret_cast<const char*>(bytes.data_ptr<uint8_t>()), size_t(bytes.numel())));
-  if (test_world().rank == 0) fs::remove_all(d);
-  test_world_group()->barrier()->wait();
+  if (test_mpi_world().rank == 0) fs::remove_all(d);
+  test_world()->barrier()->wait();
   return d;
 }
 
@@ -58,9 +58,9 @@ void expect_same_training(const std::string& precision, bool zero1, double loss_
   fs::remove_all(ref_cfg.log.run_dir);
   const TrainSummary ref = train(ref_cfg, parallel::World{}, keep);  // one process, 4 micro-batches
   const fs::path dir = run_dir(tag);
-  const TrainSummary dp = train(tiny_moe(precision, zero1, dir), test_world(), keep);
+  const TrainSummary dp = train(tiny_moe(precision, zero1, dir), test_mpi_world(), keep);
 
-  const int n = test_world().size;
+  const int n = test_mpi_world().size;
   EXPECT_EQ(dp.accum_steps, 4 / n);
   ASSERT_EQ(dp.losses.size(), ref.losses.size());
   for (size_t i = 0; i < ref.losses.size(); ++i)
@@ -77,16 +77,16 @@ void expect_same_training(const std::string& precision, bool zero1, double loss_
     return flat;
   }());
   at::Tensor all = at::empty({n * mine.numel()}, mine.options());
-  test_world_group()->all_gather(all, mine)->wait();
+  test_world()->all_gather(all, mine)->wait();
   for (int r = 1; r < n; ++r) EXPECT_TRUE(at::equal(all.narrow(0, 0, mine.numel()), all.narrow(0, r * mine.numel(), mine.numel())));
-  if (test_world().rank == 0) {
+  if (test_mpi_world().rank == 0) {
     std::printf("%s dp=%d: final loss %.17g vs one process %.17g; max |param diff| %.3g\n", tag.c_str(), n,
                 dp.losses.back(), ref.losses.back(), worst);
     EXPECT_TRUE(fs::exists(dir / "metrics.jsonl"));
   }
-  if (test_world().rank == 1) EXPECT_TRUE(fs::exists(dir / "rank-1.log"));
-  test_world_group()->barrier()->wait();
-  if (test_world().rank == 0) fs::remove_all(dir);
+  if (test_mpi_world().rank == 1) EXPECT_TRUE(fs::exists(dir / "rank-1.log"));
+  test_world()->barrier()->wait();
+  if (test_mpi_world().rank == 0) fs::remove_all(dir);
   fs::remove_all(ref_cfg.log.run_dir);
 }
 
@@ -99,18 +99,16 @@ TEST(DataParallel, Zero1ShardsTheOptimizerState) {
   const fs::path a = run_dir("mem_full"), b = run_dir("mem_zero1");
   Config full = tiny_moe("fp32", false, a), sharded = tiny_moe("fp32", true, b);
   full.train.steps = sharded.train.steps = 1;
-  const TrainSummary f = train(full, test_world()), z = train(sharded, test_world());
-  const int n = test_world().size;
+  const TrainSummary f = train(full, test_mpi_world()), z = train(sharded, test_mpi_world());
+  const int n = test_mpi_world().size;
   // Every moment element lives on exactly one rank, about 1/n of them on each (bucket shards are
   // equal up to the padding of each bucket to a multiple of n).
   at::Tensor total = at::full({1}, z.optimizer_state_bytes, at::kLong);
-  test_world_group()->all_reduce(total)->wait();
+  test_world()->all_reduce(total)->wait();
   EXPECT_EQ(total.item<int64_t>(), f.optimizer_state_bytes);
   EXPECT_LE(double(z.optimizer_state_bytes), 1.05 * double(f.optimizer_state_bytes) / n + 4096);
-  test_world_group()->barrier()->wait();
-  if (test_world().rank == 0) fs::remove_all(a), fs::remove_all(b);
+  test_world()->barrier()->wait();
+  if (test_mpi_world().rank == 0) fs::remove_all(a), fs::remove_all(b);
 }
 
 }  // namespace
-
-int main(int argc, char** argv) { return shoestring::testing::run_mpi_tests(argc, argv); }

@@ -7,10 +7,9 @@
 #include <thread>
 
 #include "parallel/grad_reducer.h"
-#include "tests/parallel/mpi_test_main.h"
+#include "tests/parallel/mpi_test_env.h"
 
 using namespace shoestring;
-using shoestring::testing::test_world_group;
 
 namespace {
 
@@ -58,7 +57,7 @@ struct Case {
 };
 
 void check_case(const Case& c) {
-  parallel::ProcessGroup& world = *test_world_group();
+  parallel::ProcessGroup& world = *test_world();
   const int me = world.rank(), n = world.size();
   // Params 3 and 5 form a second group (as routed experts would), reduced over a split of the world
   // that here contains everyone again -- a distinct communicator with its own bucket sequence.
@@ -70,7 +69,7 @@ void check_case(const Case& c) {
   o.zero1 = c.zero1;
   o.bucket_mb = c.bucket_mb;
   o.grad_scale = 1.0 / n;
-  parallel::GradReducer red(rp, {test_world_group(), experts}, o);
+  parallel::GradReducer red(rp, {test_world(), experts}, o);
   for (int m = 0; m < c.micro; ++m) {
     red.prepare_backward(m + 1 == c.micro);
     loss_of(ps, me, m).backward();
@@ -116,7 +115,7 @@ TEST(GradReducer, Zero1SmallBucketsAndAccumulation) { check_case({true, 2e-4, 2}
 // Early buckets are issued, and started by the backend, while backward is still running: a chain
 // of layers whose backward takes measurable time, one parameter per bucket.
 TEST(GradReducer, EarlyBucketsStartBeforeBackwardEnds) {
-  parallel::ProcessGroup& world = *test_world_group();
+  parallel::ProcessGroup& world = *test_world();
   at::manual_seed(3);
   const int layers = 6;
   std::vector<at::Tensor> ws;
@@ -127,7 +126,7 @@ TEST(GradReducer, EarlyBucketsStartBeforeBackwardEnds) {
   }
   parallel::ReducerOptions o;
   o.bucket_mb = 0.2;  // 256 KiB each: one layer per bucket
-  parallel::GradReducer red(rp, {test_world_group()}, o);
+  parallel::GradReducer red(rp, {test_world()}, o);
   ASSERT_EQ(red.num_buckets(), size_t(layers));
   at::Tensor x = at::randn({512, 256});
   for (const auto& w : ws) x = at::tanh(at::matmul(x, w));
@@ -149,5 +148,3 @@ TEST(GradReducer, EarlyBucketsStartBeforeBackwardEnds) {
 }
 
 }  // namespace
-
-int main(int argc, char** argv) { return shoestring::testing::run_mpi_tests(argc, argv); }

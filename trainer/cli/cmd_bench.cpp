@@ -13,6 +13,7 @@
 #include <stdexcept>
 
 #include "ops/fp8_bench.h"
+#include "parallel/comm_bench.h"
 #include "trainer/cli/commands.h"
 #include "trainer/cli/config_options.h"
 #include "trainer/config_loader.h"
@@ -91,10 +92,43 @@ int bench_fp8(const Args& args) {
   return 0;
 }
 
+int bench_comm(const Args& args, const parallel::World& world) {
+  po::options_description opts(
+      "mpirun -np N shoestring bench comm [--backend mpi|nccl] [--ops all_reduce,...] [--min-bytes 1K]\n"
+      "    [--max-bytes 64M] [--iters N] [--warmup N] [--rounds R] [--dtype float32]\n\n"
+      "Bus bandwidth of our process-group collectives and of the raw blocking MPI call, sizes x4 apart;\n"
+      "rank 0 prints one JSON line per (op, size)");
+  parallel::CommBenchOptions o;
+  std::string ops = "all_reduce,reduce_scatter,all_gather,broadcast,all_to_all", min_bytes = "1K", max_bytes = "64M";
+  opts.add_options()("help,h", "show this help")
+      ("backend", po::value(&o.backend)->default_value(o.backend), "mpi or nccl")
+      ("ops", po::value(&ops)->default_value(ops), "comma-separated collectives")
+      ("min-bytes", po::value(&min_bytes)->default_value(min_bytes), "smallest size (K, M, G suffixes)")
+      ("max-bytes", po::value(&max_bytes)->default_value(max_bytes), "largest size")
+      ("iters", po::value(&o.iters)->default_value(o.iters), "timed iterations per round")
+      ("warmup", po::value(&o.warmup)->default_value(o.warmup), "untimed iterations first")
+      ("rounds", po::value(&o.rounds)->default_value(o.rounds), "timed rounds (ours and raw alternate; best kept)")
+      ("dtype", po::value(&o.dtype)->default_value(o.dtype), "float32 float64 bfloat16 float16 int64 int32 uint8");
+  po::variables_map vm;
+  if (const auto rc = parse_command_line(opts, args, vm)) return *rc;
+  o.ops.clear();
+  std::stringstream list(ops);
+  for (std::string op; std::getline(list, op, ',');)
+    if (!op.empty()) o.ops.push_back(op);
+  o.min_bytes = parallel::parse_byte_size(min_bytes);
+  o.max_bytes = parallel::parse_byte_size(max_bytes);
+  std::string error;
+  if (const int rc = parallel::run_comm_bench(world, o, std::cout, error); rc != 0) {
+    std::cerr << "shoestring bench comm: " << error << "\n";
+    return rc;
+  }
+  return 0;
+}
+
 }  // namespace
 
 int cmd_bench(const Args& args, const parallel::World& world) {
-  const std::string usage = "usage: shoestring bench {train|fp8} [options]   (see shoestring bench train --help)\n";
+  const std::string usage = "usage: shoestring bench {train|fp8|comm} [options]   (see shoestring bench train --help)\n";
   if (args.empty() || args[0] == "--help" || args[0] == "-h") {
     (args.empty() ? std::cerr : std::cout) << usage;
     return args.empty() ? 2 : 0;
@@ -102,6 +136,7 @@ int cmd_bench(const Args& args, const parallel::World& world) {
   const Args rest(args.begin() + 1, args.end());
   if (args[0] == "train") return bench_train(rest, world);
   if (args[0] == "fp8") return bench_fp8(rest);
+  if (args[0] == "comm") return bench_comm(rest, world);
   std::cerr << "shoestring bench: unknown benchmark '" << args[0] << "'\n" << usage;
   return 2;
 }

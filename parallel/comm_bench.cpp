@@ -1,0 +1,195 @@
+#include "parallel/comm_bench.h"
+
+#include <ATen/ATen.h>
+#include <mpi.h>
+
+#include <algorithm>
+#include <cctype>
+#include <chrono>
+#include <cstdio>
+#include <functional>
+#include <iostream>
+#include <map>
+
+#include "parallel/comm_thread.h"
+#include "parallel/mpi_group.h"
+#include "parallel/mpi_types.h"
+#include "parallel/process_group.h"
+
+namespace shoestring::parallel {
+
+namespace {
+
+const std::map<std::string, at::ScalarType> kDtypes = {
+    {"float32", at::kFloat}, {"float64", at::kDouble}, {"bfloat16", at::kBFloat16}, {"float16", at::kHalf},
+    {"int64", at::kLong},    {"int32", at::kInt},      {"uint8", at::kByte}};
+
+// nccl-tests, doc/PERFORMANCE.md: the bus bandwidth factor of each collective.
+double bus_factor(const std::string& op, int n) {
+  if (op == "all_reduce") return 2.0 * (n - 1) / n;
+  if (op == "broadcast") return 1.0;
+  return double(n - 1) / n;
+}
+
+// The buffers of one (op, size): `bytes` is nccl-tests' size (all_reduce/broadcast: the tensor;
+// reduce_scatter: its input; all_gather: its output; all_to_all: each side).
+struct Buffers {
+  at::Tensor a, b;  // in/out as each op uses them
+  int64_t count = 0;  // elements per member block (reduce_scatter/all_gather/all_to_all) or total
+};
+
+Buffers make_buffers(const std::string& op, int64_t bytes, int n, at::ScalarType dt, const at::Device& dev) {
+  const int64_t esz = int64_t(c10::elementSize(dt));
+  const int64_t block = std::max<int64_t>(1, bytes / esz / n);
+  const auto o = at::TensorOptions().dtype(dt).device(dev);
+  Buffers b;
+  if (op == "all_reduce" || op == "broadcast") {
+    b.count = std::max<int64_t>(1, bytes / esz);
+    b.a = at::ones({b.count}, o);
+  } else {
+    b.count = block;
+    b.a = at::ones({block * n}, o);
+    b.b = at::zeros({op == "all_to_all" ? block * n : block}, o);
+  }
+  return b;
+}
+
+WorkPtr issue(ProcessGroup& g, const std::string& op, Buffers& b) {
+  if (op == "all_reduce") return g.all_reduce(b.a);
+  if (op == "broadcast") return g.broadcast(b.a, 0);
+  if (op == "reduce_scatter") return g.reduce_scatter(b.b, b.a);
+  if (op == "all_gather") return g.all_gather(b.a, b.b);
+  const std::vector<int64_t> counts(size_t(g.size()), b.count);
+  return g.all_to_all(b.b, b.a, counts, counts);
+}
+
+// The same collective as one blocking MPI call; runs on the comm thread.
+void raw_call(MPI_Comm c, const std::string& op, Buffers& b, at::ScalarType dt, int n) {
+  const MPI_Datatype t = mpi_datatype(dt);
+  const int cnt = int(b.count);
+  if (op == "all_reduce") MPI_Allreduce(MPI_IN_PLACE, b.a.data_ptr(), cnt, t, mpi_reduce_op(ReduceOp::Sum, dt), c);
+  else if (op == "broadcast") MPI_Bcast(b.a.data_ptr(), cnt, t, 0, c);
+  else if (op == "reduce_scatter")
+    MPI_Reduce_scatter_block(b.a.data_ptr(), b.b.data_ptr(), cnt, t, mpi_reduce_op(ReduceOp::Sum, dt), c);
+  else if (op == "all_gather") MPI_Allgather(b.b.data_ptr(), cnt, t, b.a.data_ptr(), cnt, t, c);
+  else {
+    // Alltoallv with equal counts: what our all_to_all calls, so both pick the same algorithm.
+    std::vector<int> counts(static_cast<size_t>(n), cnt), displs(static_cast<size_t>(n), 0);
+    for (int j = 0; j < n; ++j) displs[size_t(j)] = j * cnt;
+    MPI_Alltoallv(b.a.data_ptr(), counts.data(), displs.data(), t, b.b.data_ptr(), counts.data(), displs.data(), t, c);
+  }
+}
+
+double now() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
+
+// Mean seconds per iteration of ours, the slowest rank's.
+double time_ours(ProcessGroup& g, const std::string& op, Buffers& b, int iters, bool cuda) {
+  g.barrier()->wait();
+  const double t0 = now();
+  for (int i = 0; i < iters; ++i) issue(g, op, b)->wait();
+  // NCCL's wait() only orders the stream: reading one element back waits for the GPU.
+  if (cuda) (void)b.a.view(-1)[0].item<double>();
+  at::Tensor t = at::full({1}, (now() - t0) / iters, at::kDouble);
+  if (cuda) t = t.to(b.a.device());
+  g.all_reduce(t, ReduceOp::Max)->wait();
+  return t.cpu().item<double>();
+}
+
+double time_raw(MPI_Comm c, const std::string& op, Buffers& b, at::ScalarType dt, int n, int iters) {
+  double worst = 0;
+  CommEngine::instance().run([&] {
+    MPI_Barrier(c);
+    const double t0 = now();
+    for (int i = 0; i < iters; ++i) raw_call(c, op, b, dt, n);
+    const double mine = (now() - t0) / iters;
+    MPI_Allreduce(&mine, &worst, 1, MPI_DOUBLE, MPI_MAX, c);
+  });
+  return worst;
+}
+
+}  // namespace
+
+int64_t parse_byte_size(const std::string& s) {
+  size_t end = 0;
+  long long v = 0;
+  try {
+    v = std::stoll(s, &end);
+  } catch (const std::exception&) {
+    return -1;
+  }
+  const std::string unit = s.substr(end);
+  const int64_t mul = unit.empty() || unit == "B" ? 1
+                      : (unit == "K" || unit == "KiB") ? 1 << 10
+                      : (unit == "M" || unit == "MiB") ? 1 << 20
+                      : (unit == "G" || unit == "GiB") ? 1 << 30
+                                                       : -1;
+  return mul < 0 || v < 0 ? -1 : int64_t(v) * mul;
+}
+
+int run_comm_bench(const World& world, const CommBenchOptions& o, std::ostream& out, std::string& error) {
+  if (!kDtypes.count(o.dtype)) return error = "unknown dtype '" + o.dtype + "'", 2;
+  for (const auto& op : o.ops)
+    if (op != "all_reduce" && op != "reduce_scatter" && op != "all_gather" && op != "broadcast" && op != "all_to_all")
+      return error = "unknown op '" + op + "'", 2;
+  if (o.min_bytes <= 0 || o.max_bytes < o.min_bytes || o.iters <= 0 || o.warmup < 0 || o.rounds <= 0)
+    return error = "need 0 < min-bytes <= max-bytes, iters > 0, warmup >= 0", 2;
+  if (!world.mpi) return error = "run under mpirun (the world is a single process)", 2;
+  if (o.backend != "mpi" && o.backend != "nccl") return error = "unknown backend '" + o.backend + "'", 2;
+
+  const at::ScalarType dt = kDtypes.at(o.dtype);
+  const CommOptions copts{.timeout_s = 600};
+  const GroupPtr world_group = make_world_group(world, copts);
+  GroupPtr g = world_group;
+  at::Device dev = at::kCPU;
+  if (o.backend == "nccl") {
+#ifdef SHOESTRING_HAVE_NCCL
+    g = make_nccl_group(*world_group, world.local_rank, copts);
+    dev = at::Device(at::kCUDA, world.local_rank);
+#else
+    return error = "this build has no NCCL backend", 2;
+#endif
+  }
+  const bool cuda = dev.is_cuda();
+  const int n = g->size();
+  // The raw baseline gets its own communicator so it cannot match our messages.
+  MPI_Comm raw = MPI_COMM_NULL;
+  auto* mpi = dynamic_cast<MpiGroup*>(world_group.get());
+  CommEngine::instance().run([&] { MPI_Comm_dup(mpi->comm(), &raw); });
+  if (cuda && world.rank == 0) std::cerr << "bench comm: raw nccl baseline: not implemented (raw_* fields are null)\n";
+
+  for (const auto& op : o.ops)
+    for (int64_t bytes = o.min_bytes; bytes <= o.max_bytes; bytes *= 4) {
+      Buffers b = make_buffers(op, bytes, n, dt, dev);
+      for (int i = 0; i < o.warmup; ++i) issue(*g, op, b)->wait();
+      if (!cuda)
+        for (int i = 0; i < o.warmup; ++i) CommEngine::instance().run([&] { raw_call(raw, op, b, dt, n); });
+      double ours = 1e30, base = 1e30;
+      for (int r = 0; r < o.rounds; ++r) {
+        ours = std::min(ours, time_ours(*g, op, b, o.iters, cuda));
+        if (!cuda) base = std::min(base, time_raw(raw, op, b, dt, n, o.iters));
+      }
+      if (world.rank != 0) continue;
+      const int64_t real_bytes = int64_t(b.a.nbytes());  // the size rounded to whole elements per member
+      const double algbw = double(real_bytes) / ours / 1e9, busbw = algbw * bus_factor(op, n);
+      char line[512];
+      if (cuda) {
+        std::snprintf(line, sizeof line,
+                      "{\"op\":\"%s\",\"backend\":\"%s\",\"dtype\":\"%s\",\"bytes\":%lld,\"ranks\":%d,\"time_us\":%.2f,"
+                      "\"algbw_GBps\":%.4f,\"busbw_GBps\":%.4f,\"raw_time_us\":null,\"raw_busbw_GBps\":null,\"ratio\":null}",
+                      op.c_str(), o.backend.c_str(), o.dtype.c_str(), static_cast<long long>(real_bytes), n, ours * 1e6,
+                      algbw, busbw);
+      } else {
+        const double raw_busbw = double(real_bytes) / base / 1e9 * bus_factor(op, n);
+        std::snprintf(line, sizeof line,
+                      "{\"op\":\"%s\",\"backend\":\"%s\",\"dtype\":\"%s\",\"bytes\":%lld,\"ranks\":%d,\"time_us\":%.2f,"
+                      "\"algbw_GBps\":%.4f,\"busbw_GBps\":%.4f,\"raw_time_us\":%.2f,\"raw_busbw_GBps\":%.4f,\"ratio\":%.4f}",
+                      op.c_str(), o.backend.c_str(), o.dtype.c_str(), static_cast<long long>(real_bytes), n, ours * 1e6,
+                      algbw, busbw, base * 1e6, raw_busbw, busbw / raw_busbw);
+      }
+      out << line << std::endl;
+    }
+  CommEngine::instance().run([&] { MPI_Comm_free(&raw); });
+  return 0;
+}
+
+}  // namespace shoestring::parallel

@@ -1,0 +1,70 @@
+// What a job does when a rank misbehaves: run comm_fault_helper under mpirun and check how the
+// job ended and what it printed.
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+
+#include <array>
+#include <chrono>
+#include <cstdio>
+#include <string>
+
+namespace {
+
+struct JobResult {
+  int code = -1;  // mpirun's exit status
+  std::string output;
+  double seconds = 0;
+};
+
+JobResult run_job(const std::string& mode) {
+  const std::string cmd = "OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_NUM_THREADS=1 "
+                          "timeout 120 " SHOESTRING_MPIEXEC " --oversubscribe -np 3 " SHOESTRING_FAULT_HELPER " " +
+                          mode + " 2>&1";
+  const auto t0 = std::chrono::steady_clock::now();
+  JobResult r;
+  FILE* p = popen(cmd.c_str(), "r");
+  if (!p) return r;
+  std::array<char, 4096> buf{};
+  while (fgets(buf.data(), int(buf.size()), p)) r.output += buf.data();
+  const int status = pclose(p);
+  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return r;
+}
+
+size_t count(const std::string& s, const std::string& what) {
+  size_t n = 0;
+  for (size_t at = s.find(what); at != std::string::npos; at = s.find(what, at + 1)) ++n;
+  return n;
+}
+
+TEST(CommFaults, HungRankIsNamedAndTheJobExitsWithTheTimeoutCode) {
+  const JobResult r = run_job("hang");
+  EXPECT_EQ(r.code, 3) << r.output;
+  EXPECT_LT(r.seconds, 60) << r.output;
+  EXPECT_NE(r.output.find("comm timeout: all_reduce #3 on group world (world ranks 0-2) did not finish in 2 s; "
+                          "waiting in it: ranks 0,2; not in communication: rank 1 (hung or busy outside communication)"),
+            std::string::npos)
+      << r.output;
+  EXPECT_EQ(count(r.output, "comm timeout"), 1u) << r.output;  // the lowest waiting rank reports
+  EXPECT_EQ(r.output.find("finished"), std::string::npos) << r.output;
+}
+
+TEST(CommFaults, MismatchedCollectiveIsReported) {
+  const JobResult r = run_job("mismatch");
+  EXPECT_EQ(r.code, 3) << r.output;
+  EXPECT_NE(r.output.find("in another operation (mismatched collectives?): rank 1 in all_reduce #1 on group other"),
+            std::string::npos)
+      << r.output;
+}
+
+// Open MPI's mpirun ends the job when a rank exits without MPI_Finalize, long before the 60 s
+// timeout the helper uses in this mode.
+TEST(CommFaults, ExitedRankEndsTheJob) {
+  const JobResult r = run_job("exit");
+  EXPECT_NE(r.code, 0) << r.output;
+  EXPECT_LT(r.seconds, 45) << r.output;
+  EXPECT_EQ(r.output.find("finished"), std::string::npos) << r.output;
+}
+
+}  // namespace
