@@ -115,7 +115,7 @@ std::vector<FieldSpec> build() {
   // log
   s.push_back(field("log.run_dir", &C::log, &LogConfig::run_dir, "Run directory for config.yaml, metrics.jsonl and train.log; empty = runs/<config name>-<UTC time>."));
   s.push_back(field("log.every", &C::log, &LogConfig::every, "Steps between plain log lines when output is not a terminal.", R::Positive));
-  s.push_back(field("log.progress", &C::log, &LogConfig::progress, "Progress bar: auto (only on a terminal), on, off.", R::Any, {"auto", "on", "off"}));
+  s.push_back(field("log.progress", &C::log, &LogConfig::progress, "Progress bar: auto (only on a terminal, and not under mpirun/srun), on, off.", R::Any, {"auto", "on", "off"}));
   return s;
 }
 

@@ -184,7 +184,7 @@ std::string parallel_line(const Config& cfg, const parallel::Mesh& mesh, int64_t
                           const std::string& backend) {
   char buf[320];
   std::snprintf(buf, sizeof buf,
-                "  parallel dp %d x pp %d (ep %d), %s gradients in %.0f MiB buckets, zero1 %s, %lld micro-batches "
+                "  parallel dp %d x pp %d (ep %d), %s gradients in %g MiB buckets, zero1 %s, %lld micro-batches "
                 "per rank per step, optimizer state %.1f MiB on this rank",
                 mesh.shape.dp, mesh.shape.pp, mesh.shape.ep, backend.c_str(), cfg.parallel.bucket_mb,
                 cfg.parallel.zero1 ? "on" : "off", static_cast<long long>(accum), double(state_bytes) / (1 << 20));
@@ -271,7 +271,9 @@ TrainSummary train(const Config& cfg, const parallel::World& world, const TrainO
   summary.run_dir = run_dir;
   std::unique_ptr<MetricsWriter> metrics;
   if (rank0) metrics = std::make_unique<MetricsWriter>((fs::path(run_dir) / "metrics.jsonl").string());
-  const bool bar = cfg.log.progress == "on" || (cfg.log.progress == "auto" && isatty(STDOUT_FILENO));
+  // mpirun gives ranks a pseudo-terminal even when its own output goes to a file: under a
+  // launcher `auto` means plain lines.
+  const bool bar = cfg.log.progress == "on" || (cfg.log.progress == "auto" && isatty(STDOUT_FILENO) && world.size == 1);
   const std::string log_name = rank0 ? "train.log" : "rank-" + std::to_string(world.rank) + ".log";
   Progress progress(cfg.train.steps, cfg.log.every, bar, (fs::path(run_dir) / log_name).string(), rank0);
   progress.message(banner(cfg, accum, net->parameter_count(), net->activated_parameter_count(), device, threads, world,

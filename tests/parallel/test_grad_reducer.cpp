@@ -2,6 +2,7 @@
 // from every rank's (deterministic) inputs, with and without ZeRO-1, with gradient accumulation,
 // unused parameters and two groups; and the overlap of bucket reductions with backward.
 #include <ATen/ATen.h>
+#include <torch/csrc/autograd/grad_mode.h>
 #include <gtest/gtest.h>
 
 #include <thread>
@@ -10,6 +11,7 @@
 #include "tests/parallel/mpi_test_env.h"
 
 using namespace shoestring;
+using shoestring::testing::test_world;
 
 namespace {
 

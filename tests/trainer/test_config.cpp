@@ -5,6 +5,7 @@
 #include <fstream>
 
 #include "trainer/config_loader.h"
+#include "trainer/distributed.h"
 #include "trainer/config_schema.h"
 
 using shoestring::Config;
@@ -54,7 +55,7 @@ TEST(Config, ExactMessages) {
             "x.yaml:4: optim.lr: expected a positive number, got \"abc\"");
   EXPECT_EQ(error_of("model:\n  d_modle: 64\n"), "x.yaml:2: model.d_modle: unknown key; did you mean model.d_model?");
   EXPECT_EQ(error_of("modle:\n  d_model: 64\n"), "x.yaml:1: modle: unknown section; did you mean model?");
-  EXPECT_EQ(error_of("train:\n  precision: fp16\n"), "x.yaml:2: train.precision: expected one of fp32, bf16, fp8, got \"fp16\"");
+  EXPECT_EQ(error_of("train:\n  precision: fp16\n"), "x.yaml:2: train.precision: expected one of fp32, bf16, fp8, fp64, got \"fp16\"");
   EXPECT_EQ(error_of("model:\n  n_heads: 3\n"), "x.yaml:2: model.n_heads: must divide model.d_model (128), got 3");
 }
 
@@ -82,6 +83,39 @@ TEST(Config, CrossFieldRules) {
   EXPECT_NE(error_of("model:\n  vocab_size: 8\ndata:\n  synthetic_branching: 9\n").find("data.synthetic_branching"), std::string::npos);
   // A cross-field error points at the line that set the offending key.
   EXPECT_EQ(error_of("train:\n  steps: 5\nmodel:\n  n_kv_heads: 3\n").rfind("x.yaml:4:", 0), 0u);
+}
+
+TEST(Config, BatchAndLayoutRules) {
+  EXPECT_NE(error_of("train:\n  global_batch: 16\n  grad_accum: 2\n").find("set either train.global_batch or train.grad_accum"), std::string::npos);
+  EXPECT_NE(error_of("train:\n  micro_batch_size: 3\n  global_batch: 16\n").find("train.global_batch: must be a multiple of train.micro_batch_size (3)"), std::string::npos);
+  EXPECT_NE(error_of("train:\n  micro_batch_size: 2\n  global_batch: 16\nparallel:\n  dp: 3\n").find("multiple of train.micro_batch_size x parallel.dp (6)"), std::string::npos);
+  EXPECT_NE(error_of("parallel:\n  dp: 4\n  ep: 3\n").find("parallel.ep: must divide parallel.dp (4)"), std::string::npos);
+  EXPECT_NE(error_of("parallel:\n  pp: 2\n").find("pipeline parallelism is not implemented yet"), std::string::npos);
+  EXPECT_NE(error_of("parallel:\n  dp: 4\n  ep: 2\n").find("expert parallelism is not implemented yet"), std::string::npos);
+  EXPECT_EQ(error_of("train:\n  micro_batch_size: 2\n  global_batch: 16\nparallel:\n  dp: 4\n  zero1: true\n"), "");
+}
+
+TEST(Config, MeshAndAccumulationFromTheRanksStarted) {
+  Config c = load_config_text("train:\n  micro_batch_size: 2\n  global_batch: 16\n", "x.yaml", {});
+  EXPECT_EQ(mesh_shape(c, 4).dp, 4);  // dp 0 = every rank
+  EXPECT_EQ(accumulation_steps(c.train, 4), 2);
+  EXPECT_EQ(accumulation_steps(c.train, 1), 8);
+  try {
+    accumulation_steps(c.train, 3);
+    ADD_FAILURE() << "16 sequences do not split over 3 ranks of 2";
+  } catch (const ConfigError& e) {
+    EXPECT_NE(std::string(e.what()).find("train.global_batch=16 must be a multiple of"), std::string::npos);
+  }
+  c.parallel.dp = 3;
+  try {
+    mesh_shape(c, 2);
+    ADD_FAILURE() << "dp 3 on 2 ranks";
+  } catch (const ConfigError& e) {
+    EXPECT_EQ(std::string(e.what()), "parallel.dp=3 x parallel.pp=1 needs 3 ranks, mpirun started 2");
+  }
+  Config plain;  // no global batch: grad_accum per rank
+  plain.train.grad_accum = 3;
+  EXPECT_EQ(accumulation_steps(plain.train, 8), 3);
 }
 
 TEST(Config, SetOverridesAreTypeChecked) {
