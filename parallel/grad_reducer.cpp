@@ -68,8 +68,7 @@ GradReducer::GradReducer(std::vector<ReducedParam> params, std::vector<GroupPtr>
     b.flat = at::zeros({padded}, b.flat.options());
     if (!opts_.zero1) continue;
     const int64_t shard = padded / n, lo = groups_[size_t(b.group)]->rank() * shard, hi = lo + shard;
-    b.shard = at::zeros({shard}, b.flat.options());
-    b.pflat = at::zeros({padded}, b.flat.options());
+    b.shard = b.flat.narrow(0, lo, shard);  // reduced in place: no second copy of the gradients
     for (size_t s = 0; s < b.params.size(); ++s) {
       const at::Tensor& p = params_[b.params[s]].param;
       const int64_t a = std::max(lo, b.offsets[s]), e = std::min(hi, b.offsets[s] + p.numel());
@@ -87,6 +86,7 @@ GradReducer::GradReducer(std::vector<ReducedParam> params, std::vector<GroupPtr>
 
   ready_.assign(params_.size(), 0);
   trace_.resize(buckets_.size());
+  zero_grad();
   for (size_t k = 0; k < params_.size(); ++k) {
     auto acc = torch::autograd::impl::grad_accumulator(params_[k].param);
     const uintptr_t key = acc->add_post_hook(std::make_unique<Hook>(this, k));
@@ -96,6 +96,17 @@ GradReducer::GradReducer(std::vector<ReducedParam> params, std::vector<GroupPtr>
 
 GradReducer::~GradReducer() {
   for (auto& [acc, key] : hooks_) acc->del_post_hook(key);
+}
+
+at::Tensor GradReducer::grad_view(size_t k) const {
+  const auto [b, s] = where_[k];
+  const at::Tensor& p = params_[k].param;
+  return buckets_[b].flat.narrow(0, buckets_[b].offsets[s], p.numel()).view(p.sizes());
+}
+
+void GradReducer::zero_grad() {
+  for (Bucket& b : buckets_) b.flat.zero_();
+  for (size_t k = 0; k < params_.size(); ++k) params_[k].param.mutable_grad() = grad_view(k);
 }
 
 void GradReducer::prepare_backward(bool last) {
@@ -112,11 +123,16 @@ void GradReducer::prepare_backward(bool last) {
   next_issue_ = 0;
 }
 
-void GradReducer::fill(Bucket& b, size_t slot) {
+// AccumulateGrad adds into the view .grad already is; only a caller that replaced .grad (or set
+// it to undefined) leaves the gradient elsewhere, and then it is copied in.
+void GradReducer::adopt_grad(Bucket& b, size_t slot) {
   const at::Tensor& p = params_[b.params[slot]].param;
   at::Tensor dst = b.flat.narrow(0, b.offsets[slot], p.numel());
-  if (p.grad().defined()) dst.copy_(p.grad().reshape({-1})).mul_(opts_.grad_scale);
-  else dst.zero_();  // unused in every micro-batch of the step
+  const at::Tensor& g = p.grad();
+  if (g.defined() && g.data_ptr() == dst.data_ptr()) return;
+  if (g.defined()) dst.copy_(g.reshape({-1}));
+  else dst.zero_();
+  p.mutable_grad() = dst.view(p.sizes());
 }
 
 void GradReducer::on_grad_ready(size_t k) {
@@ -126,7 +142,7 @@ void GradReducer::on_grad_ready(size_t k) {
   const auto [bi, slot] = where_[k];
   Bucket& b = buckets_[bi];
   at::NoGradGuard no_grad;
-  fill(b, slot);
+  adopt_grad(b, slot);
   last_hook_at_ = steady_seconds();
   if (--b.pending == 0) {
     trace_[bi].ready_at = last_hook_at_;
@@ -142,6 +158,7 @@ void GradReducer::issue(size_t bi) {
   Bucket& b = buckets_[bi];
   ProcessGroup& g = *groups_[size_t(b.group)];
   trace_[bi].bytes = b.flat.numel() * int64_t(b.flat.element_size());
+  if (opts_.grad_scale != 1.0) b.flat.mul_(opts_.grad_scale);
   b.work = opts_.zero1 ? g.reduce_scatter(b.shard, b.flat) : g.all_reduce(b.flat);
   b.issued = true;
 }
@@ -156,7 +173,7 @@ void GradReducer::finish() {
       for (size_t s = 0; s < b.params.size(); ++s)
         if (!ready_[b.params[s]]) {
           ready_[b.params[s]] = 1;
-          fill(b, s);
+          adopt_grad(b, s);
         }
       b.pending = 0;
       if (trace_[bi].ready_at == 0) trace_[bi].ready_at = steady_seconds();
@@ -169,11 +186,6 @@ void GradReducer::finish() {
     trace_[bi].issued_at = buckets_[bi].work->issued_at();
     trace_[bi].started_at = buckets_[bi].work->started_at();
     trace_[bi].done_at = steady_seconds();
-  }
-  if (opts_.zero1) return;
-  for (const OwnedSlice& o : owned_) {
-    at::Tensor p = params_[o.param].param;
-    p.mutable_grad() = o.grad.view(p.sizes());
   }
 }
 
@@ -202,20 +214,20 @@ void GradReducer::all_gather_params() {
   for (size_t bi = 0; bi < buckets_.size(); ++bi) {
     Bucket& b = buckets_[bi];
     ProcessGroup& g = *groups_[size_t(b.group)];
-    const int64_t shard = b.pflat.numel() / g.size();
-    at::Tensor mine = b.pflat.narrow(0, g.rank() * shard, shard);
+    const int64_t shard = b.flat.numel() / g.size();
+    at::Tensor mine = b.flat.narrow(0, g.rank() * shard, shard);
     // The owned slices of this bucket are exactly the used part of this rank's block.
     for (const OwnedSlice& o : owned_)
       if (where_[o.param].first == bi)
-        b.pflat.narrow(0, b.offsets[where_[o.param].second] + o.offset, o.value.numel()).copy_(o.value);
-    works.push_back(g.all_gather(b.pflat, mine));
+        b.flat.narrow(0, b.offsets[where_[o.param].second] + o.offset, o.value.numel()).copy_(o.value);
+    works.push_back(g.all_gather(b.flat, mine));
   }
   for (size_t bi = 0; bi < buckets_.size(); ++bi) {
     works[bi]->wait();
     const Bucket& b = buckets_[bi];
     for (size_t s = 0; s < b.params.size(); ++s) {
       at::Tensor p = params_[b.params[s]].param;
-      p.view({-1}).copy_(b.pflat.narrow(0, b.offsets[s], p.numel()));
+      p.view({-1}).copy_(b.flat.narrow(0, b.offsets[s], p.numel()));
     }
   }
 }

@@ -1,15 +1,17 @@
 #pragma once
 // Data-parallel gradient reduction (DDP / ZeRO-1): parameters are packed, in reverse
 // registration order (roughly the order backward produces their gradients), into buckets of
-// about `bucket_mb`. An autograd post-hook on each parameter's gradient accumulator marks it
-// ready; when every parameter of a bucket is ready the bucket is copied into a flat buffer and
-// its all-reduce (or, with ZeRO-1, reduce-scatter) is issued at once, so communication overlaps
-// the rest of the backward pass. Buckets are issued in a fixed order (the same on every rank),
-// as collectives must be.
+// about `bucket_mb`. Each parameter's .grad is a view of its bucket's flat buffer, so backward
+// accumulates straight into the buffer and no gradient exists twice. An autograd post-hook on
+// each gradient accumulator marks its parameter ready; when a whole bucket is ready its
+// all-reduce (or, with ZeRO-1, reduce-scatter) is issued at once, so communication overlaps the
+// rest of the backward pass. Buckets are issued in a fixed order (the same on every rank), as
+// collectives must be.
 //
 // With ZeRO-1 each bucket is split into group-size equal shards; this rank receives only the
 // reduced gradient of its shard, updates the parameter elements inside it (owned()), and
-// all_gather_params() brings every rank the whole updated parameters.
+// all_gather_params() brings every rank the whole updated parameters, gathering through the
+// gradient buffer (whose contents are spent by then).
 #include <ATen/core/Tensor.h>
 
 #include <memory>
@@ -61,12 +63,16 @@ class GradReducer {
   GradReducer(const GradReducer&) = delete;
   GradReducer& operator=(const GradReducer&) = delete;
 
+  // Call at the start of each step: zeroes the gradient buffers and (re)points every
+  // parameter's .grad at its slice of them.
+  void zero_grad();
   // Call before each micro-batch's backward; only the last micro-batch of a step communicates
   // (gradient accumulation adds the earlier ones locally first).
   void prepare_backward(bool last);
   // After the last backward: reduces what the hooks did not (parameters unused in the last
   // micro-batch; never-used ones count as zero), waits for everything and publishes the reduced
-  // gradients: in owned() always, and in param.grad() too without ZeRO-1.
+  // gradients: in owned() always, and in param.grad() too without ZeRO-1 (with ZeRO-1 the rest
+  // of param.grad() is this rank's unreduced sum, and after all_gather_params() it is spent).
   void finish();
 
   const std::vector<OwnedSlice>& owned() const { return owned_; }
@@ -90,15 +96,15 @@ class GradReducer {
     std::vector<size_t> params;  // indices into params_
     std::vector<int64_t> offsets;  // each param's first element in `flat`
     at::Tensor flat;   // gradients (padded to a multiple of the group size with ZeRO-1)
-    at::Tensor shard;  // ZeRO-1: this rank's reduced block of `flat`
-    at::Tensor pflat;  // ZeRO-1: parameter gather buffer, same layout as `flat`
+    at::Tensor shard;  // ZeRO-1: this rank's block of `flat`, where its reduced gradient lands
     int pending = 0;
     bool issued = false;
     WorkPtr work;
   };
   class Hook;
   void on_grad_ready(size_t param);
-  void fill(Bucket& b, size_t slot);
+  void adopt_grad(Bucket& b, size_t slot);
+  at::Tensor grad_view(size_t param) const;
   void issue_ready_buckets();
   void issue(size_t bucket);
 

@@ -142,6 +142,18 @@ WorkPtr MpiGroup::reduce_scatter(const at::Tensor& out, const at::Tensor& in, Re
   const int cnt = checked_count("reduce_scatter", name(), out.numel());
   const MPI_Datatype dt = mpi_datatype(in.scalar_type());
   const MPI_Op mop = mpi_reduce_op(op, in.scalar_type());
+  // In place (out is block rank() of in): MPI_IN_PLACE leaves the result in block 0, from where
+  // a second phase moves it to block rank() (distinct blocks, so the copy does not overlap).
+  const bool in_place = out.numel() > 0 && bytes(out) == bytes(in) + int64_t(rank()) * out.numel() * out.element_size();
+  if (in_place)
+    return submit("reduce_scatter", true,
+                  {[in, cnt, dt, mop, c = comm_](std::vector<MPI_Request>& reqs) {
+                     reqs.emplace_back();
+                     MPI_Ireduce_scatter_block(MPI_IN_PLACE, in.data_ptr(), cnt, dt, mop, c, &reqs.back());
+                   },
+                   [out, in](std::vector<MPI_Request>&) {
+                     if (out.data_ptr() != in.data_ptr()) out.copy_(in.narrow(0, 0, out.numel()));
+                   }});
   return submit("reduce_scatter", true, {[out, in, cnt, dt, mop, c = comm_](std::vector<MPI_Request>& reqs) {
                   reqs.emplace_back();
                   MPI_Ireduce_scatter_block(in.data_ptr(), out.data_ptr(), cnt, dt, mop, c, &reqs.back());

@@ -60,7 +60,7 @@ class ProcessGroup {
   // In place: t becomes the reduction of every member's t.
   virtual WorkPtr all_reduce(const at::Tensor& t, ReduceOp op = ReduceOp::Sum) = 0;
   // in holds size() equal blocks; out (numel = in.numel() / size()) gets the reduction of block
-  // rank() over all members.
+  // rank() over all members. `out` may be block rank() of `in` itself (in place).
   virtual WorkPtr reduce_scatter(const at::Tensor& out, const at::Tensor& in, ReduceOp op = ReduceOp::Sum) = 0;
   // out (numel = size() * in.numel()) gets every member's in, in rank order. `in` may be block
   // rank() of `out` itself (in place).

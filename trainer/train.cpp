@@ -2,6 +2,7 @@
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -287,7 +288,7 @@ TrainSummary train(const Config& cfg, const parallel::World& world, const TrainO
   const auto start = Clock::now();
   for (int64_t step = 0; step < cfg.train.steps; ++step) {
     const auto t0 = Clock::now();
-    for (auto& p : net->parameters()) p.mutable_grad() = at::Tensor();
+    reducer.zero_grad();
     const model::LossWeights weights{mtp_lambda_at(cfg.train, step + 1), cfg.train.balance_alpha};
     StepRecord r;
     std::vector<at::Tensor> load;  // per MoE layer, summed over the step's micro-batches
@@ -357,9 +358,13 @@ TrainSummary train(const Config& cfg, const parallel::World& world, const TrainO
     summary.step_seconds.push_back(std::chrono::duration<double>(t1 - t0).count());
   }
   progress.finish();
-  char done[160];
-  std::snprintf(done, sizeof done, "done: %lld steps, loss %.4f -> %.4f", static_cast<long long>(summary.steps),
-                summary.first_loss, summary.final_loss);
+  rusage usage{};
+  getrusage(RUSAGE_SELF, &usage);
+  summary.peak_rss_bytes = int64_t(usage.ru_maxrss) * 1024;  // Linux reports KiB
+  char done[200];
+  std::snprintf(done, sizeof done, "done: %lld steps, loss %.4f -> %.4f, peak memory %.0f MiB on this rank",
+                static_cast<long long>(summary.steps), summary.first_loss, summary.final_loss,
+                double(summary.peak_rss_bytes) / (1 << 20));
   progress.message(done);
   summary.trace = reducer.trace();
   if (options.keep_parameters)

@@ -22,6 +22,7 @@ struct TrainSummary {
   int64_t tokens_per_step = 0;        // over all ranks
   int64_t accum_steps = 0;            // micro-batches per rank per step
   int64_t optimizer_state_bytes = 0;  // AdamW moments held by this rank
+  int64_t peak_rss_bytes = 0;         // this process's peak resident memory
   int threads = 0;
   std::vector<parallel::BucketTrace> trace;  // gradient buckets of the last step
   std::vector<std::pair<std::string, at::Tensor>> parameters;  // with TrainOptions::keep_parameters

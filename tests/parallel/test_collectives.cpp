@@ -89,6 +89,10 @@ TEST(Collectives, ReduceScatter) {
         g->reduce_scatter(out, in, op)->wait();
         const at::Tensor want = reference(n, g->size(), dt, op).narrow(0, g->rank() * block, block);
         EXPECT_TRUE(same(out, want)) << label(dt, block);
+        at::Tensor buf = input(n, g->rank(), dt);  // in place: out is block rank() of in
+        at::Tensor mine = buf.narrow(0, g->rank() * block, block);
+        g->reduce_scatter(mine, buf, op)->wait();
+        EXPECT_TRUE(same(mine, want)) << "in place " << label(dt, block);
       }
 }
 
