@@ -43,5 +43,12 @@ run tinymoe-cpu train --config configs/tiny-moe.yaml --set train.device=cpu --se
 echo "== bench train small-moe ($DEVICE, bf16 as configured)"
 timeout 240 "$BIN" bench train --config configs/small-moe.yaml --set train.device=$DEVICE ${SMALL_SETS:-} \
   --steps ${BENCH_STEPS:-10} --warmup 3 --json "$OUT/bench_small_moe.json" || { echo "FAIL: bench small-moe"; FAILED=$((FAILED + 1)); }
+if [[ -x $CARRY/test_nccl_gpu ]]; then
+  echo "== NCCL backend on one GPU (tests/parallel/test_nccl_gpu.cpp)"
+  timeout 180 "$CARRY/test_nccl_gpu" || { echo "FAIL: test_nccl_gpu"; FAILED=$((FAILED + 1)); }
+  echo "== bench comm, NCCL, 1 rank"
+  timeout 120 "$BIN" bench comm --backend nccl --min-bytes 1M --max-bytes 256M ||
+    { echo "FAIL: bench comm nccl"; FAILED=$((FAILED + 1)); }
+fi
 echo "== summary: $FAILED failed"
 exit $FAILED
