@@ -46,9 +46,6 @@ timeout 240 "$BIN" bench train --config configs/small-moe.yaml --set train.devic
 if [[ -x $CARRY/test_nccl_gpu ]]; then
   echo "== NCCL backend on one GPU (tests/parallel/test_nccl_gpu.cpp)"
   timeout 180 "$CARRY/test_nccl_gpu" || { echo "FAIL: test_nccl_gpu"; FAILED=$((FAILED + 1)); }
-  echo "== bench comm, NCCL, 1 rank"
-  timeout 120 "$BIN" bench comm --backend nccl --min-bytes 1M --max-bytes 256M ||
-    { echo "FAIL: bench comm nccl"; FAILED=$((FAILED + 1)); }
 fi
 echo "== summary: $FAILED failed"
 exit $FAILED
