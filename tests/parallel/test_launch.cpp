@@ -6,6 +6,7 @@
 
 #include <chrono>
 #include <filesystem>
+#include <fstream>
 
 #include "tests/run_cli.h"
 
@@ -60,6 +61,22 @@ TEST(Launch, LayoutThatDoesNotFitTheRanksIsAConfigError) {
   EXPECT_FALSE(fs::exists(dir));
 }
 
+TEST(Launch, ARuntimeErrorIsPrefixedWithItsRankAndEndsTheJob) {
+  const fs::path dir = fresh_dir("taken");
+  fs::create_directories(dir);
+  std::ofstream(dir / "metrics.jsonl") << "{}\n";  // an earlier run: rank 0 refuses to overwrite it
+  double s = 0;
+  const CliResult r = mpirun(2, "", "train" + tiny_args(dir, 2), &s);
+  EXPECT_NE(r.code, 0) << r.output;
+  EXPECT_LT(s, 60) << r.output;
+  EXPECT_NE(r.output.find("[rank 0] error: " + dir.string() + ": already holds a run"), std::string::npos) << r.output;
+  std::ifstream kept(dir / "metrics.jsonl");
+  std::string line;
+  std::getline(kept, line);
+  EXPECT_EQ(line, "{}");  // the earlier run's data is untouched
+  fs::remove_all(dir);
+}
+
 TEST(Launch, ARankThatExitsEndsTheJob) {
   const fs::path dir = fresh_dir("exit");
   double s = 0;
@@ -99,6 +116,32 @@ TEST(Launch, LaunchTrainStartsRanksWithMpirun) {
   EXPECT_NE(r.output.find("mpirun"), std::string::npos) << r.output;  // the command it ran is echoed
   EXPECT_NE(r.output.find("parallel dp 2"), std::string::npos) << r.output;
   fs::remove_all(dir);
+}
+
+TEST(Launch, LaunchTrainUsesAHostfile) {
+  std::error_code ec;
+  if (!fs::equivalent(SHOESTRING_BINARY_DIR, fs::path(SHOESTRING_SOURCE_DIR) / "build", ec))
+    GTEST_SKIP() << "launch/train uses " SHOESTRING_SOURCE_DIR "/build, this test was built in " SHOESTRING_BINARY_DIR;
+  const fs::path dir = fresh_dir("hostfile");
+  const fs::path hosts = fresh_dir("hosts");
+  std::ofstream(hosts) << "localhost slots=2\n";
+  const CliResult r = shoestring::testing::run_command(
+      std::string(kMpirun) + "SHOESTRING_NO_SETUP=1 launch/train configs/tiny-moe.yaml --np 2 --hostfile " +
+      hosts.string() + tiny_args(dir, 2).substr(std::string(" --config configs/tiny-moe.yaml").size()));
+  ASSERT_EQ(r.code, 0) << r.output;
+  EXPECT_NE(r.output.find("--hostfile " + hosts.string()), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("parallel dp 2"), std::string::npos) << r.output;
+  fs::remove_all(dir);
+  fs::remove(hosts);
+}
+
+TEST(Launch, LaunchTrainRefusesBadLauncherOptions) {
+  const CliResult np = shoestring::testing::run_command("SHOESTRING_NO_SETUP=1 launch/train configs/tiny.yaml --np two");
+  EXPECT_EQ(np.code, 2) << np.output;
+  EXPECT_NE(np.output.find("--np needs a positive whole number, not 'two'"), std::string::npos) << np.output;
+  const CliResult hf = shoestring::testing::run_command("SHOESTRING_NO_SETUP=1 launch/train configs/tiny.yaml --hostfile /nonexistent/hosts");
+  EXPECT_EQ(hf.code, 2) << hf.output;
+  EXPECT_NE(hf.output.find("--hostfile: cannot read '/nonexistent/hosts'"), std::string::npos) << hf.output;
 }
 
 }  // namespace
