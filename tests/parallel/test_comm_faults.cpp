@@ -1,35 +1,19 @@
 // What a job does when a rank misbehaves: run comm_fault_helper under mpirun and check how the
 // job ended and what it printed.
 #include <gtest/gtest.h>
-#include <sys/wait.h>
 
-#include <array>
-#include <chrono>
-#include <cstdio>
 #include <string>
+
+#include "tests/run_cli.h"
 
 namespace {
 
-struct JobResult {
-  int code = -1;  // mpirun's exit status
-  std::string output;
-  double seconds = 0;
-};
+using JobResult = shoestring::testing::CliResult;
 
 JobResult run_job(const std::string& mode) {
-  const std::string cmd = "OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_NUM_THREADS=1 "
-                          "timeout 120 " SHOESTRING_MPIEXEC " --oversubscribe -np 3 " SHOESTRING_FAULT_HELPER " " +
-                          mode + " 2>&1";
-  const auto t0 = std::chrono::steady_clock::now();
-  JobResult r;
-  FILE* p = popen(cmd.c_str(), "r");
-  if (!p) return r;
-  std::array<char, 4096> buf{};
-  while (fgets(buf.data(), int(buf.size()), p)) r.output += buf.data();
-  const int status = pclose(p);
-  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  return r;
+  return shoestring::testing::run_command(
+      "OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_NUM_THREADS=1 timeout 120 " SHOESTRING_MPIEXEC
+      " --oversubscribe -np 3 " SHOESTRING_FAULT_HELPER " " + mode);
 }
 
 size_t count(const std::string& s, const std::string& what) {

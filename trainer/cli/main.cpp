@@ -2,9 +2,12 @@
 // stderr and an exit code (2: usage or config, 1: runtime). No stack traces reach the user.
 #include <c10/util/Exception.h>
 
+#include <chrono>
+#include <cstdio>
 #include <cstring>
 #include <iostream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "data/data_error.h"
@@ -71,11 +74,16 @@ int main(int argc, char** argv) {
     error = std::string("error: ") + e.what();
   }
   if (!error.empty()) {
-    if (world.size == 1) std::cerr << error << "\n";
-    else if (!uniform || world.rank == 0) std::cerr << "[rank " << world.rank << "] " << error << "\n";
-    std::cerr << std::flush;
+    // One write per line, so that lines of ranks sharing mpirun's stderr never interleave.
+    const std::string line = (world.size == 1 ? "" : "[rank " + std::to_string(world.rank) + "] ") + error + "\n";
+    if (world.size == 1 || !uniform || world.rank == 0) std::fwrite(line.data(), 1, line.size(), stderr);
+    std::fflush(stderr);
     // A rank that fails alone would leave the others waiting in a collective: take the job down.
-    if (world.size > 1 && !uniform) shoestring::parallel::abort_world(rc);
+    // Other ranks give rank 0 (usually the first to see the cause) a moment to print.
+    if (world.size > 1 && !uniform) {
+      if (world.rank != 0) std::this_thread::sleep_for(std::chrono::milliseconds(500));
+      shoestring::parallel::abort_world(rc);
+    }
   }
   shoestring::parallel::finalize_world(world);
   return rc;
