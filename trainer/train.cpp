@@ -2,6 +2,7 @@
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
+#include <c10/core/impl/VirtualGuardImpl.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
@@ -43,7 +44,10 @@ at::Device pick_device(const std::string& wanted, int local_rank) {
     throw std::runtime_error("train.device: cuda was requested but no GPU is usable: " + cuda.reason);
   if (!cuda.available) return at::kCPU;
   const int n = ops::cuda_device_count();
-  return at::Device(at::kCUDA, at::DeviceIndex(n > 0 ? local_rank % n : 0));
+  const at::Device dev(at::kCUDA, at::DeviceIndex(n > 0 ? local_rank % n : 0));
+  // The current device too (cudaSetDevice), for anything that allocates on "the" GPU.
+  c10::impl::VirtualGuardImpl(at::kCUDA).setDevice(dev);
+  return dev;
 }
 
 std::string utc_stamp() {
