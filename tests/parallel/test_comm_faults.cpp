@@ -16,8 +16,8 @@ struct JobResult {
   double seconds = 0;
 };
 
-JobResult run_job(const std::string& mode) {
-  const std::string cmd = "OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_NUM_THREADS=1 "
+JobResult run_job(const std::string& mode, const std::string& env = "") {
+  const std::string cmd = env + " OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_NUM_THREADS=1 "
                           "timeout 120 " SHOESTRING_MPIEXEC " --oversubscribe -np 3 " SHOESTRING_FAULT_HELPER " " +
                           mode + " 2>&1";
   const auto t0 = std::chrono::steady_clock::now();
@@ -48,6 +48,20 @@ TEST(CommFaults, HungRankIsNamedAndTheJobExitsWithTheTimeoutCode) {
       << r.output;
   EXPECT_EQ(count(r.output, "comm timeout"), 1u) << r.output;  // the lowest waiting rank reports
   EXPECT_EQ(r.output.find("finished"), std::string::npos) << r.output;
+}
+
+// The point-to-point collectives (p2p_collectives.h) stop in the middle of their steps; the
+// watchdog must still see the operation and hold the roll call.
+TEST(CommFaults, StuckPointToPointCollectivesTimeOutWithTheReport) {
+  for (const std::string op : {"all_reduce", "all_gather", "broadcast"}) {
+    const JobResult r = run_job("hang:" + op, "SHOESTRING_MPI_RING_MIN_BYTES=1");
+    EXPECT_EQ(r.code, 3) << op << ": " << r.output;
+    EXPECT_NE(r.output.find("comm timeout: " + op + " #3 on group world (world ranks 0-2) did not finish in 2 s; " +
+                            "waiting in it: ranks 0,2; not in communication: rank 1"),
+              std::string::npos)
+        << op << ": " << r.output;
+    EXPECT_EQ(r.output.find("finished"), std::string::npos) << op << ": " << r.output;
+  }
 }
 
 TEST(CommFaults, MismatchedCollectiveIsReported) {
