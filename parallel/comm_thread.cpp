@@ -5,7 +5,6 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
-#include <cstdlib>
 #include <stdexcept>
 
 #include "parallel/mpi_types.h"
@@ -19,21 +18,6 @@ std::mutex g_engine_mu;
 
 // Idle wake-up: how late a roll-call question may be answered by an idle rank.
 constexpr auto kIdleWake = std::chrono::milliseconds(10);
-
-double env_us(const char* name, double fallback_us) {
-  const char* v = std::getenv(name);
-  return (v ? std::atof(v) : fallback_us) * 1e-6;
-}
-
-double spin_s() {
-  static const double s = env_us("SHOESTRING_COMM_SPIN_US", 200);
-  return s;
-}
-
-double wait_spin_s() {
-  static const double s = env_us("SHOESTRING_WAIT_SPIN_US", 0);
-  return s;
-}
 
 }  // namespace
 
@@ -88,12 +72,6 @@ void CommEngine::wait(CommOp& op) {
   // Backstop for a comm thread stuck inside a blocking MPI call, where its own watchdog cannot
   // run: give it the timeout plus the roll call's grace, then abort from here.
   const double limit = op.timeout_s > 0 ? op.timeout_s + 30 : 0;
-  // A short spin first: most waits on a busy engine end within microseconds of being called,
-  // and waking from the condition variable costs about as much again.
-  for (const double until = steady_now_s() + wait_spin_s(); steady_now_s() < until;) {
-    if (op.done.load(std::memory_order_acquire)) return;
-    sched_yield();
-  }
   std::unique_lock lock(mu_);
   while (!op.done.load(std::memory_order_acquire)) {
     done_cv_.wait_for(lock, std::chrono::seconds(1));
@@ -145,22 +123,12 @@ void CommEngine::shutdown() {
 }
 
 void CommEngine::loop() {
-  double last_busy = 0;
   for (;;) {
     poll_once();
     if (!inflight_.empty()) {
       // Spin while something is in flight: Open MPI progresses (shared-memory copies, the
       // steps of a ring) only inside our MPI calls. Yield so the ranks' other threads can run
       // on an oversubscribed node.
-      sched_yield();
-      last_busy = -1;
-      continue;
-    }
-    // Keep spinning a little after the last operation finished: callers often issue the next
-    // one right away, and a sleeping thread takes tens of microseconds to wake.
-    const double now = steady_now_s();
-    if (last_busy < 0) last_busy = now;
-    if (now - last_busy < spin_s()) {
       sched_yield();
       continue;
     }

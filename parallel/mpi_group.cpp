@@ -156,7 +156,7 @@ WorkPtr MpiGroup::all_gather(const at::Tensor& out, const at::Tensor& in) {
                                 " elements, expected in's " + std::to_string(in.numel()) + " x " +
                                 std::to_string(size()) + " members");
   if (size() > 1 && int64_t(out.nbytes()) >= ring_min_bytes())  // the same choice on every member
-    return submit("all_gather", true, ring_all_gather_phases(out, in, ring_comm_, rank(), size(), next_ring_tag()));
+    return submit("all_gather", true, direct_all_gather_phases(out, in, ring_comm_, rank(), size(), next_ring_tag()));
   const int cnt = checked_count("all_gather", name(), in.numel());
   const MPI_Datatype dt = mpi_datatype(in.scalar_type());
   const bool in_place = in.numel() > 0 && bytes(in) == bytes(out) + int64_t(rank()) * in.numel() * in.element_size();
@@ -173,7 +173,7 @@ WorkPtr MpiGroup::broadcast(const at::Tensor& t, int root) {
     throw std::invalid_argument("broadcast on group " + name() + ": root " + std::to_string(root) +
                                 " is not a member (size " + std::to_string(size()) + ")");
   if (size() > 1 && int64_t(t.nbytes()) >= ring_min_bytes())
-    return submit("broadcast", true, chain_broadcast_phases(t, root, ring_comm_, rank(), size(), next_ring_tag()));
+    return submit("broadcast", true, direct_broadcast_phases(t, root, ring_comm_, rank(), size(), next_ring_tag()));
   const MPI_Datatype dt = mpi_datatype(t.scalar_type());
   const int64_t n = t.numel(), esz = int64_t(t.element_size()), chunk = mpi_chunk_elems();
   return submit("broadcast", true, {[t, dt, n, esz, chunk, root, c = comm_](std::vector<MPI_Request>& reqs) {

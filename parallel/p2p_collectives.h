@@ -10,9 +10,11 @@
 // - all-reduce: a ring (reduce-scatter then all-gather, 2(n-1) steps, each rank sending
 //   2(n-1)/n of the tensor: bandwidth-optimal, as in NCCL). The reduce-scatter steps are cut into
 //   segments so that folding in one received segment overlaps the transfer of the next.
-// - all-gather: the all-gather half of that ring.
-// - broadcast: a pipelined chain root -> root+1 -> ...: each member forwards a segment while it
-//   receives the next, so the time approaches one transfer of the tensor, independent of n.
+// - all-gather and broadcast: direct, every message of the collective in one step. Open MPI's
+//   shared-memory transport makes large messages a single copy by the receiver (CMA), so the
+//   receivers copy in parallel, and one step waits for the scheduler once where a ring or chain
+//   waits n-1 times (which dominated on oversubscribed cores). A ring would suit a network, where
+//   each link's bandwidth is what counts; the MPI backend runs on one node today.
 //
 // Every builder takes a communicator used only by these collectives and a tag unique among them
 // while in flight; messages longer than mpi_chunk_elems() are split (MPI counts are ints).
@@ -27,17 +29,17 @@ namespace shoestring::parallel {
 std::vector<CommOp::Phase> ring_all_reduce_phases(const at::Tensor& t, ReduceOp op, MPI_Comm comm, int rank, int size,
                                                   int tag);
 // out holds size blocks of in's length; in may be out's block `rank` (in place).
-std::vector<CommOp::Phase> ring_all_gather_phases(const at::Tensor& out, const at::Tensor& in, MPI_Comm comm, int rank,
-                                                  int size, int tag);
-std::vector<CommOp::Phase> chain_broadcast_phases(const at::Tensor& t, int root, MPI_Comm comm, int rank, int size,
-                                                  int tag);
+std::vector<CommOp::Phase> direct_all_gather_phases(const at::Tensor& out, const at::Tensor& in, MPI_Comm comm,
+                                                    int rank, int size, int tag);
+std::vector<CommOp::Phase> direct_broadcast_phases(const at::Tensor& t, int root, MPI_Comm comm, int rank, int size,
+                                                   int tag);
 
 // Tensors at least this large (all_gather: its output) take these paths; smaller ones use Open
 // MPI's non-blocking collectives, which need fewer steps. SHOESTRING_MPI_RING_MIN_BYTES
 // overrides it (tests use 1 to send everything through them).
 int64_t ring_min_bytes();
 
-// Bytes per pipeline segment (ring reduce-scatter steps, broadcast chain).
+// Bytes per segment of the ring all-reduce's reduce-scatter steps.
 // SHOESTRING_MPI_SEGMENT_BYTES overrides it (tests use tiny segments to exercise odd splits).
 int64_t segment_bytes();
 
