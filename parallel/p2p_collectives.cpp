@@ -36,7 +36,7 @@ int64_t ring_min_bytes() {
 }
 
 int64_t segment_bytes() {
-  static const int64_t n = env_bytes("SHOESTRING_MPI_SEGMENT_BYTES", int64_t(256) << 10);
+  static const int64_t n = env_bytes("SHOESTRING_MPI_SEGMENT_BYTES", int64_t(1) << 20);
   return n;
 }
 
