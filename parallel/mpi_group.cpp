@@ -7,7 +7,7 @@
 
 #include "parallel/comm_thread.h"
 #include "parallel/mpi_types.h"
-#include "parallel/ring_all_reduce.h"
+#include "parallel/p2p_collectives.h"
 
 namespace shoestring::parallel {
 
@@ -117,9 +117,8 @@ WorkPtr MpiGroup::all_reduce(const at::Tensor& t, ReduceOp op) {
   const MPI_Op mop = mpi_reduce_op(op, t.scalar_type());
   const int64_t n = t.numel(), esz = int64_t(t.element_size()), chunk = mpi_chunk_elems();
   // Same decision on every member: it depends only on the size, which they share.
-  if (size() > 1 && int64_t(t.nbytes()) >= ring_min_bytes() && n / size() < INT_MAX)
-    return submit("all_reduce", true,
-                  ring_all_reduce_phases(t, op, ring_comm_, rank(), size(), int(rings_++ % 32768)));
+  if (size() > 1 && int64_t(t.nbytes()) >= ring_min_bytes())
+    return submit("all_reduce", true, ring_all_reduce_phases(t, op, ring_comm_, rank(), size(), next_ring_tag()));
   return submit("all_reduce", true, {[t, dt, mop, n, esz, chunk, c = comm_](std::vector<MPI_Request>& reqs) {
                   int64_t off = 0;
                   do {  // at least one call, even for an empty tensor: every member makes the same calls
@@ -168,6 +167,8 @@ WorkPtr MpiGroup::all_gather(const at::Tensor& out, const at::Tensor& in) {
     throw std::invalid_argument("all_gather on group " + name() + ": out has " + std::to_string(out.numel()) +
                                 " elements, expected in's " + std::to_string(in.numel()) + " x " +
                                 std::to_string(size()) + " members");
+  if (size() > 1 && int64_t(out.nbytes()) >= ring_min_bytes())  // the same choice on every member
+    return submit("all_gather", true, direct_all_gather_phases(out, in, ring_comm_, rank(), size(), next_ring_tag()));
   const int cnt = checked_count("all_gather", name(), in.numel());
   const MPI_Datatype dt = mpi_datatype(in.scalar_type());
   const bool in_place = in.numel() > 0 && bytes(in) == bytes(out) + int64_t(rank()) * in.numel() * in.element_size();
@@ -183,6 +184,8 @@ WorkPtr MpiGroup::broadcast(const at::Tensor& t, int root) {
   if (root < 0 || root >= size())
     throw std::invalid_argument("broadcast on group " + name() + ": root " + std::to_string(root) +
                                 " is not a member (size " + std::to_string(size()) + ")");
+  if (size() > 1 && int64_t(t.nbytes()) >= ring_min_bytes())
+    return submit("broadcast", true, direct_broadcast_phases(t, root, ring_comm_, rank(), size(), next_ring_tag()));
   const MPI_Datatype dt = mpi_datatype(t.scalar_type());
   const int64_t n = t.numel(), esz = int64_t(t.element_size()), chunk = mpi_chunk_elems();
   return submit("broadcast", true, {[t, dt, n, esz, chunk, root, c = comm_](std::vector<MPI_Request>& reqs) {

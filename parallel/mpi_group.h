@@ -11,7 +11,8 @@ namespace shoestring::parallel {
 
 class MpiGroup final : public ProcessGroup {
  public:
-  // Takes ownership of comm and ring_comm (a duplicate of comm that only ring all-reduces use).
+  // Takes ownership of comm and ring_comm (a duplicate of comm that only the point-to-point
+  // collectives of p2p_collectives.h use).
   MpiGroup(std::string name, MPI_Comm comm, MPI_Comm ring_comm, int rank, std::vector<int> world_ranks, uint64_t id,
            const CommOptions& opts);
   ~MpiGroup() override;
@@ -37,6 +38,8 @@ class MpiGroup final : public ProcessGroup {
  private:
   WorkPtr submit(const char* op, bool collective, std::vector<std::function<void(std::vector<MPI_Request>&)>> phases);
   void check(const char* op, const at::Tensor& t, const char* what) const;
+  // A tag for one point-to-point collective on ring_comm_: unique among those in flight.
+  int next_ring_tag() { return int(rings_++ % 32768); }
 
   MPI_Comm comm_, ring_comm_;
   uint64_t id_;
@@ -47,8 +50,8 @@ class MpiGroup final : public ProcessGroup {
 // The world over a duplicate of MPI_COMM_WORLD (MPI must be initialised). Collective.
 GroupPtr make_mpi_world_group(const CommOptions& opts);
 
-// Largest element count one MPI call carries; all_reduce and broadcast split longer tensors into
-// chunks of this size. INT_MAX, or SHOESTRING_MPI_CHUNK_ELEMS (tests use it to exercise chunking).
+// Largest element count one MPI call carries; all_reduce, all_gather and broadcast split longer
+// messages into chunks of this size. INT_MAX, or SHOESTRING_MPI_CHUNK_ELEMS (tests use it to exercise chunking).
 int64_t mpi_chunk_elems();
 
 }  // namespace shoestring::parallel

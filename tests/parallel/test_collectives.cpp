@@ -45,7 +45,7 @@ TEST(Collectives, AllReduceEveryDtypeOpAndSize) {
   auto g = test_world();
   for (ReduceOp op : {ReduceOp::Sum, ReduceOp::Max, ReduceOp::Min})
     for (at::ScalarType dt : kDtypes)
-      for (int64_t n : {0, 1, 7, 1003, 100003}) {  // the largest go round the ring (ring_all_reduce.h)
+      for (int64_t n : {0, 1, 7, 1003, 100003}) {  // the largest go round the ring (p2p_collectives.h)
         at::Tensor t = input(n, g->rank(), dt);
         g->all_reduce(t, op)->wait();
         EXPECT_TRUE(same(t, reference(n, g->size(), dt, op))) << label(dt, n) << " op " << int(op);
@@ -227,6 +227,34 @@ TEST(Collectives, ManyInFlightWaitedInReverse) {
   for (int i = 63; i >= 0; --i) ws[size_t(i)]->wait();
   for (int i = 0; i < 64; ++i)
     EXPECT_TRUE(same(ts[size_t(i)], reference(100 + 37 * i, g->size(), at::kFloat, ReduceOp::Sum, i))) << i;
+}
+
+// All-reduces, all-gathers and broadcasts large enough for the point-to-point collectives
+// (p2p_collectives.h) in flight together, waited in reverse: their messages share one
+// communicator and must not cross.
+TEST(Collectives, MixedPointToPointCollectivesInFlight) {
+  auto g = test_world();
+  const int n = g->size(), me = g->rank();
+  const int64_t len = 70001;  // 280 KB of float32: above the default 256 KiB threshold
+  std::vector<at::Tensor> reduced, gathered, bcast;
+  std::vector<WorkPtr> ws;
+  for (int i = 0; i < 6; ++i) {
+    reduced.push_back(input(len, me, at::kFloat, i));
+    ws.push_back(g->all_reduce(reduced.back()));
+    gathered.push_back(at::zeros({len * n}, at::kFloat));
+    ws.push_back(g->all_gather(gathered.back(), input(len, me, at::kFloat, i)));
+    const int root = i % n;
+    bcast.push_back(me == root ? input(len, root, at::kFloat, i) : at::zeros({len}, at::kFloat));
+    ws.push_back(g->broadcast(bcast.back(), root));
+  }
+  for (auto it = ws.rbegin(); it != ws.rend(); ++it) (*it)->wait();
+  for (int i = 0; i < 6; ++i) {
+    EXPECT_TRUE(same(reduced[size_t(i)], reference(len, n, at::kFloat, ReduceOp::Sum, i))) << i;
+    std::vector<at::Tensor> parts;
+    for (int r = 0; r < n; ++r) parts.push_back(input(len, r, at::kFloat, i));
+    EXPECT_TRUE(same(gathered[size_t(i)], at::cat(parts))) << i;
+    EXPECT_TRUE(same(bcast[size_t(i)], input(len, i % n, at::kFloat, i))) << i;
+  }
 }
 
 TEST(Collectives, DoneBecomesTrueWithoutWait) {

@@ -10,10 +10,10 @@ namespace {
 
 using JobResult = shoestring::testing::CliResult;
 
-JobResult run_job(const std::string& mode) {
-  return shoestring::testing::run_command(
-      "OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_NUM_THREADS=1 timeout 120 " SHOESTRING_MPIEXEC
-      " --oversubscribe -np 3 " SHOESTRING_FAULT_HELPER " " + mode);
+JobResult run_job(const std::string& mode, const std::string& env = "") {
+  return shoestring::testing::run_command(env + " OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_NUM_THREADS=1 "
+                                          "timeout 120 " SHOESTRING_MPIEXEC " --oversubscribe -np 3 " SHOESTRING_FAULT_HELPER
+                                          " " + mode);
 }
 
 size_t count(const std::string& s, const std::string& what) {
@@ -30,8 +30,25 @@ TEST(CommFaults, HungRankIsNamedAndTheJobExitsWithTheTimeoutCode) {
                           "waiting in it: ranks 0,2; not in communication: rank 1 (hung or busy outside communication)"),
             std::string::npos)
       << r.output;
-  EXPECT_EQ(count(r.output, "comm timeout"), 1u) << r.output;  // the lowest waiting rank reports
+  // The lowest waiting rank reports; another waiting rank reports too only if the abort takes
+  // longer than its grace period (seen on this 2-core VM under load).
+  EXPECT_GE(count(r.output, "comm timeout"), 1u) << r.output;
+  EXPECT_LE(count(r.output, "comm timeout"), 2u) << r.output;
   EXPECT_EQ(r.output.find("finished"), std::string::npos) << r.output;
+}
+
+// The point-to-point collectives (p2p_collectives.h) stop in the middle of their steps; the
+// watchdog must still see the operation and hold the roll call.
+TEST(CommFaults, StuckPointToPointCollectivesTimeOutWithTheReport) {
+  for (const std::string op : {"all_reduce", "all_gather", "broadcast"}) {
+    const JobResult r = run_job("hang:" + op, "SHOESTRING_MPI_RING_MIN_BYTES=1");
+    EXPECT_EQ(r.code, 3) << op << ": " << r.output;
+    EXPECT_NE(r.output.find("comm timeout: " + op + " #3 on group world (world ranks 0-2) did not finish in 2 s; " +
+                            "waiting in it: ranks 0,2; not in communication: rank 1"),
+              std::string::npos)
+        << op << ": " << r.output;
+    EXPECT_EQ(r.output.find("finished"), std::string::npos) << op << ": " << r.output;
+  }
 }
 
 TEST(CommFaults, MismatchedCollectiveIsReported) {
