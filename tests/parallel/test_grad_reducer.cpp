@@ -95,8 +95,9 @@ void check_case(const Case& c) {
   int64_t numel = 0;
   for (const auto& p : ps) numel += p.numel();
   EXPECT_EQ(total.item<int64_t>(), c.zero1 ? numel : numel * n);
-  if (!c.zero1)
+  if (!c.zero1) {
     for (size_t i = 0; i < ps.size(); ++i) EXPECT_TRUE(at::allclose(ps[i].grad(), want[i], 1e-13, 1e-13));
+  }
 
   // An "optimizer step" on the owned elements, then every rank must hold every update.
   for (const auto& s : red.owned()) {
