@@ -108,7 +108,7 @@ std::vector<FieldSpec> build() {
   // parallel
   s.push_back(field("parallel.dp", &C::parallel, &ParallelConfig::dp, "Data-parallel ranks; 0 = all ranks / parallel.pp. dp x pp must equal the number of ranks started.", R::NonNegative));
   s.push_back(field("parallel.pp", &C::parallel, &ParallelConfig::pp, "Pipeline stages (only 1 today: pipeline parallelism is not implemented yet).", R::Positive));
-  s.push_back(field("parallel.ep", &C::parallel, &ParallelConfig::ep, "Expert-parallel ranks, dividing parallel.dp (only 1 today: expert parallelism is not implemented yet).", R::Positive));
+  s.push_back(field("parallel.ep", &C::parallel, &ParallelConfig::ep, "Expert-parallel ranks: the routed experts of each MoE layer are sharded over this many ranks of a data-parallel group. Must divide parallel.dp and model.n_routed_experts; needs parallel.pp 1.", R::Positive));
   s.push_back(field("parallel.zero1", &C::parallel, &ParallelConfig::zero1, "ZeRO-1: shard the optimizer state over the data-parallel ranks (gradients are reduce-scattered, updated parameters all-gathered)."));
   s.push_back(field("parallel.bucket_mb", &C::parallel, &ParallelConfig::bucket_mb, "Gradient bucket size in MiB: a bucket's reduction starts as soon as backward has produced all its gradients.", R::Positive));
   s.push_back(field("parallel.timeout_s", &C::parallel, &ParallelConfig::timeout_s, "Seconds a collective may take before the job is aborted with a message naming the collective, the group and the ranks that did not arrive.", R::Positive));

@@ -18,6 +18,7 @@
 #include "ops/cuda_runtime.h"
 #include "parallel/grad_reducer.h"
 #include "trainer/distributed.h"
+#include "trainer/expert_parallel.h"
 #include "trainer/config_loader.h"
 #include "trainer/metrics.h"
 #include "trainer/model/convert_fp8.h"
@@ -160,24 +161,29 @@ namespace {
 // The process groups gradients travel over: the mesh's MPI groups on CPU, NCCL mirrors of them
 // when training on GPUs across ranks.
 struct CommGroups {
-  parallel::GroupPtr dp, ep_replica;
+  parallel::GroupPtr dp, ep_replica, ep;  // ep: the expert all-to-all (tokens on the device)
 };
 
 CommGroups comm_groups(const parallel::Mesh& mesh, const at::Device& device, const parallel::CommOptions& o) {
-  if (!device.is_cuda() || mesh.world->size() == 1) return {mesh.dp, mesh.ep_replica};
+  if (!device.is_cuda() || mesh.world->size() == 1) return {mesh.dp, mesh.ep_replica, mesh.ep};
   return {parallel::make_nccl_group(*mesh.dp, device.index(), o),
-          parallel::make_nccl_group(*mesh.ep_replica, device.index(), o)};
+          parallel::make_nccl_group(*mesh.ep_replica, device.index(), o),
+          mesh.ep->size() > 1 ? parallel::make_nccl_group(*mesh.ep, device.index(), o) : mesh.ep};
 }
 
-// Every rank starts from rank 0's weights and router biases: the seeds already agree, this makes
-// it a guarantee (as DDP does).
-void broadcast_model(model::Transformer& net, parallel::ProcessGroup& g) {
-  if (g.size() == 1) return;
+// Every rank starts from the weights and router biases of the first rank of its group: the
+// seeds already agree, this makes it a guarantee (as DDP does). Expert shards come from the first
+// rank holding the same experts (ep_replica), everything else from dp rank 0.
+void broadcast_model(model::Transformer& net, parallel::ProcessGroup& dp, parallel::ProcessGroup& ep_replica) {
   at::NoGradGuard no_grad;
   std::vector<parallel::WorkPtr> works;
-  for (auto& p : net->parameters()) works.push_back(g.broadcast(p, 0));
-  for (auto& b : net->buffers())
-    if (b.is_contiguous()) works.push_back(g.broadcast(b, 0));
+  for (const auto& item : net->named_parameters()) {
+    parallel::ProcessGroup& g = model::is_routed_expert(item.key()) ? ep_replica : dp;
+    if (g.size() > 1) works.push_back(g.broadcast(item.value(), 0));
+  }
+  if (dp.size() > 1)
+    for (auto& b : net->buffers())
+      if (b.is_contiguous()) works.push_back(dp.broadcast(b, 0));
   for (auto& w : works) w->wait();
 }
 
@@ -228,9 +234,12 @@ TrainSummary train(const Config& cfg, const parallel::World& world, const TrainO
   model::Transformer net(cfg.model, dtype);
   if (dtype == at::kDouble) net->to(at::kDouble);
   net->to(device);
-  if (cfg.train.precision == "fp8") model::convert_to_fp8(*net);
   const CommGroups comm = comm_groups(mesh, device, comm_opts);
-  broadcast_model(net, *comm.dp);
+  // Built whole above (the same initialisation as one process), then each rank keeps its shard.
+  std::shared_ptr<EpDispatcher> ep_dispatch;
+  if (shape.ep > 1) ep_dispatch = shard_experts(net, comm.ep);
+  if (cfg.train.precision == "fp8") model::convert_to_fp8(*net);
+  broadcast_model(net, *comm.dp, *comm.ep_replica);
 
   // Routed experts are reduced over the ranks holding the same experts, the rest over all of dp.
   std::vector<parallel::ReducedParam> reduced;
@@ -335,6 +344,14 @@ TrainSummary train(const Config& cfg, const parallel::World& world, const TrainO
     opt.step(lr, grads);
     reducer.all_gather_params();
     update_router_biases(routers, load, bias_gamma_at(cfg.train, step + 1), r);
+    if (ep_dispatch) {
+      const EpTraffic traffic = ep_dispatch->take_traffic();
+      at::Tensor most = at::tensor(std::vector<int64_t>{traffic.sent, traffic.received}, at::kLong);
+      mesh.dp->all_reduce(most, parallel::ReduceOp::Max)->wait();
+      r.has_ep = true;
+      r.ep_rows_sent = most[0].item<int64_t>();
+      r.ep_rows_received = most[1].item<int64_t>();
+    }
     r.has_mtp = cfg.model.mtp_depth > 0;
 
     const auto t1 = Clock::now();
@@ -367,9 +384,11 @@ TrainSummary train(const Config& cfg, const parallel::World& world, const TrainO
                 double(summary.peak_rss_bytes) / (1 << 20));
   progress.message(done);
   summary.trace = reducer.trace();
-  if (options.keep_parameters)
+  if (options.keep_parameters) {
     for (const auto& item : net->named_parameters())
       summary.parameters.emplace_back(item.key(), item.value().detach().to(at::kCPU).clone());
+    for (const auto& router : routers) summary.router_biases.push_back(router->bias.detach().to(at::kCPU).clone());
+  }
   return summary;
 }
 

@@ -26,6 +26,7 @@ struct TrainSummary {
   int threads = 0;
   std::vector<parallel::BucketTrace> trace;  // gradient buckets of the last step
   std::vector<std::pair<std::string, at::Tensor>> parameters;  // with TrainOptions::keep_parameters
+  std::vector<at::Tensor> router_biases;                          // likewise, per MoE layer
 };
 
 struct TrainOptions {
