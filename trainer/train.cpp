@@ -235,6 +235,8 @@ TrainSummary train(const Config& cfg, const parallel::World& world, const TrainO
   if (dtype == at::kDouble) net->to(at::kDouble);
   net->to(device);
   const CommGroups comm = comm_groups(mesh, device, comm_opts);
+  // Counted whole: the banner describes the model, not this rank's shard of it.
+  const int64_t param_count = net->parameter_count(), activated_count = net->activated_parameter_count();
   // Built whole above (the same initialisation as one process), then each rank keeps its shard.
   std::shared_ptr<EpDispatcher> ep_dispatch;
   if (shape.ep > 1) ep_dispatch = shard_experts(net, comm.ep);
@@ -286,7 +288,7 @@ TrainSummary train(const Config& cfg, const parallel::World& world, const TrainO
   const bool bar = cfg.log.progress == "on" || (cfg.log.progress == "auto" && isatty(STDOUT_FILENO) && world.size == 1);
   const std::string log_name = rank0 ? "train.log" : "rank-" + std::to_string(world.rank) + ".log";
   Progress progress(cfg.train.steps, cfg.log.every, bar, (fs::path(run_dir) / log_name).string(), rank0);
-  progress.message(banner(cfg, accum, net->parameter_count(), net->activated_parameter_count(), device, threads, world,
+  progress.message(banner(cfg, accum, param_count, activated_count, device, threads, world,
                           datasets.description));
   progress.message(parallel_line(cfg, mesh, accum, opt.state_bytes(), comm.dp->backend()));
   if (!rank0) progress.message("  " + parallel::describe(shape, world.rank));

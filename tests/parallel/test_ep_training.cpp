@@ -43,13 +43,14 @@ fs::path run_dir(const std::string& name) {
 
 // The data-parallel test's tiny MoE, in float64, with the router biases moving (gamma 0.01, so
 // they change visibly in 3 steps) and the given ep.
-Config tiny_moe(int ep, const fs::path& dir) {
+Config tiny_moe(int ep, const fs::path& dir, bool zero1 = false, int64_t steps = 3) {
   return load_config({SHOESTRING_SOURCE_DIR "/configs/tiny-moe.yaml"},
                      {"data.source=synthetic", "model.vocab_size=64", "data.eval_interval=0", "model.d_model=32",
                       "model.kv_lora_rank=16", "model.intermediate_size=64", "model.moe_intermediate_size=16",
-                      "train.seq_len=16", "train.micro_batch_size=2", "train.global_batch=8", "train.steps=3",
+                      "train.seq_len=16", "train.micro_batch_size=2", "train.global_batch=8", "train.steps=" + std::to_string(steps),
                       "train.threads=1", "optim.warmup_steps=1", "optim.grad_clip=0.5", "train.precision=fp64",
                       "train.router_bias_gamma=0.01", "parallel.bucket_mb=0.01", "parallel.ep=" + std::to_string(ep),
+                      "parallel.zero1=" + std::string(zero1 ? "true" : "false"),
                       "log.progress=off", "log.every=1000", "log.run_dir=" + dir.string()});
 }
 
@@ -68,22 +69,42 @@ double worst_param_diff(const TrainSummary& sharded, const TrainSummary& whole, 
   return worst;
 }
 
-TrainSummary run(int ep, const std::string& tag) {
+TrainSummary run(int ep, const std::string& tag, bool zero1 = false, int64_t steps = 3) {
   TrainOptions keep;
   keep.keep_parameters = true;
   const fs::path dir = run_dir(tag);
-  TrainSummary s = train(tiny_moe(ep, dir), test_mpi_world(), keep);
-  if (ep > 1 && test_mpi_world().rank == 0) {
-    // metrics.jsonl carries the EP traffic only when ep > 1.
+  TrainSummary s = train(tiny_moe(ep, dir, zero1, steps), test_mpi_world(), keep);
+  if (test_mpi_world().rank == 0) {
+    // metrics.jsonl carries the EP traffic only when ep > 1. Per step a rank has 128 / n tokens
+    // in 3 MoE layers (2 main, 1 MTP on 15 of 16 positions), each sent to 1 or 2 (top-2) ranks.
     std::ifstream in(dir / "metrics.jsonl");
     std::string line;
     std::getline(in, line);
-    EXPECT_NE(line.find("\"ep_rows_sent\":"), std::string::npos) << line;
-    EXPECT_NE(line.find("\"ep_rows_received\":"), std::string::npos) << line;
+    const size_t at = line.find("\"ep_rows_sent\":");
+    EXPECT_EQ(at != std::string::npos, ep > 1) << line;
+    EXPECT_EQ(line.find("\"ep_rows_received\":") != std::string::npos, ep > 1) << line;
+    if (at != std::string::npos) {
+      const long long sent = std::stoll(line.substr(at + 15));
+      const long long tokens = 128 / test_mpi_world().size;
+      EXPECT_GE(sent, 2 * tokens) << line;
+      EXPECT_LE(sent, 3 * 2 * tokens) << line;
+    }
   }
   test_world()->barrier()->wait();
   if (test_mpi_world().rank == 0) fs::remove_all(dir);
   return s;
+}
+
+void expect_identical_on_every_rank(const std::vector<at::Tensor>& tensors, const std::string& what) {
+  std::vector<at::Tensor> flat;
+  for (const auto& t : tensors) flat.push_back(t.reshape({-1}).to(at::kDouble));
+  const at::Tensor mine = at::cat(flat);
+  const int n = test_world()->size();
+  at::Tensor all = at::empty({n * mine.numel()}, mine.options());
+  test_world()->all_gather(all, mine)->wait();
+  for (int r = 1; r < n; ++r)
+    EXPECT_TRUE(at::equal(all.narrow(0, 0, mine.numel()), all.narrow(0, r * mine.numel(), mine.numel())))
+        << what << ": rank " << r << " differs from rank 0";
 }
 
 TEST(ExpertParallelTraining, Float64MatchesEp1AndOneProcess) {
@@ -112,17 +133,11 @@ TEST(ExpertParallelTraining, Float64MatchesEp1AndOneProcess) {
 
     // Dense parameters and router biases are bit-identical on every rank (the biases move by
     // the global load, summed in float64 over dp).
-    std::vector<at::Tensor> flat;
+    std::vector<at::Tensor> dense = s.router_biases;
+    ASSERT_FALSE(dense.empty());
     for (const auto& [name, p] : s.parameters)
-      if (!model::is_routed_expert(name)) flat.push_back(p.reshape({-1}));
-    for (const auto& b : s.router_biases) flat.push_back(b.reshape({-1}).to(at::kDouble));
-    ASSERT_FALSE(s.router_biases.empty());
-    const at::Tensor mine = at::cat(flat);
-    at::Tensor all = at::empty({n * mine.numel()}, mine.options());
-    test_world()->all_gather(all, mine)->wait();
-    for (int r = 1; r < n; ++r)
-      EXPECT_TRUE(at::equal(all.narrow(0, 0, mine.numel()), all.narrow(0, r * mine.numel(), mine.numel())))
-          << "ep " << ep << ": rank " << r << " drifted from rank 0";
+      if (!model::is_routed_expert(name)) dense.push_back(p);
+    expect_identical_on_every_rank(dense, "ep " + std::to_string(ep) + " dense parameters and router biases");
     for (size_t i = 0; i < s.router_biases.size(); ++i)
       EXPECT_TRUE(at::equal(s.router_biases[i], one.router_biases[i])) << "ep " << ep << " router " << i;
     if (test_mpi_world().rank == 0)
@@ -130,6 +145,30 @@ TEST(ExpertParallelTraining, Float64MatchesEp1AndOneProcess) {
                   "%.3g vs one process\n",
                   n, ep, s.losses.back(), ep1.losses.back(), one.losses.back(), vs_ep1, vs_one);
   }
+}
+
+}  // namespace
+
+namespace {
+
+TEST(ExpertParallelTraining, Zero1WithExpertShards) {
+  // ZeRO-1 shards the expert buckets over the ep-replica group: the same result as without it.
+  const TrainSummary plain = run(2, "plain"), zero1 = run(2, "zero1", /*zero1=*/true);
+  for (size_t i = 0; i < plain.losses.size(); ++i)
+    EXPECT_NEAR(zero1.losses[i], plain.losses[i], 1e-12 * std::abs(plain.losses[i])) << "step " << i + 1;
+  const double worst = worst_param_diff(zero1, plain, /*ep_rank=*/0);  // both sharded alike: no slicing
+  EXPECT_LE(worst, 1e-12);
+}
+
+TEST(ExpertParallelTraining, RouterBiasesStayIdenticalOverManySteps) {
+  // 30 steps with gamma 0.01: the biases move every step, from loads summed over all ranks.
+  const int ep = test_world()->size() >= 4 ? 4 : 2;
+  const TrainSummary s = run(ep, "bias", false, 30);
+  ASSERT_FALSE(s.router_biases.empty());
+  double moved = 0;
+  for (const auto& b : s.router_biases) moved = std::max(moved, b.abs().max().item<double>());
+  EXPECT_GT(moved, 0.05);  // else the biases were not exercised
+  expect_identical_on_every_rank(s.router_biases, "router biases after 30 steps");
 }
 
 }  // namespace
