@@ -91,4 +91,21 @@ std::shared_ptr<EpDispatcher> shard_experts(model::Transformer& net, const paral
   return dispatcher;
 }
 
+int64_t ep_nodes(const std::vector<int>& world_ranks, int ranks_per_node) {
+  if (ranks_per_node < 1 || world_ranks.empty()) throw std::invalid_argument("ep_nodes: no ranks");
+  std::vector<int64_t> members;  // per node, in order
+  int last = -1;
+  for (int r : world_ranks) {
+    const int node = r / ranks_per_node;
+    if (node != last) members.push_back(0), last = node;
+    ++members.back();
+  }
+  for (int64_t m : members)
+    if (m != members.front())
+      throw std::invalid_argument("parallel.ep_max_nodes: the ep group (" + std::to_string(world_ranks.size()) +
+                                  " ranks) does not split into equal per-node blocks of " +
+                                  std::to_string(ranks_per_node) + " ranks per node");
+  return int64_t(members.size());
+}
+
 }  // namespace shoestring

@@ -4,6 +4,7 @@
 // one of its chosen experts. See docs/parallelism.md, "Expert parallelism".
 #include <cstdint>
 #include <memory>
+#include <vector>
 
 #include "parallel/process_group.h"
 #include "trainer/model/expert_dispatch.h"
@@ -37,5 +38,11 @@ class EpDispatcher : public model::ExpertDispatcher {
 // model first (identical initialisation on every rank), then call this. Throws
 // std::invalid_argument when ep does not divide a layer's experts.
 std::shared_ptr<EpDispatcher> shard_experts(model::Transformer& net, const parallel::GroupPtr& ep);
+
+// How many nodes the ep group spans, from its members' global ranks and the ranks per node
+// (ranks fill nodes in order, as mpirun and srun place them by default). Throws
+// std::invalid_argument unless the members split into equal blocks of whole nodes' ranks, which
+// node-limited routing needs (a node's experts are then one contiguous block).
+int64_t ep_nodes(const std::vector<int>& world_ranks, int ranks_per_node);
 
 }  // namespace shoestring

@@ -239,7 +239,13 @@ TrainSummary train(const Config& cfg, const parallel::World& world, const TrainO
   const int64_t param_count = net->parameter_count(), activated_count = net->activated_parameter_count();
   // Built whole above (the same initialisation as one process), then each rank keeps its shard.
   std::shared_ptr<EpDispatcher> ep_dispatch;
-  if (shape.ep > 1) ep_dispatch = shard_experts(net, comm.ep);
+  if (shape.ep > 1) {
+    ep_dispatch = shard_experts(net, comm.ep);
+    if (cfg.parallel.ep_max_nodes > 0) {
+      const int64_t nodes = ep_nodes(mesh.ep->world_ranks(), world.local_size);
+      for (auto& router : net->routers()) router->limit_nodes(nodes, cfg.parallel.ep_max_nodes);
+    }
+  }
   if (cfg.train.precision == "fp8") model::convert_to_fp8(*net);
   broadcast_model(net, *comm.dp, *comm.ep_replica);
 

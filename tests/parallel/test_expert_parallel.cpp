@@ -67,6 +67,7 @@ struct Scenario {
   double capacity = 0;
   std::function<at::Tensor(int ep)> bias;     // router bias (forces routing), [8]
   std::function<int64_t(int rank)> batch;     // sequences of 5 tokens on each ep rank
+  std::function<void(model::MoE&)> setup = [](model::MoE&) {};  // on both layers, before the run
 };
 
 // Runs one forward/backward of the sharded layer on `layer` (already sharded) and checks it
@@ -74,6 +75,7 @@ struct Scenario {
 struct Seen {
   int64_t dropped = 0;
   double worst = 0;
+  int64_t sent = -1;  // rows this rank sent (a new layer only)
 };
 
 Seen expect_same_as_whole(const parallel::GroupPtr& ep, const Scenario& sc, model::MoE* reuse = nullptr) {
@@ -83,6 +85,7 @@ Seen expect_same_as_whole(const parallel::GroupPtr& ep, const Scenario& sc, mode
   const int64_t per = cfg.n_routed_experts / n;
 
   model::MoE sharded{nullptr};
+  std::shared_ptr<EpDispatcher> dispatcher;
   if (reuse) {
     sharded = *reuse;
     at::NoGradGuard no_grad;
@@ -90,9 +93,12 @@ Seen expect_same_as_whole(const parallel::GroupPtr& ep, const Scenario& sc, mode
   } else {
     sharded = make_layer(cfg, bias);
     sharded->shard_experts(me * per, per);
-    sharded->set_dispatcher(std::make_shared<EpDispatcher>(ep));
+    dispatcher = std::make_shared<EpDispatcher>(ep);
+    sharded->set_dispatcher(dispatcher);
   }
   model::MoE whole = make_layer(cfg, bias);
+  sc.setup(sharded);
+  sc.setup(whole);
   if (reuse) {  // the reused layer trained nothing: only the routing changed
     for (const char* w : {"w1", "w2", "w3"})
       EXPECT_EQ(max_diff(sharded->named_parameters()[w], whole->named_parameters()[w].narrow(0, me * per, per)), 0.0);
@@ -117,7 +123,7 @@ Seen expect_same_as_whole(const parallel::GroupPtr& ep, const Scenario& sc, mode
   std::vector<model::MoEStats> ref_stats;
   const at::Tensor yr = whole->forward(xr, &ref_stats);
   (yr * cs[size_t(me)]).sum().backward();
-  Seen seen{stats[0].dropped, 0};
+  Seen seen{stats[0].dropped, 0, dispatcher ? dispatcher->take_traffic().sent : -1};
   auto check = [&](double d) {
     seen.worst = std::max(seen.worst, d);
     return d;
@@ -205,6 +211,21 @@ TEST(ExpertParallel, CapacityDropsTheSamePairs) {
                                                             kTwoPerRank});
     EXPECT_GT(seen.dropped, 0);  // else the scenario tests nothing
   }
+}
+
+TEST(ExpertParallel, NodeLimitedRoutingOnAFakeTwoNodeMesh) {
+  // The ep group of every rank split into 2 fake nodes; each token may use experts of 1 node, so
+  // it is sent to at most that node's ranks. Random bias so that tokens pick both nodes.
+  const parallel::GroupPtr ep = test_world();
+  const int per_node = ep->size() / 2;
+  const int64_t nodes = ep_nodes(ep->world_ranks(), per_node);
+  ASSERT_EQ(nodes, 2);
+  Scenario sc{0, [](int) { return at::zeros({8}); }, kTwoPerRank};
+  sc.setup = [&](model::MoE& layer) { layer->router->limit_nodes(nodes, 1); };
+  const Seen seen = expect_same_as_whole(ep, sc);
+  const int64_t tokens = kTwoPerRank(ep->rank()) * 5;
+  EXPECT_GE(seen.sent, tokens);
+  EXPECT_LE(seen.sent, tokens * per_node);
 }
 
 TEST(ExpertParallel, AdversarialRoutingDoesNotHang) {
