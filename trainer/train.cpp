@@ -234,6 +234,7 @@ TrainSummary train(const Config& cfg, const parallel::World& world, const TrainO
   model::Transformer net(cfg.model, dtype);
   if (dtype == at::kDouble) net->to(at::kDouble);
   net->to(device);
+  if (cfg.train.precision == "fp8") model::convert_to_fp8(*net);
   const CommGroups comm = comm_groups(mesh, device, comm_opts);
   // Counted whole: the banner describes the model, not this rank's shard of it.
   const int64_t param_count = net->parameter_count(), activated_count = net->activated_parameter_count();
@@ -246,7 +247,6 @@ TrainSummary train(const Config& cfg, const parallel::World& world, const TrainO
       for (auto& router : net->routers()) router->limit_nodes(nodes, cfg.parallel.ep_max_nodes);
     }
   }
-  if (cfg.train.precision == "fp8") model::convert_to_fp8(*net);
   broadcast_model(net, *comm.dp, *comm.ep_replica);
 
   // Routed experts are reduced over the ranks holding the same experts, the rest over all of dp.

@@ -16,13 +16,16 @@
 #include <cstdio>
 #include <functional>
 #include <numeric>
+#include <sstream>
 
 #include "parallel/all_to_all_v.h"
 #include "tests/parallel/mpi_test_env.h"
 #include "trainer/expert_parallel.h"
+#include "trainer/moe_bench.h"
 #include "trainer/model/moe.h"
 
 using namespace shoestring;
+using shoestring::testing::test_mpi_world;
 using shoestring::testing::test_world;
 
 namespace {
@@ -266,6 +269,29 @@ TEST(ExpertParallel, AllToAllVBackwardIsTheReverseExchange) {
   (out * out.detach()).sum().backward();
   EXPECT_TRUE(at::equal(x.grad(), x.detach()));
   EXPECT_EQ(parallel::exchange_counts(*g, send, at::kCPU), recv);
+}
+
+}  // namespace
+
+namespace {
+
+TEST(ExpertParallel, BenchMoePrintsOneLineAndRefusesBadOptions) {
+  MoeBenchOptions o;
+  o.tokens = 64, o.d_model = 16, o.experts = 8, o.top_k = 2, o.iters = 2, o.warmup = 1, o.rounds = 1;
+  std::ostringstream out;
+  std::string error;
+  ASSERT_EQ(run_moe_bench(test_mpi_world(), o, out, error), 0) << error;
+  if (test_world()->rank() == 0) {
+    const std::string line = out.str();
+    EXPECT_EQ(line.rfind("{\"bench\":\"moe\",\"ranks\":" + std::to_string(test_world()->size()) + ",", 0), 0u) << line;
+    EXPECT_NE(line.find("\"ratio\":"), std::string::npos) << line;
+    EXPECT_EQ(line.find("nan"), std::string::npos) << line;
+  } else {
+    EXPECT_TRUE(out.str().empty());
+  }
+  o.experts = 7;  // not divisible by 2 or 4 ranks: refused on every rank before any collective
+  EXPECT_EQ(run_moe_bench(test_mpi_world(), o, out, error), 2);
+  EXPECT_NE(error.find("divisible"), std::string::npos) << error;
 }
 
 }  // namespace
