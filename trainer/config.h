@@ -91,6 +91,7 @@ struct ParallelConfig {
   int64_t dp = 0;  // data-parallel ranks; 0 = world size / pp
   int64_t pp = 1;  // pipeline stages
   int64_t ep = 1;  // expert-parallel ranks (divides dp)
+  int64_t ep_max_nodes = 0;  // node-limited routing: nodes a token's experts may span; 0 = off
   bool zero1 = false;
   double bucket_mb = 25;
   double timeout_s = 300;

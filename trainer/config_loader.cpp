@@ -246,8 +246,12 @@ void validate(const Config& c, const Origins& origins) {
     fail(at("parallel.ep"), "parallel.ep", "must divide parallel.dp (" + num(par.dp) + "), got " + num(par.ep));
   if (par.pp > 1)
     fail(at("parallel.pp"), "parallel.pp", "pipeline parallelism is not implemented yet; use 1");
-  if (par.ep > 1)
-    fail(at("parallel.ep"), "parallel.ep", "expert parallelism is not implemented yet; use 1 (experts are replicated on every data-parallel rank)");
+  if (par.ep > 1 && m.n_routed_experts == 0)
+    fail(at("parallel.ep"), "parallel.ep", "needs routed experts to shard (model.n_routed_experts is 0); use 1");
+  if (par.ep > 1 && m.n_routed_experts % par.ep != 0)
+    fail(at("parallel.ep"), "parallel.ep", "must divide model.n_routed_experts (" + num(m.n_routed_experts) + "), got " + num(par.ep));
+  if (par.ep_max_nodes > 0 && m.n_limited_groups < m.n_expert_groups)
+    fail(at("parallel.ep_max_nodes"), "parallel.ep_max_nodes", "cannot be combined with group-limited routing (model.n_limited_groups " + num(m.n_limited_groups) + " < model.n_expert_groups " + num(m.n_expert_groups) + "); set one of them");
   const auto& d = c.data;
   if (d.source != "synthetic" && d.path.empty())
     fail(at("data.source"), "data.path", "required with data.source: " + d.source + " (a dataset file, a shard pattern or a list)");

@@ -23,6 +23,11 @@ std::string to_json(const StepRecord& r) {
     }
     out += "]";
   }
+  if (r.has_ep) {
+    std::snprintf(buf, sizeof buf, ",\"ep_rows_sent\":%lld,\"ep_rows_received\":%lld",
+                  static_cast<long long>(r.ep_rows_sent), static_cast<long long>(r.ep_rows_received));
+    out += buf;
+  }
   if (r.has_mtp) {
     std::snprintf(buf, sizeof buf, ",\"mtp_loss\":%.17g", r.mtp_loss);
     out += buf;

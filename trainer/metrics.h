@@ -22,6 +22,13 @@ struct StepRecord {
   double router_bias_norm = 0;                  // L2 norm of all router biases after the update
   double balance_loss = 0;                      // unweighted sequence-wise balance loss, summed over layers
   int64_t dropped_tokens = 0;                   // (token, expert) pairs dropped by the capacity factor
+  // Expert parallelism only (written when has_ep, i.e. parallel.ep > 1): token rows this step's
+  // forward passes sent to / received from the ep group, one row per (token, destination rank
+  // holding at least one of its experts), summed over MoE layers and micro-batches; the maximum
+  // over all dp ranks (the busiest rank bounds the step).
+  bool has_ep = false;
+  int64_t ep_rows_sent = 0;
+  int64_t ep_rows_received = 0;
   // Multi-token prediction only (written when has_mtp):
   bool has_mtp = false;
   double mtp_loss = 0;  // mean over depths of the MTP cross entropy

@@ -19,6 +19,7 @@
 #include "ops/cuda_runtime.h"
 #include "parallel/grad_reducer.h"
 #include "trainer/distributed.h"
+#include "trainer/expert_parallel.h"
 #include "trainer/config_loader.h"
 #include "trainer/metrics.h"
 #include "trainer/model/convert_fp8.h"
@@ -164,24 +165,29 @@ namespace {
 // The process groups gradients travel over: the mesh's MPI groups on CPU, NCCL mirrors of them
 // when training on GPUs across ranks.
 struct CommGroups {
-  parallel::GroupPtr dp, ep_replica;
+  parallel::GroupPtr dp, ep_replica, ep;  // ep: the expert all-to-all (tokens on the device)
 };
 
 CommGroups comm_groups(const parallel::Mesh& mesh, const at::Device& device, const parallel::CommOptions& o) {
-  if (!device.is_cuda() || mesh.world->size() == 1) return {mesh.dp, mesh.ep_replica};
+  if (!device.is_cuda() || mesh.world->size() == 1) return {mesh.dp, mesh.ep_replica, mesh.ep};
   return {parallel::make_nccl_group(*mesh.dp, device.index(), o),
-          parallel::make_nccl_group(*mesh.ep_replica, device.index(), o)};
+          parallel::make_nccl_group(*mesh.ep_replica, device.index(), o),
+          mesh.ep->size() > 1 ? parallel::make_nccl_group(*mesh.ep, device.index(), o) : mesh.ep};
 }
 
-// Every rank starts from rank 0's weights and router biases: the seeds already agree, this makes
-// it a guarantee (as DDP does).
-void broadcast_model(model::Transformer& net, parallel::ProcessGroup& g) {
-  if (g.size() == 1) return;
+// Every rank starts from the weights and router biases of the first rank of its group: the
+// seeds already agree, this makes it a guarantee (as DDP does). Expert shards come from the first
+// rank holding the same experts (ep_replica), everything else from dp rank 0.
+void broadcast_model(model::Transformer& net, parallel::ProcessGroup& dp, parallel::ProcessGroup& ep_replica) {
   at::NoGradGuard no_grad;
   std::vector<parallel::WorkPtr> works;
-  for (auto& p : net->parameters()) works.push_back(g.broadcast(p, 0));
-  for (auto& b : net->buffers())
-    if (b.is_contiguous()) works.push_back(g.broadcast(b, 0));
+  for (const auto& item : net->named_parameters()) {
+    parallel::ProcessGroup& g = model::is_routed_expert(item.key()) ? ep_replica : dp;
+    if (g.size() > 1) works.push_back(g.broadcast(item.value(), 0));
+  }
+  if (dp.size() > 1)
+    for (auto& b : net->buffers())
+      if (b.is_contiguous()) works.push_back(dp.broadcast(b, 0));
   for (auto& w : works) w->wait();
 }
 
@@ -234,7 +240,18 @@ TrainSummary train(const Config& cfg, const parallel::World& world, const TrainO
   net->to(device);
   if (cfg.train.precision == "fp8") model::convert_to_fp8(*net);
   const CommGroups comm = comm_groups(mesh, device, comm_opts);
-  broadcast_model(net, *comm.dp);
+  // Counted whole: the banner describes the model, not this rank's shard of it.
+  const int64_t param_count = net->parameter_count(), activated_count = net->activated_parameter_count();
+  // Built whole above (the same initialisation as one process), then each rank keeps its shard.
+  std::shared_ptr<EpDispatcher> ep_dispatch;
+  if (shape.ep > 1) {
+    ep_dispatch = shard_experts(net, comm.ep);
+    if (cfg.parallel.ep_max_nodes > 0) {
+      const int64_t nodes = ep_nodes(mesh.ep->world_ranks(), world.local_size);
+      for (auto& router : net->routers()) router->limit_nodes(nodes, cfg.parallel.ep_max_nodes);
+    }
+  }
+  broadcast_model(net, *comm.dp, *comm.ep_replica);
 
   // Routed experts are reduced over the ranks holding the same experts, the rest over all of dp.
   std::vector<parallel::ReducedParam> reduced;
@@ -281,7 +298,7 @@ TrainSummary train(const Config& cfg, const parallel::World& world, const TrainO
   const bool bar = cfg.log.progress == "on" || (cfg.log.progress == "auto" && isatty(STDOUT_FILENO) && world.size == 1);
   const std::string log_name = rank0 ? "train.log" : "rank-" + std::to_string(world.rank) + ".log";
   Progress progress(cfg.train.steps, cfg.log.every, bar, (fs::path(run_dir) / log_name).string(), rank0);
-  progress.message(banner(cfg, accum, net->parameter_count(), net->activated_parameter_count(), device, threads, world,
+  progress.message(banner(cfg, accum, param_count, activated_count, device, threads, world,
                           datasets.description));
   progress.message(parallel_line(cfg, mesh, accum, opt.state_bytes(), comm.dp->backend()));
   if (!rank0) progress.message("  " + parallel::describe(shape, world.rank));
@@ -339,6 +356,14 @@ TrainSummary train(const Config& cfg, const parallel::World& world, const TrainO
     opt.step(lr, grads);
     reducer.all_gather_params();
     update_router_biases(routers, load, bias_gamma_at(cfg.train, step + 1), r);
+    if (ep_dispatch) {
+      const EpTraffic traffic = ep_dispatch->take_traffic();
+      at::Tensor most = at::tensor(std::vector<int64_t>{traffic.sent, traffic.received}, at::kLong);
+      mesh.dp->all_reduce(most, parallel::ReduceOp::Max)->wait();
+      r.has_ep = true;
+      r.ep_rows_sent = most[0].item<int64_t>();
+      r.ep_rows_received = most[1].item<int64_t>();
+    }
     r.has_mtp = cfg.model.mtp_depth > 0;
 
     const auto t1 = Clock::now();
@@ -371,9 +396,11 @@ TrainSummary train(const Config& cfg, const parallel::World& world, const TrainO
                 double(summary.peak_rss_bytes) / (1 << 20));
   progress.message(done);
   summary.trace = reducer.trace();
-  if (options.keep_parameters)
+  if (options.keep_parameters) {
     for (const auto& item : net->named_parameters())
       summary.parameters.emplace_back(item.key(), item.value().detach().to(at::kCPU).clone());
+    for (const auto& router : routers) summary.router_biases.push_back(router->bias.detach().to(at::kCPU).clone());
+  }
   return summary;
 }
 

@@ -25,7 +25,9 @@ struct TrainSummary {
   int64_t peak_rss_bytes = 0;         // this process's peak resident memory
   int threads = 0;
   std::vector<parallel::BucketTrace> trace;  // gradient buckets of the last step
-  std::vector<std::pair<std::string, at::Tensor>> parameters;  // with TrainOptions::keep_parameters
+  // With TrainOptions::keep_parameters; with parallel.ep > 1 routed experts are this rank's shard.
+  std::vector<std::pair<std::string, at::Tensor>> parameters;
+  std::vector<at::Tensor> router_biases;  // likewise, per MoE layer
 };
 
 struct TrainOptions {

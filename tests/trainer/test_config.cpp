@@ -91,7 +91,9 @@ TEST(Config, BatchAndLayoutRules) {
   EXPECT_NE(error_of("train:\n  micro_batch_size: 2\n  global_batch: 16\nparallel:\n  dp: 3\n").find("multiple of train.micro_batch_size x parallel.dp (6)"), std::string::npos);
   EXPECT_NE(error_of("parallel:\n  dp: 4\n  ep: 3\n").find("parallel.ep: must divide parallel.dp (4)"), std::string::npos);
   EXPECT_NE(error_of("parallel:\n  pp: 2\n").find("pipeline parallelism is not implemented yet"), std::string::npos);
-  EXPECT_NE(error_of("parallel:\n  dp: 4\n  ep: 2\n").find("expert parallelism is not implemented yet"), std::string::npos);
+  EXPECT_NE(error_of("parallel:\n  dp: 4\n  ep: 2\n").find("parallel.ep: needs routed experts to shard (model.n_routed_experts is 0)"), std::string::npos);
+  EXPECT_NE(error_of("model:\n  n_routed_experts: 6\nparallel:\n  dp: 4\n  ep: 4\n").find("parallel.ep: must divide model.n_routed_experts (6), got 4"), std::string::npos);
+  EXPECT_EQ(error_of("model:\n  n_routed_experts: 8\nparallel:\n  dp: 4\n  ep: 4\n"), "");
   EXPECT_EQ(error_of("train:\n  micro_batch_size: 2\n  global_batch: 16\nparallel:\n  dp: 4\n  zero1: true\n"), "");
 }
 

@@ -2,11 +2,13 @@
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <map>
 #include <numeric>
 #include <set>
 
+#include "trainer/expert_parallel.h"
 #include "trainer/model/moe.h"
 #include "trainer/model/router.h"
 
@@ -113,6 +115,85 @@ TEST(Router, MatchesNaiveRoutingWithGroupLimits) {
     }
     EXPECT_LE(groups.size(), 2u);  // only from the allowed groups
   }
+}
+
+// Brute force node-limited selection: over every set of max_nodes nodes, the one whose nodes'
+// scores (sum of the top ceil(k / max_nodes) biased affinities) add up highest, then the top k
+// experts inside it.
+std::vector<int64_t> brute_force_node_limited(const std::vector<double>& sel, int64_t nodes, int64_t max_nodes,
+                                              int64_t k) {
+  const int64_t e = int64_t(sel.size()), per = e / nodes, top = std::min(per, (k + max_nodes - 1) / max_nodes);
+  std::vector<double> node_score;
+  for (int64_t j = 0; j < nodes; ++j) {
+    std::vector<double> v(sel.begin() + j * per, sel.begin() + (j + 1) * per);
+    std::sort(v.rbegin(), v.rend());
+    node_score.push_back(std::accumulate(v.begin(), v.begin() + top, 0.0));
+  }
+  double best = -1e300;
+  uint32_t best_set = 0;
+  for (uint32_t set = 0; set < (1u << nodes); ++set) {
+    if (__builtin_popcount(set) != max_nodes) continue;
+    double total = 0;
+    for (int64_t j = 0; j < nodes; ++j)
+      if (set >> j & 1) total += node_score[size_t(j)];
+    if (total > best) best = total, best_set = set;
+  }
+  std::vector<int64_t> order;
+  for (int64_t i = 0; i < e; ++i)
+    if (best_set >> (i / per) & 1) order.push_back(i);
+  std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return sel[size_t(a)] > sel[size_t(b)]; });
+  order.resize(size_t(k));
+  return order;
+}
+
+TEST(Router, NodeLimitedRoutingMatchesBruteForce) {
+  // 16 experts on 4 nodes (2 ep ranks each, say), top-4, at most 2 nodes per token; and the same
+  // experts on 2 nodes, at most 1; on 8 nodes, at most 2 (just enough room for top-4).
+  for (const auto& [nodes, max_nodes] : std::vector<std::pair<int64_t, int64_t>>{{4, 2}, {2, 1}, {8, 2}}) {
+    ModelConfig m = moe_config();
+    m.n_routed_experts = 16;
+    m.n_activated_experts = 4;
+    at::manual_seed(3);
+    Router router(m);
+    router->to(at::kDouble);
+    router->bias.copy_(at::randn({16}, at::kDouble) * 0.1);
+    router->limit_nodes(nodes, max_nodes);
+    const at::Tensor x = at::randn({50, 6}, at::kDouble);
+    const Routing r = router->forward(x);
+    const at::Tensor sel = at::sigmoid(x.matmul(router->weight.t())) + router->bias;
+    int64_t limited = 0;  // tokens whose unrestricted top-4 would span more nodes
+    for (int64_t t = 0; t < 50; ++t) {
+      std::vector<double> s(16);
+      for (int64_t i = 0; i < 16; ++i) s[size_t(i)] = sel[t][i].item<double>();
+      const std::vector<int64_t> ref = brute_force_node_limited(s, nodes, max_nodes, 4);
+      std::set<int64_t> used_nodes;
+      for (int64_t j = 0; j < 4; ++j) {
+        EXPECT_EQ(r.expert_ids[t][j].item<int64_t>(), ref[size_t(j)]) << "token " << t << ", " << nodes << " nodes";
+        used_nodes.insert(r.expert_ids[t][j].item<int64_t>() / (16 / nodes));
+      }
+      EXPECT_LE(int64_t(used_nodes.size()), max_nodes);
+      std::set<int64_t> free_nodes;
+      for (int64_t j : brute_force_node_limited(s, nodes, nodes, 4)) free_nodes.insert(j / (16 / nodes));
+      limited += int64_t(free_nodes.size()) > max_nodes;
+    }
+    EXPECT_GT(limited, 0) << "the limit never bit: the test checks nothing";
+  }
+}
+
+TEST(Router, NodeLimitsThatCannotHoldTopKAreRefused) {
+  ModelConfig m = moe_config();  // 8 experts, top-2
+  Router router(m);
+  EXPECT_THROW(router->limit_nodes(3, 1), std::invalid_argument);  // 8 experts over 3 nodes
+  EXPECT_THROW(router->limit_nodes(8, 1), std::invalid_argument);  // 1 expert per node < top-2
+  EXPECT_NO_THROW(router->limit_nodes(4, 1));
+}
+
+TEST(ExpertParallel, EpNodesFromRanksPerNode) {
+  EXPECT_EQ(shoestring::ep_nodes({0, 1, 2, 3}, 4), 1);
+  EXPECT_EQ(shoestring::ep_nodes({0, 1, 2, 3}, 2), 2);  // a fake 2-node layout
+  EXPECT_EQ(shoestring::ep_nodes({8, 9, 10, 11, 12, 13, 14, 15}, 2), 4);
+  EXPECT_EQ(shoestring::ep_nodes({4, 5, 6, 7}, 6), 2);  // 2 ranks on each of nodes 0 and 1
+  EXPECT_THROW(shoestring::ep_nodes({3, 4, 5, 6}, 6), std::invalid_argument);  // 3 + 1 ranks
 }
 
 TEST(Router, BiasUpdateLowersImbalanceOfASkewedRouter) {

@@ -17,6 +17,7 @@
 #include "trainer/cli/commands.h"
 #include "trainer/cli/config_options.h"
 #include "trainer/config_loader.h"
+#include "trainer/moe_bench.h"
 #include "trainer/train.h"
 
 namespace po = boost::program_options;
@@ -125,10 +126,36 @@ int bench_comm(const Args& args, const parallel::World& world) {
   return 0;
 }
 
+int bench_moe(const Args& args, const parallel::World& world) {
+  po::options_description opts(
+      "mpirun -np N shoestring bench moe [--tokens 4096] [--d-model 1024] [--experts 64] [--top-k 8]\n"
+      "    [--iters N] [--warmup N] [--rounds R] [--dtype bfloat16]\n\n"
+      "Expert-parallel dispatch + combine (identity experts) against the raw all-to-all-v of the same\n"
+      "token rows there and back; every rank is one ep rank; rank 0 prints one JSON line");
+  MoeBenchOptions o;
+  opts.add_options()("help,h", "show this help")
+      ("tokens", po::value(&o.tokens)->default_value(o.tokens), "tokens per rank")
+      ("d-model", po::value(&o.d_model)->default_value(o.d_model), "row width")
+      ("experts", po::value(&o.experts)->default_value(o.experts), "routed experts (divisible by the ranks)")
+      ("top-k", po::value(&o.top_k)->default_value(o.top_k), "experts per token (uniformly random)")
+      ("iters", po::value(&o.iters)->default_value(o.iters), "timed calls per round")
+      ("warmup", po::value(&o.warmup)->default_value(o.warmup), "untimed calls first")
+      ("rounds", po::value(&o.rounds)->default_value(o.rounds), "timed rounds (ours and raw alternate; best kept)")
+      ("dtype", po::value(&o.dtype)->default_value(o.dtype), "bfloat16, float32 or float64");
+  po::variables_map vm;
+  if (const auto rc = parse_command_line(opts, args, vm)) return *rc;
+  std::string error;
+  if (const int rc = run_moe_bench(world, o, std::cout, error); rc != 0) {
+    std::cerr << "shoestring bench moe: " << error << "\n";
+    return rc;
+  }
+  return 0;
+}
+
 }  // namespace
 
 int cmd_bench(const Args& args, const parallel::World& world) {
-  const std::string usage = "usage: shoestring bench {train|fp8|comm} [options]   (see shoestring bench train --help)\n";
+  const std::string usage = "usage: shoestring bench {train|fp8|comm|moe} [options]   (see shoestring bench train --help)\n";
   if (args.empty() || args[0] == "--help" || args[0] == "-h") {
     (args.empty() ? std::cerr : std::cout) << usage;
     return args.empty() ? 2 : 0;
@@ -137,6 +164,7 @@ int cmd_bench(const Args& args, const parallel::World& world) {
   if (args[0] == "train") return bench_train(rest, world);
   if (args[0] == "fp8") return bench_fp8(rest);
   if (args[0] == "comm") return bench_comm(rest, world);
+  if (args[0] == "moe") return bench_moe(rest, world);
   std::cerr << "shoestring bench: unknown benchmark '" << args[0] << "'\n" << usage;
   return 2;
 }

@@ -3,6 +3,8 @@
 #include <ATen/ATen.h>
 
 #include <cmath>
+#include <stdexcept>
+#include <string>
 
 #include "ops/moe_permute.h"
 #include "trainer/model/linear.h"
@@ -34,19 +36,20 @@ at::Tensor MoEImpl::forward(const at::Tensor& x, std::vector<MoEStats>* stats) {
       capacity_factor_ > 0 ? int64_t(std::ceil(capacity_factor_ * double(n * top_k_) / double(n_experts_))) : -1;
   const ops::Permutation perm = ops::plan_permutation(r.expert_ids, n_experts_, capacity);
 
-  const at::Tensor rows = ops::permute(flat, perm);
-  std::vector<at::Tensor> outs;
-  int64_t offset = 0;
-  for (int64_t e = 0; e < n_experts_; ++e) {
-    const int64_t count = perm.counts[size_t(e)];
-    if (count == 0) continue;  // an idle expert costs nothing and gets a zero gradient
-    const at::Tensor slice = rows.narrow(0, offset, count);
-    outs.push_back(project(at::silu(project(slice, w1[e])) * project(slice, w3[e]), w2[e]));
-    offset += count;
+  at::Tensor y;
+  if (dispatcher_) {
+    LocalExperts local{first_expert_, local_experts(), n_experts_,
+                       [this](const at::Tensor& rows, const std::vector<int64_t>& counts) {
+                         return run_experts(rows, counts, /*skip_empty=*/false);
+                       }};
+    y = dispatcher_->run(flat, r.gates, perm, local);
+  } else {
+    if (local_experts() != n_experts_)
+      throw std::logic_error("MoE layer holds a shard of its experts but has no expert dispatcher");
+    const at::Tensor expert_out = run_experts(ops::permute(flat, perm), perm.counts, /*skip_empty=*/true);
+    const at::Tensor gates = r.gates.reshape({-1}).index_select(0, perm.slot);
+    y = ops::unpermute(expert_out, gates, perm, n);
   }
-  const at::Tensor expert_out = outs.empty() ? at::zeros({0, d}, x.options()) : at::cat(outs);
-  const at::Tensor gates = r.gates.reshape({-1}).index_select(0, perm.slot);
-  at::Tensor y = ops::unpermute(expert_out, gates, perm, n);
   if (shared_) y = y + shared_->forward(flat);
 
   if (stats) {
@@ -57,6 +60,32 @@ at::Tensor MoEImpl::forward(const at::Tensor& x, std::vector<MoEStats>* stats) {
     stats->push_back(std::move(s));
   }
   return y.view({b, t, d});
+}
+
+at::Tensor MoEImpl::run_experts(const at::Tensor& rows, const std::vector<int64_t>& counts, bool skip_empty) {
+  std::vector<at::Tensor> outs;
+  int64_t offset = 0;
+  for (size_t e = 0; e < counts.size(); ++e) {
+    const int64_t count = counts[e];
+    if (count == 0 && skip_empty) continue;  // an idle expert costs nothing and gets a zero gradient
+    const at::Tensor slice = rows.narrow(0, offset, count);
+    const auto i = int64_t(e);
+    outs.push_back(project(at::silu(project(slice, w1[i])) * project(slice, w3[i]), w2[i]));
+    offset += count;
+  }
+  return outs.empty() ? at::zeros({0, rows.size(1)}, rows.options()) : at::cat(outs);
+}
+
+void MoEImpl::shard_experts(int64_t first, int64_t count) {
+  if (first < 0 || count <= 0 || first + count > local_experts() || first_expert_ != 0 || local_experts() != n_experts_)
+    throw std::invalid_argument("MoE::shard_experts: bad range [" + std::to_string(first) + ", " +
+                                std::to_string(first + count) + ") of " + std::to_string(local_experts()) +
+                                " experts (shard a whole layer once)");
+  at::NoGradGuard no_grad;
+  // set_data keeps the registered parameter objects (names, optimiser slots built later) and
+  // gives them the slice's own storage, so the other experts' memory is freed.
+  for (at::Tensor* w : {&w1, &w2, &w3}) w->set_data(w->narrow(0, first, count).clone());
+  first_expert_ = first;
 }
 
 at::Tensor sequence_balance_loss(const at::Tensor& scores, const at::Tensor& expert_ids) {

@@ -5,7 +5,10 @@
 // contiguous slice, and the outputs are scattered back weighted by the gates: no per-token loops.
 #include <torch/nn/module.h>
 
+#include <memory>
+
 #include "trainer/config.h"
+#include "trainer/model/expert_dispatch.h"
 #include "trainer/model/linear.h"
 #include "trainer/model/router.h"
 #include "trainer/model/swiglu.h"
@@ -25,14 +28,29 @@ class MoEImpl : public torch::nn::Module, public LinearUser {
   // x: [B, T, d]. Appends this layer's statistics to *stats when given.
   at::Tensor forward(const at::Tensor& x, std::vector<MoEStats>* stats = nullptr);
 
+  // Keeps only experts [first, first + count) of w1/w2/w3 (the same parameter objects and names,
+  // narrowed in place), for expert parallelism: build the whole layer, then shard it. A sharded
+  // layer needs a dispatcher that reaches the other shards.
+  void shard_experts(int64_t first, int64_t count);
+  // nullptr: run every expert in this process (the default).
+  void set_dispatcher(std::shared_ptr<ExpertDispatcher> d) { dispatcher_ = std::move(d); }
+  int64_t first_expert() const { return first_expert_; }
+  int64_t local_experts() const { return w1.size(0); }
+
   Router router{nullptr};
-  at::Tensor w1, w3;  // [E, hidden, d]
+  at::Tensor w1, w3;  // [E, hidden, d] (E = local experts once sharded)
   at::Tensor w2;      // [E, d, hidden]
 
  private:
+  // rows sorted by local expert, counts[e] rows each; skip_empty leaves idle experts out of the
+  // graph (single process), else every expert joins it (see LocalExperts::run).
+  at::Tensor run_experts(const at::Tensor& rows, const std::vector<int64_t>& counts, bool skip_empty);
+
   SwiGLU shared_{nullptr};
   int64_t n_experts_, top_k_;
   double capacity_factor_;
+  int64_t first_expert_ = 0;
+  std::shared_ptr<ExpertDispatcher> dispatcher_;
 };
 TORCH_MODULE(MoE);
 

@@ -4,6 +4,8 @@
 
 #include <algorithm>
 #include <limits>
+#include <stdexcept>
+#include <string>
 
 #include "trainer/model/linear.h"
 
@@ -29,12 +31,36 @@ Routing RouterImpl::forward(const at::Tensor& x) {
     choice = grouped.masked_fill(allowed.logical_not().unsqueeze(-1), -std::numeric_limits<double>::infinity())
                  .view({n, n_experts_});
   }
+  if (max_nodes_ > 0 && n_nodes_ > max_nodes_) {
+    const int64_t n = x.size(0), per_node = n_experts_ / n_nodes_;
+    const int64_t top = std::min<int64_t>((top_k_ + max_nodes_ - 1) / max_nodes_, per_node);
+    const at::Tensor by_node = choice.view({n, n_nodes_, per_node});
+    // Experts already excluded by group limiting score -inf and must not make a node look good:
+    // their -inf sums make a node eligible only when no node has enough finite experts.
+    const at::Tensor node_score = std::get<0>(by_node.topk(top, -1)).sum(-1);
+    const at::Tensor best_nodes = std::get<1>(node_score.topk(max_nodes_, -1));
+    const at::Tensor allowed = at::zeros({n, n_nodes_}, x.options().dtype(at::kBool)).scatter(1, best_nodes, true);
+    choice = by_node.masked_fill(allowed.logical_not().unsqueeze(-1), -std::numeric_limits<double>::infinity())
+                 .view({n, n_experts_});
+  }
   Routing r;
   r.expert_ids = std::get<1>(choice.topk(top_k_, -1));
   const at::Tensor picked = scores.gather(1, r.expert_ids);
   r.gates = picked / picked.sum(-1, /*keepdim=*/true) * route_scale_;
   r.scores = scores;
   return r;
+}
+
+void RouterImpl::limit_nodes(int64_t n_nodes, int64_t max_nodes) {
+  if (n_nodes < 1 || n_experts_ % n_nodes != 0 || max_nodes < 0)
+    throw std::invalid_argument("Router::limit_nodes: " + std::to_string(n_experts_) + " experts cannot be split over " +
+                                std::to_string(n_nodes) + " nodes (max_nodes " + std::to_string(max_nodes) + ")");
+  if (max_nodes > 0 && max_nodes * (n_experts_ / n_nodes) < top_k_)
+    throw std::invalid_argument("Router::limit_nodes: " + std::to_string(max_nodes) + " nodes of " +
+                                std::to_string(n_experts_ / n_nodes) + " experts hold fewer than the " +
+                                std::to_string(top_k_) + " experts a token uses");
+  n_nodes_ = n_nodes;
+  max_nodes_ = max_nodes;
 }
 
 void RouterImpl::update_bias(const at::Tensor& load, double gamma) {

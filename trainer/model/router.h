@@ -25,11 +25,18 @@ class RouterImpl : public torch::nn::Module {
   // less likely to be selected, underloaded ones more. `load`: [E] tokens per expert.
   void update_bias(const at::Tensor& load, double gamma);
 
+  // Node-limited routing (DeepSeek-V3 §2.1.2): experts form n_nodes equal contiguous blocks (the
+  // nodes their ep ranks live on); each token scores a node by the sum of its ceil(k / max_nodes)
+  // highest biased affinities there and may use experts of its best max_nodes nodes only, so it
+  // crosses at most max_nodes node boundaries. Off when n_nodes <= max_nodes or max_nodes is 0.
+  void limit_nodes(int64_t n_nodes, int64_t max_nodes);
+
   at::Tensor weight;  // [E, d], kept and applied in fp32 (the gate stays high precision, §3.3.1)
   at::Tensor bias;    // [E] buffer, not trained by the optimiser
 
  private:
   int64_t n_experts_, top_k_, n_groups_, topk_groups_;
+  int64_t n_nodes_ = 1, max_nodes_ = 0;
   double route_scale_;
 };
 TORCH_MODULE(Router);

@@ -116,7 +116,7 @@ int64_t TransformerImpl::activated_parameter_count() const {
     if (name.rfind("mtp.", 0) == 0) continue;
     const auto& p = item.value();
     const bool routed = name.find(".moe.w") != std::string::npos;
-    n += routed ? p.numel() / cfg_.n_routed_experts * cfg_.n_activated_experts : p.numel();
+    n += routed ? p.numel() / p.size(0) * cfg_.n_activated_experts : p.numel();  // per expert x k, sharded or not
   }
   return n;
 }
@@ -125,6 +125,13 @@ std::vector<Router> TransformerImpl::routers() {
   std::vector<Router> out;
   for (const auto& m : modules(/*include_self=*/false))
     if (auto r = std::dynamic_pointer_cast<RouterImpl>(m)) out.push_back(Router(r));
+  return out;
+}
+
+std::vector<MoE> TransformerImpl::moe_layers() {
+  std::vector<MoE> out;
+  for (const auto& m : modules(/*include_self=*/false))
+    if (auto l = std::dynamic_pointer_cast<MoEImpl>(m)) out.push_back(MoE(l));
   return out;
 }
 

@@ -81,6 +81,7 @@ class TransformerImpl : public torch::nn::Module {
   // Parameters a token passes through: all but the unselected routed experts, without MTP.
   int64_t activated_parameter_count() const;
   std::vector<Router> routers();  // every MoE router, main model then MTP modules
+  std::vector<MoE> moe_layers();  // every MoE layer, in the same order
   void set_compute_dtype(at::ScalarType dt) { compute_dtype_ = dt; }
 
  private:

@@ -1,0 +1,79 @@
+#include "parallel/all_to_all_v.h"
+
+#include <ATen/ATen.h>
+#include <torch/autograd.h>
+#include <torch/custom_class.h>
+
+#include <numeric>
+#include <stdexcept>
+
+namespace shoestring::parallel {
+
+namespace {
+
+at::Tensor exchange(const at::Tensor& x, ProcessGroup& g, const std::vector<int64_t>& send,
+                    const std::vector<int64_t>& recv) {
+  std::vector<int64_t> shape = x.sizes().vec();
+  shape[0] = std::accumulate(recv.begin(), recv.end(), int64_t(0));
+  at::Tensor out = at::empty(shape, x.options());
+  g.all_to_all(out, x.contiguous(), recv, send)->wait();
+  return out;
+}
+
+// Holds the group in the autograd context (saved_data takes IValues only).
+struct GroupHolder : torch::CustomClassHolder {
+  explicit GroupHolder(GroupPtr g) : group(std::move(g)) {}
+  GroupPtr group;
+};
+
+struct AllToAllV : torch::autograd::Function<AllToAllV> {
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x, const GroupPtr& group,
+                            const std::vector<int64_t>& send, const std::vector<int64_t>& recv) {
+    ctx->saved_data["group"] = c10::IValue::make_capsule(c10::make_intrusive<GroupHolder>(group));
+    ctx->saved_data["send"] = send;
+    ctx->saved_data["recv"] = recv;
+    ctx->saved_data["shape"] = x.sizes().vec();
+    ctx->saved_data["dtype"] = x.scalar_type();
+    ctx->saved_data["device"] = x.device();
+    return exchange(x, *group, send, recv);
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    auto holder = c10::static_intrusive_pointer_cast<GroupHolder>(ctx->saved_data["group"].toCapsule());
+    const std::vector<int64_t> send = ctx->saved_data["send"].toIntVector();
+    const std::vector<int64_t> recv = ctx->saved_data["recv"].toIntVector();
+    at::Tensor g = grads[0];
+    if (!g.defined()) {  // an unused output still takes part: the peers are exchanging too
+      std::vector<int64_t> shape = ctx->saved_data["shape"].toIntVector();
+      shape[0] = std::accumulate(recv.begin(), recv.end(), int64_t(0));  // our output's rows
+      g = at::zeros(shape, at::TensorOptions()
+                               .dtype(ctx->saved_data["dtype"].toScalarType())
+                               .device(ctx->saved_data["device"].toDevice()));
+    }
+    return {exchange(g, *holder->group, recv, send), at::Tensor(), at::Tensor(), at::Tensor()};
+  }
+};
+
+}  // namespace
+
+at::Tensor all_to_all_v(const at::Tensor& x, const GroupPtr& group, const std::vector<int64_t>& send_counts,
+                        const std::vector<int64_t>& recv_counts) {
+  if (int(send_counts.size()) != group->size() || int(recv_counts.size()) != group->size())
+    throw std::invalid_argument("all_to_all_v: counts must have one entry per member of group " + group->name());
+  if (std::accumulate(send_counts.begin(), send_counts.end(), int64_t(0)) != x.size(0))
+    throw std::invalid_argument("all_to_all_v: send counts do not add up to the rows of x");
+  return AllToAllV::apply(x, group, send_counts, recv_counts);
+}
+
+std::vector<int64_t> exchange_counts(ProcessGroup& group, const std::vector<int64_t>& send_counts,
+                                     const at::Device& device) {
+  const std::vector<int64_t> ones(size_t(group.size()), 1);
+  const at::Tensor in = at::tensor(send_counts, at::kLong).to(device);
+  const at::Tensor out = at::empty({group.size()}, in.options());
+  group.all_to_all(out, in, ones, ones)->wait();
+  const at::Tensor host = out.cpu();
+  return {host.data_ptr<int64_t>(), host.data_ptr<int64_t>() + host.numel()};
+}
+
+}  // namespace shoestring::parallel

@@ -1,0 +1,48 @@
+#pragma once
+// Expert parallelism (DeepSeek-V3 style, dropless): the routed experts of every MoE layer are
+// sharded over the mesh's ep group, and each token travels once to every ep rank holding at least
+// one of its chosen experts. See docs/parallelism.md, "Expert parallelism".
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "parallel/process_group.h"
+#include "trainer/model/expert_dispatch.h"
+#include "trainer/model/transformer.h"
+
+namespace shoestring {
+
+// Rows this rank sent to / received from the ep group (one row per (token, destination rank)
+// pair, this rank included), in forward passes with gradients enabled, summed over layers.
+struct EpTraffic {
+  int64_t sent = 0, received = 0;
+};
+
+class EpDispatcher : public model::ExpertDispatcher {
+ public:
+  explicit EpDispatcher(parallel::GroupPtr ep) : ep_(std::move(ep)) {}
+  // Counts exchange, then the all-to-all-v of token rows and of their gates (with the mask of the
+  // destination's local experts they chose), the local experts, and the reverse all-to-all-v of
+  // the gate-weighted sums. Backward runs the same exchanges in reverse.
+  at::Tensor run(const at::Tensor& tokens, const at::Tensor& gates, const ops::Permutation& perm,
+                 const model::LocalExperts& experts) override;
+  EpTraffic take_traffic();  // what was counted since the last call
+
+ private:
+  parallel::GroupPtr ep_;
+  EpTraffic traffic_;
+};
+
+// Shards every MoE layer of `net` (main blocks and MTP modules) over `ep`: group rank r keeps
+// experts [r E/ep, (r+1) E/ep) and dispatches through the returned dispatcher. Build the whole
+// model first (identical initialisation on every rank), then call this. Throws
+// std::invalid_argument when ep does not divide a layer's experts.
+std::shared_ptr<EpDispatcher> shard_experts(model::Transformer& net, const parallel::GroupPtr& ep);
+
+// How many nodes the ep group spans, from its members' global ranks and the ranks per node
+// (ranks fill nodes in order, as mpirun and srun place them by default). Throws
+// std::invalid_argument unless the members split into equal blocks of whole nodes' ranks, which
+// node-limited routing needs (a node's experts are then one contiguous block).
+int64_t ep_nodes(const std::vector<int>& world_ranks, int ranks_per_node);
+
+}  // namespace shoestring

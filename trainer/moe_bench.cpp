@@ -1,0 +1,100 @@
+#include "trainer/moe_bench.h"
+
+#include <ATen/ATen.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <limits>
+
+#include "ops/moe_permute.h"
+#include "parallel/all_to_all_v.h"
+#include "parallel/process_group.h"
+#include "trainer/expert_parallel.h"
+
+namespace shoestring {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+// Seconds per call of `body`, the slowest rank's (a step waits for it).
+template <class F>
+double time_per_call(parallel::ProcessGroup& g, int iters, F&& body) {
+  g.barrier()->wait();
+  const auto t0 = Clock::now();
+  for (int i = 0; i < iters; ++i) body();
+  at::Tensor t = at::full({1}, std::chrono::duration<double>(Clock::now() - t0).count() / iters, at::kDouble);
+  g.all_reduce(t, parallel::ReduceOp::Max)->wait();
+  return t.item<double>();
+}
+
+}  // namespace
+
+int run_moe_bench(const parallel::World& world, const MoeBenchOptions& o, std::ostream& out, std::string& error) {
+  const parallel::GroupPtr g = parallel::make_world_group(world, {});
+  const int ranks = g->size();
+  const at::ScalarType dtype = o.dtype == "bfloat16" ? at::kBFloat16
+                               : o.dtype == "float32" ? at::kFloat
+                               : o.dtype == "float64" ? at::kDouble
+                                                      : at::kChar;
+  if (dtype == at::kChar) return error = "--dtype must be bfloat16, float32 or float64, got " + o.dtype, 2;
+  if (o.experts % ranks != 0 || o.top_k > o.experts || o.tokens < 1 || o.d_model < 1 || o.iters < 1 || o.rounds < 1)
+    return error = "need tokens, d-model, iters, rounds >= 1, top-k <= experts and experts divisible by the " +
+                   std::to_string(ranks) + " ranks",
+           2;
+  at::NoGradGuard no_grad;
+  at::manual_seed(uint64_t(1 + g->rank()));
+  const int64_t per_rank = o.experts / ranks;
+  const at::Tensor x = at::randn({o.tokens, o.d_model}).to(dtype);
+  // Uniformly random top-k experts (distinct per token), gates summing to 1.
+  const at::Tensor ids = std::get<1>(at::rand({o.tokens, o.experts}).topk(o.top_k, -1));
+  const at::Tensor gates = at::softmax(at::randn({o.tokens, o.top_k}), -1);
+  const ops::Permutation perm = ops::plan_permutation(ids, o.experts);
+  const model::LocalExperts identity{g->rank() * per_rank, per_rank, o.experts,
+                                     [](const at::Tensor& rows, const std::vector<int64_t>&) { return rows; }};
+  EpDispatcher dispatcher(g);
+
+  // The raw exchange moves the same rows: one per (token, destination rank), as the dispatcher.
+  const at::Tensor dest = at::floor_divide(at::repeat_interleave(at::tensor(perm.counts, at::kLong)), per_rank);
+  const at::Tensor keys = std::get<0>(at::_unique2(dest * o.tokens + perm.source_token));
+  const at::Tensor counts = at::bincount(at::floor_divide(keys, o.tokens), {}, ranks);
+  const std::vector<int64_t> send(counts.data_ptr<int64_t>(), counts.data_ptr<int64_t>() + ranks);
+  const std::vector<int64_t> recv = parallel::exchange_counts(*g, send, at::kCPU);
+  const int64_t rows_sent = keys.size(0);
+  int64_t rows_recv = 0;
+  for (int64_t r : recv) rows_recv += r;
+  const at::Tensor send_x = at::randn({rows_sent, o.d_model}).to(dtype), recv_x = at::empty({rows_recv, o.d_model}, send_x.options());
+  const at::Tensor back = at::empty_like(send_x);
+  auto ours = [&] { dispatcher.run(x, gates, perm, identity); };
+  auto raw = [&] {
+    g->all_to_all(recv_x, send_x, recv, send)->wait();
+    g->all_to_all(back, recv_x, send, recv)->wait();
+  };
+  for (int i = 0; i < o.warmup; ++i) ours(), raw();
+  double best_ours = std::numeric_limits<double>::infinity(), best_raw = best_ours;
+  for (int round = 0; round < o.rounds; ++round) {
+    best_ours = std::min(best_ours, time_per_call(*g, o.iters, ours));
+    best_raw = std::min(best_raw, time_per_call(*g, o.iters, raw));
+  }
+  // Token bytes this rank moves per call, there and back (gates and masks not counted: they are
+  // the dispatcher's overhead); the total over ranks / the slowest rank's time is the rate.
+  at::Tensor bytes = at::full({1}, double(2 * rows_sent * o.d_model * int64_t(c10::elementSize(dtype))), at::kDouble);
+  g->all_reduce(bytes)->wait();
+  if (g->rank() == 0) {
+    char line[512];
+    const double b = bytes.item<double>();
+    std::snprintf(line, sizeof line,
+                  "{\"bench\":\"moe\",\"ranks\":%d,\"tokens_per_rank\":%lld,\"d_model\":%lld,\"experts\":%lld,"
+                  "\"top_k\":%lld,\"dtype\":\"%s\",\"rows_sent_rank0\":%lld,\"bytes\":%.0f,\"ours_ms\":%.4g,"
+                  "\"ours_gbps\":%.4g,\"raw_ms\":%.4g,\"raw_gbps\":%.4g,\"ratio\":%.3f}\n",
+                  ranks, static_cast<long long>(o.tokens), static_cast<long long>(o.d_model),
+                  static_cast<long long>(o.experts), static_cast<long long>(o.top_k), o.dtype.c_str(),
+                  static_cast<long long>(rows_sent), b, best_ours * 1e3, b / best_ours / 1e9, best_raw * 1e3,
+                  b / best_raw / 1e9, best_raw / best_ours);
+    out << line << std::flush;
+  }
+  return 0;
+}
+
+}  // namespace shoestring
