@@ -85,7 +85,9 @@ void expect_same_training(const std::string& precision, bool zero1, double loss_
                 dp.losses.back(), ref.losses.back(), worst);
     EXPECT_TRUE(fs::exists(dir / "metrics.jsonl"));
   }
-  if (test_mpi_world().rank == 1) EXPECT_TRUE(fs::exists(dir / "rank-1.log"));
+  if (test_mpi_world().rank == 1) {
+    EXPECT_TRUE(fs::exists(dir / "rank-1.log"));
+  }
   test_world()->barrier()->wait();
   if (test_mpi_world().rank == 0) fs::remove_all(dir);
   fs::remove_all(ref_cfg.log.run_dir);
