@@ -12,30 +12,32 @@ namespace shoestring::parallel {
 namespace {
 
 at::Tensor exchange(const at::Tensor& x, ProcessGroup& g, const std::vector<int64_t>& send,
-                    const std::vector<int64_t>& recv) {
+                    const std::vector<int64_t>& recv, BufferPool* pool) {
   std::vector<int64_t> shape = x.sizes().vec();
   shape[0] = std::accumulate(recv.begin(), recv.end(), int64_t(0));
-  at::Tensor out = at::empty(shape, x.options());
+  at::Tensor out = pool ? pool->get(shape, x.options()) : at::empty(shape, x.options());
   g.all_to_all(out, x.contiguous(), recv, send)->wait();
   return out;
 }
 
 // Holds the group in the autograd context (saved_data takes IValues only).
 struct GroupHolder : torch::CustomClassHolder {
-  explicit GroupHolder(GroupPtr g) : group(std::move(g)) {}
+  GroupHolder(GroupPtr g, std::shared_ptr<BufferPool> p) : group(std::move(g)), pool(std::move(p)) {}
   GroupPtr group;
+  std::shared_ptr<BufferPool> pool;
 };
 
 struct AllToAllV : torch::autograd::Function<AllToAllV> {
   static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x, const GroupPtr& group,
-                            const std::vector<int64_t>& send, const std::vector<int64_t>& recv) {
-    ctx->saved_data["group"] = c10::IValue::make_capsule(c10::make_intrusive<GroupHolder>(group));
+                            const std::vector<int64_t>& send, const std::vector<int64_t>& recv,
+                            const std::shared_ptr<BufferPool>& pool) {
+    ctx->saved_data["group"] = c10::IValue::make_capsule(c10::make_intrusive<GroupHolder>(group, pool));
     ctx->saved_data["send"] = send;
     ctx->saved_data["recv"] = recv;
     ctx->saved_data["shape"] = x.sizes().vec();
     ctx->saved_data["dtype"] = x.scalar_type();
     ctx->saved_data["device"] = x.device();
-    return exchange(x, *group, send, recv);
+    return exchange(x, *group, send, recv, pool.get());
   }
 
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
@@ -51,19 +53,20 @@ struct AllToAllV : torch::autograd::Function<AllToAllV> {
                                .dtype(ctx->saved_data["dtype"].toScalarType())
                                .device(ctx->saved_data["device"].toDevice()));
     }
-    return {exchange(g, *holder->group, recv, send), at::Tensor(), at::Tensor(), at::Tensor()};
+    return {exchange(g, *holder->group, recv, send, holder->pool.get()), at::Tensor(), at::Tensor(), at::Tensor(),
+            at::Tensor()};
   }
 };
 
 }  // namespace
 
 at::Tensor all_to_all_v(const at::Tensor& x, const GroupPtr& group, const std::vector<int64_t>& send_counts,
-                        const std::vector<int64_t>& recv_counts) {
+                        const std::vector<int64_t>& recv_counts, const std::shared_ptr<BufferPool>& pool) {
   if (int(send_counts.size()) != group->size() || int(recv_counts.size()) != group->size())
     throw std::invalid_argument("all_to_all_v: counts must have one entry per member of group " + group->name());
   if (std::accumulate(send_counts.begin(), send_counts.end(), int64_t(0)) != x.size(0))
     throw std::invalid_argument("all_to_all_v: send counts do not add up to the rows of x");
-  return AllToAllV::apply(x, group, send_counts, recv_counts);
+  return AllToAllV::apply(x, group, send_counts, recv_counts, pool);
 }
 
 std::vector<int64_t> exchange_counts(ProcessGroup& group, const std::vector<int64_t>& send_counts,

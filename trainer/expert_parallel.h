@@ -6,6 +6,7 @@
 #include <memory>
 #include <vector>
 
+#include "parallel/buffer_pool.h"
 #include "parallel/process_group.h"
 #include "trainer/model/expert_dispatch.h"
 #include "trainer/model/transformer.h"
@@ -20,7 +21,7 @@ struct EpTraffic {
 
 class EpDispatcher : public model::ExpertDispatcher {
  public:
-  explicit EpDispatcher(parallel::GroupPtr ep) : ep_(std::move(ep)) {}
+  explicit EpDispatcher(parallel::GroupPtr ep);
   // Counts exchange, then the all-to-all-v of token rows and of their gates (with the mask of the
   // destination's local experts they chose), the local experts, and the reverse all-to-all-v of
   // the gate-weighted sums. Backward runs the same exchanges in reverse.
@@ -30,6 +31,7 @@ class EpDispatcher : public model::ExpertDispatcher {
 
  private:
   parallel::GroupPtr ep_;
+  std::shared_ptr<parallel::BufferPool> pool_;  // the big row buffers, reused across calls
   EpTraffic traffic_;
 };
 
