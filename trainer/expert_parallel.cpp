@@ -16,11 +16,6 @@ namespace shoestring {
 
 namespace {
 
-// The row loops below are element-wise over d (no reassociation): O3 lets GCC vectorise them
-// without changing any result.
-#pragma GCC push_options
-#pragma GCC optimize("O3")
-
 using parallel::BufferPool;
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
@@ -146,8 +141,6 @@ std::pair<at::Tensor, at::Tensor> sum_rows_backward(const at::Tensor& grad, cons
   });
   return {grad_src, grad_w};
 }
-
-#pragma GCC pop_options
 
 void save_map(AutogradContext* ctx, const RowMap& map, const std::shared_ptr<BufferPool>& pool) {
   ctx->saved_data["row_of"] = map.row_of;
