@@ -6,6 +6,7 @@
 #include <ATen/ATen.h>
 
 #include <cstdio>
+#include <unistd.h>
 
 #include "parallel/world.h"
 #include "tests/parallel/mpi_test_env.h"
@@ -34,6 +35,20 @@ class FailurePrinter : public ::testing::EmptyTestEventListener {
 
 parallel::GroupPtr test_world() { return g_world; }
 const parallel::World& test_mpi_world() { return g_mpi_world; }
+
+std::filesystem::path shared_temp_dir(const std::string& prefix) {
+  const std::string mine = (std::filesystem::temp_directory_path() / (prefix + "_" + std::to_string(::getpid()))).string();
+  at::Tensor len = at::full({1}, int64_t(mine.size()), at::kLong);
+  g_world->broadcast(len, 0)->wait();
+  at::Tensor bytes = at::zeros({len.item<int64_t>()}, at::kByte);
+  std::copy(mine.begin(), mine.end(), bytes.data_ptr<uint8_t>());
+  g_world->broadcast(bytes, 0)->wait();
+  const std::filesystem::path d(
+      std::string(reinterpret_cast<const char*>(bytes.data_ptr<uint8_t>()), size_t(bytes.numel())));
+  if (g_mpi_world.rank == 0) std::filesystem::remove_all(d);
+  g_world->barrier()->wait();
+  return d;
+}
 
 }  // namespace shoestring::testing
 
