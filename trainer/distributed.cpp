@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <thread>
@@ -67,6 +68,10 @@ void maybe_inject_fault(int rank, int64_t step) {
   if (std::sscanf(spec, "rank=%ld,step=%ld,mode=%15s", &r, &s, mode) != 3 || r != rank || s != step) return;
   std::fprintf(stderr, "[rank %d] SHOESTRING_FAULT: injecting '%s' in step %ld\n", rank, mode, s);
   std::fflush(stderr);
+  if (std::string(mode) == "sigterm") {  // as a scheduler's preemption notice would
+    std::raise(SIGTERM);
+    return;
+  }
   if (std::string(mode) == "hang")
     for (;;) std::this_thread::sleep_for(std::chrono::hours(1));
   _exit(17);

@@ -24,8 +24,9 @@ std::string broadcast_string(parallel::ProcessGroup& g, const std::string& s, in
 // Element-wise float64 sum of `values` over g (in place).
 void all_reduce_sum(parallel::ProcessGroup& g, std::vector<double>& values);
 
-// Test-only fault injection, from SHOESTRING_FAULT="rank=R,step=S,mode=exit|hang": rank R exits
-// (without MPI_Finalize, as a crashed process would) or stops responding in the middle of step S.
+// Test-only fault injection, from SHOESTRING_FAULT="rank=R,step=S,mode=exit|hang|sigterm": rank R exits
+// (without MPI_Finalize, as a crashed process would), stops responding in the middle of step S,
+// or raises SIGTERM there (a preemption notice: the run saves and exits 42 after that step).
 // Nothing happens when the variable is unset.
 void maybe_inject_fault(int rank, int64_t step);
 
