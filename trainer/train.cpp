@@ -334,8 +334,10 @@ TrainSummary train(const Config& cfg, const parallel::World& world, const TrainO
     if (chosen.empty() || chosen[0] == '-') throw ckpt::CheckpointError(chosen.empty() ? "resume failed" : chosen.substr(1));
     chosen = chosen.substr(1);
     if (!chosen.empty()) {
+      const auto t0 = Clock::now();
       ckpt::CheckpointReader reader(chosen);
       load_state(reader, state);
+      const double load_s = std::chrono::duration<double>(Clock::now() - t0).count();
       data::LoaderState ls = data::LoaderState::parse(reader.manifest().loader_state);
       try {
         loader.restore(ls);
@@ -348,7 +350,8 @@ TrainSummary train(const Config& cfg, const parallel::World& world, const TrainO
                                     std::to_string(cfg.train.steps));
       summary.resumed_from_step = start_step;
       ckpt_warnings.push_back("  resumed  from " + chosen + " (step " + std::to_string(start_step) + ", saved under " +
-                              reader.manifest().layout.to_string() + ")");
+                              reader.manifest().layout.to_string() + "; loaded in " +
+                              std::to_string(load_s).substr(0, 5) + " s)");
     } else {
       ckpt_warnings.push_back("  resume   no checkpoint in " + ckpt_root + ": starting from step 0");
     }
@@ -380,9 +383,13 @@ TrainSummary train(const Config& cfg, const parallel::World& world, const TrainO
     const auto t0 = Clock::now();
     summary.last_checkpoint =
         ckpt::save_checkpoint(*mesh.world, ckpt::collect_pieces(state), meta, ckpt_root, cfg.checkpoint.keep);
+    const double secs = std::chrono::duration<double>(Clock::now() - t0).count();
+    uintmax_t bytes = 0;
+    std::error_code ec;
+    for (const auto& f : fs::directory_iterator(summary.last_checkpoint, ec)) bytes += f.file_size(ec);
     char line[400];
-    std::snprintf(line, sizeof line, "  saved    %s (%.2f s)", summary.last_checkpoint.c_str(),
-                  std::chrono::duration<double>(Clock::now() - t0).count());
+    std::snprintf(line, sizeof line, "  saved    %s (%.1f MiB in %.2f s, %.0f MiB/s)", summary.last_checkpoint.c_str(),
+                  double(bytes) / (1 << 20), secs, double(bytes) / (1 << 20) / secs);
     progress.message(line);
   };
   const PreemptionHandlers preemption;

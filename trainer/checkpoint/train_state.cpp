@@ -64,7 +64,8 @@ void load_state(CheckpointReader& r, const TrainStateRefs& s) {
   const auto& params = s.reducer.params();
   for (size_t i = 0; i < params.size(); ++i) {
     const Placement pl = place(s, i);
-    used.insert("param/" + params[i].name);
+    // Every parameter has moments somewhere, though under ZeRO-1 not necessarily on this rank.
+    for (const char* kind : {"param/", "adam_m/", "adam_v/"}) used.insert(kind + params[i].name);
     r.read("param/" + params[i].name, pl.shape, pl.base, params[i].param.view({-1}));
   }
   const auto& owned = s.reducer.owned();
@@ -72,8 +73,6 @@ void load_state(CheckpointReader& r, const TrainStateRefs& s) {
     const Placement pl = place(s, owned[k].param);
     const std::string& name = params[owned[k].param].name;
     const int64_t at = pl.base + owned[k].offset;
-    used.insert("adam_m/" + name);
-    used.insert("adam_v/" + name);
     r.read("adam_m/" + name, pl.shape, at, s.opt.first_moments()[k].view({-1}));
     r.read("adam_v/" + name, pl.shape, at, s.opt.second_moments()[k].view({-1}));
   }

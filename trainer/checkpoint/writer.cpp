@@ -118,9 +118,10 @@ void write_durably(const fs::path& path, const std::string& text) {
   fsync_path(path.string(), false);
 }
 
-// Rank 0, after the new checkpoint is complete: drop all but the newest `keep` complete ones, and
-// temporary directories that earlier crashed saves left behind.
-void prune(const fs::path& root, int64_t keep, const std::string& own_tmp) {
+// Rank 0, after the new checkpoint is complete: keep it and the newest `keep` - 1 others, and drop
+// temporary directories that earlier crashed saves left behind. The new one always stays, even when
+// newer steps exist (a run resumed from an older checkpoint).
+void prune(const fs::path& root, int64_t keep, const std::string& own_tmp, const fs::path& fresh) {
   std::vector<std::pair<int64_t, fs::path>> complete;
   for (const auto& e : fs::directory_iterator(root)) {
     const std::string name = e.path().filename().string();
@@ -131,7 +132,12 @@ void prune(const fs::path& root, int64_t keep, const std::string& own_tmp) {
   }
   if (keep <= 0) return;
   std::sort(complete.rbegin(), complete.rend());
-  for (size_t i = size_t(keep); i < complete.size(); ++i) fs::remove_all(complete[i].second);
+  int64_t kept = 1;  // `fresh`
+  for (const auto& [step, dir] : complete) {
+    if (dir == fresh) continue;
+    if (kept < keep) ++kept;
+    else fs::remove_all(dir);
+  }
 }
 
 }  // namespace
@@ -173,7 +179,7 @@ std::string save_checkpoint(parallel::ProcessGroup& world, const std::vector<Loc
       write_durably(fs::path(root) / ("latest.tmp-" + std::to_string(::getpid())), final_dir.filename().string() + "\n");
       fs::rename(fs::path(root) / ("latest.tmp-" + std::to_string(::getpid())), fs::path(root) / "latest");
       fsync_path(root, true);
-      prune(root, keep, tmp);
+      prune(root, keep, tmp, final_dir);
       result = final_dir.string();
     } catch (const std::exception& e) {
       std::error_code ec;
