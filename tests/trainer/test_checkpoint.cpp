@@ -121,6 +121,15 @@ TEST(Checkpoint, FormatLatestPointerAndPruning) {
   EXPECT_NE(m.find("adam_m/" + w1->name.substr(6)), nullptr);
   EXPECT_NE(m.config_yaml.find("checkpoint:"), std::string::npos);
   EXPECT_TRUE(ckpt::verify(ckpt_dir(a, 6)).empty());
+
+  // Resumed from the older step 4 with keep 1: the new step 5 stays, though step 6 is newer.
+  TrainOptions o;
+  o.resume = ckpt_dir(a, 4);
+  train(tiny_moe(a, 5, 1, /*keep=*/1), parallel::World{}, o);
+  names.clear();
+  for (const auto& e : fs::directory_iterator(root)) names.push_back(e.path().filename().string());
+  std::sort(names.begin(), names.end());
+  EXPECT_EQ(names, (std::vector<std::string>{"latest", "step_0000005"}));
   fs::remove_all(a);
 }
 
@@ -149,6 +158,14 @@ TEST(Checkpoint, CorruptCheckpointsAreSkippedWithAReasonAndExplicitOnesRefused) 
   auto problems = ckpt::verify(ckpt_dir(a, 6));
   ASSERT_EQ(problems.size(), 1u);
   EXPECT_NE(problems[0].find("SHA-256"), std::string::npos) << problems[0];
+  // Training with --resume auto falls back to step 4 (checkpoints read from another directory).
+  const fs::path other = fresh_dir("corrupt_other");
+  Config again = tiny_moe(other, 6, 0);
+  again.checkpoint.dir = root;
+  TrainOptions au;
+  au.resume = "auto";
+  EXPECT_EQ(train(again, parallel::World{}, au).resumed_from_step, 4);
+  fs::remove_all(other);
   // Truncated file in step 4.
   fs::resize_file(ckpt_dir(a, 4) + "/rank_00000.h5", 1000);
   EXPECT_NE(ckpt::verify(ckpt_dir(a, 4))[0].find("truncated"), std::string::npos);
