@@ -2,7 +2,14 @@
 // resumed), the on-disk format and its atomicity/pruning, corrupt checkpoints being detected and
 // skipped, and the CLI (--resume, exit code 42, ckpt inspect/verify).
 #include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
 #include <unistd.h>
+
+#include <chrono>
+#include <csignal>
+#include <random>
+#include <thread>
 
 #include <cstdlib>
 #include <filesystem>
@@ -13,6 +20,7 @@
 #include "trainer/checkpoint/manifest.h"
 #include "trainer/checkpoint/resume.h"
 #include "trainer/config_loader.h"
+#include "trainer/preemption.h"
 #include "trainer/train.h"
 
 using namespace shoestring;
@@ -237,4 +245,59 @@ TEST(Checkpoint, CliSigtermExitCodeResumeAndInspect) {
   EXPECT_EQ(std::count(refused.output.begin(), refused.output.end(), '\n'), 1) << refused.output;
   EXPECT_NE(refused.output.find("checkpoint error:"), std::string::npos) << refused.output;
   for (const auto& d : {a, b}) fs::remove_all(d);
+}
+
+TEST(Checkpoint, FirstSignalRequestsAStopSecondExitsAtOnce) {
+  {
+    PreemptionHandlers h;
+    EXPECT_EQ(preemption_signal(), 0);
+    std::raise(SIGUSR1);
+    EXPECT_EQ(preemption_signal(), SIGUSR1);
+  }
+  EXPECT_EXIT(
+      {
+        PreemptionHandlers h;
+        std::raise(SIGTERM);
+        std::raise(SIGTERM);
+        std::exit(0);
+      },
+      ::testing::ExitedWithCode(128 + SIGTERM), "stop requested");
+}
+
+// kill -9 at random moments of a run that saves every step (bounded: 8 kills): whatever the
+// moment, --resume auto finds a checkpoint that verifies, or none yet, and never a broken one.
+TEST(Checkpoint, KillNineAtRandomMomentsNeverLeavesACorruptCheckpointChosen) {
+  const fs::path dir = fresh_dir("kill9");
+  std::vector<std::string> argv_s = {SHOESTRING_BINARY_DIR "/bin/shoestring", "train", "--config",
+                                     SHOESTRING_SOURCE_DIR "/configs/tiny-moe.yaml", "--resume", "auto"};
+  for (const auto& kv : tiny_moe_sets(dir, 400, 1, 2)) argv_s.insert(argv_s.end(), {"--set", kv});
+  std::vector<char*> argv;
+  for (auto& a : argv_s) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  std::mt19937 rng(7);
+  int64_t last_step = -1;
+  for (int round = 0; round < 8; ++round) {
+    const pid_t pid = fork();
+    ASSERT_GE(pid, 0);
+    if (pid == 0) {
+      freopen("/dev/null", "w", stdout);
+      freopen("/dev/null", "w", stderr);
+      execv(argv[0], argv.data());
+      _exit(127);
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(std::uniform_int_distribution<int>(400, 1600)(rng)));
+    kill(pid, SIGKILL);
+    int status = 0;
+    waitpid(pid, &status, 0);
+    std::vector<std::string> warnings;
+    const std::string chosen = ckpt::choose_checkpoint("auto", (dir / "checkpoints").string(), warnings);
+    EXPECT_TRUE(warnings.empty()) << warnings.front();  // no complete-looking checkpoint is ever broken
+    if (chosen.empty()) continue;
+    EXPECT_TRUE(ckpt::verify(chosen).empty());
+    const int64_t step = ckpt::read_manifest(chosen).step;
+    EXPECT_GE(step, last_step);  // progress is never lost
+    last_step = step;
+  }
+  EXPECT_GT(last_step, 0) << "no checkpoint was ever completed: the kills came too early";
+  fs::remove_all(dir);
 }

@@ -15,7 +15,9 @@ namespace shoestring::cli {
 
 int cmd_train(const Args& args, const parallel::World& world) {
   po::options_description opts(
-      "shoestring train --config FILE [--config FILE ...] [--set key=value ...]\n\nTrain a model");
+      "shoestring train --config FILE [--config FILE ...] [--set key=value ...] [--resume auto|DIR]\n\n"
+      "Train a model. Exit codes: 0 done, 1 runtime failure, 2 usage/config/data/checkpoint error,\n"
+      "42 stopped by SIGTERM/SIGUSR1 after saving a checkpoint (docs/checkpoints.md)");
   ConfigOptions cfg_opts;
   TrainOptions options;
   opts.add_options()("help,h", "show this help")(
