@@ -301,3 +301,27 @@ TEST(Checkpoint, KillNineAtRandomMomentsNeverLeavesACorruptCheckpointChosen) {
   EXPECT_GT(last_step, 0) << "no checkpoint was ever completed: the kills came too early";
   fs::remove_all(dir);
 }
+
+// The launcher path: under mpirun (2 ranks, ep 2, ZeRO-1) a SIGTERM on rank 1 ends the job with
+// exit code 42 and a checkpoint from both ranks; resuming under ep 1 without ZeRO-1 completes it.
+TEST(Checkpoint, MpirunJobExits42AndResumesUnderAnotherLayout) {
+  const fs::path dir = fresh_dir("mpirun");
+  std::string sets = " --config configs/tiny-moe.yaml";
+  for (const auto& kv : tiny_moe_sets(dir, 5, 0)) sets += " --set " + kv;
+  sets += " --set train.global_batch=8 --set train.micro_batch_size=2";
+  const std::string mpirun = "OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_NUM_THREADS=1 " SHOESTRING_MPIEXEC
+                             " --oversubscribe -np 2 ";
+  const auto stopped = shoestring::testing::run_command(mpirun + "-x SHOESTRING_FAULT=rank=1,step=2,mode=sigterm " SHOESTRING_BINARY_DIR
+                                                        "/bin/shoestring train" + sets +
+                                                        " --set parallel.ep=2 --set parallel.zero1=true");
+  EXPECT_EQ(stopped.code, 42) << stopped.output;
+  const ckpt::Manifest m = ckpt::read_manifest(ckpt_dir(dir, 2));
+  EXPECT_EQ(m.files.size(), 2u);
+  EXPECT_EQ(m.layout.ep, 2);
+  const auto resumed = shoestring::testing::run_command(mpirun + SHOESTRING_BINARY_DIR "/bin/shoestring train" + sets +
+                                                        " --resume auto");
+  EXPECT_EQ(resumed.code, 0) << resumed.output;
+  EXPECT_NE(resumed.output.find("saved under dp 2 ep 2 pp 1 zero1 on"), std::string::npos) << resumed.output;
+  EXPECT_EQ(deterministic_metrics(dir).size(), 5u);
+  fs::remove_all(dir);
+}
