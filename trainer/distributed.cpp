@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstring>
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
@@ -51,6 +52,22 @@ std::string broadcast_string(parallel::ProcessGroup& g, const std::string& s, in
   if (g.rank() == root) std::copy(s.begin(), s.end(), bytes.data_ptr<uint8_t>());
   g.broadcast(bytes, root)->wait();
   return std::string(reinterpret_cast<const char*>(bytes.data_ptr<uint8_t>()), size_t(bytes.numel()));
+}
+
+std::vector<std::string> all_gather_strings(parallel::ProcessGroup& g, const std::string& s) {
+  const int n = g.size();
+  at::Tensor len = at::zeros({n}, at::kLong);
+  len[g.rank()] = int64_t(s.size());
+  g.all_reduce(len)->wait();
+  const int64_t longest = std::max<int64_t>(1, len.max().item<int64_t>());
+  at::Tensor mine = at::zeros({longest}, at::kByte);
+  std::memcpy(mine.data_ptr<uint8_t>(), s.data(), s.size());
+  at::Tensor all = at::empty({n * longest}, at::kByte);
+  g.all_gather(all, mine)->wait();
+  std::vector<std::string> out;
+  for (int r = 0; r < n; ++r)
+    out.emplace_back(reinterpret_cast<const char*>(all.data_ptr<uint8_t>()) + r * longest, size_t(len[r].item<int64_t>()));
+  return out;
 }
 
 void all_reduce_sum(parallel::ProcessGroup& g, std::vector<double>& values) {

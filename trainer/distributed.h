@@ -21,6 +21,9 @@ int64_t accumulation_steps(const TrainConfig& t, int dp);
 // Rank `root`'s string on every member of g.
 std::string broadcast_string(parallel::ProcessGroup& g, const std::string& s, int root = 0);
 
+// Every member's string, on every member (two small collectives: lengths, then padded bytes).
+std::vector<std::string> all_gather_strings(parallel::ProcessGroup& g, const std::string& s);
+
 // Element-wise float64 sum of `values` over g (in place).
 void all_reduce_sum(parallel::ProcessGroup& g, std::vector<double>& values);
 

@@ -322,17 +322,20 @@ TrainSummary train(const Config& cfg, const parallel::World& world, const TrainO
   std::vector<std::string> ckpt_warnings;
   int64_t start_step = 0;
   if (!options.resume.empty()) {
-    std::string chosen;
-    if (rank0) {
-      try {
-        chosen = "+" + ckpt::choose_checkpoint(options.resume, ckpt_root, ckpt_warnings);
-      } catch (const std::exception& e) {
-        chosen = std::string("-") + e.what();
+    // Every rank takes part: each hashes its share of the files, so verification scales with ranks.
+    // The candidates come from the shared checkpoint directory, the same list on every rank.
+    const ckpt::Verifier verifier = [&](const std::string& dir) {
+      std::string mine;
+      for (const auto& p : ckpt::verify_share(dir, mesh.world->rank(), mesh.world->size())) mine += p + "\n";
+      std::vector<std::string> problems;
+      for (const auto& part : all_gather_strings(*mesh.world, mine)) {
+        std::istringstream lines(part);
+        for (std::string l; std::getline(lines, l);) problems.push_back(l);
       }
-    }
-    chosen = broadcast_string(*mesh.world, chosen);
-    if (chosen.empty() || chosen[0] == '-') throw ckpt::CheckpointError(chosen.empty() ? "resume failed" : chosen.substr(1));
-    chosen = chosen.substr(1);
+      return problems;
+    };
+    const std::string chosen = ckpt::choose_checkpoint(options.resume, ckpt_root, ckpt_warnings, verifier);
+    if (!rank0) ckpt_warnings.clear();  // rank 0 reports them
     if (!chosen.empty()) {
       const auto t0 = Clock::now();
       ckpt::CheckpointReader reader(chosen);
@@ -485,7 +488,7 @@ TrainSummary train(const Config& cfg, const parallel::World& world, const TrainO
     const bool last = step + 1 == cfg.train.steps;
     const int64_t every = cfg.checkpoint.interval;
     if (stop || (every > 0 && ((step + 1) % every == 0 || last))) save(step + 1);
-    if (stop) {
+    if (stop && !last) {  // a signal in the last step: the run is complete anyway
       summary.preempted = true;
       progress.message("  stopped  after step " + std::to_string(step + 1) + " on a signal; resume with --resume auto");
       break;

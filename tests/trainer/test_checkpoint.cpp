@@ -166,6 +166,9 @@ TEST(Checkpoint, CorruptCheckpointsAreSkippedWithAReasonAndExplicitOnesRefused) 
   auto problems = ckpt::verify(ckpt_dir(a, 6));
   ASSERT_EQ(problems.size(), 1u);
   EXPECT_NE(problems[0].find("SHA-256"), std::string::npos) << problems[0];
+  // Shared verification: the file's hash is rank 0's share of 2 (index 0), nothing is rank 1's.
+  EXPECT_EQ(ckpt::verify_share(ckpt_dir(a, 6), 0, 2), problems);
+  EXPECT_TRUE(ckpt::verify_share(ckpt_dir(a, 6), 1, 2).empty());
   // Training with --resume auto falls back to step 4 (checkpoints read from another directory).
   const fs::path other = fresh_dir("corrupt_other");
   Config again = tiny_moe(other, 6, 0);

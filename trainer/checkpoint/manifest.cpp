@@ -120,19 +120,15 @@ Manifest read_manifest(const std::string& dir) {
   }
 }
 
-std::vector<std::string> verify(const std::string& dir, bool checksums) {
-  try {
-    return verify(dir, read_manifest(dir), checksums);
-  } catch (const CheckpointError& e) {
-    return {e.what()};
-  }
-}
+namespace {
 
-std::vector<std::string> verify(const std::string& dir, const Manifest& m, bool checksums) {
+std::vector<std::string> verify_part(const std::string& dir, const Manifest& m, bool checksums, int rank, int size) {
   std::vector<std::string> problems;
   std::map<std::string, const FileEntry*> files;
-  for (const auto& f : m.files) {
+  for (size_t i = 0; i < m.files.size(); ++i) {
+    const FileEntry& f = m.files[i];
     files[f.name] = &f;
+    if (int(i % size_t(size)) != rank) continue;
     const fs::path p = fs::path(dir) / f.name;
     std::error_code ec;
     const uint64_t size = fs::file_size(p, ec);
@@ -153,6 +149,7 @@ std::vector<std::string> verify(const std::string& dir, const Manifest& m, bool 
       problems.push_back(e.what());
     }
   }
+  if (rank != 0) return problems;
   for (const auto& t : m.tensors) {
     if (t.dtype != "float32" && t.dtype != "float64") problems.push_back(t.name + ": unknown dtype " + t.dtype);
     // Pieces must tile [0, numel) exactly once: a gap would leave elements unrestored.
@@ -172,6 +169,23 @@ std::vector<std::string> verify(const std::string& dir, const Manifest& m, bool 
       problems.push_back(t.name + ": its pieces do not cover its " + std::to_string(t.numel()) + " elements exactly once");
   }
   return problems;
+}
+
+}  // namespace
+
+std::vector<std::string> verify(const std::string& dir, bool checksums) { return verify_share(dir, 0, 1, checksums); }
+
+std::vector<std::string> verify(const std::string& dir, const Manifest& m, bool checksums) {
+  return verify_part(dir, m, checksums, 0, 1);
+}
+
+std::vector<std::string> verify_share(const std::string& dir, int rank, int size, bool checksums) {
+  try {
+    return verify_part(dir, read_manifest(dir), checksums, rank, size);
+  } catch (const CheckpointError& e) {
+    if (rank == 0) return {e.what()};
+    return {};
+  }
 }
 
 std::string step_dir_name(int64_t step) {

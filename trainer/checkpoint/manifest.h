@@ -69,6 +69,10 @@ Manifest read_manifest(const std::string& dir);
 // pieces do not cover them exactly once.
 std::vector<std::string> verify(const std::string& dir, bool checksums = true);
 std::vector<std::string> verify(const std::string& dir, const Manifest& m, bool checksums = true);
+// The share of that work of member `rank` of `size` verifying together (hashing is the slow part):
+// the files whose index % size == rank, and (rank 0) the manifest and the tensors' coverage. The
+// union over ranks is verify()'s result.
+std::vector<std::string> verify_share(const std::string& dir, int rank, int size, bool checksums = true);
 
 // step_0000012 for 12.
 std::string step_dir_name(int64_t step);

@@ -25,10 +25,12 @@ std::string first_problem(const std::vector<std::string>& problems) {
 
 }  // namespace
 
-std::string choose_checkpoint(const std::string& spec, const std::string& root, std::vector<std::string>& warnings) {
+std::string choose_checkpoint(const std::string& spec, const std::string& root, std::vector<std::string>& warnings,
+                              const Verifier& verifier) {
+  const Verifier check = verifier ? verifier : Verifier([](const std::string& dir) { return verify(dir); });
   if (spec != "auto") {
     if (!fs::is_directory(spec)) throw CheckpointError(spec + ": no such checkpoint directory");
-    const auto problems = verify(spec);
+    const auto problems = check(spec);
     if (!problems.empty()) throw CheckpointError(first_problem(problems));
     return spec;
   }
@@ -40,7 +42,7 @@ std::string choose_checkpoint(const std::string& spec, const std::string& root, 
         found.emplace_back(s, e.path());
   std::sort(found.rbegin(), found.rend());
   for (const auto& [step, dir] : found) {
-    const auto problems = verify(dir.string());
+    const auto problems = check(dir.string());
     if (problems.empty()) return dir.string();
     warnings.push_back("warning: checkpoint " + dir.string() + " is unusable: " + first_problem(problems) +
                        "; falling back to the previous one");

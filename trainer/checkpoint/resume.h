@@ -3,6 +3,7 @@
 // whatever the layout that saved it (resharding is reading other ranges).
 #include <ATen/core/Tensor.h>
 
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -14,8 +15,12 @@ namespace shoestring::ckpt {
 // `spec` is "auto" or a checkpoint directory. auto: the newest step_N/ under `root` that verifies
 // (checksums included); each newer one that does not adds a warning naming why; "" when `root`
 // holds no checkpoint (a fresh start); CheckpointError when it holds some but none is valid. A
-// path: it must verify, else CheckpointError with its first problem.
-std::string choose_checkpoint(const std::string& spec, const std::string& root, std::vector<std::string>& warnings);
+// path: it must verify, else CheckpointError with its first problem. `verifier` lists a
+// directory's problems (default: verify(), checksums included); train() passes one that shares the
+// hashing among all ranks, which then all call this together.
+using Verifier = std::function<std::vector<std::string>(const std::string& dir)>;
+std::string choose_checkpoint(const std::string& spec, const std::string& root, std::vector<std::string>& warnings,
+                              const Verifier& verifier = {});
 
 class CheckpointReader {
  public:

@@ -23,23 +23,6 @@ namespace shoestring::ckpt {
 
 namespace {
 
-// Every member's string, on every member (two small collectives: lengths, then padded bytes).
-std::vector<std::string> all_gather_strings(parallel::ProcessGroup& g, const std::string& s) {
-  const int n = g.size();
-  at::Tensor len = at::zeros({n}, at::kLong);
-  len[g.rank()] = int64_t(s.size());
-  g.all_reduce(len)->wait();
-  const int64_t longest = std::max<int64_t>(1, len.max().item<int64_t>());
-  at::Tensor mine = at::zeros({longest}, at::kByte);
-  std::memcpy(mine.data_ptr<uint8_t>(), s.data(), s.size());
-  at::Tensor all = at::empty({n * longest}, at::kByte);
-  g.all_gather(all, mine)->wait();
-  std::vector<std::string> out;
-  for (int r = 0; r < n; ++r)
-    out.emplace_back(reinterpret_cast<const char*>(all.data_ptr<uint8_t>()) + r * longest, size_t(len[r].item<int64_t>()));
-  return out;
-}
-
 std::string dtype_name(const at::Tensor& t) {
   return t.scalar_type() == at::kDouble ? "float64" : t.scalar_type() == at::kFloat ? "float32" : "unsupported";
 }
