@@ -350,3 +350,18 @@ TEST(Checkpoint, MpirunJobExits42AndResumesOnAnotherLayout) {
   for (size_t i = 2; i < 5; ++i) EXPECT_NEAR(b[i], a[i], 1e-12 * a[i]) << "step " << i + 1;
   for (const auto& d : {ref, dir}) fs::remove_all(d);
 }
+
+TEST(Checkpoint, AFailedSaveIsARuntimeErrorNamingTheDirectory) {
+  const fs::path dir = fresh_dir("unwritable");
+  Config c = tiny_moe(dir, 2, 1);
+  c.checkpoint.dir = "/dev/null/checkpoints";  // below a file: cannot be created, even as root
+  try {
+    train(c, parallel::World{});
+    ADD_FAILURE() << "saving into " << c.checkpoint.dir << " succeeded";
+  } catch (const ckpt::CheckpointError& e) {
+    ADD_FAILURE() << "a failed save is a runtime error (exit 1), not a checkpoint error: " << e.what();
+  } catch (const std::runtime_error& e) {
+    EXPECT_NE(std::string(e.what()).find("/dev/null/checkpoints"), std::string::npos) << e.what();
+  }
+  fs::remove_all(dir);
+}
