@@ -103,6 +103,13 @@ struct LogConfig {
   std::string progress = "auto";  // auto | on | off
 };
 
+// Checkpoints (docs/checkpoints.md).
+struct CheckpointConfig {
+  std::string dir;        // empty: <run dir>/checkpoints
+  int64_t interval = 0;   // steps between checkpoints; 0 = never (a preemption signal still saves)
+  int64_t keep = 3;       // complete checkpoints kept (the newest); 0 = all
+};
+
 struct Config {
   ModelConfig model;
   TrainConfig train;
@@ -110,6 +117,7 @@ struct Config {
   DataConfig data;
   ParallelConfig parallel;
   LogConfig log;
+  CheckpointConfig checkpoint;
   std::string name = "run";  // stem of the last --config file; used for the default run dir
 };
 

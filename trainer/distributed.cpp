@@ -4,6 +4,8 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstring>
+#include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <thread>
@@ -52,6 +54,22 @@ std::string broadcast_string(parallel::ProcessGroup& g, const std::string& s, in
   return std::string(reinterpret_cast<const char*>(bytes.data_ptr<uint8_t>()), size_t(bytes.numel()));
 }
 
+std::vector<std::string> all_gather_strings(parallel::ProcessGroup& g, const std::string& s) {
+  const int n = g.size();
+  at::Tensor len = at::zeros({n}, at::kLong);
+  len[g.rank()] = int64_t(s.size());
+  g.all_reduce(len)->wait();
+  const int64_t longest = std::max<int64_t>(1, len.max().item<int64_t>());
+  at::Tensor mine = at::zeros({longest}, at::kByte);
+  std::memcpy(mine.data_ptr<uint8_t>(), s.data(), s.size());
+  at::Tensor all = at::empty({n * longest}, at::kByte);
+  g.all_gather(all, mine)->wait();
+  std::vector<std::string> out;
+  for (int r = 0; r < n; ++r)
+    out.emplace_back(reinterpret_cast<const char*>(all.data_ptr<uint8_t>()) + r * longest, size_t(len[r].item<int64_t>()));
+  return out;
+}
+
 void all_reduce_sum(parallel::ProcessGroup& g, std::vector<double>& values) {
   if (g.size() == 1 || values.empty()) return;
   at::Tensor t = at::tensor(values, at::kDouble);
@@ -67,6 +85,10 @@ void maybe_inject_fault(int rank, int64_t step) {
   if (std::sscanf(spec, "rank=%ld,step=%ld,mode=%15s", &r, &s, mode) != 3 || r != rank || s != step) return;
   std::fprintf(stderr, "[rank %d] SHOESTRING_FAULT: injecting '%s' in step %ld\n", rank, mode, s);
   std::fflush(stderr);
+  if (std::string(mode) == "sigterm") {  // as a scheduler's preemption notice would
+    std::raise(SIGTERM);
+    return;
+  }
   if (std::string(mode) == "hang")
     for (;;) std::this_thread::sleep_for(std::chrono::hours(1));
   _exit(17);

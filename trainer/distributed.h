@@ -21,11 +21,15 @@ int64_t accumulation_steps(const TrainConfig& t, int dp);
 // Rank `root`'s string on every member of g.
 std::string broadcast_string(parallel::ProcessGroup& g, const std::string& s, int root = 0);
 
+// Every member's string, on every member (two small collectives: lengths, then padded bytes).
+std::vector<std::string> all_gather_strings(parallel::ProcessGroup& g, const std::string& s);
+
 // Element-wise float64 sum of `values` over g (in place).
 void all_reduce_sum(parallel::ProcessGroup& g, std::vector<double>& values);
 
-// Test-only fault injection, from SHOESTRING_FAULT="rank=R,step=S,mode=exit|hang": rank R exits
-// (without MPI_Finalize, as a crashed process would) or stops responding in the middle of step S.
+// Test-only fault injection, from SHOESTRING_FAULT="rank=R,step=S,mode=exit|hang|sigterm": rank R exits
+// (without MPI_Finalize, as a crashed process would), stops responding in the middle of step S,
+// or raises SIGTERM there (a preemption notice: the run saves and exits 42 after that step).
 // Nothing happens when the variable is unset.
 void maybe_inject_fault(int rank, int64_t step);
 

@@ -39,7 +39,8 @@ std::string to_json(const StepRecord& r) {
   return out + "}";
 }
 
-MetricsWriter::MetricsWriter(const std::string& path) : out_(path, std::ios::trunc), path_(path) {
+MetricsWriter::MetricsWriter(const std::string& path, bool append)
+    : out_(path, append ? std::ios::app : std::ios::trunc), path_(path) {
   if (!out_) throw std::runtime_error(path + ": cannot open metrics file for writing");
 }
 

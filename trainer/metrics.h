@@ -43,7 +43,8 @@ std::string to_json(const StepRecord& r);
 
 class MetricsWriter {
  public:
-  explicit MetricsWriter(const std::string& path);
+  // append: continue an existing file (a resumed run), else start it afresh.
+  explicit MetricsWriter(const std::string& path, bool append = false);
   void write(const StepRecord& r);
 
  private:

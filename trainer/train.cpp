@@ -20,12 +20,16 @@
 #include "parallel/grad_reducer.h"
 #include "trainer/distributed.h"
 #include "trainer/expert_parallel.h"
+#include "trainer/checkpoint/resume.h"
+#include "trainer/checkpoint/train_state.h"
+#include "trainer/checkpoint/writer.h"
 #include "trainer/config_loader.h"
 #include "trainer/metrics.h"
 #include "trainer/model/convert_fp8.h"
 #include "trainer/model/transformer.h"
 #include "trainer/optim/adamw.h"
 #include "trainer/optim/lr_schedule.h"
+#include "trainer/preemption.h"
 #include "trainer/progress.h"
 
 namespace fs = std::filesystem;
@@ -60,12 +64,13 @@ std::string utc_stamp() {
   return buf;
 }
 
-void prepare_run_dir(const std::string& dir, const Config& cfg) {
+void prepare_run_dir(const std::string& dir, const Config& cfg, bool resuming) {
   std::error_code ec;
   fs::create_directories(dir, ec);
   if (ec) throw std::runtime_error(dir + ": cannot create run directory: " + ec.message());
-  if (fs::exists(fs::path(dir) / "metrics.jsonl"))
-    throw std::runtime_error(dir + ": already holds a run (metrics.jsonl); set log.run_dir to a new directory");
+  if (!resuming && fs::exists(fs::path(dir) / "metrics.jsonl"))
+    throw std::runtime_error(dir + ": already holds a run (metrics.jsonl); set log.run_dir to a new directory, or "
+                             "pass --resume to continue it");
   std::ofstream(fs::path(dir) / "config.yaml") << to_yaml(cfg);
 }
 
@@ -153,6 +158,10 @@ data::DatasetOptions dataset_options(const Config& cfg, int dp) {
   return o;
 }
 
+std::string checkpoint_root(const Config& cfg, const std::string& run_dir) {
+  return cfg.checkpoint.dir.empty() ? (fs::path(run_dir) / "checkpoints").string() : cfg.checkpoint.dir;
+}
+
 std::string resolve_run_dir(const Config& cfg) {
   if (!cfg.log.run_dir.empty()) return cfg.log.run_dir;
   std::string base = "runs/" + cfg.name + "-" + utc_stamp(), dir = base;
@@ -189,6 +198,20 @@ void broadcast_model(model::Transformer& net, parallel::ProcessGroup& dp, parall
     for (auto& b : net->buffers())
       if (b.is_contiguous()) works.push_back(dp.broadcast(b, 0));
   for (auto& w : works) w->wait();
+}
+
+// A resumed run's metrics.jsonl continues from the checkpoint: lines of steps after it (written
+// before the interruption, and about to be written again) are dropped.
+void truncate_metrics(const fs::path& path, int64_t last_step) {
+  if (!fs::exists(path)) return;
+  std::ifstream in(path);
+  std::string kept;
+  for (std::string line; std::getline(in, line);) {
+    const size_t at = line.find("\"step\":");
+    if (at != std::string::npos && std::stoll(line.substr(at + 7)) <= last_step) kept += line + "\n";
+  }
+  in.close();
+  std::ofstream(path, std::ios::trunc) << kept;
 }
 
 std::string parallel_line(const Config& cfg, const parallel::Mesh& mesh, int64_t accum, int64_t state_bytes,
@@ -282,7 +305,7 @@ TrainSummary train(const Config& cfg, const parallel::World& world, const TrainO
   if (rank0) {
     try {
       run_dir = resolve_run_dir(cfg);
-      prepare_run_dir(run_dir, cfg);
+      prepare_run_dir(run_dir, cfg, !options.resume.empty());
     } catch (const std::exception& e) {
       failure = e.what();
     }
@@ -291,8 +314,54 @@ TrainSummary train(const Config& cfg, const parallel::World& world, const TrainO
   if (!failure.empty()) throw std::runtime_error(failure);
   if (run_dir.empty()) throw std::runtime_error("rank 0 could not prepare the run directory (see its message)");
   summary.run_dir = run_dir;
+
+  // Resume: rank 0 picks and verifies the checkpoint (checksums included) before any weights are
+  // used; every rank then reads the slices its layout needs.
+  const std::string ckpt_root = checkpoint_root(cfg, run_dir);
+  const ckpt::TrainStateRefs state{mesh, net, reducer, opt};
+  std::vector<std::string> ckpt_warnings;
+  int64_t start_step = 0;
+  if (!options.resume.empty()) {
+    // Every rank takes part: each hashes its share of the files, so verification scales with ranks.
+    // The candidates come from the shared checkpoint directory, the same list on every rank.
+    const ckpt::Verifier verifier = [&](const std::string& dir) {
+      std::string mine;
+      for (const auto& p : ckpt::verify_share(dir, mesh.world->rank(), mesh.world->size())) mine += p + "\n";
+      std::vector<std::string> problems;
+      for (const auto& part : all_gather_strings(*mesh.world, mine)) {
+        std::istringstream lines(part);
+        for (std::string l; std::getline(lines, l);) problems.push_back(l);
+      }
+      return problems;
+    };
+    const std::string chosen = ckpt::choose_checkpoint(options.resume, ckpt_root, ckpt_warnings, verifier);
+    if (!rank0) ckpt_warnings.clear();  // rank 0 reports them
+    if (!chosen.empty()) {
+      const auto t0 = Clock::now();
+      ckpt::CheckpointReader reader(chosen);
+      load_state(reader, state);
+      const double load_s = std::chrono::duration<double>(Clock::now() - t0).count();
+      data::LoaderState ls = data::LoaderState::parse(reader.manifest().loader_state);
+      try {
+        loader.restore(ls);
+      } catch (const std::invalid_argument& e) {
+        throw ckpt::CheckpointError(chosen + ": " + e.what());
+      }
+      start_step = reader.manifest().step;
+      if (start_step > cfg.train.steps)
+        throw ckpt::CheckpointError(chosen + ": saved at step " + std::to_string(start_step) + ", beyond train.steps " +
+                                    std::to_string(cfg.train.steps));
+      summary.resumed_from_step = start_step;
+      ckpt_warnings.push_back("  resumed  from " + chosen + " (step " + std::to_string(start_step) + ", saved under " +
+                              reader.manifest().layout.to_string() + "; loaded in " +
+                              std::to_string(load_s).substr(0, 5) + " s)");
+    } else {
+      ckpt_warnings.push_back("  resume   no checkpoint in " + ckpt_root + ": starting from step 0");
+    }
+  }
+  if (rank0 && !options.resume.empty()) truncate_metrics(fs::path(run_dir) / "metrics.jsonl", start_step);
   std::unique_ptr<MetricsWriter> metrics;
-  if (rank0) metrics = std::make_unique<MetricsWriter>((fs::path(run_dir) / "metrics.jsonl").string());
+  if (rank0) metrics = std::make_unique<MetricsWriter>((fs::path(run_dir) / "metrics.jsonl").string(), !options.resume.empty());
   // mpirun gives ranks a pseudo-terminal even when its own output goes to a file: under a
   // launcher `auto` means plain lines.
   const bool bar = cfg.log.progress == "on" || (cfg.log.progress == "auto" && isatty(STDOUT_FILENO) && world.size == 1);
@@ -303,11 +372,35 @@ TrainSummary train(const Config& cfg, const parallel::World& world, const TrainO
   progress.message(parallel_line(cfg, mesh, accum, opt.state_bytes(), comm.dp->backend()));
   if (!rank0) progress.message("  " + parallel::describe(shape, world.rank));
   progress.message("  run dir  " + run_dir);
+  for (const auto& w : ckpt_warnings) progress.message(w);
+
+  const ckpt::Layout layout{world.size, shape.dp, shape.ep, shape.pp, cfg.parallel.zero1};
+  auto save = [&](int64_t step) {
+    ckpt::Manifest meta;
+    meta.step = step;
+    meta.adam_steps = opt.steps_taken();
+    meta.loader_state = loader.state().to_string();
+    meta.layout = layout;
+    meta.code_version = options.code_version;
+    meta.config_yaml = to_yaml(cfg);
+    const auto t0 = Clock::now();
+    summary.last_checkpoint =
+        ckpt::save_checkpoint(*mesh.world, ckpt::collect_pieces(state), meta, ckpt_root, cfg.checkpoint.keep);
+    const double secs = std::chrono::duration<double>(Clock::now() - t0).count();
+    uintmax_t bytes = 0;
+    std::error_code ec;
+    for (const auto& f : fs::directory_iterator(summary.last_checkpoint, ec)) bytes += f.file_size(ec);
+    char line[400];
+    std::snprintf(line, sizeof line, "  saved    %s (%.1f MiB in %.2f s, %.0f MiB/s)", summary.last_checkpoint.c_str(),
+                  double(bytes) / (1 << 20), secs, double(bytes) / (1 << 20) / secs);
+    progress.message(line);
+  };
+  const PreemptionHandlers preemption;
 
   const double tokens_per_step = double(summary.tokens_per_step);
   const double micro_total = double(accum * shape.dp);  // micro-batches per step over all ranks
   const auto start = Clock::now();
-  for (int64_t step = 0; step < cfg.train.steps; ++step) {
+  for (int64_t step = start_step; step < cfg.train.steps; ++step) {
     const auto t0 = Clock::now();
     reducer.zero_grad();
     const model::LossWeights weights{mtp_lambda_at(cfg.train, step + 1), cfg.train.balance_alpha};
@@ -380,11 +473,26 @@ TrainSummary train(const Config& cfg, const parallel::World& world, const TrainO
     r.elapsed_s = std::chrono::duration<double>(t1 - start).count();
     if (metrics) metrics->write(r);
     progress.update(r);
-    if (step == 0) summary.first_loss = loss;
+    if (step == start_step) summary.first_loss = loss;
     summary.final_loss = loss;
     summary.losses.push_back(loss);
     summary.steps = r.step;
     summary.step_seconds.push_back(std::chrono::duration<double>(t1 - t0).count());
+    // Every rank must stop after the same step: one tiny max-reduction of "was I signalled".
+    bool stop = preemption_signal() != 0;
+    if (world.size > 1) {
+      at::Tensor flag = at::full({1}, int64_t(stop), at::kLong);
+      mesh.world->all_reduce(flag, parallel::ReduceOp::Max)->wait();
+      stop = flag.item<int64_t>() != 0;
+    }
+    const bool last = step + 1 == cfg.train.steps;
+    const int64_t every = cfg.checkpoint.interval;
+    if (stop || (every > 0 && ((step + 1) % every == 0 || last))) save(step + 1);
+    if (stop && !last) {  // a signal in the last step: the run is complete anyway
+      summary.preempted = true;
+      progress.message("  stopped  after step " + std::to_string(step + 1) + " on a signal; resume with --resume auto");
+      break;
+    }
   }
   progress.finish();
   rusage usage{};

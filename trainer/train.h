@@ -28,12 +28,20 @@ struct TrainSummary {
   // With TrainOptions::keep_parameters; with parallel.ep > 1 routed experts are this rank's shard.
   std::vector<std::pair<std::string, at::Tensor>> parameters;
   std::vector<at::Tensor> router_biases;  // likewise, per MoE layer
+  int64_t resumed_from_step = 0;          // 0: a fresh start
+  std::string last_checkpoint;            // directory of the last checkpoint saved ("" if none)
+  bool preempted = false;                 // stopped by SIGTERM/SIGUSR1 after saving (exit code 42)
 };
 
 struct TrainOptions {
   bool keep_parameters = false;  // return the final parameters (tests compare layouts)
+  // --resume: "" (fresh start), "auto" (the newest valid checkpoint in checkpoint.dir, if any) or
+  // a checkpoint directory. Resuming into a run directory that holds metrics.jsonl continues it.
+  std::string resume;
+  std::string code_version = "unknown";  // recorded in checkpoints
 };
 
+// A checkpoint that cannot be used throws ckpt::CheckpointError (exit code 2).
 // Runtime failures (NaN loss, unusable device, unwritable run dir) throw std::runtime_error with
 // a one-line message; main() turns it into exit code 1.
 // Multi-rank runs: every rank calls it; rank 0 writes metrics.jsonl and train.log, the others
@@ -42,6 +50,9 @@ TrainSummary train(const Config& cfg, const parallel::World& world, const TrainO
 
 // The data.* / train.* settings the data pipeline needs, as data/'s plain options.
 data::DatasetOptions dataset_options(const Config& cfg, int dp = 1);
+
+// Where checkpoints go: checkpoint.dir, or <run dir>/checkpoints.
+std::string checkpoint_root(const Config& cfg, const std::string& run_dir);
 
 // The run directory this config resolves to (log.run_dir, or runs/<name>-<UTC time>).
 std::string resolve_run_dir(const Config& cfg);

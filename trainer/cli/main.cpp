@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "data/data_error.h"
+#include "trainer/checkpoint/manifest.h"
 #include "trainer/cli/commands.h"
 #include "trainer/config_loader.h"
 
@@ -26,6 +27,7 @@ constexpr const char* kUsage =
     "  config   check, print or list configuration keys\n"
     "  bench    benchmarks printing JSON: train (training tokens/s), fp8 (GEMM and quantization kernels)\n"
     "  data     token datasets: prepare, inspect, train-tokenizer, bench (loader tokens/s)\n"
+    "  ckpt     checkpoints: inspect, verify\n"
     "\n"
     "options:\n"
     "  -h, --help     show this help (each command has its own --help)\n"
@@ -37,7 +39,8 @@ int dispatch(const std::string& cmd, const shoestring::cli::Args& rest, const sh
   if (cmd == "config") return cmd_config(rest);
   if (cmd == "bench") return cmd_bench(rest, world);
   if (cmd == "data") return cmd_data(rest);
-  std::cerr << "shoestring: unknown command '" << cmd << "' (commands: train, config, bench, data; see --help)\n";
+  if (cmd == "ckpt") return cmd_ckpt(rest);
+  std::cerr << "shoestring: unknown command '" << cmd << "' (commands: train, config, bench, data, ckpt; see --help)\n";
   return 2;
 }
 
@@ -65,6 +68,10 @@ int main(int argc, char** argv) {
     error = std::string("config error: ") + e.what();
     rc = 2;
     uniform = true;
+  } catch (const shoestring::ckpt::CheckpointError& e) {
+    // Not `uniform`: a read error may hit one rank only, and the others must not wait for it.
+    error = std::string("checkpoint error: ") + e.what();
+    rc = 2;
   } catch (const shoestring::data::DataError& e) {
     error = std::string("data error: ") + e.what();
     rc = 2;

@@ -29,6 +29,10 @@ class AdamW {
   int64_t steps_taken() const { return t_; }
   const std::vector<Slot>& slots() const { return slots_; }
   int64_t state_bytes() const;  // the two moments held by this rank
+  // Checkpoints save and restore the moments in place (slot i's are first[i], second[i]) and t.
+  std::vector<at::Tensor>& first_moments() { return m_; }
+  std::vector<at::Tensor>& second_moments() { return v_; }
+  void set_steps_taken(int64_t t) { t_ = t; }
 
  private:
   std::vector<Slot> slots_;

@@ -1,0 +1,367 @@
+// Checkpoints in one process: exact resume (bit-identical metrics after a SIGTERM-stopped run is
+// resumed), the on-disk format and its atomicity/pruning, corrupt checkpoints being detected and
+// skipped, and the CLI (--resume, exit code 42, ckpt inspect/verify).
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <csignal>
+#include <random>
+#include <thread>
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <regex>
+
+#include "tests/run_cli.h"
+#include "trainer/checkpoint/manifest.h"
+#include "trainer/checkpoint/resume.h"
+#include "trainer/config_loader.h"
+#include "trainer/preemption.h"
+#include "trainer/train.h"
+
+using namespace shoestring;
+namespace fs = std::filesystem;
+
+namespace {
+
+fs::path fresh_dir(const std::string& name) {
+  const fs::path d = fs::temp_directory_path() / ("shoestring_ckpt_" + name + "_" + std::to_string(::getpid()));
+  fs::remove_all(d);
+  return d;
+}
+
+// The tiny MoE (router biases moving, MTP on) in float32: small enough for seconds per run.
+std::vector<std::string> tiny_moe_sets(const fs::path& dir, int64_t steps, int64_t interval, int64_t keep = 3) {
+  return {"data.source=synthetic", "model.vocab_size=64", "data.eval_interval=0", "model.d_model=32",
+          "model.kv_lora_rank=16", "model.intermediate_size=64", "model.moe_intermediate_size=16",
+          "train.seq_len=16", "train.micro_batch_size=4", "train.steps=" + std::to_string(steps), "train.threads=1",
+          "optim.warmup_steps=1", "train.router_bias_gamma=0.01", "log.progress=off", "log.every=1000",
+          "log.run_dir=" + dir.string(), "checkpoint.interval=" + std::to_string(interval),
+          "checkpoint.keep=" + std::to_string(keep)};
+}
+
+Config tiny_moe(const fs::path& dir, int64_t steps, int64_t interval, int64_t keep = 3) {
+  return load_config({SHOESTRING_SOURCE_DIR "/configs/tiny-moe.yaml"}, tiny_moe_sets(dir, steps, interval, keep));
+}
+
+std::vector<std::string> deterministic_metrics(const fs::path& run_dir) {
+  std::ifstream in(run_dir / "metrics.jsonl");
+  std::vector<std::string> out;
+  const std::regex timing(R"(,"tokens_per_s":.*)");
+  for (std::string line; std::getline(in, line);) out.push_back(std::regex_replace(line, timing, ""));
+  return out;
+}
+
+// Trains with SHOESTRING_FAULT raising SIGTERM inside step `at`.
+TrainSummary train_until_sigterm(const Config& c, int64_t at) {
+  ::setenv("SHOESTRING_FAULT", ("rank=0,step=" + std::to_string(at) + ",mode=sigterm").c_str(), 1);
+  TrainSummary s = train(c, parallel::World{});
+  ::unsetenv("SHOESTRING_FAULT");
+  return s;
+}
+
+std::string ckpt_dir(const fs::path& run, int64_t step) { return (run / "checkpoints" / ckpt::step_dir_name(step)).string(); }
+
+}  // namespace
+
+TEST(Checkpoint, SigtermThenResumeIsBitIdenticalToAnUninterruptedRun) {
+  const fs::path a = fresh_dir("a"), b = fresh_dir("b"), c = fresh_dir("c");
+  const TrainSummary sa = train(tiny_moe(a, 6, 3), parallel::World{});
+  ASSERT_EQ(sa.steps, 6);
+  EXPECT_EQ(sa.last_checkpoint, ckpt_dir(a, 6));
+
+  const TrainSummary sb = train_until_sigterm(tiny_moe(b, 6, 0), 3);  // interval 0: only the signal saves
+  EXPECT_TRUE(sb.preempted);
+  EXPECT_EQ(sb.steps, 3);
+  ASSERT_TRUE(fs::exists(ckpt_dir(b, 3) + "/manifest.json"));
+  TrainOptions resume;
+  resume.resume = "auto";
+  const TrainSummary sb2 = train(tiny_moe(b, 6, 0), parallel::World{}, resume);
+  EXPECT_FALSE(sb2.preempted);
+  EXPECT_EQ(sb2.resumed_from_step, 3);
+  EXPECT_EQ(sb2.losses.size(), 3u);
+  const auto ma = deterministic_metrics(a), mb = deterministic_metrics(b);
+  ASSERT_EQ(ma.size(), 6u);
+  EXPECT_EQ(ma, mb);  // 17-digit text: equal bits, steps 1-3 kept and 4-6 continued
+
+  // From A's own step-3 checkpoint into a new run directory: the same last three losses.
+  resume.resume = ckpt_dir(a, 3);
+  const TrainSummary sc = train(tiny_moe(c, 6, 0), parallel::World{}, resume);
+  ASSERT_EQ(sc.losses.size(), 3u);
+  for (size_t i = 0; i < 3; ++i) EXPECT_EQ(sc.losses[i], sa.losses[3 + i]) << "step " << 4 + i;
+  for (const auto& d : {a, b, c}) fs::remove_all(d);
+}
+
+TEST(Checkpoint, FormatLatestPointerAndPruning) {
+  const fs::path a = fresh_dir("fmt");
+  train(tiny_moe(a, 6, 2, /*keep=*/2), parallel::World{});
+  const fs::path root = a / "checkpoints";
+  // keep 2: step 2 deleted once step 6 was complete; no temporary directory left.
+  std::vector<std::string> names;
+  for (const auto& e : fs::directory_iterator(root)) names.push_back(e.path().filename().string());
+  std::sort(names.begin(), names.end());
+  EXPECT_EQ(names, (std::vector<std::string>{"latest", "step_0000004", "step_0000006"}));
+  std::ifstream latest(root / "latest");
+  std::string pointed;
+  latest >> pointed;
+  EXPECT_EQ(pointed, "step_0000006");
+
+  const ckpt::Manifest m = ckpt::read_manifest(ckpt_dir(a, 6));
+  EXPECT_EQ(m.step, 6);
+  EXPECT_EQ(m.adam_steps, 6);
+  EXPECT_EQ(m.layout.dp, 1);
+  EXPECT_EQ(m.loader_state, "seed=1234 epoch=0 position=24 samples=24");
+  ASSERT_EQ(m.files.size(), 1u);
+  EXPECT_EQ(m.files[0].sha256.size(), 64u);
+  int biases = 0;
+  const ckpt::TensorEntry* w1 = nullptr;
+  for (const auto& t : m.tensors) {
+    if (t.name.rfind("buffer/", 0) == 0 && t.name.find("router.bias") != std::string::npos) ++biases;
+    if (t.name.rfind("param/", 0) == 0 && t.name.size() > 6 && t.name.compare(t.name.size() - 6, 6, "moe.w1") == 0) w1 = &t;
+  }
+  EXPECT_EQ(biases, 3);  // 2 MoE blocks + the MTP module's
+  ASSERT_NE(w1, nullptr);
+  EXPECT_EQ(w1->shape[0], 8);  // the global [n_experts, ...] tensor
+  EXPECT_NE(m.find("adam_m/" + w1->name.substr(6)), nullptr);
+  EXPECT_NE(m.config_yaml.find("checkpoint:"), std::string::npos);
+  EXPECT_TRUE(ckpt::verify(ckpt_dir(a, 6)).empty());
+
+  // Resumed from the older step 4 with keep 1: the new step 5 stays, though step 6 is newer.
+  TrainOptions o;
+  o.resume = ckpt_dir(a, 4);
+  train(tiny_moe(a, 5, 1, /*keep=*/1), parallel::World{}, o);
+  names.clear();
+  for (const auto& e : fs::directory_iterator(root)) names.push_back(e.path().filename().string());
+  std::sort(names.begin(), names.end());
+  EXPECT_EQ(names, (std::vector<std::string>{"latest", "step_0000005"}));
+  fs::remove_all(a);
+}
+
+TEST(Checkpoint, CorruptCheckpointsAreSkippedWithAReasonAndExplicitOnesRefused) {
+  const fs::path a = fresh_dir("corrupt");
+  train(tiny_moe(a, 6, 2, /*keep=*/0), parallel::World{});
+  const std::string root = (a / "checkpoints").string();
+  // A half-written save of a later step: no step_N name, so never a candidate.
+  fs::create_directories(root + "/step_0000008.tmp-999");
+  fs::copy_file(ckpt_dir(a, 6) + "/manifest.json", root + "/step_0000008.tmp-999/manifest.json");
+  std::vector<std::string> warnings;
+  EXPECT_EQ(ckpt::choose_checkpoint("auto", root, warnings), ckpt_dir(a, 6));
+  EXPECT_TRUE(warnings.empty());
+
+  // One flipped byte in step 6: same size, different SHA-256.
+  const std::string f6 = ckpt_dir(a, 6) + "/rank_00000.h5";
+  {
+    std::fstream f(f6, std::ios::in | std::ios::out | std::ios::binary);
+    f.seekg(4000);
+    char ch = 0;
+    f.read(&ch, 1);
+    ch = char(ch ^ 0x5a);
+    f.seekp(4000);
+    f.write(&ch, 1);
+  }
+  auto problems = ckpt::verify(ckpt_dir(a, 6));
+  ASSERT_EQ(problems.size(), 1u);
+  EXPECT_NE(problems[0].find("SHA-256"), std::string::npos) << problems[0];
+  // Shared verification: the file's hash is rank 0's share of 2 (index 0), nothing is rank 1's.
+  EXPECT_EQ(ckpt::verify_share(ckpt_dir(a, 6), 0, 2), problems);
+  EXPECT_TRUE(ckpt::verify_share(ckpt_dir(a, 6), 1, 2).empty());
+  // Training with --resume auto falls back to step 4 (checkpoints read from another directory).
+  const fs::path other = fresh_dir("corrupt_other");
+  Config again = tiny_moe(other, 6, 0);
+  again.checkpoint.dir = root;
+  TrainOptions au;
+  au.resume = "auto";
+  EXPECT_EQ(train(again, parallel::World{}, au).resumed_from_step, 4);
+  fs::remove_all(other);
+  // Truncated file in step 4.
+  fs::resize_file(ckpt_dir(a, 4) + "/rank_00000.h5", 1000);
+  EXPECT_NE(ckpt::verify(ckpt_dir(a, 4))[0].find("truncated"), std::string::npos);
+  warnings.clear();
+  EXPECT_EQ(ckpt::choose_checkpoint("auto", root, warnings), ckpt_dir(a, 2));
+  ASSERT_EQ(warnings.size(), 2u);
+  EXPECT_NE(warnings[0].find("step_0000006"), std::string::npos) << warnings[0];
+  EXPECT_NE(warnings[1].find("step_0000004"), std::string::npos) << warnings[1];
+  // Explicit paths: one clean error each.
+  EXPECT_THROW(ckpt::choose_checkpoint(ckpt_dir(a, 6), root, warnings), ckpt::CheckpointError);
+  TrainOptions o;
+  o.resume = ckpt_dir(a, 4);
+  EXPECT_THROW(train(tiny_moe(a, 6, 2), parallel::World{}, o), ckpt::CheckpointError);
+  // Missing manifest in step 2: nothing valid is left, which is an error, not a silent fresh start.
+  fs::remove(ckpt_dir(a, 2) + "/manifest.json");
+  EXPECT_NE(ckpt::verify(ckpt_dir(a, 2))[0].find("missing"), std::string::npos);
+  EXPECT_THROW(ckpt::choose_checkpoint("auto", root, warnings), ckpt::CheckpointError);
+  // An empty checkpoint directory: auto starts fresh.
+  warnings.clear();
+  EXPECT_EQ(ckpt::choose_checkpoint("auto", (a / "none").string(), warnings), "");
+  fs::remove_all(a);
+}
+
+TEST(Checkpoint, ModelMismatchNamesTheTensor) {
+  const fs::path a = fresh_dir("mismatch"), b = fresh_dir("mismatch_b");
+  train(tiny_moe(a, 2, 2), parallel::World{});
+  Config other = tiny_moe(b, 4, 0);
+  other.model.d_model = 48;
+  TrainOptions o;
+  o.resume = ckpt_dir(a, 2);
+  try {
+    train(other, parallel::World{}, o);
+    ADD_FAILURE() << "a checkpoint of another model loaded";
+  } catch (const ckpt::CheckpointError& e) {
+    EXPECT_NE(std::string(e.what()).find("has shape"), std::string::npos) << e.what();
+  }
+  for (const auto& d : {a, b}) fs::remove_all(d);
+}
+
+TEST(Checkpoint, CliSigtermExitCodeResumeAndInspect) {
+  using shoestring::testing::run_shoestring;
+  const fs::path a = fresh_dir("cli_a"), b = fresh_dir("cli_b");
+  auto args = [](const fs::path& dir) {
+    std::string s = "train --config configs/tiny-moe.yaml";
+    for (const auto& kv : tiny_moe_sets(dir, 4, 0)) s += " --set " + kv;
+    return s;
+  };
+  ASSERT_EQ(run_shoestring(args(a)).code, 0);
+  const auto stopped = shoestring::testing::run_command("SHOESTRING_FAULT=rank=0,step=2,mode=sigterm " SHOESTRING_BINARY_DIR
+                                            "/bin/shoestring " + args(b));
+  EXPECT_EQ(stopped.code, 42) << stopped.output;
+  EXPECT_NE(stopped.output.find("stop requested"), std::string::npos) << stopped.output;
+  ASSERT_TRUE(fs::exists(ckpt_dir(b, 2) + "/manifest.json"));
+  const auto resumed = run_shoestring(args(b) + " --resume auto");
+  EXPECT_EQ(resumed.code, 0) << resumed.output;
+  EXPECT_EQ(deterministic_metrics(a), deterministic_metrics(b));
+
+  const auto inspect = run_shoestring("ckpt inspect " + ckpt_dir(b, 2));
+  EXPECT_EQ(inspect.code, 0) << inspect.output;
+  EXPECT_NE(inspect.output.find("dp 1 ep 1 pp 1 zero1 off"), std::string::npos) << inspect.output;
+  EXPECT_NE(inspect.output.find("param/tok_embed"), std::string::npos) << inspect.output;
+  EXPECT_EQ(run_shoestring("ckpt verify " + ckpt_dir(b, 2)).code, 0);
+  fs::resize_file(ckpt_dir(b, 2) + "/rank_00000.h5", 100);
+  const auto bad = run_shoestring("ckpt verify " + ckpt_dir(b, 2));
+  EXPECT_EQ(bad.code, 1);
+  EXPECT_NE(bad.output.find("rank_00000.h5"), std::string::npos) << bad.output;
+  const auto refused = run_shoestring(args(b) + " --resume " + ckpt_dir(b, 2));
+  EXPECT_EQ(refused.code, 2) << refused.output;
+  EXPECT_EQ(std::count(refused.output.begin(), refused.output.end(), '\n'), 1) << refused.output;
+  EXPECT_NE(refused.output.find("checkpoint error:"), std::string::npos) << refused.output;
+  for (const auto& d : {a, b}) fs::remove_all(d);
+}
+
+TEST(Checkpoint, FirstSignalRequestsAStopSecondExitsAtOnce) {
+  {
+    PreemptionHandlers h;
+    EXPECT_EQ(preemption_signal(), 0);
+    std::raise(SIGUSR1);
+    EXPECT_EQ(preemption_signal(), SIGUSR1);
+  }
+  EXPECT_EXIT(
+      {
+        PreemptionHandlers h;
+        std::raise(SIGTERM);
+        std::raise(SIGTERM);
+        std::exit(0);
+      },
+      ::testing::ExitedWithCode(128 + SIGTERM), "stop requested");
+}
+
+// kill -9 at random moments of a run that saves every step (bounded: 8 kills): whatever the
+// moment, --resume auto finds a checkpoint that verifies, or none yet, and never a broken one.
+TEST(Checkpoint, KillNineAtRandomMomentsNeverLeavesACorruptCheckpointChosen) {
+  const fs::path dir = fresh_dir("kill9");
+  std::vector<std::string> argv_s = {SHOESTRING_BINARY_DIR "/bin/shoestring", "train", "--config",
+                                     SHOESTRING_SOURCE_DIR "/configs/tiny-moe.yaml", "--resume", "auto"};
+  for (const auto& kv : tiny_moe_sets(dir, 400, 1, 2)) argv_s.insert(argv_s.end(), {"--set", kv});
+  std::vector<char*> argv;
+  for (auto& a : argv_s) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  std::mt19937 rng(7);
+  int64_t last_step = -1;
+  for (int round = 0; round < 8; ++round) {
+    const pid_t pid = fork();
+    ASSERT_GE(pid, 0);
+    if (pid == 0) {
+      freopen("/dev/null", "w", stdout);
+      freopen("/dev/null", "w", stderr);
+      execv(argv[0], argv.data());
+      _exit(127);
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(std::uniform_int_distribution<int>(400, 1600)(rng)));
+    kill(pid, SIGKILL);
+    int status = 0;
+    waitpid(pid, &status, 0);
+    std::vector<std::string> warnings;
+    const std::string chosen = ckpt::choose_checkpoint("auto", (dir / "checkpoints").string(), warnings);
+    EXPECT_TRUE(warnings.empty()) << warnings.front();  // no complete-looking checkpoint is ever broken
+    if (chosen.empty()) continue;
+    EXPECT_TRUE(ckpt::verify(chosen).empty());
+    const int64_t step = ckpt::read_manifest(chosen).step;
+    EXPECT_GE(step, last_step);  // progress is never lost
+    last_step = step;
+  }
+  EXPECT_GT(last_step, 0) << "no checkpoint was ever completed: the kills came too early";
+  fs::remove_all(dir);
+}
+
+// The launcher path: under mpirun (4 ranks, dp 4, ep 2, ZeRO-1) a SIGTERM on rank 3 ends the job
+// with exit code 42 and a checkpoint from every rank; resuming on 2 ranks (dp 2, ep 1, no ZeRO-1)
+// completes the run, with losses within 1e-12 relative of the uninterrupted 4-rank run (float64;
+// the layouts differ only in summation order).
+TEST(Checkpoint, MpirunJobExits42AndResumesOnAnotherLayout) {
+  const fs::path ref = fresh_dir("mpirun_ref"), dir = fresh_dir("mpirun");
+  auto sets = [](const fs::path& d) {
+    std::string s = " --config configs/tiny-moe.yaml";
+    for (const auto& kv : tiny_moe_sets(d, 5, 0)) s += " --set " + kv;
+    return s + " --set train.global_batch=8 --set train.micro_batch_size=2 --set train.precision=fp64";
+  };
+  auto mpirun = [](int np) {
+    return "OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_NUM_THREADS=1 " SHOESTRING_MPIEXEC
+           " --oversubscribe -np " + std::to_string(np) + " ";
+  };
+  const std::string exe = SHOESTRING_BINARY_DIR "/bin/shoestring train";
+  const std::string layout4 = " --set parallel.ep=2 --set parallel.zero1=true";
+  const auto whole = shoestring::testing::run_command(mpirun(4) + exe + sets(ref) + layout4);
+  ASSERT_EQ(whole.code, 0) << whole.output;
+  const auto stopped = shoestring::testing::run_command(
+      mpirun(4) + "-x SHOESTRING_FAULT=rank=3,step=2,mode=sigterm " + exe + sets(dir) + layout4);
+  EXPECT_EQ(stopped.code, 42) << stopped.output;
+  const ckpt::Manifest m = ckpt::read_manifest(ckpt_dir(dir, 2));
+  EXPECT_EQ(m.files.size(), 4u);
+  EXPECT_EQ(m.layout.ep, 2);
+  EXPECT_TRUE(m.layout.zero1);
+  const auto resumed = shoestring::testing::run_command(mpirun(2) + exe + sets(dir) + " --resume auto");
+  EXPECT_EQ(resumed.code, 0) << resumed.output;
+  EXPECT_NE(resumed.output.find("saved under dp 4 ep 2 pp 1 zero1 on"), std::string::npos) << resumed.output;
+  auto losses = [](const fs::path& d) {
+    std::vector<double> out;
+    const std::regex loss(R"("loss":([0-9.eE+-]+))");
+    for (const auto& line : deterministic_metrics(d)) {
+      std::smatch mm;
+      if (std::regex_search(line, mm, loss)) out.push_back(std::stod(mm[1]));
+    }
+    return out;
+  };
+  const std::vector<double> a = losses(ref), b = losses(dir);
+  ASSERT_EQ(a.size(), 5u);
+  ASSERT_EQ(b.size(), 5u);
+  for (size_t i = 0; i < 2; ++i) EXPECT_EQ(a[i], b[i]);  // before the stop: the same layout
+  for (size_t i = 2; i < 5; ++i) EXPECT_NEAR(b[i], a[i], 1e-12 * a[i]) << "step " << i + 1;
+  for (const auto& d : {ref, dir}) fs::remove_all(d);
+}
+
+TEST(Checkpoint, AFailedSaveIsARuntimeErrorNamingTheDirectory) {
+  const fs::path dir = fresh_dir("unwritable");
+  Config c = tiny_moe(dir, 2, 1);
+  c.checkpoint.dir = "/dev/null/checkpoints";  // below a file: cannot be created, even as root
+  try {
+    train(c, parallel::World{});
+    ADD_FAILURE() << "saving into " << c.checkpoint.dir << " succeeded";
+  } catch (const ckpt::CheckpointError& e) {
+    ADD_FAILURE() << "a failed save is a runtime error (exit 1), not a checkpoint error: " << e.what();
+  } catch (const std::runtime_error& e) {
+    EXPECT_NE(std::string(e.what()).find("/dev/null/checkpoints"), std::string::npos) << e.what();
+  }
+  fs::remove_all(dir);
+}

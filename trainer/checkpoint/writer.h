@@ -1,0 +1,31 @@
+#pragma once
+// Saving a checkpoint: every rank writes its pieces to its own HDF5 file in a temporary directory,
+// rank 0 gathers what each wrote (pieces, size, SHA-256), writes manifest.json, fsyncs and renames
+// the directory into place, then moves `latest` and prunes old checkpoints. A crash at any moment
+// leaves the previous checkpoints intact and at most a step_N.tmp-PID directory, which is never
+// taken for a checkpoint (no step_N name, no manifest until everything else is durable).
+#include <ATen/core/Tensor.h>
+
+#include <string>
+#include <vector>
+
+#include "parallel/process_group.h"
+#include "trainer/checkpoint/manifest.h"
+
+namespace shoestring::ckpt {
+
+// Elements [offset, offset + data.numel()) of global tensor `tensor` (shape `shape`), held by this
+// rank. data: 1-D, float32 or float64, any device.
+struct LocalPiece {
+  std::string tensor;
+  std::vector<int64_t> shape;
+  int64_t offset = 0;
+  at::Tensor data;
+};
+
+// Collective over `world` (every rank calls it). `meta` carries everything but files and tensors.
+// Returns the checkpoint's directory. std::runtime_error on every rank when any rank failed.
+std::string save_checkpoint(parallel::ProcessGroup& world, const std::vector<LocalPiece>& pieces, Manifest meta,
+                            const std::string& root, int64_t keep);
+
+}  // namespace shoestring::ckpt

@@ -1,0 +1,62 @@
+// shoestring ckpt inspect DIR | verify DIR: read a checkpoint without training.
+#include <cstdio>
+#include <iostream>
+
+#include "trainer/checkpoint/manifest.h"
+#include "trainer/cli/commands.h"
+
+namespace shoestring::cli {
+
+namespace {
+
+constexpr const char* kUsage =
+    "usage: shoestring ckpt inspect DIR   layout, step, tensors, sizes, checksums\n"
+    "       shoestring ckpt verify DIR    exit 0 when the checkpoint is complete and intact, else 1 and one\n"
+    "                                     line per problem\n";
+
+int inspect(const std::string& dir) {
+  const ckpt::Manifest m = ckpt::read_manifest(dir);  // CheckpointError -> exit 2 in main
+  const auto problems = ckpt::verify(dir, m);
+  uint64_t bytes = 0;
+  for (const auto& f : m.files) bytes += f.bytes;
+  std::printf("checkpoint %s\n  step     %lld (AdamW step %lld)\n  layout   %s\n  data     %s\n  code     %s\n",
+              dir.c_str(), static_cast<long long>(m.step), static_cast<long long>(m.adam_steps),
+              m.layout.to_string().c_str(), m.loader_state.c_str(), m.code_version.c_str());
+  std::printf("  files    %zu, %.2f MiB\n", m.files.size(), double(bytes) / (1 << 20));
+  for (const auto& f : m.files) {
+    bool ok = true;
+    for (const auto& p : problems)
+      if (p.find(f.name) != std::string::npos) ok = false;
+    std::printf("    %-16s rank %-4d %12llu bytes  sha256 %.16s...  %s\n", f.name.c_str(), f.rank,
+                static_cast<unsigned long long>(f.bytes), f.sha256.c_str(), ok ? "ok" : "BAD");
+  }
+  std::printf("  tensors  %zu\n", m.tensors.size());
+  for (const auto& t : m.tensors) {
+    std::string shape;
+    for (size_t d = 0; d < t.shape.size(); ++d) shape += (d ? "x" : "") + std::to_string(t.shape[d]);
+    std::printf("    %-60s %-8s %-16s %zu piece(s)\n", t.name.c_str(), t.dtype.c_str(), shape.empty() ? "scalar" : shape.c_str(),
+                t.pieces.size());
+  }
+  std::printf("  status   %s\n", problems.empty() ? "ok" : (std::to_string(problems.size()) + " problem(s); see ckpt verify").c_str());
+  return problems.empty() ? 0 : 1;
+}
+
+}  // namespace
+
+int cmd_ckpt(const Args& args) {
+  if (args.size() == 1 && (args[0] == "--help" || args[0] == "-h")) {
+    std::cout << kUsage;
+    return 0;
+  }
+  if (args.size() != 2 || (args[0] != "inspect" && args[0] != "verify")) {
+    std::cerr << kUsage;
+    return 2;
+  }
+  if (args[0] == "inspect") return inspect(args[1]);
+  const auto problems = ckpt::verify(args[1]);
+  for (const auto& p : problems) std::cout << p << "\n";
+  if (problems.empty()) std::cout << args[1] << ": ok\n";
+  return problems.empty() ? 0 : 1;
+}
+
+}  // namespace shoestring::cli
