@@ -13,6 +13,7 @@
 #include <fstream>
 #include <regex>
 
+#include "tests/run_files.h"
 #include "tests/parallel/mpi_test_env.h"
 #include "trainer/checkpoint/manifest.h"
 #include "trainer/config_loader.h"
@@ -25,6 +26,8 @@ using shoestring::testing::test_mpi_world;
 using shoestring::testing::test_world;
 
 namespace {
+
+using shoestring::testing::deterministic_metrics;
 
 // Every rank uses rank 0's directory name: only rank 0 creates it.
 fs::path run_dir(const std::string& name) {
@@ -50,14 +53,6 @@ Config tiny_moe(int ep, bool zero1, const fs::path& dir, int64_t steps, int64_t 
                       "parallel.bucket_mb=0.01", "parallel.ep=" + std::to_string(ep),
                       "parallel.zero1=" + std::string(zero1 ? "true" : "false"), "log.progress=off", "log.every=1000",
                       "log.run_dir=" + dir.string(), "checkpoint.interval=" + std::to_string(interval)});
-}
-
-std::vector<std::string> deterministic_metrics(const fs::path& run_dir) {
-  std::ifstream in(run_dir / "metrics.jsonl");
-  std::vector<std::string> out;
-  const std::regex timing(R"(,"tokens_per_s":.*)");
-  for (std::string line; std::getline(in, line);) out.push_back(std::regex_replace(line, timing, ""));
-  return out;
 }
 
 // Max |a - b| over parameters; `sharded` holds ep rank `ep_rank`'s block of each routed expert.

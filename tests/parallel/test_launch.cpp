@@ -8,20 +8,17 @@
 #include <fstream>
 
 #include "tests/run_cli.h"
+#include "tests/run_files.h"
 
 namespace fs = std::filesystem;
 using shoestring::testing::CliResult;
 
 namespace {
 
+fs::path fresh_dir(const std::string& name) { return shoestring::testing::fresh_dir("shoestring_launch", name); }
+
 constexpr const char* kMpirun =
     "env OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1 ";
-
-fs::path fresh_dir(const std::string& name) {
-  const fs::path d = fs::temp_directory_path() / ("shoestring_launch_" + name + "_" + std::to_string(::getpid()));
-  fs::remove_all(d);
-  return d;
-}
 
 std::string tiny_args(const fs::path& dir, int steps) {
   return " --config configs/tiny-moe.yaml --set data.source=synthetic --set model.vocab_size=64 "

@@ -16,6 +16,7 @@
 #include <fstream>
 #include <regex>
 
+#include "tests/run_files.h"
 #include "tests/run_cli.h"
 #include "trainer/checkpoint/manifest.h"
 #include "trainer/checkpoint/resume.h"
@@ -28,11 +29,8 @@ namespace fs = std::filesystem;
 
 namespace {
 
-fs::path fresh_dir(const std::string& name) {
-  const fs::path d = fs::temp_directory_path() / ("shoestring_ckpt_" + name + "_" + std::to_string(::getpid()));
-  fs::remove_all(d);
-  return d;
-}
+fs::path fresh_dir(const std::string& name) { return shoestring::testing::fresh_dir("shoestring_ckpt", name); }
+using shoestring::testing::deterministic_metrics;
 
 // The tiny MoE (router biases moving, MTP on) in float32: small enough for seconds per run.
 std::vector<std::string> tiny_moe_sets(const fs::path& dir, int64_t steps, int64_t interval, int64_t keep = 3) {
@@ -46,14 +44,6 @@ std::vector<std::string> tiny_moe_sets(const fs::path& dir, int64_t steps, int64
 
 Config tiny_moe(const fs::path& dir, int64_t steps, int64_t interval, int64_t keep = 3) {
   return load_config({SHOESTRING_SOURCE_DIR "/configs/tiny-moe.yaml"}, tiny_moe_sets(dir, steps, interval, keep));
-}
-
-std::vector<std::string> deterministic_metrics(const fs::path& run_dir) {
-  std::ifstream in(run_dir / "metrics.jsonl");
-  std::vector<std::string> out;
-  const std::regex timing(R"(,"tokens_per_s":.*)");
-  for (std::string line; std::getline(in, line);) out.push_back(std::regex_replace(line, timing, ""));
-  return out;
 }
 
 // Trains with SHOESTRING_FAULT raising SIGTERM inside step `at`.

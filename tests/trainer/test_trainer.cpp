@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <regex>
 
+#include "tests/run_files.h"
 #include "trainer/config_loader.h"
 #include "trainer/train.h"
 
@@ -14,11 +15,8 @@ namespace fs = std::filesystem;
 
 namespace {
 
-fs::path fresh_dir(const std::string& name) {
-  const fs::path d = fs::temp_directory_path() / ("shoestring_trainer_" + name + "_" + std::to_string(::getpid()));
-  fs::remove_all(d);
-  return d;
-}
+fs::path fresh_dir(const std::string& name) { return shoestring::testing::fresh_dir("shoestring_trainer", name); }
+using shoestring::testing::deterministic_metrics;
 
 Config tiny(const fs::path& run_dir, int64_t steps) {
   return load_config({SHOESTRING_SOURCE_DIR "/configs/tiny.yaml"},
@@ -27,15 +25,6 @@ Config tiny(const fs::path& run_dir, int64_t steps) {
                      {"data.source=synthetic", "model.vocab_size=256", "data.eval_interval=0",
                       "train.steps=" + std::to_string(steps), "train.threads=1", "log.progress=off",
                       "log.every=1000", "log.run_dir=" + run_dir.string()});
-}
-
-// metrics.jsonl without the timing fields, which legitimately differ between runs.
-std::vector<std::string> deterministic_metrics(const fs::path& run_dir) {
-  std::ifstream in(run_dir / "metrics.jsonl");
-  std::vector<std::string> out;
-  const std::regex timing(R"(,"tokens_per_s":.*)");
-  for (std::string line; std::getline(in, line);) out.push_back(std::regex_replace(line, timing, ""));
-  return out;
 }
 
 TEST(Trainer, TinyLossFallsTowardsTheSyntheticFloor) {
