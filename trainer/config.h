@@ -58,6 +58,9 @@ struct TrainConfig {
   double mtp_lambda = 0.3;
   double mtp_lambda_late = 0.1;
   int64_t mtp_lambda_switch_step = 0;  // 0: never switch to mtp_lambda_late
+  // A step whose loss or global gradient norm is not finite (docs/checkpoints.md, Faults).
+  std::string nonfinite = "skip";  // skip | stop | rollback (rollback: refused, not implemented yet)
+  int64_t nonfinite_max = 5;       // consecutive skipped steps before the run stops
 };
 
 struct OptimConfig {

@@ -83,6 +83,8 @@ std::vector<FieldSpec> build() {
   s.push_back(field("train.mtp_lambda", &C::train, &TrainConfig::mtp_lambda, "Weight of the multi-token-prediction loss (averaged over depths).", R::NonNegative));
   s.push_back(field("train.mtp_lambda_late", &C::train, &TrainConfig::mtp_lambda_late, "MTP loss weight from train.mtp_lambda_switch_step on.", R::NonNegative));
   s.push_back(field("train.mtp_lambda_switch_step", &C::train, &TrainConfig::mtp_lambda_switch_step, "Step at which the MTP weight becomes mtp_lambda_late; 0 = never.", R::NonNegative));
+  s.push_back(field("train.nonfinite", &C::train, &TrainConfig::nonfinite, "A step whose loss or global gradient norm is not finite: skip (no update, counted in metrics.jsonl), stop (exit 1 at once), or rollback (not implemented yet; refused).", R::Any, {"skip", "stop", "rollback"}));
+  s.push_back(field("train.nonfinite_max", &C::train, &TrainConfig::nonfinite_max, "skip: the run stops (exit 1) after this many consecutive skipped steps.", R::Positive));
   // optim
   s.push_back(field("optim.lr", &C::optim, &OptimConfig::lr, "Peak learning rate of AdamW.", R::Positive));
   s.push_back(field("optim.min_lr", &C::optim, &OptimConfig::min_lr, "Learning rate at the end of the decay.", R::NonNegative));

@@ -77,18 +77,23 @@ void all_reduce_sum(parallel::ProcessGroup& g, std::vector<double>& values) {
   std::copy(t.data_ptr<double>(), t.data_ptr<double>() + t.numel(), values.begin());
 }
 
-void maybe_inject_fault(int rank, int64_t step) {
+bool maybe_inject_fault(int rank, int64_t step) {
   const char* spec = std::getenv("SHOESTRING_FAULT");
-  if (spec == nullptr) return;
+  if (spec == nullptr) return false;
   long r = -1, s = -1;
   char mode[16] = {};
-  if (std::sscanf(spec, "rank=%ld,step=%ld,mode=%15s", &r, &s, mode) != 3 || r != rank || s != step) return;
-  std::fprintf(stderr, "[rank %d] SHOESTRING_FAULT: injecting '%s' in step %ld\n", rank, mode, s);
+  if (std::sscanf(spec, "rank=%ld,step=%ld,mode=%15s", &r, &s, mode) != 3 || r != rank) return false;
+  // mode=nan:K poisons K consecutive steps from S (the train.nonfinite_max tests need a run of them).
+  long k = 1;
+  if (std::sscanf(mode, "nan:%ld", &k) == 1) mode[3] = '\0';
+  if (step < s || step >= s + (std::string(mode) == "nan" ? k : 1)) return false;
+  std::fprintf(stderr, "[rank %d] SHOESTRING_FAULT: injecting '%s' in step %lld\n", rank, mode, static_cast<long long>(step));
   std::fflush(stderr);
   if (std::string(mode) == "sigterm") {  // as a scheduler's preemption notice would
     std::raise(SIGTERM);
-    return;
+    return false;
   }
+  if (std::string(mode) == "nan") return true;
   if (std::string(mode) == "hang")
     for (;;) std::this_thread::sleep_for(std::chrono::hours(1));
   _exit(17);

@@ -27,10 +27,12 @@ std::vector<std::string> all_gather_strings(parallel::ProcessGroup& g, const std
 // Element-wise float64 sum of `values` over g (in place).
 void all_reduce_sum(parallel::ProcessGroup& g, std::vector<double>& values);
 
-// Test-only fault injection, from SHOESTRING_FAULT="rank=R,step=S,mode=exit|hang|sigterm": rank R exits
+// Test-only fault injection, from SHOESTRING_FAULT="rank=R,step=S,mode=exit|hang|sigterm|nan": rank R exits
 // (without MPI_Finalize, as a crashed process would), stops responding in the middle of step S,
 // or raises SIGTERM there (a preemption notice: the run saves and exits 42 after that step).
-// Nothing happens when the variable is unset.
-void maybe_inject_fault(int rank, int64_t step);
+// Nothing happens when the variable is unset. mode=nan (or nan:K, K steps from S) returns true: the caller poisons rank R's
+// loss of step S (the sum over dp then makes every rank see a non-finite loss), for the
+// train.nonfinite policies.
+bool maybe_inject_fault(int rank, int64_t step);
 
 }  // namespace shoestring

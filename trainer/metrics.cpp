@@ -1,18 +1,34 @@
 #include "trainer/metrics.h"
 
+#include <cmath>
 #include <cstdio>
 #include <stdexcept>
 
 namespace shoestring {
 
+namespace {
+
+// 17 significant digits; a non-finite value (a skipped step's loss) as null, since JSON has no nan.
+std::string num(double x) {
+  if (!std::isfinite(x)) return "null";
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.17g", x);
+  return buf;
+}
+
+}  // namespace
+
 std::string to_json(const StepRecord& r) {
   char buf[512];
   std::snprintf(buf, sizeof buf,
-                "{\"step\":%lld,\"loss\":%.17g,\"lr\":%.17g,\"grad_norm\":%.17g,\"tokens_per_s\":%.6g,"
+                "{\"step\":%lld,\"loss\":%s,\"lr\":%.17g,\"grad_norm\":%s,\"tokens_per_s\":%.6g,"
                 "\"elapsed_s\":%.6g}",
-                static_cast<long long>(r.step), r.loss, r.lr, r.grad_norm, r.tokens_per_s, r.elapsed_s);
+                static_cast<long long>(r.step), num(r.loss).c_str(), r.lr, num(r.grad_norm).c_str(), r.tokens_per_s,
+                r.elapsed_s);
   std::string out = buf;
   out.pop_back();  // reopen the object for the optional fields
+  if (r.skipped) out += ",\"skipped\":true";
+  if (r.skipped_steps > 0) out += ",\"skipped_steps\":" + std::to_string(r.skipped_steps);
   if (r.has_moe) {
     std::snprintf(buf, sizeof buf, ",\"expert_imbalance\":%.17g,\"router_bias_norm\":%.17g,\"balance_loss\":%.17g,\"dropped_tokens\":%lld,\"expert_imbalance_layers\":[",
                   r.expert_imbalance, r.router_bias_norm, r.balance_loss, static_cast<long long>(r.dropped_tokens));
@@ -29,8 +45,7 @@ std::string to_json(const StepRecord& r) {
     out += buf;
   }
   if (r.has_mtp) {
-    std::snprintf(buf, sizeof buf, ",\"mtp_loss\":%.17g", r.mtp_loss);
-    out += buf;
+    out += ",\"mtp_loss\":" + num(r.mtp_loss);
   }
   if (r.has_val) {
     std::snprintf(buf, sizeof buf, ",\"val_loss\":%.17g", r.val_loss);

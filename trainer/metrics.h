@@ -15,6 +15,11 @@ struct StepRecord {
   double grad_norm = 0;    // global gradient norm before clipping
   double tokens_per_s = 0;
   double elapsed_s = 0;    // since the first step started
+  // train.nonfinite=skip: this step's loss or gradient norm was not finite and it updated nothing
+  // (written when true); skipped_steps counts such steps since the run (or resume) started
+  // (written once non-zero, so normal runs' lines are unchanged).
+  bool skipped = false;
+  int64_t skipped_steps = 0;
   // Mixture-of-experts models only (written when has_moe):
   bool has_moe = false;
   std::vector<double> expert_imbalance_layers;  // max / mean tokens per expert, per MoE layer

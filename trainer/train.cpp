@@ -400,6 +400,7 @@ TrainSummary train(const Config& cfg, const parallel::World& world, const TrainO
   const double tokens_per_step = double(summary.tokens_per_step);
   const double micro_total = double(accum * shape.dp);  // micro-batches per step over all ranks
   const auto start = Clock::now();
+  int64_t consecutive_bad = 0;  // train.nonfinite=skip: non-finite steps in a row
   for (int64_t step = start_step; step < cfg.train.steps; ++step) {
     const auto t0 = Clock::now();
     reducer.zero_grad();
@@ -411,7 +412,11 @@ TrainSummary train(const Config& cfg, const parallel::World& world, const TrainO
       reducer.prepare_backward(micro + 1 == accum);
       const data::Batch batch = loader.next();
       model::LossBreakdown out = net->losses(batch.inputs.to(device), batch.targets.to(device), weights);
-      if (micro == 0) maybe_inject_fault(world.rank, step + 1);
+      if (micro == 0 && maybe_inject_fault(world.rank, step + 1)) {  // mode=nan: a test-only poisoned loss
+        const double nan = std::nan("");
+        out.total = out.total * nan;  // the gradients become NaN too
+        out.main = out.main * nan;
+      }
       (out.total / double(accum)).backward();
       sums[0] += out.main.item<double>();
       if (out.mtp.defined()) sums[1] += out.mtp.item<double>();
@@ -440,15 +445,30 @@ TrainSummary train(const Config& cfg, const parallel::World& world, const TrainO
     r.mtp_loss = sums[1] / micro_total;
     r.balance_loss = sums[2] / micro_total;
     r.dropped_tokens = int64_t(sums[3]);
-    if (!std::isfinite(loss))
+    if (!std::isfinite(loss) && cfg.train.nonfinite == "stop")
       throw std::runtime_error("step " + std::to_string(step + 1) + ": loss is " + std::to_string(loss) +
                                "; stopping (lower optim.lr or set optim.grad_clip)");
     const double grad_norm = std::sqrt(reducer.global_grad_sq(*mesh.dp));
-    if (const double c = optim::clip_scale(grad_norm, cfg.optim.grad_clip); c != 1.0) reducer.scale_grads(c);
+    // Both values are already reduced over dp (the loss by all_reduce_sum, the norm by
+    // global_grad_sq), so every rank takes the same branch without another collective.
+    const bool bad = !std::isfinite(loss) || !std::isfinite(grad_norm);
+    if (bad && cfg.train.nonfinite == "stop")
+      throw std::runtime_error("step " + std::to_string(step + 1) + ": gradient norm is " + std::to_string(grad_norm) +
+                               "; stopping (lower optim.lr or set optim.grad_clip)");
+    consecutive_bad = bad ? consecutive_bad + 1 : 0;
     const double lr = optim::lr_at(cfg.optim, step, cfg.train.steps);
-    opt.step(lr, grads);
-    reducer.all_gather_params();
-    update_router_biases(routers, load, bias_gamma_at(cfg.train, step + 1), r);
+    if (bad) {
+      // skip: no optimizer step (moments and Adam's step count untouched), no router-bias move;
+      // the gradients are zeroed at the next step's start. The LR schedule follows the step number.
+      r.skipped = true;
+      ++summary.skipped_steps;
+    } else {
+      if (const double c = optim::clip_scale(grad_norm, cfg.optim.grad_clip); c != 1.0) reducer.scale_grads(c);
+      opt.step(lr, grads);
+      reducer.all_gather_params();
+      update_router_biases(routers, load, bias_gamma_at(cfg.train, step + 1), r);
+    }
+    r.skipped_steps = summary.skipped_steps;
     if (ep_dispatch) {
       const EpTraffic traffic = ep_dispatch->take_traffic();
       at::Tensor most = at::tensor(std::vector<int64_t>{traffic.sent, traffic.received}, at::kLong);
@@ -472,6 +492,11 @@ TrainSummary train(const Config& cfg, const parallel::World& world, const TrainO
     r.tokens_per_s = tokens_per_step / std::chrono::duration<double>(t1 - t0).count();
     r.elapsed_s = std::chrono::duration<double>(t1 - start).count();
     if (metrics) metrics->write(r);
+    if (consecutive_bad >= cfg.train.nonfinite_max)  // the line above keeps the last bad step's record
+      throw std::runtime_error("step " + std::to_string(step + 1) + ": loss " + std::to_string(loss) +
+                               ", gradient norm " + std::to_string(grad_norm) + ": " + std::to_string(consecutive_bad) +
+                               " consecutive non-finite steps skipped (train.nonfinite_max); stopping (lower optim.lr, "
+                               "set optim.grad_clip, or resume from an earlier checkpoint)");
     progress.update(r);
     if (step == start_step) summary.first_loss = loss;
     summary.final_loss = loss;

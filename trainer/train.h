@@ -31,6 +31,7 @@ struct TrainSummary {
   int64_t resumed_from_step = 0;          // 0: a fresh start
   std::string last_checkpoint;            // directory of the last checkpoint saved ("" if none)
   bool preempted = false;                 // stopped by SIGTERM/SIGUSR1 after saving (exit code 42)
+  int64_t skipped_steps = 0;              // train.nonfinite=skip: steps with a non-finite loss or gradient norm
 };
 
 struct TrainOptions {

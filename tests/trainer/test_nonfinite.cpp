@@ -1,0 +1,126 @@
+// train.nonfinite: a step whose loss or gradient norm is not finite, made by the test-only
+// SHOESTRING_FAULT mode=nan (the loss of step S times NaN, so its gradients are NaN too).
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdlib>
+#include <filesystem>
+#include <regex>
+
+#include "tests/run_files.h"
+#include "trainer/config_loader.h"
+#include "trainer/train.h"
+
+using namespace shoestring;
+namespace fs = std::filesystem;
+
+namespace {
+
+using shoestring::testing::deterministic_metrics;
+
+// A constant LR, so runs of different lengths share their steps' schedules exactly.
+Config tiny(const std::string& name, int64_t steps, const std::string& policy = "skip", int64_t max = 5) {
+  const fs::path dir = shoestring::testing::fresh_dir("shoestring_nonfinite", name);
+  return load_config({SHOESTRING_SOURCE_DIR "/configs/tiny.yaml"},
+                     {"data.source=synthetic", "model.vocab_size=256", "data.eval_interval=0",
+                      "optim.schedule=constant", "train.steps=" + std::to_string(steps), "train.threads=1",
+                      "log.progress=off", "log.every=1000", "log.run_dir=" + dir.string(),
+                      "train.nonfinite=" + policy, "train.nonfinite_max=" + std::to_string(max)});
+}
+
+// Trains with a NaN loss in `k` steps from `at` (0: no fault).
+TrainSummary train_with_nan(const Config& c, int64_t at, int64_t k = 1) {
+  if (at > 0) ::setenv("SHOESTRING_FAULT", ("rank=0,step=" + std::to_string(at) + ",mode=nan:" + std::to_string(k)).c_str(), 1);
+  TrainOptions o;
+  o.keep_parameters = true;
+  try {
+    TrainSummary s = train(c, parallel::World{}, o);
+    ::unsetenv("SHOESTRING_FAULT");
+    return s;
+  } catch (...) {
+    ::unsetenv("SHOESTRING_FAULT");
+    throw;
+  }
+}
+
+bool same_parameters(const TrainSummary& a, const TrainSummary& b) {
+  if (a.parameters.size() != b.parameters.size()) return false;
+  for (size_t i = 0; i < a.parameters.size(); ++i)
+    if (!a.parameters[i].second.equal(b.parameters[i].second)) return false;
+  return true;
+}
+
+TEST(Nonfinite, SkippedStepUpdatesNothingIsCountedAndTheRunContinues) {
+  const Config before = tiny("before", 2), bad_last = tiny("bad_last", 3), cont = tiny("cont", 5);
+  const TrainSummary a = train_with_nan(before, 0);
+  const TrainSummary b = train_with_nan(bad_last, 3);
+  // Step 3 was skipped: the parameters are exactly those after step 2.
+  EXPECT_EQ(b.steps, 3);
+  EXPECT_EQ(b.skipped_steps, 1);
+  EXPECT_TRUE(same_parameters(a, b));
+  const auto ma = deterministic_metrics(before.log.run_dir), mb = deterministic_metrics(bad_last.log.run_dir);
+  ASSERT_EQ(mb.size(), 3u);
+  EXPECT_EQ(mb[0], ma[0]);
+  EXPECT_EQ(mb[1], ma[1]);
+  EXPECT_NE(mb[2].find("\"loss\":null"), std::string::npos) << mb[2];  // JSON has no nan
+  EXPECT_NE(mb[2].find("\"skipped\":true,\"skipped_steps\":1"), std::string::npos) << mb[2];
+
+  // Training goes on after it: finite losses, parameters move, the count stays on later lines.
+  const TrainSummary c = train_with_nan(cont, 3);
+  ASSERT_EQ(c.losses.size(), 5u);
+  EXPECT_TRUE(std::isnan(c.losses[2]));
+  EXPECT_TRUE(std::isfinite(c.losses[3]) && std::isfinite(c.losses[4]));
+  EXPECT_FALSE(same_parameters(b, c));
+  for (const auto& [name, value] : c.parameters) EXPECT_TRUE(value.isfinite().all().item<bool>()) << name;
+  const auto mc = deterministic_metrics(cont.log.run_dir);
+  ASSERT_EQ(mc.size(), 5u);
+  EXPECT_EQ(mc[3].find("\"skipped\":true"), std::string::npos) << mc[3];
+  EXPECT_NE(mc[4].find("\"skipped_steps\":1"), std::string::npos) << mc[4];
+  EXPECT_EQ(deterministic_metrics(before.log.run_dir)[0].find("skipped"), std::string::npos);  // normal lines unchanged
+  for (const auto* c2 : {&before, &bad_last, &cont}) fs::remove_all(c2->log.run_dir);
+}
+
+TEST(Nonfinite, TooManyConsecutiveSkipsStopNamingTheStep) {
+  // Two bad steps in a row are tolerated with nonfinite_max 3 ...
+  const Config ok = tiny("two", 5, "skip", 3);
+  const TrainSummary s = train_with_nan(ok, 2, 2);
+  EXPECT_EQ(s.steps, 5);
+  EXPECT_EQ(s.skipped_steps, 2);
+  // ... three are not: the run stops after the third, which still gets its metrics line.
+  const Config stop = tiny("three", 6, "skip", 3);
+  try {
+    train_with_nan(stop, 2, 3);
+    FAIL() << "expected a runtime error";
+  } catch (const std::runtime_error& e) {
+    const std::string what = e.what();
+    EXPECT_NE(what.find("step 4: "), std::string::npos) << what;
+    EXPECT_NE(what.find("3 consecutive non-finite steps skipped (train.nonfinite_max)"), std::string::npos) << what;
+  }
+  EXPECT_EQ(deterministic_metrics(stop.log.run_dir).size(), 4u);
+  for (const auto* c : {&ok, &stop}) fs::remove_all(c->log.run_dir);
+}
+
+TEST(Nonfinite, StopPolicyStopsAtTheFirstBadStepWithTodaysMessage) {
+  const Config c = tiny("stop", 4, "stop");
+  try {
+    train_with_nan(c, 2);
+    FAIL() << "expected a runtime error";
+  } catch (const std::runtime_error& e) {
+    EXPECT_TRUE(std::regex_search(std::string(e.what()),
+                                  std::regex(R"(^step 2: loss is -?nan; stopping \(lower optim\.lr or set optim\.grad_clip\)$)")))
+        << e.what();
+  }
+  EXPECT_EQ(deterministic_metrics(c.log.run_dir).size(), 1u);
+  fs::remove_all(c.log.run_dir);
+}
+
+TEST(Nonfinite, RollbackIsRefusedUntilImplemented) {
+  try {
+    tiny("rollback", 2, "rollback");
+    FAIL() << "expected a config error";
+  } catch (const ConfigError& e) {
+    EXPECT_NE(std::string(e.what()).find("train.nonfinite: rollback is not implemented yet"), std::string::npos) << e.what();
+  }
+}
+
+}  // namespace
