@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <regex>
 #include <sstream>
 #include <stdexcept>
@@ -71,6 +72,16 @@ const Rule kRules[] = {
     {R"(param/blocks\.(\d+)\.moe\.shared\.w2)", "model.layers.$1.mlp.shared_experts.down_proj.weight", "", Split::None},
 };
 
+// kRules' patterns, compiled once (big models have thousands of tensors).
+const std::regex& rule_regex(size_t k) {
+  static const std::vector<std::regex> compiled = [] {
+    std::vector<std::regex> v;
+    for (const Rule& r : kRules) v.emplace_back(r.ours);
+    return v;
+  }();
+  return compiled[k];
+}
+
 bool dropped(const std::string& name) {
   return name.rfind("adam_", 0) == 0 || name.rfind("param/mtp.", 0) == 0 || name.rfind("buffer/mtp.", 0) == 0;
 }
@@ -108,9 +119,10 @@ std::vector<ExportTensor> export_plan(const ModelConfig& cfg, const std::vector<
     if (dropped(name)) continue;
     const Rule* hit = nullptr;
     std::smatch m;
-    for (const Rule& r : kRules) {
+    for (size_t k = 0; k < std::size(kRules); ++k) {
+      const Rule& r = kRules[k];
       if (*r.only && cfg.attention != r.only) continue;
-      if (std::regex_match(name, m, std::regex(r.ours))) {
+      if (std::regex_match(name, m, rule_regex(k))) {
         hit = &r;
         break;
       }
