@@ -327,3 +327,40 @@ TEST(Export, CliErrorsAreOneLineWithExitCodes) {
   EXPECT_TRUE(one_line(r.output) && r.output.find("rank_00000.h5") != std::string::npos) << r.output;
   EXPECT_FALSE(fs::exists(out2 / "model.safetensors"));
 }
+
+TEST(Export, CompressedQueriesAndTiedEmbeddings) {
+  const fs::path run = fresh_dir("qlora"), out = fresh_dir("qlora_out");
+  auto sets = common_sets(run);
+  for (const char* s : {"model.kv_lora_rank=16", "model.moe_intermediate_size=16", "model.q_lora_rank=8",
+                        "model.tie_embeddings=true"})
+    sets.push_back(s);
+  const Config c = load_config({SHOESTRING_SOURCE_DIR "/configs/tiny-moe.yaml"}, sets);
+  const TrainSummary s = train_keeping(c);
+  ckpt::export_safetensors(step2(run), out.string());
+  const StFile f(out / "model.safetensors");
+  expect_contiguous(f);
+  const auto& m = c.model;
+  const std::string A = "model.layers.2.self_attn.";
+  EXPECT_EQ(f.tensors.at(A + "q_a_proj.weight").shape, (std::vector<int64_t>{8, m.d_model}));
+  EXPECT_EQ(f.tensors.at(A + "q_a_layernorm.weight").shape, (std::vector<int64_t>{8}));
+  EXPECT_EQ(f.tensors.at(A + "q_b_proj.weight").shape,
+            (std::vector<int64_t>{m.n_heads * (m.qk_nope_head_dim + m.qk_rope_head_dim), 8}));
+  EXPECT_TRUE(at::equal(f.get(A + "q_b_proj.weight"), by_name(s).at("blocks.2.attn.wq_b")));
+  EXPECT_EQ(f.tensors.count(A + "q_proj.weight"), 0u);
+  EXPECT_EQ(f.tensors.count("lm_head.weight"), 0u);
+  const YAML::Node j = YAML::LoadFile((out / "config.json").string());
+  EXPECT_EQ(j["q_lora_rank"].as<int64_t>(), 8);
+  EXPECT_TRUE(j["tie_word_embeddings"].as<bool>());
+}
+
+TEST(Export, ATensorWithoutARuleIsAnErrorNotDropped) {
+  ModelConfig m;
+  m.attention = "mla";
+  EXPECT_THROW(ckpt::export_plan(m, {"param/blocks.0.attn.new_thing"}, {{4, 4}}), std::runtime_error);
+  // The MLA rules do not apply to a GQA model, and MTP/optimizer tensors are dropped.
+  m.attention = "gqa";
+  EXPECT_THROW(ckpt::export_plan(m, {"param/blocks.0.attn.wkv_a"}, {{4, 4}}), std::runtime_error);
+  EXPECT_TRUE(ckpt::export_plan(m, {"param/mtp.0.proj", "adam_m/tok_embed", "buffer/mtp.0.block.moe.router.bias"},
+                                {{4, 8}, {4, 4}, {4}})
+                  .empty());
+}
