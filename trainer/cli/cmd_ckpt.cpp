@@ -1,7 +1,8 @@
-// shoestring ckpt inspect DIR | verify DIR: read a checkpoint without training.
+// shoestring ckpt inspect DIR | verify DIR | export DIR ...: read a checkpoint without training.
 #include <cstdio>
 #include <iostream>
 
+#include "trainer/checkpoint/export_safetensors.h"
 #include "trainer/checkpoint/manifest.h"
 #include "trainer/cli/commands.h"
 
@@ -12,7 +13,10 @@ namespace {
 constexpr const char* kUsage =
     "usage: shoestring ckpt inspect DIR   layout, step, tensors, sizes, checksums\n"
     "       shoestring ckpt verify DIR    exit 0 when the checkpoint is complete and intact, else 1 and one\n"
-    "                                     line per problem\n";
+    "                                     line per problem\n"
+    "       shoestring ckpt export DIR --format safetensors --out OUTDIR [--dtype fp32|bf16]\n"
+    "                                     model weights with Hugging Face names + config.json\n"
+    "                                     (docs/checkpoints.md); optimizer state and MTP dropped\n";
 
 int inspect(const std::string& dir) {
   const ckpt::Manifest m = ckpt::read_manifest(dir);  // CheckpointError -> exit 2 in main
@@ -41,6 +45,43 @@ int inspect(const std::string& dir) {
   return problems.empty() ? 0 : 1;
 }
 
+// ckpt export DIR --format safetensors --out OUTDIR [--dtype D]: usage errors are one line, exit 2.
+int export_cmd(const Args& args) {
+  std::string dir, format, out, dtype;
+  for (size_t i = 1; i < args.size(); ++i) {
+    const std::string& a = args[i];
+    std::string* value = a == "--format" ? &format : a == "--out" ? &out : a == "--dtype" ? &dtype : nullptr;
+    if (value) {
+      if (i + 1 >= args.size()) {
+        std::cerr << "usage error: " << a << " needs a value\n";
+        return 2;
+      }
+      *value = args[++i];
+    } else if (a.rfind("--", 0) != 0 && dir.empty()) {
+      dir = a;
+    } else {
+      std::cerr << "usage error: unexpected argument '" << a << "' (shoestring ckpt --help)\n";
+      return 2;
+    }
+  }
+  if (dir.empty() || out.empty()) {
+    std::cerr << "usage error: ckpt export needs DIR and --out OUTDIR (shoestring ckpt --help)\n";
+    return 2;
+  }
+  if (format != "safetensors") {
+    std::cerr << "usage error: --format must be safetensors" << (format.empty() ? "" : ", not '" + format + "'") << "\n";
+    return 2;
+  }
+  if (!dtype.empty() && dtype != "fp32" && dtype != "bf16") {
+    std::cerr << "usage error: --dtype must be fp32 or bf16, not '" << dtype << "'\n";
+    return 2;
+  }
+  const auto r = ckpt::export_safetensors(dir, out, dtype);  // CheckpointError -> 2, others -> 1 in main
+  std::printf("%s: %zu tensors, %.2f MiB -> %s/model.safetensors, %s/config.json\n", dir.c_str(), r.tensors,
+              double(r.bytes) / (1 << 20), out.c_str(), out.c_str());
+  return 0;
+}
+
 }  // namespace
 
 int cmd_ckpt(const Args& args) {
@@ -48,6 +89,7 @@ int cmd_ckpt(const Args& args) {
     std::cout << kUsage;
     return 0;
   }
+  if (!args.empty() && args[0] == "export") return export_cmd(args);
   if (args.size() != 2 || (args[0] != "inspect" && args[0] != "verify")) {
     std::cerr << kUsage;
     return 2;
