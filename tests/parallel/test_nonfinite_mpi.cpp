@@ -21,19 +21,7 @@ using shoestring::testing::test_world;
 
 namespace {
 
-// Every rank uses rank 0's directory name: only rank 0 creates it.
-fs::path run_dir(const std::string& name) {
-  const std::string mine = (fs::temp_directory_path() / ("shoestring_nfmpi_" + name + "_" + std::to_string(::getpid()))).string();
-  at::Tensor len = at::full({1}, int64_t(mine.size()), at::kLong);
-  test_world()->broadcast(len, 0)->wait();
-  at::Tensor bytes = at::zeros({len.item<int64_t>()}, at::kByte);
-  std::copy(mine.begin(), mine.end(), bytes.data_ptr<uint8_t>());
-  test_world()->broadcast(bytes, 0)->wait();
-  const fs::path d(std::string(reinterpret_cast<const char*>(bytes.data_ptr<uint8_t>()), size_t(bytes.numel())));
-  if (test_mpi_world().rank == 0) fs::remove_all(d);
-  test_world()->barrier()->wait();
-  return d;
-}
+fs::path run_dir(const std::string& name) { return shoestring::testing::shared_temp_dir("shoestring_nfmpi_" + name); }
 
 Config tiny(const fs::path& dir, int64_t steps) {
   return load_config({SHOESTRING_SOURCE_DIR "/configs/tiny.yaml"},
