@@ -1,0 +1,124 @@
+#pragma once
+// Pipeline schedules as data. A schedule is a pure function (name, pp, micro-batches, options) ->
+// for every pipeline rank, the ordered list of actions it performs in one training step. The same
+// value is printed (`shoestring plan schedule`), validated, simulated with per-action costs, and
+// executed by the pipeline executor (parallel/pipeline_executor.h); nothing else decides order.
+//
+// Model: the model is cut into `stages` consecutive pieces. A micro-batch passes through stages
+// 0..stages-1 forward and back again; `routes` says where (rank, chunk) each stage runs for that
+// micro-batch. Most schedules have one route; DualPipe has two (micro-batches fed from either end
+// of the pipeline), each rank then holding stage r on chunk 0 and stage pp-1-r on chunk 1, so every
+// stage's parameters exist twice. A "chunk" is one of the stages a rank holds.
+//
+// Communication semantics (shared by the validator, the simulator and the executor): Send* and
+// Recv* only post a non-blocking operation; a compute action waits until its input is there: the
+// local producer has run, or its Recv was posted earlier on this rank and the peer's matching Send
+// has run. Messages are matched by (kind, micro-batch, stage), never by order. Sends and receives
+// appear only where consecutive stages of a route sit on different ranks; on one rank (DualPipeV's
+// turn at the last rank) the hand-off is local.
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace shoestring::parallel {
+
+enum class Op : uint8_t {
+  F,      // forward of (mb, chunk)
+  B,      // full backward of (mb, chunk): input and weight gradients
+  I,      // backward for the input only; the weight gradient waits for a later W (zero bubble)
+  W,      // the deferred weight gradient of (mb, chunk), after its I
+  FB,     // overlapped pair: forward of (mb, chunk) with the full backward of (mb2, chunk2)
+  SendF,  // post the send of (mb, chunk)'s output activation to the next stage's rank
+  RecvF,  // post the receive of (mb, chunk)'s input activation from the previous stage's rank
+  SendB,  // post the send of (mb, chunk)'s input gradient to the previous stage's rank
+  RecvB,  // post the receive of (mb, chunk)'s output gradient from the next stage's rank
+};
+const char* op_name(Op op);  // "F", "B", "I", "W", "FB", "SendF", ...
+
+struct Action {
+  Op op = Op::F;
+  int mb = 0;     // micro-batch, 0-based
+  int chunk = 0;  // which of this rank's chunks
+  int mb2 = -1, chunk2 = -1;  // FB only: the backward half
+  bool operator==(const Action&) const = default;
+};
+std::string to_string(const Action& a);  // "F3.0", "B3.1", "FB(F3.0,B1.1)", "SendF3.0", ...
+
+struct Hop {
+  int rank = 0, chunk = 0;
+  bool operator==(const Hop&) const = default;
+};
+
+struct Schedule {
+  std::string name;  // gpipe | 1f1b | interleaved | zb1p | dualpipe | dualpipev
+  int pp = 1;
+  int microbatches = 1;
+  int chunks = 1;   // chunks (stages) per rank
+  int stages = 1;   // stages a micro-batch passes through
+  std::vector<std::vector<Hop>> routes;      // routes[r][stage]
+  std::vector<int> route_of;                 // route of each micro-batch
+  std::vector<std::vector<Action>> actions;  // per rank, in order
+
+  const Hop& hop(int mb, int stage) const { return routes[size_t(route_of[size_t(mb)])][size_t(stage)]; }
+  // The stage (rank, chunk) computes for micro-batch mb, or -1 when mb's route does not use it.
+  int stage_of(int mb, int rank, int chunk) const;
+  // The model stage (set of layers) chunk `chunk` of `rank` holds: the same for every route.
+  int model_stage(int rank, int chunk) const;
+  // Whether some model stage is held by more than one (rank, chunk) (DualPipe): the copies'
+  // gradients must be summed before the optimizer step.
+  bool duplicated_params() const { return chunks * pp > stages; }
+};
+
+struct ScheduleOptions {
+  std::string name = "1f1b";
+  int pp = 1;
+  int microbatches = 1;
+  int virtual_stages = 2;  // interleaved only: chunks per rank
+};
+
+std::vector<std::string> schedule_names();
+// The fewest micro-batches `name` accepts at this pp (e.g. dualpipe: 2 x pp).
+int min_microbatches(const ScheduleOptions& o);
+// Builds the schedule; throws std::invalid_argument naming the constraint broken, with the
+// minimum where that is the problem ("dualpipe needs an even pp, got 3";
+// "dualpipe with pp=4 needs at least 8 micro-batches (2 x pp), got 6").
+Schedule make_schedule(const ScheduleOptions& o);
+
+struct Validation {
+  std::vector<int> peak_activations;  // per rank: most (mb, chunk) forwarded and not yet backwarded (B/I)
+};
+// Checks: every micro-batch is forwarded and backwarded exactly once on every (rank, chunk) of its
+// route (B, or I then W; FB counts its two halves), backward after forward, W after I, inputs
+// come from the right place (a Recv posted before its consumer, matched by a Send after its
+// producer on the peer, or a local producer earlier), no action refers to a chunk or micro-batch
+// that does not exist, and running all ranks under the semantics above finishes (no deadlock).
+// Throws std::invalid_argument with the first violation ("rank 2 action 7 (F3.0): input of
+// micro-batch 3 stage 2 is never received").
+Validation validate(const Schedule& s);
+
+// Costs per action for the simulator. The input-only backward I costs b - w; an overlapped FB
+// costs fb; each message arrives `comm` after its Send.
+struct ActionCosts {
+  double f = 1, b = 2, w = 1, fb = 3, comm = 0;
+};
+
+struct TimedAction {
+  Action action;
+  double start = 0, end = 0;
+};
+
+struct Simulation {
+  double makespan = 0;
+  std::vector<double> busy;    // per rank: time spent computing
+  std::vector<double> bubble;  // per rank: idle time (see simulate())
+  std::vector<int> peak_activations;
+  std::vector<std::vector<TimedAction>> timeline;  // per rank, compute actions only
+};
+// Runs the schedule with every rank starting at 0, each action as early as its inputs allow.
+Simulation simulate(const Schedule& s, const ActionCosts& costs);
+
+// One row per rank, one cell per compute action, in the style of the DualPipe paper's figure.
+std::string render_text(const Schedule& s, const Simulation& sim);
+std::string render_svg(const Schedule& s, const Simulation& sim);
+
+}  // namespace shoestring::parallel
