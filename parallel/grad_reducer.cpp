@@ -189,9 +189,10 @@ void GradReducer::finish() {
   }
 }
 
-double GradReducer::global_grad_sq(ProcessGroup& norm_group) const {
+double GradReducer::global_grad_sq(ProcessGroup& norm_group, const std::vector<char>& skip) const {
   double sq = 0;
   for (const OwnedSlice& o : owned_) {
+    if (!skip.empty() && skip[o.param]) continue;
     // Without ZeRO-1 every member of a parameter's group holds the same reduced gradient: the
     // group's rank 0 counts it.
     if (!opts_.zero1 && groups_[size_t(params_[o.param].group)]->rank() != 0) continue;

@@ -80,7 +80,9 @@ class GradReducer {
   // Squared L2 norm of the whole reduced gradient, every element counted once over all ranks:
   // summed in float64 here, then all-reduced over `norm_group` (which must span every rank
   // holding a distinct part: the dp group).
-  double global_grad_sq(ProcessGroup& norm_group) const;
+  // `skip[i]`, when given, leaves parameter i out here (pipeline parallelism: a parameter held by
+  // several pipeline ranks is counted on one of them).
+  double global_grad_sq(ProcessGroup& norm_group, const std::vector<char>& skip = {}) const;
   void scale_grads(double s);  // the owned gradients (clipping)
   // ZeRO-1: after the optimizer updated owned(), every rank gets the whole updated parameters.
   void all_gather_params();

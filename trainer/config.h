@@ -92,7 +92,11 @@ struct DataConfig {
 // The device mesh and data parallelism (docs/parallelism.md).
 struct ParallelConfig {
   int64_t dp = 0;  // data-parallel ranks; 0 = world size / pp
-  int64_t pp = 1;  // pipeline stages
+  int64_t pp = 1;  // pipeline ranks
+  std::string schedule = "1f1b";        // gpipe | 1f1b | interleaved | zb1p | dualpipe | dualpipev
+  int64_t microbatches = 0;             // per pipeline per step; 0 = the accumulation steps
+  int64_t virtual_stages = 2;           // interleaved: chunks per rank
+  std::vector<int64_t> stage_layers;    // transformer blocks per stage; empty = balanced by cost
   int64_t ep = 1;  // expert-parallel ranks (divides dp)
   int64_t ep_max_nodes = 0;  // node-limited routing: nodes a token's experts may span; 0 = off
   bool zero1 = false;

@@ -50,6 +50,8 @@ std::string expected(const FieldSpec& f) {
       if (f.rule == FieldRule::Unit) return "a number in [0, 1]";
       if (f.rule == FieldRule::Below1) return "a number in [0, 1)";
       return pos ? "a positive number" : nonneg ? "a non-negative number" : "a number";
+    case FieldType::IntList:
+      return pos ? "a list of positive integers" : nonneg ? "a list of non-negative integers" : "a list of integers";
     case FieldType::Bool: return "true or false";
     case FieldType::String: return "a string";
     case FieldType::Choice:
@@ -80,15 +82,40 @@ std::string trim(const std::string& s) {
 }
 
 // Parses one scalar text for field f, or throws with the expected type.
+// "[a, b]" or "a, b" -> trimmed non-empty items.
+std::vector<std::string> split_list(const std::string& text) {
+  std::string t = trim(text);
+  if (t.size() >= 2 && t.front() == '[' && t.back() == ']') t = t.substr(1, t.size() - 2);
+  std::vector<std::string> items;
+  std::stringstream ss(t);
+  for (std::string item; std::getline(ss, item, ',');)
+    if (item = trim(item); !item.empty()) items.push_back(item);
+  return items;
+}
+
+bool parse_int(const std::string& text, FieldRule rule, int64_t& v) {
+  const char* end = text.data() + text.size();
+  auto [p, ec] = std::from_chars(text.data(), end, v);
+  return !text.empty() && ec == std::errc() && p == end && rule_ok(rule, double(v));
+}
+
+// Parses one scalar text for field f, or throws with the expected type.
 ConfigValue parse_scalar(const FieldSpec& f, const std::string& text, const std::string& where) {
   auto bad = [&]() { return ConfigError(where + ": " + f.path + ": expected " + expected(f) + ", got " + quote_text(text)); };
   switch (f.type) {
     case FieldType::Int: {
       int64_t v = 0;
-      const char* end = text.data() + text.size();
-      auto [p, ec] = std::from_chars(text.data(), end, v);
-      if (text.empty() || ec != std::errc() || p != end || !rule_ok(f.rule, double(v))) throw bad();
+      if (!parse_int(text, f.rule, v)) throw bad();
       return v;
+    }
+    case FieldType::IntList: {
+      std::vector<int64_t> items;
+      for (const std::string& item : split_list(text)) {
+        int64_t v = 0;
+        if (!parse_int(item, f.rule, v)) fail(where, f.path, "expected " + expected(f) + ", got " + quote_text(item));
+        items.push_back(v);
+      }
+      return items;
     }
     case FieldType::Float: {
       char* end = nullptr;
@@ -108,13 +135,8 @@ ConfigValue parse_scalar(const FieldSpec& f, const std::string& text, const std:
       if (std::find(f.choices.begin(), f.choices.end(), text) == f.choices.end()) throw bad();
       return text;
     case FieldType::StringList: {
-      std::string t = trim(text);
-      if (t.size() >= 2 && t.front() == '[' && t.back() == ']') t = t.substr(1, t.size() - 2);
       std::vector<std::string> items;
-      std::stringstream ss(t);
-      for (std::string item; std::getline(ss, item, ',');) {
-        item = trim(item);
-        if (item.empty()) continue;
+      for (const std::string& item : split_list(text)) {
         if (!f.choices.empty() && std::find(f.choices.begin(), f.choices.end(), item) == f.choices.end())
           fail(where, f.path, "expected " + expected(f) + ", got " + quote_text(item));
         items.push_back(item);
@@ -160,7 +182,7 @@ void apply_yaml(Config& c, Origins& origins, const YAML::Node& root, const std::
       const FieldSpec& f = require_field(path, where);
       const YAML::Node& v = kv.second;
       ConfigValue value;
-      if (f.type == FieldType::StringList && v.IsSequence()) {
+      if ((f.type == FieldType::StringList || f.type == FieldType::IntList) && v.IsSequence()) {
         std::string joined;
         for (const auto& item : v) {
           if (!item.IsScalar()) fail(where, path, "expected " + expected(f) + ", got a nested structure");
@@ -244,8 +266,15 @@ void validate(const Config& c, const Origins& origins) {
   const auto& par = c.parallel;
   if (par.dp > 0 && par.dp % par.ep != 0)
     fail(at("parallel.ep"), "parallel.ep", "must divide parallel.dp (" + num(par.dp) + "), got " + num(par.ep));
-  if (par.pp > 1)
-    fail(at("parallel.pp"), "parallel.pp", "pipeline parallelism is not implemented yet; use 1");
+  if (par.pp > 1 && !par.stage_layers.empty()) {
+    const int64_t stages = par.pp * (par.schedule == "interleaved" ? par.virtual_stages : par.schedule == "dualpipev" ? 2 : 1);
+    int64_t sum = 0;
+    for (int64_t n : par.stage_layers) sum += n;
+    if (int64_t(par.stage_layers.size()) != stages)
+      fail(at("parallel.stage_layers"), "parallel.stage_layers", "needs one entry per pipeline stage (" + num(stages) + " with " + par.schedule + " and pp " + num(par.pp) + "), got " + num(int64_t(par.stage_layers.size())));
+    if (sum != m.n_layers)
+      fail(at("parallel.stage_layers"), "parallel.stage_layers", "must sum to model.n_layers (" + num(m.n_layers) + "), got " + num(sum));
+  }
   if (par.ep > 1 && m.n_routed_experts == 0)
     fail(at("parallel.ep"), "parallel.ep", "needs routed experts to shard (model.n_routed_experts is 0); use 1");
   if (par.ep > 1 && m.n_routed_experts % par.ep != 0)

@@ -16,6 +16,7 @@ constexpr FieldType type_of() {
   if constexpr (std::is_same_v<T, bool>) return FieldType::Bool;
   if constexpr (std::is_same_v<T, std::string>) return FieldType::String;
   if constexpr (std::is_same_v<T, std::vector<std::string>>) return FieldType::StringList;
+  if constexpr (std::is_same_v<T, std::vector<int64_t>>) return FieldType::IntList;
 }
 
 // Binds a schema entry to Config::*section.*member, so the table cannot name a field that the
@@ -109,8 +110,12 @@ std::vector<FieldSpec> build() {
   s.push_back(field("data.prefetch", &C::data, &DataConfig::prefetch, "Batches read ahead on a background thread; 0 reads in the training thread.", R::NonNegative));
   // parallel
   s.push_back(field("parallel.dp", &C::parallel, &ParallelConfig::dp, "Data-parallel ranks; 0 = all ranks / parallel.pp. dp x pp must equal the number of ranks started.", R::NonNegative));
-  s.push_back(field("parallel.pp", &C::parallel, &ParallelConfig::pp, "Pipeline stages (only 1 today: pipeline parallelism is not implemented yet).", R::Positive));
-  s.push_back(field("parallel.ep", &C::parallel, &ParallelConfig::ep, "Expert-parallel ranks: the routed experts of each MoE layer are sharded over this many ranks of a data-parallel group. Must divide parallel.dp and model.n_routed_experts; needs parallel.pp 1.", R::Positive));
+  s.push_back(field("parallel.pp", &C::parallel, &ParallelConfig::pp, "Pipeline-parallel ranks: the model is cut into stages run by this many ranks (docs/pipeline.md).", R::Positive));
+  s.push_back(field("parallel.schedule", &C::parallel, &ParallelConfig::schedule, "Pipeline schedule (docs/pipeline.md): gpipe, 1f1b, interleaved (parallel.virtual_stages chunks per rank), zb1p (zero bubble), dualpipe (even pp; every stage held twice) or dualpipev (two chunks per rank in a V). Ignored with pp 1.", R::Any, {"gpipe", "1f1b", "interleaved", "zb1p", "dualpipe", "dualpipev"}));
+  s.push_back(field("parallel.microbatches", &C::parallel, &ParallelConfig::microbatches, "Micro-batches each pipeline runs per optimizer step (the gradient-accumulation steps); 0 = from train.global_batch or train.grad_accum. Each schedule has a minimum (dualpipe: 2 x pp), reported when it is not met.", R::NonNegative));
+  s.push_back(field("parallel.virtual_stages", &C::parallel, &ParallelConfig::virtual_stages, "interleaved schedule: model chunks per pipeline rank (stages = virtual_stages x pp).", R::Positive));
+  s.push_back(field("parallel.stage_layers", &C::parallel, &ParallelConfig::stage_layers, "Transformer blocks of each pipeline stage, first to last (the embedding goes with the first stage, the final norm, head and MTP modules with the last); one entry per stage, summing to model.n_layers. Empty = balanced by estimated cost.", R::NonNegative));
+  s.push_back(field("parallel.ep", &C::parallel, &ParallelConfig::ep, "Expert-parallel ranks: the routed experts of each MoE layer are sharded over this many ranks of a data-parallel group. Must divide parallel.dp and model.n_routed_experts.", R::Positive));
   s.push_back(field("parallel.ep_max_nodes", &C::parallel, &ParallelConfig::ep_max_nodes, "Node-limited routing (DeepSeek-V3 §2.1.2): with expert parallelism over several nodes, each token uses experts on at most this many nodes, those with the highest sum of its top ceil(k / ep_max_nodes) affinities. 0 = off; no effect while the ep group fits in that many nodes. Not with group-limited routing (model.n_limited_groups < model.n_expert_groups).", R::NonNegative));
   s.push_back(field("parallel.zero1", &C::parallel, &ParallelConfig::zero1, "ZeRO-1: shard the optimizer state over the data-parallel ranks (gradients are reduce-scattered, updated parameters all-gathered)."));
   s.push_back(field("parallel.bucket_mb", &C::parallel, &ParallelConfig::bucket_mb, "Gradient bucket size in MiB: a bucket's reduction starts as soon as backward has produced all its gradients.", R::Positive));
@@ -147,6 +152,7 @@ std::string type_name(FieldType t) {
     case FieldType::String: return "string";
     case FieldType::Choice: return "choice";
     case FieldType::StringList: return "list";
+    case FieldType::IntList: return "int list";
   }
   return "?";
 }
@@ -174,6 +180,11 @@ std::string format_value(const ConfigValue& v) {
     std::string operator()(const std::vector<std::string>& xs) const {
       std::string s = "[";
       for (size_t i = 0; i < xs.size(); ++i) s += (i ? ", " : "") + xs[i];
+      return s + "]";
+    }
+    std::string operator()(const std::vector<int64_t>& xs) const {
+      std::string s = "[";
+      for (size_t i = 0; i < xs.size(); ++i) s += (i ? ", " : "") + std::to_string(xs[i]);
       return s + "]";
     }
   };

@@ -10,9 +10,9 @@
 
 namespace shoestring {
 
-using ConfigValue = std::variant<int64_t, double, bool, std::string, std::vector<std::string>>;
+using ConfigValue = std::variant<int64_t, double, bool, std::string, std::vector<std::string>, std::vector<int64_t>>;
 
-enum class FieldType { Int, Float, Bool, String, Choice, StringList };
+enum class FieldType { Int, Float, Bool, String, Choice, StringList, IntList };
 enum class FieldRule { Any, Positive, NonNegative, Unit /* [0, 1] */, Below1 /* [0, 1) */ };
 
 struct FieldSpec {
@@ -20,6 +20,7 @@ struct FieldSpec {
   FieldType type;
   FieldRule rule = FieldRule::Any;
   std::vector<std::string> choices;  // Choice: allowed values; StringList: allowed items
+  // IntList: rule applies to each item
   std::string doc;
   std::function<void(Config&, const ConfigValue&)> set;
   std::function<ConfigValue(const Config&)> get;

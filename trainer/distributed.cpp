@@ -44,6 +44,20 @@ int64_t accumulation_steps(const TrainConfig& t, int dp) {
   return t.global_batch / per_step;
 }
 
+int64_t accumulation_steps(const Config& c, int dp) {
+  const int64_t m = c.parallel.microbatches;
+  if (m == 0) return accumulation_steps(c.train, dp);
+  if (c.train.grad_accum != 1)
+    throw ConfigError("parallel.microbatches=" + std::to_string(m) + " and train.grad_accum=" +
+                      std::to_string(c.train.grad_accum) + " both set the accumulation steps; set one");
+  if (c.train.global_batch > 0 && accumulation_steps(c.train, dp) != m)
+    throw ConfigError("parallel.microbatches=" + std::to_string(m) + " disagrees with train.global_batch=" +
+                      std::to_string(c.train.global_batch) + " (= " + std::to_string(accumulation_steps(c.train, dp)) +
+                      " micro-batches of " + std::to_string(c.train.micro_batch_size) + " x dp " + std::to_string(dp) +
+                      "); set one of them");
+  return m;
+}
+
 std::string broadcast_string(parallel::ProcessGroup& g, const std::string& s, int root) {
   if (g.size() == 1) return s;
   at::Tensor len = at::full({1}, int64_t(s.size()), at::kLong);

@@ -17,6 +17,9 @@ parallel::MeshShape mesh_shape(const Config& cfg, int world_size);
 // Micro-batches each rank accumulates per optimizer step: train.global_batch / (micro x dp), or
 // train.grad_accum when global_batch is 0. ConfigError when global_batch does not divide.
 int64_t accumulation_steps(const TrainConfig& t, int dp);
+// The same with parallel.microbatches, which sets it directly (and must agree with
+// train.global_batch when both are set): the micro-batches each pipeline runs per step.
+int64_t accumulation_steps(const Config& c, int dp);
 
 // Rank `root`'s string on every member of g.
 std::string broadcast_string(parallel::ProcessGroup& g, const std::string& s, int root = 0);

@@ -18,6 +18,7 @@
 #include "data/loader.h"
 #include "ops/cuda_runtime.h"
 #include "parallel/grad_reducer.h"
+#include "parallel/pipeline_executor.h"
 #include "trainer/distributed.h"
 #include "trainer/expert_parallel.h"
 #include "trainer/checkpoint/resume.h"
@@ -25,6 +26,7 @@
 #include "trainer/checkpoint/writer.h"
 #include "trainer/config_loader.h"
 #include "trainer/metrics.h"
+#include "trainer/pipeline_plan.h"
 #include "trainer/model/convert_fp8.h"
 #include "trainer/model/transformer.h"
 #include "trainer/optim/adamw.h"
@@ -106,36 +108,51 @@ double mtp_lambda_at(const TrainConfig& t, int64_t step) {
   return t.mtp_lambda_switch_step > 0 && step >= t.mtp_lambda_switch_step ? t.mtp_lambda_late : t.mtp_lambda;
 }
 
-// Auxiliary-loss-free balancing after the optimizer step, from the loads of the whole step, and
-// the load metrics of the step.
-void update_router_biases(std::vector<model::Router>& routers, const std::vector<at::Tensor>& load, double gamma,
-                          StepRecord& r) {
-  if (routers.empty()) return;
+// A MoE router this rank holds: its index among all routers of the model (main model, then MTP
+// modules) and whether this rank reports it (one pipeline rank per router).
+struct LocalRouter {
+  model::Router router;
+  size_t index = 0;
+  bool reports = true;
+};
+
+// Auxiliary-loss-free balancing after the optimizer step, from the global loads of the whole step
+// (`load` indexed like all routers), and the load metrics of the step, gathered over `pp`.
+void update_router_biases(std::vector<LocalRouter>& routers, const std::vector<at::Tensor>& load, double gamma,
+                          parallel::ProcessGroup& pp, StepRecord& r) {
+  if (load.empty()) return;
   r.has_moe = true;
-  double bias_sq = 0;
-  for (size_t i = 0; i < routers.size(); ++i) {
-    const at::Tensor l = load[i].to(at::kDouble);
-    r.expert_imbalance_layers.push_back((l.max() / l.mean()).item<double>());
-    routers[i]->update_bias(load[i], gamma);
-    bias_sq += routers[i]->bias.to(at::kDouble).pow(2).sum().item<double>();
+  std::vector<double> report(load.size() + 1, 0.0);  // imbalance per router, then the squared bias norm
+  for (auto& lr : routers) {
+    lr.router->update_bias(load[lr.index], gamma);
+    if (!lr.reports) continue;
+    const at::Tensor l = load[lr.index].to(at::kDouble);
+    report[lr.index] = (l.max() / l.mean()).item<double>();
+    report.back() += lr.router->bias.to(at::kDouble).pow(2).sum().item<double>();
   }
+  if (pp.size() > 1) all_reduce_sum(pp, report);
+  r.expert_imbalance_layers.assign(report.begin(), report.end() - 1);
   double sum = 0;
   for (double x : r.expert_imbalance_layers) sum += x;
   r.expert_imbalance = sum / double(r.expert_imbalance_layers.size());
-  r.router_bias_norm = std::sqrt(bias_sq);
+  r.router_bias_norm = std::sqrt(report.back());
 }
 
 // Mean main loss over the fixed validation batches: the loader restarts at sample 0 each time,
 // so every evaluation sees the same sequences. `batches` micro-batches on each rank; the set is
 // data.eval_batches global batches, the same sequences whatever the layout.
-double validation_loss(model::Transformer& net, data::Loader& val, int64_t batches, const at::Device& device,
+double validation_loss(model::Transformer& net, const PipelinePlan& plan, parallel::ProcessGroup& pp,
+                       data::Loader& val, int64_t batches, const at::Device& device, at::ScalarType dtype,
                        const model::LossWeights& weights, parallel::ProcessGroup& dp) {
   at::NoGradGuard no_grad;
   val.set_consumed_samples(0);
   std::vector<double> sum{0.0};
   for (int64_t i = 0; i < batches; ++i) {
     const data::Batch b = val.next();
-    sum[0] += net->losses(b.inputs.to(device), b.targets.to(device), weights).main.item<double>();
+    const at::Tensor inputs = b.inputs.to(device), targets = b.targets.to(device);
+    sum[0] += pp.size() == 1 ? net->losses(inputs, targets, weights).main.item<double>()
+                             : pipeline_eval_loss(*net, plan, pp, inputs, targets, weights,
+                                                  at::TensorOptions().dtype(dtype).device(device));
   }
   all_reduce_sum(dp, sum);
   return sum[0] / double(batches * dp.size());
@@ -175,22 +192,26 @@ namespace {
 // when training on GPUs across ranks.
 struct CommGroups {
   parallel::GroupPtr dp, ep_replica, ep;  // ep: the expert all-to-all (tokens on the device)
+  parallel::GroupPtr pp;                  // activations and gradients between pipeline stages
 };
 
 CommGroups comm_groups(const parallel::Mesh& mesh, const at::Device& device, const parallel::CommOptions& o) {
-  if (!device.is_cuda() || mesh.world->size() == 1) return {mesh.dp, mesh.ep_replica, mesh.ep};
+  if (!device.is_cuda() || mesh.world->size() == 1) return {mesh.dp, mesh.ep_replica, mesh.ep, mesh.pp};
   return {parallel::make_nccl_group(*mesh.dp, device.index(), o),
           parallel::make_nccl_group(*mesh.ep_replica, device.index(), o),
-          mesh.ep->size() > 1 ? parallel::make_nccl_group(*mesh.ep, device.index(), o) : mesh.ep};
+          mesh.ep->size() > 1 ? parallel::make_nccl_group(*mesh.ep, device.index(), o) : mesh.ep,
+          mesh.pp->size() > 1 ? parallel::make_nccl_group(*mesh.pp, device.index(), o) : mesh.pp};
 }
 
 // Every rank starts from the weights and router biases of the first rank of its group: the
 // seeds already agree, this makes it a guarantee (as DDP does). Expert shards come from the first
 // rank holding the same experts (ep_replica), everything else from dp rank 0.
-void broadcast_model(model::Transformer& net, parallel::ProcessGroup& dp, parallel::ProcessGroup& ep_replica) {
+void broadcast_model(model::Transformer& net, const PipelinePlan& plan, parallel::ProcessGroup& dp,
+                     parallel::ProcessGroup& ep_replica) {
   at::NoGradGuard no_grad;
   std::vector<parallel::WorkPtr> works;
   for (const auto& item : net->named_parameters()) {
+    if (!plan.holds(item.key())) continue;
     parallel::ProcessGroup& g = model::is_routed_expert(item.key()) ? ep_replica : dp;
     if (g.size() > 1) works.push_back(g.broadcast(item.value(), 0));
   }
@@ -215,14 +236,18 @@ void truncate_metrics(const fs::path& path, int64_t last_step) {
 }
 
 std::string parallel_line(const Config& cfg, const parallel::Mesh& mesh, int64_t accum, int64_t state_bytes,
-                          const std::string& backend) {
-  char buf[320];
+                          const std::string& backend, const PipelinePlan& plan) {
+  char buf[640];
   std::snprintf(buf, sizeof buf,
                 "  parallel dp %d x pp %d (ep %d), %s gradients in %g MiB buckets, zero1 %s, %lld micro-batches "
                 "per rank per step, optimizer state %.1f MiB on this rank",
                 mesh.shape.dp, mesh.shape.pp, mesh.shape.ep, backend.c_str(), cfg.parallel.bucket_mb,
                 cfg.parallel.zero1 ? "on" : "off", static_cast<long long>(accum), double(state_bytes) / (1 << 20));
-  return buf;
+  std::string out = buf;
+  if (mesh.shape.pp > 1)
+    out += "\n  pipeline " + plan.schedule.name + ", " + std::to_string(plan.schedule.stages) + " stages " +
+           describe(plan.stages) + ", " + std::to_string(plan.schedule.chunks) + " chunk(s) per rank";
+  return out;
 }
 
 }  // namespace
@@ -230,7 +255,8 @@ std::string parallel_line(const Config& cfg, const parallel::Mesh& mesh, int64_t
 TrainSummary train(const Config& cfg, const parallel::World& world, const TrainOptions& options) {
   // Layout errors (parallel.* against the ranks started) are config errors, found before any work.
   const parallel::MeshShape shape = mesh_shape(cfg, world.size);
-  const int64_t accum = accumulation_steps(cfg.train, shape.dp);
+  const int64_t accum = accumulation_steps(cfg, shape.dp);
+  const parallel::Schedule schedule = step_schedule(cfg, shape.pp, accum);
   const int threads = parallel::threads_per_rank(int(cfg.train.threads), world);
   at::set_num_threads(threads);
   const at::Device device = pick_device(cfg.train.device, world.local_rank);
@@ -274,12 +300,23 @@ TrainSummary train(const Config& cfg, const parallel::World& world, const TrainO
       for (auto& router : net->routers()) router->limit_nodes(nodes, cfg.parallel.ep_max_nodes);
     }
   }
-  broadcast_model(net, *comm.dp, *comm.ep_replica);
+  // Pipeline: this rank keeps the layers of its chunks (the whole model was built for the same
+  // initialisation as one process).
+  std::vector<std::string> tensor_names;
+  for (const auto& item : net->named_parameters()) tensor_names.push_back(item.key());
+  for (const auto& item : net->named_buffers()) tensor_names.push_back(item.key());
+  const PipelinePlan plan = make_pipeline_plan(cfg, schedule, mesh.coord.pp, tensor_names);
+  if (shape.pp > 1) release_unheld(*net, plan);
+  broadcast_model(net, plan, *comm.dp, *comm.ep_replica);
 
   // Routed experts are reduced over the ranks holding the same experts, the rest over all of dp.
   std::vector<parallel::ReducedParam> reduced;
-  for (const auto& item : net->named_parameters())
+  std::vector<std::pair<std::string, at::Tensor>> held;
+  for (const auto& item : net->named_parameters()) {
+    if (!plan.holds(item.key())) continue;
     reduced.push_back({item.key(), item.value(), model::is_routed_expert(item.key()) ? 1 : 0});
+    held.emplace_back(item.key(), item.value());
+  }
   parallel::ReducerOptions ro;
   ro.bucket_mb = cfg.parallel.bucket_mb;
   ro.zero1 = cfg.parallel.zero1;
@@ -293,7 +330,27 @@ TrainSummary train(const Config& cfg, const parallel::World& world, const TrainO
   optim::AdamW opt(std::move(slots), cfg.optim);
   std::vector<at::Tensor> grads;
   for (const auto& o : reducer.owned()) grads.push_back(o.grad);
-  std::vector<model::Router> routers = net->routers();
+  // Collective over pp: sub-groups for the tensors several pipeline ranks hold.
+  SharedGradSync shared_grads(plan, comm.pp, held);
+  std::vector<char> norm_skip;  // gradients another pipeline rank counts in the norm
+  for (const auto& p : reducer.params()) norm_skip.push_back(!plan.writes(p.name));
+  parallel::GroupPtr norm_group = shape.pp > 1 ? mesh.world : mesh.dp;
+  // Routers: all of the model's, by index; this rank updates those it holds. chunk_routers[c]:
+  // the routers chunk c's forward passes, in the order it appends their statistics.
+  std::vector<LocalRouter> routers;
+  std::vector<std::vector<size_t>> chunk_routers(plan.chunks.size());
+  size_t n_routers = 0;
+  for (const auto& item : net->named_modules(/*name_prefix=*/"", /*include_self=*/false)) {
+    auto r = std::dynamic_pointer_cast<model::RouterImpl>(item.value());
+    if (!r) continue;
+    const std::string name = item.key();
+    const std::string param = name + ".weight";
+    if (plan.holds(param)) routers.push_back({model::Router(r), n_routers, plan.writes(param)});
+    for (size_t c = 0; c < plan.chunks.size(); ++c)
+      if (stage_uses(plan.chunks[c], name, cfg.model)) chunk_routers[c].push_back(n_routers);
+    ++n_routers;
+  }
+  parallel::PipelineExecutor executor(plan.schedule, comm.pp);
 
   TrainSummary summary;
   summary.threads = threads;
@@ -318,7 +375,8 @@ TrainSummary train(const Config& cfg, const parallel::World& world, const TrainO
   // Resume: rank 0 picks and verifies the checkpoint (checksums included) before any weights are
   // used; every rank then reads the slices its layout needs.
   const std::string ckpt_root = checkpoint_root(cfg, run_dir);
-  const ckpt::TrainStateRefs state{mesh, net, reducer, opt};
+  ckpt::TrainStateRefs state{mesh, net, reducer, opt};
+  if (shape.pp > 1) state.pp_writes = [&plan](const std::string& name) { return plan.writes(name); };
   std::vector<std::string> ckpt_warnings;
   int64_t start_step = 0;
   if (!options.resume.empty()) {
@@ -369,7 +427,7 @@ TrainSummary train(const Config& cfg, const parallel::World& world, const TrainO
   Progress progress(cfg.train.steps, cfg.log.every, bar, (fs::path(run_dir) / log_name).string(), rank0);
   progress.message(banner(cfg, accum, param_count, activated_count, device, threads, world,
                           datasets.description));
-  progress.message(parallel_line(cfg, mesh, accum, opt.state_bytes(), comm.dp->backend()));
+  progress.message(parallel_line(cfg, mesh, accum, opt.state_bytes(), comm.dp->backend(), plan));
   if (!rank0) progress.message("  " + parallel::describe(shape, world.rank));
   progress.message("  run dir  " + run_dir);
   for (const auto& w : ckpt_warnings) progress.message(w);
@@ -406,37 +464,73 @@ TrainSummary train(const Config& cfg, const parallel::World& world, const TrainO
     reducer.zero_grad();
     const model::LossWeights weights{mtp_lambda_at(cfg.train, step + 1), cfg.train.balance_alpha};
     StepRecord r;
-    std::vector<at::Tensor> load;  // per MoE layer, summed over the step's micro-batches
-    std::vector<double> sums(4, 0.0);  // main loss, mtp loss, balance loss, dropped tokens
+    // Every pipeline rank reads the step's micro-batches (the same ones, from its dp slice): the
+    // first stage needs the inputs, the last the targets, and the loader state stays the same.
+    std::vector<data::Batch> batches;
     for (int64_t micro = 0; micro < accum; ++micro) {
-      reducer.prepare_backward(micro + 1 == accum);
-      const data::Batch batch = loader.next();
-      model::LossBreakdown out = net->losses(batch.inputs.to(device), batch.targets.to(device), weights);
-      if (micro == 0 && maybe_inject_fault(world.rank, step + 1)) {  // mode=nan: a test-only poisoned loss
+      data::Batch b = loader.next();
+      b.inputs = b.inputs.to(device);
+      b.targets = b.targets.to(device);
+      batches.push_back(std::move(b));
+    }
+    bool poison = maybe_inject_fault(world.rank, step + 1);  // mode=nan: a test-only poisoned micro-batch 0
+    // Summed over the step's micro-batches: main loss, mtp loss, balance loss, dropped tokens,
+    // then the expert loads of every router of the model (zero for those of other stages).
+    std::vector<double> sums(4, 0.0);
+    std::vector<at::Tensor> load(n_routers);
+    parallel::StageCallbacks callbacks;
+    callbacks.forward = [&](int mb, int chunk, int, const at::Tensor& input) {
+      const StageSpan& span = plan.chunks[size_t(chunk)];
+      model::LossBreakdown lb;
+      parallel::StageOutput o = stage_forward(*net, span, input, batches[size_t(mb)].inputs,
+                                              batches[size_t(mb)].targets, weights, double(accum), lb);
+      if (poison && mb == 0) {  // the loss, or on an earlier stage the activation it comes from
         const double nan = std::nan("");
-        out.total = out.total * nan;  // the gradients become NaN too
-        out.main = out.main * nan;
+        o.output = o.output * nan;
+        if (span.head) lb.main = lb.main * nan;
+        poison = false;
       }
-      (out.total / double(accum)).backward();
-      sums[0] += out.main.item<double>();
-      if (out.mtp.defined()) sums[1] += out.mtp.item<double>();
-      if (out.balance.defined()) sums[2] += out.balance.item<double>();
-      load.resize(out.moe.size());
-      for (size_t i = 0; i < out.moe.size(); ++i) {
-        load[i] = load[i].defined() ? load[i] + out.moe[i].load : out.moe[i].load;
-        sums[3] += double(out.moe[i].dropped);
+      if (span.head) {
+        sums[0] += lb.main.item<double>();
+        if (lb.mtp.defined()) sums[1] += lb.mtp.item<double>();
       }
+      if (lb.balance.defined()) sums[2] += lb.balance.item<double>();
+      for (size_t i = 0; i < lb.moe.size(); ++i) {
+        const size_t k = chunk_routers[size_t(chunk)].at(i);
+        load[k] = load[k].defined() ? load[k] + lb.moe[i].load : lb.moe[i].load;
+        sums[3] += double(lb.moe[i].dropped);
+      }
+      return o;
+    };
+    const auto act_options = at::TensorOptions().dtype(dtype).device(device);
+    callbacks.activation_buffer = [&](int, int) {
+      return at::empty({cfg.train.micro_batch_size, cfg.train.seq_len, cfg.model.d_model}, act_options);
+    };
+    // One pipeline rank: gradients are reduced while the last backward runs (the DP hooks).
+    // Several: after the schedule, once the copies of shared tensors have been summed.
+    if (shape.pp == 1) callbacks.before_backward = [&](int, int, bool last) { reducer.prepare_backward(last); };
+    executor.run(callbacks);
+    if (options.keep_pipeline_traces) summary.pipeline_traces.push_back(executor.trace());
+    if (shape.pp > 1) {
+      shared_grads.sync();
+      reducer.prepare_backward(true);
     }
     reducer.finish();
     // Loads are token counts, exact in float64: every rank sums the same global load and so moves
     // its router biases identically.
-    for (const auto& l : load) {
-      const at::Tensor c = l.to(at::kCPU, at::kDouble);
+    for (size_t i = 0; i < load.size(); ++i) {
+      const int64_t e = cfg.model.n_routed_experts;
+      if (!load[i].defined()) {
+        sums.insert(sums.end(), size_t(e), 0.0);
+        continue;
+      }
+      const at::Tensor c = load[i].to(at::kCPU, at::kDouble).contiguous();
       sums.insert(sums.end(), c.data_ptr<double>(), c.data_ptr<double>() + c.numel());
     }
     all_reduce_sum(*mesh.dp, sums);
+    if (shape.pp > 1) all_reduce_sum(*mesh.pp, sums);
     for (size_t i = 0, at_ = 4; i < load.size(); ++i) {
-      const int64_t e = load[i].numel();
+      const int64_t e = cfg.model.n_routed_experts;
       load[i] = at::tensor(std::vector<double>(sums.begin() + long(at_), sums.begin() + long(at_ + size_t(e))),
                            at::kDouble);
       at_ += size_t(e);
@@ -448,7 +542,7 @@ TrainSummary train(const Config& cfg, const parallel::World& world, const TrainO
     if (!std::isfinite(loss) && cfg.train.nonfinite == "stop")
       throw std::runtime_error("step " + std::to_string(step + 1) + ": loss is " + std::to_string(loss) +
                                "; stopping (lower optim.lr or set optim.grad_clip)");
-    const double grad_norm = std::sqrt(reducer.global_grad_sq(*mesh.dp));
+    const double grad_norm = std::sqrt(reducer.global_grad_sq(*norm_group, norm_skip));
     // Both values are already reduced over dp (the loss by all_reduce_sum, the norm by
     // global_grad_sq), so every rank takes the same branch without another collective.
     const bool bad = !std::isfinite(loss) || !std::isfinite(grad_norm);
@@ -466,13 +560,13 @@ TrainSummary train(const Config& cfg, const parallel::World& world, const TrainO
       if (const double c = optim::clip_scale(grad_norm, cfg.optim.grad_clip); c != 1.0) reducer.scale_grads(c);
       opt.step(lr, grads);
       reducer.all_gather_params();
-      update_router_biases(routers, load, bias_gamma_at(cfg.train, step + 1), r);
+      update_router_biases(routers, load, bias_gamma_at(cfg.train, step + 1), *mesh.pp, r);
     }
     r.skipped_steps = summary.skipped_steps;
     if (ep_dispatch) {
       const EpTraffic traffic = ep_dispatch->take_traffic();
       at::Tensor most = at::tensor(std::vector<int64_t>{traffic.sent, traffic.received}, at::kLong);
-      mesh.dp->all_reduce(most, parallel::ReduceOp::Max)->wait();
+      mesh.world->all_reduce(most, parallel::ReduceOp::Max)->wait();
       r.has_ep = true;
       r.ep_rows_sent = most[0].item<int64_t>();
       r.ep_rows_received = most[1].item<int64_t>();
@@ -483,7 +577,8 @@ TrainSummary train(const Config& cfg, const parallel::World& world, const TrainO
     // After t1: evaluation time is not training time (tokens_per_s, bench train).
     if (val_loader && ((step + 1) % cfg.data.eval_interval == 0 || step + 1 == cfg.train.steps)) {
       r.has_val = true;
-      r.val_loss = validation_loss(net, *val_loader, cfg.data.eval_batches * accum, device, weights, *mesh.dp);
+      r.val_loss = validation_loss(net, plan, *comm.pp, *val_loader, cfg.data.eval_batches * accum, device, dtype,
+                                   weights, *mesh.dp);
     }
     r.step = step + 1;
     r.loss = loss;
@@ -531,8 +626,8 @@ TrainSummary train(const Config& cfg, const parallel::World& world, const TrainO
   summary.trace = reducer.trace();
   if (options.keep_parameters) {
     for (const auto& item : net->named_parameters())
-      summary.parameters.emplace_back(item.key(), item.value().detach().to(at::kCPU).clone());
-    for (const auto& router : routers) summary.router_biases.push_back(router->bias.detach().to(at::kCPU).clone());
+      if (plan.holds(item.key())) summary.parameters.emplace_back(item.key(), item.value().detach().to(at::kCPU).clone());
+    for (const auto& lr : routers) summary.router_biases.push_back(lr.router->bias.detach().to(at::kCPU).clone());
   }
   return summary;
 }

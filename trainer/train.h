@@ -8,6 +8,7 @@
 
 #include "data/datasets.h"
 #include "parallel/grad_reducer.h"
+#include "parallel/pipeline_executor.h"
 #include "parallel/world.h"
 #include "trainer/config.h"
 
@@ -27,7 +28,10 @@ struct TrainSummary {
   std::vector<parallel::BucketTrace> trace;  // gradient buckets of the last step
   // With TrainOptions::keep_parameters; with parallel.ep > 1 routed experts are this rank's shard.
   std::vector<std::pair<std::string, at::Tensor>> parameters;
-  std::vector<at::Tensor> router_biases;  // likewise, per MoE layer
+  std::vector<at::Tensor> router_biases;  // likewise, per MoE layer this rank holds
+  // With TrainOptions::keep_pipeline_traces, per step: when each compute action of the pipeline
+  // schedule ran on this rank.
+  std::vector<std::vector<parallel::ExecutedAction>> pipeline_traces;
   int64_t resumed_from_step = 0;          // 0: a fresh start
   std::string last_checkpoint;            // directory of the last checkpoint saved ("" if none)
   bool preempted = false;                 // stopped by SIGTERM/SIGUSR1 after saving (exit code 42)
@@ -36,6 +40,7 @@ struct TrainSummary {
 
 struct TrainOptions {
   bool keep_parameters = false;  // return the final parameters (tests compare layouts)
+  bool keep_pipeline_traces = false;  // return every step's pipeline trace (bench pipeline)
   // --resume: "" (fresh start), "auto" (the newest valid checkpoint in checkpoint.dir, if any) or
   // a checkpoint directory. Resuming into a run directory that holds metrics.jsonl continues it.
   std::string resume;

@@ -28,9 +28,10 @@ Placement place(const TrainStateRefs& s, size_t i) {
   return pl;
 }
 
-// The first rank of the group a tensor is replicated over writes it.
-bool writes_replica(const TrainStateRefs& s, bool expert) {
-  return (expert ? s.mesh.ep_replica : s.mesh.dp)->rank() == 0;
+// The first rank of the group a tensor is replicated over writes it (and, under pipeline
+// parallelism, only on the pipeline rank chosen to write it).
+bool writes_replica(const TrainStateRefs& s, bool expert, const std::string& name) {
+  return (expert ? s.mesh.ep_replica : s.mesh.dp)->rank() == 0 && (!s.pp_writes || s.pp_writes(name));
 }
 
 }  // namespace
@@ -40,27 +41,31 @@ std::vector<LocalPiece> collect_pieces(const TrainStateRefs& s) {
   const auto& params = s.reducer.params();
   for (size_t i = 0; i < params.size(); ++i) {
     const Placement pl = place(s, i);
-    if (writes_replica(s, pl.expert))
+    if (writes_replica(s, pl.expert, params[i].name))
       out.push_back({"param/" + params[i].name, pl.shape, pl.base, params[i].param.detach().reshape({-1})});
   }
   // Under ZeRO-1 the owned slices of a replica group are disjoint: every rank writes its own.
   const auto& owned = s.reducer.owned();
   for (size_t k = 0; k < owned.size(); ++k) {
     const Placement pl = place(s, owned[k].param);
-    if (!s.reducer.zero1() && !writes_replica(s, pl.expert)) continue;
     const std::string& name = params[owned[k].param].name;
+    if (s.pp_writes && !s.pp_writes(name)) continue;
+    if (!s.reducer.zero1() && !writes_replica(s, pl.expert, name)) continue;
     const int64_t at = pl.base + owned[k].offset;
     out.push_back({"adam_m/" + name, pl.shape, at, s.opt.first_moments()[k].reshape({-1})});
     out.push_back({"adam_v/" + name, pl.shape, at, s.opt.second_moments()[k].reshape({-1})});
   }
-  if (s.mesh.world->rank() == 0)
-    for (const auto& b : s.net->named_buffers()) out.push_back({"buffer/" + b.key(), b.value().sizes().vec(), 0, b.value().reshape({-1})});
+  for (const auto& b : s.net->named_buffers())
+    if (writes_replica(s, false, b.key())) out.push_back({"buffer/" + b.key(), b.value().sizes().vec(), 0, b.value().reshape({-1})});
   return out;
 }
 
 void load_state(CheckpointReader& r, const TrainStateRefs& s) {
   at::NoGradGuard no_grad;
   std::set<std::string> used;
+  // Under pipeline parallelism the checkpoint also holds the other stages' tensors.
+  for (const auto& p : s.net->named_parameters())
+    for (const char* kind : {"param/", "adam_m/", "adam_v/"}) used.insert(kind + p.key());
   const auto& params = s.reducer.params();
   for (size_t i = 0; i < params.size(); ++i) {
     const Placement pl = place(s, i);

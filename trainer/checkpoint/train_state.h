@@ -7,6 +7,8 @@
 //                  each rank holds the flat slices it owns (GradReducer::owned())
 //   buffer/<name>  module buffers (router biases), the same on every rank
 // One copy of everything is written: replicated tensors by the first rank of their replica group.
+#include <functional>
+#include <string>
 #include <vector>
 
 #include "parallel/grad_reducer.h"
@@ -23,6 +25,9 @@ struct TrainStateRefs {
   model::Transformer& net;
   const parallel::GradReducer& reducer;
   optim::AdamW& opt;
+  // Pipeline parallelism: whether this pipeline rank writes a tensor (by model name) that several
+  // pipeline ranks hold; unset = it writes everything it holds.
+  std::function<bool(const std::string&)> pp_writes = nullptr;
 };
 
 std::vector<LocalPiece> collect_pieces(const TrainStateRefs& s);

@@ -18,6 +18,7 @@
 #include "trainer/cli/config_options.h"
 #include "trainer/config_loader.h"
 #include "trainer/moe_bench.h"
+#include "trainer/pipeline_bench.h"
 #include "trainer/train.h"
 
 namespace po = boost::program_options;
@@ -126,6 +127,38 @@ int bench_comm(const Args& args, const parallel::World& world) {
   return 0;
 }
 
+int bench_pipeline(const Args& args, const parallel::World& world) {
+  po::options_description opts(
+      "mpirun -np PP shoestring bench pipeline --config FILE [--set k=v ...] [--schedules 1f1b,zb1p,dualpipe,dualpipev]\n"
+      "    [--microbatches M] [--steps N] [--warmup W]\n\n"
+      "Measured pipeline bubble of each schedule (idle time per rank from action timestamps) against the\n"
+      "simulator's prediction for the per-action costs measured in the same run; pp = all ranks, one machine;\n"
+      "rank 0 prints one JSON line per schedule");
+  ConfigOptions cfg_opts;
+  PipelineBenchOptions o;
+  std::string schedules;
+  opts.add_options()("help,h", "show this help")
+      ("schedules", po::value(&schedules)->default_value("1f1b,zb1p,dualpipe,dualpipev"), "comma-separated schedules")
+      ("microbatches", po::value(&o.microbatches)->default_value(0), "micro-batches per step; 0 = 4 x pp")
+      ("steps", po::value(&o.steps)->default_value(o.steps), "timed steps per schedule")
+      ("warmup", po::value(&o.warmup)->default_value(o.warmup), "untimed steps first");
+  add_config_options(opts, cfg_opts);
+  po::variables_map vm;
+  if (const auto rc = parse_command_line(opts, args, vm)) return *rc;
+  o.config_files = cfg_opts.files;
+  o.sets = cfg_opts.sets;
+  o.schedules.clear();
+  std::stringstream ss(schedules);
+  for (std::string item; std::getline(ss, item, ',');)
+    if (!item.empty()) o.schedules.push_back(item);
+  std::string error;
+  if (const int rc = run_pipeline_bench(world, o, std::cout, error); rc != 0) {
+    std::cerr << "shoestring bench pipeline: " << error << "\n";
+    return rc;
+  }
+  return 0;
+}
+
 int bench_moe(const Args& args, const parallel::World& world) {
   po::options_description opts(
       "mpirun -np N shoestring bench moe [--tokens 4096] [--d-model 1024] [--experts 64] [--top-k 8]\n"
@@ -155,7 +188,7 @@ int bench_moe(const Args& args, const parallel::World& world) {
 }  // namespace
 
 int cmd_bench(const Args& args, const parallel::World& world) {
-  const std::string usage = "usage: shoestring bench {train|fp8|comm|moe} [options]   (see shoestring bench train --help)\n";
+  const std::string usage = "usage: shoestring bench {train|fp8|comm|moe|pipeline} [options]   (see shoestring bench train --help)\n";
   if (args.empty() || args[0] == "--help" || args[0] == "-h") {
     (args.empty() ? std::cerr : std::cout) << usage;
     return args.empty() ? 2 : 0;
@@ -165,6 +198,7 @@ int cmd_bench(const Args& args, const parallel::World& world) {
   if (args[0] == "fp8") return bench_fp8(rest);
   if (args[0] == "comm") return bench_comm(rest, world);
   if (args[0] == "moe") return bench_moe(rest, world);
+  if (args[0] == "pipeline") return bench_pipeline(rest, world);
   std::cerr << "shoestring bench: unknown benchmark '" << args[0] << "'\n" << usage;
   return 2;
 }

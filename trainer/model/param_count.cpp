@@ -2,8 +2,6 @@
 
 namespace shoestring::model {
 
-namespace {
-
 int64_t attention_params(const ModelConfig& m) {
   const int64_t d = m.d_model, h = m.n_heads;
   if (m.attention == "gqa") {
@@ -23,8 +21,6 @@ std::pair<int64_t, int64_t> ffn_params(const ModelConfig& m, bool moe) {
   const int64_t common = m.n_routed_experts * d + m.n_shared_experts * expert;  // router + shared
   return {common + m.n_routed_experts * expert, common + m.n_activated_experts * expert};
 }
-
-}  // namespace
 
 ParamCount count_parameters(const ModelConfig& m) {
   const int64_t d = m.d_model;

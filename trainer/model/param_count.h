@@ -3,6 +3,7 @@
 // `shoestring config --params` need them for models far too large to instantiate here.
 // tests/trainer/test_param_count.cpp holds them equal to the built modules' counts.
 #include <cstdint>
+#include <utility>
 
 #include "trainer/config.h"
 
@@ -15,5 +16,9 @@ struct ParamCount {
 };
 
 ParamCount count_parameters(const ModelConfig& m);
+
+int64_t attention_params(const ModelConfig& m);  // one block's attention, norms excluded
+// (total, activated) of one block's feed-forward: dense SwiGLU, or MoE (router + experts).
+std::pair<int64_t, int64_t> ffn_params(const ModelConfig& m, bool moe);
 
 }  // namespace shoestring::model

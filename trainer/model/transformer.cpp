@@ -62,10 +62,17 @@ TransformerImpl::TransformerImpl(const ModelConfig& cfg, at::ScalarType compute_
   rope_ = rotary_tables(rope_dim, cfg.max_seq_len, cfg.rope_theta);
 }
 
-at::Tensor TransformerImpl::trunk(const at::Tensor& tokens, std::vector<MoEStats>* stats) {
-  at::Tensor x = at::embedding(tok_embed_, tokens).to(compute_dtype_);
-  for (const auto& block : *blocks_) x = block->as<BlockImpl>()->forward(x, rope_, stats);
+at::Tensor TransformerImpl::embed(const at::Tensor& tokens) {
+  return at::embedding(tok_embed_, tokens).to(compute_dtype_);
+}
+
+at::Tensor TransformerImpl::run_blocks(at::Tensor x, int64_t first, int64_t last, std::vector<MoEStats>* stats) {
+  for (int64_t i = first; i < last; ++i) x = blocks_[size_t(i)]->as<BlockImpl>()->forward(x, rope_, stats);
   return x;
+}
+
+at::Tensor TransformerImpl::trunk(const at::Tensor& tokens, std::vector<MoEStats>* stats) {
+  return run_blocks(embed(tokens), 0, int64_t(blocks_->size()), stats);
 }
 
 at::Tensor TransformerImpl::logits(const at::Tensor& h) {
@@ -81,7 +88,14 @@ at::Tensor TransformerImpl::loss(const at::Tensor& tokens, const at::Tensor& tar
 
 LossBreakdown TransformerImpl::losses(const at::Tensor& tokens, const at::Tensor& targets, const LossWeights& w) {
   LossBreakdown out;
-  at::Tensor h = trunk(tokens, &out.moe);
+  head_losses(trunk(tokens, &out.moe), tokens, targets, w, out);
+  add_balance(out, w);
+  return out;
+}
+
+void TransformerImpl::head_losses(const at::Tensor& h_main, const at::Tensor& tokens, const at::Tensor& targets,
+                                  const LossWeights& w, LossBreakdown& out) {
+  at::Tensor h = h_main;
   out.main = cross_entropy(logits(h), targets);
   out.total = out.main;
   // MTP depth k predicts t_{i+k+1} at position i from h^{k-1}_i and Emb(t_{i+k}); with inputs
@@ -98,9 +112,13 @@ LossBreakdown TransformerImpl::losses(const at::Tensor& tokens, const at::Tensor
     out.mtp = out.mtp / double(depth);
     out.total = out.total + w.mtp_lambda * out.mtp;
   }
+}
+
+void TransformerImpl::add_balance(LossBreakdown& out, const LossWeights& w) {
   for (const auto& s : out.moe) out.balance = out.balance.defined() ? out.balance + s.balance_loss : s.balance_loss;
-  if (out.balance.defined() && w.balance_alpha > 0) out.total = out.total + w.balance_alpha * out.balance;
-  return out;
+  if (!out.balance.defined() || w.balance_alpha <= 0) return;
+  const at::Tensor weighted = w.balance_alpha * out.balance;
+  out.total = out.total.defined() ? out.total + weighted : weighted;
 }
 
 int64_t TransformerImpl::parameter_count() const {

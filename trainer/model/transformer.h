@@ -77,12 +77,24 @@ class TransformerImpl : public torch::nn::Module {
   // Final hidden states of the main model (before the final norm), [batch, seq, d].
   at::Tensor hidden(const at::Tensor& tokens) { return trunk(tokens, nullptr); }
 
+  // The pieces losses() is made of, for pipeline stages that each run a contiguous part of it:
+  // embed -> run_blocks over [0, n_layers) -> head_losses -> add_balance.
+  at::Tensor embed(const at::Tensor& tokens);
+  at::Tensor run_blocks(at::Tensor x, int64_t first, int64_t last, std::vector<MoEStats>* stats);
+  // From the main model's final hidden states h: out.main, out.mtp and out.total = main +
+  // lambda * mtp; the MTP blocks' MoE stats are appended to out.moe.
+  void head_losses(const at::Tensor& h, const at::Tensor& tokens, const at::Tensor& targets, const LossWeights& w,
+                   LossBreakdown& out);
+  // out.balance = the summed balance losses of out.moe; out.total += alpha * balance.
+  static void add_balance(LossBreakdown& out, const LossWeights& w);
+
   int64_t parameter_count() const;
   // Parameters a token passes through: all but the unselected routed experts, without MTP.
   int64_t activated_parameter_count() const;
   std::vector<Router> routers();  // every MoE router, main model then MTP modules
   std::vector<MoE> moe_layers();  // every MoE layer, in the same order
   void set_compute_dtype(at::ScalarType dt) { compute_dtype_ = dt; }
+  int64_t hidden_size() const { return cfg_.d_model; }
 
  private:
   at::Tensor trunk(const at::Tensor& tokens, std::vector<MoEStats>* stats);  // final hidden states

@@ -1,0 +1,177 @@
+#include "parallel/pipeline_executor.h"
+
+#include <ATen/ATen.h>
+#include <ATen/core/grad_mode.h>
+#include <torch/csrc/autograd/autograd.h>
+
+#include <stdexcept>
+#include <string>
+
+#include "parallel/grad_reducer.h"  // steady_seconds
+
+namespace shoestring::parallel {
+
+namespace {
+
+// MPI guarantees tags up to 32767 everywhere.
+constexpr int kMaxTag = 32767;
+
+std::string where(int mb, int chunk) {
+  return "micro-batch " + std::to_string(mb) + " chunk " + std::to_string(chunk);
+}
+
+}  // namespace
+
+PipelineExecutor::PipelineExecutor(Schedule schedule, GroupPtr pp) : schedule_(std::move(schedule)), pp_(std::move(pp)) {
+  if (pp_->size() != schedule_.pp)
+    throw std::invalid_argument("pipeline executor: schedule for pp=" + std::to_string(schedule_.pp) +
+                                " on a pp group of " + std::to_string(pp_->size()) + " ranks");
+  rank_ = pp_->rank();
+  if (tag(true, schedule_.microbatches - 1, schedule_.stages - 1) > kMaxTag)
+    throw std::invalid_argument("pipeline executor: " + std::to_string(schedule_.microbatches) + " micro-batches x " +
+                                std::to_string(schedule_.stages) + " stages exceed the MPI tag range");
+}
+
+int PipelineExecutor::tag(bool grad, int mb, int stage) const { return (mb * schedule_.stages + stage) * 2 + int(grad); }
+
+void PipelineExecutor::run(const StageCallbacks& cb) {
+  trace_.clear();
+  backwards_left_ = 0;
+  for (const Action& a : schedule_.actions[size_t(rank_)])
+    backwards_left_ += a.op == Op::B || a.op == Op::I || a.op == Op::FB;
+  for (const Action& a : schedule_.actions[size_t(rank_)]) {
+    const double t0 = steady_seconds();
+    switch (a.op) {
+      case Op::F: forward(a.mb, a.chunk, cb); break;
+      case Op::B: backward(a.mb, a.chunk, false, cb); break;
+      case Op::I: backward(a.mb, a.chunk, true, cb); break;
+      case Op::W: weight(a.mb, a.chunk); break;
+      case Op::FB:
+        forward(a.mb, a.chunk, cb);
+        backward(a.mb2, a.chunk2, false, cb);
+        break;
+      case Op::SendF: post_send(false, a.mb, a.chunk); continue;
+      case Op::SendB: post_send(true, a.mb, a.chunk); continue;
+      case Op::RecvF: post_recv(false, a.mb, a.chunk, cb); continue;
+      case Op::RecvB: post_recv(true, a.mb, a.chunk, cb); continue;
+    }
+    trace_.push_back({a, t0, steady_seconds()});
+  }
+  for (auto& [work, tensor] : sends_) work->wait();
+  sends_.clear();
+  check_empty();
+}
+
+at::Tensor PipelineExecutor::take_input(std::map<Key, Pending>& posted, std::map<Key, at::Tensor>& local, int mb,
+                                        int chunk, const char* what) {
+  const Key k{mb, chunk};
+  if (auto it = local.find(k); it != local.end()) {
+    at::Tensor t = std::move(it->second);
+    local.erase(it);
+    return t;
+  }
+  auto it = posted.find(k);
+  if (it == posted.end())
+    throw std::logic_error("pipeline rank " + std::to_string(rank_) + ": the " + what + " of " + where(mb, chunk) +
+                           " was neither received nor handed over locally");
+  it->second.work->wait();
+  at::Tensor t = std::move(it->second.buffer);
+  posted.erase(it);
+  return t;
+}
+
+void PipelineExecutor::forward(int mb, int chunk, const StageCallbacks& cb) {
+  const int s = schedule_.stage_of(mb, rank_, chunk);
+  if (s < 0) throw std::logic_error("pipeline: " + where(mb, chunk) + " is not on rank " + std::to_string(rank_));
+  at::Tensor input;
+  if (s > 0) input = take_input(recv_act_, local_act_, mb, chunk, "input activation").detach().requires_grad_(true);
+  StageOutput o = cb.forward(mb, chunk, s, input);
+  if (s + 1 < schedule_.stages) {
+    const Hop& next = schedule_.hop(mb, s + 1);
+    (next.rank == rank_ ? local_act_[{mb, next.chunk}] : out_act_[{mb, chunk}]) = o.output.detach().contiguous();
+  }
+  saved_[{mb, chunk}] = {std::move(input), std::move(o.output), std::move(o.aux)};
+}
+
+void PipelineExecutor::backward(int mb, int chunk, bool split, const StageCallbacks& cb) {
+  auto it = saved_.find({mb, chunk});
+  if (it == saved_.end()) throw std::logic_error("pipeline: backward of " + where(mb, chunk) + " before its forward");
+  Saved saved = std::move(it->second);
+  saved_.erase(it);
+  const int s = schedule_.stage_of(mb, rank_, chunk);
+  std::vector<at::Tensor> outputs{saved.output}, grads;
+  if (s + 1 < schedule_.stages) grads.push_back(take_input(recv_grad_, local_grad_, mb, chunk, "output gradient"));
+  else grads.push_back(at::ones_like(saved.output));  // the loss itself
+  if (saved.aux.defined()) {
+    outputs.push_back(saved.aux);
+    grads.push_back(at::ones_like(saved.aux));
+  }
+  if (cb.before_backward) cb.before_backward(mb, chunk, --backwards_left_ == 0);
+  if (split) {
+    ops::WeightGradStore::begin_capture();
+    try {
+      torch::autograd::backward(outputs, grads);
+    } catch (...) {
+      ops::WeightGradStore::end_capture();
+      throw;
+    }
+    w_[{mb, chunk}] = ops::WeightGradStore::end_capture();
+  } else {
+    torch::autograd::backward(outputs, grads);
+  }
+  if (s == 0) return;
+  // An input the stage did not use gets a zero gradient rather than none.
+  at::Tensor g = saved.input.grad().defined() ? saved.input.grad() : at::zeros_like(saved.input);
+  const Hop& prev = schedule_.hop(mb, s - 1);
+  (prev.rank == rank_ ? local_grad_[{mb, prev.chunk}] : out_grad_[{mb, chunk}]) = g.contiguous();
+}
+
+void PipelineExecutor::weight(int mb, int chunk) {
+  auto it = w_.find({mb, chunk});
+  if (it == w_.end()) throw std::logic_error("pipeline: W of " + where(mb, chunk) + " without an I before it");
+  at::NoGradGuard no_grad;
+  for (auto& fn : it->second) fn();
+  w_.erase(it);
+}
+
+void PipelineExecutor::post_recv(bool grad, int mb, int chunk, const StageCallbacks& cb) {
+  const int s = schedule_.stage_of(mb, rank_, chunk);
+  // An output gradient has the shape of the activation entering the next stage.
+  const int from_stage = grad ? s + 1 : s - 1;
+  at::Tensor buffer = cb.activation_buffer(mb, grad ? s + 1 : s);
+  WorkPtr work = pp_->recv(buffer, schedule_.hop(mb, from_stage).rank, tag(grad, mb, s));
+  (grad ? recv_grad_ : recv_act_)[{mb, chunk}] = {std::move(buffer), std::move(work)};
+}
+
+void PipelineExecutor::post_send(bool grad, int mb, int chunk) {
+  auto& produced = grad ? out_grad_ : out_act_;
+  auto it = produced.find({mb, chunk});
+  if (it == produced.end())
+    throw std::logic_error(std::string("pipeline: send of the ") + (grad ? "input gradient" : "output") + " of " +
+                           where(mb, chunk) + " before it was computed");
+  const int s = schedule_.stage_of(mb, rank_, chunk);
+  const int to_stage = grad ? s - 1 : s + 1;
+  at::Tensor t = std::move(it->second);
+  produced.erase(it);
+  sends_.emplace_back(pp_->send(t, schedule_.hop(mb, to_stage).rank, tag(grad, mb, to_stage)), t);
+}
+
+void PipelineExecutor::check_empty() const {
+  std::string left;
+  auto note = [&](const char* what, size_t n) {
+    if (n) left += (left.empty() ? "" : ", ") + std::to_string(n) + " " + what;
+  };
+  note("saved activations", saved_.size());
+  note("weight-gradient closures", w_.size());
+  note("unconsumed received activations", recv_act_.size());
+  note("unconsumed received gradients", recv_grad_.size());
+  note("unsent activations", out_act_.size());
+  note("unsent gradients", out_grad_.size());
+  note("local activation hand-offs", local_act_.size());
+  note("local gradient hand-offs", local_grad_.size());
+  if (!left.empty())
+    throw std::logic_error("pipeline rank " + std::to_string(rank_) + " (" + schedule_.name + "): step ended with " +
+                           left);
+}
+
+}  // namespace shoestring::parallel

@@ -1,0 +1,96 @@
+#pragma once
+// The pipeline executor: one small interpreter that runs any valid schedule (parallel/schedule.h)
+// on this rank for one training step. It knows nothing about the model: a callback runs a chunk's
+// forward; the executor keeps what backward needs, runs backward (whole, or split into I and W
+// through ops::WeightGradStore), and moves activations and gradients between ranks with
+// non-blocking send/recv on the pp group, matched by tag (kind, micro-batch, stage).
+//
+// On CPU the two halves of an overlapped FB pair run one after the other (forward first); the
+// action order, the communication order and the results are those of the schedule. At the end of
+// run() every stored activation, weight-gradient closure and message has been consumed, or
+// run() throws std::logic_error naming what was left (a schedule bug, never silently ignored).
+#include <ATen/core/Tensor.h>
+
+#include <functional>
+#include <map>
+#include <utility>
+#include <vector>
+
+#include "ops/weight_grad_store.h"
+#include "parallel/process_group.h"
+#include "parallel/schedule.h"
+
+namespace shoestring::parallel {
+
+// What a chunk's forward produced for one micro-batch: `output` is sent on to the next stage (or,
+// on the route's last stage, is the scalar loss to backpropagate); `aux`, when defined, is a
+// scalar this stage adds to the loss itself (e.g. its MoE balance loss), backpropagated with it.
+struct StageOutput {
+  at::Tensor output;
+  at::Tensor aux;
+};
+
+struct StageCallbacks {
+  // Forward of micro-batch `mb` on local chunk `chunk` (model stage `stage`). `input` is the
+  // activation from the previous stage (a leaf that requires grad), undefined on stage 0.
+  std::function<StageOutput(int mb, int chunk, int stage, const at::Tensor& input)> forward;
+  // An uninitialised tensor shaped like the activation entering `stage` for `mb` (receive buffer).
+  std::function<at::Tensor(int mb, int stage)> activation_buffer;
+  // Optional: called before each backward (B, I, or FB's backward half) of (mb, chunk); `last`
+  // is true for the last backward of the step on this rank (the DP reducer syncs on it when pp=1).
+  std::function<void(int mb, int chunk, bool last)> before_backward;
+};
+
+// When each compute action ran (steady-clock seconds), for `bench pipeline`.
+struct ExecutedAction {
+  Action action;
+  double start = 0, end = 0;
+};
+
+class PipelineExecutor {
+ public:
+  // `pp`: the pipeline group (rank r = schedule rank r). The schedule must be valid.
+  PipelineExecutor(Schedule schedule, GroupPtr pp);
+
+  void run(const StageCallbacks& cb);
+
+  const Schedule& schedule() const { return schedule_; }
+  int rank() const { return rank_; }
+  const std::vector<ExecutedAction>& trace() const { return trace_; }  // of the last run()
+
+ private:
+  using Key = std::pair<int, int>;  // (micro-batch, chunk)
+  struct Saved {
+    at::Tensor input;    // the leaf the stage's input gradient lands in (undefined on stage 0)
+    at::Tensor output;   // what backward starts from
+    at::Tensor aux;
+  };
+  struct Pending {
+    at::Tensor buffer;
+    WorkPtr work;
+  };
+
+  void forward(int mb, int chunk, const StageCallbacks& cb);
+  void backward(int mb, int chunk, bool split, const StageCallbacks& cb);
+  void weight(int mb, int chunk);
+  void post_recv(bool grad, int mb, int chunk, const StageCallbacks& cb);
+  void post_send(bool grad, int mb, int chunk);
+  at::Tensor take_input(std::map<Key, Pending>& posted, std::map<Key, at::Tensor>& local, int mb, int chunk,
+                        const char* what);
+  int tag(bool grad, int mb, int stage) const;
+  void check_empty() const;
+
+  Schedule schedule_;
+  GroupPtr pp_;
+  int rank_ = 0;
+  int backwards_left_ = 0;
+  std::map<Key, Saved> saved_;                       // forwarded, not yet backwarded
+  std::map<Key, std::vector<ops::WeightGradFn>> w_;  // I done, W pending
+  std::map<Key, Pending> recv_act_, recv_grad_;      // posted receives, by consumer
+  std::map<Key, at::Tensor> out_act_, out_grad_;     // produced, to be sent (by producer)
+  std::map<Key, at::Tensor> local_act_, local_grad_;  // hand-offs between chunks of this rank, by consumer
+  std::vector<std::pair<WorkPtr, at::Tensor>> sends_;  // in flight, with the tensor they read
+  std::vector<ExecutedAction> trace_;
+};
+
+}  // namespace shoestring::parallel

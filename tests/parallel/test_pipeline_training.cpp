@@ -1,0 +1,177 @@
+// Pipeline parallelism end to end, under mpirun with 2 or 4 ranks: the tiny MoE model (MLA, MoE
+// layers, an MTP module, a balance loss) trained 3 steps in float64 under every schedule with
+// pp = all ranks gives the losses and parameters of one process consuming the same global batch;
+// with 4 ranks also pp = 2 x dp = 2 with ep = 2, with and without ZeRO-1. Each rank trains the
+// single-process reference itself, so its comparison needs no communication, and compares the
+// parameters it holds (by name; a routed expert under EP with its slice).
+//
+// Tolerance 1e-12 in float64 (relative on losses, absolute on parameters of scale 0.02-1): a
+// pipeline changes only summation orders -- gradients of a parameter are accumulated per
+// micro-batch in schedule order, deferred weight gradients (W) are added after the rest, and
+// copies of shared tensors (the embedding the MTP module also reads; DualPipe's two copies of every
+// stage) are summed across ranks -- ~1e-16 relative per step.
+#include <ATen/ATen.h>
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <map>
+
+#include "tests/parallel/mpi_test_env.h"
+#include "trainer/config_loader.h"
+#include "trainer/model/transformer.h"
+#include "trainer/train.h"
+
+using namespace shoestring;
+namespace fs = std::filesystem;
+using shoestring::testing::test_mpi_world;
+using shoestring::testing::test_world;
+
+namespace {
+
+struct Layout {
+  std::string schedule = "1f1b";
+  int pp = 1, ep = 1;
+  bool zero1 = false;
+  int eval_interval = 0;
+};
+
+// Six blocks (one dense, five MoE) so that even 8 stages (pp 4 x 2 chunks) mostly hold one.
+Config tiny_moe(const Layout& l, const fs::path& dir) {
+  return load_config({SHOESTRING_SOURCE_DIR "/configs/tiny-moe.yaml"},
+                     {"data.source=synthetic", "model.vocab_size=64", "model.d_model=32", "model.n_layers=6",
+                      "model.kv_lora_rank=16", "model.intermediate_size=64", "model.moe_intermediate_size=16",
+                      "train.seq_len=16", "train.micro_batch_size=1", "train.global_batch=8", "train.steps=3",
+                      "train.threads=1", "optim.warmup_steps=1", "optim.grad_clip=0.5", "train.precision=fp64",
+                      "train.router_bias_gamma=0.01", "train.balance_alpha=0.01", "parallel.bucket_mb=0.01",
+                      "parallel.pp=" + std::to_string(l.pp), "parallel.ep=" + std::to_string(l.ep),
+                      "parallel.schedule=" + l.schedule, "parallel.zero1=" + std::string(l.zero1 ? "true" : "false"),
+                      "data.eval_interval=" + std::to_string(l.eval_interval), "data.eval_batches=1",
+                      "log.progress=off", "log.every=1000", "log.run_dir=" + dir.string()});
+}
+
+std::string describe(const Layout& l) {
+  return l.schedule + " pp=" + std::to_string(l.pp) + " ep=" + std::to_string(l.ep) + (l.zero1 ? " zero1" : "");
+}
+
+const TrainSummary& one_process() {
+  static const TrainSummary s = [] {
+    TrainOptions keep;
+    keep.keep_parameters = true;
+    const fs::path dir = fs::temp_directory_path() / ("shoestring_pp_ref_" + std::to_string(::getpid()));
+    fs::remove_all(dir);
+    TrainSummary out = train(tiny_moe(Layout{}, dir), parallel::World{}, keep);
+    fs::remove_all(dir);
+    return out;
+  }();
+  return s;
+}
+
+// The first metrics line of `dir` holding `key`, or "".
+std::string metrics_with(const fs::path& dir, const std::string& key) {
+  std::ifstream in(dir / "metrics.jsonl");
+  for (std::string line; std::getline(in, line);)
+    if (line.find(key) != std::string::npos) return line;
+  return "";
+}
+
+double field(const std::string& line, const std::string& key) {
+  const size_t at = line.find("\"" + key + "\":");
+  return at == std::string::npos ? std::nan("") : std::stod(line.substr(at + key.size() + 3));
+}
+
+void expect_matches_one_process(const Layout& l) {
+  const int n = test_mpi_world().size;
+  const int dp = n / l.pp;
+  TrainOptions keep;
+  keep.keep_parameters = true;
+  const fs::path dir = shoestring::testing::shared_temp_dir("shoestring_pp");
+  const TrainSummary s = train(tiny_moe(l, dir), test_mpi_world(), keep);
+  const TrainSummary& one = one_process();
+  const std::string what = describe(l);
+  ASSERT_EQ(s.losses.size(), one.losses.size()) << what;
+  for (size_t i = 0; i < one.losses.size(); ++i)
+    EXPECT_NEAR(s.losses[i], one.losses[i], 1e-12 * std::abs(one.losses[i])) << what << " step " << i + 1;
+
+  std::map<std::string, at::Tensor> ref(one.parameters.begin(), one.parameters.end());
+  const int ep_rank = (test_mpi_world().rank % dp) % l.ep;  // dp rank = rank mod dp; ep innermost
+  double worst = 0;
+  size_t compared = 0;
+  for (const auto& [name, p] : s.parameters) {
+    ASSERT_TRUE(ref.count(name)) << what << ": " << name;
+    at::Tensor r = ref[name];
+    if (l.ep > 1 && model::is_routed_expert(name)) r = r.narrow(0, ep_rank * p.size(0), p.size(0));
+    ASSERT_EQ(p.sizes(), r.sizes()) << what << ": " << name;
+    worst = std::max(worst, (p - r).abs().max().item<double>());
+    ++compared;
+  }
+  EXPECT_GT(compared, 0u) << what;
+  EXPECT_LE(worst, 1e-12) << what;
+  // Every parameter of the model is held by some rank: the parameters compared over all ranks
+  // cover the whole model.
+  at::Tensor names_held = at::zeros({int64_t(one.parameters.size())}, at::kLong);
+  for (size_t i = 0; i < one.parameters.size(); ++i)
+    for (const auto& [name, p] : s.parameters) names_held[int64_t(i)] += name == one.parameters[i].first;
+  test_world()->all_reduce(names_held)->wait();
+  EXPECT_GT(names_held.min().item<int64_t>(), 0) << what << ": some parameter is held by no rank";
+
+  if (test_mpi_world().rank == 0) {
+    std::printf("%s dp=%d: final loss %.17g vs one process %.17g; max |param diff| %.3g over %zu tensors\n",
+                what.c_str(), dp, s.losses.back(), one.losses.back(), worst, compared);
+  }
+  test_world()->barrier()->wait();
+  if (test_mpi_world().rank == 0) fs::remove_all(dir);
+}
+
+class EverySchedule : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(EverySchedule, Float64MatchesOneProcess) {
+  Layout l;
+  l.schedule = GetParam();
+  l.pp = test_mpi_world().size;
+  expect_matches_one_process(l);
+}
+
+INSTANTIATE_TEST_SUITE_P(Pipeline, EverySchedule,
+                         ::testing::Values("gpipe", "1f1b", "interleaved", "zb1p", "dualpipe", "dualpipev"));
+
+TEST(PipelineTraining, WithDataAndExpertParallelism) {
+  if (test_mpi_world().size != 4) GTEST_SKIP() << "needs 4 ranks (pp 2 x dp 2, ep 2)";
+  for (const char* schedule : {"1f1b", "dualpipev", "dualpipe"})
+    for (bool zero1 : {false, true}) {
+      Layout l;
+      l.schedule = schedule;
+      l.pp = 2;
+      l.ep = 2;
+      l.zero1 = zero1;
+      expect_matches_one_process(l);
+    }
+}
+
+TEST(PipelineTraining, GradientNormAndValidationLossMatchOneProcess) {
+  const fs::path ref_dir = fs::temp_directory_path() / ("shoestring_pp_eval_ref_" + std::to_string(::getpid()));
+  fs::remove_all(ref_dir);
+  Layout l;
+  l.eval_interval = 3;
+  train(tiny_moe(l, ref_dir), parallel::World{});
+  const std::string ref = metrics_with(ref_dir, "\"val_loss\"");
+  fs::remove_all(ref_dir);
+  for (const char* schedule : {"1f1b", "dualpipe"}) {
+    l.schedule = schedule;
+    l.pp = test_mpi_world().size;
+    const fs::path dir = shoestring::testing::shared_temp_dir("shoestring_pp_eval");
+    train(tiny_moe(l, dir), test_mpi_world());
+    if (test_mpi_world().rank == 0) {
+      const std::string got = metrics_with(dir, "\"val_loss\"");
+      ASSERT_FALSE(got.empty()) << schedule;
+      EXPECT_NEAR(field(got, "val_loss"), field(ref, "val_loss"), 1e-12) << schedule;
+      EXPECT_NEAR(field(got, "grad_norm"), field(ref, "grad_norm"), 1e-12 * field(ref, "grad_norm")) << schedule;
+      EXPECT_NEAR(field(got, "expert_imbalance"), field(ref, "expert_imbalance"), 1e-12) << schedule;
+    }
+    test_world()->barrier()->wait();
+    if (test_mpi_world().rank == 0) fs::remove_all(dir);
+  }
+}
+
+}  // namespace

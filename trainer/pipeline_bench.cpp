@@ -1,0 +1,157 @@
+#include "trainer/pipeline_bench.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <filesystem>
+#include <map>
+#include <sstream>
+
+#include "parallel/process_group.h"
+#include "parallel/schedule.h"
+#include "trainer/config_loader.h"
+#include "trainer/distributed.h"
+#include "trainer/train.h"
+
+namespace fs = std::filesystem;
+
+namespace shoestring {
+
+namespace {
+
+// One rank's timed steps, as text: "step op start end" per compute action.
+std::string serialize(const std::vector<std::vector<parallel::ExecutedAction>>& steps, size_t first) {
+  std::ostringstream s;
+  s.precision(17);
+  for (size_t i = first; i < steps.size(); ++i)
+    for (const auto& a : steps[i]) s << i << ' ' << int(a.action.op) << ' ' << a.start << ' ' << a.end << '\n';
+  return s.str();
+}
+
+struct Timed {
+  int op;
+  double start, end;
+};
+
+std::string json_array(const std::vector<double>& xs, double scale) {
+  std::string out = "[";
+  char buf[32];
+  for (size_t i = 0; i < xs.size(); ++i) {
+    std::snprintf(buf, sizeof buf, "%s%.4g", i ? "," : "", xs[i] * scale);
+    out += buf;
+  }
+  return out + "]";
+}
+
+double max_of(const std::vector<double>& xs) { return xs.empty() ? 0 : *std::max_element(xs.begin(), xs.end()); }
+
+}  // namespace
+
+int run_pipeline_bench(const parallel::World& world, const PipelineBenchOptions& o, std::ostream& out,
+                       std::string& error) {
+  const int pp = world.size;
+  if (pp < 2) {
+    error = "needs at least 2 ranks (mpirun -np N, N = pipeline ranks)";
+    return 2;
+  }
+  if (o.config_files.empty() || o.steps <= 0 || o.warmup < 0) {
+    error = "needs --config FILE, --steps > 0 and --warmup >= 0";
+    return 2;
+  }
+  const int64_t m = o.microbatches > 0 ? o.microbatches : 4 * pp;
+  const parallel::GroupPtr group = parallel::make_world_group(world, {});
+  std::map<std::string, double> bubbles;  // schedule -> measured bubble of the worst rank
+  for (const std::string& name : o.schedules) {
+    const fs::path dir = fs::temp_directory_path() / ("shoestring-bench-pipeline-" + std::to_string(::getpid()));
+    auto sets = o.sets;
+    sets.insert(sets.end(), {"parallel.pp=" + std::to_string(pp), "parallel.dp=1", "parallel.ep=1",
+                             "parallel.schedule=" + name, "parallel.microbatches=" + std::to_string(m),
+                             "train.global_batch=0", "train.grad_accum=1", "data.eval_interval=0",
+                             "checkpoint.interval=0", "train.steps=" + std::to_string(o.warmup + o.steps),
+                             "log.progress=off", "log.every=1000000",
+                             "log.run_dir=" + dir.string()});  // rank 0's is the one used
+    const Config cfg = load_config(o.config_files, sets);
+    TrainOptions options;
+    options.keep_pipeline_traces = true;
+    const TrainSummary s = train(cfg, world, options);
+    if (world.rank == 0) fs::remove_all(s.run_dir);
+    const auto all = all_gather_strings(*group, serialize(s.pipeline_traces, size_t(o.warmup)));
+    if (world.rank != 0) continue;
+
+    // Per step: the span over all ranks, each rank's busy time; per op: the mean duration.
+    std::map<int64_t, std::vector<std::vector<Timed>>> steps;  // step -> rank -> actions
+    std::map<int, std::pair<double, int64_t>> per_op;          // op -> (total seconds, count)
+    for (int r = 0; r < pp; ++r) {
+      std::istringstream in(all[size_t(r)]);
+      int64_t step;
+      Timed t;
+      while (in >> step >> t.op >> t.start >> t.end) {
+        auto& ranks = steps[step];
+        ranks.resize(size_t(pp));
+        ranks[size_t(r)].push_back(t);
+        per_op[t.op].first += t.end - t.start;
+        per_op[t.op].second += 1;
+      }
+    }
+    auto mean = [&](parallel::Op op) {
+      auto it = per_op.find(int(op));
+      return it == per_op.end() ? -1.0 : it->second.first / double(it->second.second);
+    };
+    parallel::ActionCosts c;
+    c.f = mean(parallel::Op::F);
+    c.w = std::max(0.0, mean(parallel::Op::W));
+    const double b = mean(parallel::Op::B), i = mean(parallel::Op::I);
+    c.b = b >= 0 ? b : i + c.w;  // zero-bubble schedules run I and W instead of B
+    const double fb = mean(parallel::Op::FB);
+    c.fb = fb >= 0 ? fb : c.f + c.b;
+    c.comm = 0;
+    if (c.f < 0) c.f = c.fb - c.b;  // every forward overlapped (cannot happen with a warm-up, but be safe)
+
+    std::vector<double> bubble(size_t(pp), 0.0);
+    double makespan = 0;
+    for (const auto& [step, ranks] : steps) {
+      double t0 = 1e300, t1 = -1e300;
+      std::vector<double> busy(size_t(pp), 0.0);
+      for (int r = 0; r < pp; ++r)
+        for (const Timed& t : ranks[size_t(r)]) {
+          t0 = std::min(t0, t.start);
+          t1 = std::max(t1, t.end);
+          busy[size_t(r)] += t.end - t.start;
+        }
+      makespan += (t1 - t0) / double(steps.size());
+      for (int r = 0; r < pp; ++r) bubble[size_t(r)] += (t1 - t0 - busy[size_t(r)]) / double(steps.size());
+    }
+    parallel::ScheduleOptions so;
+    so.name = name;
+    so.pp = pp;
+    so.microbatches = int(m);
+    so.virtual_stages = int(cfg.parallel.virtual_stages);
+    const parallel::Simulation sim = parallel::simulate(parallel::make_schedule(so), c);
+    bubbles[name] = max_of(bubble);
+    char line[1024];
+    std::snprintf(line, sizeof line,
+                  "{\"bench\":\"pipeline\",\"schedule\":\"%s\",\"pp\":%d,\"microbatches\":%lld,\"timed_steps\":%lld,"
+                  "\"cost_ms\":{\"F\":%.4g,\"B\":%.4g,\"W\":%.4g,\"FB\":%.4g},"
+                  "\"makespan_ms\":{\"measured\":%.4g,\"simulated\":%.4g},"
+                  "\"bubble_ms\":{\"measured\":%s,\"simulated\":%s},"
+                  "\"worst_bubble_measured_over_simulated\":%.4g}",
+                  name.c_str(), pp, static_cast<long long>(m), static_cast<long long>(steps.size()), c.f * 1e3,
+                  c.b * 1e3, c.w * 1e3, c.fb * 1e3, makespan * 1e3, sim.makespan * 1e3,
+                  json_array(bubble, 1e3).c_str(), json_array(sim.bubble, 1e3).c_str(),
+                  max_of(bubble) / std::max(1e-12, max_of(sim.bubble)));
+    out << line << std::endl;
+  }
+  if (world.rank == 0 && bubbles.count("1f1b") && bubbles.count("dualpipe")) {
+    char line[256];
+    std::snprintf(line, sizeof line,
+                  "{\"bench\":\"pipeline\",\"compare\":\"dualpipe vs 1f1b\",\"worst_bubble_ms\":{\"dualpipe\":%.4g,"
+                  "\"1f1b\":%.4g},\"dualpipe_below_1f1b\":%s}",
+                  bubbles["dualpipe"] * 1e3, bubbles["1f1b"] * 1e3,
+                  bubbles["dualpipe"] < bubbles["1f1b"] ? "true" : "false");
+    out << line << std::endl;
+  }
+  return 0;
+}
+
+}  // namespace shoestring

@@ -1,0 +1,123 @@
+#include "trainer/pipeline_stages.h"
+
+#include <ATen/ATen.h>
+
+#include <algorithm>
+#include <limits>
+#include <stdexcept>
+
+#include "trainer/model/param_count.h"
+
+namespace shoestring {
+
+namespace {
+
+// Attention scores and the weighted sum: 2 x (q.k and p.v) multiply-adds per head dimension, over
+// half the sequence on average (causal).
+double attention_score_flops(const ModelConfig& m, int64_t seq_len) {
+  const double qk = m.attention == "mla" ? double(m.n_heads * (m.qk_nope_head_dim + m.qk_rope_head_dim))
+                                         : double(m.d_model);
+  const double v = m.attention == "mla" ? double(m.n_heads * m.v_head_dim) : double(m.d_model);
+  return 2.0 * (qk + v) * double(seq_len) / 2.0;
+}
+
+double block_flops(const ModelConfig& m, int64_t seq_len, bool moe) {
+  return 2.0 * double(model::attention_params(m) + model::ffn_params(m, moe).second) +
+         attention_score_flops(m, seq_len);
+}
+
+}  // namespace
+
+std::vector<double> layer_flops(const ModelConfig& m, int64_t seq_len) {
+  std::vector<double> out;
+  out.push_back(double(m.d_model));  // a lookup: next to nothing, but not free
+  for (int64_t i = 0; i < m.n_layers; ++i)
+    out.push_back(block_flops(m, seq_len, m.n_routed_experts > 0 && i >= m.n_dense_layers));
+  const double head = 2.0 * double(m.d_model * m.vocab_size);
+  const double mtp = 2.0 * double(2 * m.d_model * m.d_model) + block_flops(m, seq_len, m.n_routed_experts > 0) + head;
+  out.push_back(head + double(m.mtp_depth) * mtp);
+  return out;
+}
+
+std::vector<StageSpan> partition_stages(const ModelConfig& m, int64_t seq_len, int stages,
+                                        const std::vector<int64_t>& counts) {
+  const int64_t n = m.n_layers;
+  std::vector<int64_t> per(size_t(stages), 0);
+  if (!counts.empty()) {
+    if (int64_t(counts.size()) != stages)
+      throw std::invalid_argument("parallel.stage_layers: needs " + std::to_string(stages) + " entries, got " +
+                                  std::to_string(counts.size()));
+    per = counts;
+  } else {
+    // best[s][j]: the least possible cost of the most expensive of stages 0..s-1 holding blocks [0, j).
+    const std::vector<double> c = layer_flops(m, seq_len);
+    std::vector<double> prefix(size_t(n) + 1, 0);
+    for (int64_t i = 0; i < n; ++i) prefix[size_t(i) + 1] = prefix[size_t(i)] + c[size_t(i) + 1];
+    auto cost = [&](int s, int64_t a, int64_t b) {  // stage s holding blocks [a, b)
+      return prefix[size_t(b)] - prefix[size_t(a)] + (s == 0 ? c.front() : 0) + (s == stages - 1 ? c.back() : 0);
+    };
+    const double inf = std::numeric_limits<double>::infinity();
+    std::vector<std::vector<double>> best(size_t(stages) + 1, std::vector<double>(size_t(n) + 1, inf));
+    std::vector<std::vector<int64_t>> cut(size_t(stages) + 1, std::vector<int64_t>(size_t(n) + 1, 0));
+    best[0][0] = 0;
+    for (int s = 1; s <= stages; ++s)
+      for (int64_t j = 0; j <= n; ++j)
+        for (int64_t a = 0; a <= j; ++a) {
+          const double v = std::max(best[size_t(s) - 1][size_t(a)], cost(s - 1, a, j));
+          // Ties go to the later cut, so earlier stages (which hold activations longest) stay light.
+          if (v <= best[size_t(s)][size_t(j)]) {
+            best[size_t(s)][size_t(j)] = v;
+            cut[size_t(s)][size_t(j)] = a;
+          }
+        }
+    for (int64_t s = stages, j = n; s > 0; --s) {
+      const int64_t a = cut[size_t(s)][size_t(j)];
+      per[size_t(s) - 1] = j - a;
+      j = a;
+    }
+  }
+  std::vector<StageSpan> spans;
+  int64_t at = 0;
+  for (int s = 0; s < stages; ++s) {
+    spans.push_back({at, at + per[size_t(s)], s == 0, s == stages - 1});
+    at += per[size_t(s)];
+  }
+  if (at != n)
+    throw std::invalid_argument("parallel.stage_layers: sums to " + std::to_string(at) + ", model.n_layers is " +
+                                std::to_string(n));
+  return spans;
+}
+
+std::string describe(const std::vector<StageSpan>& spans) {
+  std::string out;
+  for (const auto& s : spans) {
+    out += out.empty() ? "[" : " [";
+    if (s.embed) out += "embed+";
+    out += s.last > s.first ? std::to_string(s.first) + "-" + std::to_string(s.last - 1) : "none";
+    if (s.head) out += "+head";
+    out += "]";
+  }
+  return out;
+}
+
+bool stage_uses(const StageSpan& span, const std::string& name, const ModelConfig& m) {
+  if (name == "tok_embed") return span.embed || (span.head && (m.tie_embeddings || m.mtp_depth > 0));
+  if (name.rfind("blocks.", 0) == 0) {
+    const int64_t i = std::stoll(name.substr(7));
+    return i >= span.first && i < span.last;
+  }
+  return span.head;  // final_norm, head, mtp.*
+}
+
+parallel::StageOutput stage_forward(model::TransformerImpl& net, const StageSpan& span, const at::Tensor& input,
+                                    const at::Tensor& tokens, const at::Tensor& targets,
+                                    const model::LossWeights& w, double scale, model::LossBreakdown& losses) {
+  at::Tensor x = span.embed ? net.embed(tokens) : input;
+  x = net.run_blocks(x, span.first, span.last, &losses.moe);
+  if (span.head) net.head_losses(x, tokens, targets, w, losses);
+  model::TransformerImpl::add_balance(losses, w);
+  if (span.head) return {losses.total / scale, {}};
+  return {x, losses.total.defined() ? losses.total / scale : at::Tensor()};
+}
+
+}  // namespace shoestring
