@@ -4,8 +4,15 @@
 // weight gradients, run later to fill a bubble). While a capture is open, linears that support it
 // (model::project) compute only their input gradient during backward and queue a closure that
 // computes and accumulates the weight gradient; the pipeline executor keeps the closures of each
-// (micro-batch, chunk) and runs them at its W action. Everything else (norms, routers, expert
-// matmuls, embeddings) still gets its gradient during I, so a W holds only deferred GEMMs.
+// (micro-batch, chunk) and runs them at its W action. Deferred: every model::project whose weight
+// is a leaf parameter (GQA/MLA projections, dense and shared-expert SwiGLU, router gate, MTP
+// projection, output head; with tied embeddings, the head's share of the embedding gradient).
+// Still done during I: norms, embeddings, FP8 linears (they bypass project) and routed experts,
+// whose weights are slices of a stacked parameter with no .grad of their own. A W therefore holds
+// only deferred GEMMs.
+// A deferred weight's AccumulateGrad node still runs during I (with no gradient), so its
+// post-hooks (parallel/grad_reducer.h) fire before the closure has added anything: gradients may
+// be reduced only after the W closures ran.
 //
 // Process-wide rather than thread-local: autograd may run backward on its own device threads.
 // One capture at a time.

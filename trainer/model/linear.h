@@ -4,6 +4,8 @@
 namespace shoestring::model {
 
 // x @ w^T with w cast to x's dtype: master weights stay fp32, matmuls run in the compute dtype.
+// When w needs a gradient, a zero-bubble pipeline may defer it past the backward pass
+// (ops/weight_grad_store.h); otherwise the gradients are at::linear's, bit for bit.
 at::Tensor project(const at::Tensor& x, const at::Tensor& w);
 
 // A fresh [out, in] weight drawn from Normal(0, std) with the global generator.

@@ -1,0 +1,56 @@
+#include "ops/weight_grad_store.h"
+
+#include <mutex>
+#include <stdexcept>
+#include <utility>
+
+namespace shoestring::ops {
+
+namespace {
+
+// One store per process (see the header for why not thread-local). The mutex matters because
+// autograd's device threads push while the executor's thread may ask capturing().
+struct Store {
+  std::mutex mu;
+  bool capturing = false;
+  std::vector<WeightGradFn> fns;
+};
+
+Store& store() {
+  static Store s;
+  return s;
+}
+
+}  // namespace
+
+void WeightGradStore::begin_capture() {
+  Store& s = store();
+  const std::lock_guard<std::mutex> lock(s.mu);
+  if (s.capturing) throw std::logic_error("WeightGradStore::begin_capture: a capture is already open");
+  s.capturing = true;
+  s.fns.clear();
+}
+
+std::vector<WeightGradFn> WeightGradStore::end_capture() {
+  Store& s = store();
+  const std::lock_guard<std::mutex> lock(s.mu);
+  s.capturing = false;
+  return std::exchange(s.fns, {});
+}
+
+bool WeightGradStore::capturing() {
+  Store& s = store();
+  const std::lock_guard<std::mutex> lock(s.mu);
+  return s.capturing;
+}
+
+void WeightGradStore::push(WeightGradFn fn) {
+  Store& s = store();
+  const std::lock_guard<std::mutex> lock(s.mu);
+  // A closure queued with no capture open would never run and its weight would silently miss
+  // its gradient.
+  if (!s.capturing) throw std::logic_error("WeightGradStore::push: no capture is open");
+  s.fns.push_back(std::move(fn));
+}
+
+}  // namespace shoestring::ops

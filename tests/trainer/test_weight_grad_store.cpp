@@ -1,0 +1,232 @@
+// The zero-bubble weight-gradient split (ops/weight_grad_store.h, model::project): store
+// semantics, bit-identity with at::linear's autograd when nothing is captured, and a captured
+// backward whose queued closures complete the same gradients as a plain one.
+#include <ATen/ATen.h>
+#include <gtest/gtest.h>
+
+#include <map>
+#include <stdexcept>
+#include <string>
+
+#include "ops/weight_grad_store.h"
+#include "trainer/model/linear.h"
+#include "trainer/model/transformer.h"
+
+using namespace shoestring;
+using ops::WeightGradStore;
+
+namespace {
+
+// Leaves no capture open behind a failed assertion, so one failure does not cascade.
+struct CaptureGuard {
+  ~CaptureGuard() {
+    if (WeightGradStore::capturing()) WeightGradStore::end_capture();
+  }
+};
+
+void run_all(const std::vector<ops::WeightGradFn>& fns) {
+  for (const auto& fn : fns) fn();
+}
+
+TEST(WeightGradStore, Semantics) {
+  const CaptureGuard guard;
+  EXPECT_FALSE(WeightGradStore::capturing());
+  EXPECT_THROW(WeightGradStore::push([] {}), std::logic_error);
+  WeightGradStore::begin_capture();
+  EXPECT_TRUE(WeightGradStore::capturing());
+  EXPECT_THROW(WeightGradStore::begin_capture(), std::logic_error);
+  std::vector<int> order;
+  for (int i = 0; i < 3; ++i) WeightGradStore::push([&order, i] { order.push_back(i); });
+  const auto fns = WeightGradStore::end_capture();
+  EXPECT_FALSE(WeightGradStore::capturing());
+  ASSERT_EQ(fns.size(), 3u);
+  run_all(fns);
+  EXPECT_EQ(order, (std::vector<int>{0, 1, 2}));
+  WeightGradStore::begin_capture();  // a new capture starts empty
+  EXPECT_TRUE(WeightGradStore::end_capture().empty());
+}
+
+struct Grads {
+  at::Tensor x, w;
+};
+
+// Gradients of sum(y * up) for y = project(x, w), or the reference at::linear(x, w cast).
+Grads linear_grads(const at::Tensor& x0, const at::Tensor& w0, const at::Tensor& up, bool reference) {
+  const at::Tensor x = x0.detach().requires_grad_(), w = w0.detach().requires_grad_();
+  const at::Tensor y = reference ? at::linear(x, w.to(x.scalar_type())) : model::project(x, w);
+  (y * up).sum().backward();
+  return {x.grad(), w.grad()};
+}
+
+// Not captured, project must be at::linear to the bit: training results may not move.
+TEST(DeferrableLinear, UncapturedGradsAreBitIdenticalToLinear) {
+  at::manual_seed(1);
+  struct Case {
+    std::vector<int64_t> x_shape;
+    at::ScalarType x_dtype, w_dtype;
+    bool column_major_x;
+  };
+  const std::vector<Case> cases = {
+      {{37, 19}, at::kFloat, at::kFloat, false},     {{3, 29, 19}, at::kFloat, at::kFloat, false},
+      {{37, 19}, at::kDouble, at::kDouble, false},   {{3, 29, 19}, at::kDouble, at::kDouble, false},
+      {{37, 19}, at::kBFloat16, at::kFloat, false},  {{3, 29, 19}, at::kBFloat16, at::kFloat, false},
+      {{37, 19}, at::kFloat, at::kFloat, true},      {{37, 19}, at::kDouble, at::kDouble, true},
+  };
+  for (const Case& c : cases) {
+    at::Tensor x = at::randn(c.x_shape).to(c.x_dtype);
+    if (c.column_major_x) x = at::randn({c.x_shape[1], c.x_shape[0]}).to(c.x_dtype).t();
+    const at::Tensor w = at::randn({23, 19}).to(c.w_dtype);
+    std::vector<int64_t> out_shape = c.x_shape;
+    out_shape.back() = 23;
+    const at::Tensor up = at::randn(out_shape).to(c.x_dtype);
+    const Grads ref = linear_grads(x, w, up, true), got = linear_grads(x, w, up, false);
+    EXPECT_TRUE(at::equal(at::linear(x, w.to(c.x_dtype)), model::project(x, w)));
+    EXPECT_TRUE(at::equal(ref.x, got.x)) << x.sizes() << " " << c.x_dtype;
+    EXPECT_TRUE(at::equal(ref.w, got.w)) << x.sizes() << " " << c.x_dtype;
+    EXPECT_EQ(got.w.scalar_type(), c.w_dtype);
+  }
+}
+
+// x -> project(., w1) -> silu -> project(., w2) -> sum: the captured backward gives x its final
+// gradient at once and leaves the weights to the closures.
+void check_split_chain(at::ScalarType x_dtype, at::ScalarType w_dtype, double rtol) {
+  at::manual_seed(2);
+  const at::Tensor x = at::randn({4, 6, 10}).to(x_dtype).requires_grad_();
+  const at::Tensor w1 = at::randn({12, 10}).to(w_dtype).requires_grad_();
+  const at::Tensor w2 = at::randn({5, 12}).to(w_dtype).requires_grad_();
+  const auto loss = [&] { return model::project(at::silu(model::project(x, w1)), w2).sum(); };
+
+  loss().backward();
+  const at::Tensor gx = x.grad().clone(), g1 = w1.grad().clone(), g2 = w2.grad().clone();
+  for (const at::Tensor& t : {x, w1, w2}) t.mutable_grad() = at::Tensor();
+
+  const CaptureGuard guard;
+  WeightGradStore::begin_capture();
+  loss().backward();
+  const auto fns = WeightGradStore::end_capture();
+  ASSERT_EQ(fns.size(), 2u);
+  EXPECT_TRUE(at::equal(x.grad(), gx));
+  EXPECT_FALSE(w1.grad().defined());
+  EXPECT_FALSE(w2.grad().defined());
+  run_all(fns);
+  EXPECT_EQ(w1.grad().scalar_type(), w_dtype);
+  EXPECT_TRUE(at::allclose(w1.grad(), g1, rtol, 0));
+  EXPECT_TRUE(at::allclose(w2.grad(), g2, rtol, 0));
+}
+
+TEST(DeferrableLinear, SplitChainFloat64) { check_split_chain(at::kDouble, at::kDouble, 1e-12); }
+TEST(DeferrableLinear, SplitChainFloat32IsExact) { check_split_chain(at::kFloat, at::kFloat, 0); }
+TEST(DeferrableLinear, SplitChainBf16ActivationsFp32Weights) { check_split_chain(at::kBFloat16, at::kFloat, 0); }
+
+// The DP reducer points .grad into its bucket: the closure must add there, not replace .grad.
+TEST(DeferrableLinear, AccumulatesInPlaceIntoBucketView) {
+  at::manual_seed(3);
+  const at::Tensor x = at::randn({7, 4});
+  const at::Tensor w = at::randn({3, 4}).requires_grad_();
+  const at::Tensor buf = at::ones({100});
+  w.mutable_grad() = buf.narrow(0, 10, w.numel()).view_as(w);
+  const at::Tensor expected = 1 + (at::ones({7, 3}).t().mm(x));
+
+  const CaptureGuard guard;
+  WeightGradStore::begin_capture();
+  model::project(x, w).sum().backward();
+  const auto fns = WeightGradStore::end_capture();
+  EXPECT_TRUE(at::equal(buf, at::ones({100})));  // nothing yet
+  run_all(fns);
+  EXPECT_EQ(w.grad().data_ptr(), buf.narrow(0, 10, 1).data_ptr());
+  EXPECT_TRUE(at::allclose(buf.narrow(0, 10, 12).view({3, 4}), expected));
+  EXPECT_TRUE(at::equal(buf.narrow(0, 0, 10), at::ones({10})));
+  EXPECT_TRUE(at::equal(buf.narrow(0, 22, 78), at::ones({78})));
+}
+
+ModelConfig dense_gqa() {
+  ModelConfig m;
+  m.vocab_size = 11;
+  m.d_model = 8;
+  m.n_layers = 2;
+  m.n_heads = 2;
+  m.n_kv_heads = 1;
+  m.intermediate_size = 12;
+  m.max_seq_len = 16;
+  m.init_std = 0.3;
+  return m;
+}
+
+ModelConfig mla_moe_mtp() {
+  ModelConfig m;
+  m.attention = "mla";
+  m.vocab_size = 13;
+  m.d_model = 12;
+  m.n_layers = 2;
+  m.n_heads = 3;
+  m.kv_lora_rank = 5;
+  m.qk_nope_head_dim = 4;
+  m.qk_rope_head_dim = 2;
+  m.v_head_dim = 3;
+  m.max_seq_len = 16;
+  m.init_std = 0.4;
+  m.n_routed_experts = 4;
+  m.n_activated_experts = 2;
+  m.n_shared_experts = 1;
+  m.n_dense_layers = 1;
+  m.moe_intermediate_size = 6;
+  m.mtp_depth = 1;
+  return m;
+}
+
+// A whole model: plain backward, then captured backward + closures, must give the same gradients;
+// after the captured backward alone, everything not deferred already holds its final gradient.
+void check_model_split(const ModelConfig& m, bool exact_closure_count) {
+  at::manual_seed(4);
+  model::Transformer net(m, at::kDouble);
+  net->to(at::kDouble);
+  const at::Tensor tokens = at::randint(m.vocab_size, {2, 9}, at::kLong);
+  const at::Tensor targets = at::randint(m.vocab_size, {2, 9}, at::kLong);
+  const auto params = net->named_parameters();
+
+  net->losses(tokens, targets).total.backward();
+  std::map<std::string, at::Tensor> plain;
+  for (const auto& p : params) plain[p.key()] = p.value().grad().clone();
+  net->zero_grad(/*set_to_none=*/true);
+
+  const CaptureGuard guard;
+  WeightGradStore::begin_capture();
+  net->losses(tokens, targets).total.backward();
+  const auto fns = WeightGradStore::end_capture();
+
+  size_t deferred = 0;
+  for (const auto& p : params) {
+    const at::Tensor& g = p.value().grad();
+    if (!g.defined()) {
+      ++deferred;
+      EXPECT_EQ(p.value().dim(), 2) << p.key() << " was deferred but is not a dense linear weight";
+    } else if (!(m.tie_embeddings && p.key() == "tok_embed")) {  // tied: the head's share comes in W
+      EXPECT_TRUE(at::equal(g, plain[p.key()])) << p.key() << " should hold its final gradient after I";
+    }
+  }
+  EXPECT_GT(deferred, 0u);
+  if (exact_closure_count) {
+    EXPECT_EQ(fns.size(), deferred);  // each deferred weight used once
+  }
+  EXPECT_GE(fns.size(), deferred);
+  for (const char* kept : {"final_norm.weight", "blocks.0.attn_norm.weight"}) {
+    ASSERT_TRUE(params[kept].grad().defined()) << kept;
+  }
+
+  run_all(fns);
+  for (const auto& p : params) {
+    ASSERT_TRUE(p.value().grad().defined()) << p.key();
+    const at::Tensor& want = plain[p.key()];
+    EXPECT_LE((p.value().grad() - want).norm().item<double>(), 1e-12 * want.norm().item<double>()) << p.key();
+  }
+}
+
+TEST(DeferrableLinear, DenseGqaModelSplitMatchesPlain) { check_model_split(dense_gqa(), true); }
+TEST(DeferrableLinear, TiedEmbeddingsSplitMatchesPlain) {
+  ModelConfig m = dense_gqa();
+  m.tie_embeddings = true;
+  check_model_split(m, false);
+}
+TEST(DeferrableLinear, MlaMoeMtpModelSplitMatchesPlain) { check_model_split(mla_moe_mtp(), false); }
+
+}  // namespace
