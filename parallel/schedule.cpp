@@ -119,7 +119,7 @@ void add_communication(Schedule& s, const std::vector<ComputeOrder>& compute) {
   s.actions.assign(size_t(s.pp), {});
   for (int r = 0; r < s.pp; ++r) {
     auto& out = s.actions[size_t(r)];
-    // Remote neighbours of (mb, chunk) on this rank: -1 when the neighbour stage is local or absent.
+    // Whether the stage `step` away from (mb, chunk) of this rank exists and sits on another rank.
     auto remote = [&](int mb, int chunk, int step) {
       const int st = s.stage_of(mb, r, chunk) + step;
       if (st < 0 || st >= s.stages) return false;

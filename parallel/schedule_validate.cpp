@@ -52,7 +52,8 @@ class Checker {
     return st;
   }
 
-  // Is the position of a receive for (mb, st) on rank r, if any, before index i?
+  // The receive a consumer at index i needs must be posted earlier on its rank; says whether it
+  // comes too late or never.
   void need_received(int r, int i, int mb, int st, Op recv) {
     for (int j = 0; j < i; ++j) {
       const Action& a = s_.actions[size_t(r)][size_t(j)];

@@ -74,7 +74,7 @@ int plan_schedule(const Args& args) {
   const parallel::Validation v = parallel::validate(s);
   const parallel::Simulation sim = parallel::simulate(s, costs);
   std::cout << parallel::render_text(s, sim) << "\n";
-  std::printf("schedule %s: pp %d, %d micro-batches, %d stage(s) of %d chunk(s) per rank, parameters x%d\n",
+  std::printf("schedule %s: pp %d, %d micro-batches, %d stages, %d chunk(s) per rank, parameters x%d\n",
               s.name.c_str(), s.pp, s.microbatches, s.stages, s.chunks, s.duplicated_params() ? 2 : 1);
   std::printf("costs: F %g  B %g  W %g  F&B %g  comm %g\n", costs.f, costs.b, costs.w, costs.fb, costs.comm);
   std::printf("makespan %g\n", sim.makespan);
