@@ -79,7 +79,7 @@ Schedule make_schedule(const ScheduleOptions& o) {
   if (o.name == "dualpipe" && o.pp % 2 != 0) fail("dualpipe needs an even pp, got " + std::to_string(o.pp));
   if (o.microbatches < least) {
     const char* why = o.name == "dualpipe" || o.name == "dualpipev" ? " (2 x pp)" : o.name == "interleaved" ? " (pp)" : "";
-    fail(at + " needs at least " + std::to_string(least) + " micro-batches" + why + ", got " +
+    fail(at + " needs at least " + std::to_string(least) + (least == 1 ? " micro-batch" : " micro-batches") + why + ", got " +
          std::to_string(o.microbatches));
   }
   if (o.name == "dualpipe" && o.microbatches % 2 != 0)

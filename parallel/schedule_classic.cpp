@@ -80,7 +80,8 @@ Schedule make_zb1p(int pp, int microbatches) {
     // Rank r holds r W's back during the steady phase, so in the cool-down the I's run down the
     // pipeline without a W in their way, and the W's held back fill the time the lower ranks
     // spend waiting for them; the last rank ends with its pp-1 held-back W's while the I's drain
-    // (Qi et al. 2023 §3.1, Figure 3). Found to give exactly (pp-1)(F+B-2W) (tests/parallel).
+    // (Qi et al. 2023 §3.1, Figure 3). Simulated, this gives exactly (pp-1)(F+B-2W) when W <= F and
+    // W <= B-W, the gaps a held-back W must fit in (tests/parallel/test_schedule.cpp).
     const int warm = std::min(pp - 1 - r, microbatches);
     auto& o = order[size_t(r)];
     std::deque<int> pending;  // micro-batches whose W is still to do, oldest first
