@@ -115,6 +115,11 @@ struct Simulation {
   std::vector<std::vector<TimedAction>> timeline;  // per rank, compute actions only
 };
 // Runs the schedule with every rank starting at 0, each action as early as its inputs allow.
+// Bubble of a rank = makespan - its busy time: every moment from the common start to the end of
+// the step that it does not compute. With this definition DeepSeek-V3 Table 2 holds exactly
+// (tests/parallel/test_schedule.cpp; docs/pipeline.md says where): 1F1B (PP-1)(F+B) on every
+// rank; ZB1P (PP-1)(F+B-2W) on every rank when W <= F and W <= B-W; DualPipe (PP/2-1)(F&B+B-3W)
+// on the worst rank when F = B-W, W <= F and B <= F&B <= F+B, with M >= 2 PP.
 Simulation simulate(const Schedule& s, const ActionCosts& costs);
 
 // One row per rank, one cell per compute action, in the style of the DualPipe paper's figure.

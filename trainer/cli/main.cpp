@@ -28,6 +28,7 @@ constexpr const char* kUsage =
     "  bench    benchmarks printing JSON: train (training tokens/s), fp8 (GEMM and quantization kernels)\n"
     "  data     token datasets: prepare, inspect, train-tokenizer, bench (loader tokens/s)\n"
     "  ckpt     checkpoints: inspect, verify\n"
+    "  plan     pipeline schedules: validate, simulate and draw one (plan schedule)\n"
     "\n"
     "options:\n"
     "  -h, --help     show this help (each command has its own --help)\n"
@@ -40,7 +41,8 @@ int dispatch(const std::string& cmd, const shoestring::cli::Args& rest, const sh
   if (cmd == "bench") return cmd_bench(rest, world);
   if (cmd == "data") return cmd_data(rest);
   if (cmd == "ckpt") return cmd_ckpt(rest);
-  std::cerr << "shoestring: unknown command '" << cmd << "' (commands: train, config, bench, data, ckpt; see --help)\n";
+  if (cmd == "plan") return cmd_plan(rest);
+  std::cerr << "shoestring: unknown command '" << cmd << "' (commands: train, config, bench, data, ckpt, plan; see --help)\n";
   return 2;
 }
 

@@ -1,0 +1,165 @@
+// The shared engine: every rank walks its actions in order; a compute action starts when the rank
+// is free and all its inputs are there (schedule.h's semantics), Send/Recv posts take no time.
+// Sweeping the ranks until none can move gives the same times as a priority-queue event loop,
+// because an action's start depends only on its rank's previous action and on its inputs.
+#include "parallel/schedule_replay.h"
+
+#include <algorithm>
+#include <limits>
+
+#include "parallel/schedule_build.h"
+
+namespace shoestring::parallel::detail {
+namespace {
+
+constexpr double kNotYet = std::numeric_limits<double>::infinity();
+
+enum class Need { LocalF, LocalB, MsgF, MsgB };
+
+struct Input {
+  Need need;
+  int mb, stage;  // the producing stage
+  int from_rank;  // messages only
+};
+
+struct State {
+  int stages = 0;
+  std::vector<double> f_end, b_end, msg_f, msg_b;  // by mb * stages + stage; kNotYet until done
+  double& at(std::vector<double>& v, int mb, int stage) { return v[size_t(mb * stages + stage)]; }
+  double time(const Input& in) {
+    switch (in.need) {
+      case Need::LocalF: return at(f_end, in.mb, in.stage);
+      case Need::LocalB: return at(b_end, in.mb, in.stage);
+      case Need::MsgF: return at(msg_f, in.mb, in.stage);
+      case Need::MsgB: return at(msg_b, in.mb, in.stage);
+    }
+    return kNotYet;
+  }
+};
+
+void forward_inputs(const Schedule& s, int rank, int mb, int chunk, std::vector<Input>& out) {
+  const int st = s.stage_of(mb, rank, chunk);
+  if (st <= 0) return;
+  const Hop& prev = s.hop(mb, st - 1);
+  out.push_back({prev.rank == rank ? Need::LocalF : Need::MsgF, mb, st - 1, prev.rank});
+}
+
+void backward_inputs(const Schedule& s, int rank, int mb, int chunk, std::vector<Input>& out) {
+  const int st = s.stage_of(mb, rank, chunk);
+  out.push_back({Need::LocalF, mb, st, rank});  // its own activations
+  if (st + 1 >= s.stages) return;
+  const Hop& next = s.hop(mb, st + 1);
+  out.push_back({next.rank == rank ? Need::LocalB : Need::MsgB, mb, st + 1, next.rank});
+}
+
+std::vector<Input> inputs_of(const Schedule& s, int rank, const Action& a) {
+  std::vector<Input> in;
+  switch (a.op) {
+    case Op::F: forward_inputs(s, rank, a.mb, a.chunk, in); break;
+    case Op::B:
+    case Op::I: backward_inputs(s, rank, a.mb, a.chunk, in); break;
+    case Op::FB:
+      forward_inputs(s, rank, a.mb, a.chunk, in);
+      backward_inputs(s, rank, a.mb2, a.chunk2, in);
+      break;
+    case Op::W: in.push_back({Need::LocalB, a.mb, s.stage_of(a.mb, rank, a.chunk), rank}); break;
+    case Op::SendF: in.push_back({Need::LocalF, a.mb, s.stage_of(a.mb, rank, a.chunk), rank}); break;
+    case Op::SendB: in.push_back({Need::LocalB, a.mb, s.stage_of(a.mb, rank, a.chunk), rank}); break;
+    case Op::RecvF:
+    case Op::RecvB: break;
+  }
+  return in;
+}
+
+std::string describe(const Input& in) {
+  const std::string what = "micro-batch " + std::to_string(in.mb) + " stage " + std::to_string(in.stage);
+  switch (in.need) {
+    case Need::LocalF: return "the forward of " + what + " on this rank";
+    case Need::LocalB: return "the backward of " + what + " on this rank";
+    case Need::MsgF: return "the activation of " + what + " from rank " + std::to_string(in.from_rank);
+    case Need::MsgB: return "the gradient of " + what + " from rank " + std::to_string(in.from_rank);
+  }
+  return "?";
+}
+
+double cost_of(const Action& a, const ActionCosts& c) {
+  switch (a.op) {
+    case Op::F: return c.f;
+    case Op::B: return c.b;
+    case Op::I: return c.b - c.w;
+    case Op::W: return c.w;
+    case Op::FB: return c.fb;
+    default: return 0;
+  }
+}
+
+}  // namespace
+
+Replay replay(const Schedule& s, const ActionCosts& costs) {
+  const size_t keys = size_t(s.microbatches) * size_t(s.stages), ranks = size_t(s.pp);
+  State st;
+  st.stages = s.stages;
+  st.f_end.assign(keys, kNotYet);
+  st.b_end.assign(keys, kNotYet);
+  st.msg_f.assign(keys, kNotYet);
+  st.msg_b.assign(keys, kNotYet);
+  Replay out;
+  out.busy.assign(ranks, 0);
+  out.timeline.assign(ranks, {});
+  std::vector<size_t> next(ranks, 0);
+  std::vector<double> clock(ranks, 0);
+  for (bool moved = true; moved;) {
+    moved = false;
+    for (size_t r = 0; r < ranks; ++r) {
+      const auto& acts = s.actions[r];
+      while (next[r] < acts.size()) {
+        const Action& a = acts[next[r]];
+        double ready = clock[r];
+        bool blocked = false;
+        for (const Input& in : inputs_of(s, int(r), a)) {
+          const double t = st.time(in);
+          if (t == kNotYet) blocked = true;
+          else ready = std::max(ready, t);
+        }
+        if (blocked) break;
+        const double end = ready + cost_of(a, costs);
+        const int rank = int(r);
+        auto stage = [&](int mb, int chunk) { return s.stage_of(mb, rank, chunk); };
+        switch (a.op) {
+          case Op::F: st.at(st.f_end, a.mb, stage(a.mb, a.chunk)) = end; break;
+          case Op::B:
+          case Op::I: st.at(st.b_end, a.mb, stage(a.mb, a.chunk)) = end; break;
+          case Op::FB:
+            st.at(st.f_end, a.mb, stage(a.mb, a.chunk)) = end;
+            st.at(st.b_end, a.mb2, stage(a.mb2, a.chunk2)) = end;
+            break;
+          case Op::SendF: st.at(st.msg_f, a.mb, stage(a.mb, a.chunk)) = clock[r] + costs.comm; break;
+          case Op::SendB: st.at(st.msg_b, a.mb, stage(a.mb, a.chunk)) = clock[r] + costs.comm; break;
+          default: break;
+        }
+        if (is_compute(a.op)) {
+          out.timeline[r].push_back({a, ready, end});
+          out.busy[r] += end - ready;
+          clock[r] = end;
+        }
+        ++next[r];
+        moved = true;
+      }
+    }
+  }
+  out.finished = true;
+  for (size_t r = 0; r < ranks; ++r) {
+    out.makespan = std::max(out.makespan, clock[r]);
+    if (next[r] == s.actions[r].size()) continue;
+    const Action& a = s.actions[r][next[r]];
+    std::string waits;
+    for (const Input& in : inputs_of(s, int(r), a))
+      if (st.time(in) == kNotYet) waits += (waits.empty() ? "" : " and ") + describe(in);
+    out.stuck += std::string(out.finished ? "" : "; ") + "rank " + std::to_string(r) + " action " +
+                 std::to_string(next[r]) + " (" + to_string(a) + ") waits for " + waits;
+    out.finished = false;
+  }
+  return out;
+}
+
+}  // namespace shoestring::parallel::detail

@@ -1,0 +1,61 @@
+// End to end: `shoestring plan schedule`, as a user runs it.
+#include <gtest/gtest.h>
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "tests/run_cli.h"
+
+namespace {
+
+using shoestring::testing::run_shoestring;
+
+bool has(const std::string& text, const std::string& what) { return text.find(what) != std::string::npos; }
+size_t lines(const std::string& text) { return size_t(std::count(text.begin(), text.end(), '\n')); }
+
+TEST(PlanCli, DualPipeTimelineAndSummary) {
+  const auto r = run_shoestring("plan schedule --schedule dualpipe --pp 4 --microbatches 8");
+  EXPECT_EQ(r.code, 0) << r.output;
+  EXPECT_EQ(r.output.rfind("rank 0 |F0", 0), 0u) << r.output;
+  for (const char* want : {"rank 3 |", "parameters x2", "makespan 26", "(PP/2-1)(F&B+B-3W) = 2", "worst rank 2"})
+    EXPECT_TRUE(has(r.output, want)) << want << " missing from\n" << r.output;
+}
+
+TEST(PlanCli, CostsAndSvg) {
+  const auto svg = std::filesystem::temp_directory_path() / ("shoestring_plan_" + std::to_string(::getpid()) + ".svg");
+  const auto r = run_shoestring("plan schedule --schedule zb1p --pp 4 --microbatches 8 --cost-f 2 --cost-b 3 --cost-w 1 --svg " +
+                                svg.string());
+  EXPECT_EQ(r.code, 0) << r.output;
+  EXPECT_TRUE(has(r.output, "(PP-1)(F+B-2W) = 9; simulated rank 0 9, worst rank 9")) << r.output;
+  std::ifstream in(svg);
+  std::stringstream text;
+  text << in.rdbuf();
+  EXPECT_EQ(text.str().rfind("<?xml", 0), 0u);
+  EXPECT_TRUE(has(text.str(), "</svg>"));
+  std::filesystem::remove(svg);
+}
+
+TEST(PlanCli, BadInputIsOneLineExitTwo) {
+  const auto unknown = run_shoestring("plan schedule --schedule pipedream --pp 4 --microbatches 8");
+  EXPECT_EQ(unknown.code, 2);
+  EXPECT_EQ(unknown.output,
+            "shoestring plan: unknown schedule 'pipedream' (schedules: gpipe, 1f1b, interleaved, zb1p, dualpipe, dualpipev)\n");
+  const auto few = run_shoestring("plan schedule --schedule dualpipe --pp 4 --microbatches 6");
+  EXPECT_EQ(few.code, 2);
+  EXPECT_EQ(few.output, "shoestring plan: dualpipe with pp=4 needs at least 8 micro-batches (2 x pp), got 6\n");
+  const auto odd = run_shoestring("plan schedule --schedule dualpipe --pp 3 --microbatches 6");
+  EXPECT_EQ(odd.code, 2);
+  EXPECT_EQ(odd.output, "shoestring plan: dualpipe needs an even pp, got 3\n");
+  const auto missing = run_shoestring("plan schedule --schedule 1f1b");
+  EXPECT_EQ(missing.code, 2);
+  EXPECT_EQ(lines(missing.output), 1u) << missing.output;
+  const auto what = run_shoestring("plan memory");
+  EXPECT_EQ(what.code, 2);
+  EXPECT_EQ(lines(what.output), 1u) << what.output;
+}
+
+}  // namespace
