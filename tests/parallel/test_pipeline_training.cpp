@@ -20,6 +20,7 @@
 
 #include "tests/parallel/mpi_test_env.h"
 #include "trainer/config_loader.h"
+#include "trainer/distributed.h"
 #include "trainer/model/transformer.h"
 #include "trainer/train.h"
 
@@ -35,6 +36,7 @@ struct Layout {
   int pp = 1, ep = 1;
   bool zero1 = false;
   int eval_interval = 0;
+  int steps = 3, checkpoint_interval = 0;
 };
 
 // Six blocks (one dense, five MoE) so that even 8 stages (pp 4 x 2 chunks) mostly hold one.
@@ -42,13 +44,14 @@ Config tiny_moe(const Layout& l, const fs::path& dir) {
   return load_config({SHOESTRING_SOURCE_DIR "/configs/tiny-moe.yaml"},
                      {"data.source=synthetic", "model.vocab_size=64", "model.d_model=32", "model.n_layers=6",
                       "model.kv_lora_rank=16", "model.intermediate_size=64", "model.moe_intermediate_size=16",
-                      "train.seq_len=16", "train.micro_batch_size=1", "train.global_batch=8", "train.steps=3",
+                      "train.seq_len=16", "train.micro_batch_size=1", "train.global_batch=8", "train.steps=" + std::to_string(l.steps),
                       "train.threads=1", "optim.warmup_steps=1", "optim.grad_clip=0.5", "train.precision=fp64",
                       "train.router_bias_gamma=0.01", "train.balance_alpha=0.01", "parallel.bucket_mb=0.01",
                       "parallel.pp=" + std::to_string(l.pp), "parallel.ep=" + std::to_string(l.ep),
                       "parallel.schedule=" + l.schedule, "parallel.zero1=" + std::string(l.zero1 ? "true" : "false"),
                       "data.eval_interval=" + std::to_string(l.eval_interval), "data.eval_batches=1",
-                      "log.progress=off", "log.every=1000", "log.run_dir=" + dir.string()});
+                      "checkpoint.interval=" + std::to_string(l.checkpoint_interval), "log.progress=off",
+                      "log.every=1000", "log.run_dir=" + dir.string()});
 }
 
 std::string describe(const Layout& l) {
@@ -172,6 +175,55 @@ TEST(PipelineTraining, GradientNormAndValidationLossMatchOneProcess) {
     test_world()->barrier()->wait();
     if (test_mpi_world().rank == 0) fs::remove_all(dir);
   }
+}
+
+// A checkpoint saved under a pipeline layout (DualPipe: every stage held twice, written once)
+// resumes in one process, and one saved by one process resumes under a pipeline: step 3 then
+// has the uninterrupted run's loss (1e-12 relative, as above).
+TEST(PipelineTraining, CheckpointsMoveBetweenPipelineAndOneProcess) {
+  const TrainSummary& one = one_process();
+  const fs::path saved_pp = shoestring::testing::shared_temp_dir("shoestring_pp_ckpt");
+  Layout l;
+  l.schedule = "dualpipe";
+  l.pp = test_mpi_world().size;
+  l.steps = 2;
+  l.checkpoint_interval = 2;
+  const TrainSummary a = train(tiny_moe(l, saved_pp), test_mpi_world());
+  ASSERT_FALSE(a.last_checkpoint.empty());
+
+  // Every rank resumes it alone (read-only; its own run directory).
+  const fs::path mine = fs::temp_directory_path() / ("shoestring_pp_resume_" + std::to_string(::getpid()));
+  fs::remove_all(mine);
+  TrainOptions resume;
+  resume.resume = a.last_checkpoint;
+  Layout single;
+  const TrainSummary b = train(tiny_moe(single, mine), parallel::World{}, resume);
+  fs::remove_all(mine);
+  EXPECT_EQ(b.resumed_from_step, 2);
+  ASSERT_EQ(b.losses.size(), 1u);
+  EXPECT_NEAR(b.losses[0], one.losses[2], 1e-12 * std::abs(one.losses[2]));
+
+  // The other way: rank 0 saves in one process, every rank resumes under zb1p.
+  const fs::path saved_one = shoestring::testing::shared_temp_dir("shoestring_pp_ckpt1");
+  std::string path;
+  if (test_mpi_world().rank == 0) {
+    single.steps = 2;
+    single.checkpoint_interval = 2;
+    path = train(tiny_moe(single, saved_one), parallel::World{}).last_checkpoint;
+  }
+  path = broadcast_string(*test_world(), path);  // rank 0's, to everyone
+  Layout zb;
+  zb.schedule = "zb1p";
+  zb.pp = test_mpi_world().size;
+  resume.resume = path;
+  const fs::path resumed = shoestring::testing::shared_temp_dir("shoestring_pp_ckpt2");
+  const TrainSummary c = train(tiny_moe(zb, resumed), test_mpi_world(), resume);
+  EXPECT_EQ(c.resumed_from_step, 2);
+  ASSERT_EQ(c.losses.size(), 1u);
+  EXPECT_NEAR(c.losses[0], one.losses[2], 1e-12 * std::abs(one.losses[2]));
+  test_world()->barrier()->wait();
+  if (test_mpi_world().rank == 0)
+    for (const auto& d : {saved_pp, saved_one, resumed}) fs::remove_all(d);
 }
 
 }  // namespace
