@@ -5,6 +5,7 @@
 #include <fstream>
 
 #include "trainer/config_loader.h"
+#include "trainer/pipeline_plan.h"
 #include "trainer/distributed.h"
 #include "trainer/config_schema.h"
 
@@ -90,7 +91,12 @@ TEST(Config, BatchAndLayoutRules) {
   EXPECT_NE(error_of("train:\n  micro_batch_size: 3\n  global_batch: 16\n").find("train.global_batch: must be a multiple of train.micro_batch_size (3)"), std::string::npos);
   EXPECT_NE(error_of("train:\n  micro_batch_size: 2\n  global_batch: 16\nparallel:\n  dp: 3\n").find("multiple of train.micro_batch_size x parallel.dp (6)"), std::string::npos);
   EXPECT_NE(error_of("parallel:\n  dp: 4\n  ep: 3\n").find("parallel.ep: must divide parallel.dp (4)"), std::string::npos);
-  EXPECT_NE(error_of("parallel:\n  pp: 2\n").find("pipeline parallelism is not implemented yet"), std::string::npos);
+  EXPECT_EQ(error_of("parallel:\n  pp: 2\n"), "");
+  EXPECT_NE(error_of("model:\n  n_layers: 4\nparallel:\n  pp: 2\n  stage_layers: [1, 2]\n").find("parallel.stage_layers: must sum to model.n_layers (4), got 3"), std::string::npos);
+  EXPECT_NE(error_of("model:\n  n_layers: 4\nparallel:\n  pp: 2\n  schedule: dualpipev\n  stage_layers: [2, 2]\n").find("needs one entry per pipeline stage (4 with dualpipev and pp 2), got 2"), std::string::npos);
+  EXPECT_NE(error_of("parallel:\n  stage_layers: [1, -2]\n").find("expected a list of non-negative integers, got \"-2\""), std::string::npos);
+  EXPECT_NE(error_of("parallel:\n  schedule: pipedream\n").find("one of gpipe, 1f1b, interleaved, zb1p, dualpipe, dualpipev"), std::string::npos);
+  EXPECT_EQ(error_of("model:\n  n_layers: 4\nparallel:\n  pp: 2\n  schedule: interleaved\n  stage_layers: [1, 1, 0, 2]\n"), "");
   EXPECT_NE(error_of("parallel:\n  dp: 4\n  ep: 2\n").find("parallel.ep: needs routed experts to shard (model.n_routed_experts is 0)"), std::string::npos);
   EXPECT_NE(error_of("model:\n  n_routed_experts: 6\nparallel:\n  dp: 4\n  ep: 4\n").find("parallel.ep: must divide model.n_routed_experts (6), got 4"), std::string::npos);
   EXPECT_EQ(error_of("model:\n  n_routed_experts: 8\nparallel:\n  dp: 4\n  ep: 4\n"), "");
@@ -118,6 +124,27 @@ TEST(Config, MeshAndAccumulationFromTheRanksStarted) {
   Config plain;  // no global batch: grad_accum per rank
   plain.train.grad_accum = 3;
   EXPECT_EQ(accumulation_steps(plain.train, 8), 3);
+}
+
+TEST(Config, PipelineMicroBatchesAndSchedule) {
+  Config c = load_config_text("train:\n  micro_batch_size: 2\n  global_batch: 16\nparallel:\n  microbatches: 4\n", "x.yaml", {});
+  EXPECT_EQ(accumulation_steps(c, 2), 4);  // 16 / (2 x 2): they agree
+  try {
+    accumulation_steps(c, 1);
+    ADD_FAILURE() << "8 micro-batches from global_batch, 4 from parallel.microbatches";
+  } catch (const ConfigError& e) {
+    EXPECT_NE(std::string(e.what()).find("parallel.microbatches=4 disagrees with train.global_batch=16"), std::string::npos);
+  }
+  Config m = load_config_text("parallel:\n  microbatches: 6\n  schedule: dualpipe\n", "x.yaml", {});
+  EXPECT_EQ(accumulation_steps(m, 1), 6);
+  EXPECT_EQ(step_schedule(m, 1, 6).name, "1f1b");  // pp 1: the trivial schedule, whatever is configured
+  EXPECT_EQ(step_schedule(m, 2, 6).name, "dualpipe");
+  try {
+    step_schedule(m, 4, 6);
+    ADD_FAILURE() << "dualpipe with pp 4 needs 8 micro-batches";
+  } catch (const ConfigError& e) {
+    EXPECT_NE(std::string(e.what()).find("at least 8 micro-batches"), std::string::npos) << e.what();
+  }
 }
 
 TEST(Config, SetOverridesAreTypeChecked) {

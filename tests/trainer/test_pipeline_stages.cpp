@@ -1,0 +1,108 @@
+// Cutting the model into pipeline stages: explicit block counts, the cost-balanced split (checked
+// against every possible split, brute force), and which stage needs which tensor.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <numeric>
+
+#include "trainer/config_loader.h"
+#include "trainer/pipeline_stages.h"
+
+using namespace shoestring;
+
+namespace {
+
+ModelConfig moe_model(int64_t layers, int64_t mtp) {
+  ModelConfig m;
+  m.n_layers = layers;
+  m.n_routed_experts = 8;
+  m.n_dense_layers = 1;
+  m.mtp_depth = mtp;
+  m.vocab_size = 4096;
+  return m;
+}
+
+double most_expensive(const std::vector<double>& c, const std::vector<int64_t>& counts) {
+  double worst = 0;
+  size_t at = 1;
+  for (size_t s = 0; s < counts.size(); ++s) {
+    double cost = (s == 0 ? c.front() : 0) + (s + 1 == counts.size() ? c.back() : 0);
+    for (int64_t i = 0; i < counts[s]; ++i) cost += c[at++];
+    worst = std::max(worst, cost);
+  }
+  return worst;
+}
+
+TEST(PipelineStages, ExplicitCountsAreKept) {
+  const ModelConfig m = moe_model(6, 1);
+  const auto spans = partition_stages(m, 64, 3, {1, 3, 2});
+  ASSERT_EQ(spans.size(), 3u);
+  EXPECT_EQ(describe(spans), "[embed+0-0] [1-3] [4-5+head]");
+  EXPECT_THROW(partition_stages(m, 64, 3, {1, 3, 1}), std::invalid_argument);
+  EXPECT_THROW(partition_stages(m, 64, 2, {1, 3, 2}), std::invalid_argument);
+  EXPECT_EQ(describe(partition_stages(m, 64, 2, {0, 6})), "[embed+none] [0-5+head]");
+}
+
+TEST(PipelineStages, BalancedSplitIsOptimal) {
+  for (int64_t layers : {3, 6, 9})
+    for (int64_t mtp : {0, 1})
+      for (int stages : {2, 3, 4}) {
+        const ModelConfig m = moe_model(layers, mtp);
+        const std::vector<double> c = layer_flops(m, 128);
+        const auto spans = partition_stages(m, 128, stages, {});
+        std::vector<int64_t> got;
+        for (const auto& s : spans) got.push_back(s.last - s.first);
+        EXPECT_EQ(std::accumulate(got.begin(), got.end(), int64_t(0)), layers);
+        // Brute force over every composition of `layers` into `stages` parts.
+        double best = 1e300;
+        std::vector<int64_t> counts(size_t(stages), 0);
+        std::function<void(int, int64_t)> walk = [&](int s, int64_t left) {
+          if (s + 1 == stages) {
+            counts[size_t(s)] = left;
+            best = std::min(best, most_expensive(c, counts));
+            return;
+          }
+          for (int64_t k = 0; k <= left; ++k) {
+            counts[size_t(s)] = k;
+            walk(s + 1, left - k);
+          }
+        };
+        walk(0, layers);
+        EXPECT_DOUBLE_EQ(most_expensive(c, got), best) << layers << " layers, mtp " << mtp << ", " << stages << " stages";
+      }
+}
+
+TEST(PipelineStages, CostsCountMoeAndHeadProperly) {
+  const ModelConfig m = moe_model(4, 1);
+  const std::vector<double> c = layer_flops(m, 128);
+  ASSERT_EQ(c.size(), 6u);
+  // d 128, 4 heads (GQA, 4 kv heads): attention projections 4 d^2; scores 2 x (q.k + p.v) over
+  // half of 128 positions. Dense: SwiGLU 3 d x 384. MoE: router 8 d + (1 shared + 2 routed) x 3 d x 64.
+  const double d = 128, attn = 4 * d * d, scores = 2.0 * (d + d) * 128 / 2;
+  EXPECT_DOUBLE_EQ(c[1], 2 * (attn + 3 * d * 384) + scores);
+  EXPECT_DOUBLE_EQ(c[2], 2 * (attn + 8 * d + 3 * 3 * d * 64) + scores);
+  EXPECT_EQ(c[2], c[3]);
+  EXPECT_GT(c[5], c[2]);  // head: vocab projection plus the MTP module's block and head
+  ModelConfig longer = m;
+  EXPECT_LT(layer_flops(m, 64)[2], layer_flops(longer, 512)[2]);  // attention scores grow with the sequence
+}
+
+TEST(PipelineStages, WhichStageNeedsWhichTensor) {
+  ModelConfig m = moe_model(4, 0);
+  const StageSpan first{0, 2, true, false}, last{2, 4, false, true};
+  EXPECT_TRUE(stage_uses(first, "tok_embed", m));
+  EXPECT_FALSE(stage_uses(last, "tok_embed", m));  // untied head, no MTP
+  EXPECT_TRUE(stage_uses(first, "blocks.1.attn.wo", m));
+  EXPECT_FALSE(stage_uses(first, "blocks.2.attn.wo", m));
+  EXPECT_TRUE(stage_uses(last, "blocks.3.moe.router.bias", m));
+  EXPECT_TRUE(stage_uses(last, "final_norm.weight", m));
+  EXPECT_FALSE(stage_uses(first, "head", m));
+  m.mtp_depth = 1;  // the MTP module embeds the next tokens: the last stage needs the table too
+  EXPECT_TRUE(stage_uses(last, "tok_embed", m));
+  EXPECT_TRUE(stage_uses(last, "mtp.0.block.attn.wo", m));
+  m.mtp_depth = 0;
+  m.tie_embeddings = true;
+  EXPECT_TRUE(stage_uses(last, "tok_embed", m));
+}
+
+}  // namespace
