@@ -41,6 +41,7 @@ void PipelineExecutor::run(const StageCallbacks& cb) {
     backwards_left_ += a.op == Op::B || a.op == Op::I || a.op == Op::FB;
   for (const Action& a : schedule_.actions[size_t(rank_)]) {
     const double t0 = steady_seconds();
+    waited_ = 0;
     switch (a.op) {
       case Op::F: forward(a.mb, a.chunk, cb); break;
       case Op::B: backward(a.mb, a.chunk, false, cb); break;
@@ -55,7 +56,7 @@ void PipelineExecutor::run(const StageCallbacks& cb) {
       case Op::RecvF: post_recv(false, a.mb, a.chunk, cb); continue;
       case Op::RecvB: post_recv(true, a.mb, a.chunk, cb); continue;
     }
-    trace_.push_back({a, t0, steady_seconds()});
+    trace_.push_back({a, t0, steady_seconds(), waited_});
   }
   for (auto& [work, tensor] : sends_) work->wait();
   sends_.clear();
@@ -74,7 +75,9 @@ at::Tensor PipelineExecutor::take_input(std::map<Key, Pending>& posted, std::map
   if (it == posted.end())
     throw std::logic_error("pipeline rank " + std::to_string(rank_) + ": the " + what + " of " + where(mb, chunk) +
                            " was neither received nor handed over locally");
+  const double t0 = steady_seconds();
   it->second.work->wait();
+  waited_ += steady_seconds() - t0;
   at::Tensor t = std::move(it->second.buffer);
   posted.erase(it);
   return t;

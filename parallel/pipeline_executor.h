@@ -41,10 +41,11 @@ struct StageCallbacks {
   std::function<void(int mb, int chunk, bool last)> before_backward;
 };
 
-// When each compute action ran (steady-clock seconds), for `bench pipeline`.
+// When each compute action ran (steady-clock seconds), for `bench pipeline`; `wait` is the part of
+// [start, end] spent waiting for a received input, so the compute time is end - start - wait.
 struct ExecutedAction {
   Action action;
-  double start = 0, end = 0;
+  double start = 0, end = 0, wait = 0;
 };
 
 class PipelineExecutor {
@@ -84,6 +85,7 @@ class PipelineExecutor {
   GroupPtr pp_;
   int rank_ = 0;
   int backwards_left_ = 0;
+  double waited_ = 0;  // within the current action
   std::map<Key, Saved> saved_;                       // forwarded, not yet backwarded
   std::map<Key, std::vector<ops::WeightGradFn>> w_;  // I done, W pending
   std::map<Key, Pending> recv_act_, recv_grad_;      // posted receives, by consumer

@@ -121,6 +121,10 @@ struct Simulation {
 // rank; ZB1P (PP-1)(F+B-2W) on every rank when W <= F and W <= B-W; DualPipe (PP/2-1)(F&B+B-3W)
 // on the worst rank when F = B-W, W <= F and B <= F&B <= F+B, with M >= 2 PP.
 Simulation simulate(const Schedule& s, const ActionCosts& costs);
+// The same with costs per (rank, chunk): stages rarely cost the same (the first embeds, the last
+// computes the head and loss); an FB costs what its forward half's chunk says.
+Simulation simulate(const Schedule& s, const std::vector<std::vector<ActionCosts>>& costs);
+std::vector<std::vector<ActionCosts>> uniform_costs(const Schedule& s, const ActionCosts& c);
 
 // One row per rank, one cell per compute action, in the style of the DualPipe paper's figure.
 std::string render_text(const Schedule& s, const Simulation& sim);

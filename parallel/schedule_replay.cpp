@@ -95,7 +95,7 @@ double cost_of(const Action& a, const ActionCosts& c) {
 
 }  // namespace
 
-Replay replay(const Schedule& s, const ActionCosts& costs) {
+Replay replay(const Schedule& s, const std::vector<std::vector<ActionCosts>>& table) {
   const size_t keys = size_t(s.microbatches) * size_t(s.stages), ranks = size_t(s.pp);
   State st;
   st.stages = s.stages;
@@ -122,6 +122,7 @@ Replay replay(const Schedule& s, const ActionCosts& costs) {
           else ready = std::max(ready, t);
         }
         if (blocked) break;
+        const ActionCosts& costs = table[r][size_t(a.chunk)];
         const double end = ready + cost_of(a, costs);
         const int rank = int(r);
         auto stage = [&](int mb, int chunk) { return s.stage_of(mb, rank, chunk); };

@@ -1,5 +1,6 @@
 // simulate(): the replay engine with the caller's costs, plus the per-rank bubble.
 #include <stdexcept>
+#include <string>
 
 #include "parallel/schedule.h"
 #include "parallel/schedule_build.h"
@@ -7,7 +8,20 @@
 
 namespace shoestring::parallel {
 
-Simulation simulate(const Schedule& s, const ActionCosts& costs) {
+std::vector<std::vector<ActionCosts>> uniform_costs(const Schedule& s, const ActionCosts& c) {
+  return std::vector<std::vector<ActionCosts>>(size_t(s.pp), std::vector<ActionCosts>(size_t(s.chunks), c));
+}
+
+Simulation simulate(const Schedule& s, const ActionCosts& costs) { return simulate(s, uniform_costs(s, costs)); }
+
+Simulation simulate(const Schedule& s, const std::vector<std::vector<ActionCosts>>& costs) {
+  if (costs.size() != size_t(s.pp))
+    throw std::invalid_argument("simulate: costs for " + std::to_string(costs.size()) + " ranks, schedule has " +
+                                std::to_string(s.pp));
+  for (const auto& per_rank : costs)
+    if (per_rank.size() != size_t(s.chunks))
+      throw std::invalid_argument("simulate: costs for " + std::to_string(per_rank.size()) + " chunks per rank, schedule has " +
+                                  std::to_string(s.chunks));
   const detail::Replay run = detail::replay(s, costs);
   if (!run.finished) throw std::invalid_argument("deadlock: " + run.stuck);
   Simulation sim;

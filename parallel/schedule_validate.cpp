@@ -176,7 +176,7 @@ void check_shape(const Schedule& s) {
 Validation validate(const Schedule& s) {
   check_shape(s);
   Checker(s).run();
-  const detail::Replay run = detail::replay(s, ActionCosts{});
+  const detail::Replay run = detail::replay(s, uniform_costs(s, ActionCosts{}));
   if (!run.finished) throw std::invalid_argument("deadlock: " + run.stuck);
   Validation v;
   for (const auto& acts : s.actions) v.peak_activations.push_back(detail::peak_activations(acts));

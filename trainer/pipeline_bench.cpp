@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <map>
 #include <sstream>
+#include <tuple>
 
 #include "parallel/process_group.h"
 #include "parallel/schedule.h"
@@ -20,19 +21,67 @@ namespace shoestring {
 
 namespace {
 
-// One rank's timed steps, as text: "step op start end" per compute action.
+// One rank's timed steps, as text: "step op chunk start end wait" per compute action.
 std::string serialize(const std::vector<std::vector<parallel::ExecutedAction>>& steps, size_t first) {
   std::ostringstream s;
   s.precision(17);
   for (size_t i = first; i < steps.size(); ++i)
-    for (const auto& a : steps[i]) s << i << ' ' << int(a.action.op) << ' ' << a.start << ' ' << a.end << '\n';
+    for (const auto& a : steps[i])
+      s << i << ' ' << int(a.action.op) << ' ' << a.action.chunk << ' ' << a.start << ' ' << a.end << ' ' << a.wait
+        << '\n';
   return s.str();
 }
 
 struct Timed {
-  int op;
-  double start, end;
+  int op = 0, chunk = 0;
+  double start = 0, end = 0, wait = 0;
+  double compute() const { return end - start - wait; }
 };
+
+// Mean compute time of each op on each (rank, chunk), turned into simulator costs: a chunk that
+// never ran a plain B (zero bubble: I and W) costs I + W for it; one that never ran an FB pair
+// costs F + B for it; W is 0 where the schedule does not split backward.
+std::vector<std::vector<parallel::ActionCosts>> measured_costs(
+    const std::map<int64_t, std::vector<std::vector<Timed>>>& steps, int pp, int chunks) {
+  std::map<std::tuple<int, int, int>, std::pair<double, int64_t>> sum;  // (rank, chunk, op)
+  for (const auto& [step, ranks] : steps)
+    for (int r = 0; r < pp; ++r)
+      for (const Timed& t : ranks[size_t(r)]) {
+        auto& e = sum[{r, t.chunk, t.op}];
+        e.first += t.compute();
+        e.second += 1;
+      }
+  std::vector<std::vector<parallel::ActionCosts>> out(size_t(pp), std::vector<parallel::ActionCosts>(size_t(chunks), parallel::ActionCosts{}));
+  for (int r = 0; r < pp; ++r)
+    for (int c = 0; c < chunks; ++c) {
+      auto mean = [&](parallel::Op op) {
+        auto it = sum.find({r, c, int(op)});
+        return it == sum.end() ? -1.0 : it->second.first / double(it->second.second);
+      };
+      parallel::ActionCosts& k = out[size_t(r)][size_t(c)];
+      k.w = std::max(0.0, mean(parallel::Op::W));
+      const double b = mean(parallel::Op::B), i = mean(parallel::Op::I), f = mean(parallel::Op::F),
+                   fb = mean(parallel::Op::FB);
+      k.b = b >= 0 ? b : std::max(0.0, i) + k.w;
+      k.f = f >= 0 ? f : std::max(0.0, fb - k.b);
+      k.fb = fb >= 0 ? fb : k.f + k.b;
+      k.comm = 0;
+    }
+  return out;
+}
+
+std::string json_costs(const std::vector<std::vector<parallel::ActionCosts>>& costs) {
+  std::string out = "[";
+  char buf[160];
+  for (size_t r = 0; r < costs.size(); ++r)
+    for (size_t c = 0; c < costs[r].size(); ++c) {
+      const auto& k = costs[r][c];
+      std::snprintf(buf, sizeof buf, "%s{\"rank\":%zu,\"chunk\":%zu,\"F\":%.4g,\"B\":%.4g,\"W\":%.4g,\"FB\":%.4g}",
+                    out.size() > 1 ? "," : "", r, c, k.f * 1e3, k.b * 1e3, k.w * 1e3, k.fb * 1e3);
+      out += buf;
+    }
+  return out + "]";
+}
 
 std::string json_array(const std::vector<double>& xs, double scale) {
   std::string out = "[";
@@ -79,35 +128,19 @@ int run_pipeline_bench(const parallel::World& world, const PipelineBenchOptions&
     const auto all = all_gather_strings(*group, serialize(s.pipeline_traces, size_t(o.warmup)));
     if (world.rank != 0) continue;
 
-    // Per step: the span over all ranks, each rank's busy time; per op: the mean duration.
+    // Per step: the span over all ranks and each rank's compute time (waits for received inputs
+    // excluded: they are bubble).
     std::map<int64_t, std::vector<std::vector<Timed>>> steps;  // step -> rank -> actions
-    std::map<int, std::pair<double, int64_t>> per_op;          // op -> (total seconds, count)
     for (int r = 0; r < pp; ++r) {
       std::istringstream in(all[size_t(r)]);
       int64_t step;
       Timed t;
-      while (in >> step >> t.op >> t.start >> t.end) {
+      while (in >> step >> t.op >> t.chunk >> t.start >> t.end >> t.wait) {
         auto& ranks = steps[step];
         ranks.resize(size_t(pp));
         ranks[size_t(r)].push_back(t);
-        per_op[t.op].first += t.end - t.start;
-        per_op[t.op].second += 1;
       }
     }
-    auto mean = [&](parallel::Op op) {
-      auto it = per_op.find(int(op));
-      return it == per_op.end() ? -1.0 : it->second.first / double(it->second.second);
-    };
-    parallel::ActionCosts c;
-    c.f = mean(parallel::Op::F);
-    c.w = std::max(0.0, mean(parallel::Op::W));
-    const double b = mean(parallel::Op::B), i = mean(parallel::Op::I);
-    c.b = b >= 0 ? b : i + c.w;  // zero-bubble schedules run I and W instead of B
-    const double fb = mean(parallel::Op::FB);
-    c.fb = fb >= 0 ? fb : c.f + c.b;
-    c.comm = 0;
-    if (c.f < 0) c.f = c.fb - c.b;  // every forward overlapped (cannot happen with a warm-up, but be safe)
-
     std::vector<double> bubble(size_t(pp), 0.0);
     double makespan = 0;
     for (const auto& [step, ranks] : steps) {
@@ -117,7 +150,7 @@ int run_pipeline_bench(const parallel::World& world, const PipelineBenchOptions&
         for (const Timed& t : ranks[size_t(r)]) {
           t0 = std::min(t0, t.start);
           t1 = std::max(t1, t.end);
-          busy[size_t(r)] += t.end - t.start;
+          busy[size_t(r)] += t.compute();
         }
       makespan += (t1 - t0) / double(steps.size());
       for (int r = 0; r < pp; ++r) bubble[size_t(r)] += (t1 - t0 - busy[size_t(r)]) / double(steps.size());
@@ -127,20 +160,20 @@ int run_pipeline_bench(const parallel::World& world, const PipelineBenchOptions&
     so.pp = pp;
     so.microbatches = int(m);
     so.virtual_stages = int(cfg.parallel.virtual_stages);
-    const parallel::Simulation sim = parallel::simulate(parallel::make_schedule(so), c);
+    const parallel::Schedule schedule = parallel::make_schedule(so);
+    const auto costs = measured_costs(steps, pp, schedule.chunks);
+    const parallel::Simulation sim = parallel::simulate(schedule, costs);
     bubbles[name] = max_of(bubble);
-    char line[1024];
+    char line[640];
     std::snprintf(line, sizeof line,
                   "{\"bench\":\"pipeline\",\"schedule\":\"%s\",\"pp\":%d,\"microbatches\":%lld,\"timed_steps\":%lld,"
-                  "\"cost_ms\":{\"F\":%.4g,\"B\":%.4g,\"W\":%.4g,\"FB\":%.4g},"
                   "\"makespan_ms\":{\"measured\":%.4g,\"simulated\":%.4g},"
                   "\"bubble_ms\":{\"measured\":%s,\"simulated\":%s},"
-                  "\"worst_bubble_measured_over_simulated\":%.4g}",
-                  name.c_str(), pp, static_cast<long long>(m), static_cast<long long>(steps.size()), c.f * 1e3,
-                  c.b * 1e3, c.w * 1e3, c.fb * 1e3, makespan * 1e3, sim.makespan * 1e3,
-                  json_array(bubble, 1e3).c_str(), json_array(sim.bubble, 1e3).c_str(),
-                  max_of(bubble) / std::max(1e-12, max_of(sim.bubble)));
-    out << line << std::endl;
+                  "\"worst_bubble_ms\":{\"measured\":%.4g,\"simulated\":%.4g},\"cost_ms\":",
+                  name.c_str(), pp, static_cast<long long>(m), static_cast<long long>(steps.size()), makespan * 1e3,
+                  sim.makespan * 1e3, json_array(bubble, 1e3).c_str(), json_array(sim.bubble, 1e3).c_str(),
+                  max_of(bubble) * 1e3, max_of(sim.bubble) * 1e3);
+    out << line << json_costs(costs) << "}" << std::endl;
   }
   if (world.rank == 0 && bubbles.count("1f1b") && bubbles.count("dualpipe")) {
     char line[256];

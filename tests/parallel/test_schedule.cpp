@@ -60,7 +60,7 @@ TEST(Schedule, EveryGeneratorValidatesOverAGrid) {
           }
           SCOPED_TRACE(name + " pp=" + std::to_string(pp) + " mb=" + std::to_string(mb));
           EXPECT_EQ(violation(s), "");
-          const auto sim = sp::simulate(s, {});
+          const auto sim = sp::simulate(s, sp::ActionCosts{});
           EXPECT_GT(sim.makespan, 0);
           ++checked;
         }
@@ -258,7 +258,7 @@ TEST(ScheduleMemory, PeakActivations) {
 
 TEST(ScheduleSimulator, CommunicationDelaysArrival) {
   // F on rank 0, message, F then B on rank 1, message, B on rank 0.
-  const auto sim = sp::simulate(make("1f1b", 2, 1), {1, 2, 1, 3, 0.5});
+  const auto sim = sp::simulate(make("1f1b", 2, 1), sp::ActionCosts{1, 2, 1, 3, 0.5});
   EXPECT_NEAR(sim.makespan, 1 + 0.5 + 1 + 2 + 0.5 + 2, 1e-12);
   EXPECT_NEAR(sim.busy[0], 3, 1e-12);
   EXPECT_NEAR(sim.bubble[0], sim.makespan - 3, 1e-12);
@@ -266,9 +266,26 @@ TEST(ScheduleSimulator, CommunicationDelaysArrival) {
   EXPECT_NEAR(sim.timeline[1][0].start, 1.5, 1e-12);
 }
 
+TEST(ScheduleSimulator, CostsPerRankAndChunk) {
+  // Uniform costs given per (rank, chunk) simulate exactly as the single set.
+  const auto d = make("dualpipe", 4, 8);
+  const sp::ActionCosts c{1, 2, 1, 3, 0};
+  EXPECT_EQ(sp::simulate(d, sp::uniform_costs(d, c)).makespan, sp::simulate(d, c).makespan);
+  // 1F1B, pp 2, 4 micro-batches, the second stage twice as slow (F 2, B 4 against F 1, B 2): it
+  // is the bottleneck and never idles after its first input, so the step takes F0 + 4 (F1 + B1) + B0.
+  const auto s = make("1f1b", 2, 4);
+  std::vector<std::vector<sp::ActionCosts>> k{{sp::ActionCosts{1, 2, 0, 3, 0}}, {sp::ActionCosts{2, 4, 0, 6, 0}}};
+  const auto sim = sp::simulate(s, k);
+  EXPECT_NEAR(sim.makespan, 1 + 4 * 6 + 2, 1e-12);
+  EXPECT_NEAR(sim.bubble[1], 1 + 2, 1e-12);
+  EXPECT_NEAR(sim.busy[0], 4 * 3, 1e-12);
+  k.pop_back();
+  EXPECT_THROW(sp::simulate(s, k), std::invalid_argument);
+}
+
 TEST(ScheduleRender, TextAndSvg) {
   const auto s = make("dualpipe", 4, 8);
-  const auto sim = sp::simulate(s, {});
+  const auto sim = sp::simulate(s, sp::ActionCosts{});
   const std::string text = sp::render_text(s, sim);
   EXPECT_EQ(text.rfind("rank 0 |F0", 0), 0u) << text;
   EXPECT_NE(text.find("rank 3 |f4"), std::string::npos) << text;  // route 1 starts at the last rank
