@@ -17,7 +17,7 @@ namespace shoestring {
 struct PipelineBenchOptions {
   std::vector<std::string> config_files;
   std::vector<std::string> sets;
-  std::vector<std::string> schedules{"1f1b", "zb1p", "dualpipe", "dualpipev"};
+  std::vector<std::string> schedules{"gpipe", "1f1b", "interleaved", "zb1p", "dualpipe", "dualpipev"};
   int64_t microbatches = 0;  // 0 = 4 x pp
   int64_t steps = 5, warmup = 2;
 };

@@ -44,7 +44,7 @@ PipelinePlan make_pipeline_plan(const Config& cfg, parallel::Schedule schedule, 
   plan.rank = pp_rank;
   const auto& s = plan.schedule;
   try {
-    plan.stages = partition_stages(cfg.model, cfg.train.seq_len, s.stages, cfg.parallel.stage_layers);
+    plan.stages = partition_stages(cfg.model, cfg.train.seq_len, s.stages, cfg.parallel.stage_layers, &s);
   } catch (const std::invalid_argument& e) {
     throw ConfigError(e.what());
   }

@@ -3,6 +3,7 @@
 #include <ATen/ATen.h>
 
 #include <algorithm>
+#include <functional>
 #include <limits>
 #include <stdexcept>
 
@@ -39,8 +40,96 @@ std::vector<double> layer_flops(const ModelConfig& m, int64_t seq_len) {
   return out;
 }
 
+namespace {
+
+// How good a split is when ranks hold several stages: the makespan the simulator predicts for the
+// schedule with each stage's forward costing its FLOPs (backward twice that, its weight half half
+// of that, an overlapped pair the sum: no overlap assumed), then the most expensive stage. The
+// busiest rank alone would not do: it ignores how stages feed each other.
+struct SplitCost {
+  const std::vector<double>& c;  // layer_flops
+  const parallel::Schedule& schedule;
+
+  std::pair<double, double> operator()(const std::vector<int64_t>& per) const {
+    std::vector<double> stage(per.size(), 0);
+    size_t at = 1;
+    for (size_t s = 0; s < per.size(); ++s) {
+      stage[s] = (s == 0 ? c.front() : 0) + (s + 1 == per.size() ? c.back() : 0);
+      for (int64_t i = 0; i < per[s]; ++i) stage[s] += c[at++];
+    }
+    std::vector<std::vector<parallel::ActionCosts>> costs(size_t(schedule.pp));
+    for (int r = 0; r < schedule.pp; ++r)
+      for (int ch = 0; ch < schedule.chunks; ++ch) {
+        const double f = stage[size_t(schedule.model_stage(r, ch))];
+        costs[size_t(r)].push_back(parallel::ActionCosts{f, 2 * f, f, 3 * f, 0});
+      }
+    return {parallel::simulate(schedule, costs).makespan, *std::max_element(stage.begin(), stage.end())};
+  }
+};
+
+// Every way of writing n as `parts` ordered non-negative counts, in lexicographic order.
+void for_each_split(int64_t n, size_t parts, std::vector<int64_t>& per, size_t at,
+                    const std::function<void(const std::vector<int64_t>&)>& fn) {
+  if (at + 1 == parts) {
+    per[at] = n;
+    fn(per);
+    return;
+  }
+  for (int64_t k = 0; k <= n; ++k) {
+    per[at] = k;
+    for_each_split(n - k, parts, per, at + 1, fn);
+  }
+}
+
+double splits_count(int64_t n, int64_t parts) {  // C(n + parts - 1, parts - 1)
+  double c = 1;
+  for (int64_t i = 1; i < parts; ++i) c = c * double(n + i) / double(i);
+  return c;
+}
+
+// The split minimising SplitCost: exhaustive while there are few splits (with a 1% tolerance on
+// the step, below), else moving one block at a time across a stage boundary from `per` while that
+// improves it.
+std::vector<int64_t> balance_ranks(const SplitCost& cost, int64_t n, std::vector<int64_t> per) {
+  if (splits_count(n, int64_t(per.size())) <= 5000) {
+    // Among the splits within 1% of the shortest simulated step, the one with the cheapest most
+    // expensive stage: the estimate is not precise enough to prefer a lopsided split for less.
+    std::vector<std::pair<std::pair<double, double>, std::vector<int64_t>>> all;
+    std::vector<int64_t> scratch(per.size(), 0);
+    for_each_split(n, per.size(), scratch, 0, [&](const std::vector<int64_t>& p) { all.emplace_back(cost(p), p); });
+    double shortest = all.front().first.first;
+    for (const auto& a : all) shortest = std::min(shortest, a.first.first);
+    const auto* best = &all.front();
+    for (const auto& a : all)
+      if (a.first.first <= shortest * 1.01 && (best->first.first > shortest * 1.01 || a.first.second < best->first.second))
+        best = &a;
+    return best->second;
+  }
+  auto best_cost = cost(per);
+  for (bool improved = true; improved;) {
+    improved = false;
+    for (size_t b = 0; b + 1 < per.size(); ++b)
+      for (int dir : {1, -1}) {
+        std::vector<int64_t> p = per;
+        int64_t& from = dir > 0 ? p[b] : p[b + 1];
+        int64_t& to = dir > 0 ? p[b + 1] : p[b];
+        if (from == 0) continue;
+        --from;
+        ++to;
+        if (const auto k = cost(p); k < best_cost) {
+          best_cost = k;
+          per = p;
+          improved = true;
+        }
+      }
+  }
+  return per;
+}
+
+}  // namespace
+
 std::vector<StageSpan> partition_stages(const ModelConfig& m, int64_t seq_len, int stages,
-                                        const std::vector<int64_t>& counts) {
+                                        const std::vector<int64_t>& counts, const parallel::Schedule* schedule) {
   const int64_t n = m.n_layers;
   std::vector<int64_t> per(size_t(stages), 0);
   if (!counts.empty()) {
@@ -75,6 +164,7 @@ std::vector<StageSpan> partition_stages(const ModelConfig& m, int64_t seq_len, i
       per[size_t(s) - 1] = j - a;
       j = a;
     }
+    if (schedule && schedule->chunks > 1) per = balance_ranks(SplitCost{c, *schedule}, n, per);
   }
   std::vector<StageSpan> spans;
   int64_t at = 0;

@@ -129,7 +129,7 @@ int bench_comm(const Args& args, const parallel::World& world) {
 
 int bench_pipeline(const Args& args, const parallel::World& world) {
   po::options_description opts(
-      "mpirun -np PP shoestring bench pipeline --config FILE [--set k=v ...] [--schedules 1f1b,zb1p,dualpipe,dualpipev]\n"
+      "mpirun -np PP shoestring bench pipeline --config FILE [--set k=v ...] [--schedules gpipe,1f1b,...]\n"
       "    [--microbatches M] [--steps N] [--warmup W]\n\n"
       "Measured pipeline bubble of each schedule (idle time per rank from action timestamps) against the\n"
       "simulator's prediction for the per-action costs measured in the same run; pp = all ranks, one machine;\n"
@@ -138,7 +138,7 @@ int bench_pipeline(const Args& args, const parallel::World& world) {
   PipelineBenchOptions o;
   std::string schedules;
   opts.add_options()("help,h", "show this help")
-      ("schedules", po::value(&schedules)->default_value("1f1b,zb1p,dualpipe,dualpipev"), "comma-separated schedules")
+      ("schedules", po::value(&schedules)->default_value("gpipe,1f1b,interleaved,zb1p,dualpipe,dualpipev"), "comma-separated schedules")
       ("microbatches", po::value(&o.microbatches)->default_value(0), "micro-batches per step; 0 = 4 x pp")
       ("steps", po::value(&o.steps)->default_value(o.steps), "timed steps per schedule")
       ("warmup", po::value(&o.warmup)->default_value(o.warmup), "untimed steps first");
