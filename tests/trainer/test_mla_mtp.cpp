@@ -7,6 +7,7 @@
 #include <limits>
 
 #include "trainer/model/mla.h"
+#include "tests/trainer/small_models.h"
 #include "trainer/model/transformer.h"
 
 using namespace shoestring;
@@ -14,21 +15,7 @@ using namespace shoestring::model;
 
 namespace {
 
-ModelConfig mla_config(int64_t q_lora_rank) {
-  ModelConfig m;
-  m.attention = "mla";
-  m.d_model = 12;
-  m.n_layers = 2;
-  m.n_heads = 3;
-  m.q_lora_rank = q_lora_rank;
-  m.kv_lora_rank = 5;
-  m.qk_nope_head_dim = 4;
-  m.qk_rope_head_dim = 2;
-  m.v_head_dim = 3;
-  m.max_seq_len = 16;
-  m.init_std = 0.4;
-  return m;
-}
+ModelConfig mla_config(int64_t q_lora_rank) { return shoestring::testing::small_mla_model(q_lora_rank); }
 
 // Rotary by hand: pair i of a row at position p turns by p * theta^(-2i/dim).
 at::Tensor rope_rows(const at::Tensor& x, double theta) {  // x: [T, dim]

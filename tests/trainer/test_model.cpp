@@ -5,24 +5,14 @@
 
 #include "trainer/model/rms_norm.h"
 #include "trainer/model/rope.h"
+#include "tests/trainer/small_models.h"
 #include "trainer/model/transformer.h"
 
 using namespace shoestring;
 
 namespace {
 
-ModelConfig small_model() {
-  ModelConfig m;
-  m.vocab_size = 11;
-  m.d_model = 8;
-  m.n_layers = 2;
-  m.n_heads = 2;
-  m.n_kv_heads = 1;
-  m.intermediate_size = 12;
-  m.max_seq_len = 16;
-  m.init_std = 0.3;  // large enough that every path carries signal in the gradient check
-  return m;
-}
+ModelConfig small_model() { return shoestring::testing::small_gqa_model(); }
 
 model::Transformer double_model(const ModelConfig& m) {
   at::manual_seed(0);

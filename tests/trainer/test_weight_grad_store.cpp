@@ -9,6 +9,7 @@
 #include <string>
 
 #include "ops/weight_grad_store.h"
+#include "tests/trainer/small_models.h"
 #include "trainer/model/linear.h"
 #include "trainer/model/transformer.h"
 
@@ -139,32 +140,11 @@ TEST(DeferrableLinear, AccumulatesInPlaceIntoBucketView) {
   EXPECT_TRUE(at::equal(buf.narrow(0, 22, 78), at::ones({78})));
 }
 
-ModelConfig dense_gqa() {
-  ModelConfig m;
-  m.vocab_size = 11;
-  m.d_model = 8;
-  m.n_layers = 2;
-  m.n_heads = 2;
-  m.n_kv_heads = 1;
-  m.intermediate_size = 12;
-  m.max_seq_len = 16;
-  m.init_std = 0.3;
-  return m;
-}
+ModelConfig dense_gqa() { return shoestring::testing::small_gqa_model(); }
 
 ModelConfig mla_moe_mtp() {
-  ModelConfig m;
-  m.attention = "mla";
+  ModelConfig m = shoestring::testing::small_mla_model();
   m.vocab_size = 13;
-  m.d_model = 12;
-  m.n_layers = 2;
-  m.n_heads = 3;
-  m.kv_lora_rank = 5;
-  m.qk_nope_head_dim = 4;
-  m.qk_rope_head_dim = 2;
-  m.v_head_dim = 3;
-  m.max_seq_len = 16;
-  m.init_std = 0.4;
   m.n_routed_experts = 4;
   m.n_activated_experts = 2;
   m.n_shared_experts = 1;
