@@ -260,6 +260,13 @@ TrainSummary train(const Config& cfg, const parallel::World& world, const TrainO
   const int threads = parallel::threads_per_rank(int(cfg.train.threads), world);
   at::set_num_threads(threads);
   const at::Device device = pick_device(cfg.train.device, world.local_rank);
+  // NCCL matches point-to-point messages by order, the executor by tag (kind, micro-batch,
+  // stage): until the schedules post every pair's sends and receives in the same order, a
+  // pipeline runs on CPU only, rather than risk a mismatched or hung exchange on GPUs.
+  if (shape.pp > 1 && device.is_cuda())
+    throw ConfigError("parallel.pp=" + std::to_string(shape.pp) +
+                      ": pipeline parallelism runs on CPU only for now (NCCL point-to-point is not "
+                      "tag-matched); set train.device=cpu or parallel.pp=1");
   // fp8 keeps activations in bf16 around the FP8 GEMMs, as DeepSeek-V3 §3.3 does.
   const at::ScalarType dtype = cfg.train.precision == "fp32"   ? at::kFloat
                                : cfg.train.precision == "fp64" ? at::kDouble
