@@ -82,14 +82,22 @@ std::string trim(const std::string& s) {
 }
 
 // Parses one scalar text for field f, or throws with the expected type.
-// "[a, b]" or "a, b" -> trimmed non-empty items.
-std::vector<std::string> split_list(const std::string& text) {
+// "[a, b]" or "a, b" -> trimmed items; "" and "[]" are the empty list. An empty item ("a,,b")
+// is an error (a typo, not a shorter list); one trailing comma is allowed (YAML sequences are
+// joined with one).
+std::vector<std::string> split_list(const FieldSpec& f, const std::string& text, const std::string& where) {
   std::string t = trim(text);
-  if (t.size() >= 2 && t.front() == '[' && t.back() == ']') t = t.substr(1, t.size() - 2);
+  if (t.size() >= 2 && t.front() == '[' && t.back() == ']') t = trim(t.substr(1, t.size() - 2));
+  if (!t.empty() && t.back() == ',') t.pop_back();
   std::vector<std::string> items;
+  if (t.empty()) return items;
   std::stringstream ss(t);
-  for (std::string item; std::getline(ss, item, ',');)
-    if (item = trim(item); !item.empty()) items.push_back(item);
+  for (std::string item; std::getline(ss, item, ',');) {
+    item = trim(item);
+    if (item.empty()) fail(where, f.path, "expected " + expected(f) + ", got an empty item in " + quote_text(text));
+    items.push_back(item);
+  }
+  if (t.back() == ',') fail(where, f.path, "expected " + expected(f) + ", got an empty item in " + quote_text(text));
   return items;
 }
 
@@ -110,7 +118,7 @@ ConfigValue parse_scalar(const FieldSpec& f, const std::string& text, const std:
     }
     case FieldType::IntList: {
       std::vector<int64_t> items;
-      for (const std::string& item : split_list(text)) {
+      for (const std::string& item : split_list(f, text, where)) {
         int64_t v = 0;
         if (!parse_int(item, f.rule, v)) fail(where, f.path, "expected " + expected(f) + ", got " + quote_text(item));
         items.push_back(v);
@@ -136,7 +144,7 @@ ConfigValue parse_scalar(const FieldSpec& f, const std::string& text, const std:
       return text;
     case FieldType::StringList: {
       std::vector<std::string> items;
-      for (const std::string& item : split_list(text)) {
+      for (const std::string& item : split_list(f, text, where)) {
         if (!f.choices.empty() && std::find(f.choices.begin(), f.choices.end(), item) == f.choices.end())
           fail(where, f.path, "expected " + expected(f) + ", got " + quote_text(item));
         items.push_back(item);

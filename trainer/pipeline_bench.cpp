@@ -109,9 +109,23 @@ int run_pipeline_bench(const parallel::World& world, const PipelineBenchOptions&
     return 2;
   }
   const int64_t m = o.microbatches > 0 ? o.microbatches : 4 * pp;
+  const auto known = parallel::schedule_names();
+  for (const auto& name : o.schedules)
+    if (std::find(known.begin(), known.end(), name) == known.end()) {
+      error = "unknown schedule '" + name + "' in --schedules";
+      return 2;
+    }
   const parallel::GroupPtr group = parallel::make_world_group(world, {});
   std::map<std::string, double> bubbles;  // schedule -> measured bubble of the worst rank
   for (const std::string& name : o.schedules) {
+    try {  // a schedule this pp or M does not allow is reported and skipped, not fatal
+      parallel::make_schedule({name, pp, int(m), 2});
+    } catch (const std::invalid_argument& e) {
+      if (world.rank == 0)
+        out << "{\"bench\":\"pipeline\",\"schedule\":\"" << name << "\",\"skipped\":\"" << e.what() << "\"}"
+            << std::endl;
+      continue;
+    }
     const fs::path dir = fs::temp_directory_path() / ("shoestring-bench-pipeline-" + std::to_string(::getpid()));
     auto sets = o.sets;
     sets.insert(sets.end(), {"parallel.pp=" + std::to_string(pp), "parallel.dp=1", "parallel.ep=1",

@@ -15,13 +15,19 @@ parallel::Schedule step_schedule(const Config& cfg, int pp, int64_t microbatches
   o.pp = pp;
   o.microbatches = int(microbatches);
   o.virtual_stages = int(cfg.parallel.virtual_stages);
+  parallel::Schedule s;
   try {
-    return parallel::make_schedule(o);
+    s = parallel::make_schedule(o);
   } catch (const std::invalid_argument& e) {
     throw ConfigError(std::string("parallel.microbatches / parallel.schedule: ") + e.what() +
                       " (micro-batches per step = parallel.microbatches, or train.global_batch / "
                       "(train.micro_batch_size x dp))");
   }
+  // The executor tags each message with (kind, micro-batch, stage) within MPI's guaranteed 32767.
+  if (const int most = 16384 / s.stages; s.microbatches > most)
+    throw ConfigError("parallel.microbatches: at most " + std::to_string(most) + " micro-batches per step with " +
+                      std::to_string(s.stages) + " pipeline stages, got " + std::to_string(s.microbatches));
+  return s;
 }
 
 bool PipelinePlan::holds(const std::string& name) const {

@@ -76,8 +76,8 @@ void prepare_run_dir(const std::string& dir, const Config& cfg, bool resuming) {
   std::ofstream(fs::path(dir) / "config.yaml") << to_yaml(cfg);
 }
 
-std::string banner(const Config& cfg, int64_t accum, int64_t params, int64_t activated, const at::Device& dev, int threads,
-                   const parallel::World& world, const std::string& data) {
+std::string banner(const Config& cfg, int64_t accum, int dp, int64_t params, int64_t activated, const at::Device& dev,
+                   int threads, const parallel::World& world, const std::string& data) {
   std::ostringstream s;
   const auto& m = cfg.model;
   s << "shoestring train: " << cfg.name << "\n"
@@ -88,7 +88,7 @@ std::string banner(const Config& cfg, int64_t accum, int64_t params, int64_t act
       << " shared, " << m.n_dense_layers << " dense layers";
   if (m.mtp_depth > 0) s << ", mtp depth " << m.mtp_depth;
   s << ")\n"
-    << "  train    " << cfg.train.steps << " steps x " << accum << " x " << world.size << " ranks x "
+    << "  train    " << cfg.train.steps << " steps x " << accum << " x " << dp << " data-parallel ranks x "
     << cfg.train.micro_batch_size << " seqs x " << cfg.train.seq_len << " tokens, " << cfg.train.precision
     << ", seed " << cfg.train.seed << "\n"
     << "  optim    adamw lr " << cfg.optim.lr << " (" << cfg.optim.schedule << ", warmup "
@@ -432,7 +432,7 @@ TrainSummary train(const Config& cfg, const parallel::World& world, const TrainO
   const bool bar = cfg.log.progress == "on" || (cfg.log.progress == "auto" && isatty(STDOUT_FILENO) && world.size == 1);
   const std::string log_name = rank0 ? "train.log" : "rank-" + std::to_string(world.rank) + ".log";
   Progress progress(cfg.train.steps, cfg.log.every, bar, (fs::path(run_dir) / log_name).string(), rank0);
-  progress.message(banner(cfg, accum, param_count, activated_count, device, threads, world,
+  progress.message(banner(cfg, accum, shape.dp, param_count, activated_count, device, threads, world,
                           datasets.description));
   progress.message(parallel_line(cfg, mesh, accum, opt.state_bytes(), comm.dp->backend(), plan));
   if (!rank0) progress.message("  " + parallel::describe(shape, world.rank));

@@ -95,6 +95,7 @@ TEST(Config, BatchAndLayoutRules) {
   EXPECT_NE(error_of("model:\n  n_layers: 4\nparallel:\n  pp: 2\n  stage_layers: [1, 2]\n").find("parallel.stage_layers: must sum to model.n_layers (4), got 3"), std::string::npos);
   EXPECT_NE(error_of("model:\n  n_layers: 4\nparallel:\n  pp: 2\n  schedule: dualpipev\n  stage_layers: [2, 2]\n").find("needs one entry per pipeline stage (4 with dualpipev and pp 2), got 2"), std::string::npos);
   EXPECT_NE(error_of("parallel:\n  stage_layers: [1, -2]\n").find("expected a list of non-negative integers, got \"-2\""), std::string::npos);
+  EXPECT_NE(error_of("parallel:\n  stage_layers: [1,,2]\n").find("parallel.stage_layers: expected a list of non-negative integers"), std::string::npos);
   EXPECT_NE(error_of("parallel:\n  schedule: pipedream\n").find("one of gpipe, 1f1b, interleaved, zb1p, dualpipe, dualpipev"), std::string::npos);
   EXPECT_EQ(error_of("model:\n  n_layers: 4\nparallel:\n  pp: 2\n  schedule: interleaved\n  stage_layers: [1, 1, 0, 2]\n"), "");
   EXPECT_NE(error_of("parallel:\n  dp: 4\n  ep: 2\n").find("parallel.ep: needs routed experts to shard (model.n_routed_experts is 0)"), std::string::npos);
@@ -145,6 +146,12 @@ TEST(Config, PipelineMicroBatchesAndSchedule) {
   } catch (const ConfigError& e) {
     EXPECT_NE(std::string(e.what()).find("at least 8 micro-batches"), std::string::npos) << e.what();
   }
+  try {
+    step_schedule(m, 2, 9000);
+    ADD_FAILURE() << "9000 micro-batches x 2 stages overflow the message tags";
+  } catch (const ConfigError& e) {
+    EXPECT_NE(std::string(e.what()).find("parallel.microbatches: at most 8192"), std::string::npos) << e.what();
+  }
 }
 
 TEST(Config, SetOverridesAreTypeChecked) {
@@ -155,6 +162,10 @@ TEST(Config, SetOverridesAreTypeChecked) {
   EXPECT_EQ(error_of("", {"optim.lr=abc"}), "--set optim.lr=abc: optim.lr: expected a positive number, got \"abc\"");
   EXPECT_EQ(error_of("", {"train.stesp=3"}), "--set train.stesp=3: train.stesp: unknown key; did you mean train.steps?");
   EXPECT_EQ(error_of("", {"train.steps"}), "--set train.steps: expected key.path=value");
+  EXPECT_EQ(error_of("", {"parallel.stage_layers=1,,2"}),
+            "--set parallel.stage_layers=1,,2: parallel.stage_layers: expected a list of non-negative integers, got an "
+            "empty item in \"1,,2\"");
+  EXPECT_EQ(error_of("", {"parallel.stage_layers=[]"}), "");
   EXPECT_NE(error_of("", {"model.n_heads=3"}).find("--set model.n_heads=3: model.n_heads: must divide"), std::string::npos);
 }
 
