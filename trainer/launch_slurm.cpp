@@ -68,6 +68,10 @@ Config job_config(Config cfg, const SlurmJob& job) {
   return cfg;
 }
 
+std::string job_checkpoint_dir(const Config& cfg, const SlurmJob& job) {
+  return cfg.checkpoint.dir.empty() ? job.run_dir + "/checkpoints" : cfg.checkpoint.dir;
+}
+
 std::string render_sbatch(const SlurmJob& job) {
   const std::string run = job.run_dir;
   const std::string name = job.job_name;
@@ -94,6 +98,7 @@ std::string render_sbatch(const SlurmJob& job) {
     << "set -uo pipefail\n"
     << "cd " << sh_quote(job.workdir) << " || exit 1\n"
     << "run_dir=" << sh_quote(run) << "\n"
+    << "ckpt_dir=" << sh_quote(job.checkpoint_dir) << "\n"
     << "export OMP_NUM_THREADS=" << job.cpus_per_task << "\n"
     << "# srun passes this environment to every rank: set network options here or before sbatch, e.g.\n"
     << "#   export NCCL_SOCKET_IFNAME=ib0 NCCL_IB_HCA=mlx5 UCX_NET_DEVICES=mlx5_0:1\n"
@@ -104,11 +109,16 @@ std::string render_sbatch(const SlurmJob& job) {
     << "cmd=(srun --kill-on-bad-exit=1 --cpus-per-task=" << job.cpus_per_task << " " << sh_quote(job.binary)
     << " train --config \"$run_dir/config.yaml\" --set \"log.run_dir=$run_dir\" --resume auto)\n"
     << "printf '+'; printf ' %q' \"${cmd[@]}\"; printf '\\n'\n"
+    << "newest() { cat \"$ckpt_dir/latest\" 2> /dev/null; }\n"
+    << "before=$(newest)\n"
     << "\"${cmd[@]}\"\n"
     << "rc=$?\n"
-    << "if ((rc == 42)); then\n"
-    << "  # The checkpoint is complete before any rank exits 42: run again, from it, in this run dir.\n"
-    << "  echo \"shoestring: stopped on a signal with a checkpoint saved: requeueing job $SLURM_JOB_ID\"\n"
+    << "# 42: the ranks stopped on the signal, the checkpoint complete before any of them exited. srun\n"
+    << "# reports a task killed by a signal over the others' 42 (--kill-on-bad-exit kills the slower\n"
+    << "# ones once the first exits): a kill after a new checkpoint appeared counts too, and only then,\n"
+    << "# so that a job failing the same way before saving anything is not requeued forever.\n"
+    << "if ((rc == 42)) || { ((rc > 128)) && [[ $(newest) != \"$before\" ]]; }; then\n"
+    << "  echo \"shoestring: exit $rc with a new checkpoint in $ckpt_dir: requeueing job $SLURM_JOB_ID\"\n"
     << "  scontrol requeue \"$SLURM_JOB_ID\"\n"
     << "fi\n"
     << "exit $rc\n";

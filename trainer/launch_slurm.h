@@ -26,6 +26,7 @@ struct SlurmJob {
   std::string run_dir;       // absolute: config.yaml, job.sbatch, the Slurm log, metrics, checkpoints
   std::string workdir;       // absolute: where the job runs (relative paths in the config resolve here)
   std::string binary;        // absolute path of the shoestring executable
+  std::string checkpoint_dir;  // the job's checkpoint.dir (absolute, or relative to workdir)
 
   int ranks() const { return nodes * gpus_per_node; }
 };
@@ -42,6 +43,9 @@ void check_layout(const Config& cfg, const SlurmJob& job);
 // The config as the job runs it: log.run_dir = the run directory; train.threads = cpus-per-task
 // when it was auto (a rank sees every core of its node, but Slurm gives it only its own).
 Config job_config(Config cfg, const SlurmJob& job);
+
+// Where the job's checkpoints go: checkpoint.dir, or <run dir>/checkpoints when it is empty.
+std::string job_checkpoint_dir(const Config& cfg, const SlurmJob& job);
 
 // The batch script (bash with #SBATCH lines).
 std::string render_sbatch(const SlurmJob& job);

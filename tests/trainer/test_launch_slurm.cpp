@@ -33,6 +33,7 @@ SlurmJob two_nodes() {
   j.run_dir = "/scratch/runs/moe-20261126-070000";
   j.workdir = "/home/me/shoestring";
   j.binary = "/home/me/shoestring/build/bin/shoestring";
+  j.checkpoint_dir = j.run_dir + "/checkpoints";
   return j;
 }
 
@@ -81,7 +82,10 @@ TEST(LaunchSlurm, ScriptResumesInItsRunDirAndRequeuesOnExit42) {
                           "train --config \"$run_dir/config.yaml\" --set \"log.run_dir=$run_dir\" --resume auto)"))
       << s;
   EXPECT_TRUE(has_line(s, "run_dir=/scratch/runs/moe-20261126-070000")) << s;
-  const auto branch = s.find("if ((rc == 42)); then");
+  EXPECT_TRUE(has_line(s, "ckpt_dir=/scratch/runs/moe-20261126-070000/checkpoints")) << s;
+  // The pointer is read before srun and compared after it.
+  EXPECT_LT(s.find("before=$(newest)"), s.find("\"${cmd[@]}\"\n"));
+  const auto branch = s.find("if ((rc == 42)) || { ((rc > 128)) && [[ $(newest) != \"$before\" ]]; }; then");
   ASSERT_NE(branch, std::string::npos) << s;
   const auto requeue = s.find("  scontrol requeue \"$SLURM_JOB_ID\"\n", branch);
   ASSERT_NE(requeue, std::string::npos) << s;
@@ -154,6 +158,12 @@ TEST(LaunchSlurm, JobConfigRunsInTheRunDirWithOneThreadPerCore) {
   EXPECT_EQ(c.log.run_dir, j.run_dir);
   EXPECT_EQ(c.train.threads, 12);
   EXPECT_EQ(job_config(load_config_text("train:\n  threads: 3\n", "x.yaml"), j).train.threads, 3);  // set: kept
+}
+
+TEST(LaunchSlurm, CheckpointsGoWhereTheTrainerPutsThem) {
+  const SlurmJob j = two_nodes();
+  EXPECT_EQ(job_checkpoint_dir(load_config_text("", "x.yaml"), j), j.run_dir + "/checkpoints");
+  EXPECT_EQ(job_checkpoint_dir(load_config_text("checkpoint:\n  dir: /ckpt/moe\n", "x.yaml"), j), "/ckpt/moe");
 }
 
 // The command a user runs: it writes config.yaml and job.sbatch into a new run directory and

@@ -25,7 +25,8 @@ exec bash "$1"
 
 // srun: records; skips its own options (the script gives them all as --opt=value); runs the
 // command on SLURM_NTASKS ranks. STUB_USR1_AT_STEP=S: USR1 once metrics.jsonl has step S, as
-// slurmd does for --signal=USR1@T (to mpirun, which passes it on to every rank).
+// slurmd does for --signal=USR1@T (to mpirun, which passes it on to every rank). STUB_EXIT=C:
+// report C whatever the tasks did (137: a task killed); STUB_RUN=0: run nothing.
 constexpr const char* kSrun = R"(#!/bin/bash
 printf '%s\n' "$*" >> "$STUB_LOG/srun.args"
 while [[ ${1:-} == -* ]]; do shift; done
@@ -37,12 +38,20 @@ if ((${SLURM_NTASKS:-1} > 1)); then
 else
   cmd=("$@")
 fi
-[[ -n ${STUB_USR1_AT_STEP:-} ]] || exec "${cmd[@]}"
-"${cmd[@]}" &
-pid=$!
-until grep -qs "\"step\":$STUB_USR1_AT_STEP," "$run_dir/metrics.jsonl" || ! kill -0 "$pid" 2> /dev/null; do sleep 0.05; done
-kill -USR1 "$pid"
-wait "$pid"
+if [[ ${STUB_RUN:-1} == 0 ]]; then
+  rc=0
+elif [[ -z ${STUB_USR1_AT_STEP:-} ]]; then
+  "${cmd[@]}"
+  rc=$?
+else
+  "${cmd[@]}" &
+  pid=$!
+  until grep -qs "\"step\":$STUB_USR1_AT_STEP," "$run_dir/metrics.jsonl" || ! kill -0 "$pid" 2> /dev/null; do sleep 0.05; done
+  kill -USR1 "$pid"
+  wait "$pid"
+  rc=$?
+fi
+exit "${STUB_EXIT:-$rc}"
 )";
 
 constexpr const char* kScontrol = R"(#!/bin/bash
@@ -153,6 +162,27 @@ TEST(SlurmJob, PreemptedJobRequeuesAndResumesToTheEnd) {
               std::string::npos)
         << call;
   }
+}
+
+// srun reports a task killed by a signal (137) over the others' 42, as when --kill-on-bad-exit
+// kills the slower ranks: a new checkpoint makes that a requeue too; no new checkpoint, no requeue.
+TEST(SlurmJob, AKilledStepRequeuesOnlyAfterANewCheckpoint) {
+  const Stubs stubs("killed");
+  const std::string sbatch = generate(tiny(20) + " --nodes 1 --gpus-per-node 1 --time 00:10:00 --cpus-per-task 1 --out " +
+                                      (stubs.root / "runs").string());
+  const CliResult nothing = stubs.submit(sbatch, 1, "STUB_RUN=0 STUB_EXIT=137");
+  EXPECT_EQ(nothing.code, 137) << nothing.output;
+  EXPECT_TRUE(stubs.calls("scontrol").empty()) << nothing.output;
+
+  const CliResult saved = stubs.submit(sbatch, 1, "STUB_USR1_AT_STEP=2 STUB_EXIT=137");
+  EXPECT_EQ(saved.code, 137) << saved.output;
+  EXPECT_NE(saved.output.find("on a signal; resume with --resume auto"), std::string::npos) << saved.output;
+  EXPECT_EQ(stubs.calls("scontrol"), std::vector<std::string>{"requeue 4242"}) << saved.output;
+
+  // The same checkpoint is no reason to requeue a second time.
+  const CliResult again = stubs.submit(sbatch, 1, "STUB_RUN=0 STUB_EXIT=137");
+  EXPECT_EQ(again.code, 137) << again.output;
+  EXPECT_EQ(stubs.calls("scontrol").size(), 1u) << again.output;
 }
 
 }  // namespace

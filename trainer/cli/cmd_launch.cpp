@@ -87,6 +87,7 @@ int launch_slurm(const Args& args) {
   if (fs::exists(job.run_dir)) throw std::runtime_error(job.run_dir + ": already exists; wait a second or use --out");
   fs::create_directories(job.run_dir);
   const Config cfg = job_config(loaded, job);
+  job.checkpoint_dir = job_checkpoint_dir(cfg, job);
   write_file(fs::path(job.run_dir) / "config.yaml", to_yaml(cfg));
   const fs::path script = fs::path(job.run_dir) / "job.sbatch";
   write_file(script, render_sbatch(job));
