@@ -199,7 +199,7 @@ TEST(LaunchSlurmCli, BadInputIsOneLineAndExitTwo) {
       {"launch slurm --nodes 1 --gpus-per-node 2 --time 01:00:00", "no config given"},
       {"launch slurm --config configs/tiny.yaml --nodes 0 --gpus-per-node 2 --time 01:00:00", "--nodes must be at least 1"},
       {"launch slurm --config configs/tiny.yaml --nodes 1 --gpus-per-node 2 --time 1h", "--time: expected HH:MM:SS"},
-      {"launch slurm --config configs/tiny.yaml --nodes 1 --time 01:00:00", "--gpus-per-node"},
+      {"launch slurm --config configs/tiny.yaml --nodes 1 --time 01:00:00", "--gpus-per-node is required"},
       {"launch slurm --config configs/tiny.yaml --set parallel.pp=4" + job, "parallel.pp=4 must divide"},
       {"launch slurm --config configs/tiny.yaml --set train.stepz=4" + job, "train.stepz"},
       {"launch pbs --config configs/tiny.yaml", "unknown launcher 'pbs'"},
@@ -211,6 +211,12 @@ TEST(LaunchSlurmCli, BadInputIsOneLineAndExitTwo) {
     EXPECT_EQ(std::count(r.output.begin(), r.output.end(), '\n'), 1) << args << "\n" << r.output;
   }
   EXPECT_FALSE(fs::exists(out));  // nothing is written for a job that cannot run
+}
+
+TEST(LaunchSlurmCli, HelpNeedsNoOtherOption) {
+  const auto r = shoestring::testing::run_shoestring("launch slurm --help");
+  EXPECT_EQ(r.code, 0) << r.output;
+  EXPECT_NE(r.output.find("--gpus-per-node"), std::string::npos) << r.output;
 }
 
 // The banner line: only the variables that are set, in a fixed order.

@@ -25,6 +25,7 @@ namespace {
 constexpr const char* kUsage =
     "usage: shoestring launch slurm --config FILE [--set key=value ...] --nodes N --gpus-per-node G --time HH:MM:SS\n"
     "                               [--partition P] [--account A] [--job-name J] [--out DIR] [--cpus-per-task K]\n"
+    "                               [--signal-before SECONDS]\n"
     "  write a run directory with the resolved config and a Slurm batch script; print the sbatch command\n";
 
 std::string utc_stamp() {
@@ -49,9 +50,9 @@ int launch_slurm(const Args& args) {
   po::options_description opts("shoestring launch slurm");
   opts.add_options()
       ("help,h", "show this help")
-      ("nodes", po::value(&job.nodes)->required(), "nodes to allocate")
-      ("gpus-per-node", po::value(&job.gpus_per_node)->required(), "GPUs per node = ranks per node")
-      ("time", po::value(&job.time)->required(), "wall-clock limit, HH:MM:SS")
+      ("nodes", po::value(&job.nodes), "nodes to allocate")
+      ("gpus-per-node", po::value(&job.gpus_per_node), "GPUs per node = ranks per node")
+      ("time", po::value(&job.time), "wall-clock limit, HH:MM:SS")
       ("partition", po::value(&job.partition), "Slurm partition")
       ("account", po::value(&job.account), "Slurm account")
       ("job-name", po::value(&job.job_name), "job name (default: the config name)")
@@ -66,6 +67,12 @@ int launch_slurm(const Args& args) {
     std::cerr << "shoestring launch: no config given; use --config FILE (e.g. configs/tiny.yaml)\n";
     return 2;
   }
+  // Checked here rather than marked required: Program_options would refuse --help without them.
+  for (const char* needed : {"nodes", "gpus-per-node", "time"})
+    if (!vm.count(needed)) {
+      std::cerr << "shoestring launch: --" << needed << " is required (see --help)\n";
+      return 2;
+    }
   try {
     validate_job(job);
   } catch (const LaunchError& e) {
