@@ -24,6 +24,7 @@
 #include "trainer/checkpoint/resume.h"
 #include "trainer/checkpoint/train_state.h"
 #include "trainer/checkpoint/writer.h"
+#include "trainer/cluster_env.h"
 #include "trainer/config_loader.h"
 #include "trainer/metrics.h"
 #include "trainer/pipeline_plan.h"
@@ -435,6 +436,7 @@ TrainSummary train(const Config& cfg, const parallel::World& world, const TrainO
   progress.message(banner(cfg, accum, shape.dp, param_count, activated_count, device, threads, world,
                           datasets.description));
   progress.message(parallel_line(cfg, mesh, accum, opt.state_bytes(), comm.dp->backend(), plan));
+  if (const std::string env = environment_line(); !env.empty()) progress.message(env);
   if (!rank0) progress.message("  " + parallel::describe(shape, world.rank));
   progress.message("  run dir  " + run_dir);
   for (const auto& w : ckpt_warnings) progress.message(w);

@@ -115,10 +115,12 @@ TEST(Launch, LaunchTrainUsesAHostfile) {
   const fs::path hosts = fresh_dir("hosts");
   std::ofstream(hosts) << "localhost slots=2\n";
   const CliResult r = shoestring::testing::run_command(
-      std::string(kMpirun) + "SHOESTRING_NO_SETUP=1 launch/train configs/tiny-moe.yaml --np 2 --hostfile " +
+      std::string(kMpirun) + "SHOESTRING_NO_SETUP=1 env -u LD_LIBRARY_PATH launch/train configs/tiny-moe.yaml --np 2 --hostfile " +
       hosts.string() + tiny_args(dir, 2).substr(std::string(" --config configs/tiny-moe.yaml").size()));
   ASSERT_EQ(r.code, 0) << r.output;
   EXPECT_NE(r.output.find("--hostfile " + hosts.string()), std::string::npos) << r.output;
+  // -x of an unset variable: mpirun would warn "could not find environment variable" on every run.
+  EXPECT_EQ(r.output.find("LD_LIBRARY_PATH"), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("parallel dp 2"), std::string::npos) << r.output;
   fs::remove_all(dir);
   fs::remove(hosts);

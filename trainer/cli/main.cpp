@@ -29,6 +29,7 @@ constexpr const char* kUsage =
     "  data     token datasets: prepare, inspect, train-tokenizer, bench (loader tokens/s)\n"
     "  ckpt     checkpoints: inspect, verify\n"
     "  plan     pipeline schedules: validate, simulate and draw one (plan schedule)\n"
+    "  launch   write a Slurm batch script for a training job (launch slurm)\n"
     "\n"
     "options:\n"
     "  -h, --help     show this help (each command has its own --help)\n"
@@ -42,6 +43,7 @@ int dispatch(const std::string& cmd, const shoestring::cli::Args& rest, const sh
   if (cmd == "data") return cmd_data(rest);
   if (cmd == "ckpt") return cmd_ckpt(rest);
   if (cmd == "plan") return cmd_plan(rest);
+  if (cmd == "launch") return cmd_launch(rest);
   std::cerr << "shoestring: unknown command '" << cmd << "' (commands: train, config, bench, data, ckpt, plan; see --help)\n";
   return 2;
 }
