@@ -108,6 +108,7 @@ struct LogConfig {
   std::string run_dir;        // empty: runs/<config name>-<UTC time>
   int64_t every = 10;         // steps between plain log lines (non-terminal output)
   std::string progress = "auto";  // auto | on | off
+  bool tensorboard = true;        // also write <run_dir>/tb/events.out.tfevents.* (docs/tensorboard.md)
 };
 
 // Checkpoints (docs/checkpoints.md).

@@ -124,6 +124,7 @@ std::vector<FieldSpec> build() {
   s.push_back(field("log.run_dir", &C::log, &LogConfig::run_dir, "Run directory for config.yaml, metrics.jsonl and train.log; empty = runs/<config name>-<UTC time>."));
   s.push_back(field("log.every", &C::log, &LogConfig::every, "Steps between plain log lines when output is not a terminal.", R::Positive));
   s.push_back(field("log.progress", &C::log, &LogConfig::progress, "Progress bar: auto (only on a terminal, and not under mpirun/srun), on, off.", R::Any, {"auto", "on", "off"}));
+  s.push_back(field("log.tensorboard", &C::log, &LogConfig::tensorboard, "Also write TensorBoard event files to <run_dir>/tb/ (docs/tensorboard.md).", R::Any));
   // checkpoint
   s.push_back(field("checkpoint.dir", &C::checkpoint, &CheckpointConfig::dir, "Directory of the step_NNNNNNN/ checkpoints and the `latest` pointer; empty = <run dir>/checkpoints."));
   s.push_back(field("checkpoint.interval", &C::checkpoint, &CheckpointConfig::interval, "Save a checkpoint every this many steps (and after the last step); 0 = never, except when a SIGTERM/SIGUSR1 asks the run to stop.", R::NonNegative));

@@ -27,6 +27,7 @@
 #include "trainer/cluster_env.h"
 #include "trainer/config_loader.h"
 #include "trainer/metrics.h"
+#include "trainer/tensorboard.h"
 #include "trainer/pipeline_plan.h"
 #include "trainer/model/convert_fp8.h"
 #include "trainer/model/transformer.h"
@@ -428,6 +429,9 @@ TrainSummary train(const Config& cfg, const parallel::World& world, const TrainO
   if (rank0 && !options.resume.empty()) truncate_metrics(fs::path(run_dir) / "metrics.jsonl", start_step);
   std::unique_ptr<MetricsWriter> metrics;
   if (rank0) metrics = std::make_unique<MetricsWriter>((fs::path(run_dir) / "metrics.jsonl").string(), !options.resume.empty());
+  std::unique_ptr<TensorBoardWriter> tensorboard;  // docs/tensorboard.md
+  if (rank0 && cfg.log.tensorboard)
+    tensorboard = std::make_unique<TensorBoardWriter>((fs::path(run_dir) / "tb").string(), options.resume.empty() ? -1 : start_step);
   // mpirun gives ranks a pseudo-terminal even when its own output goes to a file: under a
   // launcher `auto` means plain lines.
   const bool bar = cfg.log.progress == "on" || (cfg.log.progress == "auto" && isatty(STDOUT_FILENO) && world.size == 1);
@@ -596,6 +600,7 @@ TrainSummary train(const Config& cfg, const parallel::World& world, const TrainO
     r.tokens_per_s = tokens_per_step / std::chrono::duration<double>(t1 - t0).count();
     r.elapsed_s = std::chrono::duration<double>(t1 - start).count();
     if (metrics) metrics->write(r);
+    if (tensorboard) tensorboard->write(r);
     if (consecutive_bad >= cfg.train.nonfinite_max)  // the line above keeps the last bad step's record
       throw std::runtime_error("step " + std::to_string(step + 1) + ": loss " + std::to_string(loss) +
                                ", gradient norm " + std::to_string(grad_norm) + ": " + std::to_string(consecutive_bad) +
