@@ -29,6 +29,7 @@ constexpr const char* kUsage =
     "  data     token datasets: prepare, inspect, train-tokenizer, bench (loader tokens/s)\n"
     "  ckpt     checkpoints: inspect, verify\n"
     "  plan     pipeline schedules: validate, simulate and draw one (plan schedule)\n"
+    "           and the cost/memory planner: a config on N GPUs (plan --config ... --gpus N --gpu h100)\n"
     "\n"
     "options:\n"
     "  -h, --help     show this help (each command has its own --help)\n"
