@@ -59,3 +59,43 @@ TEST(PlanCli, BadInputIsOneLineExitTwo) {
 }
 
 }  // namespace
+
+namespace {
+
+using shoestring::testing::run_shoestring;
+
+const std::string kConfigs = SHOESTRING_SOURCE_DIR "/configs/";
+
+TEST(PlanCli, PlannerReportAndJson) {
+  const auto r = run_shoestring("plan --config " + kConfigs + "tiny-moe.yaml --gpus 1 --gpu h100");
+  EXPECT_EQ(r.code, 0) << r.output;
+  for (const char* want : {"parameters: total 735.84K (735840), activated per token 305.86K (305856)", "FITS",
+                           "bubble", "tokens/s", "GPU-hours"})
+    EXPECT_NE(r.output.find(want), std::string::npos) << want << " missing from\n" << r.output;
+  const auto j = run_shoestring("plan --json --config " + kConfigs + "moe-16b.yaml --gpus 1 --gpu a100");
+  EXPECT_EQ(j.code, 0) << j.output;
+  EXPECT_EQ(j.output.rfind("{\"config\":\"moe-16b\"", 0), 0u) << j.output;
+  EXPECT_NE(j.output.find("\"fits\":false"), std::string::npos) << j.output;
+}
+
+TEST(PlanCli, SearchPrintsATable) {
+  const auto r = run_shoestring("plan --search --config " + kConfigs + "tiny-moe.yaml --gpus 4 --gpu h100 --set train.global_batch=32");
+  EXPECT_EQ(r.code, 0) << r.output;
+  EXPECT_NE(r.output.find("valid layouts"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("  20 "), std::string::npos) << r.output;  // 20 rows
+  EXPECT_EQ(r.output.find("  21 "), std::string::npos) << r.output;
+}
+
+TEST(PlanCli, PlannerErrorsAreOneLineExitTwo) {
+  const auto gpu = run_shoestring("plan --config " + kConfigs + "tiny.yaml --gpus 1 --gpu v100");
+  EXPECT_EQ(gpu.code, 2);
+  EXPECT_EQ(gpu.output, "shoestring plan: unknown --gpu 'v100' (known: h100, h200, h800, a100, cpu)\n");
+  const auto pp = run_shoestring("plan --config " + kConfigs + "tiny.yaml --set parallel.pp=2 --gpus 3 --gpu h100");
+  EXPECT_EQ(pp.code, 2);
+  EXPECT_EQ(pp.output, "shoestring plan: --gpus 3 is not divisible by parallel.pp=2\n");
+  const auto missing = run_shoestring("plan --config " + kConfigs + "tiny.yaml --gpu h100");
+  EXPECT_EQ(missing.code, 2);
+  EXPECT_EQ(lines(missing.output), 1u) << missing.output;
+}
+
+}  // namespace

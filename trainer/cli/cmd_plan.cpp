@@ -1,4 +1,6 @@
-// shoestring plan schedule ...: build, validate and simulate a pipeline schedule without running
+// shoestring plan ...: the cost/memory planner (docs/planning.md): one layout from a config on N
+// GPUs (memory per rank, communication, step time, cost of a token budget), or a search over
+// layouts; and `plan schedule`: build, validate and simulate a pipeline schedule without running
 // anything, print its timeline and bubble (docs/pipeline.md).
 #include <boost/program_options.hpp>
 
@@ -11,6 +13,9 @@
 #include "parallel/schedule.h"
 #include "trainer/cli/commands.h"
 #include "trainer/cli/config_options.h"
+#include "trainer/config_loader.h"
+#include "trainer/planner/layout_search.h"
+#include "trainer/planner/plan_report.h"
 
 namespace po = boost::program_options;
 
@@ -19,7 +24,11 @@ namespace shoestring::cli {
 namespace {
 
 constexpr const char* kUsage =
-    "usage: shoestring plan schedule --schedule NAME --pp N --microbatches M [--virtual-stages V] [--svg FILE]\n"
+    "usage: shoestring plan --config FILE [--set key=value ...] --gpus N --gpu NAME [--gpus-per-node 8]\n"
+    "                       [--tokens 1e9] [--price USD] [--efficiency 0.4] [--margin 0.1] [--search] [--json]\n"
+    "  plan the config's layout on N GPUs: memory per rank, communication, step time, cost of --tokens;\n"
+    "  --search ranks every valid layout instead (docs/planning.md)\n"
+    "       shoestring plan schedule --schedule NAME --pp N --microbatches M [--virtual-stages V] [--svg FILE]\n"
     "                                [--cost-f F --cost-b B --cost-w W --cost-fb FB --cost-comm C]\n"
     "  validate and simulate a pipeline schedule; print its timeline, bubble and activation memory\n";
 
@@ -97,6 +106,68 @@ int plan_schedule(const Args& args) {
   return 0;
 }
 
+int plan_layout(const Args& args) {
+  ConfigOptions co;
+  std::string gpu;
+  planner::Hardware hw;
+  planner::PlanOptions po_;
+  bool search = false, json = false;
+  size_t top = 20;
+  po::options_description opts("shoestring plan");
+  add_config_options(opts, co);
+  opts.add_options()
+      ("help,h", "show this help")
+      ("gpus", po::value(&hw.gpus)->required(), "GPUs in the job")
+      ("gpu", po::value(&gpu)->required(), "GPU kind: h100, h200, h800, a100, or cpu (this machine)")
+      ("gpus-per-node", po::value(&hw.gpus_per_node)->default_value(8), "GPUs per node (NVLink domain)")
+      ("tokens", po::value(&po_.tokens)->default_value(1e9), "training tokens to price")
+      ("price", po::value(&po_.price)->default_value(-1), "$ per GPU-hour (default: the GPU table's)")
+      ("efficiency", po::value(&hw.efficiency)->default_value(0.4), "achieved fraction of peak FLOPS for compute")
+      ("margin", po::value(&po_.margin)->default_value(0.1), "share of device memory kept free")
+      ("search", po::bool_switch(&search), "rank every valid layout by cost instead")
+      ("top", po::value(&top)->default_value(20), "--search: rows to print")
+      ("json", po::bool_switch(&json), "machine-readable output");
+  po::variables_map vm;
+  if (auto rc = parse_command_line(opts, args, vm)) return *rc;
+  try {
+    if (co.files.empty()) throw planner::PlanError("--config is required");
+    if (hw.efficiency <= 0 || hw.efficiency > 1) throw planner::PlanError("--efficiency must be in (0, 1]");
+    if (po_.margin < 0 || po_.margin >= 1) throw planner::PlanError("--margin must be in [0, 1)");
+    if (po_.tokens <= 0) throw planner::PlanError("--tokens must be positive");
+    hw.gpu = planner::find_gpu(gpu);
+    const Config cfg = load_config(co.files, co.sets);
+    if (search) {
+      const planner::SearchResult r = planner::search_layouts(cfg, hw, po_);
+      if (json) {
+        std::cout << "[";
+        for (size_t i = 0; i < r.plans.size() && i < top; ++i) {
+          std::string one = planner::render_json(r.plans[i]);
+          one.pop_back();  // the newline
+          std::cout << (i ? ",\n" : "") << one;
+        }
+        std::cout << "]\n";
+      } else {
+        std::cout << planner::render_search_table(r, top);
+      }
+      if (r.plans.empty()) {
+        std::cerr << "shoestring plan: no valid layout for " << hw.gpus << " GPUs and a global batch of "
+                  << r.global_batch << " sequences\n";
+        return 1;
+      }
+      return 0;
+    }
+    const planner::Plan p = planner::make_plan(cfg, hw, po_);
+    std::cout << (json ? planner::render_json(p) : planner::render_text(p));
+  } catch (const planner::PlanError& e) {
+    std::cerr << "shoestring plan: " << e.what() << "\n";
+    return 2;
+  } catch (const ConfigError& e) {
+    std::cerr << "shoestring plan: config error: " << e.what() << "\n";
+    return 2;
+  }
+  return 0;
+}
+
 }  // namespace
 
 int cmd_plan(const Args& args) {
@@ -104,8 +175,9 @@ int cmd_plan(const Args& args) {
     (args.empty() ? std::cerr : std::cout) << kUsage;
     return args.empty() ? 2 : 0;
   }
+  if (args[0].rfind("--", 0) == 0) return plan_layout(args);
   if (args[0] != "schedule") {
-    std::cerr << "shoestring plan: unknown plan '" << args[0] << "' (plans: schedule; see shoestring plan --help)\n";
+    std::cerr << "shoestring plan: unknown plan '" << args[0] << "' (plans: schedule, or --config ...; see shoestring plan --help)\n";
     return 2;
   }
   return plan_schedule(Args(args.begin() + 1, args.end()));

@@ -27,8 +27,9 @@ constexpr const char* kUsage =
     "  config   check, print or list configuration keys\n"
     "  bench    benchmarks printing JSON: train (training tokens/s), fp8 (GEMM and quantization kernels)\n"
     "  data     token datasets: prepare, inspect, train-tokenizer, bench (loader tokens/s)\n"
-    "  ckpt     checkpoints: inspect, verify\n"
+    "  ckpt     checkpoints: inspect, verify, export (safetensors)\n"
     "  plan     pipeline schedules: validate, simulate and draw one (plan schedule)\n"
+    "           and the cost/memory planner: a config on N GPUs (plan --config ... --gpus N --gpu h100)\n"
     "  launch   write a Slurm batch script for a training job (launch slurm)\n"
     "\n"
     "options:\n"
@@ -44,7 +45,7 @@ int dispatch(const std::string& cmd, const shoestring::cli::Args& rest, const sh
   if (cmd == "ckpt") return cmd_ckpt(rest);
   if (cmd == "plan") return cmd_plan(rest);
   if (cmd == "launch") return cmd_launch(rest);
-  std::cerr << "shoestring: unknown command '" << cmd << "' (commands: train, config, bench, data, ckpt, plan; see --help)\n";
+  std::cerr << "shoestring: unknown command '" << cmd << "' (commands: train, config, bench, data, ckpt, plan, launch; see --help)\n";
   return 2;
 }
 
