@@ -99,3 +99,16 @@ TEST(PlanCli, PlannerErrorsAreOneLineExitTwo) {
 }
 
 }  // namespace
+
+namespace {
+
+// --help wins over missing required options, in every subcommand that has them.
+TEST(PlanCli, HelpNeedsNoRequiredOptions) {
+  for (const char* cmd : {"plan schedule --help", "plan --help", "launch slurm --help"}) {
+    const auto r = run_shoestring(cmd);
+    EXPECT_EQ(r.code, 0) << cmd << ": " << r.output;
+    EXPECT_EQ(r.output.find("is required"), std::string::npos) << cmd << ": " << r.output;
+  }
+}
+
+}  // namespace

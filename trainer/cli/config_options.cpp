@@ -19,14 +19,15 @@ std::optional<int> parse_command_line(const po::options_description& opts, const
     parser.options(opts);
     if (positional) parser.positional(*positional);
     po::store(parser.run(), vm);
+    // --help before notify(), which enforces required options: `plan schedule --help` must work.
+    if (vm.count("help")) {
+      std::cout << opts << "\n";
+      return 0;
+    }
     po::notify(vm);
   } catch (const po::error& e) {
     std::cerr << "shoestring: " << e.what() << " (see --help)\n";
     return 2;
-  }
-  if (vm.count("help")) {
-    std::cout << opts << "\n";
-    return 0;
   }
   return std::nullopt;
 }
