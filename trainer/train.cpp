@@ -59,15 +59,6 @@ at::Device pick_device(const std::string& wanted, int local_rank) {
   return dev;
 }
 
-std::string utc_stamp() {
-  const std::time_t now = std::time(nullptr);
-  std::tm tm{};
-  gmtime_r(&now, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y%m%d-%H%M%S", &tm);
-  return buf;
-}
-
 void prepare_run_dir(const std::string& dir, const Config& cfg, bool resuming) {
   std::error_code ec;
   fs::create_directories(dir, ec);
@@ -161,6 +152,15 @@ double validation_loss(model::Transformer& net, const PipelinePlan& plan, parall
 }
 
 }  // namespace
+
+std::string utc_stamp() {
+  const std::time_t now = std::time(nullptr);
+  std::tm tm{};
+  gmtime_r(&now, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y%m%d-%H%M%S", &tm);
+  return buf;
+}
 
 data::DatasetOptions dataset_options(const Config& cfg, int dp) {
   data::DatasetOptions o;

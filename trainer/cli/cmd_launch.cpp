@@ -14,6 +14,7 @@
 #include "trainer/config_loader.h"
 #include "trainer/distributed.h"
 #include "trainer/launch_slurm.h"
+#include "trainer/train.h"
 
 namespace po = boost::program_options;
 namespace fs = std::filesystem;
@@ -27,15 +28,6 @@ constexpr const char* kUsage =
     "                               [--partition P] [--account A] [--job-name J] [--out DIR] [--cpus-per-task K]\n"
     "                               [--signal-before SECONDS]\n"
     "  write a run directory with the resolved config and a Slurm batch script; print the sbatch command\n";
-
-std::string utc_stamp() {
-  const std::time_t now = std::time(nullptr);
-  std::tm tm{};
-  gmtime_r(&now, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y%m%d-%H%M%S", &tm);
-  return buf;
-}
 
 void write_file(const fs::path& path, const std::string& text) {
   std::ofstream out(path);
