@@ -16,6 +16,7 @@ int cmd_bench(const Args& args, const parallel::World& world);
 int cmd_data(const Args& args);
 int cmd_ckpt(const Args& args);
 int cmd_plan(const Args& args);
+int cmd_sweep(const Args& args);
 std::string version_text();
 
 }  // namespace shoestring::cli

@@ -29,6 +29,7 @@ constexpr const char* kUsage =
     "  data     token datasets: prepare, inspect, train-tokenizer, bench (loader tokens/s)\n"
     "  ckpt     checkpoints: inspect, verify\n"
     "  plan     pipeline schedules: validate, simulate and draw one (plan schedule)\n"
+    "  sweep    many runs from one sweep file: plan, run (resumable, Slurm arrays), report\n"
     "\n"
     "options:\n"
     "  -h, --help     show this help (each command has its own --help)\n"
@@ -42,7 +43,8 @@ int dispatch(const std::string& cmd, const shoestring::cli::Args& rest, const sh
   if (cmd == "data") return cmd_data(rest);
   if (cmd == "ckpt") return cmd_ckpt(rest);
   if (cmd == "plan") return cmd_plan(rest);
-  std::cerr << "shoestring: unknown command '" << cmd << "' (commands: train, config, bench, data, ckpt, plan; see --help)\n";
+  if (cmd == "sweep") return cmd_sweep(rest);
+  std::cerr << "shoestring: unknown command '" << cmd << "' (commands: train, config, bench, data, ckpt, plan, sweep; see --help)\n";
   return 2;
 }
 
