@@ -86,7 +86,7 @@ TEST(SweepFile, GridTimesSeedsInOrderWithStableNames) {
 
 TEST(SweepFile, RandomSamplesAreDeterministicAndWithinBounds) {
   auto yaml = [](int seed) {
-    return "base: configs/tiny.yaml\nname: rnd\nrandom:\n  samples: 20\n  seed: " + std::to_string(seed) +
+    return "base: configs/tiny.yaml\nname: rnd\nset:\n  optim.min_lr: 1.0e-5\nrandom:\n  samples: 20\n  seed: " + std::to_string(seed) +
            "\n  axes:\n    optim.lr: {log_uniform: [1.0e-4, 1.0e-2]}\n    optim.weight_decay: {uniform: [0.0, 0.2]}\n"
            "    train.micro_batch_size: {choice: [2, 4, 8]}\n    optim.warmup_steps: {uniform: [5, 10]}\n";
   };
@@ -198,7 +198,7 @@ TEST(SweepCli, RunInterruptResumeReportSlurm) {
   ASSERT_EQ(plan.code, 0) << plan.output;
   EXPECT_NE(plan.output.find("sweep e2e: 4 runs"), std::string::npos) << plan.output;
   EXPECT_NE(plan.output.find("r003-lr=0.01-seed=2  [pending]"), std::string::npos) << plan.output;
-  EXPECT_NE(plan.output.find("64 per step x 30 steps = 1,920"), std::string::npos) << plan.output;
+  EXPECT_NE(plan.output.find("32 per step x 30 steps = 960"), std::string::npos) << plan.output;
   EXPECT_NE(plan.output.find("optim.lr 0.003 -> 0.01"), std::string::npos) << plan.output;  // tiny.yaml's lr
   EXPECT_NE(plan.output.find("checkpoint.interval 0 -> 3"), std::string::npos) << plan.output;
   EXPECT_NE(plan.output.find("estimate   n/a"), std::string::npos) << plan.output;
@@ -264,7 +264,7 @@ TEST(SweepCli, RunInterruptResumeReportSlurm) {
   ASSERT_EQ(lines.size(), 5u) << slurp(out / "report.csv");
   EXPECT_EQ(lines[0].rfind("name,optim.lr,train.seed,status,steps_done,steps,final_loss,best_loss,final_val_loss", 0), 0u) << lines[0];
   EXPECT_EQ(lines[4].rfind("r003-lr=0.01-seed=2,0.01,2,done,30,30,", 0), 0u) << lines[4];
-  EXPECT_EQ(lines[4].substr(lines[4].rfind(',') + 1), "1920") << lines[4];  // 30 steps x 2 x 16 tokens
+  EXPECT_EQ(lines[4].substr(lines[4].rfind(',') + 1), "960") << lines[4];  // 30 steps x 2 x 16 tokens
   const std::string md = slurp(out / "report.md");
   EXPECT_NE(md.find("| r002-lr=0.01-seed=1 | 0.01 | 1 | done | 30/30 |"), std::string::npos) << md;
   if (report.output.find("plots skipped") == std::string::npos) {

@@ -128,11 +128,11 @@ std::string short_name(const std::vector<Axis>& axes, size_t i) {
   return last;
 }
 
-// Run names are folder names: anything but [A-Za-z0-9._+-] becomes '_'.
+// Run names are folder names: anything but [A-Za-z0-9._+=-] becomes '_'.
 std::string sanitize(const std::string& s) {
   std::string out = s;
   for (char& c : out)
-    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '.' && c != '_' && c != '+' && c != '-') c = '_';
+    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '.' && c != '_' && c != '+' && c != '-' && c != '=') c = '_';
   return out;
 }
 
@@ -286,9 +286,8 @@ std::vector<RunSpec> expand(const SweepFile& s) {
     for (size_t i = radix.size(), rest = n; i-- > 0;) digit[i] = rest % radix[i], rest /= radix[i];
     RunSpec r;
     r.index = int(n);
-    char idx[16];
-    std::snprintf(idx, sizeof idx, "r%0*zu", width, n);
-    r.name = idx;
+    const std::string digits = std::to_string(n);
+    r.name = "r" + std::string(size_t(std::max<int>(0, width - int(digits.size()))), '0') + digits;
     size_t level = 0, random_i = 0;
     const size_t random_level = std::count_if(s.axes.begin(), s.axes.end(), [](const Axis& a) { return a.kind == Axis::Grid; });
     for (size_t i = 0; i < s.axes.size(); ++i) {
@@ -298,7 +297,9 @@ std::vector<RunSpec> expand(const SweepFile& s) {
       else if (a.kind == Axis::Seeds) value = a.values[digit.back()];
       else value = draws[digit[random_level]][random_i++];
       r.overrides.emplace_back(a.key, value);
-      r.name += "-" + sanitize(short_name(s.axes, i) + "=" + value);
+      std::string part = short_name(s.axes, i);
+      part.append("=").append(value);
+      r.name.append("-").append(sanitize(part));
     }
     runs.push_back(r);
   }
