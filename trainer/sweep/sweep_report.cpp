@@ -172,7 +172,7 @@ std::vector<std::string> draw_plots(const SweepFile& s, const std::vector<RunRow
   // Every run's curve on one plot; the legend sits outside so it never hides a curve.
   gp << "set output 'report-loss.png'\n"
      << "set title " << gp_text("Sweep " + s.name + ": training loss per step") << "\n"
-     << "set xlabel 'step'\nset ylabel 'training loss'\n"
+     << "set xlabel 'step'\nset ylabel 'training loss'\nset xrange [0:*]\nset autoscale xfixmax\n"
      << "set key outside right top vertical Left reverse samplen 2 spacing 1.1 box lc rgb '#bbbbbb'\n"
      << "plot ";
   bool first = true;
@@ -181,7 +181,7 @@ std::vector<std::string> draw_plots(const SweepFile& s, const std::vector<RunRow
     gp << (first ? "" : ", \\\n     ") << "$run" << i << " using 1:2 with lines lw 2 title " << gp_text(rows[i].name);
     first = false;
   }
-  gp << "\nunset key\n";
+  gp << "\nunset key\nset autoscale x\n";
   plots.push_back("report-loss.png");
   // Final loss against each axis (not seeds: they show the noise, which the spread at one x shows too).
   for (size_t a = 0; a < s.axes.size(); ++a) {
@@ -201,15 +201,20 @@ std::vector<std::string> draw_plots(const SweepFile& s, const std::vector<RunRow
        << "set ylabel 'final training loss'\n";
     gp << "$axis" << a << " << EOD\n";
     if (all_numeric) {
-      bool positive = true;
+      double lo = std::numeric_limits<double>::infinity(), hi = -lo;
       for (const auto& p : points) {
         numeric(p.first, x);
-        positive = positive && x > 0;
+        lo = std::min(lo, x), hi = std::max(hi, x);
         gp << p.first << " " << num(p.second, "%.8g") << "\n";
       }
-      gp << "EOD\n" << (axis.log_scale() && positive ? "set logscale x\n" : "unset logscale x\n")
-         << "set offsets graph 0.05, graph 0.05, graph 0.05, graph 0.05\n"
-         << "plot $axis" << a << " using 1:2 with points pt 7 ps 1.6 lc rgb '#1f77b4' notitle\n";
+      // gnuplot's autoscale would stretch a log axis to whole decades: pad the data range instead.
+      const bool log_x = axis.log_scale() && lo > 0;
+      const double pad = log_x ? std::pow(hi / lo, 0.06) * 1.15 : std::max(0.06 * (hi - lo), hi == lo ? std::max(1e-9, 0.1 * std::fabs(lo)) : 0.0);
+      gp << "EOD\n" << (log_x ? "set logscale x\n" : "unset logscale x\n") << "set xrange [" << num(log_x ? lo / pad : lo - pad, "%.10g")
+         << ":" << num(log_x ? hi * pad : hi + pad, "%.10g") << "]\n"
+         << "set offsets 0, 0, graph 0.05, graph 0.05\n"
+         << "plot $axis" << a << " using 1:2 with points pt 7 ps 1.6 lc rgb '#1f77b4' notitle\n"
+         << "set autoscale x\n";
     } else {
       // Categories (e.g. a choice of schedules): one x position per distinct value, in first-seen order.
       std::map<std::string, int> position;

@@ -192,10 +192,10 @@ int run_sweep(const SweepFile& s, const std::vector<RunSpec>& runs, const Runner
   SignalForwarding forwarding;
   fs::create_directories(s.dir);
   write_summary(s, runs);
-  int done = 0, failed = 0, busy = 0, selected = 0;
+  int done = 0, failed = 0, busy = 0;
+  const int selected = o.only.empty() ? int(runs.size()) : 1;
   for (size_t i = 0; i < runs.size(); ++i) {
     if (!o.only.empty() && runs[i].name != o.only) continue;
-    ++selected;
     if (g_stop) break;
     switch (run_one(s, runs, i, o)) {
       case Outcome::Done: ++done; break;
