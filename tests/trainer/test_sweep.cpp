@@ -189,7 +189,7 @@ TEST(SweepCli, RunInterruptResumeReportSlurm) {
   const fs::path file = dir / "e2e.yaml", out = dir / "out";
   std::ofstream(file) << "base: " << kSource << "/configs/tiny.yaml\n"
                       << "name: e2e\ndir: " << out.string() << "\n"
-                      << "set:\n  data.source: synthetic\n  data.eval_interval: 10\n  train.steps: 30\n"
+                      << "set:\n  data.source: synthetic\n  data.eval_interval: 10\n  train.steps: 60\n"
                       << "  train.micro_batch_size: 2\n  train.seq_len: 16\n  train.threads: 1\n"
                       << "  model.d_model: 32\n  model.n_heads: 2\n  model.n_kv_heads: 1\n  model.intermediate_size: 64\n"
                       << "  model.max_seq_len: 16\n  optim.warmup_steps: 2\n  log.progress: 'off'\n"
@@ -198,9 +198,9 @@ TEST(SweepCli, RunInterruptResumeReportSlurm) {
   ASSERT_EQ(plan.code, 0) << plan.output;
   EXPECT_NE(plan.output.find("sweep e2e: 4 runs"), std::string::npos) << plan.output;
   EXPECT_NE(plan.output.find("r003-lr=0.01-seed=2  [pending]"), std::string::npos) << plan.output;
-  EXPECT_NE(plan.output.find("32 per step x 30 steps = 960"), std::string::npos) << plan.output;
+  EXPECT_NE(plan.output.find("32 per step x 60 steps = 1,920"), std::string::npos) << plan.output;
   EXPECT_NE(plan.output.find("optim.lr 0.003 -> 0.01"), std::string::npos) << plan.output;  // tiny.yaml's lr
-  EXPECT_NE(plan.output.find("checkpoint.interval 0 -> 3"), std::string::npos) << plan.output;
+  EXPECT_NE(plan.output.find("checkpoint.interval 0 -> 6"), std::string::npos) << plan.output;
   EXPECT_NE(plan.output.find("estimate   n/a"), std::string::npos) << plan.output;
   const auto yaml = run_shoestring("sweep plan " + file.string() + " --print-config 3");
   ASSERT_EQ(yaml.code, 0) << yaml.output;
@@ -236,9 +236,10 @@ TEST(SweepCli, RunInterruptResumeReportSlurm) {
   const auto second = run_shoestring("sweep run " + file.string());
   EXPECT_EQ(second.code, 0) << second.output;
   EXPECT_NE(second.output.find("r000-lr=0.001-seed=1] done already"), std::string::npos) << second.output;
-  if (stopped.exit_code == 42) {  // the trainer saved a checkpoint when asked
-    EXPECT_NE(second.output.find("r001-lr=0.001-seed=2] resuming (metrics at step"), std::string::npos) << second.output;
-  }
+  // The trainer had logged a step, so its handlers were in place: it saved a checkpoint and said 42.
+  EXPECT_EQ(stopped.exit_code, 42) << first;
+  EXPECT_NE(second.output.find("r001-lr=0.001-seed=2] resuming (metrics at step"), std::string::npos) << second.output;
+  EXPECT_NE(second.output.find("  resumed  from "), std::string::npos) << second.output;
   EXPECT_NE(second.output.find("4 of 4 runs done"), std::string::npos) << second.output;
   EXPECT_EQ(slurp(r0 / "metrics.jsonl"), r0_metrics);
   EXPECT_EQ(fs::last_write_time(r0 / "metrics.jsonl"), r0_mtime);
@@ -250,7 +251,7 @@ TEST(SweepCli, RunInterruptResumeReportSlurm) {
     ASSERT_TRUE(json_number(line, "step", step)) << line;
     steps.push_back(int64_t(step));
   }
-  ASSERT_EQ(steps.size(), 30u);
+  ASSERT_EQ(steps.size(), 60u);
   for (size_t i = 0; i < steps.size(); ++i) EXPECT_EQ(steps[i], int64_t(i + 1));
   const auto third = run_shoestring("sweep run " + file.string());
   EXPECT_EQ(third.code, 0) << third.output;
@@ -263,10 +264,10 @@ TEST(SweepCli, RunInterruptResumeReportSlurm) {
   for (std::string line; std::getline(csv, line);) lines.push_back(line);
   ASSERT_EQ(lines.size(), 5u) << slurp(out / "report.csv");
   EXPECT_EQ(lines[0].rfind("name,optim.lr,train.seed,status,steps_done,steps,final_loss,best_loss,final_val_loss", 0), 0u) << lines[0];
-  EXPECT_EQ(lines[4].rfind("r003-lr=0.01-seed=2,0.01,2,done,30,30,", 0), 0u) << lines[4];
-  EXPECT_EQ(lines[4].substr(lines[4].rfind(',') + 1), "960") << lines[4];  // 30 steps x 2 x 16 tokens
+  EXPECT_EQ(lines[4].rfind("r003-lr=0.01-seed=2,0.01,2,done,60,60,", 0), 0u) << lines[4];
+  EXPECT_EQ(lines[4].substr(lines[4].rfind(',') + 1), "1920") << lines[4];  // 60 steps x 2 x 16 tokens
   const std::string md = slurp(out / "report.md");
-  EXPECT_NE(md.find("| r002-lr=0.01-seed=1 | 0.01 | 1 | done | 30/30 |"), std::string::npos) << md;
+  EXPECT_NE(md.find("| r002-lr=0.01-seed=1 | 0.01 | 1 | done | 60/60 |"), std::string::npos) << md;
   if (report.output.find("plots skipped") == std::string::npos) {
     EXPECT_TRUE(is_png(out / "report-loss.png"));
     EXPECT_TRUE(is_png(out / "report-final-loss-optim_lr.png"));

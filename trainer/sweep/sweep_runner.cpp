@@ -206,7 +206,8 @@ int run_sweep(const SweepFile& s, const std::vector<RunSpec>& runs, const Runner
   }
   if (g_stop) {
     std::cout << "sweep " << s.name << ": stopped by signal " << int(g_stop) << " (" << strsignal(int(g_stop)) << ") after " << done
-              << " of " << selected << " runs; run `shoestring sweep run " << s.path << "` again to resume\n";
+              << " of " << selected << " runs; run `shoestring sweep run " << s.path << (o.only.empty() ? "" : " --only " + o.only)
+              << (o.np > 1 ? " --np " + std::to_string(o.np) : "") << "` again to resume\n";
     return kPreemptedExitCode;
   }
   std::cout << "sweep " << s.name << ": " << done << " of " << selected << " runs done";
