@@ -8,6 +8,7 @@
 
 #include <chrono>
 #include <cmath>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <set>
@@ -292,10 +293,38 @@ TEST(SweepCli, RunInterruptResumeReportSlurm) {
   EXPECT_NE(script.find("\n  r000-lr=0.001-seed=1\n  r001-lr=0.001-seed=2\n  r002-lr=0.01-seed=1\n  r003-lr=0.01-seed=2\n)\n"),
             std::string::npos) << script;
   EXPECT_NE(script.find("name=${runs[$SLURM_ARRAY_TASK_ID]}\n"), std::string::npos) << script;
-  EXPECT_NE(script.find("/bin/shoestring sweep run " + file.string() + " --only \"$name\" --np 2 &\n"), std::string::npos) << script;
+  EXPECT_NE(script.find("/bin/shoestring' sweep run '" + file.string() + "' --only \"$name\" --np 2 &\n"), std::string::npos) << script;
   EXPECT_NE(script.find("if [ $rc -eq 42 ]; then\n  scontrol requeue \"${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID}\""),
             std::string::npos) << script;
   const auto syntax = shoestring::testing::run_command("bash -n " + (out / "sweep.sbatch").string());
   EXPECT_EQ(syntax.code, 0) << syntax.output;
+  // As array task 0 (without --np, so no mpirun): it picks run r000, which is done, and exits 0
+  // without asking a (fake) scontrol to requeue it.
+  ASSERT_EQ(run_shoestring("sweep run " + file.string() + " --slurm").code, 0);
+  fs::create_directories(dir / "bin");
+  std::ofstream(dir / "bin" / "scontrol") << "#!/bin/sh\necho \"$@\" >> " << (dir / "requeued").string() << "\n";
+  fs::permissions(dir / "bin" / "scontrol", fs::perms::owner_all);
+  const std::string env = "PATH=" + (dir / "bin").string() + ":" + std::getenv("PATH") + " SLURM_ARRAY_JOB_ID=77 ";
+  const auto task = shoestring::testing::run_command(env + "SLURM_ARRAY_TASK_ID=0 bash " + (out / "sweep.sbatch").string());
+  EXPECT_EQ(task.code, 0) << task.output;
+  EXPECT_NE(task.output.find("r000-lr=0.001-seed=1] done already"), std::string::npos) << task.output;
+  EXPECT_FALSE(fs::exists(dir / "requeued"));
+  // Task 3 on a fresh run, sent USR1 as Slurm would before the time limit: the script passes it
+  // on, the run checkpoints, and the task requeues itself.
+  const fs::path r3 = out / "r003-lr=0.01-seed=2";
+  fs::remove_all(r3);
+  const pid_t task3 = spawn({"/usr/bin/env", "PATH=" + (dir / "bin").string() + ":" + std::getenv("PATH"), "SLURM_ARRAY_JOB_ID=77",
+                             "SLURM_ARRAY_TASK_ID=3", "bash", (out / "sweep.sbatch").string()},
+                            dir / "task3.log");
+  while (!fs::exists(r3 / "metrics.jsonl") || fs::file_size(r3 / "metrics.jsonl") == 0) {
+    ASSERT_LT(std::chrono::steady_clock::now(), deadline + std::chrono::seconds(60)) << slurp(dir / "task3.log");
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  kill(task3, SIGUSR1);
+  waitpid(task3, &status, 0);
+  ASSERT_TRUE(WIFEXITED(status)) << slurp(dir / "task3.log");
+  EXPECT_EQ(WEXITSTATUS(status), 42) << slurp(dir / "task3.log");
+  EXPECT_EQ(slurp(dir / "requeued"), "requeue 77_3\n") << slurp(dir / "task3.log");
+  EXPECT_EQ(read_status(where, r3.filename()).status, "preempted");
   fs::remove_all(dir);
 }

@@ -1,6 +1,7 @@
 #include "trainer/sweep/sweep_report.h"
 
 #include <algorithm>
+#include <cctype>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>

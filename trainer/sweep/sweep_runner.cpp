@@ -97,6 +97,9 @@ int run_child(const std::vector<std::string>& argv) {
     ::_exit(127);
   }
   g_child = pid;
+  // A signal that came before the block (while this run was being prepared) has not reached any
+  // trainer yet; one still pending is forwarded by the handler once unblocked.
+  if (g_stop) ::kill(pid, int(g_forward));
   sigprocmask(SIG_SETMASK, &old, nullptr);
   int status = 0;
   while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
@@ -117,6 +120,12 @@ int lock_run(const fs::path& dir) {
     return -1;
   }
   return fd;
+}
+
+std::string shell_quote(const std::string& s) {
+  std::string out = "'";
+  for (char c : s) out += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return out + "'";
 }
 
 std::string describe(int code) {
@@ -234,12 +243,12 @@ std::string slurm_script(const SweepFile& s, const std::vector<RunSpec>& runs, c
     << "#SBATCH --requeue\n"
     << "#SBATCH --open-mode=append\n\n"
     << "set -u\n"
-    << "cd " << fs::current_path().string() << "\n"
+    << "cd " << shell_quote(fs::current_path().string()) << "\n"
     << "runs=(";
   for (const auto& r : runs) b << "\n  " << r.name;
   b << "\n)\n"
     << "name=${runs[$SLURM_ARRAY_TASK_ID]}\n"
-    << o.executable << " sweep run " << sweep_file_abs << " --only \"$name\"" << (o.np > 1 ? " --np " + std::to_string(o.np) : "")
+    << shell_quote(o.executable) << " sweep run " << shell_quote(sweep_file_abs) << " --only \"$name\"" << (o.np > 1 ? " --np " + std::to_string(o.np) : "")
     << " &\n"
     << "child=$!\n"
     << "# The signal reaches this shell (B:); pass it on to the sweep, which passes it to the trainer.\n"
