@@ -53,6 +53,7 @@ SHOESTRING_DEB_PACKAGES=(
   libsentencepiece-dev
   fortunes fortunes-min   # the default training corpus (launch/prepare_corpus, docs/data.md)
   clang libclang-rt-14-dev  # libFuzzer targets of the data readers (tests/data/fuzz)
+  gnuplot-nox  # `shoestring sweep report` plots (docs/sweeps.md)
 )
 # Needed only to download the wheel (never with --offline); installed when `python3 -m pip` is missing.
 SHOESTRING_DEB_PIP_PACKAGES=(python3-pip)

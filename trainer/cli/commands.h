@@ -17,6 +17,7 @@ int cmd_data(const Args& args);
 int cmd_ckpt(const Args& args);
 int cmd_plan(const Args& args);
 int cmd_launch(const Args& args);
+int cmd_sweep(const Args& args);
 std::string version_text();
 
 }  // namespace shoestring::cli

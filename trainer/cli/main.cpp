@@ -25,12 +25,13 @@ constexpr const char* kUsage =
     "commands:\n"
     "  train    train a model from a YAML config\n"
     "  config   check, print or list configuration keys\n"
-    "  bench    benchmarks printing JSON: train (training tokens/s), fp8 (GEMM and quantization kernels)\n"
+    "  bench    benchmarks printing JSON: train, fp8, comm, moe, pipeline (see bench --help)\n"
     "  data     token datasets: prepare, inspect, train-tokenizer, bench (loader tokens/s)\n"
     "  ckpt     checkpoints: inspect, verify, export (safetensors)\n"
     "  plan     pipeline schedules: validate, simulate and draw one (plan schedule)\n"
     "           and the cost/memory planner: a config on N GPUs (plan --config ... --gpus N --gpu h100)\n"
     "  launch   write a Slurm batch script for a training job (launch slurm)\n"
+    "  sweep    many runs from one sweep file: plan, run (resumable, Slurm arrays), report\n"
     "\n"
     "options:\n"
     "  -h, --help     show this help (each command has its own --help)\n"
@@ -45,7 +46,8 @@ int dispatch(const std::string& cmd, const shoestring::cli::Args& rest, const sh
   if (cmd == "ckpt") return cmd_ckpt(rest);
   if (cmd == "plan") return cmd_plan(rest);
   if (cmd == "launch") return cmd_launch(rest);
-  std::cerr << "shoestring: unknown command '" << cmd << "' (commands: train, config, bench, data, ckpt, plan, launch; see --help)\n";
+  if (cmd == "sweep") return cmd_sweep(rest);
+  std::cerr << "shoestring: unknown command '" << cmd << "' (commands: train, config, bench, data, ckpt, plan, launch, sweep; see --help)\n";
   return 2;
 }
 

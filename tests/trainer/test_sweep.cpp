@@ -1,0 +1,330 @@
+// Sweeps (docs/sweeps.md): expansion of grids, random samples and seeds; errors naming the sweep
+// file and key; and a 4-run sweep of the real executable that is interrupted mid-way, resumed
+// without retraining finished runs, reported and turned into a Slurm array script.
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <set>
+#include <sstream>
+#include <thread>
+
+#include "tests/run_cli.h"
+#include "tests/run_files.h"
+#include "trainer/config_loader.h"
+#include "trainer/sweep/sweep_file.h"
+#include "trainer/sweep/sweep_report.h"
+#include "trainer/sweep/sweep_state.h"
+
+namespace fs = std::filesystem;
+using namespace shoestring;
+using namespace shoestring::sweep;
+using shoestring::testing::run_shoestring;
+
+namespace {
+
+const std::string kSource = SHOESTRING_SOURCE_DIR;
+
+SweepFile parse(const std::string& yaml) { return parse_sweep_text(yaml, "test-sweep.yaml", kSource); }
+
+std::string slurp(const fs::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+bool is_png(const fs::path& p) { return slurp(p).rfind("\x89PNG\r\n\x1a\n", 0) == 0; }
+
+std::string error_of(const std::string& yaml) {
+  try {
+    parse(yaml);
+  } catch (const ConfigError& e) {
+    return e.what();
+  }
+  return "(no error)";
+}
+
+}  // namespace
+
+TEST(SweepFile, GridTimesSeedsInOrderWithStableNames) {
+  const std::string yaml =
+      "base: configs/tiny.yaml\n"
+      "grid:\n"
+      "  optim.lr: [0.001, 0.003]\n"
+      "  model.d_model: [32, 64, 96]\n"
+      "seeds: [1, 2]\n";
+  const SweepFile s = parse(yaml);
+  EXPECT_EQ(s.name, "test-sweep");
+  EXPECT_EQ(s.dir, "runs/sweeps/test-sweep");
+  EXPECT_EQ(s.base, kSource + "/configs/tiny.yaml");  // found beside the sweep file first
+  const auto runs = expand(s);
+  ASSERT_EQ(runs.size(), 12u);
+  EXPECT_EQ(runs[0].name, "r000-lr=0.001-d_model=32-seed=1");
+  EXPECT_EQ(runs[1].name, "r001-lr=0.001-d_model=32-seed=2");  // seeds vary fastest
+  EXPECT_EQ(runs[2].name, "r002-lr=0.001-d_model=64-seed=1");
+  EXPECT_EQ(runs[11].name, "r011-lr=0.003-d_model=96-seed=2");
+  std::set<std::string> names;
+  for (const auto& r : runs) names.insert(r.name);
+  EXPECT_EQ(names.size(), 12u);
+  const auto again = expand(parse(yaml));
+  for (size_t i = 0; i < runs.size(); ++i) EXPECT_EQ(runs[i].name, again[i].name);
+  const Config c = resolve_run(s, runs[11]);
+  EXPECT_DOUBLE_EQ(c.optim.lr, 0.003);
+  EXPECT_EQ(c.model.d_model, 96);
+  EXPECT_EQ(c.train.seed, 2);
+  EXPECT_EQ(c.log.run_dir, "runs/sweeps/test-sweep/" + runs[11].name);
+  // tiny.yaml has no periodic checkpoints: the sweep adds them so interrupted runs lose little.
+  EXPECT_EQ(c.checkpoint.interval, sweep_checkpoint_interval(c.train.steps));
+  EXPECT_EQ(c.checkpoint.interval, 30);
+}
+
+TEST(SweepFile, RandomSamplesAreDeterministicAndWithinBounds) {
+  auto yaml = [](int seed) {
+    return "base: configs/tiny.yaml\nname: rnd\nset:\n  optim.min_lr: 1.0e-5\nrandom:\n  samples: 20\n  seed: " + std::to_string(seed) +
+           "\n  axes:\n    optim.lr: {log_uniform: [1.0e-4, 1.0e-2]}\n    optim.weight_decay: {uniform: [0.0, 0.2]}\n"
+           "    train.micro_batch_size: {choice: [2, 4, 8]}\n    optim.warmup_steps: {uniform: [5, 10]}\n";
+  };
+  const auto a = expand(parse(yaml(7))), b = expand(parse(yaml(7))), c = expand(parse(yaml(8)));
+  ASSERT_EQ(a.size(), 20u);
+  std::set<std::string> lrs, batches;
+  int differ = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    EXPECT_EQ(a[i].name, b[i].name);
+    differ += a[i].name != c[i].name;
+    ASSERT_EQ(a[i].overrides.size(), 4u);
+    const double lr = std::stod(a[i].overrides[0].second), wd = std::stod(a[i].overrides[1].second);
+    EXPECT_GE(lr, 1e-4);
+    EXPECT_LE(lr, 1e-2);
+    EXPECT_GE(wd, 0.0);
+    EXPECT_LE(wd, 0.2);
+    batches.insert(a[i].overrides[2].second);
+    EXPECT_TRUE(a[i].overrides[2].second == "2" || a[i].overrides[2].second == "4" || a[i].overrides[2].second == "8");
+    const std::string& warmup = a[i].overrides[3].second;  // integer bounds: integer draws
+    EXPECT_EQ(warmup.find('.'), std::string::npos) << warmup;
+    EXPECT_GE(std::stoi(warmup), 5);
+    EXPECT_LE(std::stoi(warmup), 10);
+    lrs.insert(a[i].overrides[0].second);
+    EXPECT_NO_THROW(resolve_run(parse(yaml(7)), a[i])) << a[i].name;
+  }
+  EXPECT_GT(differ, 15);           // another seed, other draws
+  EXPECT_GT(lrs.size(), 15u);      // not one value repeated
+  EXPECT_EQ(batches.size(), 3u);   // every choice drawn in 20 samples
+  // Log-uniform: about half the draws below the geometric middle (1e-3); a uniform draw would put
+  // ~90% above it.
+  int below = 0;
+  for (const auto& r : a) below += std::stod(r.overrides[0].second) < 1e-3;
+  EXPECT_GE(below, 4);
+  EXPECT_LE(below, 16);
+}
+
+TEST(SweepFile, ErrorsNameTheSweepFileAndKey) {
+  std::string e = error_of("base: configs/tiny.yaml\ngrid:\n  optim.lrr: [0.1, 0.2]\n");
+  EXPECT_NE(e.find("test-sweep.yaml:3"), std::string::npos) << e;
+  EXPECT_NE(e.find("optim.lrr"), std::string::npos) << e;
+  EXPECT_NE(e.find("did you mean optim.lr"), std::string::npos) << e;
+  e = error_of("base: configs/tiny.yaml\ngrid:\n  optim.lr: []\n");
+  EXPECT_NE(e.find("test-sweep.yaml:3: optim.lr: empty axis"), std::string::npos) << e;
+  e = error_of("base: configs/tiny.yaml\ngrid:\n  optim.lr: [0.1, abc]\n");  // the second value: at resolve
+  EXPECT_EQ(e, "(no error)");
+  const SweepFile s = parse("base: configs/tiny.yaml\ngrid:\n  optim.lr: [0.1, abc]\n");
+  try {
+    resolve_run(s, expand(s)[1]);
+    ADD_FAILURE() << "a bad value resolved";
+  } catch (const ConfigError& ex) {
+    EXPECT_NE(std::string(ex.what()).find("test-sweep.yaml:3: optim.lr: expected"), std::string::npos) << ex.what();
+  }
+  e = error_of("base: configs/tiny.yaml\nset:\n  train.stepz: 3\n");
+  EXPECT_NE(e.find("test-sweep.yaml:3: train.stepz: unknown key"), std::string::npos) << e;
+  e = error_of("base: configs/tiny.yaml\ngrid: [1, 2\n");
+  EXPECT_NE(e.find("YAML syntax error"), std::string::npos) << e;
+  e = error_of("grid:\n  optim.lr: [0.1]\n");
+  EXPECT_NE(e.find("base: missing"), std::string::npos) << e;
+  e = error_of("base: configs/tiny.yaml\nrandom:\n  samples: 2\n  axes:\n    optim.lr: {log_uniform: [0, 1]}\n");
+  EXPECT_NE(e.find("test-sweep.yaml:5: optim.lr: log_uniform needs lo > 0"), std::string::npos) << e;
+  e = error_of("base: configs/tiny.yaml\ngird:\n  optim.lr: [0.1]\n");
+  EXPECT_NE(e.find("test-sweep.yaml:2: gird: unknown key"), std::string::npos) << e;
+}
+
+TEST(SweepCli, BadSweepFileIsOneLineExitTwo) {
+  const fs::path dir = shoestring::testing::fresh_dir("sweep", "badfile");
+  fs::create_directories(dir);
+  std::ofstream(dir / "bad.yaml") << "base: " << kSource << "/configs/tiny.yaml\ngrid:\n  model.d_modle: [32]\n";
+  const auto r = run_shoestring("sweep plan " + (dir / "bad.yaml").string());
+  EXPECT_EQ(r.code, 2) << r.output;
+  EXPECT_EQ(r.output, "config error: " + (dir / "bad.yaml").string() +
+                          ":3: model.d_modle: unknown key; did you mean model.d_model?\n");
+  fs::remove_all(dir);
+}
+
+namespace {
+
+pid_t spawn(const std::vector<std::string>& args, const fs::path& log) {
+  const pid_t pid = fork();
+  if (pid == 0) {
+    if (chdir(SHOESTRING_SOURCE_DIR) != 0) _exit(126);
+    FILE* out = std::freopen(log.c_str(), "w", stdout);
+    if (!out || dup2(fileno(stdout), 2) < 0) _exit(126);
+    std::vector<char*> argv;
+    for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+    argv.push_back(nullptr);
+    execv(argv[0], argv.data());
+    _exit(127);
+  }
+  return pid;
+}
+
+}  // namespace
+
+// The whole life of a sweep: plan, run (interrupted by SIGTERM during the second run), run again
+// (finished runs untouched, the interrupted one resumed), report, Slurm script.
+TEST(SweepCli, RunInterruptResumeReportSlurm) {
+  const fs::path dir = shoestring::testing::fresh_dir("sweep", "e2e");
+  fs::create_directories(dir);
+  const fs::path file = dir / "e2e.yaml", out = dir / "out";
+  std::ofstream(file) << "base: " << kSource << "/configs/tiny.yaml\n"
+                      << "name: e2e\ndir: " << out.string() << "\n"
+                      << "set:\n  data.source: synthetic\n  data.eval_interval: 10\n  train.steps: 60\n"
+                      << "  train.micro_batch_size: 2\n  train.seq_len: 16\n  train.threads: 1\n"
+                      << "  model.d_model: 32\n  model.n_heads: 2\n  model.n_kv_heads: 1\n  model.intermediate_size: 64\n"
+                      << "  model.max_seq_len: 16\n  optim.warmup_steps: 2\n  log.progress: 'off'\n"
+                      << "grid:\n  optim.lr: [0.001, 0.01]\nseeds: [1, 2]\n";
+  const auto plan = run_shoestring("sweep plan " + file.string());
+  ASSERT_EQ(plan.code, 0) << plan.output;
+  EXPECT_NE(plan.output.find("sweep e2e: 4 runs"), std::string::npos) << plan.output;
+  EXPECT_NE(plan.output.find("r003-lr=0.01-seed=2  [pending]"), std::string::npos) << plan.output;
+  EXPECT_NE(plan.output.find("32 per step x 60 steps = 1,920"), std::string::npos) << plan.output;
+  EXPECT_NE(plan.output.find("optim.lr 0.003 -> 0.01"), std::string::npos) << plan.output;  // tiny.yaml's lr
+  EXPECT_NE(plan.output.find("checkpoint.interval 0 -> 6"), std::string::npos) << plan.output;
+  EXPECT_NE(plan.output.find("estimate   n/a"), std::string::npos) << plan.output;
+  const auto yaml = run_shoestring("sweep plan " + file.string() + " --print-config 3");
+  ASSERT_EQ(yaml.code, 0) << yaml.output;
+  const Config printed = load_config_text(yaml.output, "printed");
+  EXPECT_DOUBLE_EQ(printed.optim.lr, 0.01);
+  EXPECT_EQ(printed.train.seed, 2);
+
+  // Start the sweep and stop it (SIGTERM, as Slurm would) once the second run has logged a step.
+  const fs::path r0 = out / "r000-lr=0.001-seed=1", r1 = out / "r001-lr=0.001-seed=2";
+  const pid_t pid = spawn({SHOESTRING_BINARY_DIR "/bin/shoestring", "sweep", "run", file.string()}, dir / "first.log");
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  while (!fs::exists(r1 / "metrics.jsonl") || fs::file_size(r1 / "metrics.jsonl") == 0) {
+    ASSERT_LT(std::chrono::steady_clock::now(), deadline) << slurp(dir / "first.log");
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  kill(pid, SIGTERM);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  const std::string first = slurp(dir / "first.log");
+  ASSERT_TRUE(WIFEXITED(status)) << first;
+  EXPECT_EQ(WEXITSTATUS(status), 42) << first;
+  EXPECT_NE(first.find("stopped by signal 15"), std::string::npos) << first;
+  SweepFile where;
+  where.dir = out.string();
+  EXPECT_EQ(read_status(where, r0.filename()).status, "done") << first;
+  const RunStatus stopped = read_status(where, r1.filename());
+  EXPECT_EQ(stopped.status, "preempted") << first;
+  EXPECT_FALSE(fs::exists(out / "r002-lr=0.01-seed=1")) << "a run started after the signal";
+  const std::string r0_metrics = slurp(r0 / "metrics.jsonl");
+  const auto r0_mtime = fs::last_write_time(r0 / "metrics.jsonl");
+  EXPECT_NE(slurp(out / "sweep.json").find("\"status\": \"preempted\""), std::string::npos);
+
+  const auto second = run_shoestring("sweep run " + file.string());
+  EXPECT_EQ(second.code, 0) << second.output;
+  EXPECT_NE(second.output.find("r000-lr=0.001-seed=1] done already"), std::string::npos) << second.output;
+  // The trainer had logged a step, so its handlers were in place: it saved a checkpoint and said 42.
+  EXPECT_EQ(stopped.exit_code, 42) << first;
+  EXPECT_NE(second.output.find("r001-lr=0.001-seed=2] resuming (metrics at step"), std::string::npos) << second.output;
+  EXPECT_NE(second.output.find("  resumed  from "), std::string::npos) << second.output;
+  EXPECT_NE(second.output.find("4 of 4 runs done"), std::string::npos) << second.output;
+  EXPECT_EQ(slurp(r0 / "metrics.jsonl"), r0_metrics);
+  EXPECT_EQ(fs::last_write_time(r0 / "metrics.jsonl"), r0_mtime);
+  // The resumed run logged every step exactly once.
+  std::vector<int64_t> steps;
+  std::ifstream in(r1 / "metrics.jsonl");
+  for (std::string line; std::getline(in, line);) {
+    double step = 0;
+    ASSERT_TRUE(json_number(line, "step", step)) << line;
+    steps.push_back(int64_t(step));
+  }
+  ASSERT_EQ(steps.size(), 60u);
+  for (size_t i = 0; i < steps.size(); ++i) EXPECT_EQ(steps[i], int64_t(i + 1));
+  const auto third = run_shoestring("sweep run " + file.string());
+  EXPECT_EQ(third.code, 0) << third.output;
+  EXPECT_EQ(third.output.find("starting"), std::string::npos) << third.output;
+
+  const auto report = run_shoestring("sweep report " + file.string());
+  ASSERT_EQ(report.code, 0) << report.output;
+  std::ifstream csv(out / "report.csv");
+  std::vector<std::string> lines;
+  for (std::string line; std::getline(csv, line);) lines.push_back(line);
+  ASSERT_EQ(lines.size(), 5u) << slurp(out / "report.csv");
+  EXPECT_EQ(lines[0].rfind("name,optim.lr,train.seed,status,steps_done,steps,final_loss,best_loss,final_val_loss", 0), 0u) << lines[0];
+  EXPECT_EQ(lines[4].rfind("r003-lr=0.01-seed=2,0.01,2,done,60,60,", 0), 0u) << lines[4];
+  EXPECT_EQ(lines[4].substr(lines[4].rfind(',') + 1), "1920") << lines[4];  // 60 steps x 2 x 16 tokens
+  const std::string md = slurp(out / "report.md");
+  EXPECT_NE(md.find("| r002-lr=0.01-seed=1 | 0.01 | 1 | done | 60/60 |"), std::string::npos) << md;
+  if (report.output.find("plots skipped") == std::string::npos) {
+    EXPECT_TRUE(is_png(out / "report-loss.png"));
+    EXPECT_TRUE(is_png(out / "report-final-loss-optim_lr.png"));
+    EXPECT_NE(md.find("![report-loss.png](report-loss.png)"), std::string::npos) << md;
+  } else {
+    ADD_FAILURE() << "gnuplot is part of launch/setup; " << report.output;
+  }
+  // Without gnuplot the tables are still written and one line says why there are no plots.
+  const auto bare = shoestring::testing::run_command("PATH=/nonexistent " SHOESTRING_BINARY_DIR "/bin/shoestring sweep report " +
+                                                     file.string());
+  EXPECT_EQ(bare.code, 0) << bare.output;
+  EXPECT_NE(bare.output.find("plots skipped: gnuplot is not installed"), std::string::npos) << bare.output;
+
+  const auto slurm = run_shoestring("sweep run " + file.string() + " --slurm --np 2");
+  ASSERT_EQ(slurm.code, 0) << slurm.output;
+  const std::string script = slurp(out / "sweep.sbatch");
+  EXPECT_EQ(script.rfind("#!/bin/bash\n", 0), 0u);
+  EXPECT_NE(script.find("#SBATCH --array=0-3\n"), std::string::npos) << script;
+  EXPECT_NE(script.find("#SBATCH --ntasks=2\n"), std::string::npos) << script;
+  EXPECT_NE(script.find("#SBATCH --requeue\n"), std::string::npos) << script;
+  EXPECT_NE(script.find("#SBATCH --signal=B:USR1@120\n"), std::string::npos) << script;
+  EXPECT_NE(script.find("\n  r000-lr=0.001-seed=1\n  r001-lr=0.001-seed=2\n  r002-lr=0.01-seed=1\n  r003-lr=0.01-seed=2\n)\n"),
+            std::string::npos) << script;
+  EXPECT_NE(script.find("name=${runs[$SLURM_ARRAY_TASK_ID]}\n"), std::string::npos) << script;
+  EXPECT_NE(script.find("/bin/shoestring' sweep run '" + file.string() + "' --only \"$name\" --np 2 &\n"), std::string::npos) << script;
+  EXPECT_NE(script.find("if [ $rc -eq 42 ]; then\n  scontrol requeue \"${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID}\""),
+            std::string::npos) << script;
+  const auto syntax = shoestring::testing::run_command("bash -n " + (out / "sweep.sbatch").string());
+  EXPECT_EQ(syntax.code, 0) << syntax.output;
+  // As array task 0 (without --np, so no mpirun): it picks run r000, which is done, and exits 0
+  // without asking a (fake) scontrol to requeue it.
+  ASSERT_EQ(run_shoestring("sweep run " + file.string() + " --slurm").code, 0);
+  fs::create_directories(dir / "bin");
+  std::ofstream(dir / "bin" / "scontrol") << "#!/bin/sh\necho \"$@\" >> " << (dir / "requeued").string() << "\n";
+  fs::permissions(dir / "bin" / "scontrol", fs::perms::owner_all);
+  const std::string env = "PATH=" + (dir / "bin").string() + ":" + std::getenv("PATH") + " SLURM_ARRAY_JOB_ID=77 ";
+  const auto task = shoestring::testing::run_command(env + "SLURM_ARRAY_TASK_ID=0 bash " + (out / "sweep.sbatch").string());
+  EXPECT_EQ(task.code, 0) << task.output;
+  EXPECT_NE(task.output.find("r000-lr=0.001-seed=1] done already"), std::string::npos) << task.output;
+  EXPECT_FALSE(fs::exists(dir / "requeued"));
+  // Task 3 on a fresh run, sent USR1 as Slurm would before the time limit: the script passes it
+  // on, the run checkpoints, and the task requeues itself.
+  const fs::path r3 = out / "r003-lr=0.01-seed=2";
+  fs::remove_all(r3);
+  const pid_t task3 = spawn({"/usr/bin/env", "PATH=" + (dir / "bin").string() + ":" + std::getenv("PATH"), "SLURM_ARRAY_JOB_ID=77",
+                             "SLURM_ARRAY_TASK_ID=3", "bash", (out / "sweep.sbatch").string()},
+                            dir / "task3.log");
+  while (!fs::exists(r3 / "metrics.jsonl") || fs::file_size(r3 / "metrics.jsonl") == 0) {
+    ASSERT_LT(std::chrono::steady_clock::now(), deadline + std::chrono::seconds(60)) << slurp(dir / "task3.log");
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  kill(task3, SIGUSR1);
+  waitpid(task3, &status, 0);
+  ASSERT_TRUE(WIFEXITED(status)) << slurp(dir / "task3.log");
+  EXPECT_EQ(WEXITSTATUS(status), 42) << slurp(dir / "task3.log");
+  EXPECT_EQ(slurp(dir / "requeued"), "requeue 77_3\n") << slurp(dir / "task3.log");
+  EXPECT_EQ(read_status(where, r3.filename()).status, "preempted");
+  fs::remove_all(dir);
+}

@@ -1,0 +1,182 @@
+// shoestring sweep plan|run|report FILE: many training runs from one sweep file (docs/sweeps.md).
+#include <boost/program_options.hpp>
+
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+
+#include "trainer/cli/commands.h"
+#include "trainer/cli/config_options.h"
+#include "trainer/config_loader.h"
+#include "trainer/model/param_count.h"
+#include "trainer/sweep/run_estimate.h"
+#include "trainer/sweep/sweep_file.h"
+#include "trainer/sweep/sweep_report.h"
+#include "trainer/sweep/sweep_runner.h"
+#include "trainer/sweep/sweep_state.h"
+
+namespace po = boost::program_options;
+namespace fs = std::filesystem;
+
+namespace shoestring::cli {
+
+namespace {
+
+constexpr const char* kUsage =
+    "usage: shoestring sweep <plan|run|report> SWEEP_FILE [options]\n"
+    "  plan    list the runs, what each changes, parameters and tokens (--print-config N: one run's YAML)\n"
+    "  run     train the runs one after another, resuming interrupted ones (--np N, --only NAME, --slurm)\n"
+    "  report  gather the runs' metrics into report.csv, report.md and PNG plots\n"
+    "docs/sweeps.md describes the sweep file.\n";
+
+std::string axis_text(const sweep::Axis& a) {
+  auto list = [](const std::vector<std::string>& v) {
+    std::string out;
+    for (const auto& x : v) out += (out.empty() ? "" : ", ") + x;
+    return out;
+  };
+  char buf[96];
+  switch (a.kind) {
+    case sweep::Axis::Grid: return a.key + " (grid: " + list(a.values) + ")";
+    case sweep::Axis::Seeds: return a.key + " (seeds: " + list(a.values) + ")";
+    case sweep::Axis::Choice: return a.key + " (random choice: " + list(a.values) + ")";
+    case sweep::Axis::Uniform: std::snprintf(buf, sizeof buf, " (uniform in [%g, %g])", a.lo, a.hi); return a.key + buf;
+    case sweep::Axis::LogUniform: std::snprintf(buf, sizeof buf, " (log-uniform in [%g, %g])", a.lo, a.hi); return a.key + buf;
+  }
+  return a.key;
+}
+
+std::string thousands(int64_t n) {
+  std::string s = std::to_string(n), out;
+  for (size_t i = 0; i < s.size(); ++i) {
+    if (i && (s.size() - i) % 3 == 0) out += ',';
+    out += s[i];
+  }
+  return out;
+}
+
+int sweep_plan(const sweep::SweepFile& s, const std::vector<sweep::RunSpec>& runs, int print_config, int np) {
+  // Resolving every run validates every value of every axis before anything trains.
+  std::vector<Config> configs;
+  for (const auto& r : runs) configs.push_back(sweep::resolve_run(s, r));
+  if (print_config >= 0) {
+    if (print_config >= int(runs.size())) {
+      std::cerr << "shoestring sweep plan: --print-config " << print_config << ": the sweep has runs 0.." << runs.size() - 1 << "\n";
+      return 2;
+    }
+    std::cout << "# run " << runs[print_config].name << " of sweep " << s.name << " (" << s.path << ")\n" << to_yaml(configs[print_config]);
+    return 0;
+  }
+  const Config common = sweep::resolve_common(s);
+  std::cout << "sweep " << s.name << ": " << runs.size() << " run" << (runs.size() == 1 ? "" : "s") << " from " << s.path
+            << ", base " << s.base << ", in " << s.dir << "/\n";
+  for (size_t i = 0; i < s.common.size(); ++i)
+    std::cout << (i ? ", " : "  set     ") << s.common[i].first << "=" << s.common[i].second << (i + 1 == s.common.size() ? "\n" : "");
+  for (const auto& a : s.axes) std::cout << "  axis    " << axis_text(a) << "\n";
+  int64_t total_tokens = 0;
+  for (size_t i = 0; i < runs.size(); ++i) {
+    const Config& c = configs[i];
+    const auto params = model::count_parameters(c.model);
+    const int64_t per_step = sweep::tokens_per_step(c, np);
+    total_tokens += per_step * c.train.steps;
+    std::cout << "\n" << runs[i].name << "  [" << sweep::read_status(s, runs[i].name).status << "]\n  overrides  ";
+    for (size_t j = 0; j < runs[i].overrides.size(); ++j)
+      std::cout << (j ? " " : "") << runs[i].overrides[j].first << "=" << runs[i].overrides[j].second;
+    std::cout << (runs[i].overrides.empty() ? "(none)\n" : "\n") << "  differs    ";
+    std::string diff;
+    for (const auto& d : sweep::differences(common, c))
+      diff += (diff.empty() ? "" : ", ") + d.key + " " + (d.from.empty() ? "\"\"" : d.from) + " -> " + d.to;
+    std::cout << (diff.empty() ? "nothing" : diff) << " (from base + set)\n"
+              << "  params     " << thousands(params.total) << " total, " << thousands(params.activated) << " activated per token\n"
+              << "  tokens     " << thousands(per_step) << " per step x " << c.train.steps << " steps = " << thousands(per_step * c.train.steps)
+              << (c.parallel.dp == 0 && c.train.global_batch == 0 ? " (dp " + std::to_string(std::max(1, np) / std::max<int64_t>(1, c.parallel.pp)) + ")" : "")
+              << "\n";
+    const std::string estimate = sweep::run_estimate(c);
+    std::cout << "  estimate   " << (estimate.empty() ? "n/a (no planner estimate yet)" : estimate) << "\n";
+  }
+  std::cout << "\ntotal " << thousands(total_tokens) << " tokens over " << runs.size() << " runs\n";
+  return 0;
+}
+
+int sweep_report(const sweep::SweepFile& s, const std::vector<sweep::RunSpec>& runs) {
+  fs::create_directories(s.dir);
+  const auto rows = sweep::gather(s, runs);
+  std::string skipped;
+  const auto plots = sweep::draw_plots(s, rows, skipped);
+  std::ofstream(fs::path(s.dir) / "report.csv", std::ios::trunc) << sweep::report_csv(s, rows);
+  std::ofstream(fs::path(s.dir) / "report.md", std::ios::trunc) << sweep::report_markdown(s, rows, plots);
+  int done = 0;
+  for (const auto& r : rows) done += r.status == "done";
+  std::cout << "sweep " << s.name << ": " << done << " of " << rows.size() << " runs done; wrote "
+            << (fs::path(s.dir) / "report.csv").string() << ", " << (fs::path(s.dir) / "report.md").string();
+  for (const auto& p : plots) std::cout << ", " << (fs::path(s.dir) / p).string();
+  std::cout << "\n";
+  if (!skipped.empty()) std::cout << "plots skipped: " << skipped << "\n";
+  return 0;
+}
+
+}  // namespace
+
+int cmd_sweep(const Args& args) {
+  if (args.empty() || args[0] == "--help" || args[0] == "-h") {
+    (args.empty() ? std::cerr : std::cout) << kUsage;
+    return args.empty() ? 2 : 0;
+  }
+  const std::string action = args[0];
+  if (action != "plan" && action != "run" && action != "report") {
+    std::cerr << "shoestring sweep: unknown action '" << action << "' (plan, run, report; see --help)\n";
+    return 2;
+  }
+  std::string file;
+  int print_config = -1, np = 1;
+  std::string only;
+  bool slurm = false;
+  po::options_description opts("shoestring sweep " + action + " SWEEP_FILE");
+  opts.add_options()("help,h", "show this help")("file", po::value(&file), "the sweep file (YAML, docs/sweeps.md)");
+  if (action == "plan")
+    opts.add_options()("print-config", po::value(&print_config), "print run N's resolved config (YAML) instead")(
+        "np", po::value(&np)->default_value(1), "ranks each run will use (tokens per step depend on it)");
+  if (action == "run")
+    opts.add_options()("np", po::value(&np)->default_value(1), "ranks per run: > 1 runs each under `mpirun -np N`")(
+        "only", po::value(&only), "train only the run with this name")(
+        "slurm", po::bool_switch(&slurm), "write <dir>/sweep.sbatch (a Slurm job array, one task per run) instead of running");
+  po::positional_options_description positional;
+  positional.add("file", 1);
+  po::variables_map vm;
+  if (const auto rc = parse_command_line(opts, Args(args.begin() + 1, args.end()), vm, &positional)) return *rc;
+  if (file.empty()) {
+    std::cerr << "shoestring sweep " << action << ": no sweep file given (see --help)\n";
+    return 2;
+  }
+  if (np < 1) {
+    std::cerr << "shoestring sweep " << action << ": --np must be at least 1\n";
+    return 2;
+  }
+  const sweep::SweepFile s = sweep::parse_sweep_file(file);
+  const std::vector<sweep::RunSpec> runs = sweep::expand(s);
+  if (action == "plan") return sweep_plan(s, runs, print_config, np);
+  if (action == "report") return sweep_report(s, runs);
+  if (!only.empty() && std::none_of(runs.begin(), runs.end(), [&](const sweep::RunSpec& r) { return r.name == only; })) {
+    std::cerr << "shoestring sweep run: --only " << only << ": no such run (`shoestring sweep plan " << file << "` lists them)\n";
+    return 2;
+  }
+  // Every run is validated before the first one starts: a typo in the last grid value must not
+  // surface hours into the sweep.
+  for (const auto& r : runs) sweep::resolve_run(s, r);
+  sweep::RunnerOptions o;
+  o.executable = fs::read_symlink("/proc/self/exe").string();
+  o.np = np;
+  o.only = only;
+  if (slurm) {
+    fs::create_directories(s.dir);
+    const fs::path out = fs::path(s.dir) / "sweep.sbatch";
+    std::ofstream(out, std::ios::trunc) << sweep::slurm_script(s, runs, o, fs::absolute(file).lexically_normal().string());
+    fs::permissions(out, fs::perms::owner_exec | fs::perms::group_exec, fs::perm_options::add);
+    std::cout << "wrote " << out.string() << ": " << runs.size() << " array tasks; submit with `sbatch " << out.string() << "`\n";
+    return 0;
+  }
+  return sweep::run_sweep(s, runs, o);
+}
+
+}  // namespace shoestring::cli
