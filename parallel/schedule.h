@@ -122,7 +122,9 @@ struct Simulation {
 // on the worst rank when F = B-W, W <= F and B <= F&B <= F+B, with M >= 2 PP.
 Simulation simulate(const Schedule& s, const ActionCosts& costs);
 // The same with costs per (rank, chunk): stages rarely cost the same (the first embeds, the last
-// computes the head and loss); an FB costs what its forward half's chunk says.
+// computes the head and loss). An FB pair costs fb x (f + b') / (f + b), with f, b, fb of its
+// forward half's chunk and b' the backward of its backward half's: that chunk's overlap ratio
+// applied to what the two halves cost (fb itself when both chunks cost the same).
 Simulation simulate(const Schedule& s, const std::vector<std::vector<ActionCosts>>& costs);
 std::vector<std::vector<ActionCosts>> uniform_costs(const Schedule& s, const ActionCosts& c);
 

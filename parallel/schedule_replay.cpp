@@ -123,7 +123,14 @@ Replay replay(const Schedule& s, const std::vector<std::vector<ActionCosts>>& ta
         }
         if (blocked) break;
         const ActionCosts& costs = table[r][size_t(a.chunk)];
-        const double end = ready + cost_of(a, costs);
+        double cost = cost_of(a, costs);
+        if (a.op == Op::FB) {
+          // The pair's two halves may belong to chunks of different cost: F&B scales with them,
+          // keeping the forward chunk's overlap ratio fb / (f + b).
+          const ActionCosts& other = table[r][size_t(a.chunk2)];
+          if (costs.f + costs.b > 0) cost = costs.fb * (costs.f + other.b) / (costs.f + costs.b);
+        }
+        const double end = ready + cost;
         const int rank = int(r);
         auto stage = [&](int mb, int chunk) { return s.stage_of(mb, rank, chunk); };
         switch (a.op) {

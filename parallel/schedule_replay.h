@@ -16,7 +16,7 @@ struct Replay {
 };
 
 // Assumes the static checks of validate() passed (indices in range, each input produced once).
-// costs[rank][chunk]: what each action of that chunk costs there (an FB: its forward half's chunk).
+// costs[rank][chunk]: what each action of that chunk costs there (an FB: schedule.h, simulate()).
 Replay replay(const Schedule& s, const std::vector<std::vector<ActionCosts>>& costs);
 
 }  // namespace shoestring::parallel::detail

@@ -67,6 +67,16 @@ std::vector<std::vector<parallel::ActionCosts>> measured_costs(
       k.fb = fb >= 0 ? fb : k.f + k.b;
       k.comm = 0;
     }
+  // A measured FB pairs a forward of chunk c with a backward of the other chunk (DualPipe's two
+  // directions); the simulator wants fb for a same-chunk pair and rescales it by what the halves
+  // cost (schedule.h, simulate()), so convert: fb_c x (f_c + b_c) / (f_c + b_other).
+  if (chunks == 2)
+    for (auto& per_rank : out)
+      for (int c = 0; c < 2; ++c) {
+        parallel::ActionCosts& k = per_rank[size_t(c)];
+        const double pair = k.f + per_rank[size_t(1 - c)].b;
+        if (pair > 0) k.fb = k.fb * (k.f + k.b) / pair;
+      }
   return out;
 }
 

@@ -283,6 +283,23 @@ TEST(ScheduleSimulator, CostsPerRankAndChunk) {
   EXPECT_THROW(sp::simulate(s, k), std::invalid_argument);
 }
 
+TEST(ScheduleSimulator, OverlappedPairsCostWhatTheirHalvesCost) {
+  // DualPipe pairs a forward of one chunk with a backward of the other. Chunk 0 costs F 1, B 2 with
+  // F&B 2.4 (overlap ratio 0.8); chunk 1 F 2, B 4, F&B 4.8: a pair F(chunk 0) + B(chunk 1) takes
+  // 0.8 x (1 + 4) = 4, one F(chunk 1) + B(chunk 0) 0.8 x (2 + 2) = 3.2.
+  const auto d = make("dualpipe", 2, 8);
+  const std::vector<sp::ActionCosts> rank{sp::ActionCosts{1, 2, 1, 2.4, 0}, sp::ActionCosts{2, 4, 2, 4.8, 0}};
+  const auto sim = sp::simulate(d, {rank, rank});
+  size_t pairs = 0;
+  for (const auto& row : sim.timeline)
+    for (const auto& t : row)
+      if (t.action.op == sp::Op::FB) {
+        ++pairs;
+        EXPECT_NEAR(t.end - t.start, t.action.chunk == 0 ? 4.0 : 3.2, 1e-12) << sp::to_string(t.action);
+      }
+  EXPECT_GT(pairs, 0u);
+}
+
 TEST(ScheduleRender, TextAndSvg) {
   const auto s = make("dualpipe", 4, 8);
   const auto sim = sp::simulate(s, sp::ActionCosts{});
