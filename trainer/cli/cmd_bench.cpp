@@ -63,6 +63,7 @@ int bench_train(const Args& args, const parallel::World& world) {
                 cfg.name.c_str(), cfg.train.precision.c_str(), s.threads, static_cast<long long>(steps),
                 static_cast<long long>(s.tokens_per_step), seconds, double(s.tokens_per_step * steps) / seconds,
                 s.final_loss);
+  if (world.rank != 0) return 0;  // under mpirun: one line, rank 0's timings (tokens are global)
   std::cout << line << "\n";
   if (!json.empty()) std::ofstream(json) << line << "\n";
   return 0;
