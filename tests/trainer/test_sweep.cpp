@@ -298,6 +298,22 @@ TEST(SweepCli, RunInterruptResumeReportSlurm) {
             std::string::npos) << script;
   const auto syntax = shoestring::testing::run_command("bash -n " + (out / "sweep.sbatch").string());
   EXPECT_EQ(syntax.code, 0) << syntax.output;
+  // --submit hands the script to sbatch (a stub here that records its arguments); without sbatch
+  // on the PATH it is one line and exit 2.
+  fs::create_directories(dir / "sbatch-bin");
+  std::ofstream(dir / "sbatch-bin" / "sbatch") << "#!/bin/sh\necho \"$@\" > " << (dir / "submitted").string()
+                                                 << "\necho Submitted batch job 99\n";
+  fs::permissions(dir / "sbatch-bin" / "sbatch", fs::perms::owner_all);
+  const auto submitted = shoestring::testing::run_command("PATH=" + (dir / "sbatch-bin").string() + ":" + std::getenv("PATH") +
+                                                          " " SHOESTRING_BINARY_DIR "/bin/shoestring sweep run " +
+                                                          file.string() + " --slurm --submit");
+  EXPECT_EQ(submitted.code, 0) << submitted.output;
+  EXPECT_NE(submitted.output.find("Submitted batch job 99"), std::string::npos) << submitted.output;
+  EXPECT_EQ(slurp(dir / "submitted"), (out / "sweep.sbatch").string() + "\n");
+  const auto no_sbatch = shoestring::testing::run_command("PATH=/nonexistent " SHOESTRING_BINARY_DIR "/bin/shoestring sweep run " +
+                                                          file.string() + " --slurm --submit");
+  EXPECT_EQ(no_sbatch.code, 2) << no_sbatch.output;
+  EXPECT_NE(no_sbatch.output.find("cannot run sbatch"), std::string::npos) << no_sbatch.output;
   // As array task 0 (without --np, so no mpirun): it picks run r000, which is done, and exits 0
   // without asking a (fake) scontrol to requeue it.
   ASSERT_EQ(run_shoestring("sweep run " + file.string() + " --slurm").code, 0);

@@ -1,7 +1,11 @@
 // shoestring sweep plan|run|report FILE: many training runs from one sweep file (docs/sweeps.md).
+#include <spawn.h>
+#include <sys/wait.h>
+
 #include <boost/program_options.hpp>
 
 #include <algorithm>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
@@ -19,9 +23,28 @@
 namespace po = boost::program_options;
 namespace fs = std::filesystem;
 
+extern char** environ;
+
 namespace shoestring::cli {
 
 namespace {
+
+// sbatch SCRIPT, its output passed through; its exit status, or 2 when sbatch cannot be started.
+int submit_sbatch(const std::string& script) {
+  pid_t pid = 0;
+  std::vector<char*> argv{const_cast<char*>("sbatch"), const_cast<char*>(script.c_str()), nullptr};
+  if (const int err = posix_spawnp(&pid, "sbatch", nullptr, nullptr, argv.data(), environ); err != 0) {
+    std::cerr << "shoestring sweep run: cannot run sbatch (" << std::strerror(err)
+              << "): not on a Slurm login node? submit " << script << " there\n";
+    return 2;
+  }
+  int status = 0;
+  waitpid(pid, &status, 0);
+  if (WIFEXITED(status) && WEXITSTATUS(status) == 0) return 0;
+  std::cerr << "shoestring sweep run: sbatch " << script << " failed (status " << (WIFEXITED(status) ? WEXITSTATUS(status) : -1)
+            << ")\n";
+  return 1;
+}
 
 constexpr const char* kUsage =
     "usage: shoestring sweep <plan|run|report> SWEEP_FILE [options]\n"
@@ -131,7 +154,7 @@ int cmd_sweep(const Args& args) {
   std::string file;
   int print_config = -1, np = 1;
   std::string only;
-  bool slurm = false;
+  bool slurm = false, submit = false;
   po::options_description opts("shoestring sweep " + action + " SWEEP_FILE");
   opts.add_options()("help,h", "show this help")("file", po::value(&file), "the sweep file (YAML, docs/sweeps.md)");
   if (action == "plan")
@@ -140,7 +163,8 @@ int cmd_sweep(const Args& args) {
   if (action == "run")
     opts.add_options()("np", po::value(&np)->default_value(1), "ranks per run: > 1 runs each under `mpirun -np N`")(
         "only", po::value(&only), "train only the run with this name")(
-        "slurm", po::bool_switch(&slurm), "write <dir>/sweep.sbatch (a Slurm job array, one task per run) instead of running");
+        "slurm", po::bool_switch(&slurm), "write <dir>/sweep.sbatch (a Slurm job array, one task per run) instead of running")(
+        "submit", po::bool_switch(&submit), "with --slurm: also submit it (sbatch SCRIPT)");
   po::positional_options_description positional;
   positional.add("file", 1);
   po::variables_map vm;
@@ -151,6 +175,10 @@ int cmd_sweep(const Args& args) {
   }
   if (np < 1) {
     std::cerr << "shoestring sweep " << action << ": --np must be at least 1\n";
+    return 2;
+  }
+  if (submit && !slurm) {
+    std::cerr << "shoestring sweep run: --submit goes with --slurm\n";
     return 2;
   }
   const sweep::SweepFile s = sweep::parse_sweep_file(file);
@@ -173,8 +201,13 @@ int cmd_sweep(const Args& args) {
     const fs::path out = fs::path(s.dir) / "sweep.sbatch";
     std::ofstream(out, std::ios::trunc) << sweep::slurm_script(s, runs, o, fs::absolute(file).lexically_normal().string());
     fs::permissions(out, fs::perms::owner_exec | fs::perms::group_exec, fs::perm_options::add);
-    std::cout << "wrote " << out.string() << ": " << runs.size() << " array tasks; submit with `sbatch " << out.string() << "`\n";
-    return 0;
+    std::cout << "wrote " << out.string() << ": " << runs.size() << " array tasks";
+    if (!submit) {
+      std::cout << "; submit with `sbatch " << out.string() << "`\n";
+      return 0;
+    }
+    std::cout << "\n+ sbatch " << out.string() << std::endl;
+    return submit_sbatch(out.string());
   }
   return sweep::run_sweep(s, runs, o);
 }
