@@ -227,4 +227,62 @@ TEST(PipelineTraining, CheckpointsMoveBetweenPipelineAndOneProcess) {
     for (const auto& d : {saved_pp, saved_one, resumed}) fs::remove_all(d);
 }
 
+// Issue 10's resharding matrix on 4 ranks: a step-2 checkpoint saved under each (pp, dp, ep) of
+// {(1,4,2), (2,2,2), (4,1,1)} resumes under each of the others and in one process, and step 3
+// has the uninterrupted loss (1e-12 relative); resumed under its own layout it is bit-identical.
+TEST(PipelineTraining, ReshardingMatrixAndExactResume) {
+  if (test_mpi_world().size != 4) return std::printf("the resharding matrix runs on 4 ranks\n"), void();
+  const TrainSummary& one = one_process();
+  struct Shape {
+    int pp, ep;
+    const char* schedule;
+  };
+  const std::vector<Shape> shapes{{1, 2, "1f1b"}, {2, 2, "1f1b"}, {4, 1, "dualpipe"}};
+  auto layout = [](const Shape& sh, int steps, int interval) {
+    Layout l;
+    l.pp = sh.pp;
+    l.ep = sh.ep;
+    l.schedule = sh.schedule;
+    l.steps = steps;
+    l.checkpoint_interval = interval;
+    return l;
+  };
+  auto name = [](const Shape& sh) {
+    return "(pp " + std::to_string(sh.pp) + ", dp " + std::to_string(4 / sh.pp) + ", ep " + std::to_string(sh.ep) + ")";
+  };
+  for (const Shape& from : shapes) {
+    const fs::path saved = shoestring::testing::shared_temp_dir("shoestring_pp_matrix");
+    const TrainSummary a = train(tiny_moe(layout(from, 2, 2), saved), test_mpi_world());
+    ASSERT_FALSE(a.last_checkpoint.empty());
+    TrainOptions resume;
+    resume.resume = a.last_checkpoint;
+    for (const Shape& to : shapes) {
+      const fs::path dir = shoestring::testing::shared_temp_dir("shoestring_pp_matrix_to");
+      const TrainSummary b = train(tiny_moe(layout(to, 3, 0), dir), test_mpi_world(), resume);
+      ASSERT_EQ(b.losses.size(), 1u) << name(from) << " -> " << name(to);
+      EXPECT_NEAR(b.losses[0], one.losses[2], 1e-12 * std::abs(one.losses[2])) << name(from) << " -> " << name(to);
+      if (&from == &to) {  // the same layout: exactly the uninterrupted run
+        const fs::path full_dir = shoestring::testing::shared_temp_dir("shoestring_pp_matrix_full");
+        const TrainSummary full = train(tiny_moe(layout(from, 3, 0), full_dir), test_mpi_world());
+        EXPECT_EQ(b.losses[0], full.losses[2]) << name(from) << ": resumed step 3 differs in the last bits";
+        test_world()->barrier()->wait();
+        if (test_mpi_world().rank == 0) fs::remove_all(full_dir);
+      }
+      test_world()->barrier()->wait();
+      if (test_mpi_world().rank == 0) fs::remove_all(dir);
+    }
+    // And in one process, on every rank (read-only).
+    const fs::path mine = fs::temp_directory_path() / ("shoestring_pp_matrix_one_" + std::to_string(::getpid()));
+    fs::remove_all(mine);
+    const TrainSummary c = train(tiny_moe(layout(Shape{1, 1, "1f1b"}, 3, 0), mine), parallel::World{}, resume);
+    fs::remove_all(mine);
+    ASSERT_EQ(c.losses.size(), 1u);
+    EXPECT_NEAR(c.losses[0], one.losses[2], 1e-12 * std::abs(one.losses[2])) << name(from) << " -> one process";
+    if (test_mpi_world().rank == 0)
+      std::printf("%s -> every layout: step-3 loss within 1e-12 of the uninterrupted run\n", name(from).c_str());
+    test_world()->barrier()->wait();
+    if (test_mpi_world().rank == 0) fs::remove_all(saved);
+  }
+}
+
 }  // namespace
