@@ -116,6 +116,7 @@ struct CheckpointConfig {
   std::string dir;        // empty: <run dir>/checkpoints
   int64_t interval = 0;   // steps between checkpoints; 0 = never (a preemption signal still saves)
   int64_t keep = 3;       // complete checkpoints kept (the newest); 0 = all
+  int64_t keep_every = 0;  // also keep every checkpoint whose step is a multiple of this, forever; 0 = none
 };
 
 struct Config {

@@ -129,6 +129,7 @@ std::vector<FieldSpec> build() {
   s.push_back(field("checkpoint.dir", &C::checkpoint, &CheckpointConfig::dir, "Directory of the step_NNNNNNN/ checkpoints and the `latest` pointer; empty = <run dir>/checkpoints."));
   s.push_back(field("checkpoint.interval", &C::checkpoint, &CheckpointConfig::interval, "Save a checkpoint every this many steps (and after the last step); 0 = never, except when a SIGTERM/SIGUSR1 asks the run to stop.", R::NonNegative));
   s.push_back(field("checkpoint.keep", &C::checkpoint, &CheckpointConfig::keep, "Complete checkpoints kept: older ones are deleted once a newer one is complete; 0 keeps all.", R::NonNegative));
+  s.push_back(field("checkpoint.keep_every", &C::checkpoint, &CheckpointConfig::keep_every, "Also keep, forever, every checkpoint whose step is a multiple of this (they do not count towards checkpoint.keep); 0 = none.", R::NonNegative));
   return s;
 }
 

@@ -456,7 +456,8 @@ TrainSummary train(const Config& cfg, const parallel::World& world, const TrainO
     meta.config_yaml = to_yaml(cfg);
     const auto t0 = Clock::now();
     summary.last_checkpoint =
-        ckpt::save_checkpoint(*mesh.world, ckpt::collect_pieces(state), meta, ckpt_root, cfg.checkpoint.keep);
+        ckpt::save_checkpoint(*mesh.world, ckpt::collect_pieces(state), meta, ckpt_root, cfg.checkpoint.keep,
+                              cfg.checkpoint.keep_every);
     const double secs = std::chrono::duration<double>(Clock::now() - t0).count();
     uintmax_t bytes = 0;
     std::error_code ec;

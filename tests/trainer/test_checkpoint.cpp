@@ -131,6 +131,20 @@ TEST(Checkpoint, FormatLatestPointerAndPruning) {
   fs::remove_all(a);
 }
 
+TEST(Checkpoint, KeepEveryKeepsMilestonesForever) {
+  // Every step saved, keep 2, keep_every 3: the newest two (7, 8) roll; 3 and 6 stay forever and
+  // do not count towards the two.
+  const fs::path a = fresh_dir("keep_every");
+  Config c = tiny_moe(a, 8, 1, /*keep=*/2);
+  c.checkpoint.keep_every = 3;
+  train(c, parallel::World{});
+  std::vector<std::string> names;
+  for (const auto& e : fs::directory_iterator(a / "checkpoints")) names.push_back(e.path().filename().string());
+  std::sort(names.begin(), names.end());
+  EXPECT_EQ(names, (std::vector<std::string>{"latest", "step_0000003", "step_0000006", "step_0000007", "step_0000008"}));
+  fs::remove_all(a);
+}
+
 TEST(Checkpoint, CorruptCheckpointsAreSkippedWithAReasonAndExplicitOnesRefused) {
   const fs::path a = fresh_dir("corrupt");
   train(tiny_moe(a, 6, 2, /*keep=*/0), parallel::World{});

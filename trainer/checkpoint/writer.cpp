@@ -103,8 +103,9 @@ void write_durably(const fs::path& path, const std::string& text) {
 
 // Rank 0, after the new checkpoint is complete: keep it and the newest `keep` - 1 others, and drop
 // temporary directories that earlier crashed saves left behind. The new one always stays, even when
-// newer steps exist (a run resumed from an older checkpoint).
-void prune(const fs::path& root, int64_t keep, const std::string& own_tmp, const fs::path& fresh) {
+// newer steps exist (a run resumed from an older checkpoint). Steps that are multiples of
+// `keep_every` (> 0) stay forever and do not count towards `keep`.
+void prune(const fs::path& root, int64_t keep, int64_t keep_every, const std::string& own_tmp, const fs::path& fresh) {
   std::vector<std::pair<int64_t, fs::path>> complete;
   for (const auto& e : fs::directory_iterator(root)) {
     const std::string name = e.path().filename().string();
@@ -117,7 +118,7 @@ void prune(const fs::path& root, int64_t keep, const std::string& own_tmp, const
   std::sort(complete.rbegin(), complete.rend());
   int64_t kept = 1;  // `fresh`
   for (const auto& [step, dir] : complete) {
-    if (dir == fresh) continue;
+    if (dir == fresh || (keep_every > 0 && step % keep_every == 0)) continue;
     if (kept < keep) ++kept;
     else fs::remove_all(dir);
   }
@@ -126,7 +127,7 @@ void prune(const fs::path& root, int64_t keep, const std::string& own_tmp, const
 }  // namespace
 
 std::string save_checkpoint(parallel::ProcessGroup& world, const std::vector<LocalPiece>& pieces, Manifest meta,
-                            const std::string& root, int64_t keep) {
+                            const std::string& root, int64_t keep, int64_t keep_every) {
   const bool rank0 = world.rank() == 0;
   const fs::path final_dir = fs::path(root) / step_dir_name(meta.step);
   std::string tmp;
@@ -162,7 +163,7 @@ std::string save_checkpoint(parallel::ProcessGroup& world, const std::vector<Loc
       write_durably(fs::path(root) / ("latest.tmp-" + std::to_string(::getpid())), final_dir.filename().string() + "\n");
       fs::rename(fs::path(root) / ("latest.tmp-" + std::to_string(::getpid())), fs::path(root) / "latest");
       fsync_path(root, true);
-      prune(root, keep, tmp, final_dir);
+      prune(root, keep, keep_every, tmp, final_dir);
       result = final_dir.string();
     } catch (const std::exception& e) {
       std::error_code ec;

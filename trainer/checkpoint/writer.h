@@ -25,7 +25,9 @@ struct LocalPiece {
 
 // Collective over `world` (every rank calls it). `meta` carries everything but files and tensors.
 // Returns the checkpoint's directory. std::runtime_error on every rank when any rank failed.
+// Retention: the newest `keep` complete checkpoints (0: all), plus forever every step that is a
+// multiple of `keep_every` (0: none).
 std::string save_checkpoint(parallel::ProcessGroup& world, const std::vector<LocalPiece>& pieces, Manifest meta,
-                            const std::string& root, int64_t keep);
+                            const std::string& root, int64_t keep, int64_t keep_every = 0);
 
 }  // namespace shoestring::ckpt
