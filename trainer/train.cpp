@@ -153,12 +153,12 @@ double validation_loss(model::Transformer& net, const PipelinePlan& plan, parall
 
 }  // namespace
 
-std::string utc_stamp() {
+std::string utc_stamp(const char* format) {
   const std::time_t now = std::time(nullptr);
   std::tm tm{};
   gmtime_r(&now, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y%m%d-%H%M%S", &tm);
+  char buf[64];
+  std::strftime(buf, sizeof buf, format, &tm);
   return buf;
 }
 

@@ -62,7 +62,7 @@ std::string checkpoint_root(const Config& cfg, const std::string& run_dir);
 
 // The run directory this config resolves to (log.run_dir, or runs/<name>-<UTC time>).
 std::string resolve_run_dir(const Config& cfg);
-// The current UTC time as 20261126-071503: run and job directory names.
-std::string utc_stamp();
+// The current UTC time, by default as 20261126-071503 (run and job directory names).
+std::string utc_stamp(const char* format = "%Y%m%d-%H%M%S");
 
 }  // namespace shoestring

@@ -8,6 +8,8 @@
 #include <fstream>
 #include <sstream>
 
+#include "trainer/train.h"
+
 namespace fs = std::filesystem;
 
 namespace shoestring::sweep {
@@ -55,14 +57,7 @@ bool json_number(const std::string& line, const std::string& key, double& out) {
   return end != begin;
 }
 
-std::string utc_now() {
-  const std::time_t now = std::time(nullptr);
-  std::tm tm{};
-  gmtime_r(&now, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
-  return buf;
-}
+std::string utc_now() { return utc_stamp("%Y-%m-%dT%H:%M:%SZ"); }
 
 std::string status_path(const SweepFile& s, const std::string& run) {
   return (fs::path(s.dir) / run / "sweep-status.json").string();
