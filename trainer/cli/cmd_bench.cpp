@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <iostream>
 #include <sstream>
 #include <stdexcept>
@@ -27,6 +28,22 @@ namespace fs = std::filesystem;
 namespace shoestring::cli {
 
 namespace {
+
+std::vector<std::string> split_commas(const std::string& text) {
+  std::vector<std::string> out;
+  std::stringstream list(text);
+  for (std::string item; std::getline(list, item, ',');)
+    if (!item.empty()) out.push_back(item);
+  return out;
+}
+
+// A benchmark reporting bad options through `error`: one line naming it, and its exit code.
+int report_errors(const char* name, const std::function<int(std::string&)>& run) {
+  std::string error;
+  const int rc = run(error);
+  if (rc != 0) std::cerr << "shoestring bench " << name << ": " << error << "\n";
+  return rc;
+}
 
 int bench_train(const Args& args, const parallel::World& world) {
   po::options_description opts(
@@ -114,18 +131,10 @@ int bench_comm(const Args& args, const parallel::World& world) {
       ("dtype", po::value(&o.dtype)->default_value(o.dtype), "float32 float64 bfloat16 float16 int64 int32 uint8");
   po::variables_map vm;
   if (const auto rc = parse_command_line(opts, args, vm)) return *rc;
-  o.ops.clear();
-  std::stringstream list(ops);
-  for (std::string op; std::getline(list, op, ',');)
-    if (!op.empty()) o.ops.push_back(op);
+  o.ops = split_commas(ops);
   o.min_bytes = parallel::parse_byte_size(min_bytes);
   o.max_bytes = parallel::parse_byte_size(max_bytes);
-  std::string error;
-  if (const int rc = parallel::run_comm_bench(world, o, std::cout, error); rc != 0) {
-    std::cerr << "shoestring bench comm: " << error << "\n";
-    return rc;
-  }
-  return 0;
+  return report_errors("comm", [&](std::string& error) { return parallel::run_comm_bench(world, o, std::cout, error); });
 }
 
 int bench_pipeline(const Args& args, const parallel::World& world) {
@@ -148,16 +157,8 @@ int bench_pipeline(const Args& args, const parallel::World& world) {
   if (const auto rc = parse_command_line(opts, args, vm)) return *rc;
   o.config_files = cfg_opts.files;
   o.sets = cfg_opts.sets;
-  o.schedules.clear();
-  std::stringstream ss(schedules);
-  for (std::string item; std::getline(ss, item, ',');)
-    if (!item.empty()) o.schedules.push_back(item);
-  std::string error;
-  if (const int rc = run_pipeline_bench(world, o, std::cout, error); rc != 0) {
-    std::cerr << "shoestring bench pipeline: " << error << "\n";
-    return rc;
-  }
-  return 0;
+  o.schedules = split_commas(schedules);
+  return report_errors("pipeline", [&](std::string& error) { return run_pipeline_bench(world, o, std::cout, error); });
 }
 
 int bench_moe(const Args& args, const parallel::World& world) {
@@ -178,12 +179,7 @@ int bench_moe(const Args& args, const parallel::World& world) {
       ("dtype", po::value(&o.dtype)->default_value(o.dtype), "bfloat16, float32 or float64");
   po::variables_map vm;
   if (const auto rc = parse_command_line(opts, args, vm)) return *rc;
-  std::string error;
-  if (const int rc = run_moe_bench(world, o, std::cout, error); rc != 0) {
-    std::cerr << "shoestring bench moe: " << error << "\n";
-    return rc;
-  }
-  return 0;
+  return report_errors("moe", [&](std::string& error) { return run_moe_bench(world, o, std::cout, error); });
 }
 
 }  // namespace
