@@ -163,6 +163,27 @@ TEST(SweepCli, BadSweepFileIsOneLineExitTwo) {
   fs::remove_all(dir);
 }
 
+// --np 2: each run trains under mpirun on two data-parallel ranks and finishes.
+TEST(SweepCli, RunsUnderMpirunWithNp) {
+  const fs::path dir = shoestring::testing::fresh_dir("sweep", "np2");
+  fs::create_directories(dir);
+  const fs::path file = dir / "np2.yaml", out = dir / "out";
+  std::ofstream(file) << "base: " << kSource << "/configs/tiny.yaml\nname: np2\ndir: " << out.string() << "\n"
+                      << "set:\n  data.source: synthetic\n  data.eval_interval: 0\n  train.steps: 4\n"
+                      << "  train.micro_batch_size: 2\n  train.seq_len: 16\n  train.threads: 1\n  model.d_model: 32\n"
+                      << "  model.n_heads: 2\n  model.n_kv_heads: 1\n  model.intermediate_size: 64\n"
+                      << "  model.max_seq_len: 16\n  log.progress: 'off'\n"
+                      << "grid:\n  optim.lr: [0.003]\n";
+  const auto r = shoestring::testing::run_command("OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 "
+                                                  SHOESTRING_BINARY_DIR "/bin/shoestring sweep run " + file.string() +
+                                                  " --np 2");
+  ASSERT_EQ(r.code, 0) << r.output;
+  const fs::path run = out / "r000-lr=0.003";
+  EXPECT_NE(slurp(run / "metrics.jsonl").find("\"step\":4,"), std::string::npos) << r.output;
+  EXPECT_NE(slurp(run / "train.log").find("2 rank(s)"), std::string::npos) << slurp(run / "train.log");
+  fs::remove_all(dir);
+}
+
 namespace {
 
 pid_t spawn(const std::vector<std::string>& args, const fs::path& log) {
