@@ -127,6 +127,11 @@ Simulation simulate(const Schedule& s, const ActionCosts& costs);
 // applied to what the two halves cost (fb itself when both chunks cost the same).
 Simulation simulate(const Schedule& s, const std::vector<std::vector<ActionCosts>>& costs);
 std::vector<std::vector<ActionCosts>> uniform_costs(const Schedule& s, const ActionCosts& c);
+// Costs per (rank, chunk) from each model stage's forward time alone, as estimates from FLOPs
+// give them: backward twice the forward, the weight half of it half of that, an overlapped pair
+// the sum of its halves (no overlap assumed); every message `comm`.
+std::vector<std::vector<ActionCosts>> costs_from_forward(const Schedule& s, const std::vector<double>& stage_forward,
+                                                         double comm = 0);
 
 // One row per rank, one cell per compute action, in the style of the DualPipe paper's figure.
 std::string render_text(const Schedule& s, const Simulation& sim);

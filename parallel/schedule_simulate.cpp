@@ -12,6 +12,17 @@ std::vector<std::vector<ActionCosts>> uniform_costs(const Schedule& s, const Act
   return std::vector<std::vector<ActionCosts>>(size_t(s.pp), std::vector<ActionCosts>(size_t(s.chunks), c));
 }
 
+std::vector<std::vector<ActionCosts>> costs_from_forward(const Schedule& s, const std::vector<double>& stage_forward,
+                                                         double comm) {
+  std::vector<std::vector<ActionCosts>> out(size_t(s.pp));
+  for (int r = 0; r < s.pp; ++r)
+    for (int ch = 0; ch < s.chunks; ++ch) {
+      const double f = stage_forward.at(size_t(s.model_stage(r, ch)));
+      out[size_t(r)].push_back(ActionCosts{f, 2 * f, f, 3 * f, comm});
+    }
+  return out;
+}
+
 Simulation simulate(const Schedule& s, const ActionCosts& costs) { return simulate(s, uniform_costs(s, costs)); }
 
 Simulation simulate(const Schedule& s, const std::vector<std::vector<ActionCosts>>& costs) {

@@ -128,14 +128,6 @@ int run_pipeline_bench(const parallel::World& world, const PipelineBenchOptions&
   const parallel::GroupPtr group = parallel::make_world_group(world, {});
   std::map<std::string, double> bubbles;  // schedule -> measured bubble of the worst rank
   for (const std::string& name : o.schedules) {
-    try {  // a schedule this pp or M does not allow is reported and skipped, not fatal
-      parallel::make_schedule({name, pp, int(m), 2});
-    } catch (const std::invalid_argument& e) {
-      if (world.rank == 0)
-        out << "{\"bench\":\"pipeline\",\"schedule\":\"" << name << "\",\"skipped\":\"" << e.what() << "\"}"
-            << std::endl;
-      continue;
-    }
     const fs::path dir = fs::temp_directory_path() / ("shoestring-bench-pipeline-" + std::to_string(::getpid()));
     auto sets = o.sets;
     sets.insert(sets.end(), {"parallel.pp=" + std::to_string(pp), "parallel.dp=1", "parallel.ep=1",
@@ -145,6 +137,20 @@ int run_pipeline_bench(const parallel::World& world, const PipelineBenchOptions&
                              "log.progress=off", "log.every=1000000",
                              "log.run_dir=" + dir.string()});  // rank 0's is the one used
     const Config cfg = load_config(o.config_files, sets);
+    parallel::ScheduleOptions so;
+    so.name = name;
+    so.pp = pp;
+    so.microbatches = int(m);
+    so.virtual_stages = int(cfg.parallel.virtual_stages);
+    parallel::Schedule schedule;
+    try {  // a schedule this pp or M does not allow is reported and skipped, not fatal
+      schedule = parallel::make_schedule(so);
+    } catch (const std::invalid_argument& e) {
+      if (world.rank == 0)
+        out << "{\"bench\":\"pipeline\",\"schedule\":\"" << name << "\",\"skipped\":\"" << e.what() << "\"}"
+            << std::endl;
+      continue;
+    }
     TrainOptions options;
     options.keep_pipeline_traces = true;
     const TrainSummary s = train(cfg, world, options);
@@ -179,12 +185,6 @@ int run_pipeline_bench(const parallel::World& world, const PipelineBenchOptions&
       makespan += (t1 - t0) / double(steps.size());
       for (int r = 0; r < pp; ++r) bubble[size_t(r)] += (t1 - t0 - busy[size_t(r)]) / double(steps.size());
     }
-    parallel::ScheduleOptions so;
-    so.name = name;
-    so.pp = pp;
-    so.microbatches = int(m);
-    so.virtual_stages = int(cfg.parallel.virtual_stages);
-    const parallel::Schedule schedule = parallel::make_schedule(so);
     const auto costs = measured_costs(steps, pp, schedule.chunks);
     const parallel::Simulation sim = parallel::simulate(schedule, costs);
     bubbles[name] = max_of(bubble);

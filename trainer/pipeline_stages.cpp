@@ -43,9 +43,8 @@ std::vector<double> layer_flops(const ModelConfig& m, int64_t seq_len) {
 namespace {
 
 // How good a split is when ranks hold several stages: the makespan the simulator predicts for the
-// schedule with each stage's forward costing its FLOPs (backward twice that, its weight half half
-// of that, an overlapped pair the sum: no overlap assumed), then the most expensive stage. The
-// busiest rank alone would not do: it ignores how stages feed each other.
+// schedule with each stage's forward costing its FLOPs (parallel::costs_from_forward), then the
+// most expensive stage. The busiest rank alone would not do: it ignores how stages feed each other.
 struct SplitCost {
   const std::vector<double>& c;  // layer_flops
   const parallel::Schedule& schedule;
@@ -57,13 +56,8 @@ struct SplitCost {
       stage[s] = (s == 0 ? c.front() : 0) + (s + 1 == per.size() ? c.back() : 0);
       for (int64_t i = 0; i < per[s]; ++i) stage[s] += c[at++];
     }
-    std::vector<std::vector<parallel::ActionCosts>> costs(size_t(schedule.pp));
-    for (int r = 0; r < schedule.pp; ++r)
-      for (int ch = 0; ch < schedule.chunks; ++ch) {
-        const double f = stage[size_t(schedule.model_stage(r, ch))];
-        costs[size_t(r)].push_back(parallel::ActionCosts{f, 2 * f, f, 3 * f, 0});
-      }
-    return {parallel::simulate(schedule, costs).makespan, *std::max_element(stage.begin(), stage.end())};
+    return {parallel::simulate(schedule, parallel::costs_from_forward(schedule, stage)).makespan,
+            *std::max_element(stage.begin(), stage.end())};
   }
 };
 

@@ -63,14 +63,13 @@ std::vector<LocalPiece> collect_pieces(const TrainStateRefs& s) {
 void load_state(CheckpointReader& r, const TrainStateRefs& s) {
   at::NoGradGuard no_grad;
   std::set<std::string> used;
-  // Under pipeline parallelism the checkpoint also holds the other stages' tensors.
+  // Every parameter of the model (this rank's or, under pipeline parallelism, another stage's) has
+  // moments somewhere, though under ZeRO-1 not necessarily on this rank.
   for (const auto& p : s.net->named_parameters())
     for (const char* kind : {"param/", "adam_m/", "adam_v/"}) used.insert(kind + p.key());
   const auto& params = s.reducer.params();
   for (size_t i = 0; i < params.size(); ++i) {
     const Placement pl = place(s, i);
-    // Every parameter has moments somewhere, though under ZeRO-1 not necessarily on this rank.
-    for (const char* kind : {"param/", "adam_m/", "adam_v/"}) used.insert(kind + params[i].name);
     r.read("param/" + params[i].name, pl.shape, pl.base, params[i].param.view({-1}));
   }
   const auto& owned = s.reducer.owned();

@@ -36,13 +36,7 @@ std::vector<double> stage_forward_seconds(const Config& cfg, const std::vector<S
 }
 
 parallel::Simulation simulate_pipeline(const parallel::Schedule& schedule, const std::vector<double>& f_s, double comm_s) {
-  std::vector<std::vector<parallel::ActionCosts>> costs(size_t(schedule.pp));
-  for (int r = 0; r < schedule.pp; ++r)
-    for (int ch = 0; ch < schedule.chunks; ++ch) {
-      const double f = f_s[size_t(schedule.model_stage(r, ch))];
-      costs[size_t(r)].push_back(parallel::ActionCosts{f, 2 * f, f, 3 * f, comm_s});
-    }
-  return parallel::simulate(schedule, costs);
+  return parallel::simulate(schedule, parallel::costs_from_forward(schedule, f_s, comm_s));
 }
 
 StepEstimate estimate_step(const Config& cfg, const parallel::Schedule& schedule, const std::vector<StageCost>& stages,
