@@ -59,8 +59,9 @@ struct TrainConfig {
   double mtp_lambda_late = 0.1;
   int64_t mtp_lambda_switch_step = 0;  // 0: never switch to mtp_lambda_late
   // A step whose loss or global gradient norm is not finite (docs/checkpoints.md, Faults).
-  std::string nonfinite = "skip";  // skip | stop | rollback (rollback: refused, not implemented yet)
-  int64_t nonfinite_max = 5;       // consecutive skipped steps before the run stops
+  std::string nonfinite = "skip";  // skip | stop | rollback
+  int64_t nonfinite_max = 5;       // consecutive non-finite steps before the run stops (skip) or rolls back
+  int64_t rollback_max = 3;        // rollback: rollbacks in one run before it stops
 };
 
 struct OptimConfig {
@@ -117,6 +118,7 @@ struct CheckpointConfig {
   int64_t interval = 0;   // steps between checkpoints; 0 = never (a preemption signal still saves)
   int64_t keep = 3;       // complete checkpoints kept (the newest); 0 = all
   int64_t keep_every = 0;  // also keep every checkpoint whose step is a multiple of this, forever; 0 = none
+  bool async = false;     // write in a background thread; the step blocks only for the host copy
 };
 
 struct Config {

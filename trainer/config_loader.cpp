@@ -289,10 +289,8 @@ void validate(const Config& c, const Origins& origins) {
     fail(at("parallel.ep"), "parallel.ep", "must divide model.n_routed_experts (" + num(m.n_routed_experts) + "), got " + num(par.ep));
   if (par.ep_max_nodes > 0 && m.n_limited_groups < m.n_expert_groups)
     fail(at("parallel.ep_max_nodes"), "parallel.ep_max_nodes", "cannot be combined with group-limited routing (model.n_limited_groups " + num(m.n_limited_groups) + " < model.n_expert_groups " + num(m.n_expert_groups) + "); set one of them");
-  // Rolling back in-process needs the resume path re-entered mid-loop (loader, metrics, moments);
-  // until it exists, refuse it rather than silently skip.
-  if (c.train.nonfinite == "rollback")
-    fail(at("train.nonfinite"), "train.nonfinite", "rollback is not implemented yet; use skip or stop");
+  if (c.train.nonfinite == "rollback" && c.checkpoint.interval == 0)
+    fail(at("train.nonfinite"), "train.nonfinite", "rollback needs checkpoints to roll back to: set checkpoint.interval > 0");
   const auto& d = c.data;
   if (d.source != "synthetic" && d.path.empty())
     fail(at("data.source"), "data.path", "required with data.source: " + d.source + " (a dataset file, a shard pattern or a list)");

@@ -84,8 +84,9 @@ std::vector<FieldSpec> build() {
   s.push_back(field("train.mtp_lambda", &C::train, &TrainConfig::mtp_lambda, "Weight of the multi-token-prediction loss (averaged over depths).", R::NonNegative));
   s.push_back(field("train.mtp_lambda_late", &C::train, &TrainConfig::mtp_lambda_late, "MTP loss weight from train.mtp_lambda_switch_step on.", R::NonNegative));
   s.push_back(field("train.mtp_lambda_switch_step", &C::train, &TrainConfig::mtp_lambda_switch_step, "Step at which the MTP weight becomes mtp_lambda_late; 0 = never.", R::NonNegative));
-  s.push_back(field("train.nonfinite", &C::train, &TrainConfig::nonfinite, "A step whose loss or global gradient norm is not finite: skip (no update, counted in metrics.jsonl), stop (exit 1 at once), or rollback (not implemented yet; refused).", R::Any, {"skip", "stop", "rollback"}));
-  s.push_back(field("train.nonfinite_max", &C::train, &TrainConfig::nonfinite_max, "skip: the run stops (exit 1) after this many consecutive skipped steps.", R::Positive));
+  s.push_back(field("train.nonfinite", &C::train, &TrainConfig::nonfinite, "A step whose loss or global gradient norm is not finite: skip (no update, counted in metrics.jsonl), stop (exit 1 at once), or rollback (skipped like skip; after train.nonfinite_max in a row, the newest valid checkpoint's weights, optimizer state and router biases are restored and training goes on from its step with the data after the bad batches; docs/checkpoints.md).", R::Any, {"skip", "stop", "rollback"}));
+  s.push_back(field("train.nonfinite_max", &C::train, &TrainConfig::nonfinite_max, "Consecutive non-finite steps after which skip stops the run (exit 1) and rollback rolls back.", R::Positive));
+  s.push_back(field("train.rollback_max", &C::train, &TrainConfig::rollback_max, "rollback: the run stops (exit 1) instead of rolling back a further time after this many rollbacks.", R::Positive));
   // optim
   s.push_back(field("optim.lr", &C::optim, &OptimConfig::lr, "Peak learning rate of AdamW.", R::Positive));
   s.push_back(field("optim.min_lr", &C::optim, &OptimConfig::min_lr, "Learning rate at the end of the decay.", R::NonNegative));
@@ -130,6 +131,7 @@ std::vector<FieldSpec> build() {
   s.push_back(field("checkpoint.interval", &C::checkpoint, &CheckpointConfig::interval, "Save a checkpoint every this many steps (and after the last step); 0 = never, except when a SIGTERM/SIGUSR1 asks the run to stop.", R::NonNegative));
   s.push_back(field("checkpoint.keep", &C::checkpoint, &CheckpointConfig::keep, "Complete checkpoints kept: older ones are deleted once a newer one is complete; 0 keeps all.", R::NonNegative));
   s.push_back(field("checkpoint.keep_every", &C::checkpoint, &CheckpointConfig::keep_every, "Also keep, forever, every checkpoint whose step is a multiple of this (they do not count towards checkpoint.keep); 0 = none.", R::NonNegative));
+  s.push_back(field("checkpoint.async", &C::checkpoint, &CheckpointConfig::async, "Write checkpoints in a background thread: the step blocks only for the copy of this rank's state to host memory, and the save is committed (manifest, `latest`) at the first step after every rank finished writing.", R::Any));
   return s;
 }
 

@@ -29,6 +29,7 @@ std::string to_json(const StepRecord& r) {
   out.pop_back();  // reopen the object for the optional fields
   if (r.skipped) out += ",\"skipped\":true";
   if (r.skipped_steps > 0) out += ",\"skipped_steps\":" + std::to_string(r.skipped_steps);
+  if (r.rolled_back_to >= 0) out += ",\"rolled_back_to\":" + std::to_string(r.rolled_back_to);
   if (r.has_moe) {
     std::snprintf(buf, sizeof buf, ",\"expert_imbalance\":%.17g,\"router_bias_norm\":%.17g,\"balance_loss\":%.17g,\"dropped_tokens\":%lld,\"expert_imbalance_layers\":[",
                   r.expert_imbalance, r.router_bias_norm, r.balance_loss, static_cast<long long>(r.dropped_tokens));

@@ -20,6 +20,9 @@ struct StepRecord {
   // (written once non-zero, so normal runs' lines are unchanged).
   bool skipped = false;
   int64_t skipped_steps = 0;
+  // train.nonfinite=rollback: this step triggered a rollback to the checkpoint of this step (the
+  // next lines continue from it, so step numbers repeat); -1 = none.
+  int64_t rolled_back_to = -1;
   // Mixture-of-experts models only (written when has_moe):
   bool has_moe = false;
   std::vector<double> expert_imbalance_layers;  // max / mean tokens per expert, per MoE layer

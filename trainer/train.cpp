@@ -23,7 +23,7 @@
 #include "trainer/expert_parallel.h"
 #include "trainer/checkpoint/resume.h"
 #include "trainer/checkpoint/train_state.h"
-#include "trainer/checkpoint/writer.h"
+#include "trainer/checkpoint/saver.h"
 #include "trainer/cluster_env.h"
 #include "trainer/config_loader.h"
 #include "trainer/metrics.h"
@@ -279,7 +279,12 @@ TrainSummary train(const Config& cfg, const parallel::World& world, const TrainO
 
   // Bad data (missing file, wrong tokenizer, too short) fails here, before the model is built
   // or the run directory exists.
-  const data::Datasets datasets = data::open_datasets(dataset_options(cfg, shape.dp));
+  // ckpt convert reads no data: the loader state is carried over from the source checkpoint as text.
+  const bool converting = !options.convert_to.empty();
+  if (converting && options.resume.empty()) throw std::invalid_argument("train: convert_to needs a checkpoint to resume");
+  Config data_cfg = cfg;
+  if (converting) data_cfg.data.source = "synthetic";
+  const data::Datasets datasets = data::open_datasets(dataset_options(data_cfg, shape.dp));
   data::LoaderOptions lo{cfg.train.micro_batch_size * shape.dp, cfg.train.seq_len};
   lo.dp_rank = mesh.coord.dp;
   lo.dp_size = shape.dp;
@@ -370,8 +375,13 @@ TrainSummary train(const Config& cfg, const parallel::World& world, const TrainO
   std::string run_dir, failure;
   if (rank0) {
     try {
-      run_dir = resolve_run_dir(cfg);
-      prepare_run_dir(run_dir, cfg, !options.resume.empty());
+      if (converting) {
+        run_dir = options.convert_to;
+        fs::create_directories(run_dir);
+      } else {
+        run_dir = resolve_run_dir(cfg);
+        prepare_run_dir(run_dir, cfg, !options.resume.empty());
+      }
     } catch (const std::exception& e) {
       failure = e.what();
     }
@@ -383,24 +393,24 @@ TrainSummary train(const Config& cfg, const parallel::World& world, const TrainO
 
   // Resume: rank 0 picks and verifies the checkpoint (checksums included) before any weights are
   // used; every rank then reads the slices its layout needs.
-  const std::string ckpt_root = checkpoint_root(cfg, run_dir);
+  const std::string ckpt_root = converting ? options.convert_to : checkpoint_root(cfg, run_dir);
   ckpt::TrainStateRefs state{mesh, net, reducer, opt};
   if (shape.pp > 1) state.pp_writes = [&plan](const std::string& name) { return plan.writes(name); };
   std::vector<std::string> ckpt_warnings;
+  // Every rank takes part: each hashes its share of the files, so verification scales with ranks.
+  // The candidates come from the shared checkpoint directory, the same list on every rank.
+  const ckpt::Verifier verifier = [&](const std::string& dir) {
+    std::string mine;
+    for (const auto& p : ckpt::verify_share(dir, mesh.world->rank(), mesh.world->size())) mine += p + "\n";
+    std::vector<std::string> problems;
+    for (const auto& part : all_gather_strings(*mesh.world, mine)) {
+      std::istringstream lines(part);
+      for (std::string l; std::getline(lines, l);) problems.push_back(l);
+    }
+    return problems;
+  };
   int64_t start_step = 0;
   if (!options.resume.empty()) {
-    // Every rank takes part: each hashes its share of the files, so verification scales with ranks.
-    // The candidates come from the shared checkpoint directory, the same list on every rank.
-    const ckpt::Verifier verifier = [&](const std::string& dir) {
-      std::string mine;
-      for (const auto& p : ckpt::verify_share(dir, mesh.world->rank(), mesh.world->size())) mine += p + "\n";
-      std::vector<std::string> problems;
-      for (const auto& part : all_gather_strings(*mesh.world, mine)) {
-        std::istringstream lines(part);
-        for (std::string l; std::getline(lines, l);) problems.push_back(l);
-      }
-      return problems;
-    };
     const std::string chosen = ckpt::choose_checkpoint(options.resume, ckpt_root, ckpt_warnings, verifier);
     if (!rank0) ckpt_warnings.clear();  // rank 0 reports them
     if (!chosen.empty()) {
@@ -408,13 +418,25 @@ TrainSummary train(const Config& cfg, const parallel::World& world, const TrainO
       ckpt::CheckpointReader reader(chosen);
       load_state(reader, state);
       const double load_s = std::chrono::duration<double>(Clock::now() - t0).count();
-      data::LoaderState ls = data::LoaderState::parse(reader.manifest().loader_state);
       try {
-        loader.restore(ls);
+        if (!converting) loader.restore(data::LoaderState::parse(reader.manifest().loader_state));
       } catch (const std::invalid_argument& e) {
         throw ckpt::CheckpointError(chosen + ": " + e.what());
       }
       start_step = reader.manifest().step;
+      if (converting) {  // the source's own record, re-saved under this layout
+        const ckpt::Layout to{world.size, shape.dp, shape.ep, shape.pp, cfg.parallel.zero1};
+        ckpt::Manifest meta;
+        meta.step = start_step;
+        meta.adam_steps = opt.steps_taken();
+        meta.loader_state = reader.manifest().loader_state;
+        meta.layout = to;
+        meta.code_version = options.code_version;
+        meta.config_yaml = to_yaml(cfg);
+        summary.last_checkpoint = ckpt::save_checkpoint(*mesh.world, ckpt::collect_pieces(state), meta, ckpt_root, 0);
+        summary.resumed_from_step = start_step;
+        return summary;
+      }
       if (start_step > cfg.train.steps)
         throw ckpt::CheckpointError(chosen + ": saved at step " + std::to_string(start_step) + ", beyond train.steps " +
                                     std::to_string(cfg.train.steps));
@@ -446,6 +468,20 @@ TrainSummary train(const Config& cfg, const parallel::World& world, const TrainO
   for (const auto& w : ckpt_warnings) progress.message(w);
 
   const ckpt::Layout layout{world.size, shape.dp, shape.ep, shape.pp, cfg.parallel.zero1};
+  ckpt::CheckpointSaver saver(*mesh.world, {ckpt_root, cfg.checkpoint.keep, cfg.checkpoint.keep_every, cfg.checkpoint.async});
+  auto report_save = [&](const ckpt::SaveReport& s) {
+    if (s.dir.empty()) return;
+    summary.last_checkpoint = s.dir;
+    const double mib = double(s.bytes) / (1 << 20);
+    char line[512];
+    if (cfg.checkpoint.async)
+      std::snprintf(line, sizeof line, "  saved    %s (%.1f MiB, written in the background in %.2f s; commit %.3f s)",
+                    s.dir.c_str(), mib, s.written_s, s.blocked_s);
+    else
+      std::snprintf(line, sizeof line, "  saved    %s (%.1f MiB in %.2f s, %.0f MiB/s)", s.dir.c_str(), mib,
+                    s.written_s, mib / s.written_s);
+    progress.message(line);
+  };
   auto save = [&](int64_t step) {
     ckpt::Manifest meta;
     meta.step = step;
@@ -454,25 +490,25 @@ TrainSummary train(const Config& cfg, const parallel::World& world, const TrainO
     meta.layout = layout;
     meta.code_version = options.code_version;
     meta.config_yaml = to_yaml(cfg);
-    const auto t0 = Clock::now();
-    summary.last_checkpoint =
-        ckpt::save_checkpoint(*mesh.world, ckpt::collect_pieces(state), meta, ckpt_root, cfg.checkpoint.keep,
-                              cfg.checkpoint.keep_every);
-    const double secs = std::chrono::duration<double>(Clock::now() - t0).count();
-    uintmax_t bytes = 0;
-    std::error_code ec;
-    for (const auto& f : fs::directory_iterator(summary.last_checkpoint, ec)) bytes += f.file_size(ec);
-    char line[400];
-    std::snprintf(line, sizeof line, "  saved    %s (%.1f MiB in %.2f s, %.0f MiB/s)", summary.last_checkpoint.c_str(),
-                  double(bytes) / (1 << 20), secs, double(bytes) / (1 << 20) / secs);
-    progress.message(line);
+    ckpt::SaveReport previous;
+    const ckpt::SaveReport s = saver.save(ckpt::collect_pieces(state), meta, &previous);
+    report_save(previous);
+    summary.save_blocked_s.push_back(s.blocked_s);
+    if (cfg.checkpoint.async) {
+      char line[200];
+      std::snprintf(line, sizeof line, "  saving   step %lld in the background (the step blocked %.3f s)",
+                    static_cast<long long>(step), s.blocked_s);
+      progress.message(line);
+    }
+    report_save(s);
   };
   const PreemptionHandlers preemption;
 
   const double tokens_per_step = double(summary.tokens_per_step);
   const double micro_total = double(accum * shape.dp);  // micro-batches per step over all ranks
   const auto start = Clock::now();
-  int64_t consecutive_bad = 0;  // train.nonfinite=skip: non-finite steps in a row
+  int64_t consecutive_bad = 0;  // train.nonfinite=skip|rollback: non-finite steps in a row
+  int64_t rolled_back_from = 0;  // the furthest step reached before the last rollback
   for (int64_t step = start_step; step < cfg.train.steps; ++step) {
     const auto t0 = Clock::now();
     reducer.zero_grad();
@@ -487,7 +523,8 @@ TrainSummary train(const Config& cfg, const parallel::World& world, const TrainO
       b.targets = b.targets.to(device);
       batches.push_back(std::move(b));
     }
-    bool poison = maybe_inject_fault(world.rank, step + 1);  // mode=nan: a test-only poisoned micro-batch 0
+    // mode=nan: a test-only poisoned micro-batch 0; steps replayed after a rollback are not poisoned again.
+    bool poison = step + 1 > rolled_back_from && maybe_inject_fault(world.rank, step + 1);
     // Summed over the step's micro-batches: main loss, mtp loss, balance loss, dropped tokens,
     // then the expert loads of every router of the model (zero for those of other stages).
     std::vector<double> sums(4, 0.0);
@@ -600,19 +637,51 @@ TrainSummary train(const Config& cfg, const parallel::World& world, const TrainO
     r.grad_norm = grad_norm;
     r.tokens_per_s = tokens_per_step / std::chrono::duration<double>(t1 - t0).count();
     r.elapsed_s = std::chrono::duration<double>(t1 - start).count();
+    const bool give_up = consecutive_bad >= cfg.train.nonfinite_max;
+    int64_t rollback_to = -1;
+    if (give_up && cfg.train.nonfinite == "rollback" && summary.rollbacks < cfg.train.rollback_max) {
+      // PaLM's remedy for a loss spike: back to the last good weights, and on with the data after
+      // the batches that led there (the loader is not rewound, so they are skipped).
+      report_save(saver.finish());
+      std::vector<std::string> warnings;
+      const std::string chosen = ckpt::choose_checkpoint("auto", ckpt_root, warnings, verifier, step + 1);
+      if (rank0)
+        for (const auto& w : warnings) progress.message(w);
+      if (chosen.empty())
+        throw std::runtime_error("step " + std::to_string(step + 1) + ": " + std::to_string(consecutive_bad) +
+                                 " consecutive non-finite steps and no checkpoint in " + ckpt_root + " to roll back to");
+      ckpt::CheckpointReader reader(chosen);
+      load_state(reader, state);
+      rollback_to = reader.manifest().step;
+      r.rolled_back_to = rollback_to;
+    }
     if (metrics) metrics->write(r);
     if (tensorboard) tensorboard->write(r);
-    if (consecutive_bad >= cfg.train.nonfinite_max)  // the line above keeps the last bad step's record
+    if (give_up && rollback_to < 0) {  // the line above keeps the last bad step's record
+      const bool rollback = cfg.train.nonfinite == "rollback";
       throw std::runtime_error("step " + std::to_string(step + 1) + ": loss " + std::to_string(loss) +
                                ", gradient norm " + std::to_string(grad_norm) + ": " + std::to_string(consecutive_bad) +
-                               " consecutive non-finite steps skipped (train.nonfinite_max); stopping (lower optim.lr, "
-                               "set optim.grad_clip, or resume from an earlier checkpoint)");
+                               " consecutive non-finite steps" +
+                               (rollback ? " after " + std::to_string(summary.rollbacks) + " rollbacks (train.rollback_max)"
+                                         : std::string(" skipped (train.nonfinite_max)")) +
+                               "; stopping (lower optim.lr, set optim.grad_clip, or resume from an earlier checkpoint)");
+    }
     progress.update(r);
     if (step == start_step) summary.first_loss = loss;
     summary.final_loss = loss;
     summary.losses.push_back(loss);
     summary.steps = r.step;
     summary.step_seconds.push_back(std::chrono::duration<double>(t1 - t0).count());
+    if (rollback_to >= 0) {
+      ++summary.rollbacks;
+      progress.message("  rollback after step " + std::to_string(step + 1) + ": " + std::to_string(consecutive_bad) +
+                       " non-finite steps in a row; restored step " + std::to_string(rollback_to) +
+                       ", continuing with the data after the bad batches");
+      rolled_back_from = std::max(rolled_back_from, step + 1);
+      consecutive_bad = 0;
+      step = rollback_to - 1;  // the loop's ++ makes it rollback_to
+      continue;
+    }
     // Every rank must stop after the same step: one tiny max-reduction of "was I signalled".
     bool stop = preemption_signal() != 0;
     if (world.size > 1) {
@@ -620,15 +689,18 @@ TrainSummary train(const Config& cfg, const parallel::World& world, const TrainO
       mesh.world->all_reduce(flag, parallel::ReduceOp::Max)->wait();
       stop = flag.item<int64_t>() != 0;
     }
+    report_save(saver.poll());  // an asynchronous save that every rank has finished writing
     const bool last = step + 1 == cfg.train.steps;
     const int64_t every = cfg.checkpoint.interval;
     if (stop || (every > 0 && ((step + 1) % every == 0 || last))) save(step + 1);
     if (stop && !last) {  // a signal in the last step: the run is complete anyway
       summary.preempted = true;
+      report_save(saver.finish());
       progress.message("  stopped  after step " + std::to_string(step + 1) + " on a signal; resume with --resume auto");
       break;
     }
   }
+  report_save(saver.finish());
   progress.finish();
   rusage usage{};
   getrusage(RUSAGE_SELF, &usage);

@@ -34,6 +34,8 @@ struct TrainSummary {
   std::vector<std::vector<parallel::ExecutedAction>> pipeline_traces;
   int64_t resumed_from_step = 0;          // 0: a fresh start
   std::string last_checkpoint;            // directory of the last checkpoint saved ("" if none)
+  std::vector<double> save_blocked_s;     // per save: seconds the training loop was blocked
+  int64_t rollbacks = 0;                  // train.nonfinite=rollback: times rolled back
   bool preempted = false;                 // stopped by SIGTERM/SIGUSR1 after saving (exit code 42)
   int64_t skipped_steps = 0;              // train.nonfinite=skip: steps with a non-finite loss or gradient norm
 };
@@ -45,6 +47,9 @@ struct TrainOptions {
   // a checkpoint directory. Resuming into a run directory that holds metrics.jsonl continues it.
   std::string resume;
   std::string code_version = "unknown";  // recorded in checkpoints
+  // ckpt convert: load `resume` into this config's layout, save it as a checkpoint under this
+  // directory (same step), and return without training or reading data.
+  std::string convert_to;
 };
 
 // A checkpoint that cannot be used throws ckpt::CheckpointError (exit code 2).

@@ -1,6 +1,7 @@
 // Checkpoints in one process: exact resume (bit-identical metrics after a SIGTERM-stopped run is
 // resumed), the on-disk format and its atomicity/pruning, corrupt checkpoints being detected and
 // skipped, and the CLI (--resume, exit code 42, ckpt inspect/verify).
+#include <ATen/ATen.h>
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/wait.h>
@@ -309,6 +310,55 @@ TEST(Checkpoint, KillNineAtRandomMomentsNeverLeavesACorruptCheckpointChosen) {
   fs::remove_all(dir);
 }
 
+// checkpoint.async: the files are written by a background thread (slowed to 300 ms here, so the
+// next steps run while it writes) from a host copy taken at the save. The checkpoints hold exactly
+// what synchronous saves hold, the metrics are unchanged, the last save is committed before
+// train() returns, and a SIGTERM-stopped run commits its save before exiting.
+TEST(Checkpoint, AsyncSavesHoldWhatSyncSavesHold) {
+  const fs::path a = fresh_dir("sync"), b = fresh_dir("async"), c = fresh_dir("async_sigterm");
+  ::setenv("SHOESTRING_TEST_SAVE_DELAY_MS", "300", 1);
+  const TrainSummary sa = train(tiny_moe(a, 6, 2), parallel::World{});
+  Config async = tiny_moe(b, 6, 2);
+  async.checkpoint.async = true;
+  const TrainSummary sb = train(async, parallel::World{});
+  // A synchronous save waits for the (slowed) write; the first asynchronous one only for the copy
+  // (the later ones also for the previous write, which the 2 steps between saves do not cover).
+  ASSERT_EQ(sa.save_blocked_s.size(), 3u);
+  ASSERT_EQ(sb.save_blocked_s.size(), 3u);
+  for (double s : sa.save_blocked_s) EXPECT_GE(s, 0.3);
+  EXPECT_LT(sb.save_blocked_s[0], 0.3);
+  EXPECT_EQ(sb.last_checkpoint, ckpt_dir(b, 6));
+  EXPECT_EQ(deterministic_metrics(a), deterministic_metrics(b));
+  for (int64_t step : {2, 4, 6}) {
+    ASSERT_TRUE(ckpt::verify(ckpt_dir(b, step)).empty()) << ckpt_dir(b, step);
+    ckpt::CheckpointReader ra(ckpt_dir(a, step)), rb(ckpt_dir(b, step));
+    EXPECT_EQ(ra.manifest().loader_state, rb.manifest().loader_state);
+    EXPECT_EQ(ra.manifest().adam_steps, rb.manifest().adam_steps);
+    ASSERT_EQ(ra.manifest().tensors.size(), rb.manifest().tensors.size());
+    for (const auto& t : ra.manifest().tensors) {
+      const auto dtype = t.dtype == "float64" ? at::kDouble : at::kFloat;
+      at::Tensor x = at::empty({t.numel()}, dtype), y = at::empty({t.numel()}, dtype);
+      ra.read(t.name, t.shape, 0, x);
+      rb.read(t.name, t.shape, 0, y);
+      EXPECT_TRUE(x.equal(y)) << t.name << " at step " << step;
+    }
+  }
+  std::ifstream latest(fs::path(b) / "checkpoints" / "latest");
+  std::string name;
+  latest >> name;
+  EXPECT_EQ(name, "step_0000006");
+
+  Config stopped = tiny_moe(c, 6, 0);
+  stopped.checkpoint.async = true;
+  const TrainSummary sc = train_until_sigterm(stopped, 3);
+  ::unsetenv("SHOESTRING_TEST_SAVE_DELAY_MS");
+  EXPECT_TRUE(sc.preempted);
+  EXPECT_EQ(sc.last_checkpoint, ckpt_dir(c, 3));
+  EXPECT_TRUE(ckpt::verify(ckpt_dir(c, 3)).empty());
+  EXPECT_EQ(sa.steps, 6);
+  for (const auto& d : {a, b, c}) fs::remove_all(d);
+}
+
 // The launcher path: under mpirun (4 ranks, dp 4, ep 2, ZeRO-1) a SIGTERM on rank 3 ends the job
 // with exit code 42 and a checkpoint from every rank; resuming on 2 ranks (dp 2, ep 1, no ZeRO-1)
 // completes the run, with losses within 1e-12 relative of the uninterrupted 4-rank run (float64;
@@ -329,7 +379,8 @@ TEST(Checkpoint, MpirunJobExits42AndResumesOnAnotherLayout) {
   const auto whole = shoestring::testing::run_command(mpirun(4) + exe + sets(ref) + layout4);
   ASSERT_EQ(whole.code, 0) << whole.output;
   const auto stopped = shoestring::testing::run_command(
-      mpirun(4) + "-x SHOESTRING_FAULT=rank=3,step=2,mode=sigterm " + exe + sets(dir) + layout4);
+      mpirun(4) + "-x SHOESTRING_FAULT=rank=3,step=2,mode=sigterm " + exe + sets(dir) + layout4 +
+      " --set checkpoint.async=true");
   EXPECT_EQ(stopped.code, 42) << stopped.output;
   const ckpt::Manifest m = ckpt::read_manifest(ckpt_dir(dir, 2));
   EXPECT_EQ(m.files.size(), 4u);
@@ -353,6 +404,55 @@ TEST(Checkpoint, MpirunJobExits42AndResumesOnAnotherLayout) {
   for (size_t i = 0; i < 2; ++i) EXPECT_EQ(a[i], b[i]);  // before the stop: the same layout
   for (size_t i = 2; i < 5; ++i) EXPECT_NEAR(b[i], a[i], 1e-12 * a[i]) << "step " << i + 1;
   for (const auto& d : {ref, dir}) fs::remove_all(d);
+}
+
+// ckpt convert: a one-process checkpoint re-saved under (dp 2, ep 2, ZeRO-1) by a 2-rank job, then
+// back to one process. Every tensor reads back bit-identical from both, the layouts are the asked
+// ones (2 rank files with ZeRO-1 slices), and the loader state and step are carried over.
+TEST(Checkpoint, ConvertReshardsOfflineAndBack) {
+  const fs::path dir = fresh_dir("convert");
+  const TrainSummary s = train(tiny_moe(dir, 2, 2), parallel::World{});
+  const std::string src = s.last_checkpoint;
+  const std::string mpirun = "OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_NUM_THREADS=1 " SHOESTRING_MPIEXEC
+                             " --oversubscribe -np 2 " SHOESTRING_BINARY_DIR "/bin/shoestring ckpt convert ";
+  const auto two = shoestring::testing::run_command(mpirun + src + " --out " + (dir / "two").string() +
+                                                    " --set parallel.ep=2 --set parallel.zero1=true");
+  ASSERT_EQ(two.code, 0) << two.output;
+  const std::string mid = (dir / "two" / "step_0000002").string();
+  EXPECT_NE(two.output.find("-> " + mid + " (dp 2 ep 2 pp 1 zero1 on (2 ranks))"), std::string::npos) << two.output;
+  const auto one = shoestring::testing::run_shoestring("ckpt convert " + mid + " --out " + (dir / "one").string() +
+                                                       " --set parallel.ep=1 --set parallel.zero1=false");
+  ASSERT_EQ(one.code, 0) << one.output;
+  const std::string back = (dir / "one" / "step_0000002").string();
+  ckpt::CheckpointReader a(src), b(mid), c(back);
+  EXPECT_EQ(b.manifest().files.size(), 2u);
+  EXPECT_EQ(b.manifest().layout.ep, 2);
+  EXPECT_TRUE(b.manifest().layout.zero1);
+  EXPECT_EQ(c.manifest().layout.to_string(), a.manifest().layout.to_string());
+  for (const auto* r : {&b, &c}) {
+    EXPECT_EQ(r->manifest().step, 2);
+    EXPECT_EQ(r->manifest().loader_state, a.manifest().loader_state);
+    EXPECT_EQ(r->manifest().adam_steps, a.manifest().adam_steps);
+    EXPECT_TRUE(ckpt::verify(r->dir()).empty()) << r->dir();
+  }
+  for (const auto& t : a.manifest().tensors) {
+    const auto dtype = t.dtype == "float64" ? at::kDouble : at::kFloat;
+    at::Tensor x = at::empty({t.numel()}, dtype), y = at::empty({t.numel()}, dtype), z = at::empty({t.numel()}, dtype);
+    a.read(t.name, t.shape, 0, x);
+    b.read(t.name, t.shape, 0, y);
+    c.read(t.name, t.shape, 0, z);
+    EXPECT_TRUE(x.equal(y) && x.equal(z)) << t.name;
+  }
+  // The target exists, or the layout is impossible: one line, exit 2, nothing written.
+  const auto again = shoestring::testing::run_shoestring("ckpt convert " + mid + " --out " + (dir / "one").string());
+  EXPECT_EQ(again.code, 2);
+  EXPECT_NE(again.output.find(back + " already exists"), std::string::npos) << again.output;
+  const auto bad = shoestring::testing::run_shoestring("ckpt convert " + src + " --out " + (dir / "bad").string() +
+                                                       " --set parallel.ep=3");
+  EXPECT_EQ(bad.code, 2) << bad.output;
+  EXPECT_NE(bad.output.find("parallel.ep"), std::string::npos) << bad.output;
+  EXPECT_FALSE(fs::exists(dir / "bad" / "step_0000002"));
+  fs::remove_all(dir);
 }
 
 TEST(Checkpoint, AFailedSaveIsARuntimeErrorNamingTheDirectory) {

@@ -20,10 +20,11 @@ namespace {
 using shoestring::testing::deterministic_metrics;
 
 // A constant LR, so runs of different lengths share their steps' schedules exactly.
-Config tiny(const std::string& name, int64_t steps, const std::string& policy = "skip", int64_t max = 5) {
+Config tiny(const std::string& name, int64_t steps, const std::string& policy = "skip", int64_t max = 5,
+            int64_t checkpoint_interval = 0) {
   const fs::path dir = shoestring::testing::fresh_dir("shoestring_nonfinite", name);
   return load_config({SHOESTRING_SOURCE_DIR "/configs/tiny.yaml"},
-                     {"data.source=synthetic", "model.vocab_size=256", "data.eval_interval=0",
+                     {"checkpoint.interval=" + std::to_string(checkpoint_interval), "data.source=synthetic", "model.vocab_size=256", "data.eval_interval=0",
                       "optim.schedule=constant", "train.steps=" + std::to_string(steps), "train.threads=1",
                       "log.progress=off", "log.every=1000", "log.run_dir=" + dir.string(),
                       "train.nonfinite=" + policy, "train.nonfinite_max=" + std::to_string(max)});
@@ -124,13 +125,74 @@ TEST(Nonfinite, StopPolicyStopsAtTheFirstBadStepWithTodaysMessage) {
   fs::remove_all(c.log.run_dir);
 }
 
-TEST(Nonfinite, RollbackIsRefusedUntilImplemented) {
+// rollback: two bad steps (5, 6) in a row with nonfinite_max 2 restore the step-4 checkpoint, and
+// training goes on from step 5 with the batches after the bad ones. The independent reference is
+// the step-4 checkpoint of a clean run, resumed with its loader state moved past those 2 steps'
+// samples by editing the manifest: steps 5-8 must match it bit for bit, parameters included.
+TEST(Nonfinite, RollbackRestoresTheCheckpointAndSkipsTheBadBatches) {
+  const Config rb = tiny("rollback", 8, "rollback", 2, 2);
+  const TrainSummary a = train_with_nan(rb, 5, 2);
+  EXPECT_EQ(a.rollbacks, 1);
+  EXPECT_EQ(a.steps, 8);
+  const auto lines = raw_lines(rb.log.run_dir);
+  ASSERT_EQ(lines.size(), 10u);  // steps 1-6, then 5-8 again
+  EXPECT_NE(lines[5].find("\"step\":6,"), std::string::npos) << lines[5];
+  EXPECT_NE(lines[5].find("\"rolled_back_to\":4"), std::string::npos) << lines[5];
+  EXPECT_NE(lines[6].find("\"step\":5,"), std::string::npos) << lines[6];
+  for (size_t i = 6; i < 10; ++i) EXPECT_EQ(lines[i].find("\"skipped\":true"), std::string::npos) << lines[i];
+
+  const Config clean = tiny("rollback_ref", 4, "skip", 5, 4);
+  train_with_nan(clean, 0);
+  const fs::path ckpt = fs::path(clean.log.run_dir) / "checkpoints" / "step_0000004";
+  std::ifstream in(ckpt / "manifest.json");
+  std::string manifest((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  in.close();
+  std::smatch m;
+  ASSERT_TRUE(std::regex_search(manifest, m, std::regex(R"(position=(\d+) samples=(\d+))")));
+  const long samples = std::stol(m[2]), skip = samples / 4 * 2;  // 2 steps' worth
+  manifest.replace(size_t(m.position(0)), size_t(m.length(0)),
+                   "position=" + std::to_string(std::stol(m[1]) + skip) + " samples=" + std::to_string(samples + skip));
+  std::ofstream(ckpt / "manifest.json", std::ios::trunc) << manifest;
+  Config ref = tiny("rollback_ref_resumed", 8, "skip");
+  ref.log.run_dir = clean.log.run_dir;
+  TrainOptions o;
+  o.keep_parameters = true;
+  o.resume = ckpt.string();
+  const TrainSummary b = train(ref, parallel::World{}, o);
+  ASSERT_EQ(b.losses.size(), 4u);
+  for (size_t i = 0; i < 4; ++i) EXPECT_EQ(a.losses[6 + i], b.losses[i]) << "step " << i + 5;
+  EXPECT_TRUE(same_parameters(a, b));
+  for (const std::string& d : {rb.log.run_dir, clean.log.run_dir, ref.log.run_dir}) fs::remove_all(d);
+}
+
+TEST(Nonfinite, RollbackStopsWithoutACheckpointOrAfterRollbackMax) {
+  const Config early = tiny("rollback_early", 6, "rollback", 2, 4);  // bad steps 2-3 come before the first checkpoint
   try {
-    tiny("rollback", 2, "rollback");
+    train_with_nan(early, 2, 2);
+    FAIL() << "expected a runtime error";
+  } catch (const std::runtime_error& e) {
+    EXPECT_NE(std::string(e.what()).find("step 3: 2 consecutive non-finite steps and no checkpoint in"), std::string::npos)
+        << e.what();
+  }
+  // Steps 3-4 roll back to 2; the replayed 3-4 are fine (a fault fires once per step number), then
+  // 5-6 are bad again: with rollback_max 1 that stops the run.
+  Config twice = tiny("rollback_twice", 8, "rollback", 2, 2);
+  twice.train.rollback_max = 1;
+  try {
+    train_with_nan(twice, 3, 4);
+    FAIL() << "expected a runtime error";
+  } catch (const std::runtime_error& e) {
+    EXPECT_NE(std::string(e.what()).find("2 consecutive non-finite steps after 1 rollbacks (train.rollback_max)"),
+              std::string::npos)
+        << e.what();
+  }
+  try {
+    tiny("rollback_nockpt", 2, "rollback");
     FAIL() << "expected a config error";
   } catch (const ConfigError& e) {
-    EXPECT_NE(std::string(e.what()).find("train.nonfinite: rollback is not implemented yet"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("train.nonfinite: rollback needs checkpoints"), std::string::npos) << e.what();
   }
+  for (const std::string& d : {early.log.run_dir, twice.log.run_dir}) fs::remove_all(d);
 }
 
 }  // namespace

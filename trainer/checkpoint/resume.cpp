@@ -26,7 +26,7 @@ std::string first_problem(const std::vector<std::string>& problems) {
 }  // namespace
 
 std::string choose_checkpoint(const std::string& spec, const std::string& root, std::vector<std::string>& warnings,
-                              const Verifier& verifier) {
+                              const Verifier& verifier, int64_t max_step) {
   const Verifier check = verifier ? verifier : Verifier([](const std::string& dir) { return verify(dir); });
   if (spec != "auto") {
     if (!fs::is_directory(spec)) throw CheckpointError(spec + ": no such checkpoint directory");
@@ -38,7 +38,8 @@ std::string choose_checkpoint(const std::string& spec, const std::string& root, 
   std::error_code ec;
   if (fs::is_directory(root, ec))
     for (const auto& e : fs::directory_iterator(root))
-      if (const int64_t s = parse_step_dir_name(e.path().filename().string()); s >= 0 && e.is_directory())
+      if (const int64_t s = parse_step_dir_name(e.path().filename().string());
+          s >= 0 && (max_step < 0 || s <= max_step) && e.is_directory())
         found.emplace_back(s, e.path());
   std::sort(found.rbegin(), found.rend());
   for (const auto& [step, dir] : found) {

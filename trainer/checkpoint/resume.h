@@ -17,10 +17,11 @@ namespace shoestring::ckpt {
 // holds no checkpoint (a fresh start); CheckpointError when it holds some but none is valid. A
 // path: it must verify, else CheckpointError with its first problem. `verifier` lists a
 // directory's problems (default: verify(), checksums included); train() passes one that shares the
-// hashing among all ranks, which then all call this together.
+// hashing among all ranks, which then all call this together. max_step >= 0: auto ignores
+// checkpoints of later steps (a rollback never moves forward).
 using Verifier = std::function<std::vector<std::string>(const std::string& dir)>;
 std::string choose_checkpoint(const std::string& spec, const std::string& root, std::vector<std::string>& warnings,
-                              const Verifier& verifier = {});
+                              const Verifier& verifier = {}, int64_t max_step = -1);
 
 class CheckpointReader {
  public:

@@ -27,8 +27,8 @@ std::string dtype_name(const at::Tensor& t) {
   return t.scalar_type() == at::kDouble ? "float64" : t.scalar_type() == at::kFloat ? "float32" : "unsupported";
 }
 
-// This rank's part: write the file, describe it in lines "F name bytes sha" and
-// "P tensor dtype d0,d1 offset numel dataset" (or one "E message" line).
+}  // namespace
+
 std::string write_rank_file(const std::string& tmp, int rank, const std::vector<LocalPiece>& pieces) {
   char name[32];
   std::snprintf(name, sizeof name, "rank_%05d.h5", rank);
@@ -56,6 +56,8 @@ std::string write_rank_file(const std::string& tmp, int rank, const std::vector<
     return "E rank " + std::to_string(rank) + ": " + msg + '\n';
   }
 }
+
+namespace {
 
 void add_rank(Manifest& m, std::map<std::string, size_t>& index, int rank, const std::string& desc) {
   std::istringstream in(desc);
@@ -126,14 +128,11 @@ void prune(const fs::path& root, int64_t keep, int64_t keep_every, const std::st
 
 }  // namespace
 
-std::string save_checkpoint(parallel::ProcessGroup& world, const std::vector<LocalPiece>& pieces, Manifest meta,
-                            const std::string& root, int64_t keep, int64_t keep_every) {
-  const bool rank0 = world.rank() == 0;
-  const fs::path final_dir = fs::path(root) / step_dir_name(meta.step);
+std::string begin_save(parallel::ProcessGroup& world, const std::string& root, int64_t step) {
   std::string tmp;
-  if (rank0) {
+  if (world.rank() == 0) {
     try {
-      tmp = final_dir.string() + ".tmp-" + std::to_string(::getpid());
+      tmp = (fs::path(root) / step_dir_name(step)).string() + ".tmp-" + std::to_string(::getpid());
       fs::remove_all(tmp);
       fs::create_directories(tmp);
     } catch (const std::exception& e) {
@@ -142,10 +141,15 @@ std::string save_checkpoint(parallel::ProcessGroup& world, const std::vector<Loc
   }
   tmp = broadcast_string(world, tmp);
   if (!tmp.empty() && tmp[0] == '\x01') throw std::runtime_error(tmp.substr(1));
+  return tmp;
+}
 
-  const std::vector<std::string> parts = all_gather_strings(world, write_rank_file(tmp, world.rank(), pieces));
+std::string commit_save(parallel::ProcessGroup& world, const std::string& tmp, const std::string& written, Manifest meta,
+                        const std::string& root, int64_t keep, int64_t keep_every) {
+  const fs::path final_dir = fs::path(root) / step_dir_name(meta.step);
+  const std::vector<std::string> parts = all_gather_strings(world, written);
   std::string result;
-  if (rank0) {
+  if (world.rank() == 0) {
     try {
       std::map<std::string, size_t> index;
       for (int r = 0; r < int(parts.size()); ++r) add_rank(meta, index, r, parts[size_t(r)]);
@@ -176,6 +180,12 @@ std::string save_checkpoint(parallel::ProcessGroup& world, const std::vector<Loc
   if (result.empty() || result[0] == '\x01')
     throw std::runtime_error("checkpoint of step " + std::to_string(meta.step) + ": " + (result.empty() ? "failed" : result.substr(1)));
   return result;
+}
+
+std::string save_checkpoint(parallel::ProcessGroup& world, const std::vector<LocalPiece>& pieces, Manifest meta,
+                            const std::string& root, int64_t keep, int64_t keep_every) {
+  const std::string tmp = begin_save(world, root, meta.step);
+  return commit_save(world, tmp, write_rank_file(tmp, world.rank(), pieces), std::move(meta), root, keep, keep_every);
 }
 
 }  // namespace shoestring::ckpt

@@ -26,8 +26,19 @@ struct LocalPiece {
 // Collective over `world` (every rank calls it). `meta` carries everything but files and tensors.
 // Returns the checkpoint's directory. std::runtime_error on every rank when any rank failed.
 // Retention: the newest `keep` complete checkpoints (0: all), plus forever every step that is a
-// multiple of `keep_every` (0: none).
+// multiple of `keep_every` (0: none). It is the three phases below in a row.
 std::string save_checkpoint(parallel::ProcessGroup& world, const std::vector<LocalPiece>& pieces, Manifest meta,
                             const std::string& root, int64_t keep, int64_t keep_every = 0);
+
+// The phases, for saving in the background (CheckpointSaver):
+// 1. collective: rank 0 creates the temporary directory; every rank learns its name.
+std::string begin_save(parallel::ProcessGroup& world, const std::string& root, int64_t step);
+// 2. local, no communication (safe on another thread): this rank's file, and its description for
+//    commit_save (or the error that stops the commit).
+std::string write_rank_file(const std::string& tmp, int rank, const std::vector<LocalPiece>& pieces);
+// 3. collective: rank 0 writes the manifest from every rank's description, renames the directory
+//    into place, moves `latest` and prunes.
+std::string commit_save(parallel::ProcessGroup& world, const std::string& tmp, const std::string& written, Manifest meta,
+                        const std::string& root, int64_t keep, int64_t keep_every);
 
 }  // namespace shoestring::ckpt

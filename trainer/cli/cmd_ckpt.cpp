@@ -1,6 +1,11 @@
-// shoestring ckpt inspect DIR | verify DIR | export DIR ...: read a checkpoint without training.
+// shoestring ckpt inspect DIR | verify DIR | convert DIR ... | export DIR ...: checkpoints without training.
 #include <cstdio>
+#include <filesystem>
 #include <iostream>
+
+#include "shoestring/build_info.h"
+#include "trainer/config_loader.h"
+#include "trainer/train.h"
 
 #include "trainer/checkpoint/export_safetensors.h"
 #include "trainer/checkpoint/manifest.h"
@@ -14,6 +19,9 @@ constexpr const char* kUsage =
     "usage: shoestring ckpt inspect DIR   layout, step, tensors, sizes, checksums\n"
     "       shoestring ckpt verify DIR    exit 0 when the checkpoint is complete and intact, else 1 and one\n"
     "                                     line per problem\n"
+    "       [mpirun -np N] shoestring ckpt convert DIR --out ROOT [--set parallel.KEY=VALUE ...]\n"
+    "                                     re-save DIR under the layout of its config with the --set\n"
+    "                                     changes, run with that layout's rank count: ROOT/step_N\n"
     "       shoestring ckpt export DIR --format safetensors --out OUTDIR [--dtype fp32|bf16]\n"
     "                                     model weights with Hugging Face names + config.json\n"
     "                                     (docs/checkpoints.md); optimizer state and MTP dropped\n";
@@ -82,14 +90,57 @@ int export_cmd(const Args& args) {
   return 0;
 }
 
+// ckpt convert DIR --out ROOT [--set k=v ...]: the checkpoint's own config with the --set changes
+// (normally parallel.*) gives the target layout; the ranks of this job load DIR into it and save.
+int convert_cmd(const Args& args, const parallel::World& world) {
+  std::string dir, out;
+  std::vector<std::string> sets;
+  for (size_t i = 1; i < args.size(); ++i) {
+    const std::string& a = args[i];
+    if (a == "--out" || a == "--set") {
+      if (i + 1 >= args.size()) {
+        std::cerr << "usage error: " << a << " needs a value\n";
+        return 2;
+      }
+      (a == "--out" ? out : sets.emplace_back()) = args[++i];
+    } else if (a.rfind("--", 0) != 0 && dir.empty()) {
+      dir = a;
+    } else {
+      std::cerr << "usage error: unexpected argument '" << a << "' (shoestring ckpt --help)\n";
+      return 2;
+    }
+  }
+  if (dir.empty() || out.empty()) {
+    std::cerr << "usage error: ckpt convert needs DIR and --out ROOT (shoestring ckpt --help)\n";
+    return 2;
+  }
+  const ckpt::Manifest m = ckpt::read_manifest(dir);  // CheckpointError -> exit 2 in main
+  const std::string target = (std::filesystem::path(out) / ckpt::step_dir_name(m.step)).string();
+  if (std::filesystem::exists(target)) {
+    std::cerr << "ckpt convert: " << target << " already exists; choose another --out\n";
+    return 2;
+  }
+  const Config cfg = load_config_text(m.config_yaml, dir + "/" + ckpt::kManifestName + " (config)", sets);
+  TrainOptions options;
+  options.resume = dir;
+  options.convert_to = out;
+  options.code_version = std::string("shoestring ") + SHOESTRING_VERSION + " (git " + SHOESTRING_GIT_COMMIT + ")";
+  const TrainSummary s = train(cfg, world, options);
+  if (world.rank == 0)
+    std::printf("%s (%s) -> %s (%s)\n", dir.c_str(), m.layout.to_string().c_str(), s.last_checkpoint.c_str(),
+                ckpt::read_manifest(s.last_checkpoint).layout.to_string().c_str());
+  return 0;
+}
+
 }  // namespace
 
-int cmd_ckpt(const Args& args) {
+int cmd_ckpt(const Args& args, const parallel::World& world) {
   if (args.size() == 1 && (args[0] == "--help" || args[0] == "-h")) {
     std::cout << kUsage;
     return 0;
   }
   if (!args.empty() && args[0] == "export") return export_cmd(args);
+  if (!args.empty() && args[0] == "convert") return convert_cmd(args, world);
   if (args.size() != 2 || (args[0] != "inspect" && args[0] != "verify")) {
     std::cerr << kUsage;
     return 2;

@@ -14,7 +14,7 @@ int cmd_train(const Args& args, const parallel::World& world);
 int cmd_config(const Args& args);
 int cmd_bench(const Args& args, const parallel::World& world);
 int cmd_data(const Args& args);
-int cmd_ckpt(const Args& args);
+int cmd_ckpt(const Args& args, const parallel::World& world);
 int cmd_plan(const Args& args);
 int cmd_launch(const Args& args);
 int cmd_sweep(const Args& args);

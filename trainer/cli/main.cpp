@@ -27,7 +27,7 @@ constexpr const char* kUsage =
     "  config   check, print or list configuration keys\n"
     "  bench    benchmarks printing JSON: train, fp8, comm, moe, pipeline (see bench --help)\n"
     "  data     token datasets: prepare, inspect, train-tokenizer, bench (loader tokens/s)\n"
-    "  ckpt     checkpoints: inspect, verify, export (safetensors)\n"
+    "  ckpt     checkpoints: inspect, verify, convert (to another layout), export (safetensors)\n"
     "  plan     pipeline schedules: validate, simulate and draw one (plan schedule)\n"
     "           and the cost/memory planner: a config on N GPUs (plan --config ... --gpus N --gpu h100)\n"
     "  launch   write a Slurm batch script for a training job (launch slurm)\n"
@@ -43,7 +43,7 @@ int dispatch(const std::string& cmd, const shoestring::cli::Args& rest, const sh
   if (cmd == "config") return cmd_config(rest);
   if (cmd == "bench") return cmd_bench(rest, world);
   if (cmd == "data") return cmd_data(rest);
-  if (cmd == "ckpt") return cmd_ckpt(rest);
+  if (cmd == "ckpt") return cmd_ckpt(rest, world);
   if (cmd == "plan") return cmd_plan(rest);
   if (cmd == "launch") return cmd_launch(rest);
   if (cmd == "sweep") return cmd_sweep(rest);
