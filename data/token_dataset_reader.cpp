@@ -197,8 +197,8 @@ class RawFile {
       std::memcpy(out, image_ + offset, n);
       return true;
     }
-    if (!in_ || offset > uint64_t(std::numeric_limits<std::streamoff>::max())) return false;
-    in_.clear();
+    in_.clear();  // a read past the end set failbit; the next one may still succeed
+    if (!in_.is_open() || offset > uint64_t(std::numeric_limits<std::streamoff>::max())) return false;
     in_.seekg(std::streamoff(offset));
     in_.read(static_cast<char*>(out), std::streamsize(n));
     return in_.gcount() == std::streamsize(n);
