@@ -98,7 +98,7 @@ hsize_t length_1d(hid_t d, const char* name, const std::string& path) {
 template <class T>
 std::vector<T> read_all(hid_t loc, const char* name, hid_t mem_type, const std::string& path) {
   h5::Id d = h5::dataset(H5Dopen2(loc, name, H5P_DEFAULT));
-  if (!d.ok()) throw data_error(path, std::string("dataset ") + name + " is missing");
+  if (!d.ok()) throw data_error(path, std::string(name) + " is not a dataset");
   h5::Id t = h5::type(H5Dget_type(d));
   if (H5Tget_class(t) != H5Tget_class(mem_type)) throw data_error(path, std::string("dataset ") + name + " has the wrong type");
   const hsize_t n = length_1d(d, name, path);
@@ -114,7 +114,7 @@ std::vector<T> read_all(hid_t loc, const char* name, hid_t mem_type, const std::
 std::vector<std::string> read_strings(hid_t loc, const char* name, const std::string& path) {
   const std::string what = std::string("dataset sources/") + name;
   h5::Id d = h5::dataset(H5Dopen2(loc, name, H5P_DEFAULT));
-  if (!d.ok()) throw data_error(path, what + " is missing");
+  if (!d.ok()) throw data_error(path, what + " is not a dataset");
   h5::Id t = h5::type(H5Dget_type(d));
   h5::Id mt = fixed_string_type(t, what, path);
   const size_t width = H5Tget_size(mt), n = length_1d(d, name, path);
@@ -283,7 +283,7 @@ void TokenDataset::load(int64_t file_id, RawFile& raw) {
   H5Pset_chunk_cache(dapl, 1031, size_t(16) << 20, 1.0);
   raw.check_link(f, "tokens", "dataset /tokens");
   impl_->tokens = h5::dataset(H5Dopen2(f, "tokens", dapl));
-  if (!impl_->tokens.ok()) throw data_error(path, "dataset /tokens is missing");
+  if (!impl_->tokens.ok()) throw data_error(path, "/tokens is not a dataset");
   h5::Id t = h5::type(H5Dget_type(impl_->tokens));
   const size_t width = H5Tget_size(t);
   if (H5Tget_class(t) != H5T_INTEGER || H5Tget_sign(t) != H5T_SGN_NONE || (width != 2 && width != 4))
@@ -319,7 +319,7 @@ void TokenDataset::load(int64_t file_id, RawFile& raw) {
   h5::Id g = h5::group(H5Gopen2(f, "sources", H5P_DEFAULT));
   for (const char* name : {"path", "sha256", "bytes", "documents"})
     raw.check_link(g, name, std::string("dataset /sources/") + name);
-  if (!g.ok()) throw data_error(path, "group /sources is missing");
+  if (!g.ok()) throw data_error(path, "/sources is not a group");
   const auto paths = read_strings(g, "path", path), hashes = read_strings(g, "sha256", path);
   const auto bytes = read_all<uint64_t>(g, "bytes", H5T_NATIVE_UINT64, path);
   const auto docs = read_all<uint64_t>(g, "documents", H5T_NATIVE_UINT64, path);
