@@ -1,5 +1,6 @@
 #include "data/datasets.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 
@@ -25,6 +26,28 @@ void check_tokenizer(const TokenSource& tokens, const DatasetOptions& o, const s
                     std::to_string(o.model_vocab));
 }
 
+// Where data.val_fraction splits `s` (validation = [split, n)): the document boundary nearest to
+// the fraction's token (ties: the earlier one, for more validation), so no document is cut in two,
+// keeping both parts non-empty. Streams without documents (llm.c shards) split at the token.
+uint64_t validation_split(const TokenSource& s, double fraction) {
+  const uint64_t n = s.num_tokens();
+  if (n < 2) throw DataError(s.describe() + ": too short to hold out data.val_fraction for validation");
+  const uint64_t held = std::clamp<uint64_t>(uint64_t(std::llround(double(n) * fraction)), 1, n - 1);
+  const uint64_t target = n - held;
+  const auto doc = s.document_at(target);
+  if (!doc) return target;
+  const auto [begin, end] = *doc;
+  std::vector<uint64_t> candidates;
+  for (const uint64_t b : {begin, end})
+    if (b > 0 && b < n) candidates.push_back(b);
+  if (candidates.empty())
+    throw DataError(s.describe() + ": one document only, so data.val_fraction cannot hold out whole documents (give "
+                    "data.val_path, or prepare the data with more documents, e.g. --split blank-line)");
+  auto dist = [&](uint64_t b) { return b > target ? b - target : target - b; };
+  return *std::min_element(candidates.begin(), candidates.end(),
+                           [&](uint64_t a, uint64_t b) { return dist(a) < dist(b) || (dist(a) == dist(b) && a < b); });
+}
+
 }  // namespace
 
 Datasets open_datasets(const DatasetOptions& o) {
@@ -47,10 +70,9 @@ Datasets open_datasets(const DatasetOptions& o) {
     val = open_token_files(o.val_paths, o.source);
     check_tokenizer(*val, o, "data.val_path");
   } else if (o.val_fraction > 0) {
-    const uint64_t n = train->num_tokens();
-    const auto held = uint64_t(std::llround(double(n) * o.val_fraction));
-    val = slice_tokens(train, n - held, n);
-    train = slice_tokens(train, 0, n - held);
+    const uint64_t n = train->num_tokens(), split = validation_split(*train, o.val_fraction);
+    val = slice_tokens(train, split, n);
+    train = slice_tokens(train, 0, split);
   }
   const uint64_t windows = window_count(train->num_tokens(), o.seq_len);
   if (windows < uint64_t(o.global_batch))

@@ -47,9 +47,16 @@ inline Id attr(hid_t id) { return {id, H5Aclose}; }
 inline Id type(hid_t id) { return {id, H5Tclose}; }
 inline Id group(hid_t id) { return {id, H5Gclose}; }
 
+// libhdf5 1.10.8 leaks internal ids after a metadata checksum failure, and its exit handler then
+// prints "HDF5: infinite loop closing library" and a line of codes after our one-line error. So
+// the library is told not to clean up at exit (the OS does; files are closed explicitly). Called
+// before the first other HDF5 call of the process, from QuietErrors, which every entry point takes.
+void skip_exit_cleanup();
+
 class QuietErrors {
  public:
   QuietErrors() {
+    skip_exit_cleanup();
     H5Eget_auto2(H5E_DEFAULT, &func_, &data_);
     H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
   }
@@ -61,6 +68,13 @@ class QuietErrors {
   H5E_auto2_t func_ = nullptr;
   void* data_ = nullptr;
 };
+
+// File access properties for writing format 2: HDF5 1.10's newest file format, in which the
+// superblock, every object header ("OHDR") and the chunk index carry checksums that libhdf5 checks
+// on read, so damaged metadata fails a checksum instead of reaching libhdf5's parsers (1.10.8's
+// parser of the older, unchecksummed object headers overflows on some corrupt ones). Files written
+// so need HDF5 >= 1.10 to read.
+Id checksummed_format();
 
 // The innermost message of the current thread's HDF5 error stack ("" when empty), so a DataError
 // can say why a read failed (e.g. "Fletcher32 checksum error").

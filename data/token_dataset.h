@@ -20,7 +20,9 @@
 
 namespace shoestring::data {
 
-inline constexpr int kFormatVersion = 1;
+// 2: HDF5 1.10 file format with checksummed metadata (superblock v3, v2 object headers);
+// format 1 files (superblock v0) are refused with a request to prepare them again.
+inline constexpr int kFormatVersion = 2;
 
 struct SourceFile {
   std::string path;     // as given on the command line ("-" for stdin)
@@ -79,6 +81,8 @@ class TokenDatasetWriter {
   bool closed_ = false;
 };
 
+class RawFile;  // the reader's checks of the file's bytes before libhdf5 parses them
+
 // A dataset opened for reading; every problem is a DataError naming the file.
 class TokenDataset {
  public:
@@ -98,7 +102,7 @@ class TokenDataset {
 
  private:
   TokenDataset() = default;
-  void load(int64_t file_id);
+  void load(int64_t file_id, RawFile& raw);
   struct Impl;
   std::unique_ptr<Impl> impl_;
   DatasetInfo info_;

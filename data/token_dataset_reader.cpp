@@ -4,6 +4,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 
 #include "data/data_error.h"
 #include "data/hdf5_handles.h"
@@ -24,6 +25,17 @@ std::string last_error() {
   return msg;
 }
 
+void skip_exit_cleanup() {
+  static const bool once = (H5dont_atexit(), true);
+  (void)once;
+}
+
+Id checksummed_format() {
+  Id fapl = plist(H5Pcreate(H5P_FILE_ACCESS));
+  H5Pset_libver_bounds(fapl, H5F_LIBVER_V110, H5F_LIBVER_V110);
+  return fapl;
+}
+
 }  // namespace h5
 
 struct TokenDataset::Impl {
@@ -38,7 +50,7 @@ bool has_attr(hid_t obj, const char* name) { return H5Aexists(obj, name) > 0; }
 // variable-length strings are refused (see string_type in token_dataset_writer.cpp).
 h5::Id fixed_string_type(hid_t file_type, const std::string& what, const std::string& path) {
   if (H5Tget_class(file_type) != H5T_STRING) throw data_error(path, what + " is not a string");
-  if (H5Tis_variable_str(file_type)) throw data_error(path, what + " is a variable-length string, which format 1 does not use");
+  if (H5Tis_variable_str(file_type)) throw data_error(path, what + " is a variable-length string, which this format does not use");
   const size_t width = H5Tget_size(file_type);
   if (width == 0 || width > (size_t(1) << 16)) throw data_error(path, what + " has an implausible width");
   h5::Id mt = h5::type(H5Tcopy(H5T_C_S1));
@@ -86,7 +98,7 @@ hsize_t length_1d(hid_t d, const char* name, const std::string& path) {
 template <class T>
 std::vector<T> read_all(hid_t loc, const char* name, hid_t mem_type, const std::string& path) {
   h5::Id d = h5::dataset(H5Dopen2(loc, name, H5P_DEFAULT));
-  if (!d.ok()) throw data_error(path, std::string("dataset ") + name + " is missing");
+  if (!d.ok()) throw data_error(path, std::string(name) + " is not a dataset");
   h5::Id t = h5::type(H5Dget_type(d));
   if (H5Tget_class(t) != H5Tget_class(mem_type)) throw data_error(path, std::string("dataset ") + name + " has the wrong type");
   const hsize_t n = length_1d(d, name, path);
@@ -102,7 +114,7 @@ std::vector<T> read_all(hid_t loc, const char* name, hid_t mem_type, const std::
 std::vector<std::string> read_strings(hid_t loc, const char* name, const std::string& path) {
   const std::string what = std::string("dataset sources/") + name;
   h5::Id d = h5::dataset(H5Dopen2(loc, name, H5P_DEFAULT));
-  if (!d.ok()) throw data_error(path, what + " is missing");
+  if (!d.ok()) throw data_error(path, what + " is not a dataset");
   h5::Id t = h5::type(H5Dget_type(d));
   h5::Id mt = fixed_string_type(t, what, path);
   const size_t width = H5Tget_size(mt), n = length_1d(d, name, path);
@@ -115,19 +127,96 @@ std::vector<std::string> read_strings(hid_t loc, const char* name, const std::st
   return out;
 }
 
-// Why H5Fopen failed, from the file's first bytes: missing, not HDF5 at all, or HDF5 but damaged.
-std::string open_failure(const std::string& path) {
-  if (!std::filesystem::exists(path)) return "no such file";
-  if (std::filesystem::is_directory(path)) return "is a directory, not a dataset file";
-  std::ifstream in(path, std::ios::binary);
-  char sig[8] = {};
-  in.read(sig, 8);
-  if (in.gcount() < 8 || std::memcmp(sig, "\x89HDF\r\n\x1a\n", 8) != 0)
-    return "not an HDF5 file (use data.source: llmc for llm.c .bin shards; make datasets with `shoestring data prepare`)";
-  return "truncated or corrupt HDF5 file (prepare it again)";
+constexpr const char* kNotHdf5 =
+    "not an HDF5 file (use data.source: llmc for llm.c .bin shards; make datasets with `shoestring data prepare`)";
+
+// Why a path cannot be opened at all, before looking at its contents.
+void check_is_file(const std::string& path) {
+  if (!std::filesystem::exists(path)) throw data_error(path, "no such file");
+  if (std::filesystem::is_directory(path)) throw data_error(path, "is a directory, not a dataset file");
+  if (!std::filesystem::is_regular_file(path)) throw data_error(path, "is not a regular file");
 }
 
 }  // namespace
+
+// The file's bytes as stored, read without libhdf5. libhdf5 1.10.8 verifies the checksums of the
+// superblock v2/v3 and of v2 object headers ("OHDR") before parsing them, but parses the older,
+// unchecksummed v1 object headers as they come, and its parser of those overflows the heap on
+// some corrupt ones (tests/data/fuzz/libhdf5_findings/). So before libhdf5 touches an object we
+// check here that the superblock is v2 or later and that the object's header starts with "OHDR".
+class RawFile {
+ public:
+  RawFile(const std::string& name, const std::string& path) : name_(name), in_(path, std::ios::binary) {}
+  RawFile(const std::string& name, const void* bytes, size_t n)
+      : name_(name), image_(static_cast<const unsigned char*>(bytes)), image_size_(n) {}
+
+  // Signature at offset 0 (no user block), superblock version, and the headers it points at.
+  void check_superblock() {
+    unsigned char sb[12 + 4 * 8] = {};
+    if (!read(0, sb, 12) || std::memcmp(sb, "\x89HDF\r\n\x1a\n", 8) != 0) throw data_error(name_, kNotHdf5);
+    const int version = sb[8];
+    if (version < 2)
+      throw data_error(name_, "an HDF5 file without metadata checksums (superblock version " + std::to_string(version) +
+                                  "; Shoestring dataset format 1 or another program's file): re-run `shoestring data "
+                                  "prepare` to rebuild it in format " + std::to_string(kFormatVersion));
+    if (version > 3) throw data_error(name_, "HDF5 superblock version " + std::to_string(version) + " is not supported");
+    offset_size_ = sb[9];
+    if (offset_size_ != 2 && offset_size_ != 4 && offset_size_ != 8) throw data_error(name_, "corrupt HDF5 superblock");
+    if (!read(0, sb, 12 + 4 * offset_size_)) throw data_error(name_, "truncated HDF5 superblock");
+    base_ = address(sb + 12);
+    const uint64_t extension = address(sb + 12 + offset_size_), root = address(sb + 12 + 3 * offset_size_);
+    if (base_ == undefined()) throw data_error(name_, "corrupt HDF5 superblock");
+    if (extension != undefined()) check_header(extension, "the HDF5 superblock extension");
+    check_header(root, "the root group");
+  }
+
+  // The object that `name` in group `loc` links to must be a checksummed object header in this file.
+  void check_link(hid_t loc, const char* name, const std::string& what) {
+    H5L_info_t li{};
+    if (H5Lexists(loc, name, H5P_DEFAULT) <= 0 || H5Lget_info(loc, name, &li, H5P_DEFAULT) < 0)
+      throw data_error(name_, what + " is missing");
+    if (li.type != H5L_TYPE_HARD) throw data_error(name_, what + " is a soft or external link, not an object of this file");
+    check_header(li.u.address, what);
+    // libhdf5 verifies the header's checksum here, so a damaged one is reported as such.
+    H5O_info_t oi{};
+    if (H5Oget_info_by_name2(loc, name, &oi, H5O_INFO_BASIC, H5P_DEFAULT) < 0)
+      throw data_error(name_, what + " is corrupt: " + h5::last_error());
+  }
+
+ private:
+  void check_header(uint64_t addr, const std::string& what) {
+    char sig[4] = {};
+    if (addr == undefined() || addr > ~uint64_t(0) - base_ || !read(base_ + addr, sig, 4) ||
+        std::memcmp(sig, "OHDR", 4) != 0)
+      throw data_error(name_, what + " has no checksummed (version 2) object header: a corrupt file, or not one "
+                                     "written by `shoestring data prepare` (prepare it again)");
+  }
+  bool read(uint64_t offset, void* out, size_t n) {
+    if (image_) {
+      if (offset > image_size_ || n > image_size_ - offset) return false;
+      std::memcpy(out, image_ + offset, n);
+      return true;
+    }
+    in_.clear();  // a read past the end set failbit; the next one may still succeed
+    if (!in_.is_open() || offset > uint64_t(std::numeric_limits<std::streamoff>::max())) return false;
+    in_.seekg(std::streamoff(offset));
+    in_.read(static_cast<char*>(out), std::streamsize(n));
+    return in_.gcount() == std::streamsize(n);
+  }
+  uint64_t address(const unsigned char* p) const {
+    uint64_t a = 0;
+    for (int k = offset_size_ - 1; k >= 0; --k) a = a << 8 | p[k];
+    return a;
+  }
+  uint64_t undefined() const { return offset_size_ == 8 ? ~uint64_t(0) : (uint64_t(1) << (8 * offset_size_)) - 1; }
+
+  std::string name_;
+  std::ifstream in_;
+  const unsigned char* image_ = nullptr;
+  size_t image_size_ = 0;
+  int offset_size_ = 8;
+  uint64_t base_ = 0;
+};
 
 TokenDataset::~TokenDataset() = default;
 
@@ -135,9 +224,12 @@ std::shared_ptr<TokenDataset> TokenDataset::open(const std::string& path) {
   h5::QuietErrors quiet;
   std::shared_ptr<TokenDataset> ds(new TokenDataset);
   ds->info_.path = path;
-  const hid_t f = std::filesystem::is_regular_file(path) ? H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT) : -1;
-  if (f < 0) throw data_error(path, open_failure(path));
-  ds->load(f);
+  check_is_file(path);
+  RawFile raw(path, path);
+  raw.check_superblock();
+  const hid_t f = H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
+  if (f < 0) throw data_error(path, "truncated or corrupt HDF5 file (prepare it again)");
+  ds->load(f, raw);
   return ds;
 }
 
@@ -145,16 +237,19 @@ std::shared_ptr<TokenDataset> TokenDataset::open_image(const void* bytes, size_t
   h5::QuietErrors quiet;
   std::shared_ptr<TokenDataset> ds(new TokenDataset);
   ds->info_.path = name;
+  if (n == 0) throw data_error(name, "empty file");
+  RawFile raw(name, bytes, n);
+  raw.check_superblock();
   h5::Id fapl = h5::plist(H5Pcreate(H5P_FILE_ACCESS));
   H5Pset_fapl_core(fapl, 1 << 16, 0);
-  if (n == 0 || H5Pset_file_image(fapl, const_cast<void*>(bytes), n) < 0) throw data_error(name, "empty file");
+  if (H5Pset_file_image(fapl, const_cast<void*>(bytes), n) < 0) throw data_error(name, "cannot take the file image");
   const hid_t f = H5Fopen(name.c_str(), H5F_ACC_RDONLY, fapl);
-  if (f < 0) throw data_error(name, "not an HDF5 file, or a truncated or corrupt one");
-  ds->load(f);
+  if (f < 0) throw data_error(name, "truncated or corrupt HDF5 file");
+  ds->load(f, raw);
   return ds;
 }
 
-void TokenDataset::load(int64_t file_id) {
+void TokenDataset::load(int64_t file_id, RawFile& raw) {
   impl_ = std::make_unique<Impl>();
   impl_->file = h5::file(file_id);
   const hid_t f = impl_->file;
@@ -186,8 +281,9 @@ void TokenDataset::load(int64_t file_id) {
   // falls in it while it stays cached, and the validation windows are read in order.
   h5::Id dapl = h5::plist(H5Pcreate(H5P_DATASET_ACCESS));
   H5Pset_chunk_cache(dapl, 1031, size_t(16) << 20, 1.0);
+  raw.check_link(f, "tokens", "dataset /tokens");
   impl_->tokens = h5::dataset(H5Dopen2(f, "tokens", dapl));
-  if (!impl_->tokens.ok()) throw data_error(path, "dataset /tokens is missing");
+  if (!impl_->tokens.ok()) throw data_error(path, "/tokens is not a dataset");
   h5::Id t = h5::type(H5Dget_type(impl_->tokens));
   const size_t width = H5Tget_size(t);
   if (H5Tget_class(t) != H5T_INTEGER || H5Tget_sign(t) != H5T_SGN_NONE || (width != 2 && width != 4))
@@ -215,11 +311,15 @@ void TokenDataset::load(int64_t file_id) {
   }
   if (i.filters.empty()) i.filters = "none";
 
+  raw.check_link(f, "doc_offsets", "dataset /doc_offsets");
   const std::vector<uint64_t> off = read_all<uint64_t>(f, "doc_offsets", H5T_NATIVE_UINT64, path);
   if (off.size() != i.num_documents + 1 || off.front() != 0 || off.back() != i.num_tokens)
     throw data_error(path, "/doc_offsets does not match the token and document counts");
+  raw.check_link(f, "sources", "group /sources");
   h5::Id g = h5::group(H5Gopen2(f, "sources", H5P_DEFAULT));
-  if (!g.ok()) throw data_error(path, "group /sources is missing");
+  for (const char* name : {"path", "sha256", "bytes", "documents"})
+    raw.check_link(g, name, std::string("dataset /sources/") + name);
+  if (!g.ok()) throw data_error(path, "/sources is not a group");
   const auto paths = read_strings(g, "path", path), hashes = read_strings(g, "sha256", path);
   const auto bytes = read_all<uint64_t>(g, "bytes", H5T_NATIVE_UINT64, path);
   const auto docs = read_all<uint64_t>(g, "documents", H5T_NATIVE_UINT64, path);
@@ -243,6 +343,8 @@ void TokenDataset::read(uint64_t offset, size_t n, uint32_t* out) const {
                                      "): " + h5::last_error() + "; stopping rather than training on it");
 }
 
+// Read again rather than kept (8 bytes a document, for every open shard); load() checked the
+// object's header before libhdf5 first parsed it.
 std::vector<uint64_t> TokenDataset::doc_offsets() const {
   h5::QuietErrors quiet;
   return read_all<uint64_t>(impl_->file, "doc_offsets", H5T_NATIVE_UINT64, info_.path);

@@ -85,7 +85,7 @@ TokenDatasetWriter::TokenDatasetWriter(const std::string& path, const TokenizerI
   if (opts.chunk_tokens == 0) throw data_error(path, "chunk size must be positive");
   const auto parent = std::filesystem::path(path).parent_path();
   if (!parent.empty()) std::filesystem::create_directories(parent);
-  m.file = h5::file(H5Fcreate(tmp_.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT));
+  m.file = h5::file(H5Fcreate(tmp_.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, h5::checksummed_format()));
   if (!m.file.ok()) throw data_error(path, "cannot create the dataset file (directory missing or not writable?)");
   const hsize_t zero = 0, unlimited = H5S_UNLIMITED, chunk = opts.chunk_tokens;
   h5::Id sp = h5::space(H5Screate_simple(1, &zero, &unlimited));

@@ -18,10 +18,12 @@ namespace {
 class FileStream final : public TokenSource {
  public:
   using Reader = std::function<void(uint64_t, size_t, uint32_t*)>;
-  void add(const std::string& path, uint64_t n, Reader r) {
+  using Documents = std::function<std::vector<uint64_t>()>;  // the file's document offsets
+  void add(const std::string& path, uint64_t n, Reader r, Documents docs = {}) {
     starts_.push_back(total_);
     paths_.push_back(path);
     readers_.push_back(std::move(r));
+    documents_.push_back(std::move(docs));
     total_ += n;
   }
   uint64_t num_tokens() const override { return total_; }
@@ -39,6 +41,19 @@ class FileStream final : public TokenSource {
     }
   }
   TokenizerIdentity tokenizer() const override { return tokenizer_; }
+  std::optional<std::pair<uint64_t, uint64_t>> document_at(uint64_t offset) const override {
+    if (offset >= total_) return std::nullopt;
+    const size_t f = size_t(std::upper_bound(starts_.begin(), starts_.end(), offset) - starts_.begin()) - 1;
+    if (!documents_[f]) return std::nullopt;
+    // Read once, when the validation split is made. The reader checks only that the offsets span
+    // the file (verify() that they increase), so a bad file is refused here too.
+    const std::vector<uint64_t> off = documents_[f]();
+    const uint64_t local = offset - starts_[f];
+    const auto it = std::upper_bound(off.begin(), off.end(), local);
+    if (it == off.begin() || it == off.end() || *(it - 1) > local)
+      throw data_error(paths_[f], "/doc_offsets is not increasing (run `shoestring data inspect` on it)");
+    return std::make_pair(starts_[f] + *(it - 1), starts_[f] + *it);
+  }
   std::string describe() const override {
     std::string s = paths_.size() == 1 ? paths_[0] : std::to_string(paths_.size()) + " files (" + paths_[0] + ", ...)";
     return s + ", " + std::to_string(total_) + " tokens";
@@ -49,6 +64,7 @@ class FileStream final : public TokenSource {
   std::vector<uint64_t> starts_;
   std::vector<std::string> paths_;
   std::vector<Reader> readers_;
+  std::vector<Documents> documents_;
   uint64_t total_ = 0;
 };
 
@@ -105,7 +121,8 @@ std::shared_ptr<TokenSource> open_token_files(const std::vector<std::string>& sp
       if (stream->tokenizer_.kind == "unknown") stream->tokenizer_ = id;
       else if (!(stream->tokenizer_ == id))
         throw data_error(path, "tokenizer " + describe(id) + " differs from the other files' " + describe(stream->tokenizer_));
-      stream->add(path, d->info().num_tokens, [d](uint64_t o, size_t n, uint32_t* out) { d->read(o, n, out); });
+      stream->add(path, d->info().num_tokens, [d](uint64_t o, size_t n, uint32_t* out) { d->read(o, n, out); },
+                  [d] { return d->doc_offsets(); });
     } else {
       throw DataError("data.source: unknown file format '" + format + "'");
     }

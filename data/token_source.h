@@ -3,7 +3,9 @@
 // or a contiguous slice of another stream (the validation split). The loader sees only this.
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "data/tokenizer.h"
@@ -20,6 +22,12 @@ class TokenSource {
   // The tokenizer the ids belong to; kind "unknown" for llm.c shards, which do not record it.
   virtual TokenizerIdentity tokenizer() const = 0;
   virtual std::string describe() const = 0;
+  // The document [begin, end) holding token `offset` (< num_tokens()), or nullopt when the files
+  // record no documents (llm.c shards). A file's start and end are document boundaries.
+  virtual std::optional<std::pair<uint64_t, uint64_t>> document_at(uint64_t offset) const {
+    (void)offset;
+    return std::nullopt;
+  }
 };
 
 // Files named by `specs`: each is a path, or a pattern with * ? [ ] expanded in sorted order.

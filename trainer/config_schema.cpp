@@ -105,7 +105,7 @@ std::vector<FieldSpec> build() {
   s.push_back(field("data.path", &C::data, &DataConfig::path, "hdf5/llmc: dataset files or shard patterns (* ? [ ]), one or a list, read as one stream in the given (pattern: sorted) order."));
   s.push_back(field("data.tokenizer", &C::data, &DataConfig::tokenizer, "byte, or the path of the SentencePiece .model the dataset was made with; an hdf5 dataset made with another tokenizer is refused."));
   s.push_back(field("data.val_path", &C::data, &DataConfig::val_path, "Validation dataset files or patterns; empty = hold out the last data.val_fraction of data.path."));
-  s.push_back(field("data.val_fraction", &C::data, &DataConfig::val_fraction, "Fraction of the training tokens held out (from the end) for validation when data.val_path is empty.", R::Below1));
+  s.push_back(field("data.val_fraction", &C::data, &DataConfig::val_fraction, "Fraction of the training tokens held out (from the end) for validation when data.val_path is empty; split at the nearest document boundary.", R::Below1));
   s.push_back(field("data.eval_interval", &C::data, &DataConfig::eval_interval, "Steps between validation losses (val_loss in metrics.jsonl); 0 = never.", R::NonNegative));
   s.push_back(field("data.eval_batches", &C::data, &DataConfig::eval_batches, "Micro-batches of the fixed validation set averaged into each val_loss.", R::Positive));
   s.push_back(field("data.prefetch", &C::data, &DataConfig::prefetch, "Batches read ahead on a background thread; 0 reads in the training thread.", R::NonNegative));

@@ -57,7 +57,7 @@ TEST(DataCli, PrepareTrainInspect) {
 
   const Result i = run("data inspect " + data + " --tokens 60");
   ASSERT_EQ(i.code, 0) << i.output;
-  for (const char* want : {"format      shoestring-tokens v1", "tokenizer   byte (vocab 257), end-of-document id 256",
+  for (const char* want : {"format      shoestring-tokens v2", "tokenizer   byte (vocab 257), end-of-document id 256",
                            "documents   401", "corpus.txt", "document lengths (tokens)",
                            "first 60 tokens, decoded:\n    A journey of a thousand miles begins with a single step.",
                            "integrity   OK"})

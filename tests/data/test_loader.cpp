@@ -204,10 +204,10 @@ TEST_F(LoaderTest, DatasetsSplitValidationAndRefuseUnusableData) {
   dtest::write_byte_dataset(bytes, {std::string(2000, 'a'), std::string(1000, 'b')});
   o.paths = {bytes};
   o.val_fraction = 0.1;
-  const Datasets d = open_datasets(o);  // 3002 tokens: the last 300 held out
+  const Datasets d = open_datasets(o);  // 3002 tokens: the second document (1001 tokens) held out
   ASSERT_TRUE(d.val);
-  EXPECT_EQ(d.train->samples_per_epoch(), window_count(2702, kSeq));
-  EXPECT_EQ(d.val->samples_per_epoch(), window_count(300, kSeq));
+  EXPECT_EQ(d.train->samples_per_epoch(), window_count(2001, kSeq));
+  EXPECT_EQ(d.val->samples_per_epoch(), window_count(1001, kSeq));
   std::vector<int64_t> w(kSeq + 1);
   d.val->fill(0, kSeq + 1, w.data());
   EXPECT_EQ(w[0], 'b');
@@ -221,11 +221,56 @@ TEST_F(LoaderTest, DatasetsSplitValidationAndRefuseUnusableData) {
   o.global_batch = 1000;
   EXPECT_NE(err(o).find("fewer than one batch (1000 sequences)"), std::string::npos) << err(o);
   o.global_batch = kGlobal;
+  const std::string short_last = (dir_ / "short_last.h5").string();
+  dtest::write_byte_dataset(short_last, {std::string(2000, 'a'), std::string(10, 'c')});
+  o.paths = {short_last};
   o.val_fraction = 0.001;
   EXPECT_NE(err(o).find("validation data is shorter than one window"), std::string::npos) << err(o);
   o.val_fraction = 0;
   o.paths = {(dir_ / "nope-*.h5").string()};
   EXPECT_NE(err(o).find("nope-*.h5: the pattern matches no file"), std::string::npos) << err(o);
+}
+
+// data.val_fraction holds out whole documents: the split is the document boundary (a file's ends
+// included) nearest to the fraction's token, ties to the earlier one, and both parts stay non-empty.
+TEST_F(LoaderTest, ValidationFractionSplitsAtTheNearestDocumentBoundary) {
+  // Documents of 100, 100, 100 tokens in one file and 50, 150 in the next (each with its end id):
+  // boundaries at 0, 100, 200, 300 (the file boundary), 350, 500.
+  const std::string a = (dir_ / "a.h5").string(), b = (dir_ / "b.h5").string();
+  dtest::write_byte_dataset(a, {std::string(99, 'a'), std::string(99, 'b'), std::string(99, 'c')});
+  dtest::write_byte_dataset(b, {std::string(49, 'd'), std::string(149, 'e')});
+  DatasetOptions o;
+  o.source = "hdf5";
+  o.paths = {a, b};
+  o.seq_len = kSeq;
+  o.model_vocab = 257;
+  o.global_batch = 1;
+  auto split = [&](double fraction) {
+    o.val_fraction = fraction;
+    const Datasets d = open_datasets(o);
+    std::vector<int64_t> w(kSeq + 1);
+    d.val->fill(0, kSeq + 1, w.data());
+    const auto at = d.description.find("validation tokens [");
+    return std::make_pair(d.description.substr(at + 19, d.description.find(')', at) - at - 19), char(w[0]));
+  };
+  EXPECT_EQ(split(0.25), std::make_pair(std::string("350, 500"), 'e'));  // 375 -> 350
+  EXPECT_EQ(split(0.5), std::make_pair(std::string("200, 500"), 'c'));   // 250: 200 and 300 tie
+  EXPECT_EQ(split(0.45), std::make_pair(std::string("300, 500"), 'd'));  // 275 -> 300, between files
+  EXPECT_EQ(split(0.001), std::make_pair(std::string("350, 500"), 'e')); // 499: never empty
+  EXPECT_EQ(split(0.99), std::make_pair(std::string("100, 500"), 'b'));  // 5: train keeps a document
+
+  const std::string one = (dir_ / "one.h5").string();
+  dtest::write_byte_dataset(one, {std::string(400, 'x')});
+  o.paths = {one};
+  o.val_fraction = 0.1;
+  std::string e = "(no error)";
+  try {
+    open_datasets(o);
+  } catch (const DataError& x) {
+    e = x.what();
+  }
+  EXPECT_NE(e.find("one.h5, 401 tokens: one document only, so data.val_fraction cannot hold out whole documents"),
+            std::string::npos) << e;
 }
 
 }  // namespace

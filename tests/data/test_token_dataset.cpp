@@ -111,10 +111,64 @@ TEST(TokenDataset, BadFilesGiveOneLineErrorsNamingTheFile) {
   EXPECT_NE(err.find("corrupt.h5: corrupt data in tokens [512, 1024)"), std::string::npos) << err;
   EXPECT_EQ(err.find('\n'), std::string::npos) << "one line: " << err;
 
-  // A valid HDF5 file that is not ours.
-  H5Fclose(H5Fcreate((dir / "other.h5").string().c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT));
+  // A valid HDF5 file in the checksummed format that is not ours.
+  const hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
+  H5Pset_libver_bounds(fapl, H5F_LIBVER_V110, H5F_LIBVER_V110);
+  H5Fclose(H5Fcreate((dir / "other.h5").string().c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, fapl));
+  H5Pclose(fapl);
   EXPECT_NE(error_of([&] { TokenDataset::open((dir / "other.h5").string()); }).find("other.h5: an HDF5 file but not a Shoestring token dataset"),
             std::string::npos);
+  fs::remove_all(dir);
+}
+
+// Format 2 keeps libhdf5's parsers away from unchecksummed metadata: the superblock must be v2+
+// (older files, including format 1 datasets, are refused with a request to prepare them again),
+// every object the reader opens must have a v2 ("OHDR") header, and damaged metadata fails
+// libhdf5's checksum -- each a one-line error naming the file.
+TEST(TokenDataset, OnlyChecksummedMetadataReachesLibhdf5) {
+  const auto dir = dtest::temp_dir("checksummed");
+  const std::string good = (dir / "good.h5").string();
+  dtest::write_byte_dataset(good, {"one document", "and another"}, 8);
+  std::ifstream in(good, std::ios::binary);
+  const std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  ASSERT_GE(bytes.size(), 48u);
+  EXPECT_EQ(bytes[8], 3) << "superblock version";
+
+  auto one_line = [](const std::string& e) { return e.find('\n') == std::string::npos && e != "(no error)"; };
+  const std::string rerun = "re-run `shoestring data prepare`";
+  const std::string old_path = (dir / "old.h5").string();
+  H5Fclose(H5Fcreate(old_path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT));  // superblock v0
+  std::string err = error_of([&] { TokenDataset::open(old_path); });
+  EXPECT_NE(err.find("old.h5: an HDF5 file without metadata checksums (superblock version 0"), std::string::npos) << err;
+  EXPECT_NE(err.find(rerun), std::string::npos) << err;
+
+  // The inputs on which libhdf5 1.10.8 itself overflowed the heap or hung: refused up front.
+  for (const auto& e : fs::directory_iterator(SHOESTRING_SOURCE_DIR "/tests/data/fuzz/libhdf5_findings")) {
+    err = error_of([&] { TokenDataset::open(e.path().string()); });
+    EXPECT_TRUE(one_line(err) && err.find(rerun) != std::string::npos) << e.path() << ": " << err;
+  }
+
+  // The object /tokens links to, its header signature damaged: refused before libhdf5 parses it.
+  H5L_info_t link{};
+  {
+    const hid_t f = H5Fopen(good.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
+    ASSERT_GE(H5Lget_info(f, "tokens", &link, H5P_DEFAULT), 0);
+    H5Fclose(f);
+  }
+  ASSERT_EQ(bytes.substr(link.u.address, 4), "OHDR");
+  std::string damaged = bytes;
+  damaged[link.u.address + 1] = 'X';
+  dtest::write_text(dir / "header.h5", damaged);
+  err = error_of([&] { TokenDataset::open((dir / "header.h5").string()); });
+  EXPECT_NE(err.find("header.h5: dataset /tokens has no checksummed (version 2) object header"), std::string::npos) << err;
+
+  // One byte of /tokens' header changed after its signature: libhdf5's checksum catches it.
+  damaged = bytes;
+  damaged[link.u.address + 12] = char(damaged[link.u.address + 12] ^ 0x10);
+  dtest::write_text(dir / "metadata.h5", damaged);
+  err = error_of([&] { TokenDataset::open((dir / "metadata.h5").string()); });
+  EXPECT_TRUE(one_line(err)) << err;
+  EXPECT_NE(err.find("metadata.h5: dataset /tokens is corrupt: incorrect metadata checksum"), std::string::npos) << err;
   fs::remove_all(dir);
 }
 
