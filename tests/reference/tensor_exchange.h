@@ -39,7 +39,10 @@ class TensorWriter {
   void add(const std::string& name, const at::Tensor& t) {
     const at::Tensor c = t.detach().cpu().contiguous();
     std::string shape;
-    for (int64_t s : c.sizes()) shape += (shape.empty() ? "" : "x") + std::to_string(s);
+    for (int64_t s : c.sizes()) {
+      if (!shape.empty()) shape += 'x';
+      shape += std::to_string(s);
+    }
     index_ << name << ' ' << exchange_dtype_name(c.scalar_type()) << ' ' << (shape.empty() ? "scalar" : shape) << '\n';
     std::ofstream(dir_ / (name + ".bin"), std::ios::binary)
         .write(static_cast<const char*>(c.data_ptr()), std::streamsize(c.nbytes()));

@@ -10,6 +10,8 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
+#include <fstream>
+#include <iterator>
 
 #include "tests/reference/tensor_exchange.h"
 #include "tests/run_files.h"
@@ -46,8 +48,14 @@ model::Transformer from_checkpoint(const std::string& dir) {
   return net;
 }
 
-// Trains `config` with `sets` for two steps, exports step 2, and has transformers check it.
-void check(const std::string& name, const std::string& config, std::vector<std::string> sets) {
+// A config.json edit that changes the function HF computes, to show the comparison catches it.
+struct Mutation {
+  std::string from, to;
+};
+
+// Trains `config` with `sets` for two steps, exports step 2, and has transformers check it; then
+// checks that the export with `wrong` applied to its config.json fails the comparison.
+void check(const std::string& name, const std::string& config, std::vector<std::string> sets, const Mutation& wrong) {
   const fs::path run = fresh_dir("shoestring_hf", name), out = fresh_dir("shoestring_hf", name + "_export"),
                  xchg = fresh_dir("shoestring_hf", name + "_exchange");
   for (const auto& s : common_sets(run)) sets.push_back(s);
@@ -70,14 +78,29 @@ void check(const std::string& name, const std::string& config, std::vector<std::
     w.add("input.tokens", tokens);
     w.add("output.logits", logits);
   }
-  const PythonRun py = run_python("check_hf_export.py", shell_quoted(out.string()) + " " + shell_quoted(xchg.string()));
+  const std::string args = " " + shell_quoted(xchg.string());
+  const PythonRun py = run_python("check_hf_export.py", shell_quoted(out.string()) + args);
   if (py.rc == 3 || py.rc == 127)
     GTEST_SKIP() << (py.rc == 127 ? "no python3" : line_starting(py.log, "check_hf_export.py"))
                  << "; transformers is installed by hand for this test (docs/checkpoints.md)";
   EXPECT_EQ(py.rc, 0) << py.log;
   std::cout << "  " << name << ": " << py.log;
-  if (py.rc == 0)
-    for (const fs::path& d : {run, out, xchg}) fs::remove_all(d);
+
+  const fs::path bad = fresh_dir("shoestring_hf", name + "_wrong");
+  fs::copy(out, bad);
+  std::string text;
+  {
+    std::ifstream in(bad / "config.json");
+    text.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+  }
+  const size_t at = text.find(wrong.from);
+  ASSERT_NE(at, std::string::npos) << wrong.from << " not in config.json:\n" << text;
+  std::ofstream(bad / "config.json", std::ios::trunc) << text.replace(at, wrong.from.size(), wrong.to);
+  const PythonRun caught = run_python("check_hf_export.py", shell_quoted(bad.string()) + args);
+  EXPECT_EQ(caught.rc, 1) << "config.json with " << wrong.to << " should not match:\n" << caught.log;
+  std::cout << "  " << name << " with " << wrong.to << ": " << caught.log;
+  if (py.rc == 0 && caught.rc == 1)
+    for (const fs::path& d : {run, out, xchg, bad}) fs::remove_all(d);
 }
 
 }  // namespace
@@ -88,18 +111,23 @@ void check(const std::string& name, const std::string& config, std::vector<std::
 TEST(HfExport, MlaMoeLoadsAsDeepseekV3AndMatchesOurLogits) {
   check("mla_moe", "configs/tiny-moe.yaml",
         {"model.q_lora_rank=16", "model.n_shared_experts=2", "model.n_limited_groups=1", "model.route_scale=2.5",
-         "train.router_bias_gamma=0.01"});
+         "train.router_bias_gamma=0.01"},
+        {"\"rope_interleave\": true", "\"rope_interleave\": false"});
 }
 
 // MLA without MoE layers and with tied embeddings: DeepseekV3 with every layer dense, no lm_head.
 TEST(HfExport, MlaDenseTiedLoadsAsDeepseekV3AndMatchesOurLogits) {
   check("mla_dense_tied", "configs/tiny-moe.yaml",
-        {"model.n_routed_experts=0", "model.mtp_depth=0", "model.tie_embeddings=true"});
+        {"model.n_routed_experts=0", "model.mtp_depth=0", "model.tie_embeddings=true"},
+        {"\"rms_norm_eps\": 1e-06", "\"rms_norm_eps\": 0.1"});
 }
 
 // GQA (fewer kv heads than query heads): Llama, with the rotary rows permuted by the export.
-TEST(HfExport, GqaLoadsAsLlamaAndMatchesOurLogits) { check("gqa", "configs/tiny.yaml", {}); }
+TEST(HfExport, GqaLoadsAsLlamaAndMatchesOurLogits) {
+  check("gqa", "configs/tiny.yaml", {}, {"\"rope_theta\": 10000.0", "\"rope_theta\": 500000.0"});
+}
 
 TEST(HfExport, GqaOneKvHeadTiedLoadsAsLlamaAndMatchesOurLogits) {
-  check("gqa_tied", "configs/tiny.yaml", {"model.n_kv_heads=1", "model.tie_embeddings=true"});
+  check("gqa_tied", "configs/tiny.yaml", {"model.n_kv_heads=1", "model.tie_embeddings=true"},
+        {"\"tie_word_embeddings\": true", "\"tie_word_embeddings\": false"});
 }
