@@ -115,6 +115,15 @@ TEST(HfExport, MlaMoeLoadsAsDeepseekV3AndMatchesOurLogits) {
         {"\"rope_interleave\": true", "\"rope_interleave\": false"});
 }
 
+// No shared experts: HF's are exported with no rows (they add nothing); top-1 routing over four
+// groups of two experts, two of them allowed.
+TEST(HfExport, MlaMoeWithoutSharedExpertsMatchesOurLogits) {
+  check("mla_moe_unshared", "configs/tiny-moe.yaml",
+        {"model.n_shared_experts=0", "model.n_expert_groups=4", "model.n_limited_groups=2",
+         "model.n_activated_experts=1", "train.router_bias_gamma=0.01"},
+        {"\"topk_group\": 2", "\"topk_group\": 4"});
+}
+
 // MLA without MoE layers and with tied embeddings: DeepseekV3 with every layer dense, no lm_head.
 TEST(HfExport, MlaDenseTiedLoadsAsDeepseekV3AndMatchesOurLogits) {
   check("mla_dense_tied", "configs/tiny-moe.yaml",

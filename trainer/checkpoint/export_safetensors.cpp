@@ -2,6 +2,7 @@
 
 #include <ATen/ATen.h>
 
+#include <algorithm>
 #include <charconv>
 #include <cstdio>
 #include <filesystem>
@@ -143,6 +144,23 @@ std::vector<ExportTensor> export_plan(const ModelConfig& cfg, const std::vector<
       case Split::None: out.push_back({hf, name, -1, 0, shape}); break;
     }
   }
+  // HF DeepseekV3 always builds shared experts, of moe_intermediate_size * n_shared_experts rows:
+  // without ours they are [0, d] and [d, 0], which add nothing, and HF loads them only if the file
+  // has them (else it reports them missing). They take the router's dtype; no data is read.
+  if (cfg.attention == "mla" && cfg.n_routed_experts > 0 && cfg.n_shared_experts == 0) {
+    const std::string gate = ".mlp.gate.weight";
+    const size_t n = out.size();
+    for (size_t k = 0; k < n; ++k) {
+      const std::string& hf = out[k].hf_name;
+      if (hf.size() < gate.size() || hf.compare(hf.size() - gate.size(), gate.size(), gate) != 0) continue;
+      const std::string s = hf.substr(0, hf.size() - gate.size()) + ".mlp.shared_experts.";
+      const int64_t d = cfg.d_model;
+      const std::string src = out[k].source;
+      out.push_back({s + "gate_proj.weight", src, -1, 0, {0, d}});
+      out.push_back({s + "up_proj.weight", src, -1, 0, {0, d}});
+      out.push_back({s + "down_proj.weight", src, -1, 0, {d, 0}});
+    }
+  }
   return out;
 }
 
@@ -249,6 +267,7 @@ ExportResult export_safetensors(const std::string& ckpt_dir, const std::string& 
   f.write(reinterpret_cast<const char*>(len), 8);
   f.write(header.data(), std::streamsize(n));
   for (const auto& t : plan) {
+    if (std::find(t.shape.begin(), t.shape.end(), 0) != t.shape.end()) continue;  // no bytes
     const TensorEntry* e = man.find(t.source);
     const int64_t per = t.expert >= 0 ? e->numel() / e->shape.at(0) : e->numel();
     at::Tensor v = at::empty({per}, at::TensorOptions().dtype(source_dtype(t.source)));
