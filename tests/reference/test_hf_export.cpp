@@ -124,6 +124,13 @@ TEST(HfExport, MlaMoeWithoutSharedExpertsMatchesOurLogits) {
         {"\"topk_group\": 2", "\"topk_group\": 4"});
 }
 
+// Eight groups of one expert, four allowed: exported as one group (export_safetensors.cpp).
+TEST(HfExport, MlaMoeWithGroupsOfOneExpertMatchesOurLogits) {
+  check("mla_moe_groups_of_one", "configs/tiny-moe.yaml",
+        {"model.n_expert_groups=8", "model.n_limited_groups=4", "train.router_bias_gamma=0.01"},
+        {"\"routed_scaling_factor\": 1.0", "\"routed_scaling_factor\": 2.0"});
+}
+
 // MLA without MoE layers and with tied embeddings: DeepseekV3 with every layer dense, no lm_head.
 TEST(HfExport, MlaDenseTiedLoadsAsDeepseekV3AndMatchesOurLogits) {
   check("mla_dense_tied", "configs/tiny-moe.yaml",

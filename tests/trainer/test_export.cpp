@@ -385,6 +385,24 @@ TEST(Export, MoeWithoutSharedExpertsGetsEmptySharedExperts) {
   EXPECT_EQ(YAML::LoadFile((out / "config.json").string())["n_shared_experts"].as<int64_t>(), 0);
 }
 
+// One expert per group: limiting groups is then no limit, written as HF's single group (HF
+// scores groups by their top two experts and cannot take groups of one).
+TEST(Export, GroupsOfOneExpertAreOneGroupInConfigJson) {
+  ModelConfig m;
+  m.attention = "mla";
+  m.n_routed_experts = 8;
+  m.n_expert_groups = 8;
+  m.n_limited_groups = 4;
+  YAML::Node j = YAML::Load(ckpt::hf_config_json(m));
+  EXPECT_EQ(j["n_group"].as<int64_t>(), 1);
+  EXPECT_EQ(j["topk_group"].as<int64_t>(), 1);
+  m.n_expert_groups = 4;
+  m.n_limited_groups = 2;
+  j = YAML::Load(ckpt::hf_config_json(m));
+  EXPECT_EQ(j["n_group"].as<int64_t>(), 4);
+  EXPECT_EQ(j["topk_group"].as<int64_t>(), 2);
+}
+
 TEST(Export, ATensorWithoutARuleIsAnErrorNotDropped) {
   ModelConfig m;
   m.attention = "mla";

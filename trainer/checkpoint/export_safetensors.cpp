@@ -207,8 +207,12 @@ std::string hf_config_json(const ModelConfig& c, const std::string& torch_dtype)
     num("n_shared_experts", c.n_shared_experts);
     num("num_experts_per_tok", c.n_activated_experts);
     num("moe_intermediate_size", c.moe_intermediate_size);
-    num("n_group", c.n_expert_groups);
-    num("topk_group", c.n_limited_groups);
+    // HF scores a group by its top two experts and fails on groups of one. With one expert per
+    // group, limiting to the best n_limited_groups (>= top-k, checked at load) picks the same
+    // top-k experts as no limit, which HF expresses as a single group.
+    const bool single = moe && c.n_routed_experts == c.n_expert_groups;
+    num("n_group", single ? 1 : c.n_expert_groups);
+    num("topk_group", single ? 1 : c.n_limited_groups);
     real("routed_scaling_factor", c.route_scale);
     j << "  \"norm_topk_prob\": true,\n";
     str("scoring_func", "sigmoid");
