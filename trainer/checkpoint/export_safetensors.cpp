@@ -26,7 +26,8 @@ enum class Split { None, Experts, RopeQ, RopeK };
 
 // The whole mapping, ours -> Hugging Face. `only` limits a rule to one attention kind, because
 // both kinds name their query projection attn.wq. $1 is the layer; {j} the expert of a stacked
-// [E, ...] tensor. Layouts checked against HF's modeling code:
+// [E, ...] tensor. Layouts checked against HF's modeling code, and the loaded export's logits
+// against ours by tests/reference/test_hf_export.cpp (run by hand, docs/checkpoints.md):
 //  - MLA: wq/wq_b rows are per head [nope, rope], wkv_a rows [latent, rope], wkv_b rows per head
 //    [k_nope, v], exactly HF's splits; our rotary is interleaved (pairs 2i, 2i+1), which HF
 //    DeepseekV3 applies with rope_interleave = true (written to config.json), so no permutation.
