@@ -10,24 +10,19 @@
 // a Python that can import torch it skips, saying why.
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
-#include <bit>
-#include <cstdio>
-#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <map>
-#include <sstream>
 
+#include "tests/reference/tensor_exchange.h"
 #include "trainer/config_loader.h"
 #include "trainer/model/transformer.h"
 
 using namespace shoestring;
+using namespace shoestring::testing;
 namespace fs = std::filesystem;
-
-static_assert(std::endian::native == std::endian::little, "the exchange format is little-endian");
 
 namespace {
 
@@ -67,60 +62,6 @@ const std::vector<Case>& cases() {
   return all;
 }
 
-const char* dtype_name(at::ScalarType t) {
-  switch (t) {
-    case at::kFloat: return "float32";
-    case at::kDouble: return "float64";
-    case at::kLong: return "int64";
-    default: throw std::runtime_error("tensor exchange: unsupported dtype");
-  }
-}
-
-// One folder in the tensor_io.py format: NAME.bin (raw little-endian, C order) + index.txt.
-class TensorWriter {
- public:
-  explicit TensorWriter(fs::path dir) : dir_(std::move(dir)) {
-    fs::create_directories(dir_);
-    index_ << "# name dtype shape (shoestring tensor exchange, tests/reference/tensor_io.py)\n";
-  }
-  void add(const std::string& name, const at::Tensor& t) {
-    const at::Tensor c = t.detach().cpu().contiguous();
-    std::string shape;
-    for (int64_t s : c.sizes()) shape += (shape.empty() ? "" : "x") + std::to_string(s);
-    index_ << name << ' ' << dtype_name(c.scalar_type()) << ' ' << (shape.empty() ? "scalar" : shape) << '\n';
-    std::ofstream(dir_ / (name + ".bin"), std::ios::binary)
-        .write(static_cast<const char*>(c.data_ptr()), std::streamsize(c.nbytes()));
-  }
-  ~TensorWriter() { std::ofstream(dir_ / "index.txt") << index_.str(); }
-
- private:
-  fs::path dir_;
-  std::ostringstream index_;
-};
-
-std::map<std::string, at::Tensor> read_folder(const fs::path& dir) {
-  std::map<std::string, at::Tensor> out;
-  std::ifstream index(dir / "index.txt");
-  if (!index) throw std::runtime_error((dir / "index.txt").string() + ": missing");
-  for (std::string line; std::getline(index, line);) {
-    if (line.empty() || line[0] == '#') continue;
-    std::istringstream fields(line);
-    std::string name, dtype, shape;
-    fields >> name >> dtype >> shape;
-    std::vector<int64_t> sizes;
-    if (shape != "scalar") {
-      std::istringstream dims(shape);
-      for (std::string d; std::getline(dims, d, 'x');) sizes.push_back(std::stoll(d));
-    }
-    const at::ScalarType t = dtype == "float32" ? at::kFloat : dtype == "float64" ? at::kDouble : at::kLong;
-    at::Tensor v = at::empty(sizes, at::TensorOptions().dtype(t));
-    std::ifstream(dir / (name + ".bin"), std::ios::binary)
-        .read(static_cast<char*>(v.data_ptr()), std::streamsize(v.nbytes()));
-    out[name] = v;
-  }
-  return out;
-}
-
 double rel_err(const at::Tensor& ours, const at::Tensor& ref) {
   const at::Tensor a = ours.to(at::kDouble), b = ref.to(at::kDouble);
   const double scale = b.numel() ? b.abs().max().item<double>() : 0.0;
@@ -137,35 +78,6 @@ std::string as_list(const at::Tensor& t) {
 }
 
 fs::path exchange_dir() { return fs::temp_directory_path() / ("shoestring-reference-" + std::to_string(::getpid())); }
-
-std::string quoted(const std::string& s) {
-  if (s.find('\'') != std::string::npos) throw std::runtime_error("path with a quote: " + s);
-  return "'" + s + "'";
-}
-
-// The environment file of the torch that our LibTorch came from (launch/setup writes it into the
-// folder it unpacked the wheel into; CMake passes that folder), or SHOESTRING_PYTHON_ENV. Empty
-// when there is none: plain python3 is tried.
-std::string python_env_file() {
-  if (const char* e = std::getenv("SHOESTRING_PYTHON_ENV"); e && *e) return e;
-  const fs::path env = fs::path(SHOESTRING_TORCH_SITE) / "env.sh";
-  return fs::exists(env) ? env.string() : "";
-}
-
-// Why launch/setup wrote no env.sh (its python-unusable.txt), if it said.
-std::string setup_reason() {
-  std::ifstream in(fs::path(SHOESTRING_TORCH_SITE) / "python-unusable.txt");
-  std::string line;
-  std::getline(in, line);
-  return line.empty() ? "" : "launch/setup: " + line;
-}
-
-std::string line_starting(const std::string& text, const std::string& prefix) {
-  std::istringstream in(text);
-  for (std::string line; std::getline(in, line);)
-    if (line.rfind(prefix, 0) == 0) return line;
-  return "";
-}
 
 struct CaseResult {
   at::Tensor tokens, targets;
@@ -223,24 +135,21 @@ Suite run_suite() {
     return s;
   }
 
-  const std::string env = python_env_file();
-  const std::string cmd = (env.empty() ? "" : ". " + quoted(env) + " && ") + "\"${SHOESTRING_PYTHON:-python3}\" " +
-                          quoted(SHOESTRING_SOURCE_DIR "/tests/reference/run_reference.py") + " " +
-                          quoted(s.dir.string()) + " 2>&1";
-  FILE* pipe = ::popen(cmd.c_str(), "r");
-  if (!pipe) {
-    s.error = "cannot start: " + cmd;
+  PythonRun py;
+  try {
+    py = run_python("run_reference.py", shell_quoted(s.dir.string()));
+  } catch (const std::exception& e) {
+    s.error = e.what();
     return s;
   }
-  char buf[4096];
-  for (size_t n; (n = std::fread(buf, 1, sizeof buf, pipe)) > 0;) s.python_log.append(buf, n);
-  const int status = ::pclose(pipe);
-  const int rc = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  const std::string& env = py.env;
+  const int rc = py.rc;
+  s.python_log = py.log;
   const std::string last = line_starting(s.python_log, "python3 cannot import torch");
   // No torch is a reason to skip only where setup did not promise one: with its environment file
   // present, a Python that cannot import torch is a broken setup and fails the test.
   if ((rc == 3 || rc == 127) && env.empty()) {
-    const std::string why = setup_reason();
+    const std::string why = python_setup_reason();
     s.skip = (rc == 127 ? "no python3 on PATH" : last) + "; " +
              (why.empty() ? "launch/setup provides torch, or set SHOESTRING_PYTHON_ENV to a file that does" : why);
   }
@@ -260,7 +169,7 @@ void check_case(const std::string& name) {
   if (!s.skip.empty()) GTEST_SKIP() << s.skip;
   ASSERT_TRUE(s.error.empty()) << s.error;
   const CaseResult& r = s.results.at(name);
-  const auto ref = read_folder(s.dir / name / "out");
+  const auto ref = read_tensor_folder(s.dir / name / "out");
   std::cout << "  reference: " << line_starting(s.python_log, name + ":") << "\n";
 
   // Routing first: a different expert choice would explain every later difference.

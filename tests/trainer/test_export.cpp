@@ -353,6 +353,56 @@ TEST(Export, CompressedQueriesAndTiedEmbeddings) {
   EXPECT_TRUE(j["tie_word_embeddings"].as<bool>());
 }
 
+// HF DeepseekV3 always has shared experts; without ours the export holds them with no rows, so
+// that transformers finds every weight it builds (tests/reference/test_hf_export.cpp loads it).
+TEST(Export, MoeWithoutSharedExpertsGetsEmptySharedExperts) {
+  const fs::path run = fresh_dir("unshared"), out = fresh_dir("unshared_out");
+  auto sets = common_sets(run);
+  for (const char* s : {"model.kv_lora_rank=16", "model.moe_intermediate_size=16", "model.n_shared_experts=0"})
+    sets.push_back(s);
+  const Config c = load_config({SHOESTRING_SOURCE_DIR "/configs/tiny-moe.yaml"}, sets);
+  train(c, parallel::World{});
+  ckpt::export_safetensors(step2(run), out.string());
+  const StFile f(out / "model.safetensors");
+  expect_contiguous(f);
+  const int64_t d = c.model.d_model;
+  for (int64_t i = 0; i < c.model.n_layers; ++i) {
+    const std::string S = "model.layers." + std::to_string(i) + ".mlp.shared_experts.";
+    if (i < c.model.n_dense_layers) {
+      EXPECT_EQ(f.tensors.count(S + "gate_proj.weight"), 0u) << i;
+      continue;
+    }
+    for (const auto& [name, shape] : {std::pair{"gate_proj.weight", std::vector<int64_t>{0, d}},
+                                      std::pair{"up_proj.weight", std::vector<int64_t>{0, d}},
+                                      std::pair{"down_proj.weight", std::vector<int64_t>{d, 0}}}) {
+      const auto it = f.tensors.find(S + name);
+      ASSERT_NE(it, f.tensors.end()) << S + name;
+      EXPECT_EQ(it->second.shape, shape) << S + name;
+      EXPECT_EQ(it->second.begin, it->second.end) << S + name;
+      EXPECT_EQ(it->second.dtype, "F32") << S + name;
+    }
+  }
+  EXPECT_EQ(YAML::LoadFile((out / "config.json").string())["n_shared_experts"].as<int64_t>(), 0);
+}
+
+// One expert per group: limiting groups is then no limit, written as HF's single group (HF
+// scores groups by their top two experts and cannot take groups of one).
+TEST(Export, GroupsOfOneExpertAreOneGroupInConfigJson) {
+  ModelConfig m;
+  m.attention = "mla";
+  m.n_routed_experts = 8;
+  m.n_expert_groups = 8;
+  m.n_limited_groups = 4;
+  YAML::Node j = YAML::Load(ckpt::hf_config_json(m));
+  EXPECT_EQ(j["n_group"].as<int64_t>(), 1);
+  EXPECT_EQ(j["topk_group"].as<int64_t>(), 1);
+  m.n_expert_groups = 4;
+  m.n_limited_groups = 2;
+  j = YAML::Load(ckpt::hf_config_json(m));
+  EXPECT_EQ(j["n_group"].as<int64_t>(), 4);
+  EXPECT_EQ(j["topk_group"].as<int64_t>(), 2);
+}
+
 TEST(Export, ATensorWithoutARuleIsAnErrorNotDropped) {
   ModelConfig m;
   m.attention = "mla";

@@ -2,6 +2,7 @@
 
 #include <ATen/ATen.h>
 
+#include <algorithm>
 #include <charconv>
 #include <cstdio>
 #include <filesystem>
@@ -25,7 +26,8 @@ enum class Split { None, Experts, RopeQ, RopeK };
 
 // The whole mapping, ours -> Hugging Face. `only` limits a rule to one attention kind, because
 // both kinds name their query projection attn.wq. $1 is the layer; {j} the expert of a stacked
-// [E, ...] tensor. Layouts checked against HF's modeling code:
+// [E, ...] tensor. Layouts checked against HF's modeling code, and the loaded export's logits
+// against ours by tests/reference/test_hf_export.cpp (run by hand, docs/checkpoints.md):
 //  - MLA: wq/wq_b rows are per head [nope, rope], wkv_a rows [latent, rope], wkv_b rows per head
 //    [k_nope, v], exactly HF's splits; our rotary is interleaved (pairs 2i, 2i+1), which HF
 //    DeepseekV3 applies with rope_interleave = true (written to config.json), so no permutation.
@@ -143,6 +145,23 @@ std::vector<ExportTensor> export_plan(const ModelConfig& cfg, const std::vector<
       case Split::None: out.push_back({hf, name, -1, 0, shape}); break;
     }
   }
+  // HF DeepseekV3 always builds shared experts, of moe_intermediate_size * n_shared_experts rows:
+  // without ours they are [0, d] and [d, 0], which add nothing, and HF loads them only if the file
+  // has them (else it reports them missing). They take the router's dtype; no data is read.
+  if (cfg.attention == "mla" && cfg.n_routed_experts > 0 && cfg.n_shared_experts == 0) {
+    const std::string gate = ".mlp.gate.weight";
+    const size_t n = out.size();
+    for (size_t k = 0; k < n; ++k) {
+      const std::string& hf = out[k].hf_name;
+      if (hf.size() < gate.size() || hf.compare(hf.size() - gate.size(), gate.size(), gate) != 0) continue;
+      const std::string s = hf.substr(0, hf.size() - gate.size()) + ".mlp.shared_experts.";
+      const int64_t d = cfg.d_model;
+      const std::string src = out[k].source;
+      out.push_back({s + "gate_proj.weight", src, -1, 0, {0, d}});
+      out.push_back({s + "up_proj.weight", src, -1, 0, {0, d}});
+      out.push_back({s + "down_proj.weight", src, -1, 0, {d, 0}});
+    }
+  }
   return out;
 }
 
@@ -189,8 +208,12 @@ std::string hf_config_json(const ModelConfig& c, const std::string& torch_dtype)
     num("n_shared_experts", c.n_shared_experts);
     num("num_experts_per_tok", c.n_activated_experts);
     num("moe_intermediate_size", c.moe_intermediate_size);
-    num("n_group", c.n_expert_groups);
-    num("topk_group", c.n_limited_groups);
+    // HF scores a group by its top two experts and fails on groups of one. With one expert per
+    // group, limiting to the best n_limited_groups (>= top-k, checked at load) picks the same
+    // top-k experts as no limit, which HF expresses as a single group.
+    const bool single = moe && c.n_routed_experts == c.n_expert_groups;
+    num("n_group", single ? 1 : c.n_expert_groups);
+    num("topk_group", single ? 1 : c.n_limited_groups);
     real("routed_scaling_factor", c.route_scale);
     j << "  \"norm_topk_prob\": true,\n";
     str("scoring_func", "sigmoid");
@@ -249,6 +272,7 @@ ExportResult export_safetensors(const std::string& ckpt_dir, const std::string& 
   f.write(reinterpret_cast<const char*>(len), 8);
   f.write(header.data(), std::streamsize(n));
   for (const auto& t : plan) {
+    if (std::find(t.shape.begin(), t.shape.end(), 0) != t.shape.end()) continue;  // no bytes
     const TensorEntry* e = man.find(t.source);
     const int64_t per = t.expert >= 0 ? e->numel() / e->shape.at(0) : e->numel();
     at::Tensor v = at::empty({per}, at::TensorOptions().dtype(source_dtype(t.source)));

@@ -14,7 +14,8 @@ namespace shoestring::ckpt {
 // One tensor of the export: which checkpoint tensor (or which expert of a stacked one) it is.
 struct ExportTensor {
   std::string hf_name;          // e.g. model.layers.1.mlp.experts.3.gate_proj.weight
-  std::string source;           // checkpoint tensor, e.g. param/blocks.1.moe.w1
+  std::string source;           // checkpoint tensor, e.g. param/blocks.1.moe.w1 (for a tensor with
+                                // no elements, the one whose dtype it takes; nothing is read)
   int64_t expert = -1;          // >= 0: slice `expert` of the stacked [E, ...] source
   int64_t rope_heads = 0;       // > 0: rows are rope heads to permute interleaved -> half-split
   std::vector<int64_t> shape;   // exported shape
