@@ -117,7 +117,7 @@ TEST(CheckpointKillMpi, KillNineAtRandomMomentsLeavesOnlyVerifiableCheckpoints) 
   const std::string root = (dir / "checkpoints").string();
   std::mt19937 rng(11);
   int64_t newest = -1;
-  int kills = 0, rank_kills = 0;
+  int kills = 0, rank_kills = 0, mid_save = 0;
   const auto t0 = Clock::now();
   while (kills < 8 && Clock::now() - t0 < std::chrono::seconds(60)) {
     const pid_t job = start_job(train_argv(dir, 100000), log);
@@ -159,7 +159,14 @@ TEST(CheckpointKillMpi, KillNineAtRandomMomentsLeavesOnlyVerifiableCheckpoints) 
     EXPECT_TRUE(left.empty()) << left.size() << " process(es) of the killed job still run, e.g. pid " << left[0].first;
     for (const auto& [pid, is_rank] : left) kill(pid, SIGKILL);
 
-    // Every step_N/ verifies; temporaries (step_N.tmp-PID) may be left by the killed save.
+    // Every step_N/ verifies; temporaries (step_N.tmp-PID) may be left by the killed save. Each
+    // run's first save removed older ones, so one found now means this kill interrupted a save.
+    std::error_code ec;
+    for (const auto& e : fs::directory_iterator(root, ec))
+      if (const std::string n = e.path().filename().string(); n.rfind("step_", 0) == 0 && n.find(".tmp-") != std::string::npos) {
+        ++mid_save;
+        break;
+      }
     const auto steps = step_dirs(root);
     for (const auto& [step, path] : steps) {
       const auto v = shoestring::testing::run_shoestring("ckpt verify " + path.string());
@@ -170,8 +177,9 @@ TEST(CheckpointKillMpi, KillNineAtRandomMomentsLeavesOnlyVerifiableCheckpoints) 
       newest = steps.back().first;
     }
   }
-  std::printf("%d kills (%d of one rank) in %.1f s; newest checkpoint step %lld\n", kills, rank_kills,
-              std::chrono::duration<double>(Clock::now() - t0).count(), static_cast<long long>(newest));
+  std::printf("%d kills (%d of one rank, %d inside a save) in %.1f s; newest checkpoint step %lld\n", kills,
+              rank_kills, mid_save, std::chrono::duration<double>(Clock::now() - t0).count(),
+              static_cast<long long>(newest));
   ASSERT_GT(newest, 0) << "no checkpoint was ever completed: the kills came too early";
   EXPECT_GT(rank_kills, 0);
 
