@@ -1,6 +1,7 @@
 // kill -9 under mpirun: a 2-rank job (dp 2, ep 2) saving after every step is killed at seeded
-// random moments (within 0.8 s after each run's first save), either as a whole (SIGKILL to mpirun's process group: a node gone) or one rank
-// alone (a rank's process dies; mpirun must then end the job). After every kill: no process of the
+// random moments inside saves (0-3 ms after a save's temporary directory appeared), either as a
+// whole (SIGKILL to mpirun's process group: a node gone) or one rank alone (a rank's process dies;
+// mpirun must then end the job). After every kill: no process of the
 // job is left, every step_N/ left behind passes `shoestring ckpt verify` (temporary .tmp- dirs may
 // remain), and the newest step never goes back. Finally `--resume auto` resumes from the newest
 // and finishes. Bounded: at most 8 kills and 60 s of killing.
@@ -96,6 +97,15 @@ bool wait_for(pid_t pid, std::chrono::seconds limit) {
   return false;
 }
 
+// A save in progress (or one killed): a step_N.tmp-PID directory.
+bool has_temporary(const fs::path& root) {
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(root, ec))
+    if (const std::string n = e.path().filename().string(); n.rfind("step_", 0) == 0 && n.find(".tmp-") != std::string::npos)
+      return true;
+  return false;
+}
+
 std::vector<std::pair<int64_t, fs::path>> step_dirs(const fs::path& root) {
   std::vector<std::pair<int64_t, fs::path>> out;
   std::error_code ec;
@@ -123,25 +133,32 @@ TEST(CheckpointKillMpi, KillNineAtRandomMomentsLeavesOnlyVerifiableCheckpoints) 
     const pid_t job = start_job(train_argv(dir, 100000), log);
     ASSERT_GT(job, 0);
     // Startup (mpirun, LibTorch, the resume) takes seconds and varies with the machine's load:
-    // wait for this run's first new checkpoint, then kill within the next few steps, each of
-    // which ends in a save.
+    // wait for this run's first new checkpoint (it has resumed), then 0-0.5 s more.
     const auto started = Clock::now();
     while (Clock::now() - started < std::chrono::seconds(60)) {
       const auto s = step_dirs(root);
       if (!s.empty() && s.back().first > newest) break;
       std::this_thread::sleep_for(std::chrono::milliseconds(10));
     }
-    std::this_thread::sleep_for(std::chrono::milliseconds(std::uniform_int_distribution<int>(0, 800)(rng)));
+    std::this_thread::sleep_for(std::chrono::milliseconds(std::uniform_int_distribution<int>(0, 500)(rng)));
+    const bool one_rank = kills % 2 == 1;
+    std::vector<pid_t> ranks;  // found before aiming: scanning /proc takes milliseconds
+    if (one_rank)
+      for (const auto& [pid, is_rank] : job_processes(dir.string()))
+        if (is_rank) ranks.push_back(pid);
+    // Then aim inside a save: a save of the tiny model takes milliseconds of a step's tens, so
+    // wait for the next step_N.tmp- directory and kill 0-3 ms after it appeared (during the rank
+    // files, the manifest, the rename, or just after).
+    const auto aim = Clock::now();
+    while (Clock::now() - aim < std::chrono::seconds(5) && !has_temporary(root))
+      std::this_thread::sleep_for(std::chrono::microseconds(200));
+    std::this_thread::sleep_for(std::chrono::microseconds(std::uniform_int_distribution<int>(0, 3000)(rng)));
     int status = 0;
     if (waitpid(job, &status, WNOHANG) == job) {  // each run resumes from the newest: that must work
       ADD_FAILURE() << "the job ended by itself before the kill; see " << log;
       break;
     }
-    const bool one_rank = kills % 2 == 1;
     if (one_rank) {
-      std::vector<pid_t> ranks;
-      for (const auto& [pid, is_rank] : job_processes(dir.string()))
-        if (is_rank) ranks.push_back(pid);
       if (!ranks.empty()) {
         kill(ranks[std::uniform_int_distribution<size_t>(0, ranks.size() - 1)(rng)], SIGKILL);
         ++rank_kills;
@@ -161,12 +178,7 @@ TEST(CheckpointKillMpi, KillNineAtRandomMomentsLeavesOnlyVerifiableCheckpoints) 
 
     // Every step_N/ verifies; temporaries (step_N.tmp-PID) may be left by the killed save. Each
     // run's first save removed older ones, so one found now means this kill interrupted a save.
-    std::error_code ec;
-    for (const auto& e : fs::directory_iterator(root, ec))
-      if (const std::string n = e.path().filename().string(); n.rfind("step_", 0) == 0 && n.find(".tmp-") != std::string::npos) {
-        ++mid_save;
-        break;
-      }
+    mid_save += has_temporary(root);
     const auto steps = step_dirs(root);
     for (const auto& [step, path] : steps) {
       const auto v = shoestring::testing::run_shoestring("ckpt verify " + path.string());
