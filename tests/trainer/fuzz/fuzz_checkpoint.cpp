@@ -9,14 +9,15 @@
 // HDF5 bytes are not fuzzed here: verification rejects any file whose SHA-256 differs before
 // libhdf5 opens it (test_checkpoint proves that order).
 #include <ATen/ATen.h>
+#include <signal.h>
+#include <unistd.h>
 
+#include <cerrno>
 #include <cstddef>
 #include <cstdint>
-#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <string>
-#include <unistd.h>
 
 #include "data/sha256.h"
 #include "trainer/checkpoint/manifest.h"
@@ -36,6 +37,14 @@ struct Fixture {
 // checkpoints/step_0000001/rank_0000{0,1}.h5: param/w [2, 3] float32 split 4 + 2 over the two
 // files, param/b [3] float64 in rank 1's; a seed manifest describing them is in the seeds.
 Fixture make_fixture() {
+  // libFuzzer ends with _Exit (no atexit), so each start removes what dead earlier runs left.
+  for (const auto& e : fs::directory_iterator(fs::temp_directory_path())) {
+    const std::string n = e.path().filename().string(), prefix = "shoestring_fuzz_ckpt_";
+    if (n.rfind(prefix, 0) == 0 && n.size() > prefix.size() &&
+        n.find_first_not_of("0123456789", prefix.size()) == std::string::npos &&
+        ::kill(pid_t(std::stol(n.substr(prefix.size()))), 0) != 0 && errno == ESRCH)
+      fs::remove_all(e.path());
+  }
   Fixture f;
   f.root = fs::temp_directory_path() / ("shoestring_fuzz_ckpt_" + std::to_string(::getpid()));
   fs::remove_all(f.root);
@@ -73,11 +82,6 @@ void read_all(const std::string& dir) {
 }
 
 }  // namespace
-
-extern "C" int LLVMFuzzerInitialize(int*, char***) {
-  std::atexit([] { fs::remove_all(fixture().root); });
-  return 0;
-}
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const Fixture& f = fixture();
