@@ -19,6 +19,7 @@
 
 #include "tests/run_files.h"
 #include "tests/run_cli.h"
+#include "trainer/checkpoint/export_safetensors.h"
 #include "trainer/checkpoint/manifest.h"
 #include "trainer/checkpoint/resume.h"
 #include "trainer/config_loader.h"
@@ -203,6 +204,51 @@ TEST(Checkpoint, CorruptCheckpointsAreSkippedWithAReasonAndExplicitOnesRefused) 
   warnings.clear();
   EXPECT_EQ(ckpt::choose_checkpoint("auto", (a / "none").string(), warnings), "");
   fs::remove_all(a);
+}
+
+// The rank files are checked against the manifest's SHA-256 before libhdf5 parses them, so a
+// corrupt HDF5 file never reaches libhdf5's parser (which has known memory errors on corrupt
+// object headers, docs/data.md) on any path that loads weights: the errors below name the
+// checksum, whereas the reader alone, unverified, fails inside H5Fopen.
+TEST(Checkpoint, ChecksumsAreVerifiedBeforeAnyRankFileIsOpenedAsHdf5) {
+  const fs::path a = fresh_dir("verify_first"), b = fresh_dir("verify_first_b");
+  train(tiny_moe(a, 2, 2), parallel::World{});
+  const std::string step2 = ckpt_dir(a, 2);
+  {
+    std::fstream f(step2 + "/rank_00000.h5", std::ios::in | std::ios::out | std::ios::binary);
+    f.write("NOT-HDF5", 8);  // the superblock signature: H5Fopen cannot open this
+  }
+  auto names_checksum_not_hdf5 = [](const std::string& what) {
+    EXPECT_NE(what.find("SHA-256"), std::string::npos) << what;
+    EXPECT_EQ(what.find("HDF5"), std::string::npos) << what;
+  };
+  TrainOptions o;
+  o.resume = step2;
+  try {
+    train(tiny_moe(b, 4, 0), parallel::World{}, o);
+    ADD_FAILURE() << "resumed from a checkpoint with a corrupt rank file";
+  } catch (const ckpt::CheckpointError& e) {
+    names_checksum_not_hdf5(e.what());
+  }
+  try {
+    ckpt::export_safetensors(step2, (a / "export").string());
+    ADD_FAILURE() << "exported a checkpoint with a corrupt rank file";
+  } catch (const ckpt::CheckpointError& e) {
+    names_checksum_not_hdf5(e.what());
+  }
+  // The same file read without verification: the failure comes from libhdf5.
+  ckpt::CheckpointReader reader(step2);
+  const ckpt::TensorEntry* t = nullptr;
+  for (const auto& te : reader.manifest().tensors)
+    if (!te.pieces.empty() && te.pieces[0].file == "rank_00000.h5") t = &te;
+  ASSERT_NE(t, nullptr);
+  try {
+    reader.read(t->name, t->shape, 0, at::empty({t->numel()}, t->dtype == "float64" ? at::kDouble : at::kFloat));
+    ADD_FAILURE() << "read a tensor from a file without an HDF5 signature";
+  } catch (const ckpt::CheckpointError& e) {
+    EXPECT_NE(std::string(e.what()).find("cannot open as HDF5"), std::string::npos) << e.what();
+  }
+  for (const auto& d : {a, b}) fs::remove_all(d);
 }
 
 TEST(Checkpoint, ModelMismatchNamesTheTensor) {

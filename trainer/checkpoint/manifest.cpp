@@ -17,7 +17,8 @@ namespace shoestring::ckpt {
 
 int64_t TensorEntry::numel() const {
   int64_t n = 1;
-  for (int64_t d : shape) n *= d;
+  for (int64_t d : shape)
+    if (__builtin_mul_overflow(n, d, &n)) return -1;  // read_manifest refuses such shapes
   return n;
 }
 
@@ -84,6 +85,38 @@ std::string to_json(const Manifest& m) {
   return s.str();
 }
 
+namespace {
+
+// A name of a file of the checkpoint directory itself: the manifest must not make verify or the
+// reader open anything outside it (../x, /dev/..., sub/dir).
+bool plain_file_name(const std::string& n) { return !n.empty() && n != "." && n != ".." && n.find('/') == std::string::npos; }
+
+// What the JSON types cannot say: sizes that fit int64 and pieces inside their tensor, so neither
+// verify's coverage check nor the reader's range arithmetic can overflow.
+void check_ranges(const Manifest& m, const std::string& path) {
+  const Layout& l = m.layout;
+  if (m.adam_steps < 0 || l.world_size < 1 || l.dp < 1 || l.ep < 1 || l.pp < 1)
+    throw CheckpointError(path + ": adam_steps must be >= 0 and the layout's world_size, dp, ep, pp >= 1");
+  for (const auto& f : m.files)
+    if (!plain_file_name(f.name))
+      throw CheckpointError(path + ": file name '" + f.name + "' is not a plain name inside the checkpoint directory");
+  for (const auto& t : m.tensors) {
+    const int64_t n = t.numel();
+    if (n < 0 || std::any_of(t.shape.begin(), t.shape.end(), [](int64_t d) { return d < 0; }))
+      throw CheckpointError(path + ": tensor " + t.name + ": shape needs sizes >= 0 whose product fits in int64");
+    for (const auto& p : t.pieces) {
+      if (!plain_file_name(p.file))
+        throw CheckpointError(path + ": tensor " + t.name + ": piece file '" + p.file +
+                              "' is not a plain name inside the checkpoint directory");
+      if (p.offset < 0 || p.numel < 0 || p.offset > n - p.numel)
+        throw CheckpointError(path + ": tensor " + t.name + ": piece [" + std::to_string(p.offset) + ", +" +
+                              std::to_string(p.numel) + ") lies outside its " + std::to_string(n) + " elements");
+    }
+  }
+}
+
+}  // namespace
+
 Manifest read_manifest(const std::string& dir) {
   const std::string path = (fs::path(dir) / kManifestName).string();
   if (!fs::exists(path)) throw CheckpointError(path + ": missing (not a complete checkpoint)");
@@ -114,6 +147,7 @@ Manifest read_manifest(const std::string& dir) {
       m.tensors.push_back(std::move(e));
     }
     if (m.step < 0 || m.tensors.empty()) throw CheckpointError(path + ": no step or no tensors");
+    check_ranges(m, path);
     return m;
   } catch (const YAML::Exception& e) {
     throw CheckpointError(path + ": malformed manifest: " + e.msg);

@@ -28,7 +28,7 @@ struct TensorEntry {
   std::string dtype;  // float32 | float64
   std::vector<int64_t> shape;  // global
   std::vector<Piece> pieces;
-  int64_t numel() const;
+  int64_t numel() const;  // -1 when the product overflows int64 (read_manifest refuses that)
 };
 
 struct FileEntry {
@@ -61,7 +61,8 @@ inline constexpr const char* kManifestName = "manifest.json";
 inline constexpr const char* kFormat = "shoestring-checkpoint-1";
 
 std::string to_json(const Manifest& m);
-// Reads DIR/manifest.json; CheckpointError naming the file on anything malformed.
+// Reads DIR/manifest.json; CheckpointError naming the file on anything malformed, including
+// negative or overflowing sizes, pieces outside their tensor and file names that leave DIR.
 Manifest read_manifest(const std::string& dir);
 
 // Every problem of the checkpoint in DIR, one line each (empty = valid): a missing or malformed

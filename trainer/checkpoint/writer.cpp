@@ -121,8 +121,15 @@ void prune(const fs::path& root, int64_t keep, int64_t keep_every, const std::st
   int64_t kept = 1;  // `fresh`
   for (const auto& [step, dir] : complete) {
     if (dir == fresh || (keep_every > 0 && step % keep_every == 0)) continue;
-    if (kept < keep) ++kept;
-    else fs::remove_all(dir);
+    if (kept < keep) {
+      ++kept;
+      continue;
+    }
+    // Renamed first (atomic): a kill inside remove_all, which deletes file by file, leaves a .tmp-
+    // directory that is never taken for a checkpoint and that the next save removes.
+    const fs::path doomed = dir.string() + ".tmp-pruned-" + std::to_string(::getpid());
+    fs::rename(dir, doomed);
+    fs::remove_all(doomed);
   }
 }
 
