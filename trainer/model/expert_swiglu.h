@@ -3,8 +3,10 @@
 // of the expert-sorted rows, with a hand-written backward. Built from autograd's own ops per
 // expert (w[e] selects, linears, silu, mul, cat) the step spent much of its non-GEMM time on
 // graph bookkeeping and on full-size zero gradients for every w[e] select; this node runs the
-// same GEMMs and elementwise kernels in the same orientations, so its results are bit for bit
-// those of the per-op graph, and writes each expert's weight gradient straight into its slice.
+// same GEMMs and elementwise kernels in the same orientations, and writes each expert's weight
+// gradient straight into its slice. Its results are the per-op graph's bit for bit when the
+// hidden size is a multiple of ATen's vector loop (32 floats; tiny-moe's 64 is): otherwise the
+// per-expert silu ran some elements in a scalar tail that rounds an ulp differently.
 #include <ATen/core/Tensor.h>
 
 #include <vector>
