@@ -48,6 +48,28 @@ TEST(Model, CausalityFutureTokensDoNotChangeEarlierLogits) {
   EXPECT_FALSE(at::allclose(la.narrow(1, 6, 4), lb.narrow(1, 6, 4)));  // the change is visible later
 }
 
+// fp32 takes the fused kernel with its hand-written backward; the fp64 op-by-op form is the
+// reference. 37 columns: not a multiple of the kernel's 16 lanes.
+TEST(Model, Fp32RMSNormMatchesTheFp64FormulaForwardAndBackward) {
+  at::manual_seed(0);
+  model::RMSNorm norm(37, /*eps=*/1e-6);
+  norm->weight.data().uniform_(0.5, 1.5);
+  const at::Tensor x = (at::randn({3, 5, 37}) * 3.0).requires_grad_();
+  const at::Tensor g = at::randn({3, 5, 37});
+  const at::Tensor y = norm->forward(x);
+  (y * g).sum().backward();
+  const at::Tensor xd = x.detach().to(at::kDouble).requires_grad_();
+  const at::Tensor wd = norm->weight.detach().to(at::kDouble).requires_grad_();
+  const at::Tensor yd = xd * at::rsqrt(xd.pow(2).mean(-1, /*keepdim=*/true) + 1e-6) * wd;
+  (yd * g.to(at::kDouble)).sum().backward();
+  EXPECT_EQ(y.scalar_type(), at::kFloat);
+  EXPECT_TRUE(at::allclose(y.to(at::kDouble), yd, 1e-6, 1e-6));
+  EXPECT_TRUE(at::allclose(x.grad().to(at::kDouble), xd.grad(), 1e-5, 1e-5));
+  EXPECT_TRUE(at::allclose(norm->weight.grad().to(at::kDouble), wd.grad(), 1e-5, 1e-5));
+  at::Tensor a = norm->forward(x), b = norm->forward(x);  // deterministic
+  EXPECT_TRUE(at::equal(a, b));
+}
+
 TEST(Model, RMSNormMatchesHandComputedValues) {
   model::RMSNorm norm(4, /*eps=*/0.0);
   const at::Tensor x = at::tensor({1.0, 2.0, 3.0, 4.0}, at::kDouble);

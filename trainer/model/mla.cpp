@@ -38,9 +38,17 @@ at::Tensor MLAImpl::forward(const at::Tensor& x, const RotaryTables& rope) {
                             .view({b, t, h, dn_ + dv_})
                             .transpose(1, 2);  // [B, H, T, dn+dv]
   const at::Tensor k = at::cat({kv.narrow(-1, 0, dn_), k_rope.expand({b, h, t, dr_})}, -1);
-  const at::Tensor v = kv.narrow(-1, dn_, dv_);
-  const at::Tensor y = at::scaled_dot_product_attention(at::cat({q_nope, q_rope}, -1), k, v, {}, 0.0,
-                                                        /*is_causal=*/true, 1.0 / std::sqrt(double(dn_ + dr_)));
+  at::Tensor v = kv.narrow(-1, dn_, dv_);
+  // SDPA's CPU flash kernel needs one head size for q, k and v; with v narrower (DeepSeek-V3:
+  // 128 against 192) it falls back to the math path, which materialises scores, mask and
+  // softmax. Zero columns appended to v only add zero output columns, dropped again below, so
+  // padding is exact up to the kernel's rounding; DeepSeek's and vLLM's MLA pad v the same way
+  // for FlashAttention. CPU only: the GPU kernels were not measured with it.
+  const int64_t pad = x.device().is_cpu() ? dn_ + dr_ - dv_ : 0;
+  if (pad > 0) v = at::constant_pad_nd(v, {0, pad});
+  at::Tensor y = at::scaled_dot_product_attention(at::cat({q_nope, q_rope}, -1), k, v, {}, 0.0,
+                                                  /*is_causal=*/true, 1.0 / std::sqrt(double(dn_ + dr_)));
+  if (pad > 0) y = y.narrow(-1, 0, dv_);
   return project(y.transpose(1, 2).reshape({b, t, h * dv_}), wo);
 }
 

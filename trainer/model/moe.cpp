@@ -7,6 +7,7 @@
 #include <string>
 
 #include "ops/moe_permute.h"
+#include "trainer/model/expert_swiglu.h"
 #include "trainer/model/linear.h"
 
 namespace shoestring::model {
@@ -63,6 +64,9 @@ at::Tensor MoEImpl::forward(const at::Tensor& x, std::vector<MoEStats>* stats) {
 }
 
 at::Tensor MoEImpl::run_experts(const at::Tensor& rows, const std::vector<int64_t>& counts, bool skip_empty) {
+  // The fused node keeps every expert in the graph (an idle one gets a zero gradient), which is
+  // what both skip_empty modes need; a swapped-in linear (FP8) needs the per-op path.
+  if (!linear_fn()) return expert_swiglu(rows, w1, w3, w2, counts);
   std::vector<at::Tensor> outs;
   int64_t offset = 0;
   for (size_t e = 0; e < counts.size(); ++e) {

@@ -8,6 +8,16 @@
 
 namespace shoestring::optim {
 
+namespace {
+
+bool fusable(const at::Tensor& p, const at::Tensor& g) {
+  const auto dt = p.scalar_type();
+  return p.device().is_cpu() && g.device().is_cpu() && (dt == at::kFloat || dt == at::kDouble) &&
+         g.scalar_type() == dt && p.is_contiguous() && g.is_contiguous() && p.sizes() == g.sizes();
+}
+
+}  // namespace
+
 AdamW::AdamW(std::vector<Slot> slots, const OptimConfig& cfg)
     : slots_(std::move(slots)), beta1_(cfg.beta1), beta2_(cfg.beta2), eps_(cfg.eps), wd_(cfg.weight_decay) {
   for (const auto& s : slots_) {
@@ -24,15 +34,31 @@ void AdamW::step(double lr, const std::vector<at::Tensor>& grads) {
   const double bc1 = 1.0 - std::pow(beta1_, double(t_));
   const double bc2 = 1.0 - std::pow(beta2_, double(t_));
   at::NoGradGuard no_grad;
+  // Dense CPU slots go to ATen's fused AdamW kernel (one pass over each tensor instead of seven
+  // op-by-op kernels; torch.optim.AdamW(fused=True)'s arithmetic), one call per decay group.
+  // Anything else (strided views, mixed dtypes, other devices) takes the op-by-op form.
+  std::vector<at::Tensor> fused[2][4];  // [decayed][param, grad, m, v]
   for (size_t i = 0; i < slots_.size(); ++i) {
     at::Tensor p = slots_[i].value;
     const at::Tensor& g = grads[i];
     if (!g.defined()) continue;
+    const bool decay = slots_[i].decay && wd_ > 0;
+    if (fusable(p, g)) {
+      for (int k = 0; k < 4; ++k) fused[decay][k].push_back(k == 0 ? p : k == 1 ? g : k == 2 ? m_[i] : v_[i]);
+      continue;
+    }
     m_[i].mul_(beta1_).add_(g, 1.0 - beta1_);
     v_[i].mul_(beta2_).addcmul_(g, g, 1.0 - beta2_);
-    if (slots_[i].decay && wd_ > 0) p.mul_(1.0 - lr * wd_);
+    if (decay) p.mul_(1.0 - lr * wd_);
     const at::Tensor denom = (v_[i] / bc2).sqrt_().add_(eps_);
     p.addcdiv_(m_[i], denom, -lr / bc1);
+  }
+  for (int decay = 0; decay < 2; ++decay) {
+    auto& f = fused[decay];
+    if (f[0].empty()) continue;
+    const std::vector<at::Tensor> steps(f[0].size(), at::full({}, double(t_), at::kFloat));  // read, not advanced
+    at::_fused_adamw_(f[0], f[1], f[2], f[3], {}, steps, lr, beta1_, beta2_, decay ? wd_ : 0.0, eps_,
+                      /*amsgrad=*/false, /*maximize=*/false);
   }
 }
 
