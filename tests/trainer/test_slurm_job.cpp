@@ -132,7 +132,9 @@ TEST(SlurmJob, OneTaskTrainsToTheEndAndPrintsItsEnvironment) {
 // `scontrol requeue 4242`; the script's second start resumes in the same run dir and finishes.
 TEST(SlurmJob, PreemptedJobRequeuesAndResumesToTheEnd) {
   const Stubs stubs("preempt");
-  constexpr int kSteps = 40;
+  // Enough steps that the stub's signal (it polls metrics.jsonl every 50 ms) lands mid-run even
+  // when steps take a millisecond or two.
+  constexpr int kSteps = 300;
   const std::string sbatch = generate(tiny(kSteps) + " --nodes 1 --gpus-per-node 2 --time 00:10:00 --cpus-per-task 1 --out " +
                                       (stubs.root / "runs").string());
   const fs::path run_dir = run_dir_of(sbatch);
@@ -168,7 +170,7 @@ TEST(SlurmJob, PreemptedJobRequeuesAndResumesToTheEnd) {
 // kills the slower ranks: a new checkpoint makes that a requeue too; no new checkpoint, no requeue.
 TEST(SlurmJob, AKilledStepRequeuesOnlyAfterANewCheckpoint) {
   const Stubs stubs("killed");
-  const std::string sbatch = generate(tiny(20) + " --nodes 1 --gpus-per-node 1 --time 00:10:00 --cpus-per-task 1 --out " +
+  const std::string sbatch = generate(tiny(2000) + " --nodes 1 --gpus-per-node 1 --time 00:10:00 --cpus-per-task 1 --out " +
                                       (stubs.root / "runs").string());
   const CliResult nothing = stubs.submit(sbatch, 1, "STUB_RUN=0 STUB_EXIT=137");
   EXPECT_EQ(nothing.code, 137) << nothing.output;
