@@ -2,6 +2,9 @@
 #include <cstdio>
 #include <filesystem>
 #include <iostream>
+#include <map>
+#include <optional>
+#include <set>
 
 #include "shoestring/build_info.h"
 #include "trainer/config_loader.h"
@@ -53,25 +56,43 @@ int inspect(const std::string& dir) {
   return problems.empty() ? 0 : 1;
 }
 
-// ckpt export DIR --format safetensors --out OUTDIR [--dtype D]: usage errors are one line, exit 2.
-int export_cmd(const Args& args) {
-  std::string dir, format, out, dtype;
+// ckpt SUBCOMMAND DIR [--name value ...]: the directory and every value of each accepted option
+// (repeatable, in order). A usage error prints one line and gives nullopt.
+struct DirArgs {
+  std::string dir;
+  std::map<std::string, std::vector<std::string>> values;
+  std::string last(const std::string& name) const {
+    const auto it = values.find(name);
+    return it == values.end() ? "" : it->second.back();
+  }
+};
+
+std::optional<DirArgs> parse_dir_args(const Args& args, const std::set<std::string>& names) {
+  DirArgs out;
   for (size_t i = 1; i < args.size(); ++i) {
     const std::string& a = args[i];
-    std::string* value = a == "--format" ? &format : a == "--out" ? &out : a == "--dtype" ? &dtype : nullptr;
-    if (value) {
+    if (names.count(a)) {
       if (i + 1 >= args.size()) {
         std::cerr << "usage error: " << a << " needs a value\n";
-        return 2;
+        return std::nullopt;
       }
-      *value = args[++i];
-    } else if (a.rfind("--", 0) != 0 && dir.empty()) {
-      dir = a;
+      out.values[a].push_back(args[++i]);
+    } else if (a.rfind("--", 0) != 0 && out.dir.empty()) {
+      out.dir = a;
     } else {
       std::cerr << "usage error: unexpected argument '" << a << "' (shoestring ckpt --help)\n";
-      return 2;
+      return std::nullopt;
     }
   }
+  return out;
+}
+
+// ckpt export DIR --format safetensors --out OUTDIR [--dtype D]: usage errors are one line, exit 2.
+int export_cmd(const Args& args) {
+  const auto parsed = parse_dir_args(args, {"--format", "--out", "--dtype"});
+  if (!parsed) return 2;
+  const std::string &dir = parsed->dir, format = parsed->last("--format"), out = parsed->last("--out"),
+                    dtype = parsed->last("--dtype");
   if (dir.empty() || out.empty()) {
     std::cerr << "usage error: ckpt export needs DIR and --out OUTDIR (shoestring ckpt --help)\n";
     return 2;
@@ -93,23 +114,10 @@ int export_cmd(const Args& args) {
 // ckpt convert DIR --out ROOT [--set k=v ...]: the checkpoint's own config with the --set changes
 // (normally parallel.*) gives the target layout; the ranks of this job load DIR into it and save.
 int convert_cmd(const Args& args, const parallel::World& world) {
-  std::string dir, out;
-  std::vector<std::string> sets;
-  for (size_t i = 1; i < args.size(); ++i) {
-    const std::string& a = args[i];
-    if (a == "--out" || a == "--set") {
-      if (i + 1 >= args.size()) {
-        std::cerr << "usage error: " << a << " needs a value\n";
-        return 2;
-      }
-      (a == "--out" ? out : sets.emplace_back()) = args[++i];
-    } else if (a.rfind("--", 0) != 0 && dir.empty()) {
-      dir = a;
-    } else {
-      std::cerr << "usage error: unexpected argument '" << a << "' (shoestring ckpt --help)\n";
-      return 2;
-    }
-  }
+  const auto parsed = parse_dir_args(args, {"--out", "--set"});
+  if (!parsed) return 2;
+  const std::string &dir = parsed->dir, out = parsed->last("--out");
+  const std::vector<std::string> sets = parsed->values.count("--set") ? parsed->values.at("--set") : std::vector<std::string>{};
   if (dir.empty() || out.empty()) {
     std::cerr << "usage error: ckpt convert needs DIR and --out ROOT (shoestring ckpt --help)\n";
     return 2;

@@ -6,16 +6,14 @@
 #include <stdexcept>
 #include <string>
 
+#include "trainer/model/linear.h"
+
 namespace shoestring::model {
 
 namespace {
 
 using torch::autograd::AutogradContext;
 using torch::autograd::tensor_list;
-
-at::Tensor cast_to(const at::Tensor& w, const at::Tensor& x) {
-  return w.scalar_type() == x.scalar_type() ? w : w.to(x.scalar_type());
-}
 
 // out = a @ b into a slice of a larger buffer (at::mm_out takes only an lvalue).
 void mm_into(at::Tensor out, const at::Tensor& a, const at::Tensor& b) { at::mm_out(out, a, b); }
@@ -27,7 +25,7 @@ struct ExpertSwiGLU : torch::autograd::Function<ExpertSwiGLU> {
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& rows, const at::Tensor& w1, const at::Tensor& w3,
                             const at::Tensor& w2, const std::vector<int64_t>& counts) {
     const at::Tensor x = rows.contiguous();
-    const at::Tensor c1 = cast_to(w1, x), c3 = cast_to(w3, x), c2 = cast_to(w2, x);
+    const at::Tensor c1 = cast_like(w1, x), c3 = cast_like(w3, x), c2 = cast_like(w2, x);
     const int64_t n = x.size(0), hidden = c1.size(1), d = c2.size(1);
     at::Tensor h1 = at::empty({n, hidden}, x.options()), h3 = at::empty({n, hidden}, x.options());
     at::Tensor out = at::empty({n, d}, x.options());
@@ -57,7 +55,7 @@ struct ExpertSwiGLU : torch::autograd::Function<ExpertSwiGLU> {
     const at::Tensor &x = saved[0], &h1 = saved[1], &a = saved[2], &h3 = saved[3], &p = saved[4];
     const at::Tensor &w1 = saved[5], &w3 = saved[6], &w2 = saved[7];
     const std::vector<int64_t> counts = ctx->saved_data["counts"].toIntVector();
-    const at::Tensor c1 = cast_to(w1, x), c3 = cast_to(w3, x), c2 = cast_to(w2, x);
+    const at::Tensor c1 = cast_like(w1, x), c3 = cast_like(w3, x), c2 = cast_like(w2, x);
     const at::Tensor g = grads[0].contiguous();
     const bool need_x = ctx->needs_input_grad(0);
     const bool need_w = ctx->needs_input_grad(1) || ctx->needs_input_grad(2) || ctx->needs_input_grad(3);

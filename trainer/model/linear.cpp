@@ -12,10 +12,6 @@ namespace {
 using torch::autograd::AutogradContext;
 using torch::autograd::tensor_list;
 
-at::Tensor cast_like(const at::Tensor& w, const at::Tensor& x) {
-  return w.scalar_type() == x.scalar_type() ? w : w.to(x.scalar_type());
-}
-
 // True when a [rows, cols] matrix is stored column by column. Autograd's mm backward
 // (FunctionsManual.cpp, mm_mat1_backward / mm_mat2_backward) picks its GEMM orientation on this,
 // and a different orientation rounds differently; we follow the same choice so that gradients

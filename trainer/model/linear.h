@@ -3,6 +3,11 @@
 
 namespace shoestring::model {
 
+// w in x's dtype (master weights stay fp32; matmuls run in the compute dtype).
+inline at::Tensor cast_like(const at::Tensor& w, const at::Tensor& x) {
+  return w.scalar_type() == x.scalar_type() ? w : w.to(x.scalar_type());
+}
+
 // x @ w^T with w cast to x's dtype: master weights stay fp32, matmuls run in the compute dtype.
 // When w needs a gradient, a zero-bubble pipeline may defer it past the backward pass
 // (ops/weight_grad_store.h); otherwise the gradients are at::linear's, bit for bit.
