@@ -6,6 +6,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdlib>
@@ -363,5 +364,71 @@ TEST(SweepCli, RunInterruptResumeReportSlurm) {
   EXPECT_EQ(WEXITSTATUS(status), 42) << slurp(dir / "task3.log");
   EXPECT_EQ(slurp(dir / "requeued"), "requeue 77_3\n") << slurp(dir / "task3.log");
   EXPECT_EQ(read_status(where, r3.filename()).status, "preempted");
+  fs::remove_all(dir);
+}
+
+namespace {
+
+// Whether any process's command line holds `needle` (the trainer a killed sweep left behind).
+bool process_with(const std::string& needle) {
+  for (const auto& e : fs::directory_iterator("/proc")) {
+    const std::string name = e.path().filename().string();
+    if (name.empty() || name.find_first_not_of("0123456789") != std::string::npos) continue;
+    std::string cmd = slurp(e.path() / "cmdline");
+    std::replace(cmd.begin(), cmd.end(), '\0', ' ');
+    if (cmd.find(needle) != std::string::npos) return true;
+  }
+  return false;
+}
+
+}  // namespace
+
+// A sweep killed outright (SIGKILL: an OOM killer, a node reboot of the login shell) cannot
+// forward anything; its trainer gets SIGTERM from the kernel (PR_SET_PDEATHSIG), checkpoints and
+// exits. Rerunning the sweep resumes the interrupted run (its status still says "running") and
+// every step is logged exactly once.
+TEST(SweepCli, SigkilledSweepResumesOnRerun) {
+  const fs::path dir = shoestring::testing::fresh_dir("sweep", "sigkill");
+  fs::create_directories(dir);
+  const fs::path file = dir / "k.yaml", out = dir / "out";
+  std::ofstream(file) << "base: " << kSource << "/configs/tiny.yaml\n"
+                      << "name: k\ndir: " << out.string() << "\n"
+                      << "set:\n  data.source: synthetic\n  data.eval_interval: 0\n  train.steps: 400\n"
+                      << "  train.micro_batch_size: 2\n  train.seq_len: 16\n  train.threads: 1\n"
+                      << "  model.d_model: 32\n  model.n_heads: 2\n  model.n_kv_heads: 1\n  model.intermediate_size: 64\n"
+                      << "  model.max_seq_len: 16\n  optim.warmup_steps: 2\n  log.progress: 'off'\n"
+                      << "grid:\n  optim.lr: [0.001, 0.01]\n";
+  const fs::path r0 = out / "r000-lr=0.001";
+  const pid_t pid = spawn({SHOESTRING_BINARY_DIR "/bin/shoestring", "sweep", "run", file.string()}, dir / "first.log");
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  while (!fs::exists(r0 / "metrics.jsonl") || fs::file_size(r0 / "metrics.jsonl") == 0) {
+    ASSERT_LT(std::chrono::steady_clock::now(), deadline) << slurp(dir / "first.log");
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  kill(pid, SIGKILL);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  ASSERT_TRUE(WIFSIGNALED(status));
+  const std::string needle = (r0 / "sweep-config.yaml").string();
+  while (process_with(needle)) {  // the orphaned trainer checkpoints and exits
+    ASSERT_LT(std::chrono::steady_clock::now(), deadline) << "the trainer outlived its sweep";
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  EXPECT_NE(slurp(out / "sweep.json").find("\"status\": \"running\""), std::string::npos);  // nobody updated it
+
+  const auto second = run_shoestring("sweep run " + file.string());
+  EXPECT_EQ(second.code, 0) << second.output;
+  EXPECT_NE(second.output.find("r000-lr=0.001] resuming (metrics at step"), std::string::npos) << second.output;
+  EXPECT_NE(second.output.find("  resumed  from "), std::string::npos) << second.output;
+  EXPECT_NE(second.output.find("2 of 2 runs done"), std::string::npos) << second.output;
+  std::vector<int64_t> steps;
+  std::ifstream in(r0 / "metrics.jsonl");
+  for (std::string line; std::getline(in, line);) {
+    double step = 0;
+    ASSERT_TRUE(json_number(line, "step", step)) << line;
+    steps.push_back(int64_t(step));
+  }
+  ASSERT_EQ(steps.size(), 400u);
+  for (size_t i = 0; i < steps.size(); ++i) ASSERT_EQ(steps[i], int64_t(i + 1));
   fs::remove_all(dir);
 }
