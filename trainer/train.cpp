@@ -223,17 +223,24 @@ void broadcast_model(model::Transformer& net, const PipelinePlan& plan, parallel
   for (auto& w : works) w->wait();
 }
 
-// A resumed run's metrics.jsonl continues from the checkpoint: lines of steps after it (written
-// before the interruption, and about to be written again) are dropped.
+// A resumed run's metrics.jsonl continues from the checkpoint: lines after the last one of its
+// step (written before the interruption, and about to be written again) are dropped. The last
+// one, since after a rollback step numbers repeat and the checkpoint is from the latest pass.
 void truncate_metrics(const fs::path& path, int64_t last_step) {
   if (!fs::exists(path)) return;
   std::ifstream in(path);
-  std::string kept;
+  std::vector<std::pair<int64_t, std::string>> lines;
   for (std::string line; std::getline(in, line);) {
     const size_t at = line.find("\"step\":");
-    if (at != std::string::npos && std::stoll(line.substr(at + 7)) <= last_step) kept += line + "\n";
+    if (at != std::string::npos) lines.emplace_back(std::stoll(line.substr(at + 7)), line);
   }
   in.close();
+  size_t end = 0;  // lines kept: [0, end)
+  for (size_t i = 0; i < lines.size(); ++i)
+    if (lines[i].first == last_step) end = i + 1;
+  std::string kept;
+  for (size_t i = 0; i < lines.size(); ++i)
+    if (end > 0 ? i < end : lines[i].first <= last_step) kept += lines[i].second + "\n";
   std::ofstream(path, std::ios::trunc) << kept;
 }
 
@@ -444,6 +451,8 @@ TrainSummary train(const Config& cfg, const parallel::World& world, const TrainO
       ckpt_warnings.push_back("  resumed  from " + chosen + " (step " + std::to_string(start_step) + ", saved under " +
                               reader.manifest().layout.to_string() + "; loaded in " +
                               std::to_string(load_s).substr(0, 5) + " s)");
+    } else if (converting) {
+      throw ckpt::CheckpointError(ckpt_root + ": no checkpoint to convert");
     } else {
       ckpt_warnings.push_back("  resume   no checkpoint in " + ckpt_root + ": starting from step 0");
     }
@@ -590,16 +599,20 @@ TrainSummary train(const Config& cfg, const parallel::World& world, const TrainO
     r.mtp_loss = sums[1] / micro_total;
     r.balance_loss = sums[2] / micro_total;
     r.dropped_tokens = int64_t(sums[3]);
-    if (!std::isfinite(loss) && cfg.train.nonfinite == "stop")
+    if (!std::isfinite(loss) && cfg.train.nonfinite == "stop") {
+      report_save(saver.finish());
       throw std::runtime_error("step " + std::to_string(step + 1) + ": loss is " + std::to_string(loss) +
                                "; stopping (lower optim.lr or set optim.grad_clip)");
+    }
     const double grad_norm = std::sqrt(reducer.global_grad_sq(*norm_group, norm_skip));
     // Both values are already reduced over dp (the loss by all_reduce_sum, the norm by
     // global_grad_sq), so every rank takes the same branch without another collective.
     const bool bad = !std::isfinite(loss) || !std::isfinite(grad_norm);
-    if (bad && cfg.train.nonfinite == "stop")
+    if (bad && cfg.train.nonfinite == "stop") {
+      report_save(saver.finish());
       throw std::runtime_error("step " + std::to_string(step + 1) + ": gradient norm is " + std::to_string(grad_norm) +
                                "; stopping (lower optim.lr or set optim.grad_clip)");
+    }
     consecutive_bad = bad ? consecutive_bad + 1 : 0;
     const double lr = optim::lr_at(cfg.optim, step, cfg.train.steps);
     if (bad) {
@@ -644,20 +657,26 @@ TrainSummary train(const Config& cfg, const parallel::World& world, const TrainO
       // the batches that led there (the loader is not rewound, so they are skipped).
       report_save(saver.finish());
       std::vector<std::string> warnings;
-      const std::string chosen = ckpt::choose_checkpoint("auto", ckpt_root, warnings, verifier, step + 1);
+      // Skipped steps changed nothing, so a checkpoint saved since the last update holds the weights
+      // that led here: go back before that update.
+      const int64_t last_update = step + 1 - consecutive_bad;
+      const std::string chosen = ckpt::choose_checkpoint("auto", ckpt_root, warnings, verifier, last_update - 1);
       if (rank0)
         for (const auto& w : warnings) progress.message(w);
       if (chosen.empty())
         throw std::runtime_error("step " + std::to_string(step + 1) + ": " + std::to_string(consecutive_bad) +
-                                 " consecutive non-finite steps and no checkpoint in " + ckpt_root + " to roll back to");
+                                 " consecutive non-finite steps and no checkpoint before step " +
+                                 std::to_string(last_update) + " in " + ckpt_root + " to roll back to");
       ckpt::CheckpointReader reader(chosen);
       load_state(reader, state);
       rollback_to = reader.manifest().step;
       r.rolled_back_to = rollback_to;
+      if (rank0) ckpt::drop_checkpoints_after(ckpt_root, rollback_to);
     }
     if (metrics) metrics->write(r);
     if (tensorboard) tensorboard->write(r);
     if (give_up && rollback_to < 0) {  // the line above keeps the last bad step's record
+      report_save(saver.finish());  // a save in flight holds good weights: keep it
       const bool rollback = cfg.train.nonfinite == "rollback";
       throw std::runtime_error("step " + std::to_string(step + 1) + ": loss " + std::to_string(loss) +
                                ", gradient norm " + std::to_string(grad_norm) + ": " + std::to_string(consecutive_bad) +

@@ -125,31 +125,33 @@ TEST(Nonfinite, StopPolicyStopsAtTheFirstBadStepWithTodaysMessage) {
   fs::remove_all(c.log.run_dir);
 }
 
-// rollback: two bad steps (5, 6) in a row with nonfinite_max 2 restore the step-4 checkpoint, and
-// training goes on from step 5 with the batches after the bad ones. The independent reference is
-// the step-4 checkpoint of a clean run, resumed with its loader state moved past those 2 steps'
-// samples by editing the manifest: steps 5-8 must match it bit for bit, parameters included.
+// rollback: two bad steps (5, 6) in a row with nonfinite_max 2. Skipped steps change nothing, so
+// the state is the one after step 4's update, which may be what led to the divergence: the run goes
+// back to the newest checkpoint before that update (step 2), drops the abandoned step 4, and goes
+// on from step 3 with the batches after the bad ones. The independent reference is the step-2
+// checkpoint of a clean run, resumed with its loader state moved past 4 steps' samples by editing
+// the manifest: steps 3-8 must match it bit for bit, parameters included.
 TEST(Nonfinite, RollbackRestoresTheCheckpointAndSkipsTheBadBatches) {
   const Config rb = tiny("rollback", 8, "rollback", 2, 2);
   const TrainSummary a = train_with_nan(rb, 5, 2);
   EXPECT_EQ(a.rollbacks, 1);
   EXPECT_EQ(a.steps, 8);
   const auto lines = raw_lines(rb.log.run_dir);
-  ASSERT_EQ(lines.size(), 10u);  // steps 1-6, then 5-8 again
+  ASSERT_EQ(lines.size(), 12u);  // steps 1-6, then 3-8 again
   EXPECT_NE(lines[5].find("\"step\":6,"), std::string::npos) << lines[5];
-  EXPECT_NE(lines[5].find("\"rolled_back_to\":4"), std::string::npos) << lines[5];
-  EXPECT_NE(lines[6].find("\"step\":5,"), std::string::npos) << lines[6];
-  for (size_t i = 6; i < 10; ++i) EXPECT_EQ(lines[i].find("\"skipped\":true"), std::string::npos) << lines[i];
+  EXPECT_NE(lines[5].find("\"rolled_back_to\":2"), std::string::npos) << lines[5];
+  EXPECT_NE(lines[6].find("\"step\":3,"), std::string::npos) << lines[6];
+  for (size_t i = 6; i < 12; ++i) EXPECT_EQ(lines[i].find("\"skipped\":true"), std::string::npos) << lines[i];
 
-  const Config clean = tiny("rollback_ref", 4, "skip", 5, 4);
+  const Config clean = tiny("rollback_ref", 2, "skip", 5, 2);
   train_with_nan(clean, 0);
-  const fs::path ckpt = fs::path(clean.log.run_dir) / "checkpoints" / "step_0000004";
+  const fs::path ckpt = fs::path(clean.log.run_dir) / "checkpoints" / "step_0000002";
   std::ifstream in(ckpt / "manifest.json");
   std::string manifest((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   in.close();
   std::smatch m;
   ASSERT_TRUE(std::regex_search(manifest, m, std::regex(R"(position=(\d+) samples=(\d+))")));
-  const long samples = std::stol(m[2]), skip = samples / 4 * 2;  // 2 steps' worth
+  const long samples = std::stol(m[2]), skip = samples / 2 * 4;  // steps 3-6's samples
   manifest.replace(size_t(m.position(0)), size_t(m.length(0)),
                    "position=" + std::to_string(std::stol(m[1]) + skip) + " samples=" + std::to_string(samples + skip));
   std::ofstream(ckpt / "manifest.json", std::ios::trunc) << manifest;
@@ -159,8 +161,8 @@ TEST(Nonfinite, RollbackRestoresTheCheckpointAndSkipsTheBadBatches) {
   o.keep_parameters = true;
   o.resume = ckpt.string();
   const TrainSummary b = train(ref, parallel::World{}, o);
-  ASSERT_EQ(b.losses.size(), 4u);
-  for (size_t i = 0; i < 4; ++i) EXPECT_EQ(a.losses[6 + i], b.losses[i]) << "step " << i + 5;
+  ASSERT_EQ(b.losses.size(), 6u);
+  for (size_t i = 0; i < 6; ++i) EXPECT_EQ(a.losses[6 + i], b.losses[i]) << "step " << i + 3;
   EXPECT_TRUE(same_parameters(a, b));
   for (const std::string& d : {rb.log.run_dir, clean.log.run_dir, ref.log.run_dir}) fs::remove_all(d);
 }
@@ -171,12 +173,13 @@ TEST(Nonfinite, RollbackStopsWithoutACheckpointOrAfterRollbackMax) {
     train_with_nan(early, 2, 2);
     FAIL() << "expected a runtime error";
   } catch (const std::runtime_error& e) {
-    EXPECT_NE(std::string(e.what()).find("step 3: 2 consecutive non-finite steps and no checkpoint in"), std::string::npos)
+    EXPECT_NE(std::string(e.what()).find("step 3: 2 consecutive non-finite steps and no checkpoint before step 1 in"),
+              std::string::npos)
         << e.what();
   }
-  // Steps 3-4 roll back to 2; the replayed 3-4 are fine (a fault fires once per step number), then
-  // 5-6 are bad again: with rollback_max 1 that stops the run.
-  Config twice = tiny("rollback_twice", 8, "rollback", 2, 2);
+  // Steps 3-4 roll back to 1 (before step 2's update); the replayed 2-4 are fine (a fault fires
+  // once per step number), then 5-6 are bad again: with rollback_max 1 that stops the run.
+  Config twice = tiny("rollback_twice", 8, "rollback", 2, 1);
   twice.train.rollback_max = 1;
   try {
     train_with_nan(twice, 3, 4);

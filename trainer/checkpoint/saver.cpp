@@ -43,20 +43,24 @@ SaveReport CheckpointSaver::save(const std::vector<LocalPiece>& pieces, Manifest
   SaveReport prior = finish();
   if (previous) *previous = prior;
   const double t1 = now_s();
+  // The copy is the whole stall of an asynchronous save: after it the parameters and moments may
+  // change under the next step while the thread writes the copy. Taken before any state changes,
+  // so a failed copy leaves no save in flight.
+  std::vector<LocalPiece> host;
+  if (settings_.async)
+    for (const auto& p : pieces)
+      host.push_back({p.tensor, p.shape, p.offset, p.data.detach().to(at::kCPU, p.data.scalar_type(), false, true)});
   tmp_ = begin_save(world_, settings_.root, meta.step);
   meta_ = std::move(meta);
   started_ = t1;
+  written_.clear();
   in_flight_ = true;
   if (!settings_.async) {
     test_delay();
     written_ = write_rank_file(tmp_, world_.rank(), pieces);
     return commit(0);
   }
-  // The copy is the whole stall of an asynchronous save: after it the parameters and moments may
-  // change under the next step while the thread writes the copy.
-  host_.clear();
-  for (const auto& p : pieces)
-    host_.push_back({p.tensor, p.shape, p.offset, p.data.detach().to(at::kCPU, p.data.scalar_type(), false, true)});
+  host_ = std::move(host);
   done_ = false;
   writer_ = std::thread([this] {
     test_delay();

@@ -174,8 +174,13 @@ std::string commit_save(parallel::ProcessGroup& world, const std::string& tmp, c
       write_durably(fs::path(root) / ("latest.tmp-" + std::to_string(::getpid())), final_dir.filename().string() + "\n");
       fs::rename(fs::path(root) / ("latest.tmp-" + std::to_string(::getpid())), fs::path(root) / "latest");
       fsync_path(root, true);
-      prune(root, keep, keep_every, tmp, final_dir);
       result = final_dir.string();
+      try {  // the checkpoint is committed: a failure to delete old ones must not fail the save
+        prune(root, keep, keep_every, tmp, final_dir);
+      } catch (const std::exception& e) {
+        std::fprintf(stderr, "warning: checkpoint of step %lld saved, but pruning old ones failed: %s\n",
+                     static_cast<long long>(meta.step), e.what());
+      }
     } catch (const std::exception& e) {
       std::error_code ec;
       fs::remove_all(tmp, ec);
@@ -187,6 +192,17 @@ std::string commit_save(parallel::ProcessGroup& world, const std::string& tmp, c
   if (result.empty() || result[0] == '\x01')
     throw std::runtime_error("checkpoint of step " + std::to_string(meta.step) + ": " + (result.empty() ? "failed" : result.substr(1)));
   return result;
+}
+
+void drop_checkpoints_after(const std::string& root, int64_t step) {
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(root, ec)) {
+    const int64_t s = parse_step_dir_name(e.path().filename().string());
+    if (s <= step || !e.is_directory()) continue;
+    const fs::path doomed = e.path().string() + ".tmp-abandoned-" + std::to_string(::getpid());
+    fs::rename(e.path(), doomed);  // atomic: a kill below leaves a .tmp- directory, never a half step_N
+    fs::remove_all(doomed);
+  }
 }
 
 std::string save_checkpoint(parallel::ProcessGroup& world, const std::vector<LocalPiece>& pieces, Manifest meta,

@@ -30,6 +30,10 @@ struct LocalPiece {
 std::string save_checkpoint(parallel::ProcessGroup& world, const std::vector<LocalPiece>& pieces, Manifest meta,
                             const std::string& root, int64_t keep, int64_t keep_every = 0);
 
+// Rank 0 after a rollback to `step`: the checkpoints of later steps belong to the abandoned branch
+// (--resume auto would otherwise pick them); each is renamed to a .tmp- name, then deleted.
+void drop_checkpoints_after(const std::string& root, int64_t step);
+
 // The phases, for saving in the background (CheckpointSaver):
 // 1. collective: rank 0 creates the temporary directory; every rank learns its name.
 std::string begin_save(parallel::ProcessGroup& world, const std::string& root, int64_t step);
