@@ -187,6 +187,19 @@ TEST(SweepCli, RunsUnderMpirunWithNp) {
 
 namespace {
 
+// A sweep over a very small tiny.yaml (milliseconds per step) with `axes` (grid:/seeds: lines).
+void write_tiny_sweep(const fs::path& file, const std::string& name, const fs::path& out, int steps, int eval_interval,
+                      const std::string& axes) {
+  std::ofstream(file) << "base: " << kSource << "/configs/tiny.yaml\n"
+                      << "name: " << name << "\ndir: " << out.string() << "\n"
+                      << "set:\n  data.source: synthetic\n  data.eval_interval: " << eval_interval
+                      << "\n  train.steps: " << steps << "\n"
+                      << "  train.micro_batch_size: 2\n  train.seq_len: 16\n  train.threads: 1\n"
+                      << "  model.d_model: 32\n  model.n_heads: 2\n  model.n_kv_heads: 1\n  model.intermediate_size: 64\n"
+                      << "  model.max_seq_len: 16\n  optim.warmup_steps: 2\n  log.progress: 'off'\n"
+                      << axes;
+}
+
 pid_t spawn(const std::vector<std::string>& args, const fs::path& log) {
   const pid_t pid = fork();
   if (pid == 0) {
@@ -210,13 +223,7 @@ TEST(SweepCli, RunInterruptResumeReportSlurm) {
   const fs::path dir = shoestring::testing::fresh_dir("sweep", "e2e");
   fs::create_directories(dir);
   const fs::path file = dir / "e2e.yaml", out = dir / "out";
-  std::ofstream(file) << "base: " << kSource << "/configs/tiny.yaml\n"
-                      << "name: e2e\ndir: " << out.string() << "\n"
-                      << "set:\n  data.source: synthetic\n  data.eval_interval: 10\n  train.steps: 60\n"
-                      << "  train.micro_batch_size: 2\n  train.seq_len: 16\n  train.threads: 1\n"
-                      << "  model.d_model: 32\n  model.n_heads: 2\n  model.n_kv_heads: 1\n  model.intermediate_size: 64\n"
-                      << "  model.max_seq_len: 16\n  optim.warmup_steps: 2\n  log.progress: 'off'\n"
-                      << "grid:\n  optim.lr: [0.001, 0.01]\nseeds: [1, 2]\n";
+  write_tiny_sweep(file, "e2e", out, 60, 10, "grid:\n  optim.lr: [0.001, 0.01]\nseeds: [1, 2]\n");
   const auto plan = run_shoestring("sweep plan " + file.string());
   ASSERT_EQ(plan.code, 0) << plan.output;
   EXPECT_NE(plan.output.find("sweep e2e: 4 runs"), std::string::npos) << plan.output;
@@ -391,13 +398,7 @@ TEST(SweepCli, SigkilledSweepResumesOnRerun) {
   const fs::path dir = shoestring::testing::fresh_dir("sweep", "sigkill");
   fs::create_directories(dir);
   const fs::path file = dir / "k.yaml", out = dir / "out";
-  std::ofstream(file) << "base: " << kSource << "/configs/tiny.yaml\n"
-                      << "name: k\ndir: " << out.string() << "\n"
-                      << "set:\n  data.source: synthetic\n  data.eval_interval: 0\n  train.steps: 400\n"
-                      << "  train.micro_batch_size: 2\n  train.seq_len: 16\n  train.threads: 1\n"
-                      << "  model.d_model: 32\n  model.n_heads: 2\n  model.n_kv_heads: 1\n  model.intermediate_size: 64\n"
-                      << "  model.max_seq_len: 16\n  optim.warmup_steps: 2\n  log.progress: 'off'\n"
-                      << "grid:\n  optim.lr: [0.001, 0.01]\n";
+  write_tiny_sweep(file, "k", out, 400, 0, "grid:\n  optim.lr: [0.001, 0.01]\n");
   const fs::path r0 = out / "r000-lr=0.001";
   const pid_t pid = spawn({SHOESTRING_BINARY_DIR "/bin/shoestring", "sweep", "run", file.string()}, dir / "first.log");
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
