@@ -96,6 +96,13 @@ struct Validation {
 // micro-batch 3 stage 2 is never received").
 Validation validate(const Schedule& s);
 
+// What transports that match point-to-point messages by order rather than by tag need (NCCL
+// pairs the n-th send from a to b with the n-th receive at b from a): for every direction between
+// two ranks, the sender posts its messages in the order the receiver posts the receives. "" when
+// that holds, else the first disagreement ("rank 0 -> rank 1, message 3: sent F of micro-batch 2
+// from stage 0, received as F of micro-batch 1 from stage 0"). Expects a schedule validate() accepts.
+std::string point_to_point_order(const Schedule& s);
+
 // Costs per action for the simulator. The input-only backward I costs b - w; an overlapped FB
 // costs fb; each message arrives `comm` after its Send.
 struct ActionCosts {

@@ -1,6 +1,8 @@
 // validate(): static checks of every action in order, then completeness, then a replay of all
 // ranks (schedule_replay.h) to prove the schedule finishes. The first violation is thrown.
+#include <map>
 #include <stdexcept>
+#include <tuple>
 
 #include "parallel/schedule.h"
 #include "parallel/schedule_build.h"
@@ -181,6 +183,41 @@ Validation validate(const Schedule& s) {
   Validation v;
   for (const auto& acts : s.actions) v.peak_activations.push_back(detail::peak_activations(acts));
   return v;
+}
+
+std::string point_to_point_order(const Schedule& s) {
+  check_shape(s);
+  // A message is (kind, micro-batch, sending stage); per direction (from, to) the sender's posting
+  // order and the receiver's.
+  using Key = std::tuple<char, int, int>;
+  std::map<std::pair<int, int>, std::vector<Key>> sent, received;
+  for (int r = 0; r < s.pp; ++r)
+    for (const Action& a : s.actions[size_t(r)]) {
+      if (a.op != Op::SendF && a.op != Op::SendB && a.op != Op::RecvF && a.op != Op::RecvB) continue;
+      const int st = s.stage_of(a.mb, r, a.chunk);
+      const bool fwd = a.op == Op::SendF || a.op == Op::RecvF;
+      const bool send = a.op == Op::SendF || a.op == Op::SendB;
+      const int from_st = send ? st : (fwd ? st - 1 : st + 1);
+      const int to_st = send ? (fwd ? st + 1 : st - 1) : st;
+      if (st < 0 || from_st < 0 || to_st < 0 || from_st >= s.stages || to_st >= s.stages)
+        throw std::invalid_argument("rank " + std::to_string(r) + ": " + to_string(a) + " has no peer (run validate() first)");
+      const int from = s.hop(a.mb, from_st).rank, to = s.hop(a.mb, to_st).rank;
+      (send ? sent : received)[{from, to}].push_back({fwd ? 'F' : 'B', a.mb, from_st});
+    }
+  auto name = [](const Key& k) {
+    return std::string(1, std::get<0>(k)) + " of micro-batch " + std::to_string(std::get<1>(k)) + " from stage " +
+           std::to_string(std::get<2>(k));
+  };
+  for (const auto& [pair, out] : sent) {
+    const std::vector<Key>& in = received[pair];
+    for (size_t i = 0; i < std::max(out.size(), in.size()); ++i) {
+      if (i < out.size() && i < in.size() && out[i] == in[i]) continue;
+      return "rank " + std::to_string(pair.first) + " -> rank " + std::to_string(pair.second) + ", message " +
+             std::to_string(i) + ": sent " + (i < out.size() ? name(out[i]) : "nothing") + ", received as " +
+             (i < in.size() ? name(in[i]) : "nothing");
+    }
+  }
+  return "";
 }
 
 }  // namespace shoestring::parallel

@@ -95,6 +95,9 @@ int plan_schedule(const Args& args) {
     const double worst = *std::max_element(sim.bubble.begin(), sim.bubble.end());
     std::printf("bubble: paper %s = %g; simulated rank 0 %g, worst rank %g\n", f.text, f.value, sim.bubble[0], worst);
   }
+  const std::string order = parallel::point_to_point_order(s);
+  std::printf("point-to-point order: %s\n", order.empty() ? "one order per rank pair (order-matching transports such as NCCL can carry it)"
+                                                            : ("differs between sender and receiver (NCCL could not carry it): " + order).c_str());
   if (!svg.empty()) {
     std::ofstream out(svg);
     out << parallel::render_svg(s, sim);
