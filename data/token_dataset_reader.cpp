@@ -317,9 +317,9 @@ void TokenDataset::load(int64_t file_id, RawFile& raw) {
     throw data_error(path, "/doc_offsets does not match the token and document counts");
   raw.check_link(f, "sources", "group /sources");
   h5::Id g = h5::group(H5Gopen2(f, "sources", H5P_DEFAULT));
+  if (!g.ok()) throw data_error(path, "/sources is not a group");
   for (const char* name : {"path", "sha256", "bytes", "documents"})
     raw.check_link(g, name, std::string("dataset /sources/") + name);
-  if (!g.ok()) throw data_error(path, "/sources is not a group");
   const auto paths = read_strings(g, "path", path), hashes = read_strings(g, "sha256", path);
   const auto bytes = read_all<uint64_t>(g, "bytes", H5T_NATIVE_UINT64, path);
   const auto docs = read_all<uint64_t>(g, "documents", H5T_NATIVE_UINT64, path);

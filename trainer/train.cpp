@@ -416,6 +416,18 @@ TrainSummary train(const Config& cfg, const parallel::World& world, const TrainO
     }
     return problems;
   };
+  // What a checkpoint of this run records besides its tensors and files.
+  const ckpt::Layout layout{world.size, shape.dp, shape.ep, shape.pp, cfg.parallel.zero1};
+  auto manifest_at = [&](int64_t step, std::string loader_state) {
+    ckpt::Manifest meta;
+    meta.step = step;
+    meta.adam_steps = opt.steps_taken();
+    meta.loader_state = std::move(loader_state);
+    meta.layout = layout;
+    meta.code_version = options.code_version;
+    meta.config_yaml = to_yaml(cfg);
+    return meta;
+  };
   int64_t start_step = 0;
   if (!options.resume.empty()) {
     const std::string chosen = ckpt::choose_checkpoint(options.resume, ckpt_root, ckpt_warnings, verifier);
@@ -432,15 +444,8 @@ TrainSummary train(const Config& cfg, const parallel::World& world, const TrainO
       }
       start_step = reader.manifest().step;
       if (converting) {  // the source's own record, re-saved under this layout
-        const ckpt::Layout to{world.size, shape.dp, shape.ep, shape.pp, cfg.parallel.zero1};
-        ckpt::Manifest meta;
-        meta.step = start_step;
-        meta.adam_steps = opt.steps_taken();
-        meta.loader_state = reader.manifest().loader_state;
-        meta.layout = to;
-        meta.code_version = options.code_version;
-        meta.config_yaml = to_yaml(cfg);
-        summary.last_checkpoint = ckpt::save_checkpoint(*mesh.world, ckpt::collect_pieces(state), meta, ckpt_root, 0);
+        summary.last_checkpoint = ckpt::save_checkpoint(
+            *mesh.world, ckpt::collect_pieces(state), manifest_at(start_step, reader.manifest().loader_state), ckpt_root, 0);
         summary.resumed_from_step = start_step;
         return summary;
       }
@@ -476,7 +481,6 @@ TrainSummary train(const Config& cfg, const parallel::World& world, const TrainO
   progress.message("  run dir  " + run_dir);
   for (const auto& w : ckpt_warnings) progress.message(w);
 
-  const ckpt::Layout layout{world.size, shape.dp, shape.ep, shape.pp, cfg.parallel.zero1};
   ckpt::CheckpointSaver saver(*mesh.world, {ckpt_root, cfg.checkpoint.keep, cfg.checkpoint.keep_every, cfg.checkpoint.async});
   auto report_save = [&](const ckpt::SaveReport& s) {
     if (s.dir.empty()) return;
@@ -492,15 +496,8 @@ TrainSummary train(const Config& cfg, const parallel::World& world, const TrainO
     progress.message(line);
   };
   auto save = [&](int64_t step) {
-    ckpt::Manifest meta;
-    meta.step = step;
-    meta.adam_steps = opt.steps_taken();
-    meta.loader_state = loader.state().to_string();
-    meta.layout = layout;
-    meta.code_version = options.code_version;
-    meta.config_yaml = to_yaml(cfg);
     ckpt::SaveReport previous;
-    const ckpt::SaveReport s = saver.save(ckpt::collect_pieces(state), meta, &previous);
+    const ckpt::SaveReport s = saver.save(ckpt::collect_pieces(state), manifest_at(step, loader.state().to_string()), &previous);
     report_save(previous);
     summary.save_blocked_s.push_back(s.blocked_s);
     if (cfg.checkpoint.async) {
@@ -599,18 +596,15 @@ TrainSummary train(const Config& cfg, const parallel::World& world, const TrainO
     r.mtp_loss = sums[1] / micro_total;
     r.balance_loss = sums[2] / micro_total;
     r.dropped_tokens = int64_t(sums[3]);
-    if (!std::isfinite(loss) && cfg.train.nonfinite == "stop") {
-      report_save(saver.finish());
-      throw std::runtime_error("step " + std::to_string(step + 1) + ": loss is " + std::to_string(loss) +
-                               "; stopping (lower optim.lr or set optim.grad_clip)");
-    }
     const double grad_norm = std::sqrt(reducer.global_grad_sq(*norm_group, norm_skip));
     // Both values are already reduced over dp (the loss by all_reduce_sum, the norm by
     // global_grad_sq), so every rank takes the same branch without another collective.
     const bool bad = !std::isfinite(loss) || !std::isfinite(grad_norm);
     if (bad && cfg.train.nonfinite == "stop") {
-      report_save(saver.finish());
-      throw std::runtime_error("step " + std::to_string(step + 1) + ": gradient norm is " + std::to_string(grad_norm) +
+      report_save(saver.finish());  // a save in flight holds good weights: keep it
+      throw std::runtime_error("step " + std::to_string(step + 1) + ": " +
+                               (std::isfinite(loss) ? "gradient norm is " + std::to_string(grad_norm)
+                                                    : "loss is " + std::to_string(loss)) +
                                "; stopping (lower optim.lr or set optim.grad_clip)");
     }
     consecutive_bad = bad ? consecutive_bad + 1 : 0;

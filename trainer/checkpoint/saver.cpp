@@ -39,8 +39,7 @@ CheckpointSaver::~CheckpointSaver() {
 }
 
 SaveReport CheckpointSaver::save(const std::vector<LocalPiece>& pieces, Manifest meta, SaveReport* previous) {
-  const double t0 = now_s();
-  SaveReport prior = finish();
+  SaveReport prior = finish();  // its wait is in its own report
   if (previous) *previous = prior;
   const double t1 = now_s();
   // The copy is the whole stall of an asynchronous save: after it the parameters and moments may
@@ -70,7 +69,7 @@ SaveReport CheckpointSaver::save(const std::vector<LocalPiece>& pieces, Manifest
   });
   SaveReport r;
   r.step = meta_.step;
-  r.blocked_s = now_s() - t1 + (prior.dir.empty() ? t1 - t0 : 0);
+  r.blocked_s = now_s() - t1;
   return r;
 }
 

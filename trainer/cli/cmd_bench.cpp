@@ -186,10 +186,7 @@ int bench_moe(const Args& args, const parallel::World& world) {
 
 int cmd_bench(const Args& args, const parallel::World& world) {
   const std::string usage = "usage: shoestring bench {train|fp8|comm|moe|pipeline} [options]   (see shoestring bench train --help)\n";
-  if (args.empty() || args[0] == "--help" || args[0] == "-h") {
-    (args.empty() ? std::cerr : std::cout) << usage;
-    return args.empty() ? 2 : 0;
-  }
+  if (const auto rc = usage_exit(args, usage.c_str())) return *rc;
   const Args rest(args.begin() + 1, args.end());
   if (args[0] == "train") return bench_train(rest, world);
   if (args[0] == "fp8") return bench_fp8(rest);

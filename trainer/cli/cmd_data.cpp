@@ -228,10 +228,7 @@ int data_bench(const Args& args) {
 int cmd_data(const Args& args) {
   const std::string usage =
       "usage: shoestring data <prepare|inspect|train-tokenizer|bench> [options]   (each has --help)\n";
-  if (args.empty() || args[0] == "--help" || args[0] == "-h") {
-    (args.empty() ? std::cerr : std::cout) << usage;
-    return args.empty() ? 2 : 0;
-  }
+  if (const auto rc = usage_exit(args, usage.c_str())) return *rc;
   const Args rest(args.begin() + 1, args.end());
   if (args[0] == "prepare") return data_prepare(rest);
   if (args[0] == "inspect") return data_inspect(rest);

@@ -106,10 +106,7 @@ int launch_slurm(const Args& args) {
 }  // namespace
 
 int cmd_launch(const Args& args) {
-  if (args.empty() || args[0] == "--help" || args[0] == "-h") {
-    (args.empty() ? std::cerr : std::cout) << kUsage;
-    return args.empty() ? 2 : 0;
-  }
+  if (const auto rc = usage_exit(args, kUsage)) return *rc;
   if (args[0] != "slurm") {
     std::cerr << "shoestring launch: unknown launcher '" << args[0] << "' (launchers: slurm; see shoestring launch --help)\n";
     return 2;

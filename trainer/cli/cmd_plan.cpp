@@ -174,10 +174,7 @@ int plan_layout(const Args& args) {
 }  // namespace
 
 int cmd_plan(const Args& args) {
-  if (args.empty() || args[0] == "--help" || args[0] == "-h") {
-    (args.empty() ? std::cerr : std::cout) << kUsage;
-    return args.empty() ? 2 : 0;
-  }
+  if (const auto rc = usage_exit(args, kUsage)) return *rc;
   if (args[0].rfind("--", 0) == 0) return plan_layout(args);
   if (args[0] != "schedule") {
     std::cerr << "shoestring plan: unknown plan '" << args[0] << "' (plans: schedule, or --config ...; see shoestring plan --help)\n";

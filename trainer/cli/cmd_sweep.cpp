@@ -142,10 +142,7 @@ int sweep_report(const sweep::SweepFile& s, const std::vector<sweep::RunSpec>& r
 }  // namespace
 
 int cmd_sweep(const Args& args) {
-  if (args.empty() || args[0] == "--help" || args[0] == "-h") {
-    (args.empty() ? std::cerr : std::cout) << kUsage;
-    return args.empty() ? 2 : 0;
-  }
+  if (const auto rc = usage_exit(args, kUsage)) return *rc;
   const std::string action = args[0];
   if (action != "plan" && action != "run" && action != "report") {
     std::cerr << "shoestring sweep: unknown action '" << action << "' (plan, run, report; see --help)\n";
