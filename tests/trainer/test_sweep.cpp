@@ -200,6 +200,23 @@ void write_tiny_sweep(const fs::path& file, const std::string& name, const fs::p
                       << axes;
 }
 
+// The "step" of every line of the run's metrics.jsonl (-1 for a line without one), and 1..n.
+std::vector<int64_t> logged_steps(const fs::path& run) {
+  std::vector<int64_t> steps;
+  std::ifstream in(run / "metrics.jsonl");
+  for (std::string line; std::getline(in, line);) {
+    double step = -1;
+    steps.push_back(json_number(line, "step", step) ? int64_t(step) : -1);
+  }
+  return steps;
+}
+
+std::vector<int64_t> steps_up_to(int64_t n) {
+  std::vector<int64_t> v;
+  for (int64_t i = 1; i <= n; ++i) v.push_back(i);
+  return v;
+}
+
 pid_t spawn(const std::vector<std::string>& args, const fs::path& log) {
   const pid_t pid = fork();
   if (pid == 0) {
@@ -274,15 +291,7 @@ TEST(SweepCli, RunInterruptResumeReportSlurm) {
   EXPECT_EQ(slurp(r0 / "metrics.jsonl"), r0_metrics);
   EXPECT_EQ(fs::last_write_time(r0 / "metrics.jsonl"), r0_mtime);
   // The resumed run logged every step exactly once.
-  std::vector<int64_t> steps;
-  std::ifstream in(r1 / "metrics.jsonl");
-  for (std::string line; std::getline(in, line);) {
-    double step = 0;
-    ASSERT_TRUE(json_number(line, "step", step)) << line;
-    steps.push_back(int64_t(step));
-  }
-  ASSERT_EQ(steps.size(), 60u);
-  for (size_t i = 0; i < steps.size(); ++i) EXPECT_EQ(steps[i], int64_t(i + 1));
+  EXPECT_EQ(logged_steps(r1), steps_up_to(60));
   const auto third = run_shoestring("sweep run " + file.string());
   EXPECT_EQ(third.code, 0) << third.output;
   EXPECT_EQ(third.output.find("starting"), std::string::npos) << third.output;
@@ -422,14 +431,6 @@ TEST(SweepCli, SigkilledSweepResumesOnRerun) {
   EXPECT_NE(second.output.find("r000-lr=0.001] resuming (metrics at step"), std::string::npos) << second.output;
   EXPECT_NE(second.output.find("  resumed  from "), std::string::npos) << second.output;
   EXPECT_NE(second.output.find("2 of 2 runs done"), std::string::npos) << second.output;
-  std::vector<int64_t> steps;
-  std::ifstream in(r0 / "metrics.jsonl");
-  for (std::string line; std::getline(in, line);) {
-    double step = 0;
-    ASSERT_TRUE(json_number(line, "step", step)) << line;
-    steps.push_back(int64_t(step));
-  }
-  ASSERT_EQ(steps.size(), 400u);
-  for (size_t i = 0; i < steps.size(); ++i) ASSERT_EQ(steps[i], int64_t(i + 1));
+  EXPECT_EQ(logged_steps(r0), steps_up_to(400));
   fs::remove_all(dir);
 }
