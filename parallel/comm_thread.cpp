@@ -18,6 +18,17 @@ std::mutex g_engine_mu;
 
 // Idle wake-up: how late a roll-call question may be answered by an idle rank.
 constexpr auto kIdleWake = std::chrono::milliseconds(10);
+// While the engine has been busy within kActiveSpan, the thread wakes this often on its own, to
+// pick up an operation submitted alone (without a wake-up) and left in flight.
+constexpr auto kActiveWake = std::chrono::milliseconds(1);
+constexpr double kActiveSpan = 0.1;
+
+// Set while this thread is inside poll_once: waiting there for an operation would never end.
+thread_local bool t_progressing = false;
+struct ProgressScope {
+  ProgressScope() { t_progressing = true; }
+  ~ProgressScope() { t_progressing = false; }
+};
 
 }  // namespace
 
@@ -51,14 +62,17 @@ CommEngine::CommEngine() {
 }
 
 void CommEngine::submit(const std::shared_ptr<CommOp>& op) {
+  bool wake = false;
   {
     std::lock_guard lock(mu_);
     if (stop_) throw std::logic_error("comm engine: " + op->name + " on group " + op->group + " after shutdown");
+    wake = threaded_ && (deep_sleep_ || !queue_.empty() || inflight_count_.load(std::memory_order_acquire) > 0);
+    wake_ = wake_ || wake;
     queue_.push_back(op);
     queued_.fetch_add(1, std::memory_order_release);
   }
-  if (threaded_) work_cv_.notify_one();
-  else poll_once();
+  if (wake) work_cv_.notify_one();
+  else if (!threaded_) poll_once();
 }
 
 void CommEngine::wait(CommOp& op) {
@@ -69,13 +83,18 @@ void CommEngine::wait(CommOp& op) {
     }
     return;
   }
-  // Backstop for a comm thread stuck inside a blocking MPI call, where its own watchdog cannot
-  // run: give it the timeout plus the roll call's grace, then abort from here.
+  if (t_progressing)
+    throw std::logic_error("comm engine: wait on " + op.name + " from inside an operation (it could never finish)");
+  // Backstop for a thread stuck inside a blocking MPI call with the progress lock held, where the
+  // watchdog in poll_once cannot run: give it the timeout plus the roll call's grace, then abort.
   const double limit = op.timeout_s > 0 ? op.timeout_s + 30 : 0;
-  std::unique_lock lock(mu_);
+  drivers_.fetch_add(1, std::memory_order_acq_rel);
   while (!op.done.load(std::memory_order_acquire)) {
-    done_cv_.wait_for(lock, std::chrono::seconds(1));
-    if (limit > 0 && !op.done.load() && steady_now_s() - op.issued_at > limit) {
+    if (std::unique_lock progress(progress_mu_, std::try_to_lock); progress.owns_lock()) {
+      poll_once();
+      if (op.done.load(std::memory_order_acquire)) break;
+    }
+    if (limit > 0 && steady_now_s() - op.issued_at > limit) {
       std::fprintf(stderr,
                    "[rank %d] comm timeout: %s #%lld on group %s did not finish in %.0f s and the communication "
                    "thread did not report it (stuck inside MPI)\n",
@@ -83,12 +102,32 @@ void CommEngine::wait(CommOp& op) {
       std::fflush(stderr);
       MPI_Abort(MPI_COMM_WORLD, 3);
     }
+    // Open MPI progresses only inside our MPI calls, so keep calling; yield so the ranks' other
+    // threads can run on an oversubscribed node.
+    sched_yield();
+  }
+  drivers_.fetch_sub(1, std::memory_order_acq_rel);
+  if (inflight_count_.load(std::memory_order_acquire) > 0 || queued_.load(std::memory_order_acquire) > 0) {
+    {
+      std::lock_guard lock(mu_);
+      wake_ = true;
+    }
+    work_cv_.notify_one();
   }
 }
 
 bool CommEngine::test(CommOp& op) {
   if (!threaded_ && !op.done.load()) poll_once();
   return op.done.load(std::memory_order_acquire);
+}
+
+void CommEngine::start(CommOp& op) {
+  if (!threaded_ || op.started_at.load() > 0 || op.done.load(std::memory_order_acquire)) return;
+  {
+    std::lock_guard lock(mu_);
+    wake_ = true;
+  }
+  work_cv_.notify_one();
 }
 
 void CommEngine::run(const std::function<void()>& f) {
@@ -124,23 +163,35 @@ void CommEngine::shutdown() {
 
 void CommEngine::loop() {
   for (;;) {
-    poll_once();
-    if (!inflight_.empty()) {
-      // Spin while something is in flight: Open MPI progresses (shared-memory copies, the
-      // steps of a ring) only inside our MPI calls. Yield so the ranks' other threads can run
-      // on an oversubscribed node.
-      sched_yield();
-      continue;
+    bool idle = false;
+    if (drivers_.load(std::memory_order_acquire) == 0) {
+      std::unique_lock progress(progress_mu_);
+      poll_once();
+      if (!inflight_.empty()) {
+        // Spin while something is in flight: Open MPI progresses (shared-memory copies, the
+        // steps of a ring) only inside our MPI calls. Yield so the ranks' other threads can run
+        // on an oversubscribed node.
+        progress.unlock();
+        last_busy_ = steady_now_s();
+        sched_yield();
+        continue;
+      }
+      idle = true;
     }
     std::unique_lock lock(mu_);
-    if (queue_.empty()) {
-      if (stop_) break;
-      work_cv_.wait_for(lock, kIdleWake, [this] { return !queue_.empty() || stop_; });
-    }
+    if (idle && stop_ && queue_.empty()) break;
+    const double now = steady_now_s();
+    if (!queue_.empty() || drivers_.load(std::memory_order_acquire) > 0) last_busy_ = now;
+    // While a waiter drives, it polls (and answers roll calls); it hands back work it leaves in
+    // flight. Otherwise sleep short while recently busy (see kActiveWake), long when not.
+    deep_sleep_ = now - last_busy_ > kActiveSpan;
+    if (!wake_) work_cv_.wait_for(lock, deep_sleep_ ? kIdleWake : kActiveWake, [this] { return stop_ || wake_; });
+    deep_sleep_ = wake_ = false;
   }
 }
 
 void CommEngine::poll_once() {
+  const ProgressScope scope;
   if (queued_.load(std::memory_order_acquire) > 0) start_queued();
   if (!inflight_.empty()) progress_requests();
   // The watchdog's work is cheap but each MPI_Test is a trip through Open MPI's progress engine:
@@ -162,6 +213,7 @@ void CommEngine::start_queued() {
   for (auto& op : batch) {
     op->started_at.store(steady_now_s());
     inflight_.push_back(op);
+    inflight_count_.fetch_add(1, std::memory_order_release);
     start_next_phase(op);
   }
 }
@@ -184,6 +236,7 @@ void CommEngine::start_next_phase(const std::shared_ptr<CommOp>& op) {
 void CommEngine::complete(const std::shared_ptr<CommOp>& op) {
   op->phases.clear();  // releases the tensors the phases hold
   inflight_.erase(std::find(inflight_.begin(), inflight_.end(), op));
+  inflight_count_.fetch_sub(1, std::memory_order_release);
   {
     std::lock_guard lock(mu_);
     op->done.store(true, std::memory_order_release);

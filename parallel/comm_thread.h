@@ -12,9 +12,21 @@
 // stuck rank prints one line naming who is waiting, who is elsewhere and who did not answer, then
 // calls MPI_Abort(kTimeoutExitCode).
 //
-// Thread levels: with MPI_THREAD_MULTIPLE or SERIALIZED the thread is the only MPI caller after
-// initialisation. Below SERIALIZED there is no thread: operations are progressed by the caller
-// inside wait()/done() (no overlap, and timeouts are only noticed while someone waits).
+// A caller blocked in wait() progresses the engine itself rather than sleeping until the thread
+// reports: every MPI call, the thread's and the waiters', is made under one progress lock (so the
+// calls stay serialised, as MPI_THREAD_SERIALIZED requires), and while a caller drives, the thread
+// steps aside. Waking a thread costs about 10 us on the 2-core VM (more when it preempts a rank
+// that is busy copying), twice per operation for a hand-off there and back, which kept 1 MiB
+// collectives near 80% of the raw MPI call. So submit() wakes the thread only when it must: when
+// it is in its long idle sleep, or when other operations are queued or in flight (the caller is
+// clearly overlapping), or when the caller asks (Work::start, for an operation meant to overlap
+// its compute). An operation issued alone and waited on at once then never involves the thread;
+// one issued alone, not started, and left in flight is picked up by the thread's next short
+// wake-up (kActiveWake) while the engine has been busy recently.
+//
+// Thread levels: with MPI_THREAD_MULTIPLE or SERIALIZED the engine's threads are the only MPI
+// callers after initialisation. Below SERIALIZED there is no thread: operations are progressed by
+// the caller inside wait()/done() (no overlap, and timeouts are only noticed while someone waits).
 #include <mpi.h>
 
 #include <atomic>
@@ -64,8 +76,11 @@ class CommEngine {
   void submit(const std::shared_ptr<CommOp>& op);
   void wait(CommOp& op);
   bool test(CommOp& op);
-  // Runs f on the comm thread (between polls) and returns when it has run: for MPI calls that
-  // have no non-blocking form (MPI_Comm_dup, the raw baselines of the benchmark).
+  // Wakes the thread to start op now if nobody has (Work::start).
+  void start(CommOp& op);
+  // Runs f under the progress lock (on the comm thread or in this caller's wait) and returns when
+  // it has run: for MPI calls that have no non-blocking form (MPI_Comm_dup, the raw baselines of
+  // the benchmark).
   void run(const std::function<void()>& f);
   // Finishes what is queued, stops the thread and frees the engine's MPI objects; before
   // MPI_Finalize. Further submits throw.
@@ -76,7 +91,7 @@ class CommEngine {
  private:
   CommEngine();
   void loop();
-  void poll_once();
+  void poll_once();  // under progress_mu_ whenever threaded_
   void start_queued();
   void start_next_phase(const std::shared_ptr<CommOp>& op);
   void complete(const std::shared_ptr<CommOp>& op);
@@ -96,8 +111,18 @@ class CommEngine {
   std::deque<std::shared_ptr<CommOp>> queue_;
   std::atomic<int> queued_{0};
   bool stop_ = false, stopped_ = false;
+  // The thread's state, under mu_: in its long idle sleep (submit must wake it), and whether
+  // someone woke it (submit, or a leaving waiter handing back work in flight).
+  bool deep_sleep_ = false, wake_ = false;
+  double last_busy_ = 0;  // when the thread last saw work (thread only)
 
-  // Comm-thread state.
+  // Held around every poll_once when threaded_: the MPI calls and the progress state below.
+  // drivers_ counts callers progressing in wait(); the thread does not poll while there are any.
+  std::mutex progress_mu_;
+  std::atomic<int> drivers_{0};
+  std::atomic<int> inflight_count_{0};  // inflight_.size(), readable without progress_mu_
+
+  // Progress state (the comm thread or a driving waiter, under progress_mu_).
   std::vector<std::shared_ptr<CommOp>> inflight_;
   std::vector<MPI_Request> reqs_;
   std::vector<CommOp*> owners_;

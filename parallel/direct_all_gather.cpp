@@ -6,6 +6,8 @@
 // docs/parallelism.md.
 #include <ATen/ATen.h>
 
+#include <cstring>
+
 #include "parallel/mpi_types.h"
 #include "parallel/p2p_collectives.h"
 
@@ -26,7 +28,8 @@ std::vector<CommOp::Phase> direct_all_gather_phases(const at::Tensor& out_, cons
       const int to = (rank + d) % size, from = (rank + size - d) % size;
       post_exchange(in.data_ptr(), block, to, at_block(from), block, from, dt, esz, comm, tag, reqs);
     }
-    if (!in_place) out.narrow(0, int64_t(rank) * block, block).copy_(in);
+    // A plain copy: ATen's copy_ costs a few microseconds of dispatch, 10% of a 1 MiB gather.
+    if (!in_place) std::memcpy(at_block(rank), in.data_ptr(), size_t(block * esz));
   }};
 }
 

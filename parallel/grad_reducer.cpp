@@ -160,6 +160,7 @@ void GradReducer::issue(size_t bi) {
   trace_[bi].bytes = b.flat.numel() * int64_t(b.flat.element_size());
   if (opts_.grad_scale != 1.0) b.flat.mul_(opts_.grad_scale);
   b.work = opts_.zero1 ? g.reduce_scatter(b.shard, b.flat) : g.all_reduce(b.flat);
+  b.work->start();  // overlaps the rest of the backward pass
   b.issued = true;
 }
 

@@ -20,6 +20,7 @@ class MpiWork final : public Work {
   explicit MpiWork(std::shared_ptr<CommOp> op) : op_(std::move(op)) {}
   void wait() override { CommEngine::instance().wait(*op_); }
   bool done() override { return CommEngine::instance().test(*op_); }
+  void start() override { CommEngine::instance().start(*op_); }
   double issued_at() const override { return op_->issued_at; }
   double started_at() const override { return op_->started_at.load(); }
 
@@ -210,40 +211,27 @@ WorkPtr MpiGroup::all_to_all(const at::Tensor& out, const at::Tensor& in, const 
     fail("in and out must have rows of the same shape (dim 0 is the row count)");
   if (int(recv_counts.size()) != size() || int(send_counts.size()) != size())
     fail("needs one send and one receive count per member (" + std::to_string(size()) + ")");
-  auto to_ints = [&](const std::vector<int64_t>& counts, int64_t rows, const char* side) {
-    auto v = std::make_shared<std::vector<int>>(2 * counts.size());  // counts, then displacements
-    int64_t off = 0;
-    for (size_t j = 0; j < counts.size(); ++j) {
-      if (counts[j] < 0) fail(std::string(side) + " count " + std::to_string(counts[j]) + " is negative");
-      if (off + counts[j] > INT_MAX) fail(std::string(side) + " rows exceed MPI's int count");
-      (*v)[j] = int(counts[j]);
-      (*v)[counts.size() + j] = int(off);
-      off += counts[j];
-    }
-    if (off != rows)
-      fail(std::string(side) + " counts add up to " + std::to_string(off) + " rows but the tensor has " +
-           std::to_string(rows));
-    return v;
-  };
-  auto send = to_ints(send_counts, in.size(0), "send");
-  auto recv = to_ints(recv_counts, out.size(0), "receive");
   int64_t row_elems = 1;
   for (int64_t d : in.sizes().slice(1)) row_elems *= d;
   const int64_t row_bytes = row_elems * int64_t(in.element_size());
-  if (row_bytes > INT_MAX) fail("one row is larger than 2 GiB");
-  const int n = size();
-  return submit(op, true, {[out, in, send, recv, row_bytes, n, c = comm_](std::vector<MPI_Request>& reqs) {
-                  // Counts are in rows: one row datatype keeps them (and the displacements) small.
-                  MPI_Datatype row = MPI_BYTE;
-                  if (row_bytes > 0) {
-                    MPI_Type_contiguous(int(row_bytes), MPI_BYTE, &row);
-                    MPI_Type_commit(&row);
-                  }
-                  reqs.emplace_back();
-                  MPI_Ialltoallv(in.data_ptr(), send->data(), send->data() + n, row, out.data_ptr(), recv->data(),
-                                 recv->data() + n, row, c, &reqs.back());
-                  if (row != MPI_BYTE) MPI_Type_free(&row);  // freed once the operation completes
-                }});
+  auto to_bytes = [&](const std::vector<int64_t>& counts, int64_t rows, const char* side) {
+    std::vector<int64_t> b(counts.size());
+    int64_t total = 0;
+    for (size_t j = 0; j < counts.size(); ++j) {
+      if (counts[j] < 0) fail(std::string(side) + " count " + std::to_string(counts[j]) + " is negative");
+      total += counts[j];
+      b[j] = counts[j] * row_bytes;
+    }
+    if (total != rows)
+      fail(std::string(side) + " counts add up to " + std::to_string(total) + " rows but the tensor has " +
+           std::to_string(rows));
+    return b;
+  };
+  auto send = to_bytes(send_counts, in.size(0), "send");
+  auto recv = to_bytes(recv_counts, out.size(0), "receive");
+  return submit(op, true,
+                direct_all_to_all_phases(out, in, std::move(send), std::move(recv), ring_comm_, rank(), size(),
+                                         next_ring_tag()));
 }
 
 WorkPtr MpiGroup::send(const at::Tensor& t, int peer, int tag) {

@@ -10,7 +10,7 @@
 // - all-reduce: a ring (reduce-scatter then all-gather, 2(n-1) steps, each rank sending
 //   2(n-1)/n of the tensor: bandwidth-optimal, as in NCCL). The reduce-scatter steps are cut into
 //   segments so that folding in one received segment overlaps the transfer of the next.
-// - all-gather and broadcast: direct, every message of the collective in one step. Open MPI's
+// - all-gather, broadcast and all-to-all-v: direct, every message of the collective in one step. Open MPI's
 //   shared-memory transport makes large messages a single copy by the receiver (CMA), so the
 //   receivers copy in parallel, and one step waits for the scheduler once where a ring or chain
 //   waits n-1 times (which dominated on oversubscribed cores). A ring would suit a network, where
@@ -31,6 +31,12 @@ std::vector<CommOp::Phase> ring_all_reduce_phases(const at::Tensor& t, ReduceOp 
 // out holds size blocks of in's length; in may be out's block `rank` (in place).
 std::vector<CommOp::Phase> direct_all_gather_phases(const at::Tensor& out, const at::Tensor& in, MPI_Comm comm,
                                                     int rank, int size, int tag);
+// Counts and the blocks' order are in bytes; blocks lie back to back in member order. Every
+// all_to_all takes this path whatever its size: members know only their own counts, so a size
+// threshold could send two members down different paths.
+std::vector<CommOp::Phase> direct_all_to_all_phases(const at::Tensor& out, const at::Tensor& in,
+                                                    std::vector<int64_t> send_bytes, std::vector<int64_t> recv_bytes,
+                                                    MPI_Comm comm, int rank, int size, int tag);
 std::vector<CommOp::Phase> direct_broadcast_phases(const at::Tensor& t, int root, MPI_Comm comm, int rank, int size,
                                                    int tag);
 

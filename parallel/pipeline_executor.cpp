@@ -143,6 +143,7 @@ void PipelineExecutor::post_recv(bool grad, int mb, int chunk, const StageCallba
   const int from_stage = grad ? s + 1 : s - 1;
   at::Tensor buffer = cb.activation_buffer(mb, grad ? s + 1 : s);
   WorkPtr work = pp_->recv(buffer, schedule_.hop(mb, from_stage).rank, tag(grad, mb, s));
+  work->start();  // posted now, progressed while this rank computes
   (grad ? recv_grad_ : recv_act_)[{mb, chunk}] = {std::move(buffer), std::move(work)};
 }
 
@@ -157,6 +158,7 @@ void PipelineExecutor::post_send(bool grad, int mb, int chunk) {
   at::Tensor t = std::move(it->second);
   produced.erase(it);
   sends_.emplace_back(pp_->send(t, schedule_.hop(mb, to_stage).rank, tag(grad, mb, to_stage)), t);
+  sends_.back().first->start();
 }
 
 void PipelineExecutor::check_empty() const {

@@ -38,6 +38,10 @@ class Work {
   virtual ~Work() = default;
   virtual void wait() = 0;
   virtual bool done() = 0;  // has it completed? never blocks
+  // Call on an operation that should progress while the caller computes, before computing: the
+  // mpi backend otherwise leaves an operation issued alone for the caller's wait() to drive (no
+  // thread hand-off, see comm_thread.h) and starts it only within a millisecond. Never blocks.
+  virtual void start() {}
   // Seconds since std::chrono::steady_clock's epoch when the caller issued the operation and
   // when the backend started it (0 until then): for traces and the overlap test.
   virtual double issued_at() const = 0;
