@@ -118,6 +118,8 @@ WorkPtr MpiGroup::all_reduce(const at::Tensor& t, ReduceOp op) {
   const MPI_Op mop = mpi_reduce_op(op, t.scalar_type());
   const int64_t n = t.numel(), esz = int64_t(t.element_size()), chunk = mpi_chunk_elems();
   // Same decision on every member: it depends only on the size, which they share.
+  if (size() > 2 && int64_t(t.nbytes()) >= ring_min_bytes() && int64_t(t.nbytes()) <= direct_max_bytes())
+    return submit("all_reduce", true, direct_all_reduce_phases(t, op, ring_comm_, rank(), size(), next_ring_tag()));
   if (size() > 1 && int64_t(t.nbytes()) >= ring_min_bytes())
     return submit("all_reduce", true, ring_all_reduce_phases(t, op, ring_comm_, rank(), size(), next_ring_tag()));
   return submit("all_reduce", true, {[t, dt, mop, n, esz, chunk, c = comm_](std::vector<MPI_Request>& reqs) {
@@ -139,6 +141,9 @@ WorkPtr MpiGroup::reduce_scatter(const at::Tensor& out, const at::Tensor& in, Re
     throw std::invalid_argument("reduce_scatter on group " + name() + ": in has " + std::to_string(in.numel()) +
                                 " elements, expected out's " + std::to_string(out.numel()) + " x " +
                                 std::to_string(size()) + " members");
+  if (size() > 1 && int64_t(in.nbytes()) >= ring_min_bytes())  // the same choice on every member
+    return submit("reduce_scatter", true,
+                  direct_reduce_scatter_phases(out, in, op, ring_comm_, rank(), size(), next_ring_tag()));
   const int cnt = checked_count("reduce_scatter", name(), out.numel());
   const MPI_Datatype dt = mpi_datatype(in.scalar_type());
   const MPI_Op mop = mpi_reduce_op(op, in.scalar_type());

@@ -57,9 +57,7 @@ std::vector<CommOp::Phase> ring_all_reduce_phases(const at::Tensor& tensor, Redu
     if (!ring->pending) return;
     at::Tensor dst = ring->t.narrow(0, ring->pending_dst.begin, ring->pending_dst.len);
     const at::Tensor src = ring->tmp[ring->pending_slot].narrow(0, 0, dst.numel());
-    if (op == ReduceOp::Sum) dst.add_(src);
-    else if (op == ReduceOp::Max) at::maximum_out(dst, dst, src);
-    else at::minimum_out(dst, dst, src);
+    fold_into(dst, src, op);
     ring->pending = false;
   };
   // One step: fold in the previous segment first only where this step touches it.

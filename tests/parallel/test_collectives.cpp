@@ -82,7 +82,7 @@ TEST(Collectives, ReduceScatter) {
   auto g = test_world();
   for (ReduceOp op : {ReduceOp::Sum, ReduceOp::Max})
     for (at::ScalarType dt : kDtypes)
-      for (int64_t block : {0, 1, 7, 1001}) {
+      for (int64_t block : {0, 1, 7, 1001, 70001}) {  // the largest take the direct path (p2p_collectives.h)
         const int64_t n = block * g->size();
         at::Tensor in = input(n, g->rank(), dt);
         at::Tensor out = at::full({block}, 99, dt);
