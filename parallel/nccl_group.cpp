@@ -308,7 +308,11 @@ GroupPtr wrap(ncclComm_t comm, int device, std::string name, int rank, std::vect
 }
 
 std::shared_ptr<ProcessGroup> NcclGroup::split(int color, int key, const std::string& new_name) {
-  if (color < 0) bad("split", "color must be >= 0");
+  // A negative color joins no group (nullptr, as MPI_UNDEFINED under MPI), but the rank still
+  // takes part: the gathers below and ncclCommSplit are collective over this communicator, and a
+  // rank that stayed away would hang the others. ncclCommSplit's own word for it is
+  // NCCL_SPLIT_NOCOLOR (-1; other negative colors are not defined), which leaves `child` null.
+  const bool member = color >= 0;
   const c10::cuda::CUDAGuard guard(dev_index(state_->device));
   const auto on_gpu = at::TensorOptions().dtype(at::kLong).device(at::kCUDA, dev_index(state_->device));
   // Everyone's (color, key), so each member knows its new rank and the world ranks of its group.
@@ -320,7 +324,7 @@ std::shared_ptr<ProcessGroup> NcclGroup::split(int color, int key, const std::st
   const at::Tensor host = all.cpu();  // ordered after the gather by wait(), synchronous
   const int64_t* ck = host.data_ptr<int64_t>();
   std::vector<int> members;
-  for (int i = 0; i < size(); ++i)
+  for (int i = 0; member && i < size(); ++i)
     if (ck[2 * i] == color) members.push_back(i);
   // Ranked by (key, old rank), as MPI_Comm_split and ncclCommSplit both do.
   std::stable_sort(members.begin(), members.end(), [&](int a, int b) { return ck[2 * a + 1] < ck[2 * b + 1]; });
@@ -330,17 +334,21 @@ std::shared_ptr<ProcessGroup> NcclGroup::split(int color, int key, const std::st
 
   ncclComm_t child = nullptr;
   if (api().CommSplit != nullptr && !g_split_by_unique_id) {
-    nccl::check(api().CommSplit(comm(), color, key, &child, nullptr), "ncclCommSplit of group " + name(), comm());
+    constexpr int kNoColor = -1;  // NCCL_SPLIT_NOCOLOR (nccl.h >= 2.18, the version CommSplit needs)
+    nccl::check(api().CommSplit(comm(), member ? color : kNoColor, key, &child, nullptr),
+                "ncclCommSplit of group " + name(), comm());
+    if (!member) return nullptr;
   } else {
     // Before NCCL 2.18: each new group's rank 0 makes a unique id and everyone gathers all of
     // them over this communicator, then takes its own group's.
     constexpr int64_t kId = sizeof(ncclUniqueId);
     ncclUniqueId id{};
-    if (new_rank == 0) nccl::check(api().GetUniqueId(&id), "ncclGetUniqueId");
+    if (member && new_rank == 0) nccl::check(api().GetUniqueId(&id), "ncclGetUniqueId");
     at::Tensor id_buf = at::empty({kId}, at::kByte);
     std::memcpy(id_buf.data_ptr(), &id, sizeof id);
     at::Tensor ids = at::empty({kId * size()}, on_gpu.dtype(at::kByte));
     all_gather(ids, id_buf.to(ids.device()))->wait();
+    if (!member) return nullptr;  // it took part in the gather; it makes no communicator
     const at::Tensor ids_host = ids.cpu();
     std::memcpy(&id, ids_host.data_ptr<uint8_t>() + kId * members[0], sizeof id);
     nccl::check(api().CommInitRank(&child, int(members.size()), id, new_rank), "ncclCommInitRank for split " + new_name);

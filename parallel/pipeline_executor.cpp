@@ -4,6 +4,7 @@
 #include <ATen/core/grad_mode.h>
 #include <torch/csrc/autograd/autograd.h>
 
+#include <cstdlib>
 #include <stdexcept>
 #include <string>
 
@@ -27,12 +28,16 @@ PipelineExecutor::PipelineExecutor(Schedule schedule, GroupPtr pp) : schedule_(s
     throw std::invalid_argument("pipeline executor: schedule for pp=" + std::to_string(schedule_.pp) +
                                 " on a pp group of " + std::to_string(pp_->size()) + " ranks");
   rank_ = pp_->rank();
+  const char* one_tag = std::getenv("SHOESTRING_P2P_ORDER_MATCHED");
+  order_matched_ = one_tag != nullptr && std::string(one_tag) == "1";
   if (tag(true, schedule_.microbatches - 1, schedule_.stages - 1) > kMaxTag)
     throw std::invalid_argument("pipeline executor: " + std::to_string(schedule_.microbatches) + " micro-batches x " +
                                 std::to_string(schedule_.stages) + " stages exceed the MPI tag range");
 }
 
-int PipelineExecutor::tag(bool grad, int mb, int stage) const { return (mb * schedule_.stages + stage) * 2 + int(grad); }
+int PipelineExecutor::tag(bool grad, int mb, int stage) const {
+  return order_matched_ ? 0 : (mb * schedule_.stages + stage) * 2 + int(grad);
+}
 
 void PipelineExecutor::run(const StageCallbacks& cb) {
   trace_.clear();

@@ -5,6 +5,12 @@
 // through ops::WeightGradStore), and moves activations and gradients between ranks with
 // non-blocking send/recv on the pp group, matched by tag (kind, micro-batch, stage).
 //
+// Test switch: with SHOESTRING_P2P_ORDER_MATCHED=1 in the environment (read when an executor is
+// made) every message goes under one tag, so MPI pairs the messages between two ranks by order
+// alone (its non-overtaking rule), as NCCL does. A step then gives the tag-matched results only
+// if both ends of every rank pair post the pair's messages in the same order (schedule.h,
+// point_to_point_order); tests/parallel/test_pipeline_training.cpp compares the two bit for bit.
+//
 // On CPU the two halves of an overlapped FB pair run one after the other (forward first); the
 // action order, the communication order and the results are those of the schedule. At the end of
 // run() every stored activation, weight-gradient closure and message has been consumed, or
@@ -84,6 +90,7 @@ class PipelineExecutor {
   Schedule schedule_;
   GroupPtr pp_;
   int rank_ = 0;
+  bool order_matched_ = false;  // SHOESTRING_P2P_ORDER_MATCHED: one tag for every message
   int backwards_left_ = 0;
   double waited_ = 0;  // within the current action
   std::map<Key, Saved> saved_;                       // forwarded, not yet backwarded

@@ -80,7 +80,8 @@ class ProcessGroup {
   virtual WorkPtr barrier() = 0;
 
   // Collective over this group (like MPI_Comm_split): members passing the same `color` (>= 0)
-  // form one new group named `name`, ranked by (key, current rank).
+  // form one new group named `name`, ranked by (key, current rank). A member passing a negative
+  // color still calls it and gets nullptr (MPI_UNDEFINED, NCCL_SPLIT_NOCOLOR).
   virtual std::shared_ptr<ProcessGroup> split(int color, int key, const std::string& name) = 0;
 
  protected:

@@ -136,6 +136,7 @@ void add_communication(Schedule& s, const std::vector<ComputeOrder>& compute) {
       if ((bwd || a.op == Op::FB) && remote(bmb, bchunk, -1)) out.push_back({Op::SendB, bmb, bchunk});
     }
   }
+  post_in_one_order(s);
 }
 
 int peak_activations(const std::vector<Action>& actions) {

@@ -15,7 +15,25 @@
 // local producer has run, or its Recv was posted earlier on this rank and the peer's matching Send
 // has run. Messages are matched by (kind, micro-batch, stage), never by order. Sends and receives
 // appear only where consecutive stages of a route sit on different ranks; on one rank (DualPipeV's
-// turn at the last rank) the hand-off is local.
+// turn at the last rank) the hand-off is local. This is CommModel::Tagged (MPI).
+//
+// CommModel::InOrder is NCCL as NcclGroup issues point-to-point (parallel/nccl_group.cpp): no tags,
+// the n-th send from a to b meets the n-th receive at b from a; every send and receive is its own
+// NCCL call (no ncclGroupStart/End around them) on the group's one stream, enqueued behind all the
+// compute the rank issued before it (the caller-stream event). So each rank has two in-order
+// streams: compute runs its compute actions in order, each also waiting for the receives it
+// consumes; communication runs the Send*/Recv* actions in order, each waiting for every compute
+// action before it in the rank's list, and a send and its receive complete together, once both are
+// at the head of their streams (rendezvous: NCCL documents send/recv as blocking on the GPU until
+// the peer takes part; a buffered transfer only finishes earlier, so a schedule that completes
+// here completes there). Grouping the calls would relax this (a group progresses all its operations
+// at once); we model the calls as they are issued. Under this model a rank pair's two directions
+// must interleave the same way on both sides, and one late receive holds up every later send.
+//
+// The generators (add_communication) post every rank's messages in one global order taken from a
+// replay of the compute orders: each send right after the compute that produces it, each receive
+// as early as that order lets it be. Such a schedule is correct under both models, with the same
+// simulated times at the generator's costs.
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -84,6 +102,11 @@ int min_microbatches(const ScheduleOptions& o);
 // "dualpipe with pp=4 needs at least 8 micro-batches (2 x pp), got 6").
 Schedule make_schedule(const ScheduleOptions& o);
 
+enum class CommModel : uint8_t {
+  Tagged,   // MPI: non-blocking posts matched by (kind, micro-batch, stage); the header's semantics
+  InOrder,  // NCCL: matched by order, one blocking stream of sends and receives per rank (header)
+};
+
 struct Validation {
   std::vector<int> peak_activations;  // per rank: most (mb, chunk) forwarded and not yet backwarded (B/I)
 };
@@ -93,8 +116,10 @@ struct Validation {
 // producer on the peer, or a local producer earlier), no action refers to a chunk or micro-batch
 // that does not exist, and running all ranks under the semantics above finishes (no deadlock).
 // Throws std::invalid_argument with the first violation ("rank 2 action 7 (F3.0): input of
-// micro-batch 3 stage 2 is never received").
-Validation validate(const Schedule& s);
+// micro-batch 3 stage 2 is never received"). Under CommModel::InOrder it also needs
+// point_to_point_order() to hold ("point-to-point order: ...") and the run under that model to
+// finish ("deadlock (in-order): ...").
+Validation validate(const Schedule& s, CommModel model = CommModel::Tagged);
 
 // What transports that match point-to-point messages by order rather than by tag need (NCCL
 // pairs the n-th send from a to b with the n-th receive at b from a): for every direction between
@@ -127,12 +152,15 @@ struct Simulation {
 // (tests/parallel/test_schedule.cpp; docs/pipeline.md says where): 1F1B (PP-1)(F+B) on every
 // rank; ZB1P (PP-1)(F+B-2W) on every rank when W <= F and W <= B-W; DualPipe (PP/2-1)(F&B+B-3W)
 // on the worst rank when F = B-W, W <= F and B <= F&B <= F+B, with M >= 2 PP.
-Simulation simulate(const Schedule& s, const ActionCosts& costs);
+// Under CommModel::InOrder a message costs `comm` on both ranks' communication streams and starts
+// when both ends are ready (the header's model); the makespan includes the last message.
+Simulation simulate(const Schedule& s, const ActionCosts& costs, CommModel model = CommModel::Tagged);
 // The same with costs per (rank, chunk): stages rarely cost the same (the first embeds, the last
 // computes the head and loss). An FB pair costs fb x (f + b') / (f + b), with f, b, fb of its
 // forward half's chunk and b' the backward of its backward half's: that chunk's overlap ratio
 // applied to what the two halves cost (fb itself when both chunks cost the same).
-Simulation simulate(const Schedule& s, const std::vector<std::vector<ActionCosts>>& costs);
+Simulation simulate(const Schedule& s, const std::vector<std::vector<ActionCosts>>& costs,
+                    CommModel model = CommModel::Tagged);
 std::vector<std::vector<ActionCosts>> uniform_costs(const Schedule& s, const ActionCosts& c);
 // Costs per (rank, chunk) from each model stage's forward time alone, as estimates from FLOPs
 // give them: backward twice the forward, the weight half of it half of that, an overlapped pair

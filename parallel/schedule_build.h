@@ -9,10 +9,20 @@ namespace shoestring::parallel::detail {
 // A rank's compute actions (F, B, I, W, FB) in order, before communication is added.
 using ComputeOrder = std::vector<Action>;
 
-// Fills s.actions from per-rank compute orders, adding the Send/Recv posts the header's semantics
-// need: receives of an action's remote inputs just before it, sends of its remote outputs just
-// after it; nothing where consecutive stages of a route share a rank (the hand-off is local).
+// Fills s.actions from per-rank compute orders, adding the Send/Recv posts both communication
+// models need (schedule.h): first receives of an action's remote inputs just before it and sends
+// of its remote outputs just after it, nothing where consecutive stages of a route share a rank
+// (the hand-off is local); then post_in_one_order().
 void add_communication(Schedule& s, const std::vector<ComputeOrder>& compute);
+
+// Moves the posts (never a compute action) so that every rank's messages follow one global order:
+// the order in which a replay at unit costs (ActionCosts{}) sends them. Each send stays right
+// after the compute that produces it; each receive moves to just after the post before it in that
+// order, so it is posted as early as the order allows and before its consumer. Both ends of every
+// rank pair then see the pair's messages, both directions interleaved, in the same order, which
+// CommModel::InOrder needs. A schedule whose tag-matched replay deadlocks is left as it is (the
+// validator names the deadlock).
+void post_in_one_order(Schedule& s);
 
 // One route through pp ranks, chunk 0 each: gpipe, 1f1b and zb1p.
 Schedule linear_layout(const std::string& name, int pp, int microbatches);

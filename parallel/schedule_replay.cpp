@@ -14,14 +14,6 @@ namespace {
 
 constexpr double kNotYet = std::numeric_limits<double>::infinity();
 
-enum class Need { LocalF, LocalB, MsgF, MsgB };
-
-struct Input {
-  Need need;
-  int mb, stage;  // the producing stage
-  int from_rank;  // messages only
-};
-
 struct State {
   int stages = 0;
   std::vector<double> f_end, b_end, msg_f, msg_b;  // by mb * stages + stage; kNotYet until done
@@ -51,6 +43,8 @@ void backward_inputs(const Schedule& s, int rank, int mb, int chunk, std::vector
   const Hop& next = s.hop(mb, st + 1);
   out.push_back({next.rank == rank ? Need::LocalB : Need::MsgB, mb, st + 1, next.rank});
 }
+
+}  // namespace
 
 std::vector<Input> inputs_of(const Schedule& s, int rank, const Action& a) {
   std::vector<Input> in;
@@ -82,18 +76,22 @@ std::string describe(const Input& in) {
   return "?";
 }
 
-double cost_of(const Action& a, const ActionCosts& c) {
+double action_cost(const std::vector<std::vector<ActionCosts>>& table, int rank, const Action& a) {
+  const ActionCosts& c = table[size_t(rank)][size_t(a.chunk)];
   switch (a.op) {
     case Op::F: return c.f;
     case Op::B: return c.b;
     case Op::I: return c.b - c.w;
     case Op::W: return c.w;
-    case Op::FB: return c.fb;
+    case Op::FB: {
+      // The pair's two halves may belong to chunks of different cost: F&B scales with them,
+      // keeping the forward chunk's overlap ratio fb / (f + b).
+      const ActionCosts& other = table[size_t(rank)][size_t(a.chunk2)];
+      return c.f + c.b > 0 ? c.fb * (c.f + other.b) / (c.f + c.b) : c.fb;
+    }
     default: return 0;
   }
 }
-
-}  // namespace
 
 Replay replay(const Schedule& s, const std::vector<std::vector<ActionCosts>>& table) {
   const size_t keys = size_t(s.microbatches) * size_t(s.stages), ranks = size_t(s.pp);
@@ -123,14 +121,7 @@ Replay replay(const Schedule& s, const std::vector<std::vector<ActionCosts>>& ta
         }
         if (blocked) break;
         const ActionCosts& costs = table[r][size_t(a.chunk)];
-        double cost = cost_of(a, costs);
-        if (a.op == Op::FB) {
-          // The pair's two halves may belong to chunks of different cost: F&B scales with them,
-          // keeping the forward chunk's overlap ratio fb / (f + b).
-          const ActionCosts& other = table[r][size_t(a.chunk2)];
-          if (costs.f + costs.b > 0) cost = costs.fb * (costs.f + other.b) / (costs.f + costs.b);
-        }
-        const double end = ready + cost;
+        const double end = ready + action_cost(table, int(r), a);
         const int rank = int(r);
         auto stage = [&](int mb, int chunk) { return s.stage_of(mb, rank, chunk); };
         switch (a.op) {

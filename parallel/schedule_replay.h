@@ -1,7 +1,8 @@
 #pragma once
-// Runs every rank of a schedule under the communication semantics of schedule.h: the one engine
+// Runs every rank of a schedule under one of the communication models of schedule.h: the engines
 // behind the validator's deadlock check and the simulator, so the two can never disagree.
 #include <string>
+#include <vector>
 
 #include "parallel/schedule.h"
 
@@ -15,8 +16,26 @@ struct Replay {
   std::vector<std::vector<TimedAction>> timeline;  // compute actions only
 };
 
+// What an action needs before it can run: a local forward/backward, or a message from a peer.
+enum class Need { LocalF, LocalB, MsgF, MsgB };
+struct Input {
+  Need need;
+  int mb, stage;  // the producing stage
+  int from_rank;  // messages only
+};
+std::vector<Input> inputs_of(const Schedule& s, int rank, const Action& a);
+std::string describe(const Input& in);  // "the activation of micro-batch 3 stage 1 from rank 1"
+// What action a costs on `rank` (an FB: schedule.h, simulate()); posts cost nothing.
+double action_cost(const std::vector<std::vector<ActionCosts>>& table, int rank, const Action& a);
+
 // Assumes the static checks of validate() passed (indices in range, each input produced once).
 // costs[rank][chunk]: what each action of that chunk costs there (an FB: schedule.h, simulate()).
 Replay replay(const Schedule& s, const std::vector<std::vector<ActionCosts>>& costs);
+
+// The same under CommModel::InOrder (schedule.h): per rank a compute stream and one in-order
+// communication stream, each send meeting the receive in the same position of its direction. A
+// send with no such receive, or one of another message, leaves both stuck (point_to_point_order()
+// names the mismatch; validate() checks it first). `stuck` names each stuck rank's two heads.
+Replay replay_in_order(const Schedule& s, const std::vector<std::vector<ActionCosts>>& costs);
 
 }  // namespace shoestring::parallel::detail

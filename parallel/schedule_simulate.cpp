@@ -23,9 +23,11 @@ std::vector<std::vector<ActionCosts>> costs_from_forward(const Schedule& s, cons
   return out;
 }
 
-Simulation simulate(const Schedule& s, const ActionCosts& costs) { return simulate(s, uniform_costs(s, costs)); }
+Simulation simulate(const Schedule& s, const ActionCosts& costs, CommModel model) {
+  return simulate(s, uniform_costs(s, costs), model);
+}
 
-Simulation simulate(const Schedule& s, const std::vector<std::vector<ActionCosts>>& costs) {
+Simulation simulate(const Schedule& s, const std::vector<std::vector<ActionCosts>>& costs, CommModel model) {
   if (costs.size() != size_t(s.pp))
     throw std::invalid_argument("simulate: costs for " + std::to_string(costs.size()) + " ranks, schedule has " +
                                 std::to_string(s.pp));
@@ -33,8 +35,9 @@ Simulation simulate(const Schedule& s, const std::vector<std::vector<ActionCosts
     if (per_rank.size() != size_t(s.chunks))
       throw std::invalid_argument("simulate: costs for " + std::to_string(per_rank.size()) + " chunks per rank, schedule has " +
                                   std::to_string(s.chunks));
-  const detail::Replay run = detail::replay(s, costs);
-  if (!run.finished) throw std::invalid_argument("deadlock: " + run.stuck);
+  const bool in_order = model == CommModel::InOrder;
+  const detail::Replay run = in_order ? detail::replay_in_order(s, costs) : detail::replay(s, costs);
+  if (!run.finished) throw std::invalid_argument(std::string(in_order ? "deadlock (in-order): " : "deadlock: ") + run.stuck);
   Simulation sim;
   sim.makespan = run.makespan;
   sim.busy = run.busy;

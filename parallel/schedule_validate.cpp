@@ -1,5 +1,6 @@
 // validate(): static checks of every action in order, then completeness, then a replay of all
-// ranks (schedule_replay.h) to prove the schedule finishes. The first violation is thrown.
+// ranks (schedule_replay.h) to prove the schedule finishes, under CommModel::InOrder also the
+// point-to-point order and the in-order replay. The first violation is thrown.
 #include <map>
 #include <stdexcept>
 #include <tuple>
@@ -175,11 +176,17 @@ void check_shape(const Schedule& s) {
 
 }  // namespace
 
-Validation validate(const Schedule& s) {
+Validation validate(const Schedule& s, CommModel model) {
   check_shape(s);
   Checker(s).run();
   const detail::Replay run = detail::replay(s, uniform_costs(s, ActionCosts{}));
   if (!run.finished) throw std::invalid_argument("deadlock: " + run.stuck);
+  if (model == CommModel::InOrder) {
+    if (const std::string order = point_to_point_order(s); !order.empty())
+      throw std::invalid_argument("point-to-point order: " + order);
+    const detail::Replay strict = detail::replay_in_order(s, uniform_costs(s, ActionCosts{}));
+    if (!strict.finished) throw std::invalid_argument("deadlock (in-order): " + strict.stuck);
+  }
   Validation v;
   for (const auto& acts : s.actions) v.peak_activations.push_back(detail::peak_activations(acts));
   return v;

@@ -269,13 +269,15 @@ TrainSummary train(const Config& cfg, const parallel::World& world, const TrainO
   const int threads = parallel::threads_per_rank(int(cfg.train.threads), world);
   at::set_num_threads(threads);
   const at::Device device = pick_device(cfg.train.device, world.local_rank);
-  // NCCL matches point-to-point messages by order, the executor by tag (kind, micro-batch,
-  // stage): until the schedules post every pair's sends and receives in the same order, a
-  // pipeline runs on CPU only, rather than risk a mismatched or hung exchange on GPUs.
+  // NCCL matches point-to-point messages by order. The schedules now post every rank pair's
+  // messages in one order and finish under NCCL's model (schedule.h, CommModel::InOrder), a CPU
+  // run matched by order alone gives the tag-matched results bit for bit, and NCCL splits accept
+  // the pipeline's negative colours; what is left is a run on GPUs (docs/pipeline.md). Until one
+  // has passed, refuse rather than risk a hung exchange.
   if (shape.pp > 1 && device.is_cuda())
     throw ConfigError("parallel.pp=" + std::to_string(shape.pp) +
-                      ": pipeline parallelism runs on CPU only for now (NCCL point-to-point is not "
-                      "tag-matched); set train.device=cpu or parallel.pp=1");
+                      ": pipeline parallelism has not yet been run on GPUs (its NCCL message order is checked "
+                      "on CPU only); set train.device=cpu or parallel.pp=1");
   // fp8 keeps activations in bf16 around the FP8 GEMMs, as DeepSeek-V3 §3.3 does.
   const at::ScalarType dtype = cfg.train.precision == "fp32"   ? at::kFloat
                                : cfg.train.precision == "fp64" ? at::kDouble

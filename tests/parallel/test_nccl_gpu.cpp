@@ -226,7 +226,6 @@ TEST_F(NcclGpu, RejectsBadArgumentsNamingOpAndGroup) {
   expect_invalid([&] { g->recv(ok, 2); }, "recv", "not a member");
   expect_invalid([&] { g->all_to_all(ok, ok.clone(), {3}, {4}); }, "all_to_all", "recv_counts sum");
   expect_invalid([&] { g->all_to_all(ok, ok, {4}, {4}); }, "all_to_all", "overlap");
-  expect_invalid([&] { g->split(-1, 0, "x"); }, "split", "color");
 }
 
 TEST_F(NcclGpu, CollectiveRunsAfterTheCallersQueuedWork) {
@@ -303,6 +302,12 @@ TEST_F(NcclGpu, SplitWithNcclCommSplitAndWithUniqueIds) {
     at::Tensor t = cuda(pattern(10, at::kFloat, 0));
     sub->all_reduce(t)->wait();
     EXPECT_TRUE(equal(t, pattern(10, at::kFloat, 0)));
+    // A negative color takes part in the split (it is collective) and joins no group, as under
+    // MPI: the pipeline's shared-gradient sub-groups pass -1 on the ranks outside them.
+    nccl_testing::force_split_by_unique_id(by_id);
+    GroupPtr none = g->split(-1, 0, "none");
+    nccl_testing::force_split_by_unique_id(false);
+    EXPECT_EQ(none, nullptr);
   }
 }
 

@@ -16,6 +16,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <cstdlib>
 #include <map>
 
 #include "tests/parallel/mpi_test_env.h"
@@ -138,6 +139,44 @@ TEST_P(EverySchedule, Float64MatchesOneProcess) {
 
 INSTANTIATE_TEST_SUITE_P(Pipeline, EverySchedule,
                          ::testing::Values("gpipe", "1f1b", "interleaved", "zb1p", "dualpipe", "dualpipev"));
+
+// DualPipe and DualPipeV with every pipeline message between two ranks under one MPI tag
+// (SHOESTRING_P2P_ORDER_MATCHED=1, pipeline_executor.h), so that MPI pairs them by order as NCCL
+// does: the losses and every parameter equal the tag-matched run's bit for bit. Messages paired
+// out of order would hand a stage another micro-batch's activation or gradient (all have one
+// shape here) and change the losses; before the schedules posted in one order per rank pair
+// (schedule_comm_order.cpp) dualpipev at pp = 4 did.
+TEST(PipelineTraining, OrderMatchedMessagesGiveTheTaggedRunExactly) {
+  for (const char* schedule : {"dualpipe", "dualpipev"}) {
+    Layout l;
+    l.schedule = schedule;
+    l.pp = test_mpi_world().size;
+    TrainOptions keep;
+    keep.keep_parameters = true;
+    std::vector<TrainSummary> runs;
+    for (bool one_tag : {false, true}) {
+      if (one_tag) ::setenv("SHOESTRING_P2P_ORDER_MATCHED", "1", 1);
+      else ::unsetenv("SHOESTRING_P2P_ORDER_MATCHED");
+      const fs::path dir = shoestring::testing::shared_temp_dir("shoestring_pp_order");
+      runs.push_back(train(tiny_moe(l, dir), test_mpi_world(), keep));
+      ::unsetenv("SHOESTRING_P2P_ORDER_MATCHED");
+      test_world()->barrier()->wait();
+      if (test_mpi_world().rank == 0) fs::remove_all(dir);
+    }
+    const std::string what = describe(l);
+    ASSERT_EQ(runs[0].losses.size(), 3u) << what;
+    EXPECT_EQ(runs[1].losses, runs[0].losses) << what;
+    ASSERT_EQ(runs[1].parameters.size(), runs[0].parameters.size()) << what;
+    for (size_t i = 0; i < runs[0].parameters.size(); ++i) {
+      EXPECT_EQ(runs[1].parameters[i].first, runs[0].parameters[i].first) << what;
+      EXPECT_TRUE(at::equal(runs[1].parameters[i].second, runs[0].parameters[i].second))
+          << what << ": " << runs[0].parameters[i].first;
+    }
+    if (test_mpi_world().rank == 0)
+      std::printf("%s order-matched: losses %.17g %.17g %.17g, identical to the tag-matched run\n", what.c_str(),
+                  runs[1].losses[0], runs[1].losses[1], runs[1].losses[2]);
+  }
+}
 
 TEST(PipelineTraining, WithDataAndExpertParallelism) {
   // Not GTEST_SKIP: ctest would then count the whole 2-rank run as skipped.

@@ -21,7 +21,9 @@ TEST(PlanCli, DualPipeTimelineAndSummary) {
   const auto r = run_shoestring("plan schedule --schedule dualpipe --pp 4 --microbatches 8");
   EXPECT_EQ(r.code, 0) << r.output;
   EXPECT_EQ(r.output.rfind("rank 0 |F0", 0), 0u) << r.output;
-  for (const char* want : {"rank 3 |", "parameters x2", "makespan 26", "(PP/2-1)(F&B+B-3W) = 2", "worst rank 2"})
+  for (const char* want : {"rank 3 |", "parameters x2", "makespan 26", "(PP/2-1)(F&B+B-3W) = 2", "worst rank 2",
+                            "point-to-point order: one order per rank pair",
+                            "in-order run (NCCL: one blocking stream of sends and receives per rank): finishes, makespan 26"})
     EXPECT_TRUE(has(r.output, want)) << want << " missing from\n" << r.output;
 }
 

@@ -98,6 +98,15 @@ int plan_schedule(const Args& args) {
   const std::string order = parallel::point_to_point_order(s);
   std::printf("point-to-point order: %s\n", order.empty() ? "one order per rank pair (order-matching transports such as NCCL can carry it)"
                                                             : ("differs between sender and receiver (NCCL could not carry it): " + order).c_str());
+  // The same costs under NCCL's model (schedule.h, CommModel::InOrder): one blocking stream of
+  // sends and receives per rank.
+  try {
+    const parallel::Simulation strict = parallel::simulate(s, costs, parallel::CommModel::InOrder);
+    std::printf("in-order run (NCCL: one blocking stream of sends and receives per rank): finishes, makespan %g\n",
+                strict.makespan);
+  } catch (const std::invalid_argument& e) {
+    std::printf("in-order run (NCCL: one blocking stream of sends and receives per rank): %s\n", e.what());
+  }
   if (!svg.empty()) {
     std::ofstream out(svg);
     out << parallel::render_svg(s, sim);
