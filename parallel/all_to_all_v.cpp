@@ -11,11 +11,15 @@ namespace shoestring::parallel {
 
 namespace {
 
-at::Tensor exchange(const at::Tensor& x, ProcessGroup& g, const std::vector<int64_t>& send,
-                    const std::vector<int64_t>& recv, BufferPool* pool) {
+at::Tensor receive_buffer(const at::Tensor& x, const std::vector<int64_t>& recv, BufferPool* pool) {
   std::vector<int64_t> shape = x.sizes().vec();
   shape[0] = std::accumulate(recv.begin(), recv.end(), int64_t(0));
-  at::Tensor out = pool ? pool->get(shape, x.options()) : at::empty(shape, x.options());
+  return pool ? pool->get(shape, x.options()) : at::empty(shape, x.options());
+}
+
+at::Tensor exchange(const at::Tensor& x, ProcessGroup& g, const std::vector<int64_t>& send,
+                    const std::vector<int64_t>& recv, BufferPool* pool) {
+  at::Tensor out = receive_buffer(x, recv, pool);
   g.all_to_all(out, x.contiguous(), recv, send)->wait();
   return out;
 }
@@ -27,17 +31,27 @@ struct GroupHolder : torch::CustomClassHolder {
   std::shared_ptr<BufferPool> pool;
 };
 
+// An exchange started from x: its receive buffer and Work. Not a tensor argument of the autograd
+// function, so that autograd does not take `out` for one of its inputs.
+struct Started {
+  at::Tensor out;
+  WorkPtr work;
+};
+
 struct AllToAllV : torch::autograd::Function<AllToAllV> {
+  // Forward only waits for the exchange already started from x, so that it can run between
+  // all_to_all_v_start and wait.
   static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x, const GroupPtr& group,
                             const std::vector<int64_t>& send, const std::vector<int64_t>& recv,
-                            const std::shared_ptr<BufferPool>& pool) {
+                            const std::shared_ptr<BufferPool>& pool, const Started& started) {
     ctx->saved_data["group"] = c10::IValue::make_capsule(c10::make_intrusive<GroupHolder>(group, pool));
     ctx->saved_data["send"] = send;
     ctx->saved_data["recv"] = recv;
     ctx->saved_data["shape"] = x.sizes().vec();
     ctx->saved_data["dtype"] = x.scalar_type();
     ctx->saved_data["device"] = x.device();
-    return exchange(x, *group, send, recv, pool.get());
+    started.work->wait();
+    return started.out;
   }
 
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
@@ -54,19 +68,49 @@ struct AllToAllV : torch::autograd::Function<AllToAllV> {
                                .device(ctx->saved_data["device"].toDevice()));
     }
     return {exchange(g, *holder->group, recv, send, holder->pool.get()), at::Tensor(), at::Tensor(), at::Tensor(),
-            at::Tensor()};
+            at::Tensor(), at::Tensor()};
   }
 };
 
 }  // namespace
 
-at::Tensor all_to_all_v(const at::Tensor& x, const GroupPtr& group, const std::vector<int64_t>& send_counts,
-                        const std::vector<int64_t>& recv_counts, const std::shared_ptr<BufferPool>& pool) {
+AllToAllVInFlight all_to_all_v_start(const at::Tensor& x, const GroupPtr& group,
+                                     const std::vector<int64_t>& send_counts, const std::vector<int64_t>& recv_counts,
+                                     const std::shared_ptr<BufferPool>& pool) {
   if (int(send_counts.size()) != group->size() || int(recv_counts.size()) != group->size())
     throw std::invalid_argument("all_to_all_v: counts must have one entry per member of group " + group->name());
   if (std::accumulate(send_counts.begin(), send_counts.end(), int64_t(0)) != x.size(0))
     throw std::invalid_argument("all_to_all_v: send counts do not add up to the rows of x");
-  return AllToAllV::apply(x, group, send_counts, recv_counts, pool);
+  AllToAllVInFlight f;
+  f.grad_ = at::GradMode::is_enabled();
+  f.x_ = x;
+  {
+    // Made as inside an autograd forward (grad mode off), since the autograd node returns it.
+    at::NoGradGuard no_grad;
+    f.out_ = receive_buffer(x, recv_counts, pool.get());
+  }
+  f.group_ = group;
+  f.send_ = send_counts;
+  f.recv_ = recv_counts;
+  f.pool_ = pool;
+  f.work_ = group->all_to_all(f.out_, x.contiguous(), recv_counts, send_counts);
+  return f;
+}
+
+at::Tensor AllToAllVInFlight::wait() {
+  if (!work_) throw std::logic_error("AllToAllVInFlight::wait: no exchange in flight (waited twice?)");
+  const at::AutoGradMode mode(grad_);
+  const WorkPtr work = std::move(work_);
+  at::Tensor out = AllToAllV::apply(x_, group_, send_, recv_, pool_, Started{out_, work});
+  x_ = out_ = at::Tensor();
+  return out;
+}
+
+bool AllToAllVInFlight::done() const { return !work_ || work_->done(); }
+
+at::Tensor all_to_all_v(const at::Tensor& x, const GroupPtr& group, const std::vector<int64_t>& send_counts,
+                        const std::vector<int64_t>& recv_counts, const std::shared_ptr<BufferPool>& pool) {
+  return all_to_all_v_start(x, group, send_counts, recv_counts, pool).wait();
 }
 
 std::vector<int64_t> exchange_counts(ProcessGroup& group, const std::vector<int64_t>& send_counts,

@@ -20,6 +20,36 @@ namespace shoestring::parallel {
 at::Tensor all_to_all_v(const at::Tensor& x, const GroupPtr& group, const std::vector<int64_t>& send_counts,
                         const std::vector<int64_t>& recv_counts, const std::shared_ptr<BufferPool>& pool = nullptr);
 
+// The forward exchange of all_to_all_v started and not yet waited for, so that the caller can
+// compute while the rows travel (the split MoE forward, trainer/model/moe.h). It holds x and the
+// receive buffer until wait(). all_to_all_v is start + wait.
+class AllToAllVInFlight {
+ public:
+  AllToAllVInFlight() = default;
+  // The received rows, attached to x's graph as all_to_all_v's result is (the backward exchange
+  // runs when backward reaches it, blocking, as all_to_all_v's). Grad mode is the one of start.
+  // Call once.
+  at::Tensor wait();
+  bool done() const;  // has the exchange completed? never blocks
+  const WorkPtr& work() const { return work_; }
+
+ private:
+  friend AllToAllVInFlight all_to_all_v_start(const at::Tensor&, const GroupPtr&, const std::vector<int64_t>&,
+                                              const std::vector<int64_t>&, const std::shared_ptr<BufferPool>&);
+  at::Tensor x_, out_;
+  GroupPtr group_;
+  std::vector<int64_t> send_, recv_;
+  std::shared_ptr<BufferPool> pool_;
+  WorkPtr work_;
+  bool grad_ = false;
+};
+
+// Starts the exchange (queued on the group like any collective, so it is issued now in this
+// rank's collective order) and returns without waiting for it.
+AllToAllVInFlight all_to_all_v_start(const at::Tensor& x, const GroupPtr& group,
+                                     const std::vector<int64_t>& send_counts, const std::vector<int64_t>& recv_counts,
+                                     const std::shared_ptr<BufferPool>& pool = nullptr);
+
 // Each member's per-destination counts -> the counts every member will send to this one (an
 // all_to_all of one int64 per pair; zeros fine), through tensors on `device` (the group's).
 // Collective over `group`.

@@ -1,205 +1,45 @@
 #include "trainer/expert_parallel.h"
 
 #include <ATen/ATen.h>
-#include <ATen/OpMathType.h>
-#include <ATen/Parallel.h>
-#include <torch/autograd.h>
-#include <torch/custom_class.h>
 
-#include <cstring>
 #include <stdexcept>
 #include <string>
 
 #include "parallel/all_to_all_v.h"
+#include "trainer/ep_rows.h"
 
 namespace shoestring {
 
+EpDispatcher::EpDispatcher(parallel::GroupPtr ep) : ep_(std::move(ep)), pool_(std::make_shared<parallel::BufferPool>()) {}
+
 namespace {
 
-using parallel::BufferPool;
-using torch::autograd::AutogradContext;
-using torch::autograd::variable_list;
-
-at::Tensor long_tensor(const std::vector<int64_t>& v) { return at::tensor(v, at::kLong); }
-
-// A many-to-one map of source rows onto output rows, both ways: row_of[i] is the output row of
-// source row i; members[ptr[o] .. ptr[o+1]) are the source rows of output row o, ascending. All
-// int64 on the CPU.
-struct RowMap {
-  at::Tensor row_of, ptr, members;
-  int64_t outputs() const { return ptr.numel() - 1; }
+// One dispatch between its steps: the maps both sides need for the combine, and the exchanges
+// in flight (the step's wait turns each into its autograd node).
+struct EpInFlight final : model::DispatchInFlight {
+  int step = 1;  // the next step expects this many done
+  model::LocalExperts experts;
+  RowMap token_map;  // send row -> its token
+  std::vector<int64_t> send_counts, recv_counts;
+  parallel::AllToAllVInFlight rows, meta;  // dispatch: token rows; gates and chosen mask
+  parallel::AllToAllVInFlight combined;    // combine: gate-weighted expert outputs
+  int64_t sent = 0, received = 0;
+  bool ready() const override { return step == 1 ? rows.done() && meta.done() : combined.done(); }
 };
 
-RowMap make_row_map(const std::vector<int64_t>& row_of, int64_t outputs) {
-  std::vector<int64_t> ptr(size_t(outputs) + 1, 0), members(row_of.size());
-  for (int64_t o : row_of) ++ptr[size_t(o) + 1];
-  for (size_t o = 0; o < size_t(outputs); ++o) ptr[o + 1] += ptr[o];
-  std::vector<int64_t> cursor(ptr.begin(), ptr.end() - 1);
-  for (size_t i = 0; i < row_of.size(); ++i) members[size_t(cursor[size_t(row_of[i])]++)] = int64_t(i);
-  return {long_tensor(row_of), long_tensor(ptr), long_tensor(members)};
+EpInFlight& checked(model::DispatchInFlight& d, int step, const char* what) {
+  auto* e = dynamic_cast<EpInFlight*>(&d);
+  if (!e || e->step != step)
+    throw std::logic_error(std::string("EpDispatcher::") + what + ": not the next step of an expert-parallel dispatch");
+  ++e->step;
+  return *e;
 }
-
-// Holds what autograd contexts need beside tensors (saved_data takes IValues only).
-struct PoolHolder : torch::CustomClassHolder {
-  explicit PoolHolder(std::shared_ptr<BufferPool> p) : pool(std::move(p)) {}
-  std::shared_ptr<BufferPool> pool;
-};
-
-c10::IValue hold(const std::shared_ptr<BufferPool>& pool) {
-  return c10::IValue::make_capsule(c10::make_intrusive<PoolHolder>(pool));
-}
-std::shared_ptr<BufferPool> held(AutogradContext* ctx) {
-  return c10::static_intrusive_pointer_cast<PoolHolder>(ctx->saved_data["pool"].toCapsule())->pool;
-}
-
-// out[i] = src[index[i]] (rows), into a pooled buffer.
-at::Tensor gather_rows(const at::Tensor& src, const at::Tensor& index, BufferPool& pool) {
-  const at::Tensor s = src.contiguous();
-  const int64_t rows = index.numel(), d = s.size(1);
-  at::Tensor out = pool.get({rows, d}, s.options());
-  if (!s.is_cpu()) return at::index_select_out(out, s, 0, index.to(s.device()));
-  const int64_t* idx = index.data_ptr<int64_t>();
-  const size_t row_bytes = size_t(d) * s.element_size();
-  const auto* from = static_cast<const char*>(s.const_data_ptr());
-  auto* to = static_cast<char*>(out.data_ptr());
-  at::parallel_for(0, rows, 256, [&](int64_t b, int64_t e) {
-    for (int64_t i = b; i < e; ++i) std::memcpy(to + size_t(i) * row_bytes, from + size_t(idx[i]) * row_bytes, row_bytes);
-  });
-  return out;
-}
-
-// out[o] = sum over the source rows i of o (ascending) of w[i] * src[i] (w undefined: 1), summed
-// in the op-math type (float for bfloat16). Outputs without sources are 0.
-at::Tensor sum_rows(const at::Tensor& src, const at::Tensor& w, const RowMap& map, BufferPool& pool) {
-  const at::Tensor s = src.contiguous();
-  const int64_t outputs = map.outputs(), d = s.size(1);
-  if (!s.is_cpu()) {
-    const at::Tensor rows = w.defined() ? s * w.unsqueeze(1) : s;
-    return at::zeros({outputs, d}, s.options()).index_add_(0, map.row_of.to(s.device()), rows);
-  }
-  at::Tensor out = pool.get({outputs, d}, s.options());
-  const at::Tensor wc = w.defined() ? w.contiguous() : w;
-  const int64_t *ptr = map.ptr.data_ptr<int64_t>(), *members = map.members.data_ptr<int64_t>();
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, s.scalar_type(), "sum_rows", [&] {
-    using acc_t = at::opmath_type<scalar_t>;
-    const scalar_t* from = s.const_data_ptr<scalar_t>();
-    const scalar_t* weights = wc.defined() ? wc.const_data_ptr<scalar_t>() : nullptr;
-    scalar_t* to = out.data_ptr<scalar_t>();
-    at::parallel_for(0, outputs, 64, [&](int64_t b, int64_t e) {
-      std::vector<acc_t> acc(static_cast<size_t>(d));
-      for (int64_t o = b; o < e; ++o) {
-        std::fill(acc.begin(), acc.end(), acc_t(0));
-        for (int64_t j = ptr[o]; j < ptr[o + 1]; ++j) {
-          const int64_t i = members[j];
-          const scalar_t* row = from + i * d;
-          if (weights) {
-            const acc_t g = acc_t(weights[i]);
-            for (int64_t c = 0; c < d; ++c) acc[size_t(c)] += g * acc_t(row[c]);
-          } else {
-            for (int64_t c = 0; c < d; ++c) acc[size_t(c)] += acc_t(row[c]);
-          }
-        }
-        scalar_t* dst = to + o * d;
-        for (int64_t c = 0; c < d; ++c) dst[c] = scalar_t(acc[size_t(c)]);
-      }
-    });
-  });
-  return out;
-}
-
-// Backward of the weighted sum: grad_src[i] = w[i] * grad[row_of[i]], grad_w[i] = <src[i], grad[row_of[i]]>.
-std::pair<at::Tensor, at::Tensor> sum_rows_backward(const at::Tensor& grad, const at::Tensor& src, const at::Tensor& w,
-                                                    const RowMap& map, BufferPool& pool) {
-  const at::Tensor g = grad.contiguous(), s = src.contiguous(), wc = w.contiguous();
-  if (!g.is_cpu()) {
-    const at::Tensor back = g.index_select(0, map.row_of.to(g.device()));
-    return {back * wc.unsqueeze(1), (back * s).sum(1)};
-  }
-  const int64_t rows = s.size(0), d = s.size(1);
-  at::Tensor grad_src = pool.get({rows, d}, s.options());
-  at::Tensor grad_w = at::empty({rows}, wc.options());
-  const int64_t* row_of = map.row_of.data_ptr<int64_t>();
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, s.scalar_type(), "sum_rows_backward", [&] {
-    using acc_t = at::opmath_type<scalar_t>;
-    const scalar_t *gp = g.const_data_ptr<scalar_t>(), *sp = s.const_data_ptr<scalar_t>(),
-                   *wp = wc.const_data_ptr<scalar_t>();
-    scalar_t *gs = grad_src.data_ptr<scalar_t>(), *gw = grad_w.data_ptr<scalar_t>();
-    at::parallel_for(0, rows, 64, [&](int64_t b, int64_t e) {
-      for (int64_t i = b; i < e; ++i) {
-        const scalar_t* gr = gp + row_of[i] * d;
-        const scalar_t* sr = sp + i * d;
-        scalar_t* out = gs + i * d;
-        const acc_t wi = acc_t(wp[i]);
-        acc_t dot = 0;
-        for (int64_t c = 0; c < d; ++c) {
-          out[c] = scalar_t(wi * acc_t(gr[c]));
-          dot += acc_t(sr[c]) * acc_t(gr[c]);
-        }
-        gw[i] = scalar_t(dot);
-      }
-    });
-  });
-  return {grad_src, grad_w};
-}
-
-void save_map(AutogradContext* ctx, const RowMap& map, const std::shared_ptr<BufferPool>& pool) {
-  ctx->saved_data["row_of"] = map.row_of;
-  ctx->saved_data["ptr"] = map.ptr;
-  ctx->saved_data["members"] = map.members;
-  ctx->saved_data["pool"] = hold(pool);
-}
-RowMap saved_map(AutogradContext* ctx) {
-  return {ctx->saved_data["row_of"].toTensor(), ctx->saved_data["ptr"].toTensor(),
-          ctx->saved_data["members"].toTensor()};
-}
-
-// rows = src[map.row_of] (one row per source row of the map); backward sums them back.
-struct GatherRows : torch::autograd::Function<GatherRows> {
-  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& src, const RowMap& map,
-                            const std::shared_ptr<BufferPool>& pool) {
-    save_map(ctx, map, pool);
-    return gather_rows(src, map.row_of, *pool);
-  }
-  static variable_list backward(AutogradContext* ctx, variable_list grads) {
-    const RowMap map = saved_map(ctx);
-    return {sum_rows(grads[0], at::Tensor(), map, *held(ctx)), at::Tensor(), at::Tensor()};
-  }
-};
-
-// out[o] = sum of w[i] * src[i] over the source rows i of o; backward gathers.
-struct WeightedSum : torch::autograd::Function<WeightedSum> {
-  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& src, const at::Tensor& w, const RowMap& map,
-                            const std::shared_ptr<BufferPool>& pool) {
-    save_map(ctx, map, pool);
-    ctx->save_for_backward({src, w});
-    return sum_rows(src, w, map, *pool);
-  }
-  static variable_list backward(AutogradContext* ctx, variable_list grads) {
-    const auto saved = ctx->get_saved_variables();
-    auto [grad_src, grad_w] = sum_rows_backward(grads[0], saved[0], saved[1], saved_map(ctx), *held(ctx));
-    return {grad_src, grad_w, at::Tensor(), at::Tensor()};
-  }
-};
-
-// out[o] = sum of src[i] over the source rows i of o; backward gathers.
-struct SumRows : torch::autograd::Function<SumRows> {
-  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& src, const RowMap& map,
-                            const std::shared_ptr<BufferPool>& pool) {
-    save_map(ctx, map, pool);
-    return sum_rows(src, at::Tensor(), map, *pool);
-  }
-  static variable_list backward(AutogradContext* ctx, variable_list grads) {
-    const RowMap map = saved_map(ctx);
-    return {gather_rows(grads[0], map.row_of, *held(ctx)), at::Tensor(), at::Tensor()};
-  }
-};
 
 }  // namespace
 
-EpDispatcher::EpDispatcher(parallel::GroupPtr ep) : ep_(std::move(ep)), pool_(std::make_shared<BufferPool>()) {}
-
-at::Tensor EpDispatcher::run(const at::Tensor& tokens, const at::Tensor& gates, const ops::Permutation& perm,
-                             const model::LocalExperts& experts) {
+std::unique_ptr<model::DispatchInFlight> EpDispatcher::begin(const at::Tensor& tokens, const at::Tensor& gates,
+                                                             const ops::Permutation& perm,
+                                                             const model::LocalExperts& experts) {
   const int64_t n = tokens.size(0), per_rank = experts.count;
   const int ranks = ep_->size();
   if (per_rank * ranks != experts.total)
@@ -250,13 +90,26 @@ at::Tensor EpDispatcher::run(const at::Tensor& tokens, const at::Tensor& gates, 
       at::zeros({s * per_rank}, gates.options()).index_add(0, long_tensor(cell).to(dev), pair_gate);
   const at::Tensor send_meta =
       at::cat({gate_rows.view({s, per_rank}), mask_rows.to(dev, gates.scalar_type())}, 1);
-  const RowMap token_map = make_row_map(send_token, n);  // send row -> its token
-  const at::Tensor send_x = GatherRows::apply(tokens, token_map, pool_);
+  auto d = std::make_unique<EpInFlight>();
+  d->experts = experts;
+  d->token_map = make_row_map(send_token, n);
+  const at::Tensor send_x = gather_rows(tokens, d->token_map, pool_);
 
-  const std::vector<int64_t> recv_counts = parallel::exchange_counts(*ep_, send_counts, dev);
-  const at::Tensor recv_x = parallel::all_to_all_v(send_x, ep_, send_counts, recv_counts, pool_);
-  const at::Tensor recv_meta = parallel::all_to_all_v(send_meta, ep_, send_counts, recv_counts);
-  const int64_t r = recv_x.size(0);
+  // The counts size the receive buffers, so they are waited for; the rows are not.
+  d->send_counts = std::move(send_counts);
+  d->recv_counts = parallel::exchange_counts(*ep_, d->send_counts, dev);
+  d->rows = parallel::all_to_all_v_start(send_x, ep_, d->send_counts, d->recv_counts, pool_);
+  d->meta = parallel::all_to_all_v_start(send_meta, ep_, d->send_counts, d->recv_counts);
+  d->sent = s;
+  return d;
+}
+
+void EpDispatcher::run_experts(model::DispatchInFlight& in_flight) {
+  EpInFlight& d = checked(in_flight, 1, "run_experts");
+  const at::Tensor recv_x = d.rows.wait();
+  const at::Tensor recv_meta = d.meta.wait();
+  const int64_t r = recv_x.size(0), per_rank = d.experts.count;
+  const at::Device dev = recv_x.device();
 
   // Receiver: each local expert runs on the contiguous slice of the (row, local expert) pairs
   // that chose it, sorted by expert then row.
@@ -277,20 +130,26 @@ at::Tensor EpDispatcher::run(const at::Tensor& tokens, const at::Tensor& gates, 
         pair_cell[size_t(p)] = row * per_rank + e;
       }
   const RowMap row_map = make_row_map(pair_row, r);  // pair -> its received row
-  const at::Tensor out = experts.run(GatherRows::apply(recv_x, row_map, pool_), expert_counts);
+  const at::Tensor out = d.experts.run(gather_rows(recv_x, row_map, pool_), expert_counts);
   const at::Tensor w = recv_meta.narrow(1, 0, per_rank)
                            .reshape({-1})
                            .index_select(0, long_tensor(pair_cell).to(dev))
                            .to(out.scalar_type());
-  const at::Tensor partial = WeightedSum::apply(out, w, row_map, pool_);
+  const at::Tensor partial = weighted_sum_rows(out, w, row_map, pool_);
 
-  // Combine: one row back per received row, summed into its token by the sender.
-  const at::Tensor back = parallel::all_to_all_v(partial, ep_, recv_counts, send_counts, pool_);
+  // Combine: one row back per received row, summed into its token by the sender (end).
+  d.combined = parallel::all_to_all_v_start(partial, ep_, d.recv_counts, d.send_counts, pool_);
+  d.received = r;
+}
+
+at::Tensor EpDispatcher::end(model::DispatchInFlight& in_flight) {
+  EpInFlight& d = checked(in_flight, 2, "end");
+  const at::Tensor back = d.combined.wait();
   if (at::GradMode::is_enabled()) {
-    traffic_.sent += s;
-    traffic_.received += r;
+    traffic_.sent += d.sent;
+    traffic_.received += d.received;
   }
-  return SumRows::apply(back, token_map, pool_);
+  return sum_rows(back, d.token_map, pool_);
 }
 
 EpTraffic EpDispatcher::take_traffic() {

@@ -22,11 +22,16 @@ struct EpTraffic {
 class EpDispatcher : public model::ExpertDispatcher {
  public:
   explicit EpDispatcher(parallel::GroupPtr ep);
-  // Counts exchange, then the all-to-all-v of token rows and of their gates (with the mask of the
-  // destination's local experts they chose), the local experts, and the reverse all-to-all-v of
-  // the gate-weighted sums. Backward runs the same exchanges in reverse.
-  at::Tensor run(const at::Tensor& tokens, const at::Tensor& gates, const ops::Permutation& perm,
-                 const model::LocalExperts& experts) override;
+  // begin: the counts exchange (waited for), then starts the all-to-all-v of token rows and of
+  // their gates (with the mask of the destination's local experts they chose). run_experts: waits
+  // for them, runs the local experts, starts the reverse all-to-all-v of the gate-weighted sums.
+  // end: waits for those and sums them per token. Backward runs the same exchanges in reverse.
+  // Each step issues its collectives when called: see MoEImpl::forward_begin for the order rule.
+  std::unique_ptr<model::DispatchInFlight> begin(const at::Tensor& tokens, const at::Tensor& gates,
+                                                 const ops::Permutation& perm,
+                                                 const model::LocalExperts& experts) override;
+  void run_experts(model::DispatchInFlight& d) override;
+  at::Tensor end(model::DispatchInFlight& d) override;
   EpTraffic take_traffic();  // what was counted since the last call
 
  private:

@@ -320,6 +320,63 @@ TEST(MoE, CapacityFactorDropsAndCounts) {
   EXPECT_EQ(stats[0].dropped, 0);
 }
 
+// The split forward without a dispatcher (nothing travels): two micro-batches stepped in an
+// interleaved order give forward()'s outputs, statistics and gradients bit for bit, in float32
+// where a changed order of operations would show.
+TEST(MoE, SplitForwardInterleavedIsBitIdenticalToForward) {
+  ModelConfig m = moe_config();
+  m.d_model = 16;
+  m.moe_intermediate_size = 8;
+  auto layer = [&] {
+    at::manual_seed(9);
+    return MoE(m);
+  };
+  MoE ref = layer(), split = layer();
+  at::manual_seed(10);
+  const at::Tensor a = at::randn({2, 7, 16}), b = at::randn({3, 4, 16}), ca = at::randn({2, 7, 16}), cb = at::randn({3, 4, 16});
+  const at::Tensor xa = a.clone().requires_grad_(), xb = b.clone().requires_grad_();
+  std::vector<MoEStats> stats;
+  const at::Tensor ya = ref->forward(xa, &stats), yb = ref->forward(xb, &stats);
+  ((ya * ca).sum() + (yb * cb).sum()).backward();
+
+  const at::Tensor sa = a.clone().requires_grad_(), sb = b.clone().requires_grad_();
+  std::vector<MoEStats> stats_a, stats_b;
+  MoEInFlight fa = split->forward_begin(sa, &stats_a);
+  MoEInFlight fb = split->forward_begin(sb, &stats_b);
+  EXPECT_TRUE(fa.ready());  // a local dispatch has nothing to wait for
+  split->forward_experts(fb);
+  split->forward_experts(fa);
+  const at::Tensor za = split->forward_end(fa), zb = split->forward_end(fb);
+  ((za * ca).sum() + (zb * cb).sum()).backward();
+
+  EXPECT_TRUE(at::equal(za, ya));
+  EXPECT_TRUE(at::equal(zb, yb));
+  EXPECT_TRUE(at::equal(sa.grad(), xa.grad()));
+  EXPECT_TRUE(at::equal(sb.grad(), xb.grad()));
+  ASSERT_EQ(stats_a.size(), 1u);
+  EXPECT_TRUE(at::equal(stats_a[0].load, stats[0].load));
+  EXPECT_TRUE(at::equal(stats_b[0].balance_loss, stats[1].balance_loss));
+  const auto gp = split->named_parameters();
+  for (const auto& p : ref->named_parameters()) {
+    // Interleaving may change the order of the two terms (A's, B's) of a gradient: same sum.
+    EXPECT_TRUE(at::equal(gp[p.key()].grad(), p.value().grad())) << p.key();
+  }
+}
+
+TEST(MoE, SplitForwardStepsGoInOrderOnTheirOwnLayer) {
+  MoE one(moe_config()), other(moe_config());
+  const at::Tensor x = at::randn({1, 3, 6});
+  MoEInFlight s = one->forward_begin(x);
+  EXPECT_THROW(one->forward_end(s), std::logic_error);       // experts first
+  EXPECT_THROW(other->forward_experts(s), std::logic_error);  // not its forward
+  one->forward_experts(s);
+  EXPECT_THROW(one->forward_experts(s), std::logic_error);  // once
+  EXPECT_EQ(one->forward_end(s).sizes(), x.sizes());
+  MoE sharded(moe_config());
+  sharded->shard_experts(0, 4);
+  EXPECT_THROW(sharded->forward(x), std::logic_error);  // a shard needs a dispatcher
+}
+
 TEST(MoE, SequenceBalanceLossByHand) {
   // One sequence of 2 tokens, 2 experts, k = 1: token 0 picks expert 0, token 1 expert 1.
   const at::Tensor scores = at::tensor({0.6, 0.2, 0.1, 0.3}, at::kDouble).view({1, 2, 2});

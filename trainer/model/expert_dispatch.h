@@ -1,11 +1,19 @@
 #pragma once
 // Where a MoE layer's routed experts run. The model stays single-device code: MoEImpl plans the
 // (token, expert) pairs and hands them to an ExpertDispatcher, which may run them in this process
-// or ship them to the ranks holding the experts (trainer/expert_parallel.h). Without a dispatcher
-// MoEImpl runs every expert itself, the single-process path.
+// (LocalDispatcher, below) or ship them to the ranks holding the experts
+// (trainer/expert_parallel.h).
+//
+// A dispatch runs in three steps, so that a caller can compute something else while tokens and
+// expert outputs travel (DualPipe's overlap of one micro-batch's all-to-all with another's
+// attention and MLP, DeepSeek-V3 §3.2.1): begin() starts sending the tokens and returns,
+// run_experts() waits for them, runs the local experts and starts sending the outputs back, end()
+// waits for those and sums them per token. run() is the three back to back. See MoEImpl's
+// forward_begin for the order in which several dispatches in flight must be stepped.
 #include <ATen/core/Tensor.h>
 
 #include <functional>
+#include <memory>
 #include <vector>
 
 #include "ops/moe_permute.h"
@@ -16,20 +24,51 @@ namespace shoestring::model {
 struct LocalExperts {
   int64_t first = 0, count = 0, total = 0;
   // rows: [sum(counts), d] sorted by local expert, counts[e] rows for local expert e (zeros
-  // allowed) -> [sum(counts), d] expert outputs. Every expert joins the graph even with no rows,
-  // so the backward pass reaches the same nodes on every rank.
+  // allowed) -> [sum(counts), d] expert outputs. For a dispatcher over several processes every
+  // expert joins the graph even with no rows, so the backward pass reaches the same nodes on
+  // every rank.
   std::function<at::Tensor(const at::Tensor& rows, const std::vector<int64_t>& counts)> run;
+};
+
+// One dispatch between its steps: whatever the dispatcher keeps (buffers, exchanges in flight).
+// The model only carries it from step to step.
+class DispatchInFlight {
+ public:
+  virtual ~DispatchInFlight() = default;
+  // Would the next step find its data arrived (no wait for communication)? Never blocks; for
+  // schedulers that pick what to run next, and for the overlap test.
+  virtual bool ready() const = 0;
 };
 
 class ExpertDispatcher {
  public:
   virtual ~ExpertDispatcher() = default;
   // tokens: [N, d]; gates: [N, k] (differentiable); perm: the plan over all `experts.total`
-  // experts, capacity already applied. Returns [N, d]: for each token the sum over its kept
-  // pairs of gate * expert(token). Collective over the dispatcher's group: every member calls it
-  // for every MoE forward, whatever its token counts.
-  virtual at::Tensor run(const at::Tensor& tokens, const at::Tensor& gates, const ops::Permutation& perm,
-                         const LocalExperts& experts) = 0;
+  // experts, capacity already applied. The dispatch keeps what it needs of them.
+  virtual std::unique_ptr<DispatchInFlight> begin(const at::Tensor& tokens, const at::Tensor& gates,
+                                                  const ops::Permutation& perm, const LocalExperts& experts) = 0;
+  virtual void run_experts(DispatchInFlight& d) = 0;
+  // [N, d]: for each token the sum over its kept pairs of gate * expert(token).
+  virtual at::Tensor end(DispatchInFlight& d) = 0;
+
+  // A dispatcher over several processes is collective over its group: every member calls each
+  // step for every MoE forward, whatever its token counts.
+  at::Tensor run(const at::Tensor& tokens, const at::Tensor& gates, const ops::Permutation& perm,
+                 const LocalExperts& experts) {
+    const std::unique_ptr<DispatchInFlight> d = begin(tokens, gates, perm, experts);
+    run_experts(*d);
+    return end(*d);
+  }
+};
+
+// All experts in this process, nothing to wait for: begin permutes the tokens into expert order,
+// run_experts runs them, end scatters the gate-weighted outputs back (ops/moe_permute.h).
+class LocalDispatcher final : public ExpertDispatcher {
+ public:
+  std::unique_ptr<DispatchInFlight> begin(const at::Tensor& tokens, const at::Tensor& gates,
+                                          const ops::Permutation& perm, const LocalExperts& experts) override;
+  void run_experts(DispatchInFlight& d) override;
+  at::Tensor end(DispatchInFlight& d) override;
 };
 
 }  // namespace shoestring::model

@@ -30,37 +30,65 @@ MoEImpl::MoEImpl(const ModelConfig& cfg)
 }
 
 at::Tensor MoEImpl::forward(const at::Tensor& x, std::vector<MoEStats>* stats) {
-  const int64_t b = x.size(0), t = x.size(1), d = x.size(2), n = b * t;
-  const at::Tensor flat = x.reshape({n, d});
-  const Routing r = router->forward(flat);
+  MoEInFlight s = forward_begin(x, stats);
+  forward_experts(s);
+  return forward_end(s);
+}
+
+void MoEImpl::check_step(const MoEInFlight& s, int done, const char* what) const {
+  if (s.layer_ != this || s.step_ != done)
+    throw std::logic_error(std::string("MoE::") + what + ": the forward in flight was not begun by this layer or " +
+                           "is not at this step (each goes begin, experts, end once)");
+}
+
+MoEInFlight MoEImpl::forward_begin(const at::Tensor& x, std::vector<MoEStats>* stats) {
+  MoEInFlight s;
+  s.layer_ = this;
+  s.stats_ = stats;
+  s.b_ = x.size(0), s.t_ = x.size(1), s.d_ = x.size(2);
+  const int64_t n = s.b_ * s.t_;
+  s.flat_ = x.reshape({n, s.d_});
+  s.routing_ = router->forward(s.flat_);
   const int64_t capacity =
       capacity_factor_ > 0 ? int64_t(std::ceil(capacity_factor_ * double(n * top_k_) / double(n_experts_))) : -1;
-  const ops::Permutation perm = ops::plan_permutation(r.expert_ids, n_experts_, capacity);
+  s.perm_ = ops::plan_permutation(s.routing_.expert_ids, n_experts_, capacity);
+  // Idle experts stay out of a local graph; a dispatcher over ranks needs them all in (see
+  // LocalExperts::run).
+  const bool skip_empty = !dispatcher_;
+  LocalExperts local{first_expert_, local_experts(), n_experts_,
+                     [this, skip_empty](const at::Tensor& rows, const std::vector<int64_t>& counts) {
+                       return run_experts(rows, counts, skip_empty);
+                     }};
+  s.dispatch_ = dispatcher().begin(s.flat_, s.routing_.gates, s.perm_, local);
+  // While the tokens travel. Autograd still reaches the input through the shared experts before
+  // the routed path, as when they ran last, so its gradient is summed in the same order.
+  if (shared_) s.shared_ = shared_->forward(s.flat_);
+  s.step_ = 1;
+  return s;
+}
 
-  at::Tensor y;
-  if (dispatcher_) {
-    LocalExperts local{first_expert_, local_experts(), n_experts_,
-                       [this](const at::Tensor& rows, const std::vector<int64_t>& counts) {
-                         return run_experts(rows, counts, /*skip_empty=*/false);
-                       }};
-    y = dispatcher_->run(flat, r.gates, perm, local);
-  } else {
-    if (local_experts() != n_experts_)
-      throw std::logic_error("MoE layer holds a shard of its experts but has no expert dispatcher");
-    const at::Tensor expert_out = run_experts(ops::permute(flat, perm), perm.counts, /*skip_empty=*/true);
-    const at::Tensor gates = r.gates.reshape({-1}).index_select(0, perm.slot);
-    y = ops::unpermute(expert_out, gates, perm, n);
-  }
-  if (shared_) y = y + shared_->forward(flat);
+void MoEImpl::forward_experts(MoEInFlight& s) {
+  check_step(s, 1, "forward_experts");
+  dispatcher().run_experts(*s.dispatch_);
+  s.step_ = 2;
+}
 
-  if (stats) {
-    MoEStats s;
-    s.load = perm.routed;
-    s.dropped = perm.dropped;
-    s.balance_loss = sequence_balance_loss(r.scores.view({b, t, n_experts_}), r.expert_ids.view({b, t, top_k_}));
-    stats->push_back(std::move(s));
+at::Tensor MoEImpl::forward_end(MoEInFlight& s) {
+  check_step(s, 2, "forward_end");
+  at::Tensor y = dispatcher().end(*s.dispatch_);
+  s.dispatch_.reset();
+  s.step_ = 3;
+  if (s.shared_.defined()) y = y + s.shared_;
+
+  if (s.stats_) {
+    MoEStats st;
+    st.load = s.perm_.routed;
+    st.dropped = s.perm_.dropped;
+    st.balance_loss = sequence_balance_loss(s.routing_.scores.view({s.b_, s.t_, n_experts_}),
+                                            s.routing_.expert_ids.view({s.b_, s.t_, top_k_}));
+    s.stats_->push_back(std::move(st));
   }
-  return y.view({b, t, d});
+  return y.view({s.b_, s.t_, s.d_});
 }
 
 at::Tensor MoEImpl::run_experts(const at::Tensor& rows, const std::vector<int64_t>& counts, bool skip_empty) {

@@ -1,0 +1,199 @@
+#include "trainer/ep_rows.h"
+
+#include <ATen/ATen.h>
+#include <ATen/OpMathType.h>
+#include <ATen/Parallel.h>
+#include <torch/autograd.h>
+#include <torch/custom_class.h>
+
+#include <cstring>
+
+namespace shoestring {
+
+namespace {
+
+using parallel::BufferPool;
+using torch::autograd::AutogradContext;
+using torch::autograd::variable_list;
+
+// Holds what autograd contexts need beside tensors (saved_data takes IValues only).
+struct PoolHolder : torch::CustomClassHolder {
+  explicit PoolHolder(std::shared_ptr<BufferPool> p) : pool(std::move(p)) {}
+  std::shared_ptr<BufferPool> pool;
+};
+
+c10::IValue hold(const std::shared_ptr<BufferPool>& pool) {
+  return c10::IValue::make_capsule(c10::make_intrusive<PoolHolder>(pool));
+}
+std::shared_ptr<BufferPool> held(AutogradContext* ctx) {
+  return c10::static_intrusive_pointer_cast<PoolHolder>(ctx->saved_data["pool"].toCapsule())->pool;
+}
+
+// out[i] = src[index[i]] (rows), into a pooled buffer.
+at::Tensor copy_rows(const at::Tensor& src, const at::Tensor& index, BufferPool& pool) {
+  const at::Tensor s = src.contiguous();
+  const int64_t rows = index.numel(), d = s.size(1);
+  at::Tensor out = pool.get({rows, d}, s.options());
+  if (!s.is_cpu()) return at::index_select_out(out, s, 0, index.to(s.device()));
+  const int64_t* idx = index.data_ptr<int64_t>();
+  const size_t row_bytes = size_t(d) * s.element_size();
+  const auto* from = static_cast<const char*>(s.const_data_ptr());
+  auto* to = static_cast<char*>(out.data_ptr());
+  at::parallel_for(0, rows, 256, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) std::memcpy(to + size_t(i) * row_bytes, from + size_t(idx[i]) * row_bytes, row_bytes);
+  });
+  return out;
+}
+
+// out[o] = sum over the source rows i of o (ascending) of w[i] * src[i] (w undefined: 1), summed
+// in the op-math type (float for bfloat16). Outputs without sources are 0.
+at::Tensor add_rows(const at::Tensor& src, const at::Tensor& w, const RowMap& map, BufferPool& pool) {
+  const at::Tensor s = src.contiguous();
+  const int64_t outputs = map.outputs(), d = s.size(1);
+  if (!s.is_cpu()) {
+    const at::Tensor rows = w.defined() ? s * w.unsqueeze(1) : s;
+    return at::zeros({outputs, d}, s.options()).index_add_(0, map.row_of.to(s.device()), rows);
+  }
+  at::Tensor out = pool.get({outputs, d}, s.options());
+  const at::Tensor wc = w.defined() ? w.contiguous() : w;
+  const int64_t *ptr = map.ptr.data_ptr<int64_t>(), *members = map.members.data_ptr<int64_t>();
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, s.scalar_type(), "sum_rows", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    const scalar_t* from = s.const_data_ptr<scalar_t>();
+    const scalar_t* weights = wc.defined() ? wc.const_data_ptr<scalar_t>() : nullptr;
+    scalar_t* to = out.data_ptr<scalar_t>();
+    at::parallel_for(0, outputs, 64, [&](int64_t b, int64_t e) {
+      std::vector<acc_t> acc(static_cast<size_t>(d));
+      for (int64_t o = b; o < e; ++o) {
+        std::fill(acc.begin(), acc.end(), acc_t(0));
+        for (int64_t j = ptr[o]; j < ptr[o + 1]; ++j) {
+          const int64_t i = members[j];
+          const scalar_t* row = from + i * d;
+          if (weights) {
+            const acc_t g = acc_t(weights[i]);
+            for (int64_t c = 0; c < d; ++c) acc[size_t(c)] += g * acc_t(row[c]);
+          } else {
+            for (int64_t c = 0; c < d; ++c) acc[size_t(c)] += acc_t(row[c]);
+          }
+        }
+        scalar_t* dst = to + o * d;
+        for (int64_t c = 0; c < d; ++c) dst[c] = scalar_t(acc[size_t(c)]);
+      }
+    });
+  });
+  return out;
+}
+
+// Backward of the weighted sum: grad_src[i] = w[i] * grad[row_of[i]], grad_w[i] = <src[i], grad[row_of[i]]>.
+std::pair<at::Tensor, at::Tensor> add_rows_backward(const at::Tensor& grad, const at::Tensor& src, const at::Tensor& w,
+                                                    const RowMap& map, BufferPool& pool) {
+  const at::Tensor g = grad.contiguous(), s = src.contiguous(), wc = w.contiguous();
+  if (!g.is_cpu()) {
+    const at::Tensor back = g.index_select(0, map.row_of.to(g.device()));
+    return {back * wc.unsqueeze(1), (back * s).sum(1)};
+  }
+  const int64_t rows = s.size(0), d = s.size(1);
+  at::Tensor grad_src = pool.get({rows, d}, s.options());
+  at::Tensor grad_w = at::empty({rows}, wc.options());
+  const int64_t* row_of = map.row_of.data_ptr<int64_t>();
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, s.scalar_type(), "add_rows_backward", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    const scalar_t *gp = g.const_data_ptr<scalar_t>(), *sp = s.const_data_ptr<scalar_t>(),
+                   *wp = wc.const_data_ptr<scalar_t>();
+    scalar_t *gs = grad_src.data_ptr<scalar_t>(), *gw = grad_w.data_ptr<scalar_t>();
+    at::parallel_for(0, rows, 64, [&](int64_t b, int64_t e) {
+      for (int64_t i = b; i < e; ++i) {
+        const scalar_t* gr = gp + row_of[i] * d;
+        const scalar_t* sr = sp + i * d;
+        scalar_t* out = gs + i * d;
+        const acc_t wi = acc_t(wp[i]);
+        acc_t dot = 0;
+        for (int64_t c = 0; c < d; ++c) {
+          out[c] = scalar_t(wi * acc_t(gr[c]));
+          dot += acc_t(sr[c]) * acc_t(gr[c]);
+        }
+        gw[i] = scalar_t(dot);
+      }
+    });
+  });
+  return {grad_src, grad_w};
+}
+
+void save_map(AutogradContext* ctx, const RowMap& map, const std::shared_ptr<BufferPool>& pool) {
+  ctx->saved_data["row_of"] = map.row_of;
+  ctx->saved_data["ptr"] = map.ptr;
+  ctx->saved_data["members"] = map.members;
+  ctx->saved_data["pool"] = hold(pool);
+}
+RowMap saved_map(AutogradContext* ctx) {
+  return {ctx->saved_data["row_of"].toTensor(), ctx->saved_data["ptr"].toTensor(),
+          ctx->saved_data["members"].toTensor()};
+}
+
+// rows = src[map.row_of] (one row per source row of the map); backward sums them back.
+struct GatherRows : torch::autograd::Function<GatherRows> {
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& src, const RowMap& map,
+                            const std::shared_ptr<BufferPool>& pool) {
+    save_map(ctx, map, pool);
+    return copy_rows(src, map.row_of, *pool);
+  }
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const RowMap map = saved_map(ctx);
+    return {add_rows(grads[0], at::Tensor(), map, *held(ctx)), at::Tensor(), at::Tensor()};
+  }
+};
+
+// out[o] = sum of w[i] * src[i] over the source rows i of o; backward gathers.
+struct WeightedSum : torch::autograd::Function<WeightedSum> {
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& src, const at::Tensor& w, const RowMap& map,
+                            const std::shared_ptr<BufferPool>& pool) {
+    save_map(ctx, map, pool);
+    ctx->save_for_backward({src, w});
+    return add_rows(src, w, map, *pool);
+  }
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const auto saved = ctx->get_saved_variables();
+    auto [grad_src, grad_w] = add_rows_backward(grads[0], saved[0], saved[1], saved_map(ctx), *held(ctx));
+    return {grad_src, grad_w, at::Tensor(), at::Tensor()};
+  }
+};
+
+// out[o] = sum of src[i] over the source rows i of o; backward gathers.
+struct SumRows : torch::autograd::Function<SumRows> {
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& src, const RowMap& map,
+                            const std::shared_ptr<BufferPool>& pool) {
+    save_map(ctx, map, pool);
+    return add_rows(src, at::Tensor(), map, *pool);
+  }
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const RowMap map = saved_map(ctx);
+    return {copy_rows(grads[0], map.row_of, *held(ctx)), at::Tensor(), at::Tensor()};
+  }
+};
+
+}  // namespace
+
+at::Tensor long_tensor(const std::vector<int64_t>& v) { return at::tensor(v, at::kLong); }
+
+RowMap make_row_map(const std::vector<int64_t>& row_of, int64_t outputs) {
+
+  std::vector<int64_t> ptr(size_t(outputs) + 1, 0), members(row_of.size());
+  for (int64_t o : row_of) ++ptr[size_t(o) + 1];
+  for (size_t o = 0; o < size_t(outputs); ++o) ptr[o + 1] += ptr[o];
+  std::vector<int64_t> cursor(ptr.begin(), ptr.end() - 1);
+  for (size_t i = 0; i < row_of.size(); ++i) members[size_t(cursor[size_t(row_of[i])]++)] = int64_t(i);
+  return {long_tensor(row_of), long_tensor(ptr), long_tensor(members)};
+}
+
+at::Tensor gather_rows(const at::Tensor& src, const RowMap& map, const std::shared_ptr<parallel::BufferPool>& pool) {
+  return GatherRows::apply(src, map, pool);
+}
+at::Tensor weighted_sum_rows(const at::Tensor& src, const at::Tensor& w, const RowMap& map,
+                             const std::shared_ptr<parallel::BufferPool>& pool) {
+  return WeightedSum::apply(src, w, map, pool);
+}
+at::Tensor sum_rows(const at::Tensor& src, const RowMap& map, const std::shared_ptr<parallel::BufferPool>& pool) {
+  return SumRows::apply(src, map, pool);
+}
+
+}  // namespace shoestring

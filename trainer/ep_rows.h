@@ -1,0 +1,36 @@
+#pragma once
+// The row gathers and sums of the expert-parallel dispatcher (trainer/expert_parallel.h), each an
+// autograd node whose backward is the other: a token row copied to several destinations gets the
+// sum of their gradients back, a weighted sum hands each source row its weighted share. On the CPU
+// they run as row memcpys and per-output sums in a fixed (ascending) order, into pooled buffers.
+#include <ATen/core/Tensor.h>
+
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "parallel/buffer_pool.h"
+
+namespace shoestring {
+
+at::Tensor long_tensor(const std::vector<int64_t>& v);  // int64, CPU
+
+// A many-to-one map of source rows onto output rows, both ways: row_of[i] is the output row of
+// source row i; members[ptr[o] .. ptr[o+1]) are the source rows of output row o, ascending. All
+// int64 on the CPU.
+struct RowMap {
+  at::Tensor row_of, ptr, members;
+  int64_t outputs() const { return ptr.numel() - 1; }
+};
+RowMap make_row_map(const std::vector<int64_t>& row_of, int64_t outputs);
+
+// rows[i] = src[map.row_of[i]]: one row per source row of the map.
+at::Tensor gather_rows(const at::Tensor& src, const RowMap& map, const std::shared_ptr<parallel::BufferPool>& pool);
+// out[o] = sum over the source rows i of o (ascending) of w[i] * src[i], in the op-math type
+// (float for bfloat16); outputs without sources are 0.
+at::Tensor weighted_sum_rows(const at::Tensor& src, const at::Tensor& w, const RowMap& map,
+                             const std::shared_ptr<parallel::BufferPool>& pool);
+// out[o] = sum over the source rows i of o of src[i].
+at::Tensor sum_rows(const at::Tensor& src, const RowMap& map, const std::shared_ptr<parallel::BufferPool>& pool);
+
+}  // namespace shoestring
