@@ -94,6 +94,7 @@ AllToAllVInFlight all_to_all_v_start(const at::Tensor& x, const GroupPtr& group,
   f.recv_ = recv_counts;
   f.pool_ = pool;
   f.work_ = group->all_to_all(f.out_, x.contiguous(), recv_counts, send_counts);
+  f.work_->start();  // travels while the caller computes (the MoE split forward's shared experts)
   return f;
 }
 
