@@ -40,6 +40,7 @@ void nccl_testing::force_split_by_unique_id(bool) {}
 #include <sstream>
 
 #include "parallel/nccl_api.h"
+#include "parallel/nccl_comm.h"
 #include "parallel/nccl_watchdog.h"
 
 namespace shoestring::parallel {
@@ -54,19 +55,6 @@ using nccl::OpRecord;
 std::atomic<bool> g_split_by_unique_id{false};
 
 c10::DeviceIndex dev_index(int device) { return static_cast<c10::DeviceIndex>(device); }
-
-bool nccl_type(at::ScalarType t, ncclDataType_t& out) {
-  switch (t) {
-    case at::kFloat: out = ncclFloat32; return true;
-    case at::kDouble: out = ncclFloat64; return true;
-    case at::kBFloat16: out = ncclBfloat16; return true;
-    case at::kHalf: out = ncclFloat16; return true;
-    case at::kLong: out = ncclInt64; return true;
-    case at::kInt: out = ncclInt32; return true;
-    case at::kByte: out = ncclUint8; return true;
-    default: return false;
-  }
-}
 
 ncclRedOp_t nccl_op(ReduceOp op) {
   switch (op) {
@@ -212,7 +200,7 @@ class NcclGroup final : public ProcessGroup {
       bad(op, a + " must be a CUDA tensor on cuda:" + std::to_string(state_->device) + ", got one on " + t.device().str());
     if (!t.is_contiguous()) bad(op, a + " must be contiguous");
     ncclDataType_t type{};
-    if (!nccl_type(t.scalar_type(), type))
+    if (!nccl::data_type(t.scalar_type(), type))
       bad(op, a + " has dtype " + std::string(c10::toString(t.scalar_type())) +
                   "; supported: float32, float64, bfloat16, float16, int64, int32, uint8");
     return type;
@@ -366,9 +354,16 @@ GroupPtr make_nccl_group(ProcessGroup& bootstrap, int device, const CommOptions&
   if (device < 0 || device >= visible)
     throw std::runtime_error("make_nccl_group: CUDA device " + std::to_string(device) + " does not exist (" +
                              std::to_string(visible) + " visible)");
-  const nccl::Api& a = api();
+  return wrap(nccl::init_comm(bootstrap, device), device, bootstrap.name(), bootstrap.rank(), bootstrap.world_ranks(),
+              opts.timeout_s);
+}
+
+namespace nccl {
+
+ncclComm_t init_comm(ProcessGroup& bootstrap, int device) {
+  const Api& a = api();
   ncclUniqueId id{};
-  if (bootstrap.rank() == 0) nccl::check(a.GetUniqueId(&id), "ncclGetUniqueId");
+  if (bootstrap.rank() == 0) check(a.GetUniqueId(&id), "ncclGetUniqueId");
   at::Tensor buf = at::empty({int64_t(sizeof id)}, at::kByte);
   std::memcpy(buf.data_ptr(), &id, sizeof id);
   bootstrap.broadcast(buf, 0)->wait();
@@ -376,10 +371,25 @@ GroupPtr make_nccl_group(ProcessGroup& bootstrap, int device, const CommOptions&
 
   const c10::cuda::CUDAGuard guard(dev_index(device));
   ncclComm_t comm = nullptr;
-  nccl::check(a.CommInitRank(&comm, bootstrap.size(), id, bootstrap.rank()),
-              "ncclCommInitRank for group " + bootstrap.name() + " on cuda:" + std::to_string(device));
-  return wrap(comm, device, bootstrap.name(), bootstrap.rank(), bootstrap.world_ranks(), opts.timeout_s);
+  check(a.CommInitRank(&comm, bootstrap.size(), id, bootstrap.rank()),
+        "ncclCommInitRank for group " + bootstrap.name() + " on cuda:" + std::to_string(device));
+  return comm;
 }
+
+bool data_type(at::ScalarType t, ncclDataType_t& out) {
+  switch (t) {
+    case at::kFloat: out = ncclFloat32; return true;
+    case at::kDouble: out = ncclFloat64; return true;
+    case at::kBFloat16: out = ncclBfloat16; return true;
+    case at::kHalf: out = ncclFloat16; return true;
+    case at::kLong: out = ncclInt64; return true;
+    case at::kInt: out = ncclInt32; return true;
+    case at::kByte: out = ncclUint8; return true;
+    default: return false;
+  }
+}
+
+}  // namespace nccl
 
 std::string nccl_library_info() {
   try {

@@ -2,7 +2,9 @@
 // 1-rank group, so this test needs neither MPI nor the local backend. Every collective is checked
 // against a reference computed here; references are written for n ranks (member r contributes
 // base + r) even though one GPU only ever runs n = 1. Also: stream ordering, non-blocking wait,
-// tensor lifetime, split, and the timeout path (in a death-test child process).
+// tensor lifetime, split, and the timeout path (in a death-test child process). Also bench comm
+// --backend nccl as one process (the local world group bootstraps it, still no MPI): ours and the
+// raw NCCL calls both timed.
 // Without a GPU everything skips with cuda_status()'s reason, except the check that
 // make_nccl_group then throws that reason.
 #include <gtest/gtest.h>
@@ -10,11 +12,15 @@
 #include <ATen/ATen.h>
 
 #include <chrono>
+#include <cmath>
 #include <cstdint>
 #include <iostream>
+#include <regex>
+#include <sstream>
 #include <thread>
 
 #include "ops/cuda_runtime.h"
+#include "parallel/comm_bench.h"
 #include "parallel/nccl_group.h"
 #include "parallel/process_group.h"
 
@@ -79,6 +85,43 @@ TEST(NcclLibrary, LoadsOrSaysWhy) {
   const bool explained = info.find("tried:") != std::string::npos || info.find("built without") != std::string::npos ||
                          info.find("no symbol") != std::string::npos;
   EXPECT_TRUE(loaded || explained) << info;
+}
+
+// bench comm --backend nccl as one process (no MPI: the local world group bootstraps NCCL): every
+// line holds our time and the raw NCCL call's, both measured.
+TEST(NcclBenchComm, RawNcclBaselineOnEveryLine) {
+  if (!ops::cuda_status().available) GTEST_SKIP() << "no GPU: " << ops::cuda_status().reason;
+  if (const std::string info = nccl_library_info(); info.find("built without") != std::string::npos) GTEST_SKIP() << info;
+  CommBenchOptions o;
+  o.backend = "nccl";
+  o.min_bytes = 64 << 10;
+  o.max_bytes = 256 << 10;  // two sizes, x4 apart
+  o.iters = 3;
+  o.warmup = 1;
+  o.rounds = 2;
+  std::ostringstream out;
+  std::string error;
+  ASSERT_EQ(run_comm_bench(World{}, o, out, error), 0) << error;
+  const std::regex op_field("\"op\":\"([a-z_]+)\""), number_field("\"(time_us|raw_time_us|ratio)\":([-+0-9.eE]+)");
+  std::istringstream lines(out.str());
+  std::vector<std::string> ops;
+  for (std::string line; std::getline(lines, line);) {
+    SCOPED_TRACE(line);
+    std::smatch op;
+    ASSERT_TRUE(std::regex_search(line, op, op_field));
+    ops.push_back(op[1]);
+    EXPECT_EQ(line.find("null"), std::string::npos);
+    EXPECT_NE(line.find("\"ranks\":1,"), std::string::npos);
+    int found = 0;
+    for (auto it = std::sregex_iterator(line.begin(), line.end(), number_field); it != std::sregex_iterator(); ++it, ++found) {
+      const double v = std::stod((*it)[2]);
+      EXPECT_TRUE(std::isfinite(v) && v > 0) << (*it)[1] << " = " << v;
+    }
+    EXPECT_EQ(found, 3);
+  }
+  const std::vector<std::string> expected = {"all_reduce", "all_reduce", "reduce_scatter", "reduce_scatter", "all_gather",
+                                             "all_gather", "broadcast",  "broadcast",      "all_to_all",     "all_to_all"};
+  EXPECT_EQ(ops, expected);
 }
 
 #ifdef SHOESTRING_WITH_CUDA

@@ -116,8 +116,8 @@ int bench_comm(const Args& args, const parallel::World& world) {
   po::options_description opts(
       "mpirun -np N shoestring bench comm [--backend mpi|nccl] [--ops all_reduce,...] [--min-bytes 1K]\n"
       "    [--max-bytes 64M] [--iters N] [--warmup N] [--rounds R] [--dtype float32]\n\n"
-      "Bus bandwidth of our process-group collectives and of the raw blocking MPI call, sizes x4 apart;\n"
-      "rank 0 prints one JSON line per (op, size)");
+      "Bus bandwidth of our process-group collectives and of the raw MPI or NCCL call, sizes x4 apart;\n"
+      "rank 0 prints one JSON line per (op, size). One rank of --backend nccl also runs without mpirun");
   parallel::CommBenchOptions o;
   std::string ops = "all_reduce,reduce_scatter,all_gather,broadcast,all_to_all", min_bytes = "1K", max_bytes = "64M";
   opts.add_options()("help,h", "show this help")
