@@ -118,8 +118,6 @@ WorkPtr MpiGroup::all_reduce(const at::Tensor& t, ReduceOp op) {
   const MPI_Op mop = mpi_reduce_op(op, t.scalar_type());
   const int64_t n = t.numel(), esz = int64_t(t.element_size()), chunk = mpi_chunk_elems();
   // Same decision on every member: it depends only on the size, which they share.
-  if (size() > 2 && int64_t(t.nbytes()) >= ring_min_bytes() && int64_t(t.nbytes()) <= direct_max_bytes())
-    return submit("all_reduce", true, direct_all_reduce_phases(t, op, ring_comm_, rank(), size(), next_ring_tag()));
   if (size() > 1 && int64_t(t.nbytes()) >= ring_min_bytes())
     return submit("all_reduce", true, ring_all_reduce_phases(t, op, ring_comm_, rank(), size(), next_ring_tag()));
   return submit("all_reduce", true, {[t, dt, mop, n, esz, chunk, c = comm_](std::vector<MPI_Request>& reqs) {

@@ -35,11 +35,6 @@ int64_t ring_min_bytes() {
   return n;
 }
 
-int64_t direct_max_bytes() {
-  static const int64_t n = env_bytes("SHOESTRING_MPI_DIRECT_MAX_BYTES", int64_t(64) << 20);
-  return n;
-}
-
 int64_t segment_bytes() {
   static const int64_t n = env_bytes("SHOESTRING_MPI_SEGMENT_BYTES", int64_t(1) << 20);
   return n;

@@ -7,11 +7,9 @@
 // MPI_Iallgather and MPI_Ibcast 62-90% at 1-4 MiB; docs/parallelism.md). The blocking calls
 // cannot be used: they would stop the comm thread, and with it overlap and timeouts.
 //
-// - all-reduce: up to direct_max_bytes() on more than 2 members, a direct reduce-scatter then a
-//   direct all-gather (2 steps); otherwise a ring (reduce-scatter then all-gather, 2(n-1) steps).
-//   Both send 2(n-1)/n of the tensor per rank, bandwidth-optimal as in NCCL. The ring's
-//   reduce-scatter steps are cut into segments so that folding in one received segment overlaps
-//   the transfer of the next.
+// - all-reduce: a ring (reduce-scatter then all-gather, 2(n-1) steps, each rank sending
+//   2(n-1)/n of the tensor: bandwidth-optimal, as in NCCL). The reduce-scatter steps are cut into
+//   segments so that folding in one received segment overlaps the transfer of the next.
 // - reduce-scatter: direct, one exchange and the folds.
 // - all-gather, broadcast and all-to-all-v: direct, every message of the collective in one step. Open MPI's
 //   shared-memory transport makes large messages a single copy by the receiver (CMA), so the
@@ -47,10 +45,6 @@ std::vector<CommOp::Phase> direct_broadcast_phases(const at::Tensor& t, int root
 // in's block `rank`).
 std::vector<CommOp::Phase> direct_reduce_scatter_phases(const at::Tensor& out, const at::Tensor& in, ReduceOp op,
                                                         MPI_Comm comm, int rank, int size, int tag);
-// Direct reduce-scatter over n chunks, then a direct all-gather: 2 steps. Needs a temporary of
-// (n-1)/n of the tensor, so all_reduce takes it up to direct_max_bytes() and the ring above.
-std::vector<CommOp::Phase> direct_all_reduce_phases(const at::Tensor& t, ReduceOp op, MPI_Comm comm, int rank,
-                                                    int size, int tag);
 // dst op= src elementwise (the reduction of every point-to-point collective).
 void fold_into(const at::Tensor& dst, const at::Tensor& src, ReduceOp op);
 
@@ -58,12 +52,6 @@ void fold_into(const at::Tensor& dst, const at::Tensor& src, ReduceOp op);
 // MPI's non-blocking collectives, which need fewer steps. SHOESTRING_MPI_RING_MIN_BYTES
 // overrides it (tests use 1 to send everything through them).
 int64_t ring_min_bytes();
-
-// All-reduces from ring_min_bytes() up to this size on more than 2 members take the direct path
-// (on 2 the ring is the same two steps, and overlaps its reduction); larger ones the ring, which
-// needs no temporary. Default 64 MiB; SHOESTRING_MPI_DIRECT_MAX_BYTES overrides it (tests use 1 to
-// keep the ring covered on 3 and 4 ranks).
-int64_t direct_max_bytes();
 
 // Bytes per segment of the ring all-reduce's reduce-scatter steps (default 1 MiB: on the 2-core
 // VM 64-256 KiB segments measured slower at 1-4 MiB, each step's fixed cost outweighing the
