@@ -99,11 +99,15 @@ TEST(Launch, LaunchTrainStartsRanksWithMpirun) {
   if (!fs::equivalent(SHOESTRING_BINARY_DIR, fs::path(SHOESTRING_SOURCE_DIR) / "build", ec))
     GTEST_SKIP() << "launch/train uses " SHOESTRING_SOURCE_DIR "/build, this test was built in " SHOESTRING_BINARY_DIR;
   const CliResult r = shoestring::testing::run_command(
-      std::string(kMpirun) + "SHOESTRING_NO_SETUP=1 launch/train configs/tiny-moe.yaml --np 2" +
+      std::string(kMpirun) + "SHOESTRING_NO_SETUP=1 launch/train configs/tiny-moe.yaml --np 4" +
       tiny_args(dir, 2).substr(std::string(" --config configs/tiny-moe.yaml").size()));
   ASSERT_EQ(r.code, 0) << r.output;
   EXPECT_NE(r.output.find("mpirun"), std::string::npos) << r.output;  // the command it ran is echoed
-  EXPECT_NE(r.output.find("parallel dp 2"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("-np 4"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("parallel dp 4"), std::string::npos) << r.output;
+  // Every rank ran: rank 0 writes train.log, the others rank-N.log.
+  for (int k = 1; k < 4; ++k)
+    EXPECT_TRUE(fs::exists(dir / ("rank-" + std::to_string(k) + ".log"))) << "rank " << k;
   fs::remove_all(dir);
 }
 
