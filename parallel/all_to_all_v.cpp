@@ -6,6 +6,7 @@
 
 #include <numeric>
 #include <stdexcept>
+#include <string>
 
 namespace shoestring::parallel {
 
@@ -36,6 +37,7 @@ struct GroupHolder : torch::CustomClassHolder {
 struct Started {
   at::Tensor out;
   WorkPtr work;
+  RowDecoder decode;  // empty: out is the result
 };
 
 struct AllToAllV : torch::autograd::Function<AllToAllV> {
@@ -51,7 +53,7 @@ struct AllToAllV : torch::autograd::Function<AllToAllV> {
     ctx->saved_data["dtype"] = x.scalar_type();
     ctx->saved_data["device"] = x.device();
     started.work->wait();
-    return started.out;
+    return started.decode ? started.decode(started.out) : started.out;
   }
 
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
@@ -77,23 +79,36 @@ struct AllToAllV : torch::autograd::Function<AllToAllV> {
 AllToAllVInFlight all_to_all_v_start(const at::Tensor& x, const GroupPtr& group,
                                      const std::vector<int64_t>& send_counts, const std::vector<int64_t>& recv_counts,
                                      const std::shared_ptr<BufferPool>& pool) {
+  return all_to_all_v_start_encoded(x, x, RowDecoder(), group, send_counts, recv_counts, pool);
+}
+
+AllToAllVInFlight all_to_all_v_start_encoded(const at::Tensor& x, const at::Tensor& payload, RowDecoder decode,
+                                             const GroupPtr& group, const std::vector<int64_t>& send_counts,
+                                             const std::vector<int64_t>& recv_counts,
+                                             const std::shared_ptr<BufferPool>& pool) {
   if (int(send_counts.size()) != group->size() || int(recv_counts.size()) != group->size())
     throw std::invalid_argument("all_to_all_v: counts must have one entry per member of group " + group->name());
   if (std::accumulate(send_counts.begin(), send_counts.end(), int64_t(0)) != x.size(0))
     throw std::invalid_argument("all_to_all_v: send counts do not add up to the rows of x");
+  if (payload.size(0) != x.size(0))
+    throw std::invalid_argument("all_to_all_v: the payload has " + std::to_string(payload.size(0)) +
+                                " rows for the " + std::to_string(x.size(0)) + " rows of x");
   AllToAllVInFlight f;
   f.grad_ = at::GradMode::is_enabled();
   f.x_ = x;
+  f.sent_ = payload.detach().contiguous();
+  const at::Tensor& sent = f.sent_;
   {
     // Made as inside an autograd forward (grad mode off), since the autograd node returns it.
     at::NoGradGuard no_grad;
-    f.out_ = receive_buffer(x, recv_counts, pool.get());
+    f.out_ = receive_buffer(sent, recv_counts, pool.get());
   }
   f.group_ = group;
   f.send_ = send_counts;
   f.recv_ = recv_counts;
   f.pool_ = pool;
-  f.work_ = group->all_to_all(f.out_, x.contiguous(), recv_counts, send_counts);
+  f.decode_ = std::move(decode);
+  f.work_ = group->all_to_all(f.out_, sent, recv_counts, send_counts);
   f.work_->start();  // travels while the caller computes (the MoE split forward's shared experts)
   return f;
 }
@@ -102,8 +117,9 @@ at::Tensor AllToAllVInFlight::wait() {
   if (!work_) throw std::logic_error("AllToAllVInFlight::wait: no exchange in flight (waited twice?)");
   const at::AutoGradMode mode(grad_);
   const WorkPtr work = std::move(work_);
-  at::Tensor out = AllToAllV::apply(x_, group_, send_, recv_, pool_, Started{out_, work});
-  x_ = out_ = at::Tensor();
+  at::Tensor out = AllToAllV::apply(x_, group_, send_, recv_, pool_, Started{out_, work, std::move(decode_)});
+  x_ = out_ = sent_ = at::Tensor();
+  decode_ = RowDecoder();
   return out;
 }
 

@@ -4,6 +4,7 @@
 // swapped). Expert parallelism dispatches tokens and combines expert outputs with it.
 #include <ATen/core/Tensor.h>
 
+#include <functional>
 #include <memory>
 #include <vector>
 
@@ -23,6 +24,10 @@ at::Tensor all_to_all_v(const at::Tensor& x, const GroupPtr& group, const std::v
 // The forward exchange of all_to_all_v started and not yet waited for, so that the caller can
 // compute while the rows travel (the split MoE forward, trainer/model/moe.h). It holds x and the
 // receive buffer until wait(). all_to_all_v is start + wait.
+// The received payload rows -> the rows wait() returns (x's dtype and width): see
+// all_to_all_v_start_encoded.
+using RowDecoder = std::function<at::Tensor(const at::Tensor& received)>;
+
 class AllToAllVInFlight {
  public:
   AllToAllVInFlight() = default;
@@ -36,7 +41,11 @@ class AllToAllVInFlight {
  private:
   friend AllToAllVInFlight all_to_all_v_start(const at::Tensor&, const GroupPtr&, const std::vector<int64_t>&,
                                               const std::vector<int64_t>&, const std::shared_ptr<BufferPool>&);
-  at::Tensor x_, out_;
+  friend AllToAllVInFlight all_to_all_v_start_encoded(const at::Tensor&, const at::Tensor&, RowDecoder,
+                                                      const GroupPtr&, const std::vector<int64_t>&,
+                                                      const std::vector<int64_t>&, const std::shared_ptr<BufferPool>&);
+  at::Tensor x_, out_, sent_;  // sent_: what travels (x, or the payload), alive until the wait
+  RowDecoder decode_;
   GroupPtr group_;
   std::vector<int64_t> send_, recv_;
   std::shared_ptr<BufferPool> pool_;
@@ -49,6 +58,16 @@ class AllToAllVInFlight {
 AllToAllVInFlight all_to_all_v_start(const at::Tensor& x, const GroupPtr& group,
                                      const std::vector<int64_t>& send_counts, const std::vector<int64_t>& recv_counts,
                                      const std::shared_ptr<BufferPool>& pool = nullptr);
+
+// all_to_all_v_start where `payload` travels in x's place: one payload row per row of x, an
+// encoding of it (FP8 codes and scales, ops/fp8_rows.h). wait() returns decode(the received
+// payload), attached to x's graph as if x itself had travelled: the encoding counts as the identity
+// (straight-through, as FP8 training treats activation quantization), so backward is all_to_all_v's,
+// the reverse exchange of the gradient in x's dtype. The payload is not differentiated.
+AllToAllVInFlight all_to_all_v_start_encoded(const at::Tensor& x, const at::Tensor& payload, RowDecoder decode,
+                                             const GroupPtr& group, const std::vector<int64_t>& send_counts,
+                                             const std::vector<int64_t>& recv_counts,
+                                             const std::shared_ptr<BufferPool>& pool = nullptr);
 
 // Each member's per-destination counts -> the counts every member will send to this one (an
 // all_to_all of one int64 per pair; zeros fine), through tensors on `device` (the group's).

@@ -100,6 +100,7 @@ struct ParallelConfig {
   std::vector<int64_t> stage_layers;    // transformer blocks per stage; empty = balanced by cost
   int64_t ep = 1;  // expert-parallel ranks (divides dp)
   int64_t ep_max_nodes = 0;  // node-limited routing: nodes a token's experts may span; 0 = off
+  std::string ep_dispatch_dtype = "auto";  // auto (the token dtype) | fp8 (E4M3 + 1x128 scales)
   bool zero1 = false;
   double bucket_mb = 25;
   double timeout_s = 300;

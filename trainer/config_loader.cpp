@@ -287,6 +287,8 @@ void validate(const Config& c, const Origins& origins) {
     fail(at("parallel.ep"), "parallel.ep", "needs routed experts to shard (model.n_routed_experts is 0); use 1");
   if (par.ep > 1 && m.n_routed_experts % par.ep != 0)
     fail(at("parallel.ep"), "parallel.ep", "must divide model.n_routed_experts (" + num(m.n_routed_experts) + "), got " + num(par.ep));
+  if (par.ep_dispatch_dtype == "fp8" && par.ep <= 1)
+    fail(at("parallel.ep_dispatch_dtype"), "parallel.ep_dispatch_dtype", "fp8 needs expert parallelism (parallel.ep > 1, got " + num(par.ep) + "): without it no token rows are dispatched");
   if (par.ep_max_nodes > 0 && m.n_limited_groups < m.n_expert_groups)
     fail(at("parallel.ep_max_nodes"), "parallel.ep_max_nodes", "cannot be combined with group-limited routing (model.n_limited_groups " + num(m.n_limited_groups) + " < model.n_expert_groups " + num(m.n_expert_groups) + "); set one of them");
   if (c.train.nonfinite == "rollback" && c.checkpoint.interval == 0)

@@ -5,12 +5,20 @@
 #include <stdexcept>
 #include <string>
 
+#include "ops/fp8_rows.h"
 #include "parallel/all_to_all_v.h"
 #include "trainer/ep_rows.h"
 
 namespace shoestring {
 
-EpDispatcher::EpDispatcher(parallel::GroupPtr ep) : ep_(std::move(ep)), pool_(std::make_shared<parallel::BufferPool>()) {}
+EpDispatchDtype parse_ep_dispatch_dtype(const std::string& name) {
+  if (name == "auto") return EpDispatchDtype::kAuto;
+  if (name == "fp8") return EpDispatchDtype::kFp8;
+  throw std::invalid_argument("parallel.ep_dispatch_dtype: expected auto or fp8, got \"" + name + "\"");
+}
+
+EpDispatcher::EpDispatcher(parallel::GroupPtr ep, EpDispatchDtype dispatch_dtype)
+    : ep_(std::move(ep)), dispatch_dtype_(dispatch_dtype), pool_(std::make_shared<parallel::BufferPool>()) {}
 
 namespace {
 
@@ -24,6 +32,7 @@ struct EpInFlight final : model::DispatchInFlight {
   parallel::AllToAllVInFlight rows, meta;  // dispatch: token rows; gates and chosen mask
   parallel::AllToAllVInFlight combined;    // combine: gate-weighted expert outputs
   int64_t sent = 0, received = 0;
+  int64_t row_bytes = 0;  // bytes of one token row as it travels
   bool ready() const override { return step == 1 ? rows.done() && meta.done() : combined.done(); }
 };
 
@@ -98,7 +107,23 @@ std::unique_ptr<model::DispatchInFlight> EpDispatcher::begin(const at::Tensor& t
   // The counts size the receive buffers, so they are waited for; the rows are not.
   d->send_counts = std::move(send_counts);
   d->recv_counts = parallel::exchange_counts(*ep_, d->send_counts, dev);
-  d->rows = parallel::all_to_all_v_start(send_x, ep_, d->send_counts, d->recv_counts, pool_);
+  if (dispatch_dtype_ == EpDispatchDtype::kFp8) {
+    // Codes and scales travel packed in one byte row per send row (ops/fp8_rows.h) rather than as
+    // two exchanges: one collective per dispatch as with auto (a second, tiny all-to-all-v would
+    // add its latency to every MoE layer), at the price of one copy of ~d bytes per row into the
+    // packed buffer. The receiver decodes to the compute dtype; gradients come back unquantized
+    // (straight-through, all_to_all_v_start_encoded).
+    const int64_t width = send_x.size(1);
+    const at::ScalarType dtype = send_x.scalar_type();
+    const at::Tensor payload = ops::pack_fp8_rows(send_x);
+    d->row_bytes = payload.size(1);
+    d->rows = parallel::all_to_all_v_start_encoded(
+        send_x, payload, [width, dtype](const at::Tensor& got) { return ops::unpack_fp8_rows(got, width, dtype); },
+        ep_, d->send_counts, d->recv_counts, pool_);
+  } else {
+    d->row_bytes = send_x.size(1) * int64_t(send_x.element_size());
+    d->rows = parallel::all_to_all_v_start(send_x, ep_, d->send_counts, d->recv_counts, pool_);
+  }
   d->meta = parallel::all_to_all_v_start(send_meta, ep_, d->send_counts, d->recv_counts);
   d->sent = s;
   return d;
@@ -148,6 +173,8 @@ at::Tensor EpDispatcher::end(model::DispatchInFlight& in_flight) {
   if (at::GradMode::is_enabled()) {
     traffic_.sent += d.sent;
     traffic_.received += d.received;
+    traffic_.sent_bytes += d.sent * d.row_bytes;
+    traffic_.received_bytes += d.received * d.row_bytes;
   }
   return sum_rows(back, d.token_map, pool_);
 }
@@ -158,8 +185,9 @@ EpTraffic EpDispatcher::take_traffic() {
   return t;
 }
 
-std::shared_ptr<EpDispatcher> shard_experts(model::Transformer& net, const parallel::GroupPtr& ep) {
-  auto dispatcher = std::make_shared<EpDispatcher>(ep);
+std::shared_ptr<EpDispatcher> shard_experts(model::Transformer& net, const parallel::GroupPtr& ep,
+                                            EpDispatchDtype dispatch_dtype) {
+  auto dispatcher = std::make_shared<EpDispatcher>(ep, dispatch_dtype);
   for (auto& layer : net->moe_layers()) {
     const int64_t total = layer->local_experts();
     if (total % ep->size() != 0)

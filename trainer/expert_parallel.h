@@ -4,6 +4,7 @@
 // one of its chosen experts. See docs/parallelism.md, "Expert parallelism".
 #include <cstdint>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "parallel/buffer_pool.h"
@@ -14,14 +15,24 @@
 namespace shoestring {
 
 // Rows this rank sent to / received from the ep group (one row per (token, destination rank)
-// pair, this rank included), in forward passes with gradients enabled, summed over layers.
+// pair, this rank included), in forward passes with gradients enabled, summed over layers; and the
+// bytes of those token rows as they travelled (fp8 dispatch: codes and scales, ops/fp8_rows.h).
+// Gates, masks and the combine are not in the bytes.
 struct EpTraffic {
   int64_t sent = 0, received = 0;
+  int64_t sent_bytes = 0, received_bytes = 0;
 };
+
+// What the forward dispatch of token rows sends (parallel.ep_dispatch_dtype): the rows as they are,
+// or E4M3 codes with one fp32 scale per 1x128 tile (DeepSeek-V3 §3.3.3). Gates, the combine and
+// every backward exchange stay in the compute dtype either way.
+enum class EpDispatchDtype { kAuto, kFp8 };
+// "auto" | "fp8"; throws std::invalid_argument naming parallel.ep_dispatch_dtype otherwise.
+EpDispatchDtype parse_ep_dispatch_dtype(const std::string& name);
 
 class EpDispatcher : public model::ExpertDispatcher {
  public:
-  explicit EpDispatcher(parallel::GroupPtr ep);
+  explicit EpDispatcher(parallel::GroupPtr ep, EpDispatchDtype dispatch_dtype = EpDispatchDtype::kAuto);
   // begin: the counts exchange (waited for), then starts the all-to-all-v of token rows and of
   // their gates (with the mask of the destination's local experts they chose). run_experts: waits
   // for them, runs the local experts, starts the reverse all-to-all-v of the gate-weighted sums.
@@ -36,6 +47,7 @@ class EpDispatcher : public model::ExpertDispatcher {
 
  private:
   parallel::GroupPtr ep_;
+  EpDispatchDtype dispatch_dtype_;
   std::shared_ptr<parallel::BufferPool> pool_;  // the big row buffers, reused across calls
   EpTraffic traffic_;
 };
@@ -44,7 +56,8 @@ class EpDispatcher : public model::ExpertDispatcher {
 // experts [r E/ep, (r+1) E/ep) and dispatches through the returned dispatcher. Build the whole
 // model first (identical initialisation on every rank), then call this. Throws
 // std::invalid_argument when ep does not divide a layer's experts.
-std::shared_ptr<EpDispatcher> shard_experts(model::Transformer& net, const parallel::GroupPtr& ep);
+std::shared_ptr<EpDispatcher> shard_experts(model::Transformer& net, const parallel::GroupPtr& ep,
+                                            EpDispatchDtype dispatch_dtype = EpDispatchDtype::kAuto);
 
 // How many nodes the ep group spans, from its members' global ranks and the ranks per node
 // (ranks fill nodes in order, as mpirun and srun place them by default). Throws

@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <limits>
 
+#include "ops/fp8_rows.h"
 #include "ops/moe_permute.h"
 #include "parallel/all_to_all_v.h"
 #include "parallel/process_group.h"
@@ -39,6 +40,9 @@ int run_moe_bench(const parallel::World& world, const MoeBenchOptions& o, std::o
                                : o.dtype == "float64" ? at::kDouble
                                                       : at::kChar;
   if (dtype == at::kChar) return error = "--dtype must be bfloat16, float32 or float64, got " + o.dtype, 2;
+  if (o.dispatch_dtype != "auto" && o.dispatch_dtype != "fp8")
+    return error = "--dispatch-dtype must be auto or fp8, got " + o.dispatch_dtype, 2;
+  const bool fp8 = o.dispatch_dtype == "fp8";
   if (o.experts % ranks != 0 || o.top_k > o.experts || o.tokens < 1 || o.d_model < 1 || o.iters < 1 || o.rounds < 1)
     return error = "need tokens, d-model, iters, rounds >= 1, top-k <= experts and experts divisible by the " +
                    std::to_string(ranks) + " ranks",
@@ -53,7 +57,7 @@ int run_moe_bench(const parallel::World& world, const MoeBenchOptions& o, std::o
   const ops::Permutation perm = ops::plan_permutation(ids, o.experts);
   const model::LocalExperts identity{g->rank() * per_rank, per_rank, o.experts,
                                      [](const at::Tensor& rows, const std::vector<int64_t>&) { return rows; }};
-  EpDispatcher dispatcher(g);
+  EpDispatcher dispatcher(g, fp8 ? EpDispatchDtype::kFp8 : EpDispatchDtype::kAuto);
 
   // The raw exchange moves the same rows: one per (token, destination rank), as the dispatcher.
   const at::Tensor dest = at::floor_divide(at::repeat_interleave(at::tensor(perm.counts, at::kLong)), per_rank);
@@ -64,12 +68,16 @@ int run_moe_bench(const parallel::World& world, const MoeBenchOptions& o, std::o
   const int64_t rows_sent = keys.size(0);
   int64_t rows_recv = 0;
   for (int64_t r : recv) rows_recv += r;
-  const at::Tensor send_x = at::randn({rows_sent, o.d_model}).to(dtype), recv_x = at::empty({rows_recv, o.d_model}, send_x.options());
-  const at::Tensor back = at::empty_like(send_x);
+  // There: token rows, or their FP8 bytes; back: rows of --dtype.
+  const int64_t there_bytes = fp8 ? ops::fp8_row_bytes(o.d_model) : o.d_model * int64_t(c10::elementSize(dtype));
+  const at::Tensor send_x = fp8 ? at::randint(256, {rows_sent, there_bytes}, at::kByte)
+                                : at::randn({rows_sent, o.d_model}).to(dtype);
+  const at::Tensor recv_x = at::empty({rows_recv, send_x.size(1)}, send_x.options());
+  const at::Tensor partial = at::randn({rows_recv, o.d_model}).to(dtype), back = at::empty({rows_sent, o.d_model}, partial.options());
   auto ours = [&] { dispatcher.run(x, gates, perm, identity); };
   auto raw = [&] {
     g->all_to_all(recv_x, send_x, recv, send)->wait();
-    g->all_to_all(back, recv_x, send, recv)->wait();
+    g->all_to_all(back, partial, send, recv)->wait();
   };
   for (int i = 0; i < o.warmup; ++i) ours(), raw();
   double best_ours = std::numeric_limits<double>::infinity(), best_raw = best_ours;
@@ -79,17 +87,18 @@ int run_moe_bench(const parallel::World& world, const MoeBenchOptions& o, std::o
   }
   // Token bytes this rank moves per call, there and back (gates and masks not counted: they are
   // the dispatcher's overhead); the total over ranks / the slowest rank's time is the rate.
-  at::Tensor bytes = at::full({1}, double(2 * rows_sent * o.d_model * int64_t(c10::elementSize(dtype))), at::kDouble);
+  at::Tensor bytes = at::full(
+      {1}, double(rows_sent * (there_bytes + o.d_model * int64_t(c10::elementSize(dtype)))), at::kDouble);
   g->all_reduce(bytes)->wait();
   if (g->rank() == 0) {
     char line[512];
     const double b = bytes.item<double>();
     std::snprintf(line, sizeof line,
                   "{\"bench\":\"moe\",\"ranks\":%d,\"tokens_per_rank\":%lld,\"d_model\":%lld,\"experts\":%lld,"
-                  "\"top_k\":%lld,\"dtype\":\"%s\",\"rows_sent_rank0\":%lld,\"bytes\":%.0f,\"ours_ms\":%.4g,"
+                  "\"top_k\":%lld,\"dtype\":\"%s\",\"dispatch_dtype\":\"%s\",\"rows_sent_rank0\":%lld,\"bytes\":%.0f,\"ours_ms\":%.4g,"
                   "\"ours_gbps\":%.4g,\"raw_ms\":%.4g,\"raw_gbps\":%.4g,\"ratio\":%.3f}\n",
                   ranks, static_cast<long long>(o.tokens), static_cast<long long>(o.d_model),
-                  static_cast<long long>(o.experts), static_cast<long long>(o.top_k), o.dtype.c_str(),
+                  static_cast<long long>(o.experts), static_cast<long long>(o.top_k), o.dtype.c_str(), o.dispatch_dtype.c_str(),
                   static_cast<long long>(rows_sent), b, best_ours * 1e3, b / best_ours / 1e9, best_raw * 1e3,
                   b / best_raw / 1e9, best_raw / best_ours);
     out << line << std::flush;

@@ -2,6 +2,8 @@
 // `shoestring bench moe`: throughput of expert-parallel dispatch + combine (EpDispatcher with
 // identity experts, so only routing bookkeeping and exchanges are timed) beside the raw
 // all-to-all-v of the same token rows there and back, in the same run. Every rank is one ep rank.
+// With fp8 dispatch the raw exchange sends rows of the FP8 size (ops/fp8_rows.h) there and rows of
+// --dtype back, the bytes the dispatcher moves; quantizing is part of "ours", not of raw.
 #include <cstdint>
 #include <ostream>
 #include <string>
@@ -17,6 +19,7 @@ struct MoeBenchOptions {
   int64_t top_k = 8;
   int iters = 10, warmup = 3, rounds = 3;
   std::string dtype = "bfloat16";  // token rows: bfloat16, float32 or float64
+  std::string dispatch_dtype = "auto";  // auto | fp8 (parallel.ep_dispatch_dtype)
 };
 
 // Rank 0 writes one JSON line to `out`. Returns 0, or non-zero with `error` set (bad options).

@@ -317,7 +317,7 @@ TrainSummary train(const Config& cfg, const parallel::World& world, const TrainO
   // Built whole above (the same initialisation as one process), then each rank keeps its shard.
   std::shared_ptr<EpDispatcher> ep_dispatch;
   if (shape.ep > 1) {
-    ep_dispatch = shard_experts(net, comm.ep);
+    ep_dispatch = shard_experts(net, comm.ep, parse_ep_dispatch_dtype(cfg.parallel.ep_dispatch_dtype));
     if (cfg.parallel.ep_max_nodes > 0) {
       const int64_t nodes = ep_nodes(mesh.ep->world_ranks(), world.local_size);
       for (auto& router : net->routers()) router->limit_nodes(nodes, cfg.parallel.ep_max_nodes);

@@ -11,6 +11,7 @@
 #include "ops/fp8_blas_baseline.h"
 #include "ops/fp8_gemm.h"
 #include "ops/fp8_linear.h"
+#include "ops/fp8_rows.h"
 
 #ifdef SHOESTRING_WITH_CUDA
 #include <cuda_runtime.h>
@@ -62,6 +63,24 @@ TEST_F(Fp8Gpu, QuantizersAreBitIdenticalToCpu) {
   const at::Tensor w = at::randn({3, 256, 384});
   EXPECT_TRUE(same_bits(quantize_128x128_cuda(cuda(w)), quantize_128x128(w)));
   EXPECT_TRUE(same_bits(quantize_1x128_cuda(cuda(at::zeros({4, 256}))), quantize_1x128(at::zeros({4, 256}))));
+}
+
+TEST_F(Fp8Gpu, PackedFp8RowsAreBitIdenticalToCpu) {
+  // The expert-parallel FP8 dispatch packs on the GPU and unpacks with ATen ops there: both must
+  // give the CPU bytes and values exactly (bf16 rows, the training dtype; float for the reference).
+  at::manual_seed(22);
+  for (int64_t d : {int64_t(128), int64_t(130), int64_t(7168)}) {
+    const at::Tensor x = at::randn({33, d}) * at::exp(at::randn({33, 1}) * 2);
+    for (at::ScalarType dt : {at::kFloat, at::kBFloat16}) {
+      SCOPED_TRACE(std::to_string(d) + " " + c10::toString(dt));
+      const at::Tensor xd = x.to(dt);
+      const at::Tensor gpu = pack_fp8_rows(cuda(xd)), cpu = pack_fp8_rows(xd);
+      EXPECT_TRUE(gpu.is_cuda());
+      EXPECT_TRUE(at::equal(gpu.cpu(), cpu));
+      EXPECT_TRUE(at::equal(unpack_fp8_rows(gpu, d, at::kFloat).cpu(), unpack_fp8_rows(cpu, d, at::kFloat)));
+    }
+  }
+  EXPECT_EQ(pack_fp8_rows(cuda(at::zeros({0, 130}))).sizes(), at::IntArrayRef({0, 138}));
 }
 
 struct GemmCase {

@@ -5,10 +5,12 @@
 #include <ATen/ATen.h>
 
 #include <cmath>
+#include <cstring>
 #include <iostream>
 
 #include "ops/calc_diff.h"
 #include "ops/fp8_quantize.h"
+#include "ops/fp8_rows.h"
 
 namespace {
 
@@ -128,6 +130,42 @@ TEST(Fp8Quantize, RoundTripAccuracy) {
   std::cout << "[measured] quantize_roundtrip calc_diff: 1x128 " << d1 << ", 128x128 " << d2 << "\n";
   EXPECT_LT(d1, kFp8Tol.quantize_roundtrip);
   EXPECT_LT(d2, kFp8Tol.quantize_roundtrip);
+}
+
+TEST(Fp8Rows, PackedRowsHoldCodesThenScalesAndDecodeAsDequantize) {
+  // The wire format of the FP8 expert dispatch: per row the quantize_1x128 codes, then the fp32
+  // scales' bytes; unpacking gives dequantize's values exactly, in the requested dtype.
+  at::manual_seed(5);
+  for (int64_t d : {int64_t(16), int64_t(128), int64_t(130), int64_t(300)}) {
+    SCOPED_TRACE(d);
+    const at::Tensor x = at::randn({9, d}, at::kDouble) * at::exp(at::randn({9, 1}, at::kDouble) * 2);
+    const Fp8Tensor q = quantize_1x128(x);
+    const at::Tensor packed = pack_fp8_rows(x);
+    const int64_t kb = (d + 127) / 128;
+    ASSERT_EQ(packed.scalar_type(), at::kByte);
+    ASSERT_EQ(packed.sizes(), at::IntArrayRef({9, d + 4 * kb}));
+    EXPECT_EQ(fp8_row_bytes(d), d + 4 * kb);
+    EXPECT_TRUE(at::equal(packed.narrow(1, 0, d), q.data.view(at::kByte)));
+    for (int64_t r = 0; r < 9; ++r)
+      for (int64_t t = 0; t < kb; ++t) {
+        float s;
+        std::memcpy(&s, packed[r].narrow(0, d + 4 * t, 4).contiguous().data_ptr<uint8_t>(), 4);
+        EXPECT_EQ(s, q.scale[r][t].item<float>());
+      }
+    const at::Tensor dq = dequantize(q);
+    EXPECT_TRUE(at::equal(unpack_fp8_rows(packed, d, at::kFloat), dq));
+    EXPECT_TRUE(at::equal(unpack_fp8_rows(packed, d, at::kDouble), dq.to(at::kDouble)));
+    EXPECT_TRUE(at::equal(unpack_fp8_rows(packed, d, at::kBFloat16), dq.to(at::kBFloat16)));
+    EXPECT_LT(calc_diff(unpack_fp8_rows(packed, d, at::kDouble), x), kFp8Tol.quantize_roundtrip);
+  }
+  // One row: its scale bytes sit at the unaligned offset 130 of the only row.
+  const at::Tensor one = at::randn({1, 130});
+  EXPECT_TRUE(at::equal(unpack_fp8_rows(pack_fp8_rows(one), 130, at::kFloat), dequantize(quantize_1x128(one))));
+  const at::Tensor none = pack_fp8_rows(at::zeros({0, 130}));
+  EXPECT_EQ(none.sizes(), at::IntArrayRef({0, 138}));
+  EXPECT_EQ(unpack_fp8_rows(none, 130, at::kFloat).sizes(), at::IntArrayRef({0, 130}));
+  EXPECT_THROW(unpack_fp8_rows(at::zeros({2, 137}, at::kByte), 130, at::kFloat), std::invalid_argument);
+  EXPECT_THROW(pack_fp8_rows(at::zeros({130})), std::invalid_argument);
 }
 
 TEST(Fp8Quantize, RejectsBadInputsWithTheShape) {

@@ -9,6 +9,13 @@
 // a token's expert outputs per destination rank first and the expert weight gradients over one
 // concatenated batch instead of one batch per rank, so only the summation order differs (~1e-16
 // relative per sum).
+//
+// With FP8 dispatch (parallel.ep_dispatch_dtype: fp8) the reference is the whole layer whose
+// routed experts receive dequantize(quantize_1x128(x)) rows, made here with the CPU reference
+// quantizer, the gradient passing straight through. The same tolerance holds: both sides quantize
+// the same float32 values with the same integer code and decode with the same single fp32
+// product, so the experts' inputs are bit-identical and only the summation order differs again
+// (measured worst 1.7e-13, at d 130 where values are larger, the same as auto's there).
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
@@ -18,6 +25,9 @@
 #include <numeric>
 #include <sstream>
 
+#include "ops/calc_diff.h"
+#include "ops/fp8_quantize.h"
+#include "ops/fp8_rows.h"
 #include "parallel/all_to_all_v.h"
 #include "tests/parallel/mpi_test_env.h"
 #include "trainer/expert_parallel.h"
@@ -32,9 +42,9 @@ namespace {
 
 constexpr double kTol = 1e-12;
 
-ModelConfig layer_config(double capacity) {
+ModelConfig layer_config(double capacity, int64_t d_model = 16) {
   ModelConfig c;
-  c.d_model = 16;
+  c.d_model = d_model;
   c.n_layers = 2;
   c.n_routed_experts = 8;
   c.n_activated_experts = 2;
@@ -71,6 +81,28 @@ struct Scenario {
   std::function<at::Tensor(int ep)> bias;     // router bias (forces routing), [8]
   std::function<int64_t(int rank)> batch;     // sequences of 5 tokens on each ep rank
   std::function<void(model::MoE&)> setup = [](model::MoE&) {};  // on both layers, before the run
+  bool fp8 = false;     // FP8 dispatch, against the whole layer with quantized expert inputs
+  int64_t d_model = 16;
+};
+
+// The single-process reference of the FP8 dispatch: the local dispatcher, its routed experts fed
+// dequantize(quantize_1x128(token)) by the CPU reference quantizer. x + (q - x).detach() is q in
+// the forward (q - x is exact by Sterbenz's lemma: q is x rounded to 3 mantissa bits of its tile's
+// scale, or 0, and x + (q - x) is then q) and the identity in the backward: straight-through.
+class QuantizedLocalDispatcher final : public model::ExpertDispatcher {
+ public:
+  std::unique_ptr<model::DispatchInFlight> begin(const at::Tensor& tokens, const at::Tensor& gates,
+                                                 const ops::Permutation& perm,
+                                                 const model::LocalExperts& experts) override {
+    const at::Tensor x = tokens.detach();
+    const at::Tensor q = ops::dequantize(ops::quantize_1x128(x)).to(x.scalar_type());
+    return local_.begin(tokens + (q - x), gates, perm, experts);
+  }
+  void run_experts(model::DispatchInFlight& d) override { local_.run_experts(d); }
+  at::Tensor end(model::DispatchInFlight& d) override { return local_.end(d); }
+
+ private:
+  model::LocalDispatcher local_;
 };
 
 // Runs one forward/backward of the sharded layer on `layer` (already sharded) and checks it
@@ -79,10 +111,12 @@ struct Seen {
   int64_t dropped = 0;
   double worst = 0;
   int64_t sent = -1;  // rows this rank sent (a new layer only)
+  EpTraffic traffic;  // what the dispatcher counted (a new layer only)
+  at::Tensor y;       // the sharded layer's output
 };
 
 Seen expect_same_as_whole(const parallel::GroupPtr& ep, const Scenario& sc, model::MoE* reuse = nullptr) {
-  const ModelConfig cfg = layer_config(sc.capacity);
+  const ModelConfig cfg = layer_config(sc.capacity, sc.d_model);
   const at::Tensor bias = sc.bias(ep->size()).to(at::kDouble);
   const int me = ep->rank(), n = ep->size();
   const int64_t per = cfg.n_routed_experts / n;
@@ -96,10 +130,11 @@ Seen expect_same_as_whole(const parallel::GroupPtr& ep, const Scenario& sc, mode
   } else {
     sharded = make_layer(cfg, bias);
     sharded->shard_experts(me * per, per);
-    dispatcher = std::make_shared<EpDispatcher>(ep);
+    dispatcher = std::make_shared<EpDispatcher>(ep, sc.fp8 ? EpDispatchDtype::kFp8 : EpDispatchDtype::kAuto);
     sharded->set_dispatcher(dispatcher);
   }
   model::MoE whole = make_layer(cfg, bias);
+  if (sc.fp8) whole->set_dispatcher(std::make_shared<QuantizedLocalDispatcher>());
   sc.setup(sharded);
   sc.setup(whole);
   if (reuse) {  // the reused layer trained nothing: only the routing changed
@@ -126,7 +161,11 @@ Seen expect_same_as_whole(const parallel::GroupPtr& ep, const Scenario& sc, mode
   std::vector<model::MoEStats> ref_stats;
   const at::Tensor yr = whole->forward(xr, &ref_stats);
   (yr * cs[size_t(me)]).sum().backward();
-  Seen seen{stats[0].dropped, 0, dispatcher ? dispatcher->take_traffic().sent : -1};
+  Seen seen{stats[0].dropped, 0, -1, {}, y.detach()};
+  if (dispatcher) {
+    seen.traffic = dispatcher->take_traffic();
+    seen.sent = seen.traffic.sent;
+  }
   auto check = [&](double d) {
     seen.worst = std::max(seen.worst, d);
     return d;
@@ -160,8 +199,8 @@ Seen expect_same_as_whole(const parallel::GroupPtr& ep, const Scenario& sc, mode
     else EXPECT_EQ(g.abs().max().item<double>(), 0.0) << w;  // no expert of the layer got a token
   }
   if (test_world()->rank() == 0)
-    std::printf("ep %d: worst difference from the whole layer %.3g, %lld pairs dropped on rank 0\n", n, seen.worst,
-                static_cast<long long>(seen.dropped));
+    std::printf("ep %d%s: worst difference from the whole layer %.3g, %lld pairs dropped on rank 0\n", n,
+                sc.fp8 ? " (fp8 dispatch)" : "", seen.worst, static_cast<long long>(seen.dropped));
   return seen;
 }
 
@@ -253,6 +292,81 @@ TEST(ExpertParallel, AdversarialRoutingDoesNotHang) {
   }
 }
 
+TEST(ExpertParallel, Fp8DispatchMatchesWholeLayerWithQuantizedExpertInputs) {
+  // d 16: one ragged tile; d 130: a full tile and a 2-wide one. Random routing, and skewed routing
+  // where some ranks receive nothing (empty payloads).
+  for (int size : ep_sizes())
+    for (int64_t d : {int64_t(16), int64_t(130)}) {
+      Scenario random{0, kRandom, kTwoPerRank};
+      random.fp8 = true, random.d_model = d;
+      expect_same_as_whole(ep_group(size), random);
+      Scenario skewed{0, force([](int) { return std::vector<int64_t>{0, 7}; }), kTwoPerRank};
+      skewed.fp8 = true, skewed.d_model = d;
+      expect_same_as_whole(ep_group(size), skewed);
+    }
+}
+
+TEST(ExpertParallel, Fp8DispatchIsTakenAndWithinE4M3RoundingOfAuto) {
+  for (int size : ep_sizes())
+    for (int64_t d : {int64_t(16), int64_t(130)}) {
+      const parallel::GroupPtr ep = ep_group(size);
+      Scenario sc{0, kRandom, kTwoPerRank};
+      sc.d_model = d;
+      const Seen plain = expect_same_as_whole(ep, sc);
+      sc.fp8 = true;
+      const Seen fp8 = expect_same_as_whole(ep, sc);
+      // Same inputs and routing, so the same rows travel; fewer bytes each: d codes + 4 bytes per
+      // 1x128 tile instead of d float64 values.
+      EXPECT_EQ(fp8.traffic.sent, plain.traffic.sent);
+      EXPECT_EQ(fp8.traffic.received, plain.traffic.received);
+      EXPECT_GT(plain.traffic.sent, 0);
+      EXPECT_EQ(plain.traffic.sent_bytes, plain.traffic.sent * d * 8);
+      EXPECT_EQ(fp8.traffic.sent_bytes, fp8.traffic.sent * (d + 4 * ((d + 127) / 128)));
+      EXPECT_EQ(fp8.traffic.received_bytes, fp8.traffic.received * ops::fp8_row_bytes(d));
+      // The path is really taken: the outputs differ, by E4M3 rounding of the experts' inputs only.
+      // calc_diff is the relative squared error; the bound is the table's for a pure E4M3 round
+      // trip (the expert MLP is smooth, the shared experts and router see exact inputs).
+      const double diff = ops::calc_diff(fp8.y, plain.y);
+      const double rel_max = (fp8.y - plain.y).abs().max().item<double>() / plain.y.abs().max().item<double>();
+      EXPECT_GT(diff, 0.0);
+      EXPECT_LT(diff, ops::kFp8Tol.quantize_roundtrip);
+      EXPECT_LT(rel_max, 1.0 / 8);  // 2^-4 per input element, twice for headroom through the MLP
+      if (test_world()->rank() == 0)
+        std::printf("ep %d d %lld: fp8 vs auto dispatch output calc_diff %.3g, max |diff| / max |y| %.3g; bytes per "
+                    "row %lld -> %lld\n",
+                    size, static_cast<long long>(d), diff, rel_max,
+                    static_cast<long long>(plain.traffic.sent_bytes / plain.traffic.sent),
+                    static_cast<long long>(fp8.traffic.sent_bytes / std::max<int64_t>(1, fp8.traffic.sent)));
+    }
+}
+
+TEST(ExpertParallel, EncodedAllToAllVDecodesAndSendsGradientsBackUnquantized) {
+  // Rank r sends r + j + 1 rows to rank j as FP8; the received rows are the decoded ones, and the
+  // gradient of sum(out * c) comes back to each sent row as c itself (straight-through), in float64.
+  const auto& g = test_world();
+  const int n = g->size(), me = g->rank();
+  std::vector<int64_t> send, recv;
+  for (int j = 0; j < n; ++j) send.push_back(me + j + 1), recv.push_back(j + me + 1);
+  const int64_t rows = std::accumulate(send.begin(), send.end(), int64_t(0)), d = 130;
+  at::manual_seed(uint64_t(100 + me));
+  const at::Tensor x = at::randn({rows, d}, at::kDouble).requires_grad_();
+  const at::Tensor payload = ops::pack_fp8_rows(x);
+  ASSERT_EQ(payload.size(1), d + 8);
+  const at::Tensor out =
+      parallel::all_to_all_v_start_encoded(
+          x, payload, [d](const at::Tensor& p) { return ops::unpack_fp8_rows(p, d, at::kDouble); }, g, send, recv)
+          .wait();
+  ASSERT_EQ(out.scalar_type(), at::kDouble);
+  // What came back is what each sender's rows decode to, exchanged as plain rows.
+  const at::Tensor expect = parallel::all_to_all_v(ops::dequantize(ops::quantize_1x128(x.detach())).to(at::kDouble), g, send, recv);
+  EXPECT_TRUE(at::equal(out.detach(), expect));
+  EXPECT_FALSE(at::equal(out.detach(), parallel::all_to_all_v(x.detach(), g, send, recv)));
+  // Weight by the exactly known plain rows: their gradient must be the plain rows' own values.
+  const at::Tensor c = parallel::all_to_all_v(x.detach(), g, send, recv);
+  (out * c).sum().backward();
+  EXPECT_TRUE(at::equal(x.grad(), x.detach()));
+}
+
 TEST(ExpertParallel, AllToAllVBackwardIsTheReverseExchange) {
   // Rank r sends r + j + 1 rows of value (r, j) to rank j; the gradient of sum(out * c) must come
   // back to each sent row as the c of the row it became.
@@ -289,6 +403,17 @@ TEST(ExpertParallel, BenchMoePrintsOneLineAndRefusesBadOptions) {
   } else {
     EXPECT_TRUE(out.str().empty());
   }
+  o.dispatch_dtype = "fp8";
+  out.str("");
+  ASSERT_EQ(run_moe_bench(test_mpi_world(), o, out, error), 0) << error;
+  if (test_world()->rank() == 0) {
+    EXPECT_NE(out.str().find("\"dispatch_dtype\":\"fp8\""), std::string::npos) << out.str();
+    EXPECT_EQ(out.str().find("nan"), std::string::npos) << out.str();
+  }
+  o.dispatch_dtype = "e5m2";
+  EXPECT_EQ(run_moe_bench(test_mpi_world(), o, out, error), 2);
+  EXPECT_NE(error.find("--dispatch-dtype"), std::string::npos) << error;
+  o.dispatch_dtype = "auto";
   o.experts = 7;  // not divisible by 2 or 4 ranks: refused on every rank before any collective
   EXPECT_EQ(run_moe_bench(test_mpi_world(), o, out, error), 2);
   EXPECT_NE(error.find("divisible"), std::string::npos) << error;

@@ -101,6 +101,11 @@ TEST(Config, BatchAndLayoutRules) {
   EXPECT_NE(error_of("parallel:\n  dp: 4\n  ep: 2\n").find("parallel.ep: needs routed experts to shard (model.n_routed_experts is 0)"), std::string::npos);
   EXPECT_NE(error_of("model:\n  n_routed_experts: 6\nparallel:\n  dp: 4\n  ep: 4\n").find("parallel.ep: must divide model.n_routed_experts (6), got 4"), std::string::npos);
   EXPECT_EQ(error_of("model:\n  n_routed_experts: 8\nparallel:\n  dp: 4\n  ep: 4\n"), "");
+  // FP8 dispatch needs an ep group to dispatch over; the width needs nothing (ragged tiles pad).
+  EXPECT_NE(error_of("parallel:\n  ep_dispatch_dtype: fp8\n").find("parallel.ep_dispatch_dtype: fp8 needs expert parallelism (parallel.ep > 1, got 1)"), std::string::npos);
+  EXPECT_NE(error_of("parallel:\n  ep_dispatch_dtype: e5m2\n").find("one of auto, fp8"), std::string::npos);
+  EXPECT_EQ(error_of("model:\n  d_model: 72\n  n_routed_experts: 8\nparallel:\n  dp: 4\n  ep: 4\n  ep_dispatch_dtype: fp8\n"), "");
+  EXPECT_EQ(error_of("parallel:\n  ep_dispatch_dtype: auto\n"), "");
   EXPECT_EQ(error_of("train:\n  micro_batch_size: 2\n  global_batch: 16\nparallel:\n  dp: 4\n  zero1: true\n"), "");
 }
 

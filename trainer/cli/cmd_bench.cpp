@@ -164,9 +164,10 @@ int bench_pipeline(const Args& args, const parallel::World& world) {
 int bench_moe(const Args& args, const parallel::World& world) {
   po::options_description opts(
       "mpirun -np N shoestring bench moe [--tokens 4096] [--d-model 1024] [--experts 64] [--top-k 8]\n"
-      "    [--iters N] [--warmup N] [--rounds R] [--dtype bfloat16]\n\n"
+      "    [--iters N] [--warmup N] [--rounds R] [--dtype bfloat16] [--dispatch-dtype auto|fp8]\n\n"
       "Expert-parallel dispatch + combine (identity experts) against the raw all-to-all-v of the same\n"
-      "token rows there and back; every rank is one ep rank; rank 0 prints one JSON line");
+      "token rows there and back (fp8: FP8-sized rows there); every rank is one ep rank; rank 0 prints\n"
+      "one JSON line");
   MoeBenchOptions o;
   opts.add_options()("help,h", "show this help")
       ("tokens", po::value(&o.tokens)->default_value(o.tokens), "tokens per rank")
@@ -176,7 +177,9 @@ int bench_moe(const Args& args, const parallel::World& world) {
       ("iters", po::value(&o.iters)->default_value(o.iters), "timed calls per round")
       ("warmup", po::value(&o.warmup)->default_value(o.warmup), "untimed calls first")
       ("rounds", po::value(&o.rounds)->default_value(o.rounds), "timed rounds (ours and raw alternate; best kept)")
-      ("dtype", po::value(&o.dtype)->default_value(o.dtype), "bfloat16, float32 or float64");
+      ("dtype", po::value(&o.dtype)->default_value(o.dtype), "bfloat16, float32 or float64")
+      ("dispatch-dtype", po::value(&o.dispatch_dtype)->default_value(o.dispatch_dtype),
+       "auto (rows travel in --dtype) or fp8 (E4M3 + 1x128 scales there, --dtype back)");
   po::variables_map vm;
   if (const auto rc = parse_command_line(opts, args, vm)) return *rc;
   return report_errors("moe", [&](std::string& error) { return run_moe_bench(world, o, std::cout, error); });

@@ -84,13 +84,13 @@ StepEstimate estimate_step(const Config& cfg, const parallel::Schedule& schedule
     last_backward_s += 2 * f_s[st];
   }
 
-  // EP: per MoE layer and micro-batch, dispatch (fp8 payload with fp8 training, DeepSeek-V3
-  // §3.3.4) and combine (bf16) forward, and the same two backward. The share bound for other
-  // ranks is (ep-1)/ep; over nodes, node-limited routing (parallel.ep_max_nodes, §2.1.2) sends each
+  // EP: per MoE layer and micro-batch, dispatch (fp8 payload with fp8 training or fp8 dispatch,
+  // DeepSeek-V3 §3.3.3) and combine (bf16) forward, and the same two backward. The share bound for
+  // other ranks is (ep-1)/ep; over nodes, node-limited routing (parallel.ep_max_nodes, §2.1.2) sends each
   // token at most once to each of at most M nodes, the NVLink forward fans it out.
   if (ep > 1 && moe_layers > 0) {
     const double k = double(m.n_activated_experts), d = double(m.d_model);
-    const double dispatch = cfg.train.precision == "fp8" ? 1.0 : s;
+    const double dispatch = cfg.train.precision == "fp8" || cfg.parallel.ep_dispatch_dtype == "fp8" ? 1.0 : s;
     const double per_token = d * (dispatch + s);  // one copy: dispatch + combine
     double intra = 0, inter = 0;
     if (!c.ep_inter) {
