@@ -18,6 +18,7 @@
 #include <utility>
 #include <vector>
 
+#include "tests/parallel/ep_layer_config.h"
 #include "tests/parallel/mpi_test_env.h"
 #include "trainer/expert_parallel.h"
 #include "trainer/model/moe.h"
@@ -27,21 +28,9 @@ using shoestring::testing::test_world;
 
 namespace {
 
-ModelConfig layer_config() {
-  ModelConfig c;
-  c.d_model = 16;
-  c.n_layers = 2;
-  c.n_routed_experts = 8;
-  c.n_activated_experts = 2;
-  c.n_shared_experts = 1;
-  c.moe_intermediate_size = 8;
-  c.init_std = 0.5;
-  return c;
-}
-
 // The whole layer (same initialisation on every rank), sharded over ep with its own dispatcher.
 model::MoE sharded_layer(const parallel::GroupPtr& ep, const at::Tensor& bias) {
-  const ModelConfig cfg = layer_config();
+  const ModelConfig cfg = shoestring::testing::ep_test_layer();
   at::manual_seed(7);
   model::MoE layer(cfg);
   layer->to(at::kDouble);
@@ -115,7 +104,7 @@ Result run(model::MoE& layer, const std::vector<at::Tensor>& xs, const std::vect
 // through `order` on one sharded layer and through forward(A), forward(B) on another.
 void expect_interleaved_same(const parallel::GroupPtr& ep, const at::Tensor& bias, const Order& order,
                              const std::function<int64_t(int mb, int rank)>& batch) {
-  const ModelConfig cfg = layer_config();
+  const ModelConfig cfg = shoestring::testing::ep_test_layer();
   model::MoE ref = sharded_layer(ep, bias), split = sharded_layer(ep, bias);
   at::manual_seed(100 + ep->rank());
   std::vector<at::Tensor> xs, cs;

@@ -29,6 +29,7 @@
 #include "ops/fp8_quantize.h"
 #include "ops/fp8_rows.h"
 #include "parallel/all_to_all_v.h"
+#include "tests/parallel/ep_layer_config.h"
 #include "tests/parallel/mpi_test_env.h"
 #include "trainer/expert_parallel.h"
 #include "trainer/moe_bench.h"
@@ -41,19 +42,6 @@ using shoestring::testing::test_world;
 namespace {
 
 constexpr double kTol = 1e-12;
-
-ModelConfig layer_config(double capacity, int64_t d_model = 16) {
-  ModelConfig c;
-  c.d_model = d_model;
-  c.n_layers = 2;
-  c.n_routed_experts = 8;
-  c.n_activated_experts = 2;
-  c.n_shared_experts = 1;
-  c.moe_intermediate_size = 8;
-  c.capacity_factor = capacity;
-  c.init_std = 0.5;  // outputs and gradients O(0.1-1), so an absolute tolerance means something
-  return c;
-}
 
 model::MoE make_layer(const ModelConfig& cfg, const at::Tensor& bias) {
   at::manual_seed(7);
@@ -116,7 +104,7 @@ struct Seen {
 };
 
 Seen expect_same_as_whole(const parallel::GroupPtr& ep, const Scenario& sc, model::MoE* reuse = nullptr) {
-  const ModelConfig cfg = layer_config(sc.capacity, sc.d_model);
+  const ModelConfig cfg = shoestring::testing::ep_test_layer(sc.capacity, sc.d_model);
   const at::Tensor bias = sc.bias(ep->size()).to(at::kDouble);
   const int me = ep->rank(), n = ep->size();
   const int64_t per = cfg.n_routed_experts / n;
@@ -275,7 +263,7 @@ TEST(ExpertParallel, AdversarialRoutingDoesNotHang) {
   // then back to random. Each step must finish and still match the whole layer.
   for (int size : ep_sizes()) {
     const parallel::GroupPtr ep = ep_group(size);
-    const ModelConfig cfg = layer_config(0);
+    const ModelConfig cfg = shoestring::testing::ep_test_layer(0);
     const int64_t per = 8 / ep->size();
     model::MoE layer = make_layer(cfg, at::zeros({8}, at::kDouble));
     layer->shard_experts(ep->rank() * per, per);
