@@ -229,6 +229,24 @@ TEST(Collectives, ManyInFlightWaitedInReverse) {
     EXPECT_TRUE(same(ts[size_t(i)], reference(100 + 37 * i, g->size(), at::kFloat, ReduceOp::Sum, i))) << i;
 }
 
+// An operation issued alone and neither waited on nor started (Work::start) is still progressed
+// by the comm thread (comm_thread.h): here rank 0 waits 50 ms before it even issues, so the others
+// have long since issued theirs and only poll done() while sleeping, never calling wait().
+TEST(Collectives, UnwaitedOperationCompletesWhileTheCallerOnlyPolls) {
+  auto g = test_world();
+  for (int64_t n : {int64_t(7), int64_t(300000)}) {  // libnbc, and the ring (p2p_collectives.h)
+    if (g->rank() == 0) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    at::Tensor t = input(n, g->rank(), at::kFloat);
+    parallel::WorkPtr w = g->all_reduce(t);
+    const auto t0 = std::chrono::steady_clock::now();
+    while (!w->done() && std::chrono::steady_clock::now() - t0 < std::chrono::seconds(20))
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    ASSERT_TRUE(w->done()) << "n=" << n << ": not progressed in 20 s without a wait()";
+    w->wait();
+    EXPECT_TRUE(same(t, reference(n, g->size(), at::kFloat, ReduceOp::Sum))) << n;
+  }
+}
+
 // All-reduces, all-gathers and broadcasts large enough for the point-to-point collectives
 // (p2p_collectives.h) in flight together, waited in reverse: their messages share one
 // communicator and must not cross.
