@@ -5,7 +5,6 @@
 
 #include <algorithm>
 #include <cctype>
-#include <chrono>
 #include <cstdio>
 #include <functional>
 #include <iostream>
@@ -86,16 +85,14 @@ void raw_call(MPI_Comm c, const std::string& op, Buffers& b, at::ScalarType dt, 
   }
 }
 
-double now() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
-
 // Mean seconds per iteration of ours, the slowest rank's.
 double time_ours(ProcessGroup& g, const std::string& op, Buffers& b, int iters, bool cuda) {
   g.barrier()->wait();
-  const double t0 = now();
+  const double t0 = steady_seconds();
   for (int i = 0; i < iters; ++i) issue(g, op, b)->wait();
   // NCCL's wait() only orders the stream: reading one element back waits for the GPU.
   if (cuda) (void)b.a.view(-1)[0].item<double>();
-  at::Tensor t = at::full({1}, (now() - t0) / iters, at::kDouble);
+  at::Tensor t = at::full({1}, (steady_seconds() - t0) / iters, at::kDouble);
   if (cuda) t = t.to(b.a.device());
   g.all_reduce(t, ReduceOp::Max)->wait();
   return t.cpu().item<double>();
@@ -105,9 +102,9 @@ double time_raw(MPI_Comm c, const std::string& op, Buffers& b, at::ScalarType dt
   double worst = 0;
   CommEngine::instance().run([&] {
     MPI_Barrier(c);
-    const double t0 = now();
+    const double t0 = steady_seconds();
     for (int i = 0; i < iters; ++i) raw_call(c, op, b, dt, n);
-    const double mine = (now() - t0) / iters;
+    const double mine = (steady_seconds() - t0) / iters;
     MPI_Allreduce(&mine, &worst, 1, MPI_DOUBLE, MPI_MAX, c);
   });
   return worst;

@@ -135,9 +135,9 @@ double RawNcclBench::time(const std::string& op, const at::Tensor& a, const at::
   void* p = s_->barrier_buf.data_ptr();
   nccl::check(api().AllReduce(p, p, 1, ncclFloat32, ncclSum, s_->comm, s_->stream), "raw nccl barrier", s_->comm);
   check_cuda(cudaStreamSynchronize(s_->stream), "raw nccl: cudaStreamSynchronize");
-  const double t0 = nccl::now_s();
+  const double t0 = steady_seconds();
   s_->issue(call, op, iters);
-  at::Tensor t = at::full({1}, (nccl::now_s() - t0) / iters, at::kDouble);
+  at::Tensor t = at::full({1}, (steady_seconds() - t0) / iters, at::kDouble);
   s_->bootstrap.all_reduce(t, ReduceOp::Max)->wait();
   return t.item<double>();
 }

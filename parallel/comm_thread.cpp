@@ -32,10 +32,6 @@ struct ProgressScope {
 
 }  // namespace
 
-double steady_now_s() {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
-}
-
 CommEngine& CommEngine::instance() {
   if (CommEngine* e = g_engine.load()) return *e;
   std::lock_guard lock(g_engine_mu);
@@ -94,7 +90,7 @@ void CommEngine::wait(CommOp& op) {
       poll_once();
       if (op.done.load(std::memory_order_acquire)) break;
     }
-    if (limit > 0 && steady_now_s() - op.issued_at > limit) {
+    if (limit > 0 && steady_seconds() - op.issued_at > limit) {
       std::fprintf(stderr,
                    "[rank %d] comm timeout: %s #%lld on group %s did not finish in %.0f s and the communication "
                    "thread did not report it (stuck inside MPI)\n",
@@ -134,7 +130,7 @@ void CommEngine::run(const std::function<void()>& f) {
   auto op = std::make_shared<CommOp>();
   op->name = "internal";
   op->group = "-";
-  op->issued_at = steady_now_s();
+  op->issued_at = steady_seconds();
   op->phases.push_back([&f](std::vector<MPI_Request>&) { f(); });
   submit(op);
   wait(*op);
@@ -172,7 +168,7 @@ void CommEngine::loop() {
         // steps of a ring) only inside our MPI calls. Yield so the ranks' other threads can run
         // on an oversubscribed node.
         progress.unlock();
-        last_busy_ = steady_now_s();
+        last_busy_ = steady_seconds();
         sched_yield();
         continue;
       }
@@ -180,7 +176,7 @@ void CommEngine::loop() {
     }
     std::unique_lock lock(mu_);
     if (idle && stop_ && queue_.empty()) break;
-    const double now = steady_now_s();
+    const double now = steady_seconds();
     if (!queue_.empty() || drivers_.load(std::memory_order_acquire) > 0) last_busy_ = now;
     // While a waiter drives, it polls (and answers roll calls); it hands back work it leaves in
     // flight. Otherwise sleep short while recently busy (see kActiveWake), long when not.
@@ -196,7 +192,7 @@ void CommEngine::poll_once() {
   if (!inflight_.empty()) progress_requests();
   // The watchdog's work is cheap but each MPI_Test is a trip through Open MPI's progress engine:
   // once a millisecond is plenty for answers that may take seconds.
-  const double now = steady_now_s();
+  const double now = steady_seconds();
   if (now - last_control_ < 1e-3) return;
   last_control_ = now;
   serve_roll_call();
@@ -211,7 +207,7 @@ void CommEngine::start_queued() {
     queued_.store(0, std::memory_order_release);
   }
   for (auto& op : batch) {
-    op->started_at.store(steady_now_s());
+    op->started_at.store(steady_seconds());
     inflight_.push_back(op);
     inflight_count_.fetch_add(1, std::memory_order_release);
     start_next_phase(op);

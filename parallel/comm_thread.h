@@ -42,7 +42,6 @@
 
 namespace shoestring::parallel {
 
-double steady_now_s();  // seconds since steady_clock's epoch
 
 // One queued operation: phases run one after another on the comm thread; each starts MPI calls
 // and appends their requests, and the next phase starts when all of them completed.

@@ -4,14 +4,9 @@
 #include <torch/csrc/autograd/function.h>
 #include <torch/csrc/autograd/variable.h>
 
-#include <chrono>
 #include <stdexcept>
 
 namespace shoestring::parallel {
-
-double steady_seconds() {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
-}
 
 // Runs after AccumulateGrad has added this backward's gradient into param.grad().
 class GradReducer::Hook : public torch::autograd::FunctionPostHook {

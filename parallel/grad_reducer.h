@@ -125,6 +125,4 @@ class GradReducer {
   std::mutex mu_;
 };
 
-double steady_seconds();
-
 }  // namespace shoestring::parallel

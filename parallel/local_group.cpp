@@ -14,7 +14,7 @@ namespace {
 
 class LocalWork final : public Work {
  public:
-  LocalWork(std::string what, bool done) : what_(std::move(what)), at_(steady_now_s()), done_(done) {}
+  LocalWork(std::string what, bool done) : what_(std::move(what)), at_(steady_seconds()), done_(done) {}
   void wait() override {
     if (!done_)
       throw std::logic_error(what_ + ": waits for a matching send/recv on the same group that was never issued");

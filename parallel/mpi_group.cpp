@@ -107,7 +107,7 @@ WorkPtr MpiGroup::submit(const char* opname, bool collective, std::vector<Phase>
   op->group_id = id_;
   op->seq = collective ? ++seq_ : ++p2p_seq_;
   op->timeout_s = opts_.timeout_s;
-  op->issued_at = steady_now_s();
+  op->issued_at = steady_seconds();
   CommEngine::instance().submit(op);
   return std::make_shared<MpiWork>(std::move(op));
 }

@@ -16,7 +16,6 @@
 
 namespace shoestring::parallel::nccl {
 
-double now_s() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
 
 void check_cuda(cudaError_t e, const char* what) {
   if (e != cudaSuccess) throw std::runtime_error(std::string(what) + ": " + cudaGetErrorString(e));
@@ -40,7 +39,7 @@ void CommState::init_stream() {
   check_cuda(cudaEventCreate(&epoch), "cudaEventCreate");
   check_cuda(cudaEventRecord(epoch, stream), "cudaEventRecord");
   check_cuda(cudaEventSynchronize(epoch), "cudaEventSynchronize");
-  epoch_s = now_s();
+  epoch_s = steady_seconds();
 }
 
 std::string CommState::describe() const {
@@ -61,7 +60,7 @@ std::string CommState::describe() const {
 // --- OpRecord ---
 
 OpRecord::OpRecord(std::shared_ptr<CommState> c, std::string op_name, int64_t sequence)
-    : comm(std::move(c)), op(std::move(op_name)), seq(sequence), issued_s(now_s()) {
+    : comm(std::move(c)), op(std::move(op_name)), seq(sequence), issued_s(steady_seconds()) {
   check_cuda(cudaEventCreate(&start), "cudaEventCreate");
   check_cuda(cudaEventCreateWithFlags(&end, cudaEventDisableTiming), "cudaEventCreate");
 }
@@ -178,7 +177,7 @@ class Watchdog {
         if (const char* last = api().GetLastError(c.comm); last != nullptr && *last) msg += std::string(" (") + last + ")";
       fail(op, "comm error", msg);
     }
-    if (now_s() - op.issued_s > c.timeout_s) {
+    if (steady_seconds() - op.issued_s > c.timeout_s) {
       std::ostringstream s;
       s << "did not finish in " << c.timeout_s << " s";
       fail(op, "comm timeout", s.str());

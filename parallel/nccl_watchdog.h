@@ -14,7 +14,6 @@
 
 namespace shoestring::parallel::nccl {
 
-double now_s();  // steady_clock seconds, the clock of Work::issued_at()
 
 // One communicator and its stream. Destroyed when the group and every op issued on it are gone.
 struct CommState {

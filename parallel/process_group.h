@@ -30,6 +30,10 @@ struct CommOptions {
   double timeout_s = 300;  // parallel.timeout_s
 };
 
+// Seconds since std::chrono::steady_clock's epoch: the clock of Work's timestamps, traces and
+// timeouts.
+double steady_seconds();
+
 // One queued operation. wait() blocks until the result is usable by the caller (for NCCL: until
 // the caller's current CUDA stream is ordered after it; the host does not block, except for
 // barrier()), or aborts the job on timeout.

@@ -116,14 +116,14 @@ void CommEngine::serve_roll_call() {
     MPI_Test(&roll_->recvs[i], &flag, MPI_STATUS_IGNORE);
     roll_->answered[i] = char(flag);
   }
-  const double now = steady_now_s();
+  const double now = steady_seconds();
   const bool all = std::all_of(roll_->answered.begin(), roll_->answered.end(), [](char c) { return c != 0; });
   if (now > roll_->deadline || (all && !roll_->deferred)) finish_roll_call(now);
 }
 
 void CommEngine::check_timeouts() {
   if (roll_) return;
-  const double now = steady_now_s();
+  const double now = steady_seconds();
   for (const auto& op : inflight_)
     if (op->group_id != 0 && op->timeout_s > 0 && now - op->issued_at > op->timeout_s) {
       begin_roll_call(op, now);

@@ -7,13 +7,11 @@
 #include <filesystem>
 #include <utility>
 
+#include "parallel/process_group.h"
+
 namespace shoestring::ckpt {
 
 namespace {
-
-double now_s() {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
-}
 
 // Test-only: a slow disk (SHOESTRING_TEST_SAVE_DELAY_MS), so a test can tell a save that blocks
 // the loop from one written while training goes on.
@@ -41,7 +39,7 @@ CheckpointSaver::~CheckpointSaver() {
 SaveReport CheckpointSaver::save(const std::vector<LocalPiece>& pieces, Manifest meta, SaveReport* previous) {
   SaveReport prior = finish();  // its wait is in its own report
   if (previous) *previous = prior;
-  const double t1 = now_s();
+  const double t1 = parallel::steady_seconds();
   // The copy is the whole stall of an asynchronous save: after it the parameters and moments may
   // change under the next step while the thread writes the copy. Taken before any state changes,
   // so a failed copy leaves no save in flight.
@@ -69,7 +67,7 @@ SaveReport CheckpointSaver::save(const std::vector<LocalPiece>& pieces, Manifest
   });
   SaveReport r;
   r.step = meta_.step;
-  r.blocked_s = now_s() - t1;
+  r.blocked_s = parallel::steady_seconds() - t1;
   return r;
 }
 
@@ -83,20 +81,20 @@ SaveReport CheckpointSaver::poll() {
 
 SaveReport CheckpointSaver::finish() {
   if (!in_flight_) return {};
-  const double t0 = now_s();
+  const double t0 = parallel::steady_seconds();
   if (writer_.joinable()) writer_.join();
-  return commit(now_s() - t0);
+  return commit(parallel::steady_seconds() - t0);
 }
 
 SaveReport CheckpointSaver::commit(double blocked_before) {
-  const double t0 = now_s();
+  const double t0 = parallel::steady_seconds();
   in_flight_ = false;
   SaveReport r;
   r.step = meta_.step;
   r.dir = commit_save(world_, tmp_, written_, meta_, settings_.root, settings_.keep, settings_.keep_every);
   r.bytes = dir_bytes(r.dir);
-  r.written_s = now_s() - started_;
-  r.blocked_s = blocked_before + (now_s() - t0);
+  r.written_s = parallel::steady_seconds() - started_;
+  r.blocked_s = blocked_before + (parallel::steady_seconds() - t0);
   if (!settings_.async) r.blocked_s = r.written_s;
   return r;
 }
