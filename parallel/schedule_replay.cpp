@@ -12,23 +12,6 @@
 namespace shoestring::parallel::detail {
 namespace {
 
-constexpr double kNotYet = std::numeric_limits<double>::infinity();
-
-struct State {
-  int stages = 0;
-  std::vector<double> f_end, b_end, msg_f, msg_b;  // by mb * stages + stage; kNotYet until done
-  double& at(std::vector<double>& v, int mb, int stage) { return v[size_t(mb * stages + stage)]; }
-  double time(const Input& in) {
-    switch (in.need) {
-      case Need::LocalF: return at(f_end, in.mb, in.stage);
-      case Need::LocalB: return at(b_end, in.mb, in.stage);
-      case Need::MsgF: return at(msg_f, in.mb, in.stage);
-      case Need::MsgB: return at(msg_b, in.mb, in.stage);
-    }
-    return kNotYet;
-  }
-};
-
 void forward_inputs(const Schedule& s, int rank, int mb, int chunk, std::vector<Input>& out) {
   const int st = s.stage_of(mb, rank, chunk);
   if (st <= 0) return;
@@ -93,14 +76,43 @@ double action_cost(const std::vector<std::vector<ActionCosts>>& table, int rank,
   }
 }
 
+Ends::Ends(const Schedule& s) : stages_(s.stages) {
+  const size_t keys = size_t(s.microbatches) * size_t(s.stages);
+  for (auto* v : {&f_end, &b_end, &msg_f, &msg_b}) v->assign(keys, kNotYet);
+}
+
+double Ends::time(const Input& in) const {
+  switch (in.need) {
+    case Need::LocalF: return at(f_end, in.mb, in.stage);
+    case Need::LocalB: return at(b_end, in.mb, in.stage);
+    case Need::MsgF: return at(msg_f, in.mb, in.stage);
+    case Need::MsgB: return at(msg_b, in.mb, in.stage);
+  }
+  return kNotYet;
+}
+
+double Ends::start_of(const Schedule& s, int rank, const Action& a, double free) const {
+  double start = free;
+  for (const Input& in : inputs_of(s, rank, a)) start = std::max(start, time(in));
+  return start;
+}
+
+void Ends::finish(const Schedule& s, int rank, const Action& a, double end) {
+  if (a.op == Op::F || a.op == Op::FB) at(f_end, a.mb, s.stage_of(a.mb, rank, a.chunk)) = end;
+  if (a.op == Op::B || a.op == Op::I) at(b_end, a.mb, s.stage_of(a.mb, rank, a.chunk)) = end;
+  if (a.op == Op::FB) at(b_end, a.mb2, s.stage_of(a.mb2, rank, a.chunk2)) = end;
+}
+
+std::string Ends::waits(const Schedule& s, int rank, const Action& a) const {
+  std::string w;
+  for (const Input& in : inputs_of(s, rank, a))
+    if (time(in) == kNotYet) w += (w.empty() ? "" : " and ") + describe(in);
+  return w;
+}
+
 Replay replay(const Schedule& s, const std::vector<std::vector<ActionCosts>>& table) {
-  const size_t keys = size_t(s.microbatches) * size_t(s.stages), ranks = size_t(s.pp);
-  State st;
-  st.stages = s.stages;
-  st.f_end.assign(keys, kNotYet);
-  st.b_end.assign(keys, kNotYet);
-  st.msg_f.assign(keys, kNotYet);
-  st.msg_b.assign(keys, kNotYet);
+  const size_t ranks = size_t(s.pp);
+  Ends ends(s);
   Replay out;
   out.busy.assign(ranks, 0);
   out.timeline.assign(ranks, {});
@@ -110,33 +122,16 @@ Replay replay(const Schedule& s, const std::vector<std::vector<ActionCosts>>& ta
     moved = false;
     for (size_t r = 0; r < ranks; ++r) {
       const auto& acts = s.actions[r];
+      const int rank = int(r);
       while (next[r] < acts.size()) {
         const Action& a = acts[next[r]];
-        double ready = clock[r];
-        bool blocked = false;
-        for (const Input& in : inputs_of(s, int(r), a)) {
-          const double t = st.time(in);
-          if (t == kNotYet) blocked = true;
-          else ready = std::max(ready, t);
-        }
-        if (blocked) break;
-        const ActionCosts& costs = table[r][size_t(a.chunk)];
-        const double end = ready + action_cost(table, int(r), a);
-        const int rank = int(r);
-        auto stage = [&](int mb, int chunk) { return s.stage_of(mb, rank, chunk); };
-        switch (a.op) {
-          case Op::F: st.at(st.f_end, a.mb, stage(a.mb, a.chunk)) = end; break;
-          case Op::B:
-          case Op::I: st.at(st.b_end, a.mb, stage(a.mb, a.chunk)) = end; break;
-          case Op::FB:
-            st.at(st.f_end, a.mb, stage(a.mb, a.chunk)) = end;
-            st.at(st.b_end, a.mb2, stage(a.mb2, a.chunk2)) = end;
-            break;
-          case Op::SendF: st.at(st.msg_f, a.mb, stage(a.mb, a.chunk)) = clock[r] + costs.comm; break;
-          case Op::SendB: st.at(st.msg_b, a.mb, stage(a.mb, a.chunk)) = clock[r] + costs.comm; break;
-          default: break;
-        }
+        const double ready = ends.start_of(s, rank, a, clock[r]);
+        if (ready == kNotYet) break;
+        if (a.op == Op::SendF || a.op == Op::SendB)
+          ends.msg(a.op == Op::SendB, a.mb, s.stage_of(a.mb, rank, a.chunk)) = clock[r] + table[r][size_t(a.chunk)].comm;
         if (is_compute(a.op)) {
+          const double end = ready + action_cost(table, rank, a);
+          ends.finish(s, rank, a, end);
           out.timeline[r].push_back({a, ready, end});
           out.busy[r] += end - ready;
           clock[r] = end;
@@ -151,11 +146,8 @@ Replay replay(const Schedule& s, const std::vector<std::vector<ActionCosts>>& ta
     out.makespan = std::max(out.makespan, clock[r]);
     if (next[r] == s.actions[r].size()) continue;
     const Action& a = s.actions[r][next[r]];
-    std::string waits;
-    for (const Input& in : inputs_of(s, int(r), a))
-      if (st.time(in) == kNotYet) waits += (waits.empty() ? "" : " and ") + describe(in);
     out.stuck += std::string(out.finished ? "" : "; ") + "rank " + std::to_string(r) + " action " +
-                 std::to_string(next[r]) + " (" + to_string(a) + ") waits for " + waits;
+                 std::to_string(next[r]) + " (" + to_string(a) + ") waits for " + ends.waits(s, int(r), a);
     out.finished = false;
   }
   return out;

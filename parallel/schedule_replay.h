@@ -1,6 +1,7 @@
 #pragma once
 // Runs every rank of a schedule under one of the communication models of schedule.h: the engines
 // behind the validator's deadlock check and the simulator, so the two can never disagree.
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -27,6 +28,26 @@ std::vector<Input> inputs_of(const Schedule& s, int rank, const Action& a);
 std::string describe(const Input& in);  // "the activation of micro-batch 3 stage 1 from rank 1"
 // What action a costs on `rank` (an FB: schedule.h, simulate()); posts cost nothing.
 double action_cost(const std::vector<std::vector<ActionCosts>>& table, int rank, const Action& a);
+
+// The two engines' shared bookkeeping: when each (micro-batch, stage)'s forward, backward and
+// messages are done (kNotYet until then), and what a compute action waits for.
+constexpr double kNotYet = std::numeric_limits<double>::infinity();
+struct Ends {
+  explicit Ends(const Schedule& s);
+  double time(const Input& in) const;
+  double& msg(bool grad, int mb, int stage) { return at(grad ? msg_b : msg_f, mb, stage); }
+  // When compute action a of rank can start, once the rank is free at `free`: kNotYet while an
+  // input is missing.
+  double start_of(const Schedule& s, int rank, const Action& a, double free) const;
+  void finish(const Schedule& s, int rank, const Action& a, double end);  // records its outputs
+  std::string waits(const Schedule& s, int rank, const Action& a) const;  // its missing inputs
+
+ private:
+  double& at(std::vector<double>& v, int mb, int stage) { return v[size_t(mb * stages_ + stage)]; }
+  double at(const std::vector<double>& v, int mb, int stage) const { return v[size_t(mb * stages_ + stage)]; }
+  int stages_;
+  std::vector<double> f_end, b_end, msg_f, msg_b;  // by mb * stages + stage
+};
 
 // Assumes the static checks of validate() passed (indices in range, each input produced once).
 // costs[rank][chunk]: what each action of that chunk costs there (an FB: schedule.h, simulate()).

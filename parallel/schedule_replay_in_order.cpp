@@ -5,7 +5,6 @@
 // earliest time: a post's start depends only on its own stream, the compute before it and its
 // partner, all of which are settled before it moves.
 #include <algorithm>
-#include <limits>
 #include <map>
 
 #include "parallel/schedule_build.h"
@@ -13,8 +12,6 @@
 
 namespace shoestring::parallel::detail {
 namespace {
-
-constexpr double kNotYet = std::numeric_limits<double>::infinity();
 
 // One Send*/Recv* action and the message it carries.
 struct Post {
@@ -30,7 +27,7 @@ struct Post {
 }  // namespace
 
 Replay replay_in_order(const Schedule& s, const std::vector<std::vector<ActionCosts>>& table) {
-  const size_t ranks = size_t(s.pp), keys = size_t(s.microbatches) * size_t(s.stages);
+  const size_t ranks = size_t(s.pp);
   std::vector<std::vector<size_t>> compute(ranks);  // list positions of compute actions
   std::vector<std::vector<int>> comm(ranks);        // post ids, in list order
   std::vector<Post> posts;
@@ -70,17 +67,7 @@ Replay replay_in_order(const Schedule& s, const std::vector<std::vector<ActionCo
     }
   }
 
-  std::vector<double> f_end(keys, kNotYet), b_end(keys, kNotYet), got_f(keys, kNotYet), got_b(keys, kNotYet);
-  auto at = [&](std::vector<double>& v, int mb, int stage) -> double& { return v[size_t(mb * s.stages + stage)]; };
-  auto time = [&](const Input& in) -> double {
-    switch (in.need) {
-      case Need::LocalF: return at(f_end, in.mb, in.stage);
-      case Need::LocalB: return at(b_end, in.mb, in.stage);
-      case Need::MsgF: return at(got_f, in.mb, in.stage);
-      case Need::MsgB: return at(got_b, in.mb, in.stage);
-    }
-    return kNotYet;
-  };
+  Ends ends(s);
   Replay out;
   out.busy.assign(ranks, 0);
   out.timeline.assign(ranks, {});
@@ -95,7 +82,7 @@ Replay replay_in_order(const Schedule& s, const std::vector<std::vector<ActionCo
     if (nk[r] >= comm[r].size() || comm[r][nk[r]] != id || nc[r] < p.before) return kNotYet;
     double t = comm_clock[r];
     if (p.before > 0) t = std::max(t, compute_end[r][p.before - 1]);
-    if (p.send) t = std::max(t, at(p.grad ? b_end : f_end, p.mb, p.stage));
+    if (p.send) t = std::max(t, ends.time({p.grad ? Need::LocalB : Need::LocalF, p.mb, p.stage, p.rank}));
     return t;
   };
 
@@ -104,19 +91,10 @@ Replay replay_in_order(const Schedule& s, const std::vector<std::vector<ActionCo
     for (size_t r = 0; r < ranks; ++r) {
       while (nc[r] < compute[r].size()) {
         const Action& a = s.actions[r][compute[r][nc[r]]];
-        double start = compute_clock[r];
-        bool blocked = false;
-        for (const Input& in : inputs_of(s, int(r), a)) {
-          const double t = time(in);
-          if (t == kNotYet) blocked = true;
-          else start = std::max(start, t);
-        }
-        if (blocked) break;
+        const double start = ends.start_of(s, int(r), a, compute_clock[r]);
+        if (start == kNotYet) break;
         const double end = start + action_cost(table, int(r), a);
-        const int rank = int(r);
-        if (a.op == Op::F || a.op == Op::FB) at(f_end, a.mb, s.stage_of(a.mb, rank, a.chunk)) = end;
-        if (a.op == Op::B || a.op == Op::I) at(b_end, a.mb, s.stage_of(a.mb, rank, a.chunk)) = end;
-        if (a.op == Op::FB) at(b_end, a.mb2, s.stage_of(a.mb2, rank, a.chunk2)) = end;
+        ends.finish(s, int(r), a, end);
         out.timeline[r].push_back({a, start, end});
         out.busy[r] += end - start;
         compute_clock[r] = end;
@@ -133,7 +111,7 @@ Replay replay_in_order(const Schedule& s, const std::vector<std::vector<ActionCo
         const Post& sender = p.send ? p : posts[size_t(p.partner)];
         const int chunk = s.actions[size_t(sender.rank)][size_t(sender.index)].chunk;
         const double done = std::max(mine, theirs) + table[size_t(sender.rank)][size_t(chunk)].comm;
-        at(p.grad ? got_b : got_f, p.mb, p.stage) = done;
+        ends.msg(p.grad, p.mb, p.stage) = done;
         comm_clock[r] = comm_clock[size_t(p.peer)] = done;
         ++nk[r];
         ++nk[size_t(p.peer)];
@@ -149,10 +127,7 @@ Replay replay_in_order(const Schedule& s, const std::vector<std::vector<ActionCo
     if (nc[r] < compute[r].size()) {
       const size_t j = compute[r][nc[r]];
       const Action& a = s.actions[r][j];
-      std::string waits;
-      for (const Input& in : inputs_of(s, int(r), a))
-        if (time(in) == kNotYet) waits += (waits.empty() ? "" : " and ") + describe(in);
-      why = "action " + std::to_string(j) + " (" + to_string(a) + ") waits for " + waits;
+      why = "action " + std::to_string(j) + " (" + to_string(a) + ") waits for " + ends.waits(s, int(r), a);
     }
     if (nk[r] < comm[r].size()) {
       const Post& p = posts[size_t(comm[r][nk[r]])];
