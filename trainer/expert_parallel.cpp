@@ -25,7 +25,6 @@ namespace {
 // One dispatch between its steps: the maps both sides need for the combine, and the exchanges
 // in flight (the step's wait turns each into its autograd node).
 struct EpInFlight final : model::DispatchInFlight {
-  int step = 1;  // the next step expects this many done
   model::LocalExperts experts;
   RowMap token_map;  // send row -> its token
   std::vector<int64_t> send_counts, recv_counts;
@@ -33,16 +32,8 @@ struct EpInFlight final : model::DispatchInFlight {
   parallel::AllToAllVInFlight combined;    // combine: gate-weighted expert outputs
   int64_t sent = 0, received = 0;
   int64_t row_bytes = 0;  // bytes of one token row as it travels
-  bool ready() const override { return step == 1 ? rows.done() && meta.done() : combined.done(); }
+  bool ready() const override { return steps == 1 ? rows.done() && meta.done() : combined.done(); }
 };
-
-EpInFlight& checked(model::DispatchInFlight& d, int step, const char* what) {
-  auto* e = dynamic_cast<EpInFlight*>(&d);
-  if (!e || e->step != step)
-    throw std::logic_error(std::string("EpDispatcher::") + what + ": not the next step of an expert-parallel dispatch");
-  ++e->step;
-  return *e;
-}
 
 }  // namespace
 
@@ -130,7 +121,7 @@ std::unique_ptr<model::DispatchInFlight> EpDispatcher::begin(const at::Tensor& t
 }
 
 void EpDispatcher::run_experts(model::DispatchInFlight& in_flight) {
-  EpInFlight& d = checked(in_flight, 1, "run_experts");
+  EpInFlight& d = model::next_step<EpInFlight>(in_flight, 1, "EpDispatcher::run_experts");
   const at::Tensor recv_x = d.rows.wait();
   const at::Tensor recv_meta = d.meta.wait();
   const int64_t r = recv_x.size(0), per_rank = d.experts.count;
@@ -168,7 +159,7 @@ void EpDispatcher::run_experts(model::DispatchInFlight& in_flight) {
 }
 
 at::Tensor EpDispatcher::end(model::DispatchInFlight& in_flight) {
-  EpInFlight& d = checked(in_flight, 2, "end");
+  EpInFlight& d = model::next_step<EpInFlight>(in_flight, 2, "EpDispatcher::end");
   const at::Tensor back = d.combined.wait();
   if (at::GradMode::is_enabled()) {
     traffic_.sent += d.sent;

@@ -13,17 +13,8 @@ struct LocalInFlight final : DispatchInFlight {
   ops::Permutation perm;
   LocalExperts experts;
   int64_t n = 0;
-  int step = 1;  // the next step expects this many done
   bool ready() const override { return true; }
 };
-
-LocalInFlight& checked(DispatchInFlight& d, int step, const char* what) {
-  auto* l = dynamic_cast<LocalInFlight*>(&d);
-  if (!l || l->step != step)
-    throw std::logic_error(std::string("LocalDispatcher::") + what + ": not the next step of a local dispatch");
-  ++l->step;
-  return *l;
-}
 
 }  // namespace
 
@@ -41,12 +32,12 @@ std::unique_ptr<DispatchInFlight> LocalDispatcher::begin(const at::Tensor& token
 }
 
 void LocalDispatcher::run_experts(DispatchInFlight& d) {
-  LocalInFlight& l = checked(d, 1, "run_experts");
+  LocalInFlight& l = next_step<LocalInFlight>(d, 1, "LocalDispatcher::run_experts");
   l.rows = l.experts.run(l.rows, l.perm.counts);
 }
 
 at::Tensor LocalDispatcher::end(DispatchInFlight& d) {
-  LocalInFlight& l = checked(d, 2, "end");
+  LocalInFlight& l = next_step<LocalInFlight>(d, 2, "LocalDispatcher::end");
   const at::Tensor gates = l.gates.reshape({-1}).index_select(0, l.perm.slot);
   return ops::unpermute(l.rows, gates, l.perm, l.n);
 }

@@ -13,6 +13,8 @@
 #include <ATen/core/Tensor.h>
 
 #include <functional>
+#include <stdexcept>
+#include <string>
 #include <memory>
 #include <vector>
 
@@ -38,7 +40,21 @@ class DispatchInFlight {
   // Would the next step find its data arrived (no wait for communication)? Never blocks; for
   // schedulers that pick what to run next, and for the overlap test.
   virtual bool ready() const = 0;
+
+  // Steps done (begin is 1); see next_step.
+  int steps = 1;
 };
+
+// d as the dispatcher's own in-flight type D, checked to have done `done` steps (1 before
+// run_experts, 2 before end), and counted one step further: a dispatch from another dispatcher,
+// or a step out of order, is a logic_error naming `what` ("EpDispatcher::end").
+template <class D>
+D& next_step(DispatchInFlight& d, int done, const char* what) {
+  auto* mine = dynamic_cast<D*>(&d);
+  if (!mine || mine->steps != done) throw std::logic_error(std::string(what) + ": not the next step of its dispatch");
+  ++mine->steps;
+  return *mine;
+}
 
 class ExpertDispatcher {
  public:
