@@ -21,6 +21,7 @@
 
 #include "ops/fp8_cuda_common.cuh"
 #include "ops/fp8_gemm.h"
+#include "ops/fp8_gemm_common.cuh"
 #include "ops/shape_str.h"
 
 namespace shoestring::ops {
@@ -29,35 +30,7 @@ namespace {
 
 using cuda_detail::check_cuda;
 using cuda_detail::current_stream;
-
-struct GemmArgs {
-  const std::uint8_t* a;
-  const float* sa;  // [M, KB]
-  const std::uint8_t* b;
-  const float* sb;  // [NB, KB] (block_rows 128) or [N, KB] (block_rows 1), per group
-  float* c;
-  int M, N, K, KB;
-  int b_block_rows;
-  const int* group_of_row;  // nullptr: dense
-  int64_t b_group_stride, sb_group_stride;
-};
-
-// The group of the block's rows [m0, m0 + bm): the largest id among them (one group plus -1 padding
-// rows, by the layout contract). -1 when the whole tile is padding.
-__device__ int tile_group(const GemmArgs& p, int m0, int bm) {
-  if (p.group_of_row == nullptr) return 0;
-  __shared__ int grp;
-  if (threadIdx.x == 0) grp = -1;
-  __syncthreads();
-  for (int r = threadIdx.x; r < bm; r += blockDim.x)
-    if (m0 + r < p.M) atomicMax(&grp, p.group_of_row[m0 + r]);
-  __syncthreads();
-  return grp;
-}
-
-__device__ __forceinline__ bool row_live(const GemmArgs& p, int m) {
-  return m < p.M && (p.group_of_row == nullptr || p.group_of_row[m] >= 0);
-}
+using namespace gemm_detail;
 
 // ---------------------------------------------------------------------------------------------------
 // kSimt: 64 x 64 tile, 256 threads as 16 x 16, each thread a 4 x 4 micro-tile; K in halves of 64.
@@ -122,12 +95,6 @@ __global__ void __launch_bounds__(256) fp8_gemm_simt_kernel(GemmArgs p) {
 // kMma: BM x 128 tile, 8 warps as 2 x 4, warp tile (BM/2) x 32, 2-stage cp.async over 128-K blocks.
 constexpr int kRowBytes = 144;  // 128 + 16 bytes of padding (bank-conflict-free fragment loads)
 
-#if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 890
-__device__ __forceinline__ void cp_async16(void* smem, const void* gmem, bool valid) {
-  const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gmem), "r"(valid ? 16 : 0));
-}
-#endif
 
 template <int BM>
 __global__ void __launch_bounds__(256) fp8_gemm_mma_kernel(GemmArgs p) {
@@ -299,7 +266,9 @@ at::Tensor launch(const Fp8Tensor& a, const Fp8Tensor& b, const at::Tensor& grou
   p.sb_group_stride = b.data.dim() == 3 ? b.scale.size(1) * b.scale.size(2) : 0;
   const cudaStream_t stream = current_stream();
   const dim3 grid(static_cast<unsigned>(ceil_div(N, cfg.block_n)), static_cast<unsigned>(ceil_div(M, cfg.block_m)));
-  if (cfg.kernel == Fp8GemmKernel::kSimt) {
+  if (cfg.kernel == Fp8GemmKernel::kWgmma) {
+    launch_fp8_gemm_wgmma(p, stream);
+  } else if (cfg.kernel == Fp8GemmKernel::kSimt) {
     fp8_gemm_simt_kernel<<<grid, 256, 0, stream>>>(p);
   } else {
     auto run = [&](auto kernel_fn, int bm) {

@@ -9,6 +9,7 @@ const char* fp8_gemm_kernel_name(Fp8GemmKernel k) {
     case Fp8GemmKernel::kAuto: return "auto";
     case Fp8GemmKernel::kSimt: return "simt";
     case Fp8GemmKernel::kMma: return "mma";
+    case Fp8GemmKernel::kWgmma: return "wgmma";
   }
   return "?";
 }
@@ -24,7 +25,11 @@ Fp8GemmConfig choose_fp8_gemm_config(int64_t M, int64_t N, int64_t K, const Fp8D
     throw std::invalid_argument("choose_fp8_gemm_config: empty GEMM (M=" + std::to_string(M) + ", N=" +
                                 std::to_string(N) + ", K=" + std::to_string(K) + ")");
   Fp8GemmKernel kernel = requested;
-  if (kernel == Fp8GemmKernel::kAuto) kernel = dev.sm >= 89 ? Fp8GemmKernel::kMma : Fp8GemmKernel::kSimt;
+  if (kernel == Fp8GemmKernel::kAuto)
+    kernel = dev.sm == 90 ? Fp8GemmKernel::kWgmma : dev.sm >= 89 ? Fp8GemmKernel::kMma : Fp8GemmKernel::kSimt;
+  if (kernel == Fp8GemmKernel::kWgmma && dev.sm != 90)
+    throw std::invalid_argument("choose_fp8_gemm_config: the WGMMA kernel is built for sm_90a and runs on sm_90 only, device is sm_" +
+                                std::to_string(dev.sm));
   if (kernel == Fp8GemmKernel::kMma && dev.sm < 89)
     throw std::invalid_argument("choose_fp8_gemm_config: the FP8 tensor-core kernel needs sm_89 or newer, device is sm_" +
                                 std::to_string(dev.sm));
@@ -37,6 +42,10 @@ Fp8GemmConfig choose_fp8_gemm_config(int64_t M, int64_t N, int64_t K, const Fp8D
     return c;
   }
   c.block_n = 128;
+  if (kernel == Fp8GemmKernel::kWgmma) {
+    c.block_m = 128;
+    return c;
+  }
   const int64_t blocks_128 = ((M + 127) / 128) * ((N + 127) / 128);
   c.block_m = blocks_128 >= dev.num_sms ? 128 : 64;
   return c;

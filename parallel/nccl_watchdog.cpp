@@ -11,6 +11,7 @@
 #include <sstream>
 #include <stdexcept>
 #include <thread>
+#include <tuple>
 
 #include "parallel/process_group.h"
 
@@ -29,6 +30,7 @@ CommState::~CommState() {
   if (comm != nullptr && !aborted) api().CommDestroy(comm);
   if (caller_ready != nullptr) cudaEventDestroy(caller_ready);
   if (epoch != nullptr) cudaEventDestroy(epoch);
+  for (auto [start, end] : spare_events) cudaEventDestroy(start), cudaEventDestroy(end);
   if (stream != nullptr) cudaStreamDestroy(stream);
 }
 
@@ -61,13 +63,25 @@ std::string CommState::describe() const {
 
 OpRecord::OpRecord(std::shared_ptr<CommState> c, std::string op_name, int64_t sequence)
     : comm(std::move(c)), op(std::move(op_name)), seq(sequence), issued_s(steady_seconds()) {
+  {
+    const std::lock_guard<std::mutex> lock(comm->spare_mu);
+    if (!comm->spare_events.empty()) {
+      std::tie(start, end) = comm->spare_events.back();
+      comm->spare_events.pop_back();
+      return;
+    }
+  }
   check_cuda(cudaEventCreate(&start), "cudaEventCreate");
   check_cuda(cudaEventCreateWithFlags(&end, cudaEventDisableTiming), "cudaEventCreate");
 }
 
 OpRecord::~OpRecord() {
-  if (start != nullptr) cudaEventDestroy(start);
-  if (end != nullptr) cudaEventDestroy(end);
+  // The watchdog holds every record until `end` completed, so the events are idle here (a record
+  // dropped on an aborting job is never reused). A later cudaStreamWaitEvent on an old handle
+  // already captured the record it waited for.
+  if (start == nullptr || end == nullptr) return;
+  const std::lock_guard<std::mutex> lock(comm->spare_mu);
+  comm->spare_events.emplace_back(start, end);
 }
 
 bool OpRecord::finished() const {

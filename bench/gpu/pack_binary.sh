@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
-# Packs build/bin/shoestring and build/tests/test_nccl_gpu (stripped) and the non-LibTorch, non-CUDA, non-libc shared libraries it
-# needs into .carry/gpu-run, for bench/gpu/train_check.sh on a GPU machine without those packages.
+# Packs build/bin/shoestring and the GPU test binaries (stripped) with the shared libraries they need
+# that are neither LibTorch's, CUDA's nor libc's into .carry/gpu-run, for bench/gpu/run.sh on a GPU
+# machine that lacks them (yaml-cpp, Boost.Program_options, Open MPI, HDF5, ...).
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 DEST=$ROOT/.carry/gpu-run
 rm -rf "$DEST" && mkdir -p "$DEST/lib"
-strip -o "$DEST/shoestring" "$ROOT/build/bin/shoestring"
-# The NCCL backend's GPU test (1-rank communicator) rides along; it needs the same libraries.
-[[ ! -x $ROOT/build/tests/test_nccl_gpu ]] || strip -o "$DEST/test_nccl_gpu" "$ROOT/build/tests/test_nccl_gpu"
-ldd "$ROOT/build/bin/shoestring" | awk '/=> \// {print $3}' |
+bins=("$ROOT/build/bin/shoestring" "$ROOT/build/tests/test_fp8_gpu" "$ROOT/build/tests/test_nccl_gpu")
+for b in "${bins[@]}"; do
+  [[ -x $b ]] || { echo "pack_binary.sh: missing $b (build it first)" >&2; exit 1; }
+  strip -o "$DEST/$(basename "$b")" "$b"
+done
+ldd "${bins[@]}" | awk '/=> \// {print $3}' | sort -u |
   grep -v -E '/torch/lib/|/cuda|libc\.so|libm\.so|libgcc_s|libpthread|libdl\.so|librt\.so|libutil\.so|ld-linux' |
   while read -r lib; do cp -L "$lib" "$DEST/lib/"; done
 du -sh "$DEST"

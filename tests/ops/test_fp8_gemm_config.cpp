@@ -8,8 +8,13 @@ namespace {
 using namespace shoestring::ops;
 
 TEST(Fp8GemmConfig, PicksTensorCoresOnHopperAndSimtBefore) {
-  EXPECT_EQ(choose_fp8_gemm_config(4096, 7168, 2048, {90, 132}).kernel, Fp8GemmKernel::kMma);
+  EXPECT_EQ(choose_fp8_gemm_config(4096, 7168, 2048, {90, 132}).kernel, Fp8GemmKernel::kWgmma);
   EXPECT_EQ(choose_fp8_gemm_config(4096, 7168, 2048, {89, 128}).kernel, Fp8GemmKernel::kMma);
+  EXPECT_EQ(choose_fp8_gemm_config(4096, 7168, 2048, {100, 148}).kernel, Fp8GemmKernel::kMma)
+      << "sm_90a code does not run on later architectures";
+  EXPECT_EQ(choose_fp8_gemm_config(4096, 7168, 2048, {90, 132}, Fp8GemmKernel::kMma).kernel, Fp8GemmKernel::kMma);
+  EXPECT_THROW(choose_fp8_gemm_config(128, 128, 128, {89, 128}, Fp8GemmKernel::kWgmma), std::invalid_argument);
+  EXPECT_THROW(choose_fp8_gemm_config(128, 128, 128, {100, 148}, Fp8GemmKernel::kWgmma), std::invalid_argument);
   EXPECT_EQ(choose_fp8_gemm_config(4096, 7168, 2048, {80, 108}).kernel, Fp8GemmKernel::kSimt);
   EXPECT_EQ(choose_fp8_gemm_config(128, 128, 128, {90, 132}, Fp8GemmKernel::kSimt).kernel, Fp8GemmKernel::kSimt);
   EXPECT_THROW(choose_fp8_gemm_config(128, 128, 128, {80, 108}, Fp8GemmKernel::kMma), std::invalid_argument);
@@ -17,12 +22,15 @@ TEST(Fp8GemmConfig, PicksTensorCoresOnHopperAndSimtBefore) {
 
 TEST(Fp8GemmConfig, SmallMGetsSmallerTilesToFillTheGpu) {
   const Fp8DeviceInfo h200{90, 132};
-  // M = 128, N = 2112: 17 blocks of 128x128 for 132 SMs -> 64-row tiles.
-  EXPECT_EQ(choose_fp8_gemm_config(128, 2112, 7168, h200).block_m, 64);
+  for (int64_t m : {1, 128, 4096}) EXPECT_EQ(choose_fp8_gemm_config(m, 7168, 2048, h200).block_m, 128) << "wgmma: 128x128";
+  const Fp8DeviceInfo ada{89, 128};
+  // mma: M = 128, N = 2112: 17 blocks of 128x128 for 128 SMs -> 64-row tiles.
+  EXPECT_EQ(choose_fp8_gemm_config(128, 2112, 7168, ada).block_m, 64);
   // M = 4096, N = 7168: 32 * 56 = 1792 blocks -> 128-row tiles.
-  EXPECT_EQ(choose_fp8_gemm_config(4096, 7168, 2048, h200).block_m, 128);
-  for (int64_t m : {1, 128, 4096})
-    EXPECT_EQ(choose_fp8_gemm_config(m, 7168, 2048, h200).block_n, 128) << "one weight scale block per tile";
+  EXPECT_EQ(choose_fp8_gemm_config(4096, 7168, 2048, ada).block_m, 128);
+  for (const Fp8DeviceInfo& dev : {h200, ada})
+    for (int64_t m : {1, 128, 4096})
+      EXPECT_EQ(choose_fp8_gemm_config(m, 7168, 2048, dev).block_n, 128) << "one weight scale block per tile";
 }
 
 TEST(Fp8GemmConfig, RejectsEmptyShapes) {

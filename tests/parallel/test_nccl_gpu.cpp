@@ -284,13 +284,21 @@ TEST_F(NcclGpu, CollectiveRunsAfterTheCallersQueuedWork) {
 
 TEST_F(NcclGpu, WaitOrdersTheCurrentStreamWithoutBlockingTheHost) {
   at::Tensor in = cuda(at::zeros({1000})), out = cuda(at::zeros({1000}));
+  // Create the other stream and load the add kernel before the stall: with CUDA's lazy module
+  // loading, a kernel's first launch during the stall waits for it (seen on an H100: the second
+  // done() below then read true), which would test the loader, not wait().
+  const c10::cuda::CUDAStream other = c10::cuda::getStreamFromPool(false, 0);
+  {
+    const c10::cuda::CUDAStreamGuard guard(other);
+    out.add_(0);
+  }
+  in.fill_(0);
   sync();
   stall_current_stream(300);
   in.fill_(7);
   WorkPtr w = g->all_gather(out, in);
   EXPECT_FALSE(w->done());  // the op is behind the stall
   // Wait from another stream: its later work must see the gathered 7s, not the zeros.
-  const c10::cuda::CUDAStream other = c10::cuda::getStreamFromPool(false, 0);
   {
     const c10::cuda::CUDAStreamGuard guard(other);
     const auto t0 = std::chrono::steady_clock::now();

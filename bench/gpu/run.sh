@@ -1,0 +1,108 @@
+#!/usr/bin/env bash
+# Every GPU check of the project in one call (issue 12), for a lent GPU machine with a few minutes of
+# device time: the gpu-labelled tests, `shoestring bench fp8`, the SASS of our WGMMA kernel, the
+# end-to-end small-moe benchmark against PyTorch eager (bench/gpu/train_e2e.sh), the NCCL backend on
+# one GPU, and compute-sanitizer (memcheck, racecheck) on the kernel tests.
+#
+# It runs binaries built on the CPU machine, carried in .carry/gpu-run by bench/gpu/pack_binary.sh
+# (same x86-64, same LibTorch 2.11.0+cu130 ABI; the GPU machine lacks yaml-cpp, Boost, Open MPI and
+# HDF5, and building there would spend device minutes). LibTorch, CUDA and NCCL are that machine's own
+# (its python3's torch wheel and nvidia-* packages); our carried libraries are put on the path of
+# our binaries only, never of python3.
+#
+# Steps run in priority order and each gets min(its limit, what is left of BUDGET_S), so the script
+# ends inside the device call's limit and its results come back. The device tool returns at most 8
+# files: everything lands in $OUT/summary.txt (also printed) and $OUT/logs.tgz (re-packed after each
+# step, so a cut-off run still returns what it did).
+# Environment: OUT (default /tmp/out), BUDGET_S (default 420), SKIP (space-separated step names),
+# SHOESTRING_GPU_RUN (carried folder). Exit status: number of failed steps.
+set -uo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+OUT=${OUT:-/tmp/out}
+CARRY=${SHOESTRING_GPU_RUN:-$ROOT/.carry/gpu-run}
+BUDGET_S=${BUDGET_S:-420}
+SKIP=" ${SKIP:-} "
+LOGS=/tmp/shoestring-gpu-logs
+rm -rf "$LOGS" && mkdir -p "$OUT" "$LOGS"
+SUMMARY=$OUT/summary.txt
+: >"$SUMMARY"
+START=$(date +%s)
+FAILED=0
+export PATH="$PATH:${CUDA_HOME:-/usr/local/cuda}/bin"  # cuobjdump, compute-sanitizer
+
+log() { echo "[run +$(($(date +%s) - START))s] $*" | tee -a "$SUMMARY"; }
+pack() { tar -czf "$OUT/logs.tgz" -C "$(dirname "$LOGS")" "$(basename "$LOGS")" 2>/dev/null; }
+# step NAME LIMIT_S CMD...: runs CMD under min(LIMIT_S, budget left), output to $LOGS/NAME.log.
+step() {
+  local name=$1 limit=$2
+  shift 2
+  if [[ $SKIP == *" $name "* ]]; then log "skip  $name (SKIP)"; return 0; fi
+  local left=$((BUDGET_S - ($(date +%s) - START)))
+  if ((left < 20)); then log "skip  $name (budget spent)"; FAILED=$((FAILED + 1)); return 1; fi
+  ((limit > left)) && limit=$left
+  log "start $name (limit ${limit}s)"
+  timeout --signal=KILL "$limit" "$@" >"$LOGS/$name.log" 2>&1
+  local rc=$?
+  if ((rc == 0)); then log "ok    $name"; else log "FAIL  $name (rc=$rc)"; FAILED=$((FAILED + 1)); fi
+  pack
+  return $rc
+}
+
+# Our binaries see the carried libraries first; python3 never does.
+TORCH_LIB=$(python3 -c 'import os, torch; print(os.path.join(os.path.dirname(torch.__file__), "lib"))' 2>/dev/null)
+NV_LIBS=$(python3 -c 'import glob, os, nvidia; print(":".join(sorted(glob.glob(os.path.join(list(nvidia.__path__)[0], "*", "lib")))))' 2>/dev/null)
+OURS_LD="$CARRY/lib:$TORCH_LIB:$NV_LIBS:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}"
+BIN=/tmp/shoestring-bin/shoestring  # a wrapper, so scripts that take one executable path work too
+mkdir -p "$(dirname "$BIN")"
+printf '#!/bin/sh\nLD_LIBRARY_PATH="%s" exec "%s" "$@"\n' "$OURS_LD" "$CARRY/shoestring" >"$BIN"
+chmod +x "$BIN"
+OURS=(env "LD_LIBRARY_PATH=$OURS_LD")
+export BIN OUT OURS_LD
+
+{
+  echo "date: $(date -u +%FT%TZ)  host: $(hostname)  cores: $(nproc)"
+  nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv,noheader 2>&1
+  python3 -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda)' 2>&1
+  git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || true
+  "$BIN" --version 2>&1 || { echo "FAIL: the carried binary does not start:"; "${OURS[@]}" ldd "$CARRY/shoestring" | grep "not found"; }
+} | tee -a "$SUMMARY"
+
+# 1. Correctness of every kernel against its CPU reference (quantizers bit for bit, GEMMs by calc_diff).
+step gpu-tests 150 "${OURS[@]}" "$CARRY/test_fp8_gpu"
+grep -E "\[measured\]|^\[  (FAILED|PASSED|SKIPPED) +\] [0-9]+ test|^\[  FAILED" "$LOGS/gpu-tests.log" | tee -a "$SUMMARY"
+# A skip means this machine offered no usable GPU: for this script that is a failure.
+if grep -q "SKIPPED \]" "$LOGS/gpu-tests.log" 2>/dev/null; then log "FAIL  gpu tests skipped"; FAILED=$((FAILED + 1)); fi
+
+# 2. Did the WGMMA kernel compile to Hopper's tensor-core instructions (QGMMA), without local memory?
+step sass 30 bash -c "cuobjdump -sass '$CARRY/test_fp8_gpu' | awk '/Function :/{f = /wgmma/} f' >'$LOGS/wgmma.sass'
+  echo \"QGMMA instructions: \$(grep -c QGMMA '$LOGS/wgmma.sass'); local-memory ops: \$(grep -cE 'LDL|STL' '$LOGS/wgmma.sass')\"
+  cuobjdump --dump-resource-usage '$CARRY/test_fp8_gpu' | grep -A1 wgmma"
+tee -a "$SUMMARY" <"$LOGS/sass.log" 2>/dev/null
+
+# 3. FP8 GEMM and quantizer speed beside cuBLASLt FP8, cuBLAS BF16 and a device copy, same run.
+step bench-fp8 150 "${OURS[@]}" "$CARRY/shoestring" bench fp8 --json "$LOGS/bench_fp8.json"
+grep -vE "^\s*$" "$LOGS/bench-fp8.log" 2>/dev/null | tee -a "$SUMMARY"
+
+# 4. End to end: small-moe in bf16 and fp8 against PyTorch eager; fp8 vs bf16 loss curves.
+if [[ -f $ROOT/bench/gpu/train_e2e.sh ]]; then
+  step train-e2e 240 env LOGS="$LOGS" bash "$ROOT/bench/gpu/train_e2e.sh"
+  tail -n 25 "$LOGS/train-e2e.log" 2>/dev/null | tee -a "$SUMMARY"
+fi
+
+# 5. The NCCL backend on one GPU: its test, and our collectives beside the raw NCCL calls. One GPU is
+# a 1-rank communicator, so busbw reads 0; time_us against raw_time_us is the figure.
+step nccl-test 90 "${OURS[@]}" "$CARRY/test_nccl_gpu"
+grep -E "^\[  (FAILED|PASSED|SKIPPED) +\] [0-9]+ test|^\[  FAILED" "$LOGS/nccl-test.log" | tee -a "$SUMMARY"
+step bench-comm-nccl 60 "${OURS[@]}" "$CARRY/shoestring" bench comm --backend nccl --min-bytes 1M --max-bytes 64M --rounds 2
+cat "$LOGS/bench-comm-nccl.log" >>"$SUMMARY" 2>/dev/null
+
+# 6. compute-sanitizer on the kernel tests: out-of-bounds/misaligned accesses, shared-memory races.
+SAN_FILTER='Fp8Gpu.Quantizers*:Fp8Gpu.Dense*:Fp8Gpu.Grouped*:Fp8Gpu.PackedFp8*'
+step memcheck 120 "${OURS[@]}" compute-sanitizer --tool memcheck --error-exitcode 3 "$CARRY/test_fp8_gpu" --gtest_filter="$SAN_FILTER"
+grep -E "ERROR SUMMARY" "$LOGS/memcheck.log" 2>/dev/null | tee -a "$SUMMARY"
+step racecheck 120 "${OURS[@]}" compute-sanitizer --tool racecheck --error-exitcode 3 "$CARRY/test_fp8_gpu" --gtest_filter="$SAN_FILTER"
+grep -E "RACECHECK SUMMARY|ERROR SUMMARY" "$LOGS/racecheck.log" 2>/dev/null | tee -a "$SUMMARY"
+
+log "summary: $FAILED failed step(s) in $(($(date +%s) - START)) s; logs in $OUT/logs.tgz"
+pack
+exit "$FAILED"

@@ -1,0 +1,49 @@
+#pragma once
+// What the block-scaled FP8 GEMM kernels (fp8_gemm.cu, fp8_gemm_wgmma.cu) share: the launch
+// arguments, the group of a tile in the contiguous grouped layout, and the cp.async copy.
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+namespace shoestring::ops::gemm_detail {
+
+struct GemmArgs {
+  const std::uint8_t* a;
+  const float* sa;  // [M, KB]
+  const std::uint8_t* b;
+  const float* sb;  // [NB, KB] (block_rows 128) or [N, KB] (block_rows 1), per group
+  float* c;
+  int M, N, K, KB;
+  int b_block_rows;
+  const int* group_of_row;  // nullptr: dense
+  int64_t b_group_stride, sb_group_stride;
+};
+
+// The group of the block's rows [m0, m0 + bm): the largest id among them (one group plus -1 padding
+// rows, by the layout contract). -1 when the whole tile is padding.
+__device__ inline int tile_group(const GemmArgs& p, int m0, int bm) {
+  if (p.group_of_row == nullptr) return 0;
+  __shared__ int grp;
+  if (threadIdx.x == 0) grp = -1;
+  __syncthreads();
+  for (int r = threadIdx.x; r < bm; r += blockDim.x)
+    if (m0 + r < p.M) atomicMax(&grp, p.group_of_row[m0 + r]);
+  __syncthreads();
+  return grp;
+}
+
+__device__ __forceinline__ bool row_live(const GemmArgs& p, int m) {
+  return m < p.M && (p.group_of_row == nullptr || p.group_of_row[m] >= 0);
+}
+
+#if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 890
+__device__ __forceinline__ void cp_async16(void* smem, const void* gmem, bool valid) {
+  const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gmem), "r"(valid ? 16 : 0));
+}
+#endif
+
+// fp8_gemm_wgmma.cu: 128 x 128 tiles, sm_90a only (the caller checks the device).
+void launch_fp8_gemm_wgmma(const GemmArgs& p, cudaStream_t stream);
+
+}  // namespace shoestring::ops::gemm_detail
