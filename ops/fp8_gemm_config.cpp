@@ -10,6 +10,7 @@ const char* fp8_gemm_kernel_name(Fp8GemmKernel k) {
     case Fp8GemmKernel::kSimt: return "simt";
     case Fp8GemmKernel::kMma: return "mma";
     case Fp8GemmKernel::kWgmma: return "wgmma";
+    case Fp8GemmKernel::kWgmmaTma: return "wgmma-tma";
   }
   return "?";
 }
@@ -26,9 +27,10 @@ Fp8GemmConfig choose_fp8_gemm_config(int64_t M, int64_t N, int64_t K, const Fp8D
                                 std::to_string(N) + ", K=" + std::to_string(K) + ")");
   Fp8GemmKernel kernel = requested;
   if (kernel == Fp8GemmKernel::kAuto)
-    kernel = dev.sm == 90 ? Fp8GemmKernel::kWgmma : dev.sm >= 89 ? Fp8GemmKernel::kMma : Fp8GemmKernel::kSimt;
-  if (kernel == Fp8GemmKernel::kWgmma && dev.sm != 90)
-    throw std::invalid_argument("choose_fp8_gemm_config: the WGMMA kernel is built for sm_90a and runs on sm_90 only, device is sm_" +
+    kernel = dev.sm == 90 ? Fp8GemmKernel::kWgmmaTma : dev.sm >= 89 ? Fp8GemmKernel::kMma : Fp8GemmKernel::kSimt;
+  const bool wgmma = kernel == Fp8GemmKernel::kWgmma || kernel == Fp8GemmKernel::kWgmmaTma;
+  if (wgmma && dev.sm != 90)
+    throw std::invalid_argument("choose_fp8_gemm_config: the WGMMA kernels are built for sm_90a and runs on sm_90 only, device is sm_" +
                                 std::to_string(dev.sm));
   if (kernel == Fp8GemmKernel::kMma && dev.sm < 89)
     throw std::invalid_argument("choose_fp8_gemm_config: the FP8 tensor-core kernel needs sm_89 or newer, device is sm_" +
@@ -42,8 +44,9 @@ Fp8GemmConfig choose_fp8_gemm_config(int64_t M, int64_t N, int64_t K, const Fp8D
     return c;
   }
   c.block_n = 128;
-  if (kernel == Fp8GemmKernel::kWgmma) {
+  if (wgmma) {
     c.block_m = 128;
+    c.threads = kernel == Fp8GemmKernel::kWgmmaTma ? 384 : 256;
     return c;
   }
   const int64_t blocks_128 = ((M + 127) / 128) * ((N + 127) / 128);

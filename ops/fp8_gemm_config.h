@@ -11,7 +11,8 @@ enum class Fp8GemmKernel {
   kAuto,  // let choose_fp8_gemm_config decide
   kSimt,  // CUDA cores: decode to float, FMA; any sm_80+ GPU; the numerically simplest kernel
   kMma,   // tensor cores: mma.sync m16n8k32 e4m3 (sm_89+), FP32 promotion every 128 of K
-  kWgmma, // Hopper warpgroup MMA from swizzled shared memory (sm_90 exactly: built as sm_90a)
+  kWgmma,     // Hopper warpgroup MMA from swizzled shared memory, cp.async loads (sm_90: built as sm_90a)
+  kWgmmaTma,  // the same MMA with TMA loads by a producer warp and two consumer warpgroups (sm_90)
 };
 
 const char* fp8_gemm_kernel_name(Fp8GemmKernel k);
@@ -29,10 +30,10 @@ struct Fp8DeviceInfo {
   int num_sms = 132;   // H100 SXM / H200
 };
 
-// requested == kAuto picks the kernel from the device: kWgmma on sm_90 (Hopper), kMma on other
-// sm >= 89, else kSimt. A forced kernel the device lacks throws std::invalid_argument (kWgmma's
-// sm_90a instructions exist on sm_90 only; kMma's need sm_89).
-// Tile size: kWgmma always 128x128. kMma uses 128x128 tiles when that already fills the GPU (>= one
+// requested == kAuto picks the kernel from the device: kWgmmaTma on sm_90 (Hopper), kMma on other
+// sm >= 89, else kSimt. A forced kernel the device lacks throws std::invalid_argument (the WGMMA
+// kernels' sm_90a instructions exist on sm_90 only; kMma's need sm_89).
+// Tile size: the WGMMA kernels always 128x128. kMma uses 128x128 tiles when that already fills the GPU (>= one
 // wave of blocks), else 64x128 to double the number of blocks for small M (decode-like shapes).
 Fp8GemmConfig choose_fp8_gemm_config(int64_t M, int64_t N, int64_t K, const Fp8DeviceInfo& dev,
                                      Fp8GemmKernel requested = Fp8GemmKernel::kAuto);

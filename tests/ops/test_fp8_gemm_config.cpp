@@ -8,13 +8,15 @@ namespace {
 using namespace shoestring::ops;
 
 TEST(Fp8GemmConfig, PicksTensorCoresOnHopperAndSimtBefore) {
-  EXPECT_EQ(choose_fp8_gemm_config(4096, 7168, 2048, {90, 132}).kernel, Fp8GemmKernel::kWgmma);
+  EXPECT_EQ(choose_fp8_gemm_config(4096, 7168, 2048, {90, 132}).kernel, Fp8GemmKernel::kWgmmaTma);
+  EXPECT_EQ(choose_fp8_gemm_config(4096, 7168, 2048, {90, 132}, Fp8GemmKernel::kWgmma).kernel, Fp8GemmKernel::kWgmma);
   EXPECT_EQ(choose_fp8_gemm_config(4096, 7168, 2048, {89, 128}).kernel, Fp8GemmKernel::kMma);
   EXPECT_EQ(choose_fp8_gemm_config(4096, 7168, 2048, {100, 148}).kernel, Fp8GemmKernel::kMma)
       << "sm_90a code does not run on later architectures";
   EXPECT_EQ(choose_fp8_gemm_config(4096, 7168, 2048, {90, 132}, Fp8GemmKernel::kMma).kernel, Fp8GemmKernel::kMma);
   EXPECT_THROW(choose_fp8_gemm_config(128, 128, 128, {89, 128}, Fp8GemmKernel::kWgmma), std::invalid_argument);
   EXPECT_THROW(choose_fp8_gemm_config(128, 128, 128, {100, 148}, Fp8GemmKernel::kWgmma), std::invalid_argument);
+  EXPECT_THROW(choose_fp8_gemm_config(128, 128, 128, {89, 128}, Fp8GemmKernel::kWgmmaTma), std::invalid_argument);
   EXPECT_EQ(choose_fp8_gemm_config(4096, 7168, 2048, {80, 108}).kernel, Fp8GemmKernel::kSimt);
   EXPECT_EQ(choose_fp8_gemm_config(128, 128, 128, {90, 132}, Fp8GemmKernel::kSimt).kernel, Fp8GemmKernel::kSimt);
   EXPECT_THROW(choose_fp8_gemm_config(128, 128, 128, {80, 108}, Fp8GemmKernel::kMma), std::invalid_argument);

@@ -1,0 +1,175 @@
+// kWgmmaTma: the warp-specialised Hopper FP8 GEMM. Same tile, instruction and numerics as kWgmma
+// (fp8_gemm_wgmma.cu), with DeepGEMM's division of labour instead of every thread loading:
+//
+//  * One producer thread moves each stage with the tensor memory accelerator (cp.async.bulk.tensor,
+//    128 x 128-byte boxes, the 128-byte swizzle applied by the copy engine, rows past M or N filled
+//    with zeros) and signals a "full" mbarrier with the byte count; no thread spends registers or
+//    issue slots on addresses.
+//  * Two consumer warpgroups (64 rows of C each) wait on "full", run their 4 MMAs, hand the stage
+//    back through an "empty" mbarrier and promote. Nothing makes the two consumers run in step, so
+//    one warpgroup's promotion overlaps the other's MMAs.
+//  * setmaxnreg moves registers from the producer warpgroup (40) to the consumers (232): the
+//    accumulators (64 + 64 per thread) and the scales fit without spilling at 384 threads.
+#include <cuda.h>
+#include <cudaTypedefs.h>
+#include <cuda_runtime.h>
+
+#include <mutex>
+#include <stdexcept>
+#include <string>
+
+#include "ops/fp8_cuda_common.cuh"
+#include "ops/fp8_wgmma.cuh"
+
+namespace shoestring::ops::gemm_detail {
+
+namespace {
+
+constexpr int kBM = 128, kBN = 128;
+constexpr int kStages = 5;
+constexpr int kTileBytes = 128 * 128;
+constexpr int kStageBytes = 2 * kTileBytes;
+constexpr int kThreads = 384;  // warpgroup 0: producer; 1 and 2: consumers
+constexpr int kSmemBytes = kStages * kStageBytes + 1024 + 2 * kStages * 8;  // tiles, alignment, barriers
+
+#ifdef SHOESTRING_HAS_WGMMA
+__device__ __forceinline__ void mbar_init(std::uint32_t bar, unsigned count) {
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(bar), "r"(count) : "memory");
+}
+__device__ __forceinline__ void mbar_arrive(std::uint32_t bar) {
+  asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(bar) : "memory");
+}
+__device__ __forceinline__ void mbar_expect_bytes(std::uint32_t bar, unsigned bytes) {
+  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(bar), "r"(bytes) : "memory");
+}
+// Returns once the barrier's phase with this parity has completed.
+__device__ __forceinline__ void mbar_wait(std::uint32_t bar, unsigned parity) {
+  unsigned done = 0;
+  do {
+    asm volatile(
+        "{\n.reg .pred p;\nmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\nselp.u32 %0, 1, 0, p;\n}\n"
+        : "=r"(done)
+        : "r"(bar), "r"(parity)
+        : "memory");
+  } while (!done);
+}
+// One 128 x 128-byte box at (column x, row y) of a 2-D tensor map into shared memory at dst.
+__device__ __forceinline__ void tma_load(std::uint32_t dst, const CUtensorMap& map, int x, int y, std::uint32_t bar) {
+  asm volatile(
+      "cp.async.bulk.tensor.2d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3}], [%4];\n" ::"r"(
+          dst),
+      "l"(reinterpret_cast<std::uint64_t>(&map)), "r"(x), "r"(y), "r"(bar)
+      : "memory");
+}
+#endif
+
+__global__ void __launch_bounds__(kThreads, 1)
+    fp8_gemm_wgmma_tma_kernel(const __grid_constant__ CUtensorMap map_a, const __grid_constant__ CUtensorMap map_b,
+                              GemmArgs p) {
+#ifdef SHOESTRING_HAS_WGMMA
+  extern __shared__ __align__(1024) std::uint8_t smem_raw[];
+  const std::uint32_t raw = static_cast<std::uint32_t>(__cvta_generic_to_shared(smem_raw));
+  const std::uint32_t base = (raw + 1023u) & ~1023u;
+  const std::uint32_t full0 = base + kStages * kStageBytes, empty0 = full0 + kStages * 8;
+
+  const int m0 = blockIdx.y * kBM, n0 = blockIdx.x * kBN;
+  const int grp = tile_group(p, m0, kBM);
+  const int tid = threadIdx.x, wg = tid / 128;
+  if (tid == 0) {
+    for (int s = 0; s < kStages; ++s) {
+      mbar_init(full0 + 8 * s, 1);     // the producer's expect_tx arrival (+ the copy's bytes)
+      mbar_init(empty0 + 8 * s, 8);    // one arrival per consumer warp
+    }
+    asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");  // visible to the copy engine
+  }
+  __syncthreads();
+
+  if (wg == 0) {
+    asm volatile("setmaxnreg.dec.sync.aligned.u32 40;\n");
+    if (tid == 0 && grp >= 0) {
+      const int b_row0 = grp * p.N + n0;  // B is mapped as [G * N, K]
+      for (int kb = 0; kb < p.KB; ++kb) {
+        const int s = kb % kStages, use = kb / kStages;
+        if (use > 0) mbar_wait(empty0 + 8 * s, (use - 1) & 1);  // consumers released its last use
+        const std::uint32_t a_s = base + s * kStageBytes, full = full0 + 8 * s;
+        mbar_expect_bytes(full, kStageBytes);
+        tma_load(a_s, map_a, kb * 128, m0, full);
+        tma_load(a_s + kTileBytes, map_b, kb * 128, b_row0, full);
+      }
+    }
+  } else {
+    asm volatile("setmaxnreg.inc.sync.aligned.u32 232;\n");
+    const int cw = wg - 1, warp = (tid % 128) / 32, lane = tid % 32;
+    const int r_lo = m0 + cw * 64 + warp * 16 + lane / 4, r_hi = r_lo + 8;
+    float acc[64];
+#pragma unroll
+    for (int i = 0; i < 64; ++i) acc[i] = 0.0f;
+    if (grp >= 0) {
+      const float* SB = p.sb + grp * p.sb_group_stride;
+      float part[64] = {};
+      for (int kb = 0; kb < p.KB; ++kb) {
+        const int s = kb % kStages;
+        mbar_wait(full0 + 8 * s, (kb / kStages) & 1);
+        const std::uint32_t a_addr = base + s * kStageBytes + cw * 64 * 128, b_addr = base + s * kStageBytes + kTileBytes;
+        asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
+#pragma unroll
+        for (int k = 0; k < 4; ++k) wgmma_m64n128k32(part, smem_desc(a_addr + k * 32), smem_desc(b_addr + k * 32), k);
+        asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
+        // Scales fetched while the tensor core works.
+        const float sa_lo = r_lo < p.M ? p.sa[int64_t(r_lo) * p.KB + kb] : 0.0f;
+        const float sa_hi = r_hi < p.M ? p.sa[int64_t(r_hi) * p.KB + kb] : 0.0f;
+        const float sb_block = p.b_block_rows == 128 ? SB[int64_t(n0 / 128) * p.KB + kb] : 0.0f;
+        asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
+        __syncwarp();
+        if (lane == 0) mbar_arrive(empty0 + 8 * s);
+        promote(acc, part, p, SB, n0, kb, lane, sa_lo, sa_hi, sb_block);
+      }
+    }
+    store_slice(acc, p, r_lo, n0, lane);
+  }
+#else
+  __trap();  // launched only on sm_90 (choose_fp8_gemm_config), built for sm_90a
+#endif
+}
+
+// cuTensorMapEncodeTiled through the runtime's driver entry point: no link-time dependency on libcuda.
+PFN_cuTensorMapEncodeTiled_v12000 encode_fn() {
+  static PFN_cuTensorMapEncodeTiled_v12000 fn = [] {
+    void* f = nullptr;
+    cudaDriverEntryPointQueryResult q{};
+    const cudaError_t e = cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &f, 12000, cudaEnableDefault, &q);
+    if (e != cudaSuccess || q != cudaDriverEntryPointSuccess || f == nullptr)
+      throw std::runtime_error("fp8 GEMM (wgmma-tma): cuTensorMapEncodeTiled is not available from the driver");
+    return reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(f);
+  }();
+  return fn;
+}
+
+// A [rows, K] uint8 matrix read in 128 x 128-byte boxes with the 128-byte swizzle; out-of-range
+// rows read as zeros.
+CUtensorMap make_map(const void* ptr, int64_t rows, int64_t K) {
+  CUtensorMap map{};
+  const cuuint64_t dims[2] = {cuuint64_t(K), cuuint64_t(rows)};
+  const cuuint64_t strides[1] = {cuuint64_t(K)};
+  const cuuint32_t box[2] = {128, 128}, steps[2] = {1, 1};
+  const CUresult r = encode_fn()(&map, CU_TENSOR_MAP_DATA_TYPE_UINT8, 2, const_cast<void*>(ptr), dims, strides, box, steps,
+                                 CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
+                                 CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+  if (r != CUDA_SUCCESS)
+    throw std::runtime_error("fp8 GEMM (wgmma-tma): cuTensorMapEncodeTiled failed with CUresult " + std::to_string(int(r)) +
+                             " for a [" + std::to_string(rows) + ", " + std::to_string(K) + "] operand");
+  return map;
+}
+
+}  // namespace
+
+void launch_fp8_gemm_wgmma_tma(const GemmArgs& p, int64_t b_groups, cudaStream_t stream) {
+  const CUtensorMap map_a = make_map(p.a, p.M, p.K), map_b = make_map(p.b, b_groups * p.N, p.K);
+  cuda_detail::check_cuda(
+      cudaFuncSetAttribute(fp8_gemm_wgmma_tma_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmemBytes),
+      "cudaFuncSetAttribute(fp8_gemm_wgmma_tma_kernel)");
+  const dim3 grid(static_cast<unsigned>((p.N + kBN - 1) / kBN), static_cast<unsigned>((p.M + kBM - 1) / kBM));
+  fp8_gemm_wgmma_tma_kernel<<<grid, kThreads, kSmemBytes, stream>>>(map_a, map_b, p);
+}
+
+}  // namespace shoestring::ops::gemm_detail
