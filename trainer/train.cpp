@@ -64,8 +64,11 @@ at::Device pick_device(const std::string& wanted, int local_rank) {
 
 int64_t peak_device_bytes(const at::Device& device) {
 #ifdef SHOESTRING_WITH_CUDA
-  if (device.is_cuda()) {
-    const auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(device.index());
+  // The allocator is a data symbol of libc10_cuda (reached here through a copy relocation): should
+  // that copy ever not be the one LibTorch set, report nothing rather than call through null.
+  auto* allocator = c10::cuda::CUDACachingAllocator::get();
+  if (device.is_cuda() && allocator != nullptr) {
+    const auto stats = allocator->getDeviceStats(device.index());
     return stats.allocated_bytes[size_t(c10::CachingAllocator::StatType::AGGREGATE)].peak;
   }
 #endif
@@ -735,6 +738,7 @@ TrainSummary train(const Config& cfg, const parallel::World& world, const TrainO
   getrusage(RUSAGE_SELF, &usage);
   summary.peak_rss_bytes = int64_t(usage.ru_maxrss) * 1024;  // Linux reports KiB
   summary.peak_device_bytes = peak_device_bytes(device);
+  summary.device = device.str();
   char done[260];
   const int n = std::snprintf(done, sizeof done, "done: %lld steps, loss %.4f -> %.4f, peak memory %.0f MiB on this rank",
                               static_cast<long long>(summary.steps), summary.first_loss, summary.final_loss,

@@ -27,6 +27,7 @@ struct TrainSummary {
   // On CUDA: the caching allocator's peak of bytes handed to tensors on this rank's GPU (what
   // torch.cuda.max_memory_allocated reports); 0 on CPU.
   int64_t peak_device_bytes = 0;
+  std::string device;  // where it trained: "cpu" or "cuda:N"
   int threads = 0;
   std::vector<parallel::BucketTrace> trace;  // gradient buckets of the last step
   // With TrainOptions::keep_parameters; with parallel.ep > 1 routed experts are this rank's shard.

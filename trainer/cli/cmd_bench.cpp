@@ -88,14 +88,14 @@ int bench_train(const Args& args, const parallel::World& world) {
   for (size_t i = size_t(warmup); i < s.step_seconds.size(); ++i) seconds += s.step_seconds[i];
   const double tokens_per_s = double(s.tokens_per_step * steps) / seconds;
   const double flops = model_flops_per_token(cfg.model, cfg.train.seq_len);
-  const bool on_gpu = s.peak_device_bytes > 0;
+  const bool on_gpu = s.device.rfind("cuda", 0) == 0;
   char line[1024];
   int n = std::snprintf(
       line, sizeof line,
       "{\"bench\":\"train\",\"config\":\"%s\",\"precision\":\"%s\",\"device\":\"%s\",\"threads\":%d,"
       "\"steps\":%lld,\"tokens_per_step\":%lld,\"seconds\":%.6f,\"tokens_per_s\":%.2f,\"final_loss\":%.6f,"
       "\"model_flops_per_token\":%.6g,\"achieved_tflops\":%.4f,\"peak_memory_bytes\":%lld,\"peak_memory_of\":\"%s\"",
-      cfg.name.c_str(), cfg.train.precision.c_str(), on_gpu ? "cuda" : "cpu", s.threads, static_cast<long long>(steps),
+      cfg.name.c_str(), cfg.train.precision.c_str(), s.device.c_str(), s.threads, static_cast<long long>(steps),
       static_cast<long long>(s.tokens_per_step), seconds, tokens_per_s, s.final_loss, flops,
       flops * tokens_per_s / 1e12, static_cast<long long>(on_gpu ? s.peak_device_bytes : s.peak_rss_bytes),
       on_gpu ? "gpu_allocated" : "host_rss");
