@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <functional>
 #include <limits>
+#include <numeric>
 #include <stdexcept>
 
 #include "trainer/model/param_count.h"
@@ -38,6 +39,11 @@ std::vector<double> layer_flops(const ModelConfig& m, int64_t seq_len) {
   const double mtp = 2.0 * double(2 * m.d_model * m.d_model) + block_flops(m, seq_len, m.n_routed_experts > 0) + head;
   out.push_back(head + double(m.mtp_depth) * mtp);
   return out;
+}
+
+double model_flops_per_token(const ModelConfig& m, int64_t seq_len) {
+  const std::vector<double> forward = layer_flops(m, seq_len);
+  return 3.0 * std::accumulate(forward.begin(), forward.end(), 0.0);
 }
 
 namespace {

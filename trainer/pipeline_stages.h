@@ -22,6 +22,9 @@ struct StageSpan {
 // (attention projections and scores, dense or activated MoE feed-forward), [n_layers + 1] the
 // head (final norm, output projection, MTP modules). Backward scales them all alike.
 std::vector<double> layer_flops(const ModelConfig& m, int64_t seq_len);
+// Model FLOPs of one trained token (forward and backward, 3 x the forward of layer_flops): the
+// numerator of MFU in `bench train` and of the planner's step FLOPs.
+double model_flops_per_token(const ModelConfig& m, int64_t seq_len);
 
 // `stages` spans covering the model: block counts from `counts` when given (one per stage), else
 // the contiguous split minimising the most expensive stage under layer_flops. When `schedule`

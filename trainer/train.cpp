@@ -5,6 +5,9 @@
 #include <c10/core/impl/VirtualGuardImpl.h>
 #include <sys/resource.h>
 #include <unistd.h>
+#ifdef SHOESTRING_WITH_CUDA
+#include <c10/cuda/CUDACachingAllocator.h>
+#endif
 
 #include <chrono>
 #include <cmath>
@@ -57,6 +60,20 @@ at::Device pick_device(const std::string& wanted, int local_rank) {
   // The current device too (cudaSetDevice), for anything that allocates on "the" GPU.
   c10::impl::VirtualGuardImpl(at::kCUDA).setDevice(dev);
   return dev;
+}
+
+int64_t peak_device_bytes(const at::Device& device) {
+#ifdef SHOESTRING_WITH_CUDA
+  // The allocator is a data symbol of libc10_cuda (reached here through a copy relocation): should
+  // that copy ever not be the one LibTorch set, report nothing rather than call through null.
+  auto* allocator = c10::cuda::CUDACachingAllocator::get();
+  if (device.is_cuda() && allocator != nullptr) {
+    const auto stats = allocator->getDeviceStats(device.index());
+    return stats.allocated_bytes[size_t(c10::CachingAllocator::StatType::AGGREGATE)].peak;
+  }
+#endif
+  (void)device;
+  return 0;
 }
 
 void prepare_run_dir(const std::string& dir, const Config& cfg, bool resuming) {
@@ -720,10 +737,15 @@ TrainSummary train(const Config& cfg, const parallel::World& world, const TrainO
   rusage usage{};
   getrusage(RUSAGE_SELF, &usage);
   summary.peak_rss_bytes = int64_t(usage.ru_maxrss) * 1024;  // Linux reports KiB
-  char done[200];
-  std::snprintf(done, sizeof done, "done: %lld steps, loss %.4f -> %.4f, peak memory %.0f MiB on this rank",
-                static_cast<long long>(summary.steps), summary.first_loss, summary.final_loss,
-                double(summary.peak_rss_bytes) / (1 << 20));
+  summary.peak_device_bytes = peak_device_bytes(device);
+  summary.device = device.str();
+  char done[260];
+  const int n = std::snprintf(done, sizeof done, "done: %lld steps, loss %.4f -> %.4f, peak memory %.0f MiB on this rank",
+                              static_cast<long long>(summary.steps), summary.first_loss, summary.final_loss,
+                              double(summary.peak_rss_bytes) / (1 << 20));
+  if (device.is_cuda())
+    std::snprintf(done + n, sizeof done - size_t(n), " (host), %.0f MiB allocated on its GPU at the peak",
+                  double(summary.peak_device_bytes) / (1 << 20));
   progress.message(done);
   summary.trace = reducer.trace();
   if (options.keep_parameters) {

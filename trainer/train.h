@@ -24,6 +24,10 @@ struct TrainSummary {
   int64_t accum_steps = 0;            // micro-batches per rank per step
   int64_t optimizer_state_bytes = 0;  // AdamW moments held by this rank
   int64_t peak_rss_bytes = 0;         // this process's peak resident memory
+  // On CUDA: the caching allocator's peak of bytes handed to tensors on this rank's GPU (what
+  // torch.cuda.max_memory_allocated reports); 0 on CPU.
+  int64_t peak_device_bytes = 0;
+  std::string device;  // where it trained: "cpu" or "cuda:N"
   int threads = 0;
   std::vector<parallel::BucketTrace> trace;  // gradient buckets of the last step
   // With TrainOptions::keep_parameters; with parallel.ep > 1 routed experts are this rank's shard.

@@ -312,9 +312,9 @@ class MoE(nn.Module):
         for e in range(self.w1.shape[0]):
             if variant == "eager":  # DeepSeek-V3 inference/model.py: only the tokens routed to e
                 token, slot = torch.where(ids == e)
-                if token.numel():
-                    y = y.index_add(0, token, swiglu(u[token], self.w1[e], self.w3[e], self.w2[e])
-                                    * gates[token, slot, None])
+                if token.numel():  # .to: under autocast the expert's output is bf16, y is not
+                    y = y.index_add(0, token, (swiglu(u[token], self.w1[e], self.w3[e], self.w2[e])
+                                               * gates[token, slot, None]).to(y.dtype))
             else:  # every token through expert e, weighted by its gate for e (0 when not chosen)
                 gate_e = (gates * (ids == e)).sum(-1, keepdim=True)
                 y = y + gate_e * swiglu(u, self.w1[e], self.w3[e], self.w2[e])

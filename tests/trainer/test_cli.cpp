@@ -78,6 +78,23 @@ TEST(Cli, BenchTrainPrintsJson) {
   EXPECT_EQ(run("bench fp8 --help").code, 0);
 }
 
+// MFU's inputs: FLOPs per token (model_flops_per_token, tested against a hand count in
+// test_pipeline_stages), peak memory (RSS on the CPU) and, with a GPU from the planner's table,
+// its peak for the run's precision.
+TEST(Cli, BenchTrainReportsFlopsMemoryAndMfu) {
+  const std::string cmd = "bench train --config configs/tiny.yaml --set data.source=synthetic --set data.eval_interval=0 "
+                          "--set train.threads=1 --steps 1 --warmup 0";
+  const Result r = run(cmd + " --gpu h100");
+  EXPECT_EQ(r.code, 0) << r.output;
+  for (const char* field : {"\"model_flops_per_token\":", "\"achieved_tflops\":", "\"peak_memory_bytes\":",
+                            "\"peak_memory_of\":\"host_rss\"", "\"peak_tflops\":989.4,", "\"mfu\":"})
+    EXPECT_NE(r.output.find(field), std::string::npos) << field << "\n" << r.output;
+  const Result fp8 = run(cmd + " --set train.precision=fp8 --peak-tflops 100");
+  EXPECT_EQ(fp8.code, 0) << fp8.output;
+  EXPECT_NE(fp8.output.find("\"peak_tflops\":100.0,"), std::string::npos) << fp8.output;
+  EXPECT_NE(run(cmd + " --gpu nosuchgpu").code, 0);
+}
+
 TEST(Cli, ConfigParamsMatchesTheBanner) {
   const Result p = run("config --params --config configs/tiny-moe.yaml");
   EXPECT_EQ(p.code, 0);

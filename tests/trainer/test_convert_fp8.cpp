@@ -1,5 +1,8 @@
 #include <ATen/ATen.h>
+#include <array>
 #include <gtest/gtest.h>
+
+#include "ops/fp8_linear.h"
 
 #include "ops/calc_diff.h"
 #include "trainer/config_loader.h"
@@ -32,6 +35,29 @@ TEST(ConvertFp8, SwapsExactlyTheEligibleLinears) {
   const double d = ops::calc_diff(after, before);
   EXPECT_GT(d, 0.0);   // the linears now run in FP8
   EXPECT_LT(d, 1e-3);  // and the logits stay close
+}
+
+// The GPU GEMM needs every K a multiple of 128; MLA's wkv_a (kv_lora_rank + rope = 288 outputs in
+// small-moe) and routed experts' token counts are not. Zero padding must change nothing: same
+// outputs and gradients as the unpadded FP8 linear, which the CPU path computes for any shape.
+TEST(ConvertFp8, PaddingToBlocksIsExact) {
+  at::manual_seed(1);
+  for (const auto& [m, k, n] : std::vector<std::array<int64_t, 3>>{{37, 288, 200}, {5, 256, 288}, {130, 100, 129}, {0, 128, 256}}) {
+    const at::Tensor x0 = at::randn({m, k}).to(at::kBFloat16), w0 = at::randn({n, k}) * 0.05;
+    const at::Tensor dy = at::randn({m, n}).to(at::kBFloat16);
+    at::Tensor x1 = x0.clone().requires_grad_(), w1 = w0.clone().requires_grad_();
+    at::Tensor x2 = x0.clone().requires_grad_(), w2 = w0.clone().requires_grad_();
+    const at::Tensor y1 = ops::fp8_linear(x1, w1), y2 = model::fp8_linear_padded(x2, w2);
+    ASSERT_EQ(y2.sizes(), y1.sizes());
+    y1.backward(dy);
+    y2.backward(dy);
+    const std::string shape = std::to_string(m) + "x" + std::to_string(k) + "x" + std::to_string(n);
+    EXPECT_TRUE(at::allclose(y2.to(at::kFloat), y1.to(at::kFloat), 1e-2, 1e-5)) << shape;
+    EXPECT_TRUE(at::allclose(x2.grad().to(at::kFloat), x1.grad().to(at::kFloat), 1e-2, 1e-5)) << shape;
+    EXPECT_TRUE(at::allclose(w2.grad(), w1.grad(), 1e-5, 1e-6)) << shape;
+    // On the CPU the converted linear leaves shapes alone.
+    EXPECT_TRUE(at::equal(model::fp8_linear_any_shape(x0, w0), ops::fp8_linear(x0, w0))) << shape;
+  }
 }
 
 }  // namespace

@@ -141,3 +141,41 @@ TEST(PipelineStages, MultiChunkSplitsFollowTheSimulatedStep) {
 }
 
 }  // namespace
+
+// MFU's numerator, counted by hand for a small MLA MoE with one MTP module: per token, 2 FLOPs per
+// activated weight of every matmul (the router and the kv norm's weight included, as layer_flops
+// counts them), the causal attention scores, then x3 for forward and backward.
+TEST(PipelineStages, ModelFlopsPerTokenMatchesAHandCount) {
+  ModelConfig m;
+  m.vocab_size = 100;
+  m.d_model = 64;
+  m.n_layers = 2;
+  m.n_heads = 2;
+  m.attention = "mla";
+  m.q_lora_rank = 0;
+  m.kv_lora_rank = 32;
+  m.qk_nope_head_dim = 16;
+  m.qk_rope_head_dim = 8;
+  m.v_head_dim = 16;
+  m.intermediate_size = 128;
+  m.n_dense_layers = 1;
+  m.n_routed_experts = 4;
+  m.n_shared_experts = 1;
+  m.n_activated_experts = 2;
+  m.moe_intermediate_size = 32;
+  m.mtp_depth = 1;
+  const double attention = 2 * 24 * 64      // wq: heads x (nope + rope) x d
+                           + 40 * 64        // wkv_a: (kv rank + rope) x d
+                           + 32             // kv norm
+                           + 2 * 32 * 32    // wkv_b: heads x (nope + v) x kv rank
+                           + 64 * 2 * 16;   // wo
+  const double scores = 2.0 * (2 * 24 + 2 * 16) * 16 / 2;  // q.k and p.v over half of seq 16
+  const double dense_block = 2 * (attention + 3 * 64 * 128) + scores;
+  const double expert = 3 * 64 * 32;
+  const double moe_block = 2 * (attention + 4 * 64 + expert + 2 * expert) + scores;  // router, shared, 2 routed
+  const double head = 2 * 64 * 100;
+  const double mtp = 2 * (2 * 64 * 64) + moe_block + head;
+  const double forward = 64 + dense_block + moe_block + head + mtp;
+  EXPECT_DOUBLE_EQ(forward, 228352.0);  // the arithmetic above, done once by hand
+  EXPECT_DOUBLE_EQ(model_flops_per_token(m, 16), 3 * forward);
+}

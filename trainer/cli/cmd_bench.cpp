@@ -19,6 +19,8 @@
 #include "trainer/cli/config_options.h"
 #include "trainer/config_loader.h"
 #include "trainer/moe_bench.h"
+#include "trainer/pipeline_stages.h"
+#include "trainer/planner/gpu_table.h"
 #include "trainer/pipeline_bench.h"
 #include "trainer/train.h"
 
@@ -47,20 +49,27 @@ int report_errors(const char* name, const std::function<int(std::string&)>& run)
 
 int bench_train(const Args& args, const parallel::World& world) {
   po::options_description opts(
-      "shoestring bench train --config FILE [--set k=v ...] [--steps N] [--warmup W]\n\n"
-      "Training throughput of the real training loop: W warm-up steps, then N timed steps");
+      "shoestring bench train --config FILE [--set k=v ...] [--steps N] [--warmup W] [--gpu h100 | --peak-tflops T]\n\n"
+      "Training throughput of the real training loop: W warm-up steps, then N timed steps. Also prints\n"
+      "model FLOPs per token (3 x the forward of the planner's layer_flops: 6 x activated parameters\n"
+      "plus attention scores, MTP included), peak memory (the GPU allocator's peak on CUDA, else the\n"
+      "process's peak RSS) and, given a peak, MFU = FLOPs/token x tokens/s / peak");
   ConfigOptions cfg_opts;
   int64_t steps = 20, warmup = 5;
-  std::string json;
+  double peak_tflops = 0;
+  std::string json, gpu;
   opts.add_options()("help,h", "show this help")
       ("steps", po::value(&steps)->default_value(20), "timed steps")
       ("warmup", po::value(&warmup)->default_value(5), "untimed steps before them")
+      ("gpu", po::value(&gpu), "peak from the planner's GPU table (h100, h200, ...): its dense fp8 rate with "
+                              "train.precision fp8, else its dense bf16 rate")
+      ("peak-tflops", po::value(&peak_tflops), "peak dense TFLOPS for MFU (overrides --gpu)")
       ("json", po::value(&json), "also write the result to this file");
   add_config_options(opts, cfg_opts);
   po::variables_map vm;
   if (const auto rc = parse_command_line(opts, args, vm)) return *rc;
-  if (cfg_opts.files.empty() || steps <= 0 || warmup < 0) {
-    std::cerr << "shoestring bench train: need --config FILE, --steps > 0 and --warmup >= 0\n";
+  if (cfg_opts.files.empty() || steps <= 0 || warmup < 0 || peak_tflops < 0) {
+    std::cerr << "shoestring bench train: need --config FILE, --steps > 0, --warmup >= 0 and --peak-tflops >= 0\n";
     return 2;
   }
   const fs::path dir = fs::temp_directory_path() / ("shoestring-bench-" + std::to_string(::getpid()));
@@ -69,17 +78,31 @@ int bench_train(const Args& args, const parallel::World& world) {
   sets.insert(sets.end(), {"train.steps=" + std::to_string(warmup + steps), "log.progress=off",
                            "log.every=1000000", "log.run_dir=" + dir.string()});
   const Config cfg = load_config(cfg_opts.files, sets);
+  if (!gpu.empty() && peak_tflops == 0) {
+    const planner::GpuSpec spec = planner::find_gpu(gpu);  // an unknown name fails before training
+    peak_tflops = cfg.train.precision == "fp8" && spec.fp8_tflops > 0 ? spec.fp8_tflops : spec.bf16_tflops;
+  }
   const TrainSummary s = train(cfg, world);
   fs::remove_all(dir);
   double seconds = 0;
   for (size_t i = size_t(warmup); i < s.step_seconds.size(); ++i) seconds += s.step_seconds[i];
-  char line[512];
-  std::snprintf(line, sizeof line,
-                "{\"bench\":\"train\",\"config\":\"%s\",\"precision\":\"%s\",\"threads\":%d,\"steps\":%lld,"
-                "\"tokens_per_step\":%lld,\"seconds\":%.6f,\"tokens_per_s\":%.2f,\"final_loss\":%.6f}",
-                cfg.name.c_str(), cfg.train.precision.c_str(), s.threads, static_cast<long long>(steps),
-                static_cast<long long>(s.tokens_per_step), seconds, double(s.tokens_per_step * steps) / seconds,
-                s.final_loss);
+  const double tokens_per_s = double(s.tokens_per_step * steps) / seconds;
+  const double flops = model_flops_per_token(cfg.model, cfg.train.seq_len);
+  const bool on_gpu = s.device.rfind("cuda", 0) == 0;
+  char line[1024];
+  int n = std::snprintf(
+      line, sizeof line,
+      "{\"bench\":\"train\",\"config\":\"%s\",\"precision\":\"%s\",\"device\":\"%s\",\"threads\":%d,"
+      "\"steps\":%lld,\"tokens_per_step\":%lld,\"seconds\":%.6f,\"tokens_per_s\":%.2f,\"final_loss\":%.6f,"
+      "\"model_flops_per_token\":%.6g,\"achieved_tflops\":%.4f,\"peak_memory_bytes\":%lld,\"peak_memory_of\":\"%s\"",
+      cfg.name.c_str(), cfg.train.precision.c_str(), s.device.c_str(), s.threads, static_cast<long long>(steps),
+      static_cast<long long>(s.tokens_per_step), seconds, tokens_per_s, s.final_loss, flops,
+      flops * tokens_per_s / 1e12, static_cast<long long>(on_gpu ? s.peak_device_bytes : s.peak_rss_bytes),
+      on_gpu ? "gpu_allocated" : "host_rss");
+  if (peak_tflops > 0)
+    n += std::snprintf(line + n, sizeof line - size_t(n), ",\"peak_tflops\":%.1f,\"mfu\":%.5f", peak_tflops,
+                       flops * tokens_per_s / (peak_tflops * 1e12));
+  std::snprintf(line + n, sizeof line - size_t(n), "}");
   if (world.rank != 0) return 0;  // under mpirun: one line, rank 0's timings (tokens are global)
   std::cout << line << "\n";
   if (!json.empty()) std::ofstream(json) << line << "\n";

@@ -1,15 +1,52 @@
 #include "trainer/model/convert_fp8.h"
 
+#include <ATen/ATen.h>
+
+#include <atomic>
+#include <iostream>
+
 #include "ops/fp8_linear.h"
+#include "ops/fp8_quantize.h"
 #include "trainer/model/linear.h"
 
 namespace shoestring::model {
+
+namespace {
+
+int64_t padding(int64_t n) { return ops::ceil_div(n, ops::kFp8Block) * ops::kFp8Block - n; }
+
+}  // namespace
+
+at::Tensor fp8_linear_padded(const at::Tensor& x, const at::Tensor& w) {
+  const int64_t k = x.size(-1), n = w.size(0);
+  const at::Tensor x2 = x.reshape({-1, k});
+  const int64_t m = x2.size(0), pm = padding(m), pk = padding(k), pn = padding(n);
+  const at::Tensor xp = pm || pk ? at::constant_pad_nd(x2, {0, pk, 0, pm}) : x2;
+  const at::Tensor wp = pk || pn ? at::constant_pad_nd(w, {0, pk, 0, pn}) : w;
+  std::vector<int64_t> out_shape = x.sizes().vec();
+  out_shape.back() = n;
+  return ops::fp8_linear(xp, wp).narrow(0, 0, m).narrow(1, 0, n).reshape(out_shape);
+}
+
+at::Tensor fp8_linear_any_shape(const at::Tensor& x, const at::Tensor& w) {
+  const int64_t k = x.size(-1), n = w.size(0), m = k > 0 ? x.numel() / k : 0;
+  if (!x.is_cuda() || (padding(m) == 0 && padding(k) == 0 && padding(n) == 0 && m > 0)) return ops::fp8_linear(x, w);
+  // No tokens: the Wgrad GEMM would have K = 0, which the CUDA GEMM does not special-case (its
+  // output is allocated, not zeroed). The high-precision linear gives the empty output and a zero dW.
+  if (m == 0) return project(x, w);
+  static std::atomic<bool> said{false};
+  if (!said.exchange(true))
+    std::cerr << "fp8: a linear of " << m << " tokens x [" << n << " x " << k
+              << "] (and any like it) is zero-padded to multiples of 128 for the GPU FP8 GEMM (exact; costs the "
+                 "padded work)\n";
+  return fp8_linear_padded(x, w);
+}
 
 int64_t convert_to_fp8(torch::nn::Module& model) {
   int64_t converted = 0;
   for (const auto& m : model.modules(/*include_self=*/true)) {
     if (auto* user = dynamic_cast<LinearUser*>(m.get())) {
-      user->set_linear_fn(&ops::fp8_linear);
+      user->set_linear_fn(&fp8_linear_any_shape);
       ++converted;
     }
   }

@@ -5,11 +5,24 @@
 // output head, the MoE router (gate), normalisations, the attention core (softmax), and the MTP
 // projection, as the paper keeps "the embedding module, the output head, MoE gating modules,
 // normalization operators, and attention operators" in BF16/FP32.
+#include <ATen/core/Tensor.h>
 #include <torch/nn/module.h>
 
 namespace shoestring::model {
 
 // Returns the number of modules converted.
 int64_t convert_to_fp8(torch::nn::Module& model);
+
+// The linear that convert_to_fp8 installs: ops::fp8_linear, except on the GPU when a dimension of
+// one of its three GEMMs is not a multiple of 128 (the CUDA GEMM's K: in_features for Fprop,
+// out_features for Dgrad, the token count for Wgrad, e.g. MLA's kv_lora_rank + rope dim or a routed
+// expert's share of the tokens). Those go through fp8_linear_padded, saying so once on stderr.
+at::Tensor fp8_linear_any_shape(const at::Tensor& x, const at::Tensor& w);
+
+// ops::fp8_linear on x and w zero-padded to multiples of 128 in tokens, in_features and
+// out_features, cut back afterwards. Exact: zeros change no 1x128 or 128x128 block's amax, so
+// every scale, every quantized value and every block sum is the unpadded one's; gradients of the
+// padding are dropped by the pad's own backward.
+at::Tensor fp8_linear_padded(const at::Tensor& x, const at::Tensor& w);
 
 }  // namespace shoestring::model

@@ -49,8 +49,7 @@ StepEstimate estimate_step(const Config& cfg, const parallel::Schedule& schedule
   const double nvlink = hw.gpu.nvlink_gbs * kGiga, network = hw.gpu.network_gbs * kGiga;
   StepEstimate e;
   e.tokens_per_step = tokens * mb * double(dp);
-  const std::vector<double> flops = layer_flops(m, cfg.train.seq_len);
-  e.flops_per_step = 3.0 * std::accumulate(flops.begin(), flops.end(), 0.0) * e.tokens_per_step;
+  e.flops_per_step = model_flops_per_token(m, cfg.train.seq_len) * e.tokens_per_step;
 
   // Placement (parallel/mesh.h): rank = pp_rank x dp + dp_rank, ep ranks consecutive inside dp.
   CommVolume& c = e.comm;
