@@ -251,6 +251,7 @@ at::Tensor launch(const Fp8Tensor& a, const Fp8Tensor& b, const at::Tensor& grou
   const int64_t M = a.rows(), N = b.rows(), K = a.cols();
   at::Tensor c = at::empty({M, N}, a.data.options().dtype(at::kFloat));
   if (M == 0 || N == 0) return c;
+  if (K == 0) return c.zero_();  // an empty sum (a weight gradient over zero tokens)
   const Fp8GemmConfig cfg = choose_fp8_gemm_config(M, N, K, device_info(a.data.get_device()), kernel);
   GemmArgs p{};
   p.a = static_cast<const std::uint8_t*>(a.data.data_ptr());

@@ -145,6 +145,16 @@ TEST_F(Fp8Gpu, GroupedGemmKernelsMatchReference) {
   }
 }
 
+TEST_F(Fp8Gpu, EmptyKGivesZeros) {
+  // A weight gradient over zero tokens: the sum is empty, whatever memory C was allocated from.
+  const Fp8Tensor qa = quantize_1x128(at::zeros({64, 0})), qb = quantize_1x128(at::zeros({32, 0}));
+  for (Fp8GemmKernel k : tensor_core_kernels()) {
+    at::full({64, 32}, std::nanf(""), at::TensorOptions().device(at::kCUDA, 0));
+    const at::Tensor c = fp8_gemm_cuda(to_cuda(qa), to_cuda(qb), k).cpu();
+    EXPECT_TRUE(at::equal(c, at::zeros({64, 32}))) << fp8_gemm_kernel_name(k);
+  }
+}
+
 TEST_F(Fp8Gpu, GpuGemmRejectsRaggedK) {
   const Fp8Tensor qa = to_cuda(quantize_1x128(at::randn({4, 200}))), qb = to_cuda(quantize_128x128(at::randn({8, 200})));
   try {
