@@ -5,6 +5,8 @@
 #include <ATen/ATen.h>
 
 #include <cmath>
+#include <cstdint>
+#include <cstring>
 #include <iostream>
 #include <vector>
 
@@ -73,6 +75,74 @@ TEST_F(Fp8Gpu, QuantizersAreBitIdenticalToCpu) {
   const at::Tensor w = at::randn({3, 256, 384});
   EXPECT_TRUE(same_bits(quantize_128x128_cuda(cuda(w)), quantize_128x128(w)));
   EXPECT_TRUE(same_bits(quantize_1x128_cuda(cuda(at::zeros({4, 256}))), quantize_1x128(at::zeros({4, 256}))));
+}
+
+// The kernels take a vectorised path (16-byte loads) when the input pointer is 16-byte aligned and
+// C % 8 == 0, else a scalar one. These cases put each path through partial tiles, partial 16-row
+// chunks of the transposed output (R % 16 != 0), storage offsets and grouped bf16 weights.
+TEST_F(Fp8Gpu, QuantizersAreBitIdenticalToCpuOnEdgeShapesAndOffsets) {
+  at::manual_seed(27);
+  auto check_all = [&](const at::Tensor& xd_gpu, const at::Tensor& xd_cpu, const std::string& what) {
+    SCOPED_TRACE(what);
+    EXPECT_TRUE(same_bits(quantize_1x128_cuda(xd_gpu), quantize_1x128(xd_cpu)));
+    EXPECT_TRUE(same_bits(quantize_1x128_transposed_cuda(xd_gpu), quantize_1x128_transposed(xd_cpu)));
+    EXPECT_TRUE(same_bits(quantize_128x128_cuda(xd_gpu), quantize_128x128(xd_cpu)));
+    EXPECT_TRUE(same_bits(quantize_128x128_transposed_cuda(xd_gpu), quantize_128x128_transposed(xd_cpu)));
+  };
+  for (auto [R, C] : {std::pair<int64_t, int64_t>{200, 264}, {144, 136}, {3, 8}, {384, 1024}, {129, 1032},
+                      {40, 12}, {257, 250}}) {
+    const at::Tensor x = at::randn({R, C}) * at::exp(at::randn({R, 1}) * 2);
+    for (at::ScalarType dt : {at::kFloat, at::kBFloat16}) {
+      const at::Tensor xd = x.to(dt);
+      const std::string name = std::to_string(R) + "x" + std::to_string(C) + " " + c10::toString(dt);
+      check_all(cuda(xd), xd, name);
+      // Same values at a storage offset of 1 element (unaligned: scalar path) and of 16 bytes.
+      for (int64_t off : {int64_t(1), int64_t(16) / static_cast<int64_t>(c10::elementSize(dt))}) {
+        const at::Tensor flat = at::zeros({off + R * C}, xd.options().device(at::kCUDA));
+        flat.narrow(0, off, R * C).copy_(cuda(xd).reshape({-1}));
+        const at::Tensor view = flat.narrow(0, off, R * C).view({R, C});
+        ASSERT_TRUE(view.is_contiguous());
+        ASSERT_EQ(view.storage_offset(), off);
+        check_all(view, xd, name + " storage offset " + std::to_string(off));
+      }
+    }
+  }
+  for (at::ScalarType dt : {at::kFloat, at::kBFloat16}) {
+    const at::Tensor w = (at::randn({3, 200, 264}) * at::exp(at::randn({3, 1, 1}))).to(dt);
+    EXPECT_TRUE(same_bits(quantize_128x128_cuda(cuda(w)), quantize_128x128(w))) << c10::toString(dt);
+  }
+}
+
+// With a tile's amax exactly 448 the multiplier is 448/448 = 1, so the encoder sees the values
+// themselves: every sign, every float exponent that encodes to a non-zero code (and a few that
+// underflow), the seven mantissa bits below the kept ones in all combinations (all rounding ties
+// of normal and subnormal codes) and several patterns of the bits below them (exact ties, just
+// above, just below). The GPU encoder must agree with encode_e4m3 on each.
+TEST_F(Fp8Gpu, QuantizerEncoderMatchesCpuOnEveryRoundingBoundary) {
+  std::vector<float> vals;
+  for (std::uint32_t sign : {0u, 0x80000000u})
+    for (int fexp = -14; fexp <= 8; ++fexp)
+      for (std::uint32_t hi = 0; hi < 128; ++hi)
+        for (std::uint32_t lo : {0u, 1u, 0x7FFFu, 0x8000u, 0x8001u, 0xFFFFu}) {
+          const std::uint32_t bits = sign | (static_cast<std::uint32_t>(fexp + 127) << 23) | (hi << 16) | lo;
+          float v;
+          std::memcpy(&v, &bits, sizeof v);
+          if (std::fabs(v) <= 448.0f) vals.push_back(v);
+        }
+  for (float v : {0.0f, -0.0f, 1e-40f, -1e-40f, 448.0f, -448.0f, 447.99997f, -447.99997f}) vals.push_back(v);
+  const int64_t per_tile = 127, tiles = (static_cast<int64_t>(vals.size()) + per_tile - 1) / per_tile;
+  at::Tensor x = at::zeros({tiles, 128});
+  float* p = x.data_ptr<float>();
+  for (int64_t t = 0; t < tiles; ++t) {
+    p[t * 128] = 448.0f;  // the tile's amax
+    for (int64_t j = 0; j < per_tile && t * per_tile + j < static_cast<int64_t>(vals.size()); ++j)
+      p[t * 128 + 1 + j] = vals[t * per_tile + j];
+  }
+  EXPECT_TRUE(same_bits(quantize_1x128_cuda(cuda(x)), quantize_1x128(x)));
+  EXPECT_TRUE(same_bits(quantize_128x128_cuda(cuda(x)), quantize_128x128(x)));
+  const at::Tensor xt = x.t().contiguous();  // the same tiles as columns
+  EXPECT_TRUE(same_bits(quantize_1x128_transposed_cuda(cuda(xt)), quantize_1x128_transposed(xt)));
+  EXPECT_TRUE(same_bits(quantize_128x128_transposed_cuda(cuda(xt)), quantize_128x128_transposed(xt)));
 }
 
 TEST_F(Fp8Gpu, PackedFp8RowsAreBitIdenticalToCpu) {
