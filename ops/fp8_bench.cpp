@@ -67,8 +67,19 @@ struct GemmRow {
   std::string config;
   double ours_tflops, lt_tflops, bf16_tflops, diff_vs_lt;
   std::string lt_note;
-  double mma_tflops = NAN;  // our previous tensor-core kernel (mma.sync), where auto picked another
+  std::vector<std::pair<std::string, double>> others;  // our other tensor-core kernels on this device
 };
+
+std::string others_text(const GemmRow& r) {
+  std::string t;
+  for (const auto& [name, tf] : r.others) t += "; " + name + " " + num(tf, 1);
+  return t;
+}
+std::string others_json(const GemmRow& r) {
+  std::string t;
+  for (const auto& [name, tf] : r.others) t += (t.empty() ? "\"" : ", \"") + name + "\": " + num(tf);
+  return t;
+}
 
 struct QuantRow {
   std::string name;
@@ -90,7 +101,15 @@ int run_fp8_bench(const Fp8BenchOptions& opt, std::ostream& json_out, std::ostre
     const auto dev = at::TensorOptions().device(at::kCUDA, 0);
     at::manual_seed(0);
     const Fp8DeviceInfo info{prop.major * 10 + prop.minor, prop.multiProcessorCount};
-    const bool mma_beside = info.sm >= 89 && choose_fp8_gemm_config(4096, 4096, 4096, info).kernel != Fp8GemmKernel::kMma;
+    // Our other tensor-core kernels this device runs, timed beside the one auto picks.
+    std::vector<Fp8GemmKernel> others;
+    // Not when SHOESTRING_FP8_GEMM_KERNEL names ours: then that kernel alone is compared.
+    const Fp8GemmKernel ours = fp8_gemm_kernel_from_env();
+    for (Fp8GemmKernel k : {Fp8GemmKernel::kMma, Fp8GemmKernel::kWgmma, Fp8GemmKernel::kWgmmaTma}) {
+      if (ours != Fp8GemmKernel::kAuto) break;
+      if ((k == Fp8GemmKernel::kMma && info.sm < 89) || (k != Fp8GemmKernel::kMma && info.sm != 90)) continue;
+      if (k != choose_fp8_gemm_config(4096, 4096, 4096, info).kernel) others.push_back(k);
+    }
 
     // DeepSeek-V3 dense-layer GEMM shapes (N x K) as in DeepGEMM's benchmark, M = tokens.
     std::vector<std::pair<int64_t, int64_t>> nk{{2112, 7168}, {24576, 1536}, {7168, 16384}, {4096, 7168}, {7168, 2048}};
@@ -102,12 +121,13 @@ int run_fp8_bench(const Fp8BenchOptions& opt, std::ostream& json_out, std::ostre
         const at::Tensor x = at::randn({M, K}, dev).to(at::kBFloat16), w = (at::randn({N, K}, dev) * 0.02).to(at::kBFloat16);
         const Fp8Tensor qa = quantize_1x128_cuda(x), qb = quantize_128x128_cuda(w);
         const double flop = 2.0 * M * N * K;
-        GemmRow row{"dense", 1, M, N, K, choose_fp8_gemm_config(M, N, K, info).describe(),
+        GemmRow row{"dense", 1, M, N, K, choose_fp8_gemm_config(M, N, K, info, ours).describe(),
                     0, NAN, NAN, NAN, ""};
         at::Tensor c_ours;
         row.ours_tflops = flop / (time_ms([&] { c_ours = fp8_gemm_cuda(qa, qb); }, warm, reps) * 1e-3) / 1e12;
-        if (mma_beside)
-          row.mma_tflops = flop / (time_ms([&] { fp8_gemm_cuda(qa, qb, Fp8GemmKernel::kMma); }, warm, reps) * 1e-3) / 1e12;
+        for (Fp8GemmKernel k : others)
+          row.others.emplace_back(fp8_gemm_kernel_name(k),
+                                  flop / (time_ms([&] { fp8_gemm_cuda(qa, qb, k); }, warm, reps) * 1e-3) / 1e12);
         try {
           CublasLtFp8Gemm lt(qa, qb, at::kFloat);
           at::Tensor c_lt = at::empty({M, N}, dev.dtype(at::kFloat));
@@ -140,12 +160,13 @@ int run_fp8_bench(const Fp8BenchOptions& opt, std::ostream& json_out, std::ostre
       const at::Tensor x = at::randn({M, K}, dev).to(at::kBFloat16), w = (at::randn({G, N, K}, dev) * 0.02).to(at::kBFloat16);
       const Fp8Tensor qa = quantize_1x128_cuda(x), qb = quantize_128x128_cuda(w);
       const double flop = 2.0 * M * N * K;
-      GemmRow row{"grouped", G, M, N, K, choose_fp8_gemm_config(M, N, K, info).describe(),
+      GemmRow row{"grouped", G, M, N, K, choose_fp8_gemm_config(M, N, K, info, ours).describe(),
                   0, NAN, NAN, NAN, "no grouped cuBLASLt baseline; bf16 column is a dense GEMM of the same size"};
       row.ours_tflops = flop / (time_ms([&] { fp8_grouped_gemm_cuda(qa, qb, groups); }, warm, reps) * 1e-3) / 1e12;
-      if (mma_beside)
-        row.mma_tflops =
-            flop / (time_ms([&] { fp8_grouped_gemm_cuda(qa, qb, groups, Fp8GemmKernel::kMma); }, warm, reps) * 1e-3) / 1e12;
+      for (Fp8GemmKernel k : others)
+        row.others.emplace_back(
+            fp8_gemm_kernel_name(k),
+            flop / (time_ms([&] { fp8_grouped_gemm_cuda(qa, qb, groups, k); }, warm, reps) * 1e-3) / 1e12);
       const at::Tensor w0 = w[0].contiguous();
       at::Tensor c_bf16 = at::empty({M, N}, dev.dtype(at::kBFloat16));
       row.bf16_tflops = flop / (time_ms([&] { bf16_gemm_cublas(x, w0, c_bf16); }, warm, reps) * 1e-3) / 1e12;
@@ -179,19 +200,19 @@ int run_fp8_bench(const Fp8BenchOptions& opt, std::ostream& json_out, std::ostre
     }
 
     // Table.
-    char line[512];
+    char line[1024];
     table_out << "FP8 bench on " << prop.name << " (sm_" << prop.major << prop.minor << ", " << prop.multiProcessorCount
               << " SMs), warmup " << warm << ", repeats " << reps << "\n";
-    std::snprintf(line, sizeof line, "%-8s %3s %6s %6s %6s | %9s %9s %9s %9s | %7s %7s | %-10s %s\n", "kind", "G", "M", "N",
-                  "K", "ours TF", "mma TF", "cuBLASLt", "bf16 TF", "vs Lt", "vs bf16", "diff vs Lt", "our config");
+    std::snprintf(line, sizeof line, "%-8s %3s %6s %6s %6s | %9s %9s %9s | %7s %7s | %-10s %s\n", "kind", "G", "M", "N",
+                  "K", "ours TF", "cuBLASLt", "bf16 TF", "vs Lt", "vs bf16", "diff vs Lt", "our config");
     table_out << line;
     for (const GemmRow& r : gemms) {
-      std::snprintf(line, sizeof line, "%-8s %3lld %6lld %6lld %6lld | %9.1f %9s %9s %9.1f | %7s %7.2f | %-10s %s%s%s\n",
+      std::snprintf(line, sizeof line, "%-8s %3lld %6lld %6lld %6lld | %9.1f %9s %9.1f | %7s %7.2f | %-10s %s%s%s%s\n",
                     r.name.c_str(), (long long)r.groups, (long long)r.M, (long long)r.N, (long long)r.K, r.ours_tflops,
-                    num(r.mma_tflops, 1).c_str(), num(r.lt_tflops, 1).c_str(), r.bf16_tflops,
+                    num(r.lt_tflops, 1).c_str(), r.bf16_tflops,
                     (r.lt_tflops == r.lt_tflops ? num(r.ours_tflops / r.lt_tflops, 2) + "x" : std::string("-")).c_str(),
                     r.ours_tflops / r.bf16_tflops, sci(r.diff_vs_lt).c_str(), r.config.c_str(),
-                    r.lt_note.empty() ? "" : "; ", r.lt_note.c_str());
+                    r.lt_note.empty() ? "" : "; ", r.lt_note.c_str(), others_text(r).c_str());
       table_out << line;
     }
     for (const QuantRow& q : quants) {
@@ -211,7 +232,7 @@ int run_fp8_bench(const Fp8BenchOptions& opt, std::ostream& json_out, std::ostre
         if (ch == '"' || ch == '\\' || ch == '\n') ch = ' ';
       js << (i ? ", " : "") << "{\"kind\": \"" << r.name << "\", \"groups\": " << r.groups << ", \"M\": " << r.M
          << ", \"N\": " << r.N << ", \"K\": " << r.K << ", \"config\": \"" << r.config
-         << "\", \"ours_tflops\": " << num(r.ours_tflops) << ", \"mma_tflops\": " << num(r.mma_tflops) << ", \"cublaslt_fp8_tflops\": " << num(r.lt_tflops)
+         << "\", \"ours_tflops\": " << num(r.ours_tflops) << ", \"other_kernels_tflops\": {" << others_json(r) << "}" << ", \"cublaslt_fp8_tflops\": " << num(r.lt_tflops)
          << ", \"cublas_bf16_tflops\": " << num(r.bf16_tflops) << ", \"calc_diff_vs_cublaslt\": " << sci(r.diff_vs_lt)
          << ", \"note\": \"" << note << "\"}";
     }

@@ -252,6 +252,7 @@ at::Tensor launch(const Fp8Tensor& a, const Fp8Tensor& b, const at::Tensor& grou
   at::Tensor c = at::empty({M, N}, a.data.options().dtype(at::kFloat));
   if (M == 0 || N == 0) return c;
   if (K == 0) return c.zero_();  // an empty sum (a weight gradient over zero tokens)
+  if (kernel == Fp8GemmKernel::kAuto) kernel = fp8_gemm_kernel_from_env();
   const Fp8GemmConfig cfg = choose_fp8_gemm_config(M, N, K, device_info(a.data.get_device()), kernel);
   GemmArgs p{};
   p.a = static_cast<const std::uint8_t*>(a.data.data_ptr());

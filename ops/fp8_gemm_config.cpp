@@ -1,5 +1,6 @@
 #include "ops/fp8_gemm_config.h"
 
+#include <cstdlib>
 #include <stdexcept>
 
 namespace shoestring::ops {
@@ -13,6 +14,26 @@ const char* fp8_gemm_kernel_name(Fp8GemmKernel k) {
     case Fp8GemmKernel::kWgmmaTma: return "wgmma-tma";
   }
   return "?";
+}
+
+Fp8GemmKernel fp8_gemm_kernel_from_name(const std::string& name) {
+  for (Fp8GemmKernel k : {Fp8GemmKernel::kAuto, Fp8GemmKernel::kSimt, Fp8GemmKernel::kMma, Fp8GemmKernel::kWgmma,
+                          Fp8GemmKernel::kWgmmaTma})
+    if (name == fp8_gemm_kernel_name(k)) return k;
+  throw std::invalid_argument("unknown FP8 GEMM kernel '" + name + "' (expected auto, simt, mma, wgmma or wgmma-tma)");
+}
+
+Fp8GemmKernel fp8_gemm_kernel_from_env() {
+  static const Fp8GemmKernel k = [] {
+    const char* v = std::getenv("SHOESTRING_FP8_GEMM_KERNEL");
+    if (v == nullptr || *v == 0) return Fp8GemmKernel::kAuto;
+    try {
+      return fp8_gemm_kernel_from_name(v);
+    } catch (const std::invalid_argument& e) {
+      throw std::invalid_argument(std::string("SHOESTRING_FP8_GEMM_KERNEL: ") + e.what());
+    }
+  }();
+  return k;
 }
 
 std::string Fp8GemmConfig::describe() const {

@@ -16,6 +16,12 @@ enum class Fp8GemmKernel {
 };
 
 const char* fp8_gemm_kernel_name(Fp8GemmKernel k);
+// The inverse of fp8_gemm_kernel_name; throws std::invalid_argument listing the names.
+Fp8GemmKernel fp8_gemm_kernel_from_name(const std::string& name);
+
+// SHOESTRING_FP8_GEMM_KERNEL (auto, simt, mma, wgmma, wgmma-tma), read once: what kAuto means for
+// this process. A way to compare kernels in a real run, or to step around one; unset means auto.
+Fp8GemmKernel fp8_gemm_kernel_from_env();
 
 struct Fp8GemmConfig {
   Fp8GemmKernel kernel = Fp8GemmKernel::kSimt;

@@ -35,6 +35,18 @@ TEST(Fp8GemmConfig, SmallMGetsSmallerTilesToFillTheGpu) {
       EXPECT_EQ(choose_fp8_gemm_config(m, 7168, 2048, dev).block_n, 128) << "one weight scale block per tile";
 }
 
+TEST(Fp8GemmConfig, KernelNamesRoundTrip) {
+  for (Fp8GemmKernel k : {Fp8GemmKernel::kAuto, Fp8GemmKernel::kSimt, Fp8GemmKernel::kMma, Fp8GemmKernel::kWgmma,
+                          Fp8GemmKernel::kWgmmaTma})
+    EXPECT_EQ(fp8_gemm_kernel_from_name(fp8_gemm_kernel_name(k)), k);
+  try {
+    fp8_gemm_kernel_from_name("cutlass");
+    FAIL() << "expected std::invalid_argument";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find("'cutlass'"), std::string::npos) << e.what();
+  }
+}
+
 TEST(Fp8GemmConfig, RejectsEmptyShapes) {
   EXPECT_THROW(choose_fp8_gemm_config(0, 128, 128, {}), std::invalid_argument);
   EXPECT_NE(choose_fp8_gemm_config(1, 1, 1, {}).describe().find("mma"), std::string::npos);
