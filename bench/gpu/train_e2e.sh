@@ -29,6 +29,8 @@ BENCH_WARMUP=${BENCH_WARMUP:-3}
 CURVE_STEPS=${CURVE_STEPS:-300}
 CURVE_SETS=${CURVE_SETS-train.micro_batch_size=4 train.seq_len=512 optim.warmup_steps=50}
 T_PEER=${T_PEER:-95} T_BENCH=${T_BENCH:-55} T_CURVE=${T_CURVE:-60}
+PARTS=" ${E2E_PARTS:-peer bench curves} "  # a subset reruns part of the check
+CURVE_PARALLEL=${CURVE_PARALLEL:-0}      # 1: both curves at once on the one GPU (same wall time for both)
 mkdir -p "$OUT"
 LOG=$OUT/train_e2e.log
 exec > >(tee -a "$LOG") 2>&1
@@ -41,8 +43,9 @@ GPU_ARG=()
 FAILED=0
 fail() { echo "FAIL: $1"; FAILED=$((FAILED + 1)); }
 
-echo "== 1. ours vs PyTorch eager, bf16, $CONFIG on $DEVICE"
 rm -f "$OUT/bench_bf16.json" "$OUT/bench_fp8.json"
+if [[ $PARTS == *" peer "* ]]; then
+echo "== 1. ours vs PyTorch eager, bf16, $CONFIG on $DEVICE"
 if timeout "$T_PEER" "$PY" bench/train_vs_pytorch.py --binary "$BIN" --config "$CONFIG" --device "$DEVICE" \
     --threads "${THREADS:-16}" --steps "$BENCH_STEPS" --warmup "$BENCH_WARMUP" --repeats 1 \
     --ours-args "${GPU_ARG[*]}" --set train.precision=bf16 --set checkpoint.interval=0 \
@@ -57,23 +60,41 @@ else  # a quick failure (most likely the Python side): ours alone, so the bf16 f
   timeout "$T_BENCH" "$BIN" bench train --config "$CONFIG" "${COMMON[@]}" --set train.precision=bf16 "${GPU_ARG[@]}" \
     --steps "$BENCH_STEPS" --warmup "$BENCH_WARMUP" --json "$OUT/bench_bf16.json" || fail "bench train bf16"
 fi
+fi
 
+if [[ $PARTS == *" bench "* ]]; then
 echo "== 2. bench train fp8, $CONFIG on $DEVICE"
 timeout "$T_BENCH" "$BIN" bench train --config "$CONFIG" "${COMMON[@]}" --set train.precision=fp8 "${GPU_ARG[@]}" \
   --steps "$BENCH_STEPS" --warmup "$BENCH_WARMUP" --json "$OUT/bench_fp8.json" || fail "bench train fp8"
+fi
 
 SETS=()
 for s in $CURVE_SETS; do SETS+=(--set "$s"); done
-for p in bf16 fp8; do
-  echo "== 3. loss curve $p: $CURVE_STEPS steps, ${CURVE_SETS:-the config batch}"
+curve() {  # curve PRECISION: one loss-curve run; its metrics land in $OUT/curve_PRECISION.jsonl
+  local p=$1 rc
   rm -rf "/tmp/e2e-curve-$p"
   timeout "$T_CURVE" "$BIN" train --config "$CONFIG" "${COMMON[@]}" --set train.precision=$p "${SETS[@]}" \
-    --set train.steps="$CURVE_STEPS" --set log.every=50 --set log.run_dir="/tmp/e2e-curve-$p"
+    --set train.steps="$CURVE_STEPS" --set log.every=50 --set log.run_dir="/tmp/e2e-curve-$p" >"/tmp/e2e-curve-$p.log" 2>&1
   rc=$?
-  [[ $rc -eq 124 ]] && echo "   (stopped by its ${T_CURVE}s timeout; compared up to the last step it finished)"
-  [[ $rc -ne 0 && $rc -ne 124 ]] && fail "curve $p (exit $rc)"
-  cp "/tmp/e2e-curve-$p/metrics.jsonl" "$OUT/curve_$p.jsonl" 2>/dev/null || fail "curve $p: no metrics.jsonl"
-done
+  cat "/tmp/e2e-curve-$p.log"
+  [[ $rc -eq 124 ]] && echo "   ($p stopped by its ${T_CURVE}s timeout; compared up to the last step it finished)"
+  [[ $rc -ne 0 && $rc -ne 124 ]] && echo "FAIL: curve $p (exit $rc)"
+  cp "/tmp/e2e-curve-$p/metrics.jsonl" "$OUT/curve_$p.jsonl" 2>/dev/null || echo "FAIL: curve $p: no metrics.jsonl"
+}
+if [[ $PARTS == *" curves "* ]]; then
+  echo "== 3. loss curves bf16 and fp8: $CURVE_STEPS steps, ${CURVE_SETS:-the config batch}$([[ $CURVE_PARALLEL == 1 ]] && echo ", both at once")"
+  rm -f /tmp/e2e-curves-*.out
+  if [[ $CURVE_PARALLEL == 1 ]]; then
+    curve bf16 >/tmp/e2e-curves-bf16.out &
+    bf16_pid=$!
+    curve fp8 >/tmp/e2e-curves-fp8.out
+    wait "$bf16_pid"  # not a bare wait: that would also wait for the log's tee
+  else
+    curve bf16 >/tmp/e2e-curves-bf16.out; curve fp8 >/tmp/e2e-curves-fp8.out
+  fi
+  cat /tmp/e2e-curves-bf16.out /tmp/e2e-curves-fp8.out
+  FAILED=$((FAILED + $(cat /tmp/e2e-curves-*.out | grep -c "^FAIL")))
+fi
 
 echo "== summary ($DEVICE, $CONFIG)"
 "$PY" bench/gpu/e2e_summary.py --out "$OUT" || fail "summary"
