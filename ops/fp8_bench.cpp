@@ -105,7 +105,7 @@ int run_fp8_bench(const Fp8BenchOptions& opt, std::ostream& json_out, std::ostre
     std::vector<Fp8GemmKernel> others;
     // Not when SHOESTRING_FP8_GEMM_KERNEL names ours: then that kernel alone is compared.
     const Fp8GemmKernel ours = fp8_gemm_kernel_from_env();
-    for (Fp8GemmKernel k : {Fp8GemmKernel::kMma, Fp8GemmKernel::kWgmma, Fp8GemmKernel::kWgmmaTma}) {
+    for (Fp8GemmKernel k : {Fp8GemmKernel::kMma, Fp8GemmKernel::kWgmmaTma}) {
       if (ours != Fp8GemmKernel::kAuto) break;
       if ((k == Fp8GemmKernel::kMma && info.sm < 89) || (k != Fp8GemmKernel::kMma && info.sm != 90)) continue;
       if (k != choose_fp8_gemm_config(4096, 4096, 4096, info).kernel) others.push_back(k);
@@ -122,7 +122,7 @@ int run_fp8_bench(const Fp8BenchOptions& opt, std::ostream& json_out, std::ostre
         const Fp8Tensor qa = quantize_1x128_cuda(x), qb = quantize_128x128_cuda(w);
         const double flop = 2.0 * M * N * K;
         GemmRow row{"dense", 1, M, N, K, choose_fp8_gemm_config(M, N, K, info, ours).describe(),
-                    0, NAN, NAN, NAN, ""};
+                    0, NAN, NAN, NAN, "", {}};
         at::Tensor c_ours;
         row.ours_tflops = flop / (time_ms([&] { c_ours = fp8_gemm_cuda(qa, qb); }, warm, reps) * 1e-3) / 1e12;
         for (Fp8GemmKernel k : others)
@@ -161,7 +161,7 @@ int run_fp8_bench(const Fp8BenchOptions& opt, std::ostream& json_out, std::ostre
       const Fp8Tensor qa = quantize_1x128_cuda(x), qb = quantize_128x128_cuda(w);
       const double flop = 2.0 * M * N * K;
       GemmRow row{"grouped", G, M, N, K, choose_fp8_gemm_config(M, N, K, info, ours).describe(),
-                  0, NAN, NAN, NAN, "no grouped cuBLASLt baseline; bf16 column is a dense GEMM of the same size"};
+                  0, NAN, NAN, NAN, "no grouped cuBLASLt baseline; bf16 column is a dense GEMM of the same size", {}};
       row.ours_tflops = flop / (time_ms([&] { fp8_grouped_gemm_cuda(qa, qb, groups); }, warm, reps) * 1e-3) / 1e12;
       for (Fp8GemmKernel k : others)
         row.others.emplace_back(

@@ -270,8 +270,6 @@ at::Tensor launch(const Fp8Tensor& a, const Fp8Tensor& b, const at::Tensor& grou
   const dim3 grid(static_cast<unsigned>(ceil_div(N, cfg.block_n)), static_cast<unsigned>(ceil_div(M, cfg.block_m)));
   if (cfg.kernel == Fp8GemmKernel::kWgmmaTma) {
     launch_fp8_gemm_wgmma_tma(p, b.data.dim() == 3 ? b.data.size(0) : 1, stream);
-  } else if (cfg.kernel == Fp8GemmKernel::kWgmma) {
-    launch_fp8_gemm_wgmma(p, stream);
   } else if (cfg.kernel == Fp8GemmKernel::kSimt) {
     fp8_gemm_simt_kernel<<<grid, 256, 0, stream>>>(p);
   } else {

@@ -43,9 +43,7 @@ __device__ __forceinline__ void cp_async16(void* smem, const void* gmem, bool va
 }
 #endif
 
-// fp8_gemm_wgmma.cu: 128 x 128 tiles, sm_90a only (the caller checks the device).
-void launch_fp8_gemm_wgmma(const GemmArgs& p, cudaStream_t stream);
-// fp8_gemm_wgmma_tma.cu: the same tiles, TMA loads and warp specialisation; B holds b_groups
+// fp8_gemm_wgmma.cu: 128 x 128 tiles, sm_90a only (the caller checks the device); B holds b_groups
 // matrices of [N, K] back to back.
 void launch_fp8_gemm_wgmma_tma(const GemmArgs& p, int64_t b_groups, cudaStream_t stream);
 

@@ -10,17 +10,15 @@ const char* fp8_gemm_kernel_name(Fp8GemmKernel k) {
     case Fp8GemmKernel::kAuto: return "auto";
     case Fp8GemmKernel::kSimt: return "simt";
     case Fp8GemmKernel::kMma: return "mma";
-    case Fp8GemmKernel::kWgmma: return "wgmma";
     case Fp8GemmKernel::kWgmmaTma: return "wgmma-tma";
   }
   return "?";
 }
 
 Fp8GemmKernel fp8_gemm_kernel_from_name(const std::string& name) {
-  for (Fp8GemmKernel k : {Fp8GemmKernel::kAuto, Fp8GemmKernel::kSimt, Fp8GemmKernel::kMma, Fp8GemmKernel::kWgmma,
-                          Fp8GemmKernel::kWgmmaTma})
+  for (Fp8GemmKernel k : {Fp8GemmKernel::kAuto, Fp8GemmKernel::kSimt, Fp8GemmKernel::kMma, Fp8GemmKernel::kWgmmaTma})
     if (name == fp8_gemm_kernel_name(k)) return k;
-  throw std::invalid_argument("unknown FP8 GEMM kernel '" + name + "' (expected auto, simt, mma, wgmma or wgmma-tma)");
+  throw std::invalid_argument("unknown FP8 GEMM kernel '" + name + "' (expected auto, simt, mma or wgmma-tma)");
 }
 
 Fp8GemmKernel fp8_gemm_kernel_from_env() {
@@ -49,9 +47,9 @@ Fp8GemmConfig choose_fp8_gemm_config(int64_t M, int64_t N, int64_t K, const Fp8D
   Fp8GemmKernel kernel = requested;
   if (kernel == Fp8GemmKernel::kAuto)
     kernel = dev.sm == 90 ? Fp8GemmKernel::kWgmmaTma : dev.sm >= 89 ? Fp8GemmKernel::kMma : Fp8GemmKernel::kSimt;
-  const bool wgmma = kernel == Fp8GemmKernel::kWgmma || kernel == Fp8GemmKernel::kWgmmaTma;
+  const bool wgmma = kernel == Fp8GemmKernel::kWgmmaTma;
   if (wgmma && dev.sm != 90)
-    throw std::invalid_argument("choose_fp8_gemm_config: the WGMMA kernels are built for sm_90a and runs on sm_90 only, device is sm_" +
+    throw std::invalid_argument("choose_fp8_gemm_config: the WGMMA kernel is built for sm_90a and runs on sm_90 only, device is sm_" +
                                 std::to_string(dev.sm));
   if (kernel == Fp8GemmKernel::kMma && dev.sm < 89)
     throw std::invalid_argument("choose_fp8_gemm_config: the FP8 tensor-core kernel needs sm_89 or newer, device is sm_" +
@@ -67,7 +65,7 @@ Fp8GemmConfig choose_fp8_gemm_config(int64_t M, int64_t N, int64_t K, const Fp8D
   c.block_n = 128;
   if (wgmma) {
     c.block_m = 128;
-    c.threads = kernel == Fp8GemmKernel::kWgmmaTma ? 384 : 256;
+    c.threads = 384;
     return c;
   }
   const int64_t blocks_128 = ((M + 127) / 128) * ((N + 127) / 128);

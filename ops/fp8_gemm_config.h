@@ -11,15 +11,14 @@ enum class Fp8GemmKernel {
   kAuto,  // let choose_fp8_gemm_config decide
   kSimt,  // CUDA cores: decode to float, FMA; any sm_80+ GPU; the numerically simplest kernel
   kMma,   // tensor cores: mma.sync m16n8k32 e4m3 (sm_89+), FP32 promotion every 128 of K
-  kWgmma,     // Hopper warpgroup MMA from swizzled shared memory, cp.async loads (sm_90: built as sm_90a)
-  kWgmmaTma,  // the same MMA with TMA loads by a producer warp and two consumer warpgroups (sm_90)
+  kWgmmaTma,  // Hopper warpgroup MMA, TMA loads by a producer warp, two consumer warpgroups (sm_90, built sm_90a)
 };
 
 const char* fp8_gemm_kernel_name(Fp8GemmKernel k);
 // The inverse of fp8_gemm_kernel_name; throws std::invalid_argument listing the names.
 Fp8GemmKernel fp8_gemm_kernel_from_name(const std::string& name);
 
-// SHOESTRING_FP8_GEMM_KERNEL (auto, simt, mma, wgmma, wgmma-tma), read once: what kAuto means for
+// SHOESTRING_FP8_GEMM_KERNEL (auto, simt, mma, wgmma-tma), read once: what kAuto means for
 // this process. A way to compare kernels in a real run, or to step around one; unset means auto.
 Fp8GemmKernel fp8_gemm_kernel_from_env();
 
@@ -38,8 +37,8 @@ struct Fp8DeviceInfo {
 
 // requested == kAuto picks the kernel from the device: kWgmmaTma on sm_90 (Hopper), kMma on other
 // sm >= 89, else kSimt. A forced kernel the device lacks throws std::invalid_argument (the WGMMA
-// kernels' sm_90a instructions exist on sm_90 only; kMma's need sm_89).
-// Tile size: the WGMMA kernels always 128x128. kMma uses 128x128 tiles when that already fills the GPU (>= one
+// kernel's sm_90a instructions exist on sm_90 only; kMma's need sm_89).
+// Tile size: kWgmmaTma always 128x128. kMma uses 128x128 tiles when that already fills the GPU (>= one
 // wave of blocks), else 64x128 to double the number of blocks for small M (decode-like shapes).
 Fp8GemmConfig choose_fp8_gemm_config(int64_t M, int64_t N, int64_t K, const Fp8DeviceInfo& dev,
                                      Fp8GemmKernel requested = Fp8GemmKernel::kAuto);

@@ -70,7 +70,7 @@ export BIN OUT OURS_LD
 
 # 1. Correctness of every kernel against its CPU reference (quantizers bit for bit, GEMMs by calc_diff).
 step gpu-tests 90 "${OURS[@]}" "$CARRY/test_fp8_gpu" ||
-  { export SHOESTRING_FP8_GEMM_KERNEL=wgmma; log "kernel tests failed: later steps run SHOESTRING_FP8_GEMM_KERNEL=wgmma"; }
+  { export SHOESTRING_FP8_GEMM_KERNEL=mma; log "kernel tests failed: later steps run SHOESTRING_FP8_GEMM_KERNEL=mma"; }
 grep -E "\[measured\]|^\[  (FAILED|PASSED|SKIPPED) +\] [0-9]+ test|^\[  FAILED" "$LOGS/gpu-tests.log" | tee -a "$SUMMARY"
 # A skip means this machine offered no usable GPU: for this script that is a failure.
 if grep -q "SKIPPED \]" "$LOGS/gpu-tests.log" 2>/dev/null; then log "FAIL  gpu tests skipped"; FAILED=$((FAILED + 1)); fi

@@ -73,12 +73,14 @@ for s in $CURVE_SETS; do SETS+=(--set "$s"); done
 curve() {  # curve PRECISION: one loss-curve run; its metrics land in $OUT/curve_PRECISION.jsonl
   local p=$1 rc
   rm -rf "/tmp/e2e-curve-$p"
-  timeout "$T_CURVE" "$BIN" train --config "$CONFIG" "${COMMON[@]}" --set train.precision=$p "${SETS[@]}" \
+  # KILL, not TERM: a stopped trainer saves a checkpoint first (GBs for small-moe, and that once
+  # outlasted the caller's limit, losing both curves); metrics.jsonl is flushed every step anyway.
+  timeout --signal=KILL "$T_CURVE" "$BIN" train --config "$CONFIG" "${COMMON[@]}" --set train.precision=$p "${SETS[@]}" \
     --set train.steps="$CURVE_STEPS" --set log.every=50 --set log.run_dir="/tmp/e2e-curve-$p" >"/tmp/e2e-curve-$p.log" 2>&1
   rc=$?
   cat "/tmp/e2e-curve-$p.log"
-  [[ $rc -eq 124 ]] && echo "   ($p stopped by its ${T_CURVE}s timeout; compared up to the last step it finished)"
-  [[ $rc -ne 0 && $rc -ne 124 ]] && echo "FAIL: curve $p (exit $rc)"
+  [[ $rc -eq 137 ]] && echo "   ($p stopped by its ${T_CURVE}s timeout; compared up to the last step it finished)"
+  [[ $rc -ne 0 && $rc -ne 137 ]] && echo "FAIL: curve $p (exit $rc)"
   cp "/tmp/e2e-curve-$p/metrics.jsonl" "$OUT/curve_$p.jsonl" 2>/dev/null || echo "FAIL: curve $p: no metrics.jsonl"
 }
 if [[ $PARTS == *" curves "* ]]; then

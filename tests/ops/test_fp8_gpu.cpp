@@ -55,7 +55,7 @@ int device_sm() { return 0; }
 std::vector<Fp8GemmKernel> tensor_core_kernels() {
   std::vector<Fp8GemmKernel> ks;
   if (device_sm() >= 89) ks.push_back(Fp8GemmKernel::kMma);
-  if (device_sm() == 90) ks.insert(ks.end(), {Fp8GemmKernel::kWgmma, Fp8GemmKernel::kWgmmaTma});
+  if (device_sm() == 90) ks.push_back(Fp8GemmKernel::kWgmmaTma);
   return ks;
 }
 
