@@ -5,7 +5,7 @@
 #
 #   OUT=/tmp/out BIN=.carry/gpu-run/shoestring bench/gpu/train_e2e.sh
 #
-# Called by bench/gpu/run.sh with LD_LIBRARY_PATH set as bench/gpu/train_check.sh sets it. Steps:
+# Called by bench/gpu/run.sh, whose BIN is a wrapper that finds the carried libraries. Steps:
 #   1. bench/train_vs_pytorch.py --device cuda, bf16: ours (`bench train --gpu`) then PyTorch eager;
 #      ours' line doubles as the bf16 bench (bench_bf16.json).
 #   2. `bench train` in fp8 (bench_fp8.json).
