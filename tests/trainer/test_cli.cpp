@@ -69,6 +69,15 @@ TEST(Cli, HelpAndVersion) {
   for (const char* lib : {"LibTorch", "CUDA", "NCCL", "MPI", "HDF5", "git"}) EXPECT_NE(v.output.find(lib), std::string::npos) << lib;
 }
 
+TEST(Cli, VersionNamesTheCommitTheBinaryWasBuiltFrom) {
+  // Checkpoints record this commit: one left over from an earlier configure would mislabel them.
+  const shoestring::testing::CliResult head = shoestring::testing::run_command("git rev-parse --short=12 HEAD");
+  if (head.code != 0) GTEST_SKIP() << "not a git checkout";
+  const std::string commit = head.output.substr(0, head.output.find('\n'));
+  EXPECT_NE(run("--version").output.find("(git " + commit), std::string::npos)
+      << "HEAD is " << commit << " (rebuild after committing: CMake re-runs when HEAD moves)";
+}
+
 TEST(Cli, BenchTrainPrintsJson) {
   const Result r = run("bench train --config configs/tiny.yaml --set data.source=synthetic --set data.eval_interval=0 --set train.threads=1 --steps 2 --warmup 1");
   EXPECT_EQ(r.code, 0) << r.output;
