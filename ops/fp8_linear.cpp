@@ -3,6 +3,9 @@
 #include <ATen/ATen.h>
 #include <torch/csrc/autograd/custom_function.h>
 
+#include <stdexcept>
+#include <string>
+
 #include "ops/fp8_gemm.h"
 
 namespace shoestring::ops {
@@ -48,9 +51,102 @@ struct Fp8LinearFunction : public torch::autograd::Function<Fp8LinearFunction> {
   }
 };
 
+// Rows of each group at a 128-aligned offset: where row i of the sorted input goes, the padded
+// total, and each group's first padded row.
+struct PaddedLayout {
+  at::Tensor position;          // int64 [M], on the rows' device
+  at::Tensor group_of_row;      // int32 [Mp], -1 for padding (make_contiguous_group_layout)
+  std::vector<int64_t> start;   // [G] first padded row of each group
+  int64_t padded_rows = 0;
+};
+
+PaddedLayout padded_layout(const std::vector<int64_t>& counts, const at::Device& device) {
+  PaddedLayout l;
+  std::vector<int64_t> position;
+  for (const int64_t c : counts) {
+    l.start.push_back(l.padded_rows);
+    for (int64_t r = 0; r < c; ++r) position.push_back(l.padded_rows + r);
+    l.padded_rows += ceil_div(c, kFp8Block) * kFp8Block;
+  }
+  l.position = at::tensor(position, at::kLong).to(device);
+  l.group_of_row = make_contiguous_group_layout(counts).to(device);
+  return l;
+}
+
+// A [Mp, K] padded-layout operand times each group's [N, K] weight -> [Mp, N] float, padding rows 0.
+at::Tensor grouped_gemm(const Fp8Tensor& a, const Fp8Tensor& b, const PaddedLayout& l,
+                        const std::vector<int64_t>& counts) {
+  if (a.data.is_cuda()) return fp8_grouped_gemm_cuda(a, b, l.group_of_row);
+  at::Tensor c = at::zeros({a.rows(), b.rows()}, at::kFloat);
+  for (size_t g = 0; g < counts.size(); ++g) {
+    if (counts[g] == 0) continue;
+    const int64_t r0 = l.start[g], n = ceil_div(counts[g], kFp8Block) * kFp8Block;
+    const auto i = int64_t(g);
+    c.narrow(0, r0, n).copy_(fp8_gemm_emulated({a.data.narrow(0, r0, n), a.scale.narrow(0, r0, n), 1},
+                                               {b.data[i], b.scale[i], b.block_rows}));
+  }
+  return c;
+}
+
+at::Tensor scatter_rows(const at::Tensor& rows, const PaddedLayout& l) {
+  return at::zeros({l.padded_rows, rows.size(1)}, rows.options()).index_copy_(0, l.position, rows);
+}
+
+struct Fp8GroupedLinearFunction : public torch::autograd::Function<Fp8GroupedLinearFunction> {
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& rows, const at::Tensor& w,
+                            const std::vector<int64_t>& counts) {
+    const PaddedLayout l = padded_layout(counts, rows.device());
+    const at::Tensor xp = scatter_rows(rows.contiguous(), l);
+    ctx->save_for_backward({xp, w});
+    ctx->saved_data["counts"] = c10::IValue(counts);
+    ctx->saved_data["x_dtype"] = static_cast<int64_t>(rows.scalar_type());
+    const at::Tensor yp = grouped_gemm(q_1x128(xp), q_128x128(w.contiguous()), l, counts);
+    return yp.index_select(0, l.position).to(rows.scalar_type());
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    const auto saved = ctx->get_saved_variables();
+    const at::Tensor& xp = saved[0];
+    const at::Tensor& w = saved[1];
+    const std::vector<int64_t> counts = ctx->saved_data["counts"].toIntVector();
+    const auto x_dtype = static_cast<at::ScalarType>(ctx->saved_data["x_dtype"].toInt());
+    const PaddedLayout l = padded_layout(counts, xp.device());
+    const at::Tensor gp = scatter_rows(grads[0].contiguous(), l);
+    // Dgrad: W^T of each group blocked 128x128 is the transposed blocks of W (quantize_128x128 of
+    // the transposed copy gives the codes and scales of quantize_128x128_transposed).
+    const at::Tensor dxp = grouped_gemm(q_1x128(gp), q_128x128(w.transpose(1, 2).contiguous()), l, counts);
+    at::Tensor dw = at::zeros_like(w);
+    for (size_t g = 0; g < counts.size(); ++g) {
+      if (counts[g] == 0) continue;  // an idle group's weight gradient is zero
+      const int64_t r0 = l.start[g], n = ceil_div(counts[g], kFp8Block) * kFp8Block;
+      dw[int64_t(g)].copy_(gemm(q_1x128_t(gp.narrow(0, r0, n)), q_1x128_t(xp.narrow(0, r0, n))));
+    }
+    return {dxp.index_select(0, l.position).to(x_dtype), dw, at::Tensor()};
+  }
+};
+
 }  // namespace
 
 at::Tensor fp8_linear(const at::Tensor& x, const at::Tensor& w) { return Fp8LinearFunction::apply(x, w); }
+
+at::Tensor fp8_grouped_linear(const at::Tensor& rows, const at::Tensor& w, const std::vector<int64_t>& counts) {
+  if (rows.dim() != 2 || w.dim() != 3 || rows.size(1) != w.size(2) || int64_t(counts.size()) != w.size(0))
+    throw std::invalid_argument("fp8_grouped_linear: need rows [M, K], w [G, N, K] and G counts");
+  int64_t total = 0;
+  for (const int64_t c : counts) {
+    if (c < 0) throw std::invalid_argument("fp8_grouped_linear: negative count");
+    total += c;
+  }
+  if (total != rows.size(0))
+    throw std::invalid_argument("fp8_grouped_linear: counts sum to " + std::to_string(total) + ", rows has " +
+                                std::to_string(rows.size(0)));
+  if (rows.is_cuda() && (w.size(1) % kFp8Block != 0 || w.size(2) % kFp8Block != 0))
+    throw std::invalid_argument("fp8_grouped_linear: on CUDA N and K must be multiples of 128, w is [" +
+                                std::to_string(w.size(0)) + ", " + std::to_string(w.size(1)) + ", " +
+                                std::to_string(w.size(2)) + "]");
+  return Fp8GroupedLinearFunction::apply(rows, w, counts);
+}
 
 at::Tensor fp8_gemm_emulated(const Fp8Tensor& a, const Fp8Tensor& b) {
   const int64_t K = a.cols(), KB = ceil_div(K, kFp8Block), N = b.rows();

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <cstdio>
+#include <vector>
 
 #include "ops/calc_diff.h"
 #include "ops/fp8_gemm.h"
@@ -44,6 +45,38 @@ TEST(Fp8Linear, ForwardAndBothGradientsMatchFp32WithinTheTable) {
   EXPECT_LT(dx, kFp8Tol.linear_vs_fp32);
   EXPECT_LT(dw, kFp8Tol.linear_vs_fp32);
   EXPECT_GT(dy, 1e-6);  // it really quantized
+}
+
+// The grouped linear is fp8_linear applied to each group's rows: padding to 128-row segments adds
+// zero rows, which change no amax, so codes, scales and products are the same. Only the BLAS calls
+// differ (one per padded segment instead of one per group), hence a bound instead of equality.
+TEST(Fp8GroupedLinear, EqualsFp8LinearPerGroupForwardAndBackward) {
+  at::manual_seed(31);
+  const std::vector<int64_t> counts{0, 100, 130, 1, 256};
+  const int64_t M = 487, K = 200, N = 72;
+  for (at::ScalarType dtype : {at::kFloat, at::kBFloat16}) {
+    const at::Tensor x = at::randn({M, K}).to(dtype), w = at::randn({5, N, K}) * 0.1, probe = at::randn({M, N});
+    const at::Tensor xg = x.clone().requires_grad_(), wg = w.clone().requires_grad_();
+    const at::Tensor yg = fp8_grouped_linear(xg, wg, counts);
+    (yg.to(at::kFloat) * probe).sum().backward();
+    const at::Tensor xr = x.clone().requires_grad_(), wr = w.clone().requires_grad_();
+    std::vector<at::Tensor> parts;
+    int64_t r0 = 0;
+    for (size_t g = 0; g < counts.size(); ++g) {
+      parts.push_back(fp8_linear(xr.narrow(0, r0, counts[g]), wr[int64_t(g)]));
+      r0 += counts[g];
+    }
+    const at::Tensor yr = at::cat(parts);
+    (yr.to(at::kFloat) * probe).sum().backward();
+    EXPECT_EQ(yg.scalar_type(), dtype);
+    EXPECT_LT(calc_diff(yg.to(at::kFloat), yr.to(at::kFloat)), 1e-12);
+    EXPECT_LT(calc_diff(xg.grad().to(at::kFloat), xr.grad().to(at::kFloat)), 1e-12);
+    EXPECT_LT(calc_diff(wg.grad(), wr.grad()), 1e-12);
+    EXPECT_TRUE(at::equal(wg.grad()[0], at::zeros({N, K}))) << "an idle group's gradient is zero";
+    EXPECT_GT(wg.grad()[1].abs().sum().item<double>(), 0.0);
+  }
+  EXPECT_THROW(fp8_grouped_linear(at::randn({3, K}), at::randn({2, N, K}), {1, 1}), std::invalid_argument);
+  EXPECT_THROW(fp8_grouped_linear(at::randn({3, K}), at::randn({2, N, K}), {4, -1}), std::invalid_argument);
 }
 
 TEST(Fp8Linear, KeepsTheInputDtype) {

@@ -1,5 +1,6 @@
 #include <ATen/ATen.h>
 #include <array>
+#include <vector>
 #include <gtest/gtest.h>
 
 #include "ops/fp8_linear.h"
@@ -35,6 +36,38 @@ TEST(ConvertFp8, SwapsExactlyTheEligibleLinears) {
   const double d = ops::calc_diff(after, before);
   EXPECT_GT(d, 0.0);   // the linears now run in FP8
   EXPECT_LT(d, 1e-3);  // and the logits stay close
+}
+
+// Routed experts go through one grouped FP8 linear (one grouped GEMM for Fprop and Dgrad); it must
+// compute what the per-expert FP8 linears compute: same loss and gradients on tiny-moe. Only the
+// BLAS calls of the CPU emulation differ (one per 128-padded segment), hence a bound.
+TEST(ConvertFp8, GroupedExpertsEqualPerExpertFp8Linears) {
+  const Config c = load_config({SHOESTRING_SOURCE_DIR "/configs/tiny-moe.yaml"}, {});
+  at::manual_seed(2);
+  model::Transformer net(c.model);
+  model::convert_to_fp8(*net);
+  const at::Tensor tokens = at::randint(c.model.vocab_size, {2, 16}, at::kLong);
+  auto loss_and_grads = [&] {
+    net->zero_grad();
+    const at::Tensor loss = net->forward(tokens).logsumexp(-1).mean();
+    loss.backward();
+    std::vector<at::Tensor> grads{loss.detach()};
+    for (const auto& p : net->parameters())
+      if (p.grad().defined()) grads.push_back(p.grad().clone());
+    return grads;
+  };
+  const std::vector<at::Tensor> grouped = loss_and_grads();
+  int64_t moe_layers = 0;
+  for (const auto& m : net->modules(/*include_self=*/true))
+    if (auto* user = dynamic_cast<model::LinearUser*>(m.get()); user && user->grouped_linear_fn()) {
+      user->set_grouped_linear_fn(nullptr);
+      ++moe_layers;
+    }
+  EXPECT_GT(moe_layers, 0);
+  const std::vector<at::Tensor> per_expert = loss_and_grads();
+  ASSERT_EQ(grouped.size(), per_expert.size());
+  for (size_t i = 0; i < grouped.size(); ++i)
+    EXPECT_LT(ops::calc_diff(grouped[i].to(at::kDouble), per_expert[i].to(at::kDouble)), 1e-12) << "tensor " << i;
 }
 
 // The GPU GEMM needs every K a multiple of 128; MLA's wkv_a (kv_lora_rank + rope = 288 outputs in

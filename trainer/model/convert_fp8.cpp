@@ -42,11 +42,23 @@ at::Tensor fp8_linear_any_shape(const at::Tensor& x, const at::Tensor& w) {
   return fp8_linear_padded(x, w);
 }
 
+at::Tensor fp8_grouped_linear_any_shape(const at::Tensor& rows, const at::Tensor& w, const std::vector<int64_t>& counts) {
+  if (!rows.is_cuda() || (padding(w.size(1)) == 0 && padding(w.size(2)) == 0)) return ops::fp8_grouped_linear(rows, w, counts);
+  std::vector<at::Tensor> outs;
+  int64_t r0 = 0;
+  for (size_t g = 0; g < counts.size(); ++g) {
+    outs.push_back(fp8_linear_any_shape(rows.narrow(0, r0, counts[g]), w[int64_t(g)]));
+    r0 += counts[g];
+  }
+  return outs.empty() ? at::zeros({0, w.size(1)}, rows.options()) : at::cat(outs);
+}
+
 int64_t convert_to_fp8(torch::nn::Module& model) {
   int64_t converted = 0;
   for (const auto& m : model.modules(/*include_self=*/true)) {
     if (auto* user = dynamic_cast<LinearUser*>(m.get())) {
       user->set_linear_fn(&fp8_linear_any_shape);
+      user->set_grouped_linear_fn(&fp8_grouped_linear_any_shape);
       ++converted;
     }
   }

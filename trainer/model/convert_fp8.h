@@ -8,6 +8,8 @@
 #include <ATen/core/Tensor.h>
 #include <torch/nn/module.h>
 
+#include <vector>
+
 namespace shoestring::model {
 
 // Returns the number of modules converted.
@@ -18,6 +20,11 @@ int64_t convert_to_fp8(torch::nn::Module& model);
 // out_features for Dgrad, the token count for Wgrad, e.g. MLA's kv_lora_rank + rope dim or a routed
 // expert's share of the tokens). Those go through fp8_linear_padded, saying so once on stderr.
 at::Tensor fp8_linear_any_shape(const at::Tensor& x, const at::Tensor& w);
+
+// The grouped linear convert_to_fp8 installs for routed experts: ops::fp8_grouped_linear (one
+// grouped GEMM for Fprop and for Dgrad over all local experts), except on the GPU when the experts'
+// in or out features are not multiples of 128: then fp8_linear_any_shape per expert.
+at::Tensor fp8_grouped_linear_any_shape(const at::Tensor& rows, const at::Tensor& w, const std::vector<int64_t>& counts);
 
 // ops::fp8_linear on x and w zero-padded to multiples of 128 in tokens, in_features and
 // out_features, cut back afterwards. Exact: zeros change no 1x128 or 128x128 block's amax, so

@@ -1,6 +1,8 @@
 #pragma once
 #include <ATen/core/Tensor.h>
 
+#include <vector>
+
 namespace shoestring::model {
 
 // w in x's dtype (master weights stay fp32; matmuls run in the compute dtype).
@@ -21,18 +23,24 @@ at::Tensor normal_weight(int64_t out, int64_t in, double std);
 // call project(); a conversion pass (trainer/model/convert_fp8.h) swaps the function from outside,
 // so the model code itself never mentions FP8.
 using LinearFn = at::Tensor (*)(const at::Tensor& x, const at::Tensor& w);
+// The same for a stack of weights, one per group of rows: rows [M, in] sorted by group with
+// counts[g] rows each, w [G, out, in] -> [M, out] (the routed experts of an MoE layer).
+using GroupedLinearFn = at::Tensor (*)(const at::Tensor& rows, const at::Tensor& w, const std::vector<int64_t>& counts);
 
 class LinearUser {
  public:
   virtual ~LinearUser() = default;
   void set_linear_fn(LinearFn fn) { fn_ = fn; }
   LinearFn linear_fn() const { return fn_; }
+  void set_grouped_linear_fn(GroupedLinearFn fn) { grouped_fn_ = fn; }
+  GroupedLinearFn grouped_linear_fn() const { return grouped_fn_; }
 
  protected:
   at::Tensor project(const at::Tensor& x, const at::Tensor& w) const { return fn_ ? fn_(x, w) : model::project(x, w); }
 
  private:
   LinearFn fn_ = nullptr;
+  GroupedLinearFn grouped_fn_ = nullptr;
 };
 
 }  // namespace shoestring::model

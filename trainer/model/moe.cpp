@@ -93,7 +93,10 @@ at::Tensor MoEImpl::forward_end(MoEInFlight& s) {
 
 at::Tensor MoEImpl::run_experts(const at::Tensor& rows, const std::vector<int64_t>& counts, bool skip_empty) {
   // The fused node keeps every expert in the graph (an idle one gets a zero gradient), which is
-  // what both skip_empty modes need; a swapped-in linear (FP8) needs the per-op path.
+  // what both skip_empty modes need; so does a swapped-in grouped linear (FP8: one grouped GEMM for
+  // all experts). A swapped-in per-matrix linear alone needs the per-op path.
+  if (const GroupedLinearFn grouped = grouped_linear_fn())
+    return grouped(at::silu(grouped(rows, w1, counts)) * grouped(rows, w3, counts), w2, counts);
   if (!linear_fn()) return expert_swiglu(rows, w1, w3, w2, counts);
   std::vector<at::Tensor> outs;
   int64_t offset = 0;
