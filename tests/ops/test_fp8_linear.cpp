@@ -75,6 +75,12 @@ TEST(Fp8GroupedLinear, EqualsFp8LinearPerGroupForwardAndBackward) {
     EXPECT_TRUE(at::equal(wg.grad()[0], at::zeros({N, K}))) << "an idle group's gradient is zero";
     EXPECT_GT(wg.grad()[1].abs().sum().item<double>(), 0.0);
   }
+  // A rank whose experts received no tokens (expert parallelism): empty output, zero gradients.
+  const at::Tensor w0 = at::randn({2, N, K}).requires_grad_();
+  const at::Tensor y0 = fp8_grouped_linear(at::zeros({0, K}), w0, {0, 0});
+  EXPECT_EQ(y0.sizes(), at::IntArrayRef({0, N}));
+  y0.sum().backward();
+  EXPECT_TRUE(at::equal(w0.grad(), at::zeros({2, N, K})));
   EXPECT_THROW(fp8_grouped_linear(at::randn({3, K}), at::randn({2, N, K}), {1, 1}), std::invalid_argument);
   EXPECT_THROW(fp8_grouped_linear(at::randn({3, K}), at::randn({2, N, K}), {4, -1}), std::invalid_argument);
 }
