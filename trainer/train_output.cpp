@@ -1,0 +1,126 @@
+#include "trainer/train_output.h"
+
+#ifdef SHOESTRING_WITH_CUDA
+#include <c10/cuda/CUDACachingAllocator.h>
+#endif
+
+#include <cstdio>
+#include <fstream>
+#include <sstream>
+#include <stdexcept>
+#include <utility>
+#include <vector>
+
+#include "trainer/config_loader.h"
+#include "trainer/distributed.h"
+
+namespace fs = std::filesystem;
+
+namespace shoestring {
+
+namespace {
+
+void prepare_run_dir(const std::string& dir, const Config& cfg, bool resuming) {
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  if (ec) throw std::runtime_error(dir + ": cannot create run directory: " + ec.message());
+  if (!resuming && fs::exists(fs::path(dir) / "metrics.jsonl"))
+    throw std::runtime_error(dir + ": already holds a run (metrics.jsonl); set log.run_dir to a new directory, or "
+                             "pass --resume to continue it");
+  std::ofstream(fs::path(dir) / "config.yaml") << to_yaml(cfg);
+}
+
+}  // namespace
+
+std::string open_run_dir(const Config& cfg, const TrainOptions& options, bool converting,
+                         parallel::ProcessGroup& world_group, bool rank0) {
+  std::string run_dir, failure;
+  if (rank0) {
+    try {
+      if (converting) {
+        run_dir = options.convert_to;
+        fs::create_directories(run_dir);
+      } else {
+        run_dir = resolve_run_dir(cfg);
+        prepare_run_dir(run_dir, cfg, !options.resume.empty());
+      }
+    } catch (const std::exception& e) {
+      failure = e.what();
+    }
+  }
+  run_dir = broadcast_string(world_group, failure.empty() ? run_dir : std::string());
+  if (!failure.empty()) throw std::runtime_error(failure);
+  if (run_dir.empty()) throw std::runtime_error("rank 0 could not prepare the run directory (see its message)");
+  return run_dir;
+}
+
+void truncate_metrics(const fs::path& path, int64_t last_step) {
+  if (!fs::exists(path)) return;
+  std::ifstream in(path);
+  std::vector<std::pair<int64_t, std::string>> lines;
+  for (std::string line; std::getline(in, line);) {
+    const size_t at = line.find("\"step\":");
+    if (at != std::string::npos) lines.emplace_back(std::stoll(line.substr(at + 7)), line);
+  }
+  in.close();
+  size_t end = 0;  // lines kept: [0, end)
+  for (size_t i = 0; i < lines.size(); ++i)
+    if (lines[i].first == last_step) end = i + 1;
+  std::string kept;
+  for (size_t i = 0; i < lines.size(); ++i)
+    if (end > 0 ? i < end : lines[i].first <= last_step) kept += lines[i].second + "\n";
+  std::ofstream(path, std::ios::trunc) << kept;
+}
+
+std::string banner(const Config& cfg, int64_t accum, int dp, int64_t params, int64_t activated, const at::Device& dev,
+                   int threads, const parallel::World& world, const std::string& data) {
+  std::ostringstream s;
+  const auto& m = cfg.model;
+  s << "shoestring train: " << cfg.name << "\n"
+    << "  model    " << params << " parameters, " << activated << " activated per token (" << m.n_layers
+    << " layers, d_model " << m.d_model << ", " << m.attention << " " << m.n_heads << " heads, vocab " << m.vocab_size;
+  if (m.n_routed_experts > 0)
+    s << ", " << m.n_routed_experts << " routed experts top-" << m.n_activated_experts << " + " << m.n_shared_experts
+      << " shared, " << m.n_dense_layers << " dense layers";
+  if (m.mtp_depth > 0) s << ", mtp depth " << m.mtp_depth;
+  s << ")\n"
+    << "  train    " << cfg.train.steps << " steps x " << accum << " x " << dp << " data-parallel ranks x "
+    << cfg.train.micro_batch_size << " seqs x " << cfg.train.seq_len << " tokens, " << cfg.train.precision
+    << ", seed " << cfg.train.seed << "\n"
+    << "  optim    adamw lr " << cfg.optim.lr << " (" << cfg.optim.schedule << ", warmup "
+    << cfg.optim.warmup_steps << "), wd " << cfg.optim.weight_decay << ", clip " << cfg.optim.grad_clip << "\n"
+    << "  data     " << data << "\n"
+    << "  device   " << dev.str() << ", " << threads << " threads/rank, " << world.size << " rank(s)";
+  return s.str();
+}
+
+std::string parallel_line(const Config& cfg, const parallel::Mesh& mesh, int64_t accum, int64_t state_bytes,
+                          const std::string& backend, const PipelinePlan& plan) {
+  char buf[640];
+  std::snprintf(buf, sizeof buf,
+                "  parallel dp %d x pp %d (ep %d), %s gradients in %g MiB buckets, zero1 %s, %lld micro-batches "
+                "per rank per step, optimizer state %.1f MiB on this rank",
+                mesh.shape.dp, mesh.shape.pp, mesh.shape.ep, backend.c_str(), cfg.parallel.bucket_mb,
+                cfg.parallel.zero1 ? "on" : "off", static_cast<long long>(accum), double(state_bytes) / (1 << 20));
+  std::string out = buf;
+  if (mesh.shape.pp > 1)
+    out += "\n  pipeline " + plan.schedule.name + ", " + std::to_string(plan.schedule.stages) + " stages " +
+           describe(plan.stages) + ", " + std::to_string(plan.schedule.chunks) + " chunk(s) per rank";
+  return out;
+}
+
+int64_t peak_device_bytes(const at::Device& device) {
+#ifdef SHOESTRING_WITH_CUDA
+  // The allocator is a data symbol of libc10_cuda (reached here through a copy relocation): should
+  // that copy ever not be the one LibTorch set, report nothing rather than call through null.
+  auto* allocator = c10::cuda::CUDACachingAllocator::get();
+  if (device.is_cuda() && allocator != nullptr) {
+    const auto stats = allocator->getDeviceStats(device.index());
+    return stats.allocated_bytes[size_t(c10::CachingAllocator::StatType::AGGREGATE)].peak;
+  }
+#endif
+  (void)device;
+  return 0;
+}
+
+}  // namespace shoestring
