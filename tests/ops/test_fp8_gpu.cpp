@@ -4,6 +4,7 @@
 
 #include <ATen/ATen.h>
 
+#include <array>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -33,6 +34,25 @@ class Fp8Gpu : public ::testing::Test {
   static at::Tensor cuda(const at::Tensor& t) { return t.to(at::Device(at::kCUDA, 0)); }
   static Fp8Tensor to_cpu(const Fp8Tensor& q) { return {q.data.cpu(), q.scale.cpu(), q.block_rows}; }
   static Fp8Tensor to_cuda(const Fp8Tensor& q) { return {cuda(q.data), cuda(q.scale), q.block_rows}; }
+  // linear(x, w) and its gradients for the loss sum(y * probe), computed on CUDA and on the CPU
+  // from the same inputs; returns calc_diff of y, dx and dw between the two, after printing them.
+  // The quantized operands are bit-identical on both sides, so only the GEMMs' accumulation differs.
+  template <typename Linear>
+  static std::array<double, 3> cuda_vs_cpu(const char* what, const at::Tensor& x, const at::Tensor& w,
+                                           const at::Tensor& probe, Linear linear, at::Tensor* dw_cuda = nullptr) {
+    std::array<at::Tensor, 3> out[2];
+    for (int on_gpu = 0; on_gpu < 2; ++on_gpu) {
+      const at::Tensor xi = (on_gpu ? cuda(x) : x).requires_grad_(), wi = (on_gpu ? cuda(w) : w).requires_grad_();
+      const at::Tensor y = linear(xi, wi);
+      (y * (on_gpu ? cuda(probe) : probe)).sum().backward();
+      out[on_gpu] = {y.detach().cpu(), xi.grad().cpu(), wi.grad().cpu()};
+    }
+    if (dw_cuda != nullptr) *dw_cuda = out[1][2];
+    std::array<double, 3> d{};
+    for (size_t i = 0; i < 3; ++i) d[i] = calc_diff(out[1][i], out[0][i]);
+    std::cout << "[measured] " << what << " CUDA vs CPU: calc_diff y " << d[0] << " dx " << d[1] << " dw " << d[2] << "\n";
+    return d;
+  }
   static bool same_bits(const Fp8Tensor& gpu, const Fp8Tensor& cpu) {
     const Fp8Tensor g = to_cpu(gpu);
     return g.block_rows == cpu.block_rows && g.data.sizes() == cpu.data.sizes() &&
@@ -216,24 +236,14 @@ TEST_F(Fp8Gpu, GroupedGemmKernelsMatchReference) {
 }
 
 TEST_F(Fp8Gpu, GroupedLinearMatchesTheCpuPathForwardAndBackward) {
-  // One grouped GEMM per Fprop and Dgrad on CUDA against the CPU path's per-segment emulation:
-  // the quantized operands are bit-identical, only the GEMMs' accumulation differs.
+  // One grouped GEMM per Fprop and Dgrad on CUDA against the CPU path's per-segment emulation.
   at::manual_seed(27);
   const std::vector<int64_t> counts{0, 100, 300, 1};
   const at::Tensor x = at::randn({401, 256}), w = at::randn({4, 384, 256}) * 0.05, probe = at::randn({401, 384});
-  auto run = [&](bool on_gpu) {
-    const at::Tensor xi = (on_gpu ? cuda(x) : x).requires_grad_(), wi = (on_gpu ? cuda(w) : w).requires_grad_();
-    const at::Tensor y = fp8_grouped_linear(xi, wi, counts);
-    (y * (on_gpu ? cuda(probe) : probe)).sum().backward();
-    return std::make_tuple(y.detach().cpu(), xi.grad().cpu(), wi.grad().cpu());
-  };
-  const auto [yg, dxg, dwg] = run(true);
-  const auto [yc, dxc, dwc] = run(false);
-  const double dy = calc_diff(yg, yc), dx = calc_diff(dxg, dxc), dw = calc_diff(dwg, dwc);
-  std::cout << "[measured] fp8_grouped_linear CUDA vs CPU: calc_diff y " << dy << " dx " << dx << " dw " << dw << "\n";
-  EXPECT_LT(dy, kFp8Tol.gpu_mma_vs_reference);
-  EXPECT_LT(dx, kFp8Tol.gpu_mma_vs_reference);
-  EXPECT_LT(dw, kFp8Tol.gpu_mma_vs_reference);
+  at::Tensor dwg;
+  const auto grouped = [&](const at::Tensor& a, const at::Tensor& b) { return fp8_grouped_linear(a, b, counts); };
+  const auto d = cuda_vs_cpu("fp8_grouped_linear", x, w, probe, grouped, &dwg);
+  for (double v : d) EXPECT_LT(v, kFp8Tol.gpu_mma_vs_reference);
   EXPECT_TRUE(at::equal(dwg[0], at::zeros({384, 256}))) << "an idle group's gradient is zero";
 }
 
@@ -285,24 +295,12 @@ TEST_F(Fp8Gpu, CublasBf16Gemm) {
 }
 
 TEST_F(Fp8Gpu, Fp8LinearMatchesTheCpuPathForwardAndBackward) {
-  // Same inputs through fp8_linear on CUDA (CUDA quantizers + GEMM) and on CPU (reference
-  // quantizers + emulated GEMM): the quantized operands are bit-identical, so only the GEMMs'
-  // accumulation differs.
+  // CUDA quantizers + GEMM against the CPU reference quantizers + emulated GEMM.
   at::manual_seed(26);
   const at::Tensor x = at::randn({2, 128, 512}), w = at::randn({384, 512}), probe = at::randn({2, 128, 384});
-  auto run = [&](bool on_gpu) {
-    const at::Tensor xi = (on_gpu ? cuda(x) : x).requires_grad_(), wi = (on_gpu ? cuda(w) : w).requires_grad_();
-    const at::Tensor y = fp8_linear(xi, wi);
-    (y * (on_gpu ? cuda(probe) : probe)).sum().backward();
-    return std::make_tuple(y.detach().cpu(), xi.grad().cpu(), wi.grad().cpu());
-  };
-  const auto [yg, dxg, dwg] = run(true);
-  const auto [yc, dxc, dwc] = run(false);
-  const double dy = calc_diff(yg, yc), dx = calc_diff(dxg, dxc), dw = calc_diff(dwg, dwc);
-  std::cout << "[measured] fp8_linear CUDA vs CPU: calc_diff y " << dy << " dx " << dx << " dw " << dw << "\n";
-  EXPECT_LT(dy, kFp8Tol.gpu_mma_vs_reference);
-  EXPECT_LT(dx, kFp8Tol.gpu_mma_vs_reference);
-  EXPECT_LT(dw, kFp8Tol.gpu_mma_vs_reference);
+  const auto linear = [](const at::Tensor& a, const at::Tensor& b) { return fp8_linear(a, b); };
+  const auto d = cuda_vs_cpu("fp8_linear", x, w, probe, linear);
+  for (double v : d) EXPECT_LT(v, kFp8Tol.gpu_mma_vs_reference);
 }
 
 }  // namespace
