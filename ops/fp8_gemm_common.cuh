@@ -1,6 +1,6 @@
 #pragma once
 // What the block-scaled FP8 GEMM kernels (fp8_gemm.cu, fp8_gemm_wgmma.cu) share: the launch
-// arguments, the group of a tile in the contiguous grouped layout, and the cp.async copy.
+// arguments and the group of a tile in the contiguous grouped layout.
 #include <cuda_runtime.h>
 
 #include <cstdint>
@@ -35,13 +35,6 @@ __device__ inline int tile_group(const GemmArgs& p, int m0, int bm) {
 __device__ __forceinline__ bool row_live(const GemmArgs& p, int m) {
   return m < p.M && (p.group_of_row == nullptr || p.group_of_row[m] >= 0);
 }
-
-#if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 890
-__device__ __forceinline__ void cp_async16(void* smem, const void* gmem, bool valid) {
-  const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gmem), "r"(valid ? 16 : 0));
-}
-#endif
 
 // fp8_gemm_wgmma.cu: 128 x 128 tiles, sm_90a only (the caller checks the device); B holds b_groups
 // matrices of [N, K] back to back.
