@@ -15,8 +15,8 @@
 # files: everything lands in $OUT/summary.txt (also printed) and $OUT/logs.tgz (re-packed after each
 # step, so a cut-off run still returns what it did).
 # Environment: OUT (default /tmp/out), BUDGET_S (default 480), SKIP (space-separated step names),
-# SHOESTRING_GPU_RUN (carried folder). Exit status: number of failed steps. About 7 minutes with
-# every step on an H100 (the end-to-end step is 4.5 of them).
+# SHOESTRING_GPU_RUN (carried folder). Exit status: number of failed steps. About 6 minutes with
+# every step on an H100 (356 s on 2026-11-26; the end-to-end step is about 4 of them).
 set -uo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 OUT=${OUT:-/tmp/out}
