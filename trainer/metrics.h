@@ -33,7 +33,7 @@ struct StepRecord {
   // Expert parallelism only (written when has_ep, i.e. parallel.ep > 1): token rows this step's
   // forward passes sent to / received from the ep group, one row per (token, destination rank
   // holding at least one of its experts), summed over MoE layers and micro-batches; the maximum
-  // over all dp ranks (the busiest rank bounds the step).
+  // over all ranks, each taken separately (the busiest rank bounds the step).
   bool has_ep = false;
   int64_t ep_rows_sent = 0;
   int64_t ep_rows_received = 0;

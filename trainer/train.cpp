@@ -240,7 +240,7 @@ StepEnd run_step(TrainRun& run, int64_t step) {
                              "; stopping (lower optim.lr, set optim.grad_clip, or resume from an earlier checkpoint)");
   }
   progress.update(r);
-  if (step == run.start_step) summary.first_loss = loss;
+  if (summary.losses.empty()) summary.first_loss = loss;  // not a replay after a rollback to the start
   summary.final_loss = loss;
   summary.losses.push_back(loss);
   summary.steps = r.step;
@@ -288,9 +288,12 @@ void finish_run(TrainRun& run) {
   summary.peak_device_bytes = peak_device_bytes(device);
   summary.device = device.str();
   char done[260];
-  const int n = std::snprintf(done, sizeof done, "done: %lld steps, loss %.4f -> %.4f, peak memory %.0f MiB on this rank",
-                              static_cast<long long>(summary.steps), summary.first_loss, summary.final_loss,
-                              double(summary.peak_rss_bytes) / (1 << 20));
+  const double rss_mib = double(summary.peak_rss_bytes) / (1 << 20);
+  const int n = summary.losses.empty()  // resumed from a checkpoint saved at train.steps
+                    ? std::snprintf(done, sizeof done, "done: no steps to run (resumed at step %lld of %lld), peak memory %.0f MiB on this rank",
+                                    static_cast<long long>(run.start_step), static_cast<long long>(run.cfg.train.steps), rss_mib)
+                    : std::snprintf(done, sizeof done, "done: %lld steps, loss %.4f -> %.4f, peak memory %.0f MiB on this rank",
+                                    static_cast<long long>(summary.steps), summary.first_loss, summary.final_loss, rss_mib);
   if (device.is_cuda())
     std::snprintf(done + n, sizeof done - size_t(n), " (host), %.0f MiB allocated on its GPU at the peak",
                   double(summary.peak_device_bytes) / (1 << 20));

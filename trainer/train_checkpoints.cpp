@@ -14,6 +14,12 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
+std::string seconds_text(double s) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.2f", s);
+  return buf;
+}
+
 }  // namespace
 
 ckpt::Manifest RunCheckpoints::manifest_at(int64_t step, std::string loader_state) const {
@@ -86,7 +92,7 @@ int64_t resume_run(TrainSetup& s, const RunCheckpoints& ck, const Config& cfg, c
       summary.resumed_from_step = start_step;
       ckpt_warnings.push_back("  resumed  from " + chosen + " (step " + std::to_string(start_step) + ", saved under " +
                               reader.manifest().layout.to_string() + "; loaded in " +
-                              std::to_string(load_s).substr(0, 5) + " s)");
+                              seconds_text(load_s) + " s)");
     } else if (converting) {
       throw ckpt::CheckpointError(ckpt_root + ": no checkpoint to convert");
     } else {

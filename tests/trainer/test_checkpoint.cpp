@@ -88,6 +88,19 @@ TEST(Checkpoint, SigtermThenResumeIsBitIdenticalToAnUninterruptedRun) {
   for (const auto& d : {a, b, c}) fs::remove_all(d);
 }
 
+TEST(Checkpoint, ResumingAFinishedRunSaysThereIsNothingToRun) {
+  using shoestring::testing::run_shoestring;
+  const fs::path dir = fresh_dir("finished");
+  std::string args = "train --config configs/tiny-moe.yaml";
+  for (const auto& kv : tiny_moe_sets(dir, 2, 2)) args += " --set " + kv;
+  ASSERT_EQ(run_shoestring(args).code, 0);
+  const auto again = run_shoestring(args + " --resume auto");
+  EXPECT_EQ(again.code, 0) << again.output;
+  EXPECT_NE(again.output.find("done: no steps to run (resumed at step 2 of 2)"), std::string::npos) << again.output;
+  EXPECT_EQ(again.output.find("0.0000 -> 0.0000"), std::string::npos) << again.output;
+  fs::remove_all(dir);
+}
+
 TEST(Checkpoint, FormatLatestPointerAndPruning) {
   const fs::path a = fresh_dir("fmt");
   train(tiny_moe(a, 6, 2, /*keep=*/2), parallel::World{});
