@@ -1,8 +1,9 @@
 // shoestring_ops_bench: `shoestring bench fp8` without the rest of the tree, for GPU bring-up on a
-// machine with only LibTorch and CUDA. Usage: shoestring_ops_bench [--quick] [--json FILE]
+// machine with only LibTorch and CUDA. Usage: shoestring_ops_bench [--quick] [--shape M,N,K ...] [--json FILE]
 #include <fstream>
 #include <iostream>
 #include <sstream>
+#include <stdexcept>
 #include <string>
 
 #include "ops/fp8_bench.h"
@@ -18,8 +19,15 @@ int main(int argc, char** argv) {
       json_path = argv[++i];
     } else if (a == "--no-check") {
       opt.check = false;
+    } else if (a == "--shape" && i + 1 < argc) {
+      try {
+        opt.shapes.push_back(shoestring::ops::parse_gemm_shape(argv[++i]));
+      } catch (const std::invalid_argument& e) {
+        std::cerr << argv[0] << ": --shape " << e.what() << "\n";
+        return 2;
+      }
     } else {
-      std::cerr << "usage: " << argv[0] << " [--quick] [--no-check] [--json FILE]\n";
+      std::cerr << "usage: " << argv[0] << " [--quick] [--no-check] [--shape M,N,K ...] [--json FILE]\n";
       return 2;
     }
   }

@@ -2,6 +2,9 @@
 // back-to-back launches on the current stream after `warmup` untimed ones; TFLOPS = 2MNK / time.
 #include "ops/fp8_bench.h"
 
+#include <sstream>
+#include <stdexcept>
+
 #include "ops/cuda_runtime.h"
 
 #ifdef SHOESTRING_WITH_CUDA
@@ -20,6 +23,16 @@
 #endif
 
 namespace shoestring::ops {
+
+std::array<int64_t, 3> parse_gemm_shape(const std::string& text) {
+  std::array<int64_t, 3> shape{};
+  std::istringstream in(text);
+  char comma1 = 0, comma2 = 0;
+  if (!(in >> shape[0] >> comma1 >> shape[1] >> comma2 >> shape[2]) || comma1 != ',' || comma2 != ',' ||
+      !(in >> std::ws).eof() || shape[0] <= 0 || shape[1] <= 0 || shape[2] <= 0)
+    throw std::invalid_argument("GEMM shape '" + text + "': expected M,N,K, three positive integers (e.g. 4096,7168,16384)");
+  return shape;
+}
 
 #ifndef SHOESTRING_WITH_CUDA
 int run_fp8_bench(const Fp8BenchOptions&, std::ostream&, std::ostream&, std::string& error) {
@@ -113,90 +126,95 @@ int run_fp8_bench(const Fp8BenchOptions& opt, std::ostream& json_out, std::ostre
 
     // DeepSeek-V3 dense-layer GEMM shapes (N x K) as in DeepGEMM's benchmark, M = tokens.
     std::vector<std::pair<int64_t, int64_t>> nk{{2112, 7168}, {24576, 1536}, {7168, 16384}, {4096, 7168}, {7168, 2048}};
-    std::vector<int64_t> ms{128, 4096};
-    if (opt.quick) nk.resize(2), ms = {128, 4096};
+    if (opt.quick) nk.resize(2);
+    std::vector<std::array<int64_t, 3>> dense = opt.shapes;
+    if (dense.empty())
+      for (int64_t M : {128, 4096})
+        for (auto [N, K] : nk) dense.push_back({M, N, K});
     std::vector<GemmRow> gemms;
-    for (int64_t M : ms)
-      for (auto [N, K] : nk) {
-        const at::Tensor x = at::randn({M, K}, dev).to(at::kBFloat16), w = (at::randn({N, K}, dev) * 0.02).to(at::kBFloat16);
-        const Fp8Tensor qa = quantize_1x128_cuda(x), qb = quantize_128x128_cuda(w);
-        const double flop = 2.0 * M * N * K;
-        GemmRow row{"dense", 1, M, N, K, choose_fp8_gemm_config(M, N, K, info, ours).describe(),
-                    0, NAN, NAN, NAN, "", {}};
-        at::Tensor c_ours;
-        row.ours_tflops = flop / (time_ms([&] { c_ours = fp8_gemm_cuda(qa, qb); }, warm, reps) * 1e-3) / 1e12;
-        for (Fp8GemmKernel k : others)
-          row.others.emplace_back(fp8_gemm_kernel_name(k),
-                                  flop / (time_ms([&] { fp8_gemm_cuda(qa, qb, k); }, warm, reps) * 1e-3) / 1e12);
-        try {
-          CublasLtFp8Gemm lt(qa, qb, at::kFloat);
-          at::Tensor c_lt = at::empty({M, N}, dev.dtype(at::kFloat));
-          row.lt_tflops = flop / (time_ms([&] { lt.run(c_lt); }, warm, reps) * 1e-3) / 1e12;
-          row.lt_note = "fp32 out";
-          if (opt.check) row.diff_vs_lt = calc_diff(c_ours, c_lt);
-        } catch (const std::exception& e) {
-          try {
-            CublasLtFp8Gemm lt(qa, qb, at::kBFloat16);
-            at::Tensor c_lt = at::empty({M, N}, dev.dtype(at::kBFloat16));
-            row.lt_tflops = flop / (time_ms([&] { lt.run(c_lt); }, warm, reps) * 1e-3) / 1e12;
-            row.lt_note = "bf16 out (no fp32-out algorithm)";
-            if (opt.check) row.diff_vs_lt = calc_diff(c_ours, c_lt.to(at::kFloat));
-          } catch (const std::exception& e2) {
-            row.lt_note = e2.what();
-          }
-        }
-        at::Tensor c_bf16 = at::empty({M, N}, dev.dtype(at::kBFloat16));
-        row.bf16_tflops = flop / (time_ms([&] { bf16_gemm_cublas(x, w, c_bf16); }, warm, reps) * 1e-3) / 1e12;
-        gemms.push_back(row);
-      }
-
-    // Grouped experts (contiguous layout): DeepSeek-V3 routed-expert GEMMs on 4 local experts
-    // (DeepGEMM's m-grouped benchmark shapes). Baseline: cuBLAS BF16 on the same total M (one weight).
-    const int64_t rows_per_group = opt.quick ? 1024 : 4096;
-    for (auto [N, K] : std::vector<std::pair<int64_t, int64_t>>{{4096, 7168}, {7168, 2048}}) {
-      const int64_t G = 4;
-      const at::Tensor groups = make_contiguous_group_layout(std::vector<int64_t>(G, rows_per_group)).to(dev.device());
-      const int64_t M = groups.size(0);
-      const at::Tensor x = at::randn({M, K}, dev).to(at::kBFloat16), w = (at::randn({G, N, K}, dev) * 0.02).to(at::kBFloat16);
+    for (const auto& [M, N, K] : dense) {
+      const at::Tensor x = at::randn({M, K}, dev).to(at::kBFloat16), w = (at::randn({N, K}, dev) * 0.02).to(at::kBFloat16);
       const Fp8Tensor qa = quantize_1x128_cuda(x), qb = quantize_128x128_cuda(w);
       const double flop = 2.0 * M * N * K;
-      GemmRow row{"grouped", G, M, N, K, choose_fp8_gemm_config(M, N, K, info, ours).describe(),
-                  0, NAN, NAN, NAN, "no grouped cuBLASLt baseline; bf16 column is a dense GEMM of the same size", {}};
-      row.ours_tflops = flop / (time_ms([&] { fp8_grouped_gemm_cuda(qa, qb, groups); }, warm, reps) * 1e-3) / 1e12;
+      GemmRow row{"dense", 1, M, N, K, choose_fp8_gemm_config(M, N, K, info, ours).describe(),
+                  0, NAN, NAN, NAN, "", {}};
+      at::Tensor c_ours;
+      row.ours_tflops = flop / (time_ms([&] { c_ours = fp8_gemm_cuda(qa, qb); }, warm, reps) * 1e-3) / 1e12;
       for (Fp8GemmKernel k : others)
-        row.others.emplace_back(
-            fp8_gemm_kernel_name(k),
-            flop / (time_ms([&] { fp8_grouped_gemm_cuda(qa, qb, groups, k); }, warm, reps) * 1e-3) / 1e12);
-      const at::Tensor w0 = w[0].contiguous();
+        row.others.emplace_back(fp8_gemm_kernel_name(k),
+                                flop / (time_ms([&] { fp8_gemm_cuda(qa, qb, k); }, warm, reps) * 1e-3) / 1e12);
+      try {
+        CublasLtFp8Gemm lt(qa, qb, at::kFloat);
+        at::Tensor c_lt = at::empty({M, N}, dev.dtype(at::kFloat));
+        row.lt_tflops = flop / (time_ms([&] { lt.run(c_lt); }, warm, reps) * 1e-3) / 1e12;
+        row.lt_note = "fp32 out";
+        if (opt.check) row.diff_vs_lt = calc_diff(c_ours, c_lt);
+      } catch (const std::exception& e) {
+        try {
+          CublasLtFp8Gemm lt(qa, qb, at::kBFloat16);
+          at::Tensor c_lt = at::empty({M, N}, dev.dtype(at::kBFloat16));
+          row.lt_tflops = flop / (time_ms([&] { lt.run(c_lt); }, warm, reps) * 1e-3) / 1e12;
+          row.lt_note = "bf16 out (no fp32-out algorithm)";
+          if (opt.check) row.diff_vs_lt = calc_diff(c_ours, c_lt.to(at::kFloat));
+        } catch (const std::exception& e2) {
+          row.lt_note = e2.what();
+        }
+      }
       at::Tensor c_bf16 = at::empty({M, N}, dev.dtype(at::kBFloat16));
-      row.bf16_tflops = flop / (time_ms([&] { bf16_gemm_cublas(x, w0, c_bf16); }, warm, reps) * 1e-3) / 1e12;
+      row.bf16_tflops = flop / (time_ms([&] { bf16_gemm_cublas(x, w, c_bf16); }, warm, reps) * 1e-3) / 1e12;
       gemms.push_back(row);
     }
 
-    // Quantization bandwidth: bytes read + written per second, against a device-to-device copy of the
-    // same bf16 input (read + write of 2 bytes per element).
+    // With --shape: those dense GEMMs alone.
     std::vector<QuantRow> quants;
-    {
-      const int64_t M = 4096, K = 7168;
-      const at::Tensor x = at::randn({M, K}, dev).to(at::kBFloat16);
-      at::Tensor y = at::empty_like(x);
-      const double copy_bytes = 2.0 * x.nbytes();
-      const double copy_gbps =
-          copy_bytes / (time_ms([&] {
-                          cudaMemcpyAsync(y.data_ptr(), x.data_ptr(), x.nbytes(), cudaMemcpyDeviceToDevice,
-                                          cuda_detail::current_stream());
-                        }, warm, reps) * 1e-3) / 1e9;
-      const double q_bytes = x.nbytes() + double(M * K) + 4.0 * M * ceil_div(K, 128);
-      const double b_bytes = x.nbytes() + double(M * K) + 4.0 * ceil_div(M, 128) * ceil_div(K, 128);
-      quants.push_back({"1x128", M, K, q_bytes / (time_ms([&] { quantize_1x128_cuda(x); }, warm, reps) * 1e-3) / 1e9, copy_gbps});
-      quants.push_back({"1x128 transposed", M, K,
-                        (x.nbytes() + double(M * K) + 4.0 * K * ceil_div(M, 128)) /
-                            (time_ms([&] { quantize_1x128_transposed_cuda(x); }, warm, reps) * 1e-3) / 1e9,
-                        copy_gbps});
-      quants.push_back({"128x128", M, K, b_bytes / (time_ms([&] { quantize_128x128_cuda(x); }, warm, reps) * 1e-3) / 1e9, copy_gbps});
-      quants.push_back({"128x128 transposed", M, K,
-                        b_bytes / (time_ms([&] { quantize_128x128_transposed_cuda(x); }, warm, reps) * 1e-3) / 1e9,
-                        copy_gbps});
+    if (opt.shapes.empty()) {
+      // Grouped experts (contiguous layout): DeepSeek-V3 routed-expert GEMMs on 4 local experts
+      // (DeepGEMM's m-grouped benchmark shapes). Baseline: cuBLAS BF16 on the same total M (one weight).
+      const int64_t rows_per_group = opt.quick ? 1024 : 4096;
+      for (auto [N, K] : std::vector<std::pair<int64_t, int64_t>>{{4096, 7168}, {7168, 2048}}) {
+        const int64_t G = 4;
+        const at::Tensor groups = make_contiguous_group_layout(std::vector<int64_t>(G, rows_per_group)).to(dev.device());
+        const int64_t M = groups.size(0);
+        const at::Tensor x = at::randn({M, K}, dev).to(at::kBFloat16), w = (at::randn({G, N, K}, dev) * 0.02).to(at::kBFloat16);
+        const Fp8Tensor qa = quantize_1x128_cuda(x), qb = quantize_128x128_cuda(w);
+        const double flop = 2.0 * M * N * K;
+        GemmRow row{"grouped", G, M, N, K, choose_fp8_gemm_config(M, N, K, info, ours).describe(),
+                    0, NAN, NAN, NAN, "no grouped cuBLASLt baseline; bf16 column is a dense GEMM of the same size", {}};
+        row.ours_tflops = flop / (time_ms([&] { fp8_grouped_gemm_cuda(qa, qb, groups); }, warm, reps) * 1e-3) / 1e12;
+        for (Fp8GemmKernel k : others)
+          row.others.emplace_back(
+              fp8_gemm_kernel_name(k),
+              flop / (time_ms([&] { fp8_grouped_gemm_cuda(qa, qb, groups, k); }, warm, reps) * 1e-3) / 1e12);
+        const at::Tensor w0 = w[0].contiguous();
+        at::Tensor c_bf16 = at::empty({M, N}, dev.dtype(at::kBFloat16));
+        row.bf16_tflops = flop / (time_ms([&] { bf16_gemm_cublas(x, w0, c_bf16); }, warm, reps) * 1e-3) / 1e12;
+        gemms.push_back(row);
+      }
+
+      // Quantization bandwidth: bytes read + written per second, against a device-to-device copy of the
+      // same bf16 input (read + write of 2 bytes per element).
+      {
+        const int64_t M = 4096, K = 7168;
+        const at::Tensor x = at::randn({M, K}, dev).to(at::kBFloat16);
+        at::Tensor y = at::empty_like(x);
+        const double copy_bytes = 2.0 * x.nbytes();
+        const double copy_gbps =
+            copy_bytes / (time_ms([&] {
+                            cudaMemcpyAsync(y.data_ptr(), x.data_ptr(), x.nbytes(), cudaMemcpyDeviceToDevice,
+                                            cuda_detail::current_stream());
+                          }, warm, reps) * 1e-3) / 1e9;
+        const double q_bytes = x.nbytes() + double(M * K) + 4.0 * M * ceil_div(K, 128);
+        const double b_bytes = x.nbytes() + double(M * K) + 4.0 * ceil_div(M, 128) * ceil_div(K, 128);
+        quants.push_back({"1x128", M, K, q_bytes / (time_ms([&] { quantize_1x128_cuda(x); }, warm, reps) * 1e-3) / 1e9, copy_gbps});
+        quants.push_back({"1x128 transposed", M, K,
+                          (x.nbytes() + double(M * K) + 4.0 * K * ceil_div(M, 128)) /
+                              (time_ms([&] { quantize_1x128_transposed_cuda(x); }, warm, reps) * 1e-3) / 1e9,
+                          copy_gbps});
+        quants.push_back({"128x128", M, K, b_bytes / (time_ms([&] { quantize_128x128_cuda(x); }, warm, reps) * 1e-3) / 1e9, copy_gbps});
+        quants.push_back({"128x128 transposed", M, K,
+                          b_bytes / (time_ms([&] { quantize_128x128_transposed_cuda(x); }, warm, reps) * 1e-3) / 1e9,
+                          copy_gbps});
+      }
     }
 
     // Table.

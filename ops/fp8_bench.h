@@ -3,8 +3,11 @@
 // cuBLAS BF16 on DeepSeek-V3's layer shapes, and GB/s of the quantization kernels against a plain
 // device-to-device copy, all measured in the same run with CUDA events (DeepGEMM's benchmark
 // convention: the baseline is always measured next to the kernel, never quoted).
+#include <array>
+#include <cstdint>
 #include <ostream>
 #include <string>
+#include <vector>
 
 namespace shoestring::ops {
 
@@ -13,7 +16,13 @@ struct Fp8BenchOptions {
   int warmup = 5;       // untimed launches per measurement
   int repeats = 20;     // timed launches per measurement (the mean is reported)
   bool check = true;    // compare each GEMM with our SIMT kernel on the same inputs (calc_diff)
+  // Dense GEMM shapes {M, N, K} to run instead of the default set; when given, the grouped GEMMs
+  // and the quantizers are skipped (one kernel to profile, e.g. under ncu).
+  std::vector<std::array<int64_t, 3>> shapes;
 };
+
+// "M,N,K" (three positive integers) -> {M, N, K}; throws std::invalid_argument naming the text.
+std::array<int64_t, 3> parse_gemm_shape(const std::string& text);
 
 // Prints a table to `table_out` and writes one JSON object to `json_out`. Returns 0 on success,
 // non-zero with the reason in `error` when it cannot run (no GPU, built without CUDA).

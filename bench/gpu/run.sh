@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Every GPU check of the project in one call (issue 12), for a lent GPU machine with a few minutes of
-# device time: the gpu-labelled tests, `shoestring bench fp8`, the SASS of our WGMMA kernel, the
-# end-to-end small-moe benchmark against PyTorch eager (bench/gpu/train_e2e.sh), the NCCL backend on
+# device time: the gpu-labelled tests, `shoestring bench fp8`, the SASS of our WGMMA kernel and an
+# ncu profile of it, the end-to-end small-moe benchmark against PyTorch eager (bench/gpu/train_e2e.sh), the NCCL backend on
 # one GPU, and compute-sanitizer (memcheck, racecheck) on the kernel tests.
 #
 # It runs binaries built on the CPU machine, carried in .carry/gpu-run by bench/gpu/pack_binary.sh
@@ -84,6 +84,16 @@ tee -a "$SUMMARY" <"$LOGS/sass.log" 2>/dev/null
 # 3. FP8 GEMM and quantizer speed beside cuBLASLt FP8, cuBLAS BF16 and a device copy, same run.
 step bench-fp8 150 "${OURS[@]}" "$CARRY/shoestring" bench fp8 --json "$LOGS/bench_fp8.json"
 grep -vE "^\s*$" "$LOGS/bench-fp8.log" 2>/dev/null | tee -a "$SUMMARY"
+
+# 3b. One Nsight Compute profile of our GEMM on the bench's largest shape: where the gap to cuBLASLt
+# comes from (the card's clocks are left as they are: --clock-control none).
+NCU=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
+step ncu-gemm 90 "${OURS[@]}" "${NCU:-ncu}" --clock-control none --kernel-name regex:wgmma --launch-skip 3 \
+  --launch-count 1 --section SpeedOfLight --section ComputeWorkloadAnalysis --section MemoryWorkloadAnalysis \
+  --section Occupancy --section LaunchStats --section WarpStateStats --section SchedulerStats \
+  "$CARRY/shoestring" bench fp8 --shape 4096,7168,16384 --no-check
+grep -E "Duration|Throughput|Registers Per|Achieved Occupancy|Warp Cycles Per Issued|Issue Slots Busy|No Eligible" \
+  "$LOGS/ncu-gemm.log" 2>/dev/null | tee -a "$SUMMARY"
 
 # 4. End to end: small-moe in bf16 and fp8 against PyTorch eager; fp8 vs bf16 loss curves.
 step train-e2e 280 env OUT="$LOGS/e2e" bash "$ROOT/bench/gpu/train_e2e.sh"

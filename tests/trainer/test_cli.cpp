@@ -85,6 +85,12 @@ TEST(Cli, BenchTrainPrintsJson) {
   EXPECT_NE(r.output.find("\"steps\":2,"), std::string::npos);
   EXPECT_EQ(run("bench nope").code, 2);
   EXPECT_EQ(run("bench fp8 --help").code, 0);
+  for (const char* bad : {"4096,7168", "4096,7168,0", "a,b,c", "1,2,3,4"}) {
+    const Result r = run(std::string("bench fp8 --shape ") + bad);
+    EXPECT_EQ(r.code, 2) << bad;
+    EXPECT_NE(r.output.find(std::string("'") + bad + "'"), std::string::npos) << r.output;
+    EXPECT_NE(r.output.find("M,N,K"), std::string::npos) << r.output;
+  }
 }
 
 // MFU's inputs: FLOPs per token (model_flops_per_token, tested against a hand count in
