@@ -51,23 +51,33 @@ struct Fp8LinearFunction : public torch::autograd::Function<Fp8LinearFunction> {
   }
 };
 
-// Rows of each group at a 128-aligned offset: where row i of the sorted input goes, the padded
-// total, and each group's first padded row.
+// Rows of each group at a 128-aligned offset: each group's first padded row and padded row count,
+// the padded total, and on the rows' device where row i of the sorted input goes and each padded
+// row's group.
 struct PaddedLayout {
-  at::Tensor position;          // int64 [M], on the rows' device
-  at::Tensor group_of_row;      // int32 [Mp], -1 for padding (make_contiguous_group_layout)
   std::vector<int64_t> start;   // [G] first padded row of each group
+  std::vector<int64_t> rows;    // [G] the group's rows rounded up to a multiple of 128
   int64_t padded_rows = 0;
+  at::Tensor position;          // int64 [M]
+  at::Tensor group_of_row;      // int32 [Mp], -1 for padding (make_contiguous_group_layout)
 };
 
-PaddedLayout padded_layout(const std::vector<int64_t>& counts, const at::Device& device) {
+// The host part only: what backward needs besides the device tensors forward already made.
+PaddedLayout host_layout(const std::vector<int64_t>& counts) {
   PaddedLayout l;
-  std::vector<int64_t> position;
   for (const int64_t c : counts) {
     l.start.push_back(l.padded_rows);
-    for (int64_t r = 0; r < c; ++r) position.push_back(l.padded_rows + r);
-    l.padded_rows += ceil_div(c, kFp8Block) * kFp8Block;
+    l.rows.push_back(ceil_div(c, kFp8Block) * kFp8Block);
+    l.padded_rows += l.rows.back();
   }
+  return l;
+}
+
+PaddedLayout padded_layout(const std::vector<int64_t>& counts, const at::Device& device) {
+  PaddedLayout l = host_layout(counts);
+  std::vector<int64_t> position;
+  for (size_t g = 0; g < counts.size(); ++g)
+    for (int64_t r = 0; r < counts[g]; ++r) position.push_back(l.start[g] + r);
   l.position = at::tensor(position, at::kLong).to(device);
   l.group_of_row = make_contiguous_group_layout(counts).to(device);
   return l;
@@ -80,7 +90,7 @@ at::Tensor grouped_gemm(const Fp8Tensor& a, const Fp8Tensor& b, const PaddedLayo
   at::Tensor c = at::zeros({a.rows(), b.rows()}, at::kFloat);
   for (size_t g = 0; g < counts.size(); ++g) {
     if (counts[g] == 0) continue;
-    const int64_t r0 = l.start[g], n = ceil_div(counts[g], kFp8Block) * kFp8Block;
+    const int64_t r0 = l.start[g], n = l.rows[g];
     const auto i = int64_t(g);
     c.narrow(0, r0, n).copy_(fp8_gemm_emulated({a.data.narrow(0, r0, n), a.scale.narrow(0, r0, n), 1},
                                                {b.data[i], b.scale[i], b.block_rows}));
@@ -99,6 +109,8 @@ struct Fp8GroupedLinearFunction : public torch::autograd::Function<Fp8GroupedLin
     const at::Tensor xp = scatter_rows(rows.contiguous(), l);
     ctx->save_for_backward({xp, w});
     ctx->saved_data["counts"] = c10::IValue(counts);
+    ctx->saved_data["position"] = l.position;
+    ctx->saved_data["group_of_row"] = l.group_of_row;
     ctx->saved_data["x_dtype"] = static_cast<int64_t>(rows.scalar_type());
     const at::Tensor yp = grouped_gemm(q_1x128(xp), q_128x128(w.contiguous()), l, counts);
     return yp.index_select(0, l.position).to(rows.scalar_type());
@@ -111,7 +123,9 @@ struct Fp8GroupedLinearFunction : public torch::autograd::Function<Fp8GroupedLin
     const at::Tensor& w = saved[1];
     const std::vector<int64_t> counts = ctx->saved_data["counts"].toIntVector();
     const auto x_dtype = static_cast<at::ScalarType>(ctx->saved_data["x_dtype"].toInt());
-    const PaddedLayout l = padded_layout(counts, xp.device());
+    PaddedLayout l = host_layout(counts);  // the device tensors are forward's: no second upload
+    l.position = ctx->saved_data["position"].toTensor();
+    l.group_of_row = ctx->saved_data["group_of_row"].toTensor();
     const at::Tensor gp = scatter_rows(grads[0].contiguous(), l);
     // Dgrad: W^T of each group blocked 128x128 is the transposed blocks of W (quantize_128x128 of
     // the transposed copy gives the codes and scales of quantize_128x128_transposed).
@@ -119,7 +133,7 @@ struct Fp8GroupedLinearFunction : public torch::autograd::Function<Fp8GroupedLin
     at::Tensor dw = at::zeros_like(w);
     for (size_t g = 0; g < counts.size(); ++g) {
       if (counts[g] == 0) continue;  // an idle group's weight gradient is zero
-      const int64_t r0 = l.start[g], n = ceil_div(counts[g], kFp8Block) * kFp8Block;
+      const int64_t r0 = l.start[g], n = l.rows[g];
       dw[int64_t(g)].copy_(gemm(q_1x128_t(gp.narrow(0, r0, n)), q_1x128_t(xp.narrow(0, r0, n))));
     }
     return {dxp.index_select(0, l.position).to(x_dtype), dw, at::Tensor()};
