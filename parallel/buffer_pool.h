@@ -2,7 +2,8 @@
 // A small cache of large scratch tensors for code that allocates the same big buffers on every
 // call (the expert-parallel dispatcher: 10^4 x 10^3 rows per pass). On CPU, glibc serves blocks
 // over 32 MiB with a fresh mmap each time, so every pass pays a page fault per 4 KiB page before
-// doing any work; reusing the memory removes that.
+// doing any work; reusing the memory removes that. Off the CPU (CUDA's caching allocator already
+// reuses memory, and a private cache would only keep blocks from everything else) `get` is at::empty.
 //
 // A buffer is handed out again only once nothing else refers to its storage (the pool's own
 // tensor is the storage's only owner): tensors saved by autograd, views and results held by the
@@ -23,7 +24,7 @@ class BufferPool {
     int64_t numel = 1;
     for (int64_t s : shape) numel *= s;
     const size_t bytes = size_t(numel) * options.dtype().itemsize();
-    if (bytes < kMinBytes) return at::empty(shape, options);
+    if (bytes < kMinBytes || !options.device().is_cpu()) return at::empty(shape, options);
     Entry* pick = nullptr;
     for (Entry& e : entries_)
       if (e.buffer.storage().use_count() == 1 && e.buffer.device() == options.device() && e.bytes >= bytes &&

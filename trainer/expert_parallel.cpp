@@ -7,7 +7,7 @@
 
 #include "ops/fp8_rows.h"
 #include "parallel/all_to_all_v.h"
-#include "trainer/ep_rows.h"
+#include "trainer/model/moe_rows.h"
 
 namespace shoestring {
 

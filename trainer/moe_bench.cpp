@@ -74,16 +74,24 @@ int run_moe_bench(const parallel::World& world, const MoeBenchOptions& o, std::o
                                 : at::randn({rows_sent, o.d_model}).to(dtype);
   const at::Tensor recv_x = at::empty({rows_recv, send_x.size(1)}, send_x.options());
   const at::Tensor partial = at::randn({rows_recv, o.d_model}).to(dtype), back = at::empty({rows_sent, o.d_model}, partial.options());
+  // The single-process dispatcher on the same tokens, all experts local: the permute, expand and
+  // gate-weighted sum a MoE layer does without expert parallelism, for the breakdown.
+  const model::LocalExperts all_local{0, o.experts, o.experts,
+                                      [](const at::Tensor& rows, const std::vector<int64_t>&) { return rows; }};
+  model::LocalDispatcher local_dispatcher;
   auto ours = [&] { dispatcher.run(x, gates, perm, identity); };
+  auto local = [&] { local_dispatcher.run(x, gates, perm, all_local); };
   auto raw = [&] {
     g->all_to_all(recv_x, send_x, recv, send)->wait();
     g->all_to_all(back, partial, send, recv)->wait();
   };
   for (int i = 0; i < o.warmup; ++i) ours(), raw();
-  double best_ours = std::numeric_limits<double>::infinity(), best_raw = best_ours;
+  for (int i = 0; i < o.warmup; ++i) local();
+  double best_ours = std::numeric_limits<double>::infinity(), best_raw = best_ours, best_local = best_ours;
   for (int round = 0; round < o.rounds; ++round) {
     best_ours = std::min(best_ours, time_per_call(*g, o.iters, ours));
     best_raw = std::min(best_raw, time_per_call(*g, o.iters, raw));
+    best_local = std::min(best_local, time_per_call(*g, o.iters, local));
   }
   // Token bytes this rank moves per call, there and back (gates and masks not counted: they are
   // the dispatcher's overhead); the total over ranks / the slowest rank's time is the rate.
@@ -96,11 +104,13 @@ int run_moe_bench(const parallel::World& world, const MoeBenchOptions& o, std::o
     std::snprintf(line, sizeof line,
                   "{\"bench\":\"moe\",\"ranks\":%d,\"tokens_per_rank\":%lld,\"d_model\":%lld,\"experts\":%lld,"
                   "\"top_k\":%lld,\"dtype\":\"%s\",\"dispatch_dtype\":\"%s\",\"rows_sent_rank0\":%lld,\"bytes\":%.0f,\"ours_ms\":%.4g,"
-                  "\"ours_gbps\":%.4g,\"raw_ms\":%.4g,\"raw_gbps\":%.4g,\"ratio\":%.3f}\n",
+                  "\"ours_gbps\":%.4g,\"raw_ms\":%.4g,\"raw_gbps\":%.4g,\"ratio\":%.3f,\"local_ms\":%.4g,"
+                  "\"ratio_beyond_local\":%.3f}\n",
                   ranks, static_cast<long long>(o.tokens), static_cast<long long>(o.d_model),
                   static_cast<long long>(o.experts), static_cast<long long>(o.top_k), o.dtype.c_str(), o.dispatch_dtype.c_str(),
                   static_cast<long long>(rows_sent), b, best_ours * 1e3, b / best_ours / 1e9, best_raw * 1e3,
-                  b / best_raw / 1e9, best_raw / best_ours);
+                  b / best_raw / 1e9, best_raw / best_ours, best_local * 1e3,
+                  best_raw / std::max(best_ours - best_local, 1e-12));
     out << line << std::flush;
   }
   return 0;

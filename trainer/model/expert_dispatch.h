@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "ops/moe_permute.h"
+#include "parallel/buffer_pool.h"
 
 namespace shoestring::model {
 
@@ -78,13 +79,17 @@ class ExpertDispatcher {
 };
 
 // All experts in this process, nothing to wait for: begin permutes the tokens into expert order,
-// run_experts runs them, end scatters the gate-weighted outputs back (ops/moe_permute.h).
+// run_experts runs them, end sums the gate-weighted outputs per token (moe_rows.h; the same values
+// as ops::permute/unpermute, bfloat16 summed in float).
 class LocalDispatcher final : public ExpertDispatcher {
  public:
   std::unique_ptr<DispatchInFlight> begin(const at::Tensor& tokens, const at::Tensor& gates,
                                           const ops::Permutation& perm, const LocalExperts& experts) override;
   void run_experts(DispatchInFlight& d) override;
   at::Tensor end(DispatchInFlight& d) override;
+
+ private:
+  std::shared_ptr<parallel::BufferPool> pool_ = std::make_shared<parallel::BufferPool>();
 };
 
 }  // namespace shoestring::model

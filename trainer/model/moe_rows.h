@@ -1,8 +1,10 @@
 #pragma once
-// The row gathers and sums of the expert-parallel dispatcher (trainer/expert_parallel.h), each an
-// autograd node whose backward is the other: a token row copied to several destinations gets the
+// The row gathers and sums of MoE dispatch: the single-process dispatcher's permute and
+// gate-weighted unpermute (expert_dispatch.h) and the expert-parallel dispatcher's send, expand
+// and combine (trainer/expert_parallel.h). Each is an autograd node whose backward is the other: a token row copied to several destinations gets the
 // sum of their gradients back, a weighted sum hands each source row its weighted share. On the CPU
-// they run as row memcpys and per-output sums in a fixed (ascending) order, into pooled buffers.
+// they run as row memcpys and per-output sums in a fixed (ascending) order, into pooled buffers,
+// summing bfloat16 in float (ATen's index_add would sum bfloat16 in bfloat16).
 #include <ATen/core/Tensor.h>
 
 #include <cstdint>

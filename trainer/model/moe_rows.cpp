@@ -1,4 +1,4 @@
-#include "trainer/ep_rows.h"
+#include "trainer/model/moe_rows.h"
 
 #include <ATen/ATen.h>
 #include <ATen/OpMathType.h>
@@ -6,6 +6,8 @@
 #include <torch/autograd.h>
 #include <torch/custom_class.h>
 
+#include <bit>
+#include <cstdint>
 #include <cstring>
 
 namespace shoestring {
@@ -45,8 +47,63 @@ at::Tensor copy_rows(const at::Tensor& src, const at::Tensor& index, BufferPool&
   return out;
 }
 
+// Element loads and stores in the op-math type. bfloat16 goes through its bits (the upper half of
+// a float; stores round to nearest even, NaN kept quiet, as c10::BFloat16 does) so that the row
+// loops below are plain integer and float arithmetic GCC vectorises; c10's conversions are calls
+// it does not.
+template <class T>
+struct Elem {
+  using acc = at::opmath_type<T>;
+  using raw = T;
+  static acc load(raw v) { return acc(v); }
+  static raw store(acc v) { return raw(v); }
+};
+template <>
+struct Elem<at::BFloat16> {
+  using acc = float;
+  using raw = uint16_t;
+  static float load(uint16_t v) { return std::bit_cast<float>(uint32_t(v) << 16); }
+  static uint16_t store(float f) {
+    const uint32_t u = std::bit_cast<uint32_t>(f);
+    const uint16_t rounded = uint16_t((u + 0x7FFFu + ((u >> 16) & 1u)) >> 16);
+    return f != f ? uint16_t(0x7FC0) : rounded;
+  }
+};
+
 // out[o] = sum over the source rows i of o (ascending) of w[i] * src[i] (w undefined: 1), summed
-// in the op-math type (float for bfloat16). Outputs without sources are 0.
+// in the op-math type (float for bfloat16). Outputs without sources are 0. Each element is summed
+// in the same order whatever the vector width, so results do not depend on the CPU.
+template <class T>
+void add_rows_cpu(const at::Tensor& s, const at::Tensor& w, const RowMap& map, at::Tensor& out) {
+  using E = Elem<T>;
+  using acc_t = typename E::acc;
+  using raw_t = typename E::raw;
+  const int64_t outputs = map.outputs(), d = s.size(1);
+  const int64_t *ptr = map.ptr.data_ptr<int64_t>(), *members = map.members.data_ptr<int64_t>();
+  const auto* from = reinterpret_cast<const raw_t*>(s.const_data_ptr<T>());
+  const auto* weights = w.defined() ? reinterpret_cast<const raw_t*>(w.const_data_ptr<T>()) : nullptr;
+  auto* to = reinterpret_cast<raw_t*>(out.data_ptr<T>());
+  at::parallel_for(0, outputs, 64, [&](int64_t b, int64_t e) {
+    std::vector<acc_t> buf(static_cast<size_t>(d));
+    acc_t* __restrict acc = buf.data();
+    for (int64_t o = b; o < e; ++o) {
+      for (int64_t c = 0; c < d; ++c) acc[c] = acc_t(0);
+      for (int64_t j = ptr[o]; j < ptr[o + 1]; ++j) {
+        const int64_t i = members[j];
+        const raw_t* __restrict row = from + i * d;
+        if (weights) {
+          const acc_t g = E::load(weights[i]);
+          for (int64_t c = 0; c < d; ++c) acc[c] += g * E::load(row[c]);
+        } else {
+          for (int64_t c = 0; c < d; ++c) acc[c] += E::load(row[c]);
+        }
+      }
+      raw_t* __restrict dst = to + o * d;
+      for (int64_t c = 0; c < d; ++c) dst[c] = E::store(acc[c]);
+    }
+  });
+}
+
 at::Tensor add_rows(const at::Tensor& src, const at::Tensor& w, const RowMap& map, BufferPool& pool) {
   const at::Tensor s = src.contiguous();
   const int64_t outputs = map.outputs(), d = s.size(1);
@@ -56,35 +113,40 @@ at::Tensor add_rows(const at::Tensor& src, const at::Tensor& w, const RowMap& ma
   }
   at::Tensor out = pool.get({outputs, d}, s.options());
   const at::Tensor wc = w.defined() ? w.contiguous() : w;
-  const int64_t *ptr = map.ptr.data_ptr<int64_t>(), *members = map.members.data_ptr<int64_t>();
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, s.scalar_type(), "sum_rows", [&] {
-    using acc_t = at::opmath_type<scalar_t>;
-    const scalar_t* from = s.const_data_ptr<scalar_t>();
-    const scalar_t* weights = wc.defined() ? wc.const_data_ptr<scalar_t>() : nullptr;
-    scalar_t* to = out.data_ptr<scalar_t>();
-    at::parallel_for(0, outputs, 64, [&](int64_t b, int64_t e) {
-      std::vector<acc_t> acc(static_cast<size_t>(d));
-      for (int64_t o = b; o < e; ++o) {
-        std::fill(acc.begin(), acc.end(), acc_t(0));
-        for (int64_t j = ptr[o]; j < ptr[o + 1]; ++j) {
-          const int64_t i = members[j];
-          const scalar_t* row = from + i * d;
-          if (weights) {
-            const acc_t g = acc_t(weights[i]);
-            for (int64_t c = 0; c < d; ++c) acc[size_t(c)] += g * acc_t(row[c]);
-          } else {
-            for (int64_t c = 0; c < d; ++c) acc[size_t(c)] += acc_t(row[c]);
-          }
-        }
-        scalar_t* dst = to + o * d;
-        for (int64_t c = 0; c < d; ++c) dst[c] = scalar_t(acc[size_t(c)]);
-      }
-    });
-  });
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, s.scalar_type(), "sum_rows",
+                                  [&] { add_rows_cpu<scalar_t>(s, wc, map, out); });
   return out;
 }
 
 // Backward of the weighted sum: grad_src[i] = w[i] * grad[row_of[i]], grad_w[i] = <src[i], grad[row_of[i]]>.
+template <class T>
+void add_rows_backward_cpu(const at::Tensor& g, const at::Tensor& s, const at::Tensor& w, const RowMap& map,
+                           at::Tensor& grad_src, at::Tensor& grad_w) {
+  using E = Elem<T>;
+  using acc_t = typename E::acc;
+  using raw_t = typename E::raw;
+  const int64_t rows = s.size(0), d = s.size(1);
+  const int64_t* row_of = map.row_of.data_ptr<int64_t>();
+  const auto* gp = reinterpret_cast<const raw_t*>(g.const_data_ptr<T>());
+  const auto* sp = reinterpret_cast<const raw_t*>(s.const_data_ptr<T>());
+  const auto* wp = reinterpret_cast<const raw_t*>(w.const_data_ptr<T>());
+  auto* gs = reinterpret_cast<raw_t*>(grad_src.data_ptr<T>());
+  auto* gw = reinterpret_cast<raw_t*>(grad_w.data_ptr<T>());
+  at::parallel_for(0, rows, 64, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) {
+      const raw_t* __restrict gr = gp + row_of[i] * d;
+      const raw_t* __restrict sr = sp + i * d;
+      raw_t* __restrict out = gs + i * d;
+      const acc_t wi = E::load(wp[i]);
+      for (int64_t c = 0; c < d; ++c) out[c] = E::store(wi * E::load(gr[c]));
+      // The dot product stays a sequential sum: vectorising it would reassociate it.
+      acc_t dot = 0;
+      for (int64_t c = 0; c < d; ++c) dot += E::load(sr[c]) * E::load(gr[c]);
+      gw[i] = E::store(dot);
+    }
+  });
+}
+
 std::pair<at::Tensor, at::Tensor> add_rows_backward(const at::Tensor& grad, const at::Tensor& src, const at::Tensor& w,
                                                     const RowMap& map, BufferPool& pool) {
   const at::Tensor g = grad.contiguous(), s = src.contiguous(), wc = w.contiguous();
@@ -92,30 +154,10 @@ std::pair<at::Tensor, at::Tensor> add_rows_backward(const at::Tensor& grad, cons
     const at::Tensor back = g.index_select(0, map.row_of.to(g.device()));
     return {back * wc.unsqueeze(1), (back * s).sum(1)};
   }
-  const int64_t rows = s.size(0), d = s.size(1);
-  at::Tensor grad_src = pool.get({rows, d}, s.options());
-  at::Tensor grad_w = at::empty({rows}, wc.options());
-  const int64_t* row_of = map.row_of.data_ptr<int64_t>();
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, s.scalar_type(), "add_rows_backward", [&] {
-    using acc_t = at::opmath_type<scalar_t>;
-    const scalar_t *gp = g.const_data_ptr<scalar_t>(), *sp = s.const_data_ptr<scalar_t>(),
-                   *wp = wc.const_data_ptr<scalar_t>();
-    scalar_t *gs = grad_src.data_ptr<scalar_t>(), *gw = grad_w.data_ptr<scalar_t>();
-    at::parallel_for(0, rows, 64, [&](int64_t b, int64_t e) {
-      for (int64_t i = b; i < e; ++i) {
-        const scalar_t* gr = gp + row_of[i] * d;
-        const scalar_t* sr = sp + i * d;
-        scalar_t* out = gs + i * d;
-        const acc_t wi = acc_t(wp[i]);
-        acc_t dot = 0;
-        for (int64_t c = 0; c < d; ++c) {
-          out[c] = scalar_t(wi * acc_t(gr[c]));
-          dot += acc_t(sr[c]) * acc_t(gr[c]);
-        }
-        gw[i] = scalar_t(dot);
-      }
-    });
-  });
+  at::Tensor grad_src = pool.get({s.size(0), s.size(1)}, s.options());
+  at::Tensor grad_w = at::empty({s.size(0)}, wc.options());
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, s.scalar_type(), "add_rows_backward",
+                                  [&] { add_rows_backward_cpu<scalar_t>(g, s, wc, map, grad_src, grad_w); });
   return {grad_src, grad_w};
 }
 
