@@ -188,13 +188,6 @@ StepEnd run_step(TrainRun& run, int64_t step) {
   // Both values are already reduced over dp (the loss by all_reduce_sum, the norm by
   // global_grad_sq), so every rank takes the same branch without another collective.
   const bool bad = !std::isfinite(loss) || !std::isfinite(grad_norm);
-  if (bad && cfg.train.nonfinite == "stop") {
-    saves.report(saves.saver.finish());  // a save in flight holds good weights: keep it
-    throw std::runtime_error("step " + std::to_string(step + 1) + ": " +
-                             (std::isfinite(loss) ? "gradient norm is " + std::to_string(grad_norm)
-                                                  : "loss is " + std::to_string(loss)) +
-                             "; stopping (lower optim.lr or set optim.grad_clip)");
-  }
   run.consecutive_bad = bad ? run.consecutive_bad + 1 : 0;
   const double lr = optim::lr_at(cfg.optim, step, cfg.train.steps);
   if (bad) {
@@ -229,6 +222,13 @@ StepEnd run_step(TrainRun& run, int64_t step) {
   }
   if (run.log.metrics) run.log.metrics->write(r);
   if (run.log.tensorboard) run.log.tensorboard->write(r);
+  if (bad && cfg.train.nonfinite == "stop") {  // after the bad step's metrics line, as for skip
+    saves.report(saves.saver.finish());  // a save in flight holds good weights: keep it
+    throw std::runtime_error("step " + std::to_string(step + 1) + ": " +
+                             (std::isfinite(loss) ? "gradient norm is " + std::to_string(grad_norm)
+                                                  : "loss is " + std::to_string(loss)) +
+                             "; stopping (lower optim.lr or set optim.grad_clip)");
+  }
   if (give_up && rollback_to < 0) {  // the line above keeps the last bad step's record
     saves.report(saves.saver.finish());  // a save in flight holds good weights: keep it
     const bool rollback = cfg.train.nonfinite == "rollback";

@@ -5,6 +5,7 @@
 #endif
 
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <sstream>
 #include <stdexcept>
@@ -58,9 +59,15 @@ void truncate_metrics(const fs::path& path, int64_t last_step) {
   if (!fs::exists(path)) return;
   std::ifstream in(path);
   std::vector<std::pair<int64_t, std::string>> lines;
+  // Every line this trainer writes is one whole record with a step; anything else (the torn last
+  // line of a run killed mid-write) is dropped.
   for (std::string line; std::getline(in, line);) {
     const size_t at = line.find("\"step\":");
-    if (at != std::string::npos) lines.emplace_back(std::stoll(line.substr(at + 7)), line);
+    if (at == std::string::npos || line.empty() || line.back() != '}') continue;
+    const char* first = line.c_str() + at + 7;
+    char* end = nullptr;
+    const long long step = std::strtoll(first, &end, 10);
+    if (end != first) lines.emplace_back(step, line);
   }
   in.close();
   size_t end = 0;  // lines kept: [0, end)

@@ -9,6 +9,7 @@
 #include "tests/run_files.h"
 #include "trainer/config_loader.h"
 #include "trainer/train.h"
+#include "trainer/train_output.h"
 
 using namespace shoestring;
 namespace fs = std::filesystem;
@@ -150,3 +151,18 @@ TEST(Trainer, GradientAccumulationMatchesOneLargeBatch) {
 }
 
 }  // namespace
+
+// Resuming at step 2 keeps the lines up to step 2 and drops what a killed run left after them:
+// later steps, a torn last line, a line cut right after its "step" key.
+TEST(Trainer, ResumeTruncatesMetricsToTheCheckpointStep) {
+  const fs::path dir = fresh_dir("truncate");
+  fs::create_directories(dir);
+  const fs::path file = dir / "metrics.jsonl";
+  std::ofstream(file) << "{\"step\":1,\"loss\":3.5}\n{\"step\":2,\"loss\":3.25}\n{\"step\":3,\"loss\":3}\n"
+                      << "{\"step\":4,\"lo\n{\"step\":";
+  shoestring::truncate_metrics(file, 2);
+  std::ifstream in(file);
+  const std::string kept((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  EXPECT_EQ(kept, "{\"step\":1,\"loss\":3.5}\n{\"step\":2,\"loss\":3.25}\n");
+  fs::remove_all(dir);
+}
