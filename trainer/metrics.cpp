@@ -41,8 +41,10 @@ std::string to_json(const StepRecord& r) {
     out += "]";
   }
   if (r.has_ep) {
-    std::snprintf(buf, sizeof buf, ",\"ep_rows_sent\":%lld,\"ep_rows_received\":%lld",
-                  static_cast<long long>(r.ep_rows_sent), static_cast<long long>(r.ep_rows_received));
+    std::snprintf(buf, sizeof buf,
+                  ",\"ep_rows_sent\":%lld,\"ep_rows_received\":%lld,\"ep_bytes_sent\":%lld,\"ep_bytes_received\":%lld",
+                  static_cast<long long>(r.ep_rows_sent), static_cast<long long>(r.ep_rows_received),
+                  static_cast<long long>(r.ep_bytes_sent), static_cast<long long>(r.ep_bytes_received));
     out += buf;
   }
   if (r.has_mtp) {

@@ -34,9 +34,13 @@ struct StepRecord {
   // forward passes sent to / received from the ep group, one row per (token, destination rank
   // holding at least one of its experts), summed over MoE layers and micro-batches; the maximum
   // over all ranks, each taken separately (the busiest rank bounds the step).
+  // ep_bytes_*: the same rows' bytes as they travelled (codes and scales with
+  // parallel.ep_dispatch_dtype fp8, ops/fp8_rows.h); gates and the combine are not counted.
   bool has_ep = false;
   int64_t ep_rows_sent = 0;
   int64_t ep_rows_received = 0;
+  int64_t ep_bytes_sent = 0;
+  int64_t ep_bytes_received = 0;
   // Multi-token prediction only (written when has_mtp):
   bool has_mtp = false;
   double mtp_loss = 0;  // mean over depths of the MTP cross entropy

@@ -208,6 +208,8 @@ Scalars tensorboard_scalars(const StepRecord& r) {
   if (r.has_ep) {
     s.emplace_back("ep_rows_sent", f(static_cast<double>(r.ep_rows_sent)));
     s.emplace_back("ep_rows_received", f(static_cast<double>(r.ep_rows_received)));
+    s.emplace_back("ep_bytes_sent", f(static_cast<double>(r.ep_bytes_sent)));
+    s.emplace_back("ep_bytes_received", f(static_cast<double>(r.ep_bytes_received)));
   }
   if (r.skipped_steps > 0) s.emplace_back("skipped_steps", f(static_cast<double>(r.skipped_steps)));
   return s;

@@ -170,11 +170,14 @@ void apply_update(TrainSetup& s, const Config& cfg, int64_t step, double lr, dou
 void record_ep_traffic(TrainSetup& s, StepRecord& r) {
   if (!s.model.ep_dispatch) return;
   const EpTraffic traffic = s.model.ep_dispatch->take_traffic();
-  at::Tensor most = at::tensor(std::vector<int64_t>{traffic.sent, traffic.received}, at::kLong);
+  at::Tensor most = at::tensor(
+      std::vector<int64_t>{traffic.sent, traffic.received, traffic.sent_bytes, traffic.received_bytes}, at::kLong);
   s.layout.mesh.world->all_reduce(most, parallel::ReduceOp::Max)->wait();
   r.has_ep = true;
   r.ep_rows_sent = most[0].item<int64_t>();
   r.ep_rows_received = most[1].item<int64_t>();
+  r.ep_bytes_sent = most[2].item<int64_t>();
+  r.ep_bytes_received = most[3].item<int64_t>();
 }
 
 double validation_loss(TrainSetup& s, const Config& cfg, const model::LossWeights& weights) {

@@ -78,6 +78,14 @@ TrainSummary run(int ep, const std::string& tag, bool zero1 = false, int64_t ste
       const long long tokens = 128 / test_mpi_world().size;
       EXPECT_GE(sent, 2 * tokens) << line;
       EXPECT_LE(sent, 3 * 2 * tokens) << line;
+      // Bytes: every row is d_model 32 float64 values, or 32 E4M3 codes and one fp32 scale.
+      auto field = [&](const std::string& key) {
+        const size_t k = line.find("\"" + key + "\":");
+        return k == std::string::npos ? -1LL : std::stoll(line.substr(k + key.size() + 3));
+      };
+      const long long row_bytes = dispatch == "fp8" ? 32 + 4 : 32 * 8;
+      EXPECT_EQ(field("ep_bytes_sent"), sent * row_bytes) << line;
+      EXPECT_EQ(field("ep_bytes_received"), field("ep_rows_received") * row_bytes) << line;
     }
   }
   test_world()->barrier()->wait();
