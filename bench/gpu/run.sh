@@ -2,7 +2,7 @@
 # Every GPU check of the project in one call (issue 12), for a lent GPU machine with a few minutes of
 # device time: the gpu-labelled tests, `shoestring bench fp8`, the SASS of our WGMMA kernel and an
 # ncu profile of it, the end-to-end small-moe benchmark against PyTorch eager (bench/gpu/train_e2e.sh), the NCCL backend on
-# one GPU, and compute-sanitizer (memcheck, racecheck) on the kernel tests.
+# one GPU, and compute-sanitizer (memcheck, racecheck: GEMMs, then quantizers) on the kernel tests.
 #
 # It runs binaries built on the CPU machine, carried in .carry/gpu-run by bench/gpu/pack_binary.sh
 # (same x86-64, same LibTorch 2.11.0+cu130 ABI; the GPU machine lacks yaml-cpp, Boost, Open MPI and
@@ -114,6 +114,11 @@ grep -E "ERROR SUMMARY" "$LOGS/memcheck.log" 2>/dev/null | tee -a "$SUMMARY"
 step racecheck 120 "${OURS[@]}" compute-sanitizer --tool racecheck --error-exitcode 3 "$CARRY/test_fp8_gpu" \
   --gtest_filter="${RACE_FILTER:-Fp8Gpu.Dense*:Fp8Gpu.Grouped*}"
 grep -E "RACECHECK SUMMARY|ERROR SUMMARY" "$LOGS/racecheck.log" 2>/dev/null | tee -a "$SUMMARY"
+# The quantizers were rewritten (shared-memory tiles, warp reductions) after their last racecheck:
+# their own run, last, so it only uses time the steps above left.
+step racecheck-quant 90 "${OURS[@]}" compute-sanitizer --tool racecheck --error-exitcode 3 "$CARRY/test_fp8_gpu" \
+  --gtest_filter="${RACE_QUANT_FILTER:-Fp8Gpu.Quantizers*}"
+grep -E "RACECHECK SUMMARY|ERROR SUMMARY" "$LOGS/racecheck-quant.log" 2>/dev/null | tee -a "$SUMMARY"
 
 log "summary: $FAILED failed step(s) in $(($(date +%s) - START)) s; logs in $OUT/logs.tgz"
 pack
