@@ -214,6 +214,19 @@ int run_fp8_bench(const Fp8BenchOptions& opt, std::ostream& json_out, std::ostre
         quants.push_back({"128x128 transposed", M, K,
                           b_bytes / (time_ms([&] { quantize_128x128_transposed_cuda(x); }, warm, reps) * 1e-3) / 1e9,
                           copy_gbps});
+        // The SwiGLU output of an expert MLP (DeepSeek-V3's moe_intermediate_size 2048) quantized for
+        // the down projection: fused (reads h1 and h3) and as ATen then our quantizer would do it
+        // (silu and the product written and read back). Both rates count the fused op's bytes, so
+        // their ratio is the speed-up.
+        const int64_t H = 2048;
+        const at::Tensor h1 = at::randn({M, H}, dev).to(at::kBFloat16), h3 = at::randn({M, H}, dev).to(at::kBFloat16);
+        const double s_bytes = 2.0 * h1.nbytes() + double(M * H) + 4.0 * M * ceil_div(H, 128);
+        quants.push_back({"swiglu 1x128 fused", M, H,
+                          s_bytes / (time_ms([&] { quantize_swiglu_1x128_cuda(h1, h3); }, warm, reps) * 1e-3) / 1e9,
+                          copy_gbps});
+        quants.push_back({"swiglu 1x128 unfused", M, H,
+                          s_bytes / (time_ms([&] { quantize_1x128_cuda(at::silu(h1) * h3); }, warm, reps) * 1e-3) / 1e9,
+                          copy_gbps});
       }
     }
 

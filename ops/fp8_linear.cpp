@@ -22,6 +22,9 @@ Fp8Tensor q_128x128(const at::Tensor& w) { return w.is_cuda() ? quantize_128x128
 Fp8Tensor q_128x128_t(const at::Tensor& w) {
   return w.is_cuda() ? quantize_128x128_transposed_cuda(w) : quantize_128x128_transposed(w);
 }
+Fp8Tensor q_swiglu(const at::Tensor& h1, const at::Tensor& h3) {
+  return h1.is_cuda() ? quantize_swiglu_1x128_cuda(h1, h3) : quantize_swiglu_1x128(h1, h3);
+}
 at::Tensor gemm(const Fp8Tensor& a, const Fp8Tensor& b) {
   return a.data.is_cuda() ? fp8_gemm_cuda(a, b) : fp8_gemm_emulated(a, b);
 }
@@ -48,6 +51,39 @@ struct Fp8LinearFunction : public torch::autograd::Function<Fp8LinearFunction> {
     std::vector<int64_t> x_shape = grads[0].sizes().vec();
     x_shape.back() = w.size(1);
     return {dx.to(x_dtype).view(x_shape), dw.to(w.scalar_type())};
+  }
+};
+
+// What backward of the fused SwiGLU down projection shares: from dp, the gradient of the product
+// p = silu(h1) * h3 in h1's dtype, and the recomputed a = silu(h1), the gradients of h1 and h3 as
+// autograd forms them for the unfused at::silu(h1) * h3 (mul's backward, then silu_backward).
+std::pair<at::Tensor, at::Tensor> swiglu_backward(const at::Tensor& dp, const at::Tensor& h1, const at::Tensor& a,
+                                                  const at::Tensor& h3) {
+  return {at::silu_backward(dp * h3, h1), dp * a};
+}
+
+struct Fp8SwigluLinearFunction : public torch::autograd::Function<Fp8SwigluLinearFunction> {
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& h1, const at::Tensor& h3,
+                            const at::Tensor& w) {
+    const at::Tensor a2 = h1.reshape({-1, h1.size(-1)}).contiguous(), b2 = h3.reshape({-1, h3.size(-1)}).contiguous();
+    ctx->save_for_backward({a2, b2, w});
+    std::vector<int64_t> out_shape = h1.sizes().vec();
+    out_shape.back() = w.size(0);
+    return gemm(q_swiglu(a2, b2), q_128x128(w.contiguous())).to(h1.scalar_type()).view(out_shape);
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    const auto saved = ctx->get_saved_variables();
+    const at::Tensor &h1 = saved[0], &h3 = saved[1], &w = saved[2];
+    const at::Tensor g = grads[0].reshape({-1, w.size(0)}).contiguous();
+    const at::Tensor dp = gemm(q_1x128(g), q_128x128_t(w.contiguous())).to(h1.scalar_type());  // [M, H]
+    const at::Tensor a = at::silu(h1);
+    const at::Tensor dw = gemm(q_1x128_t(g), q_1x128_t(a * h3));  // [N, H]
+    auto [dh1, dh3] = swiglu_backward(dp, h1, a, h3);
+    std::vector<int64_t> h_shape = grads[0].sizes().vec();
+    h_shape.back() = w.size(1);
+    return {dh1.view(h_shape), dh3.view(h_shape), dw.to(w.scalar_type())};
   }
 };
 
@@ -140,25 +176,95 @@ struct Fp8GroupedLinearFunction : public torch::autograd::Function<Fp8GroupedLin
   }
 };
 
+// A 1x128-quantized [M, K] operand in the padded layout: its rows at l.position, padding rows with
+// zero codes and the scale of an all-zero tile, which is what quantizing the zero-padded rows gives.
+Fp8Tensor pad_quantized(const Fp8Tensor& q, const PaddedLayout& l) {
+  Fp8Tensor p;
+  p.block_rows = 1;
+  p.data = at::zeros({l.padded_rows, q.cols()}, q.data.options().dtype(at::kByte))
+               .index_copy_(0, l.position, q.data.view(at::kByte))
+               .view(at::kFloat8_e4m3fn);
+  p.scale = at::full({l.padded_rows, q.scale.size(1)}, fp8_tile_scale(0.0f).scale, q.scale.options())
+                .index_copy_(0, l.position, q.scale);
+  return p;
+}
+
+struct Fp8GroupedSwigluLinearFunction : public torch::autograd::Function<Fp8GroupedSwigluLinearFunction> {
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& h1, const at::Tensor& h3,
+                            const at::Tensor& w, const std::vector<int64_t>& counts) {
+    const PaddedLayout l = padded_layout(counts, h1.device());
+    const at::Tensor a = h1.contiguous(), b = h3.contiguous();
+    ctx->save_for_backward({a, b, w});
+    ctx->saved_data["counts"] = c10::IValue(counts);
+    ctx->saved_data["position"] = l.position;
+    ctx->saved_data["group_of_row"] = l.group_of_row;
+    // Quantized before padding: a 1x128 tile is one row, so the rows' codes and scales are the same.
+    const at::Tensor yp = grouped_gemm(pad_quantized(q_swiglu(a, b), l), q_128x128(w.contiguous()), l, counts);
+    return yp.index_select(0, l.position).to(h1.scalar_type());
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    const auto saved = ctx->get_saved_variables();
+    const at::Tensor &h1 = saved[0], &h3 = saved[1], &w = saved[2];
+    const std::vector<int64_t> counts = ctx->saved_data["counts"].toIntVector();
+    PaddedLayout l = host_layout(counts);
+    l.position = ctx->saved_data["position"].toTensor();
+    l.group_of_row = ctx->saved_data["group_of_row"].toTensor();
+    const at::Tensor gp = scatter_rows(grads[0].contiguous(), l);
+    const at::Tensor dp = grouped_gemm(q_1x128(gp), q_128x128(w.transpose(1, 2).contiguous()), l, counts)
+                              .index_select(0, l.position)
+                              .to(h1.scalar_type());
+    const at::Tensor a = at::silu(h1);
+    const at::Tensor pp = scatter_rows(a * h3, l);  // the product, recomputed, padded for Wgrad
+    at::Tensor dw = at::zeros_like(w);
+    for (size_t g = 0; g < counts.size(); ++g) {
+      if (counts[g] == 0) continue;
+      const int64_t r0 = l.start[g], n = l.rows[g];
+      dw[int64_t(g)].copy_(gemm(q_1x128_t(gp.narrow(0, r0, n)), q_1x128_t(pp.narrow(0, r0, n))));
+    }
+    auto [dh1, dh3] = swiglu_backward(dp, h1, a, h3);
+    return {dh1, dh3, dw, at::Tensor()};
+  }
+};
+
+void check_grouped(const char* what, const at::Tensor& rows, const at::Tensor& w, const std::vector<int64_t>& counts) {
+  if (rows.dim() != 2 || w.dim() != 3 || rows.size(1) != w.size(2) || int64_t(counts.size()) != w.size(0))
+    throw std::invalid_argument(std::string(what) + ": need rows [M, K], w [G, N, K] and G counts");
+  int64_t total = 0;
+  for (const int64_t c : counts) {
+    if (c < 0) throw std::invalid_argument(std::string(what) + ": negative count");
+    total += c;
+  }
+  if (total != rows.size(0))
+    throw std::invalid_argument(std::string(what) + ": counts sum to " + std::to_string(total) + ", rows has " +
+                                std::to_string(rows.size(0)));
+  if (rows.is_cuda() && (w.size(1) % kFp8Block != 0 || w.size(2) % kFp8Block != 0))
+    throw std::invalid_argument(std::string(what) + ": on CUDA N and K must be multiples of 128, w is [" +
+                                std::to_string(w.size(0)) + ", " + std::to_string(w.size(1)) + ", " +
+                                std::to_string(w.size(2)) + "]");
+}
+
 }  // namespace
 
 at::Tensor fp8_linear(const at::Tensor& x, const at::Tensor& w) { return Fp8LinearFunction::apply(x, w); }
 
+at::Tensor fp8_swiglu_linear(const at::Tensor& h1, const at::Tensor& h3, const at::Tensor& w) {
+  if (h1.sizes() != h3.sizes() || h1.scalar_type() != h3.scalar_type() || h1.dim() < 1 || h1.size(-1) != w.size(1))
+    throw std::invalid_argument("fp8_swiglu_linear: need h1 and h3 [..., H] of one shape and dtype and w [N, H]");
+  return Fp8SwigluLinearFunction::apply(h1, h3, w);
+}
+
+at::Tensor fp8_grouped_swiglu_linear(const at::Tensor& h1, const at::Tensor& h3, const at::Tensor& w,
+                                     const std::vector<int64_t>& counts) {
+  if (h1.sizes() != h3.sizes() || h1.scalar_type() != h3.scalar_type())
+    throw std::invalid_argument("fp8_grouped_swiglu_linear: h1 and h3 must have one shape and dtype");
+  check_grouped("fp8_grouped_swiglu_linear", h1, w, counts);
+  return Fp8GroupedSwigluLinearFunction::apply(h1, h3, w, counts);
+}
+
 at::Tensor fp8_grouped_linear(const at::Tensor& rows, const at::Tensor& w, const std::vector<int64_t>& counts) {
-  if (rows.dim() != 2 || w.dim() != 3 || rows.size(1) != w.size(2) || int64_t(counts.size()) != w.size(0))
-    throw std::invalid_argument("fp8_grouped_linear: need rows [M, K], w [G, N, K] and G counts");
-  int64_t total = 0;
-  for (const int64_t c : counts) {
-    if (c < 0) throw std::invalid_argument("fp8_grouped_linear: negative count");
-    total += c;
-  }
-  if (total != rows.size(0))
-    throw std::invalid_argument("fp8_grouped_linear: counts sum to " + std::to_string(total) + ", rows has " +
-                                std::to_string(rows.size(0)));
-  if (rows.is_cuda() && (w.size(1) % kFp8Block != 0 || w.size(2) % kFp8Block != 0))
-    throw std::invalid_argument("fp8_grouped_linear: on CUDA N and K must be multiples of 128, w is [" +
-                                std::to_string(w.size(0)) + ", " + std::to_string(w.size(1)) + ", " +
-                                std::to_string(w.size(2)) + "]");
+  check_grouped("fp8_grouped_linear", rows, w, counts);
   return Fp8GroupedLinearFunction::apply(rows, w, counts);
 }
 

@@ -27,6 +27,17 @@ at::Tensor fp8_linear(const at::Tensor& x, const at::Tensor& w);
 // GEMM needs N and K multiples of 128; other shapes throw std::invalid_argument (callers pad).
 at::Tensor fp8_grouped_linear(const at::Tensor& rows, const at::Tensor& w, const std::vector<int64_t>& counts);
 
+// fp8_linear(at::silu(h1) * h3, w) and fp8_grouped_linear(at::silu(h1) * h3, w, counts), the down
+// projection of a SwiGLU MLP, with the product never stored: forward quantizes it from h1 and h3 in
+// one pass (quantize_swiglu_1x128), autograd keeps h1 and h3 instead of silu(h1) and the product,
+// and backward recomputes both (elementwise) for the weight gradient and the SwiGLU gradient. On
+// the CPU the results equal the unfused composition bit for bit (tests/ops/test_fp8_linear.cpp);
+// on CUDA the fused quantizer's silu may round differently in the last bit (fp8_quantize.h).
+// h1, h3: [..., H] (grouped: [M, H]); w: [N, H] (grouped: [G, N, H]).
+at::Tensor fp8_swiglu_linear(const at::Tensor& h1, const at::Tensor& h3, const at::Tensor& w);
+at::Tensor fp8_grouped_swiglu_linear(const at::Tensor& h1, const at::Tensor& h3, const at::Tensor& w,
+                                     const std::vector<int64_t>& counts);
+
 // The block-scaled GEMM of fp8_gemm_reference computed with one float BLAS GEMM per 128-wide K
 // block and the FP32 promotion after each block: the same formula, only the summation order inside
 // a block differs (calc_diff against the reference ~1e-14, tests/ops/test_fp8_linear.cpp). The

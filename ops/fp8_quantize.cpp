@@ -112,6 +112,14 @@ void check_fp8_tensor(const Fp8Tensor& q, const char* what) {
                                 shape_str(q.data) + " with " + std::to_string(q.block_rows) + "x128 tiles");
 }
 
+Fp8Tensor quantize_swiglu_1x128(const at::Tensor& h1, const at::Tensor& h3) {
+  if (h1.dim() != 2 || h1.sizes() != h3.sizes() || h1.scalar_type() != h3.scalar_type())
+    throw std::invalid_argument("quantize_swiglu_1x128: h1 and h3 must be 2-D of one shape and dtype, got " +
+                                shape_str(h1) + " " + std::string(c10::toString(h1.scalar_type())) + " and " +
+                                shape_str(h3) + " " + std::string(c10::toString(h3.scalar_type())));
+  return quantize_1x128(at::silu(h1.to(at::kCPU)) * h3.to(at::kCPU));
+}
+
 at::Tensor dequantize(const Fp8Tensor& q) {
   check_fp8_tensor(q, "dequantize");
   const at::Tensor data = q.data.to(at::kCPU), scale = q.scale.to(at::kCPU);
@@ -139,6 +147,7 @@ Fp8Tensor quantize_1x128_cuda(const at::Tensor&) { no_cuda("quantize_1x128_cuda"
 Fp8Tensor quantize_1x128_transposed_cuda(const at::Tensor&) { no_cuda("quantize_1x128_transposed_cuda"); }
 Fp8Tensor quantize_128x128_cuda(const at::Tensor&) { no_cuda("quantize_128x128_cuda"); }
 Fp8Tensor quantize_128x128_transposed_cuda(const at::Tensor&) { no_cuda("quantize_128x128_transposed_cuda"); }
+Fp8Tensor quantize_swiglu_1x128_cuda(const at::Tensor&, const at::Tensor&) { no_cuda("quantize_swiglu_1x128_cuda"); }
 #endif
 
 }  // namespace shoestring::ops

@@ -53,6 +53,14 @@ Fp8Tensor quantize_128x128(const at::Tensor& w);
 // transposed block of w, so this is quantize_128x128(w) with data and scale transposed.
 Fp8Tensor quantize_128x128_transposed(const at::Tensor& w);
 
+// The input of an MLP's down projection, quantized in one pass (DeepSeek-V3 §3.3: the SwiGLU output
+// is quantized for the next FP8 GEMM): quantize_1x128 of p = silu(h1) * h3, with p formed in the
+// dtype of h1 as ATen forms it (silu rounded to that dtype, then the product rounded), so the codes
+// and scales are those of the unfused quantize_1x128(at::silu(h1) * h3). h1, h3: [M, H], same
+// shape and dtype. The CUDA kernel reads h1 and h3 and writes only codes and scales: p is never
+// stored.
+Fp8Tensor quantize_swiglu_1x128(const at::Tensor& h1, const at::Tensor& h3);
+
 // decode(code) * scale, float32, same shape as q.data.
 at::Tensor dequantize(const Fp8Tensor& q);
 
@@ -66,6 +74,10 @@ Fp8Tensor quantize_1x128_cuda(const at::Tensor& x);
 Fp8Tensor quantize_1x128_transposed_cuda(const at::Tensor& x);
 Fp8Tensor quantize_128x128_cuda(const at::Tensor& w);  // 2-D or [G, N, K]
 Fp8Tensor quantize_128x128_transposed_cuda(const at::Tensor& w);
+// Not bit-identical: its silu uses the device's expf, ATen's CPU silu its own vectorised exp, and
+// the two may differ in the last bit; a differing p changes its code, and, when it is a tile's
+// amax, the tile's scale (ops/fp8_quantize_swiglu.cu; tests/ops/test_fp8_gpu.cpp bounds it).
+Fp8Tensor quantize_swiglu_1x128_cuda(const at::Tensor& h1, const at::Tensor& h3);
 
 // The per-tile scale formula shared by the CPU reference and the CUDA kernels (see top).
 struct Fp8TileScale {

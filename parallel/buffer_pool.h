@@ -12,6 +12,7 @@
 #include <ATen/ATen.h>
 
 #include <cstddef>
+#include <mutex>
 #include <vector>
 
 namespace shoestring::parallel {
@@ -25,6 +26,7 @@ class BufferPool {
     for (int64_t s : shape) numel *= s;
     const size_t bytes = size_t(numel) * options.dtype().itemsize();
     if (bytes < kMinBytes || !options.device().is_cpu()) return at::empty(shape, options);
+    const std::lock_guard lock(mu_);  // one pool may serve several threads (LocalDispatcher's is per process)
     Entry* pick = nullptr;
     for (Entry& e : entries_)
       if (e.buffer.storage().use_count() == 1 && e.buffer.device() == options.device() && e.bytes >= bytes &&
@@ -54,6 +56,7 @@ class BufferPool {
     size_t bytes;
   };
   size_t max_buffers_;
+  std::mutex mu_;
   std::vector<Entry> entries_;
 };
 

@@ -38,7 +38,7 @@ std::string session_start_event(double wall_time, int64_t step);                
 // The tags and values of one step, the fields metrics.jsonl holds (optional ones when present):
 // loss, lr, grad_norm, tokens_per_s; val_loss; mtp_loss; balance_loss, expert_imbalance,
 // expert_imbalance/layer_N (N = the MoE layer's index among MoE layers, from 0), router_bias_norm,
-// dropped_tokens; ep_rows_sent, ep_rows_received; skipped_steps.
+// dropped_tokens; ep_rows_sent, ep_rows_received, ep_bytes_sent, ep_bytes_received; skipped_steps.
 Scalars tensorboard_scalars(const StepRecord& r);
 
 // Cuts every events.out.tfevents.* file in `dir` before its first record whose step is after

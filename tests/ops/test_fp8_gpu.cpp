@@ -303,4 +303,53 @@ TEST_F(Fp8Gpu, Fp8LinearMatchesTheCpuPathForwardAndBackward) {
   for (double v : d) EXPECT_LT(v, kFp8Tol.gpu_mma_vs_reference);
 }
 
+TEST_F(Fp8Gpu, FusedSwigluQuantizerMatchesTheCpuReference) {
+  at::manual_seed(28);
+  const std::vector<std::array<int64_t, 2>> shapes{{300, 384}, {7, 200}, {129, 1000}};
+  for (at::ScalarType dtype : {at::kBFloat16, at::kFloat})
+    for (const auto& [M, H] : shapes) {
+      const at::Tensor h1 = (at::randn({M, H}) * 3).to(dtype), h3 = at::randn({M, H}).to(dtype);
+      const Fp8Tensor g = to_cpu(quantize_swiglu_1x128_cuda(cuda(h1), cuda(h3))), c = quantize_swiglu_1x128(h1, h3);
+      ASSERT_EQ(g.data.sizes(), c.data.sizes());
+      ASSERT_EQ(g.scale.sizes(), c.scale.sizes());
+      const int64_t differ = g.data.view(at::kByte).ne(c.data.view(at::kByte)).sum().item<int64_t>();
+      const double scale_rel = ((g.scale - c.scale).abs() / c.scale).max().item<double>();
+      const double d = calc_diff(dequantize(g), dequantize(c));
+      // The unfused CUDA path (ATen's silu and product, then our quantizer) for comparison only.
+      const Fp8Tensor u = to_cpu(quantize_1x128_cuda(at::silu(cuda(h1)) * cuda(h3)));
+      const int64_t differ_unfused = g.data.view(at::kByte).ne(u.data.view(at::kByte)).sum().item<int64_t>();
+      std::cout << "[measured] fused SwiGLU quantizer " << c10::toString(dtype) << " [" << M << ", " << H
+                << "] vs CPU: " << differ << " of " << M * H << " codes differ, scale rel diff " << scale_rel
+                << ", calc_diff " << d << "; vs the CUDA unfused path: " << differ_unfused << " codes differ\n";
+      EXPECT_LE(double(differ), 1e-3 * double(M * H));
+      EXPECT_LE(scale_rel, 1.0 / 128);
+      EXPECT_LT(d, kFp8Tol.gpu_fused_swiglu_vs_reference);
+    }
+}
+
+TEST_F(Fp8Gpu, FusedSwigluLinearsMatchTheCpuPathForwardAndBackward) {
+  at::manual_seed(29);
+  const std::vector<int64_t> counts{0, 100, 283, 1};  // M = 384: the dense Wgrad's K on the GPU
+  const int64_t M = 384, H = 256, N = 384;
+  const at::Tensor h1 = at::randn({M, H}) * 3, h3 = at::randn({M, H}), probe = at::randn({M, N});
+  for (const bool grouped : {false, true}) {
+    const at::Tensor w = grouped ? at::randn({4, N, H}) * 0.05 : at::randn({N, H}) * 0.05;
+    std::array<at::Tensor, 4> out[2];
+    for (int on_gpu = 0; on_gpu < 2; ++on_gpu) {
+      auto dev = [&](const at::Tensor& t) { return (on_gpu ? cuda(t) : t.clone()).requires_grad_(); };
+      const at::Tensor a = dev(h1), b = dev(h3), wi = dev(w);
+      const at::Tensor y = grouped ? fp8_grouped_swiglu_linear(a, b, wi, counts) : fp8_swiglu_linear(a, b, wi);
+      (y * (on_gpu ? cuda(probe) : probe)).sum().backward();
+      out[on_gpu] = {y.detach().cpu(), a.grad().cpu(), b.grad().cpu(), wi.grad().cpu()};
+    }
+    std::cout << "[measured] fp8_" << (grouped ? "grouped_" : "") << "swiglu_linear CUDA vs CPU: calc_diff";
+    for (size_t i = 0; i < 4; ++i) {
+      const double d = calc_diff(out[1][i], out[0][i]);
+      std::cout << " " << d;
+      EXPECT_LT(d, kFp8Tol.gpu_fused_swiglu_vs_reference) << (grouped ? "grouped " : "dense ") << "tensor " << i;
+    }
+    std::cout << "\n";
+  }
+}
+
 }  // namespace

@@ -85,6 +85,75 @@ TEST(Fp8GroupedLinear, EqualsFp8LinearPerGroupForwardAndBackward) {
   EXPECT_THROW(fp8_grouped_linear(at::randn({3, K}), at::randn({2, N, K}), {4, -1}), std::invalid_argument);
 }
 
+// The fused SwiGLU down projections against the unfused composition they replace: on the CPU the
+// same codes, scales, GEMMs and gradient formulas, so every output and gradient is bit for bit equal.
+void expect_same_grads(const std::vector<at::Tensor>& a, const std::vector<at::Tensor>& b, const char* what) {
+  for (size_t i = 0; i < a.size(); ++i)
+    EXPECT_TRUE(at::equal(a[i].grad(), b[i].grad())) << what << ": gradient " << i << " differs, calc_diff "
+                                                     << calc_diff(a[i].grad().to(at::kFloat), b[i].grad().to(at::kFloat));
+}
+
+TEST(Fp8SwigluLinear, EqualsTheUnfusedCompositionBitForBit) {
+  at::manual_seed(37);
+  const int64_t H = 200, N = 72;
+  for (at::ScalarType dtype : {at::kFloat, at::kBFloat16}) {
+    // [2, 150, H]: leading dimensions pass through; H not a multiple of 128 (a partial last tile).
+    const at::Tensor h1 = (at::randn({2, 150, H}) * 3).to(dtype), h3 = at::randn({2, 150, H}).to(dtype);
+    const at::Tensor w = at::randn({N, H}) * 0.1, probe = at::randn({2, 150, N});
+    std::vector<at::Tensor> f{h1.clone().requires_grad_(), h3.clone().requires_grad_(), w.clone().requires_grad_()};
+    std::vector<at::Tensor> u{h1.clone().requires_grad_(), h3.clone().requires_grad_(), w.clone().requires_grad_()};
+    const at::Tensor yf = fp8_swiglu_linear(f[0], f[1], f[2]);
+    const at::Tensor yu = fp8_linear(at::silu(u[0]) * u[1], u[2]);
+    EXPECT_EQ(yf.scalar_type(), dtype);
+    EXPECT_TRUE(at::equal(yf, yu)) << "forward, " << c10::toString(dtype);
+    (yf.to(at::kFloat) * probe).sum().backward();
+    (yu.to(at::kFloat) * probe).sum().backward();
+    expect_same_grads(f, u, c10::toString(dtype));
+  }
+  EXPECT_THROW(fp8_swiglu_linear(at::randn({3, H}), at::randn({4, H}), at::randn({N, H})), std::invalid_argument);
+}
+
+TEST(Fp8GroupedSwigluLinear, EqualsTheUnfusedCompositionBitForBit) {
+  at::manual_seed(41);
+  const std::vector<int64_t> counts{0, 100, 130, 1, 256};
+  const int64_t M = 487, H = 200, N = 72;
+  for (at::ScalarType dtype : {at::kFloat, at::kBFloat16}) {
+    const at::Tensor h1 = (at::randn({M, H}) * 3).to(dtype), h3 = at::randn({M, H}).to(dtype);
+    const at::Tensor w = at::randn({5, N, H}) * 0.1, probe = at::randn({M, N});
+    std::vector<at::Tensor> f{h1.clone().requires_grad_(), h3.clone().requires_grad_(), w.clone().requires_grad_()};
+    std::vector<at::Tensor> u{h1.clone().requires_grad_(), h3.clone().requires_grad_(), w.clone().requires_grad_()};
+    const at::Tensor yf = fp8_grouped_swiglu_linear(f[0], f[1], f[2], counts);
+    const at::Tensor yu = fp8_grouped_linear(at::silu(u[0]) * u[1], u[2], counts);
+    EXPECT_TRUE(at::equal(yf, yu)) << "forward, " << c10::toString(dtype);
+    (yf.to(at::kFloat) * probe).sum().backward();
+    (yu.to(at::kFloat) * probe).sum().backward();
+    expect_same_grads(f, u, c10::toString(dtype));
+    EXPECT_TRUE(at::equal(f[2].grad()[0], at::zeros({N, H}))) << "an idle group's gradient is zero";
+  }
+  // No rows at all (an ep rank whose experts got no tokens).
+  const at::Tensor w0 = at::randn({2, N, H}).requires_grad_();
+  const at::Tensor y0 = fp8_grouped_swiglu_linear(at::zeros({0, H}), at::zeros({0, H}), w0, {0, 0});
+  EXPECT_EQ(y0.sizes(), at::IntArrayRef({0, N}));
+  y0.sum().backward();
+  EXPECT_TRUE(at::equal(w0.grad(), at::zeros({2, N, H})));
+  EXPECT_THROW(fp8_grouped_swiglu_linear(at::randn({3, H}), at::randn({3, H}), w0, {1, 1}), std::invalid_argument);
+}
+
+TEST(Fp8SwigluQuantize, IsTheQuantizedProduct) {
+  // The reference is defined as quantize_1x128 of ATen's product; this pins the definition (a
+  // product formed in float instead of bf16 would change codes) and the shape checks.
+  at::manual_seed(43);
+  const at::Tensor h1 = (at::randn({5, 300}) * 4).to(at::kBFloat16), h3 = at::randn({5, 300}).to(at::kBFloat16);
+  const Fp8Tensor q = quantize_swiglu_1x128(h1, h3), ref = quantize_1x128(at::silu(h1) * h3);
+  EXPECT_TRUE(at::equal(q.data.view(at::kByte), ref.data.view(at::kByte)));
+  EXPECT_TRUE(at::equal(q.scale, ref.scale));
+  const Fp8Tensor in_float = quantize_1x128(at::silu(h1.to(at::kFloat)) * h3.to(at::kFloat));
+  EXPECT_FALSE(at::equal(q.data.view(at::kByte), in_float.data.view(at::kByte)))
+      << "rounding the product to bf16 must matter on these inputs, or this test pins nothing";
+  EXPECT_THROW(quantize_swiglu_1x128(h1, h3.to(at::kFloat)), std::invalid_argument);
+  EXPECT_THROW(quantize_swiglu_1x128(h1, h3.narrow(1, 0, 299)), std::invalid_argument);
+}
+
 TEST(Fp8Linear, KeepsTheInputDtype) {
   const at::Tensor x = at::randn({4, 128}).to(at::kBFloat16).requires_grad_();
   const at::Tensor w = at::randn({64, 128}).requires_grad_();

@@ -8,6 +8,7 @@
 #include "ops/calc_diff.h"
 #include "trainer/config_loader.h"
 #include "trainer/model/convert_fp8.h"
+#include "trainer/model/moe.h"
 #include "trainer/model/transformer.h"
 
 using namespace shoestring;
@@ -68,6 +69,38 @@ TEST(ConvertFp8, GroupedExpertsEqualPerExpertFp8Linears) {
   ASSERT_EQ(grouped.size(), per_expert.size());
   for (size_t i = 0; i < grouped.size(); ++i)
     EXPECT_LT(ops::calc_diff(grouped[i].to(at::kDouble), per_expert[i].to(at::kDouble)), 1e-12) << "tensor " << i;
+}
+
+// convert_to_fp8 fuses each SwiGLU's activation into its down projection's quantization (dense
+// MLP, shared and routed experts). On the CPU that is exact: the same loss and gradients, bit for
+// bit, as the same model with the unfused silu(h1) * h3 followed by the FP8 linear.
+TEST(ConvertFp8, FusedSwigluEqualsTheUnfusedModelBitForBit) {
+  const Config c = load_config({SHOESTRING_SOURCE_DIR "/configs/tiny-moe.yaml"}, {});
+  at::manual_seed(3);
+  model::Transformer net(c.model);
+  model::convert_to_fp8(*net);
+  const at::Tensor tokens = at::randint(c.model.vocab_size, {2, 16}, at::kLong);
+  auto loss_and_grads = [&] {
+    net->zero_grad();
+    const at::Tensor loss = net->forward(tokens).logsumexp(-1).mean();
+    loss.backward();
+    std::vector<at::Tensor> grads{loss.detach()};
+    for (const auto& p : net->parameters())
+      if (p.grad().defined()) grads.push_back(p.grad().clone());
+    return grads;
+  };
+  const std::vector<at::Tensor> fused = loss_and_grads();
+  int64_t moe_layers = 0;
+  for (const auto& m : net->modules(/*include_self=*/true))
+    if (auto* user = dynamic_cast<model::LinearUser*>(m.get())) {
+      moe_layers += user->grouped_swiglu_linear_fn() != nullptr && user->grouped_linear_fn() != nullptr &&
+                    dynamic_cast<model::MoEImpl*>(user) != nullptr;
+      user->set_swiglu_linear_fns(nullptr, nullptr);
+    }
+  EXPECT_EQ(moe_layers, 3);  // 2 trunk MoE blocks + the MTP block
+  const std::vector<at::Tensor> unfused = loss_and_grads();
+  ASSERT_EQ(fused.size(), unfused.size());
+  for (size_t i = 0; i < fused.size(); ++i) EXPECT_TRUE(at::equal(fused[i], unfused[i])) << "tensor " << i;
 }
 
 // The GPU GEMM needs every K a multiple of 128; MLA's wkv_a (kv_lora_rank + rope = 288 outputs in

@@ -53,12 +53,27 @@ at::Tensor fp8_grouped_linear_any_shape(const at::Tensor& rows, const at::Tensor
   return outs.empty() ? at::zeros({0, w.size(1)}, rows.options()) : at::cat(outs);
 }
 
+at::Tensor fp8_swiglu_linear_any_shape(const at::Tensor& h1, const at::Tensor& h3, const at::Tensor& w) {
+  const int64_t k = h1.size(-1), n = w.size(0), m = k > 0 ? h1.numel() / k : 0;
+  if (!h1.is_cuda() || (padding(m) == 0 && padding(k) == 0 && padding(n) == 0 && m > 0))
+    return ops::fp8_swiglu_linear(h1, h3, w);
+  return fp8_linear_any_shape(at::silu(h1) * h3, w);  // padded (or empty): the unfused form
+}
+
+at::Tensor fp8_grouped_swiglu_linear_any_shape(const at::Tensor& h1, const at::Tensor& h3, const at::Tensor& w,
+                                               const std::vector<int64_t>& counts) {
+  if (!h1.is_cuda() || (padding(w.size(1)) == 0 && padding(w.size(2)) == 0))
+    return ops::fp8_grouped_swiglu_linear(h1, h3, w, counts);
+  return fp8_grouped_linear_any_shape(at::silu(h1) * h3, w, counts);
+}
+
 int64_t convert_to_fp8(torch::nn::Module& model) {
   int64_t converted = 0;
   for (const auto& m : model.modules(/*include_self=*/true)) {
     if (auto* user = dynamic_cast<LinearUser*>(m.get())) {
       user->set_linear_fn(&fp8_linear_any_shape);
       user->set_grouped_linear_fn(&fp8_grouped_linear_any_shape);
+      user->set_swiglu_linear_fns(&fp8_swiglu_linear_any_shape, &fp8_grouped_swiglu_linear_any_shape);
       ++converted;
     }
   }

@@ -26,6 +26,14 @@ at::Tensor fp8_linear_any_shape(const at::Tensor& x, const at::Tensor& w);
 // in or out features are not multiples of 128: then fp8_linear_any_shape per expert.
 at::Tensor fp8_grouped_linear_any_shape(const at::Tensor& rows, const at::Tensor& w, const std::vector<int64_t>& counts);
 
+// The SwiGLU down projections convert_to_fp8 installs (dense MLPs and shared experts; routed
+// experts): ops::fp8_swiglu_linear / fp8_grouped_swiglu_linear, the activation fused into the
+// quantization of the down projection's input (the product silu(h1) * h3 never stored), except
+// where the linears above fall back on the GPU: there the unfused form through them.
+at::Tensor fp8_swiglu_linear_any_shape(const at::Tensor& h1, const at::Tensor& h3, const at::Tensor& w);
+at::Tensor fp8_grouped_swiglu_linear_any_shape(const at::Tensor& h1, const at::Tensor& h3, const at::Tensor& w,
+                                               const std::vector<int64_t>& counts);
+
 // ops::fp8_linear on x and w zero-padded to multiples of 128 in tokens, in_features and
 // out_features, cut back afterwards. Exact: zeros change no 1x128 or 128x128 block's amax, so
 // every scale, every quantized value and every block sum is the unpadded one's; gradients of the

@@ -14,23 +14,37 @@ struct LocalInFlight final : DispatchInFlight {
   at::Tensor rows, gates;  // permuted tokens, then the experts' outputs; [N, k] gates
   ops::Permutation perm;
   LocalExperts experts;
-  RowMap token_map;  // permuted row -> its token
+  RowMap token_map;  // permuted row -> its token (CPU only)
+  int64_t n = 0;
   bool ready() const override { return true; }
 };
 
 }  // namespace
+
+const std::shared_ptr<parallel::BufferPool>& LocalDispatcher::pool() {
+  // One for every layer's dispatcher in the process: a layer's buffers are free again once its
+  // backward ran, and the next layer reuses them, instead of each layer keeping its own.
+  static const auto shared = std::make_shared<parallel::BufferPool>();
+  return shared;
+}
 
 std::unique_ptr<DispatchInFlight> LocalDispatcher::begin(const at::Tensor& tokens, const at::Tensor& gates,
                                                          const ops::Permutation& perm, const LocalExperts& experts) {
   if (experts.first != 0 || experts.count != experts.total)
     throw std::logic_error("MoE layer holds a shard of its experts but has no expert dispatcher");
   auto d = std::make_unique<LocalInFlight>();
-  // ops::permute/unpermute compute the same (their ATen form is the reference in tests); these
-  // row kernels are several times faster on the CPU and sum bfloat16 in float.
-  const at::Tensor source = perm.source_token.to(at::kCPU).contiguous();
-  d->token_map = make_row_map(std::vector<int64_t>(source.data_ptr<int64_t>(), source.data_ptr<int64_t>() + source.numel()),
-                              tokens.size(0));
-  d->rows = gather_rows(tokens, d->token_map, pool_);
+  if (tokens.is_cpu()) {
+    // On the CPU the row kernels (moe_rows.h): several times faster than index_select and a
+    // bfloat16 index_add, and they sum bfloat16 in float. On a GPU the ATen form, whose index
+    // tensors stay on the device (the row map lives on the host and would sync the stream).
+    const at::Tensor source = perm.source_token.contiguous();
+    d->token_map = make_row_map(
+        std::vector<int64_t>(source.data_ptr<int64_t>(), source.data_ptr<int64_t>() + source.numel()), tokens.size(0));
+    d->rows = gather_rows(tokens, d->token_map, pool());
+  } else {
+    d->rows = ops::permute(tokens, perm);
+  }
+  d->n = tokens.size(0);
   d->gates = gates;
   d->perm = perm;
   d->experts = experts;
@@ -45,7 +59,8 @@ void LocalDispatcher::run_experts(DispatchInFlight& d) {
 at::Tensor LocalDispatcher::end(DispatchInFlight& d) {
   LocalInFlight& l = next_step<LocalInFlight>(d, 2, "LocalDispatcher::end");
   const at::Tensor gates = l.gates.reshape({-1}).index_select(0, l.perm.slot);
-  return weighted_sum_rows(l.rows, gates.to(l.rows.scalar_type()), l.token_map, pool_);
+  if (!l.rows.is_cpu()) return ops::unpermute(l.rows, gates, l.perm, l.n);
+  return weighted_sum_rows(l.rows, gates.to(l.rows.scalar_type()), l.token_map, pool());
 }
 
 }  // namespace shoestring::model

@@ -79,8 +79,9 @@ class ExpertDispatcher {
 };
 
 // All experts in this process, nothing to wait for: begin permutes the tokens into expert order,
-// run_experts runs them, end sums the gate-weighted outputs per token (moe_rows.h; the same values
-// as ops::permute/unpermute, bfloat16 summed in float).
+// run_experts runs them, end sums the gate-weighted outputs per token: on the CPU with moe_rows.h
+// (float32/float64 outputs equal ops::permute/unpermute's; bfloat16 is summed in float), on a GPU
+// with ops::permute/unpermute.
 class LocalDispatcher final : public ExpertDispatcher {
  public:
   std::unique_ptr<DispatchInFlight> begin(const at::Tensor& tokens, const at::Tensor& gates,
@@ -89,7 +90,7 @@ class LocalDispatcher final : public ExpertDispatcher {
   at::Tensor end(DispatchInFlight& d) override;
 
  private:
-  std::shared_ptr<parallel::BufferPool> pool_ = std::make_shared<parallel::BufferPool>();
+  static const std::shared_ptr<parallel::BufferPool>& pool();
 };
 
 }  // namespace shoestring::model
