@@ -18,6 +18,7 @@
 
 #include "ops/fp8_cuda_common.cuh"
 #include "ops/fp8_quantize.h"
+#include "ops/fp8_quantize_tile.cuh"
 
 namespace shoestring::ops {
 
@@ -35,10 +36,7 @@ __device__ __forceinline__ float load_f<__nv_bfloat16>(const __nv_bfloat16* p, i
   return __bfloat162float(p[i]);
 }
 
-__device__ __forceinline__ float warp_max(float v) {
-  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
-  return v;
-}
+using cuda_detail::warp_max;
 
 // ---- Scalar path (unaligned input or C % 8 != 0). ----
 // 1x128 along rows: one warp per tile, lane l owns columns c0 + 4l .. 4l+3 (one 32-bit store of codes).
@@ -51,26 +49,9 @@ __global__ void quant_1x128_kernel(const T* __restrict__ x, std::uint8_t* __rest
   const int64_t r = warp / KB, kb = warp % KB;
   const int64_t c0 = kb * 128 + lane * 4;
   float v[4];
-  float amax = 0.0f;
 #pragma unroll
-  for (int i = 0; i < 4; ++i) {
-    v[i] = c0 + i < C ? load_f(x, r * C + c0 + i) : 0.0f;
-    amax = fmaxf(amax, fabsf(v[i]));
-  }
-  amax = warp_max(amax);
-  const Fp8TileScale s = fp8_tile_scale(amax);
-  if (lane == 0) scales[r * KB + kb] = s.scale;
-  std::uint8_t q[4];
-#pragma unroll
-  for (int i = 0; i < 4; ++i) q[i] = encode_e4m3(v[i] * s.inv);
-  std::uint8_t* out = codes + r * C + c0;
-  if (c0 + 4 <= C && (C % 4) == 0) {
-    *reinterpret_cast<std::uint32_t*>(out) =
-        q[0] | (q[1] << 8) | (q[2] << 16) | (static_cast<std::uint32_t>(q[3]) << 24);
-  } else {
-    for (int i = 0; i < 4; ++i)
-      if (c0 + i < C) out[i] = q[i];
-  }
+  for (int i = 0; i < 4; ++i) v[i] = c0 + i < C ? load_f(x, r * C + c0 + i) : 0.0f;
+  cuda_detail::store_1x128_lane(v, lane, c0, C, codes + r * C, scales + r * KB + kb);
 }
 
 // 1x128 of x^T: output row c (input column), groups of 128 input rows. A block stages a 128 x 32

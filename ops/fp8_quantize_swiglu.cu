@@ -16,6 +16,7 @@
 
 #include "ops/fp8_cuda_common.cuh"
 #include "ops/fp8_quantize.h"
+#include "ops/fp8_quantize_tile.cuh"
 
 namespace shoestring::ops {
 
@@ -54,11 +55,6 @@ __device__ __forceinline__ void load4(const float* p, int64_t at, bool vec, int 
   for (int i = 0; i < 4; ++i) out[i] = i < n ? p[at + i] : 0.0f;
 }
 
-__device__ __forceinline__ float warp_max(float v) {
-  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
-  return v;
-}
-
 // One warp per 1x128 tile; lane l owns columns c0 + 4l .. 4l+3 (one 32-bit store of codes). `vec`:
 // both inputs are aligned to 4 elements and C % 4 == 0, so each lane's four elements are one load.
 template <typename T>
@@ -75,26 +71,9 @@ __global__ void quant_swiglu_1x128_kernel(const T* __restrict__ h1, const T* __r
   load4(h1, r * C + c0, vec && n == 4, n, a);
   load4(h3, r * C + c0, vec && n == 4, n, b);
   float v[4];
-  float amax = 0.0f;
 #pragma unroll
-  for (int i = 0; i < 4; ++i) {
-    v[i] = i < n ? swiglu_p(a[i], b[i]) : 0.0f;
-    amax = fmaxf(amax, fabsf(v[i]));
-  }
-  amax = warp_max(amax);
-  const Fp8TileScale s = fp8_tile_scale(amax);
-  if (lane == 0) scales[r * KB + kb] = s.scale;
-  std::uint8_t q[4];
-#pragma unroll
-  for (int i = 0; i < 4; ++i) q[i] = encode_e4m3(v[i] * s.inv);
-  std::uint8_t* out = codes + r * C + c0;
-  if (c0 + 4 <= C && (C % 4) == 0) {
-    *reinterpret_cast<std::uint32_t*>(out) =
-        q[0] | (q[1] << 8) | (q[2] << 16) | (static_cast<std::uint32_t>(q[3]) << 24);
-  } else {
-    for (int i = 0; i < 4; ++i)
-      if (c0 + i < C) out[i] = q[i];
-  }
+  for (int i = 0; i < 4; ++i) v[i] = i < n ? swiglu_p(a[i], b[i]) : 0.0f;
+  cuda_detail::store_1x128_lane(v, lane, c0, C, codes + r * C, scales + r * KB + kb);
 }
 
 }  // namespace

@@ -15,6 +15,17 @@ using namespace shoestring;
 
 namespace {
 
+// A scalar of the logits and every parameter gradient of one backward, the loss first.
+std::vector<at::Tensor> loss_and_gradients(model::Transformer& net, const at::Tensor& tokens) {
+  net->zero_grad();
+  const at::Tensor loss = net->forward(tokens).logsumexp(-1).mean();
+  loss.backward();
+  std::vector<at::Tensor> grads{loss.detach()};
+  for (const auto& p : net->parameters())
+    if (p.grad().defined()) grads.push_back(p.grad().clone());
+  return grads;
+}
+
 TEST(ConvertFp8, SwapsExactlyTheEligibleLinears) {
   const Config c = load_config({SHOESTRING_SOURCE_DIR "/configs/tiny-moe.yaml"}, {});
   at::manual_seed(0);
@@ -48,15 +59,7 @@ TEST(ConvertFp8, GroupedExpertsEqualPerExpertFp8Linears) {
   model::Transformer net(c.model);
   model::convert_to_fp8(*net);
   const at::Tensor tokens = at::randint(c.model.vocab_size, {2, 16}, at::kLong);
-  auto loss_and_grads = [&] {
-    net->zero_grad();
-    const at::Tensor loss = net->forward(tokens).logsumexp(-1).mean();
-    loss.backward();
-    std::vector<at::Tensor> grads{loss.detach()};
-    for (const auto& p : net->parameters())
-      if (p.grad().defined()) grads.push_back(p.grad().clone());
-    return grads;
-  };
+  auto loss_and_grads = [&] { return loss_and_gradients(net, tokens); };
   const std::vector<at::Tensor> grouped = loss_and_grads();
   int64_t moe_layers = 0;
   for (const auto& m : net->modules(/*include_self=*/true))
@@ -80,15 +83,7 @@ TEST(ConvertFp8, FusedSwigluEqualsTheUnfusedModelBitForBit) {
   model::Transformer net(c.model);
   model::convert_to_fp8(*net);
   const at::Tensor tokens = at::randint(c.model.vocab_size, {2, 16}, at::kLong);
-  auto loss_and_grads = [&] {
-    net->zero_grad();
-    const at::Tensor loss = net->forward(tokens).logsumexp(-1).mean();
-    loss.backward();
-    std::vector<at::Tensor> grads{loss.detach()};
-    for (const auto& p : net->parameters())
-      if (p.grad().defined()) grads.push_back(p.grad().clone());
-    return grads;
-  };
+  auto loss_and_grads = [&] { return loss_and_gradients(net, tokens); };
   const std::vector<at::Tensor> fused = loss_and_grads();
   int64_t moe_layers = 0;
   for (const auto& m : net->modules(/*include_self=*/true))
