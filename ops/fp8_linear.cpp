@@ -54,6 +54,45 @@ struct Fp8LinearFunction : public torch::autograd::Function<Fp8LinearFunction> {
   }
 };
 
+struct Fp8LinearPairFunction : public torch::autograd::Function<Fp8LinearPairFunction> {
+  static torch::autograd::variable_list forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x,
+                                                const at::Tensor& wa, const at::Tensor& wb) {
+    const at::Tensor x2 = x.reshape({-1, x.size(-1)}).contiguous();
+    ctx->save_for_backward({x2, wa, wb});
+    const Fp8Tensor qx = q_1x128(x2);
+    torch::autograd::variable_list out;
+    for (const at::Tensor* w : {&wa, &wb}) {
+      std::vector<int64_t> shape = x.sizes().vec();
+      shape.back() = w->size(0);
+      out.push_back(gemm(qx, q_128x128(w->contiguous())).to(x.scalar_type()).view(shape));
+    }
+    return out;
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    const auto saved = ctx->get_saved_variables();
+    const at::Tensor& x2 = saved[0];
+    const Fp8Tensor qxt = q_1x128_t(x2);  // both Wgrads' second operand
+    at::Tensor dx;
+    std::array<at::Tensor, 2> dw;
+    for (int i = 0; i < 2; ++i) {
+      const at::Tensor& w = saved[size_t(1 + i)];
+      if (!grads[size_t(i)].defined()) {
+        dw[size_t(i)] = at::zeros_like(w);
+        continue;
+      }
+      const at::Tensor g = grads[size_t(i)].reshape({-1, w.size(0)}).contiguous();
+      const at::Tensor dxi = gemm(q_1x128(g), q_128x128_t(w.contiguous())).to(x2.scalar_type());
+      dx = dx.defined() ? dx + dxi : dxi;  // autograd's sum of the two uses of x, in the same dtype
+      dw[size_t(i)] = gemm(q_1x128_t(g), qxt).to(w.scalar_type());
+    }
+    std::vector<int64_t> x_shape = (grads[0].defined() ? grads[0] : grads[1]).sizes().vec();
+    x_shape.back() = x2.size(1);
+    return {dx.defined() ? dx.view(x_shape) : at::Tensor(), dw[0], dw[1]};
+  }
+};
+
 // What backward of the fused SwiGLU down projection shares: from dp, the gradient of the product
 // p = silu(h1) * h3 in h1's dtype, and the recomputed a = silu(h1), the gradients of h1 and h3 as
 // autograd forms them for the unfused at::silu(h1) * h3 (mul's backward, then silu_backward).
@@ -176,6 +215,52 @@ struct Fp8GroupedLinearFunction : public torch::autograd::Function<Fp8GroupedLin
   }
 };
 
+struct Fp8GroupedLinearPairFunction : public torch::autograd::Function<Fp8GroupedLinearPairFunction> {
+  static torch::autograd::variable_list forward(torch::autograd::AutogradContext* ctx, const at::Tensor& rows,
+                                                const at::Tensor& wa, const at::Tensor& wb,
+                                                const std::vector<int64_t>& counts) {
+    const PaddedLayout l = padded_layout(counts, rows.device());
+    const at::Tensor xp = scatter_rows(rows.contiguous(), l);
+    ctx->save_for_backward({xp, wa, wb});
+    ctx->saved_data["counts"] = c10::IValue(counts);
+    ctx->saved_data["position"] = l.position;
+    ctx->saved_data["group_of_row"] = l.group_of_row;
+    const Fp8Tensor qx = q_1x128(xp);
+    torch::autograd::variable_list out;
+    for (const at::Tensor* w : {&wa, &wb})
+      out.push_back(grouped_gemm(qx, q_128x128(w->contiguous()), l, counts).index_select(0, l.position).to(rows.scalar_type()));
+    return out;
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    const auto saved = ctx->get_saved_variables();
+    const at::Tensor& xp = saved[0];
+    const std::vector<int64_t> counts = ctx->saved_data["counts"].toIntVector();
+    PaddedLayout l = host_layout(counts);
+    l.position = ctx->saved_data["position"].toTensor();
+    l.group_of_row = ctx->saved_data["group_of_row"].toTensor();
+    std::vector<Fp8Tensor> qxt(counts.size());  // each group's rows transposed, for both Wgrads
+    for (size_t g = 0; g < counts.size(); ++g)
+      if (counts[g] > 0) qxt[g] = q_1x128_t(xp.narrow(0, l.start[g], l.rows[g]));
+    at::Tensor dx;
+    std::array<at::Tensor, 2> dw;
+    for (int i = 0; i < 2; ++i) {
+      const at::Tensor& w = saved[size_t(1 + i)];
+      dw[size_t(i)] = at::zeros_like(w);
+      if (!grads[size_t(i)].defined()) continue;
+      const at::Tensor gp = scatter_rows(grads[size_t(i)].contiguous(), l);
+      const at::Tensor dxi = grouped_gemm(q_1x128(gp), q_128x128(w.transpose(1, 2).contiguous()), l, counts)
+                                 .index_select(0, l.position)
+                                 .to(xp.scalar_type());
+      dx = dx.defined() ? dx + dxi : dxi;
+      for (size_t g = 0; g < counts.size(); ++g)
+        if (counts[g] > 0) dw[size_t(i)][int64_t(g)].copy_(gemm(q_1x128_t(gp.narrow(0, l.start[g], l.rows[g])), qxt[g]));
+    }
+    return {dx, dw[0], dw[1], at::Tensor()};
+  }
+};
+
 // A 1x128-quantized [M, K] operand in the padded layout: its rows at l.position, padding rows with
 // zero codes and the scale of an all-zero tile, which is what quantizing the zero-padded rows gives.
 Fp8Tensor pad_quantized(const Fp8Tensor& q, const PaddedLayout& l) {
@@ -248,6 +333,21 @@ void check_grouped(const char* what, const at::Tensor& rows, const at::Tensor& w
 }  // namespace
 
 at::Tensor fp8_linear(const at::Tensor& x, const at::Tensor& w) { return Fp8LinearFunction::apply(x, w); }
+
+std::array<at::Tensor, 2> fp8_linear_pair(const at::Tensor& x, const at::Tensor& wa, const at::Tensor& wb) {
+  if (x.dim() < 1 || wa.dim() != 2 || wb.dim() != 2 || wa.size(1) != x.size(-1) || wb.size(1) != x.size(-1))
+    throw std::invalid_argument("fp8_linear_pair: need x [..., K] and wa, wb [N, K]");
+  const auto out = Fp8LinearPairFunction::apply(x, wa, wb);
+  return {out[0], out[1]};
+}
+
+std::array<at::Tensor, 2> fp8_grouped_linear_pair(const at::Tensor& rows, const at::Tensor& wa, const at::Tensor& wb,
+                                                  const std::vector<int64_t>& counts) {
+  check_grouped("fp8_grouped_linear_pair", rows, wa, counts);
+  check_grouped("fp8_grouped_linear_pair", rows, wb, counts);
+  const auto out = Fp8GroupedLinearPairFunction::apply(rows, wa, wb, counts);
+  return {out[0], out[1]};
+}
 
 at::Tensor fp8_swiglu_linear(const at::Tensor& h1, const at::Tensor& h3, const at::Tensor& w) {
   if (h1.sizes() != h3.sizes() || h1.scalar_type() != h3.scalar_type() || h1.dim() < 1 || h1.size(-1) != w.size(1))

@@ -8,6 +8,7 @@
 // can train in fp8; on CUDA tensors the CUDA quantizers and GEMM run.
 #include <ATen/core/Tensor.h>
 
+#include <array>
 #include <vector>
 
 #include "ops/fp8_quantize.h"
@@ -26,6 +27,15 @@ at::Tensor fp8_linear(const at::Tensor& x, const at::Tensor& w);
 // results are fp8_linear's on each group's rows (tests/ops/test_fp8_linear.cpp). On CUDA the GPU
 // GEMM needs N and K multiples of 128; other shapes throw std::invalid_argument (callers pad).
 at::Tensor fp8_grouped_linear(const at::Tensor& rows, const at::Tensor& w, const std::vector<int64_t>& counts);
+
+// {fp8_linear(x, wa), fp8_linear(x, wb)} and the grouped {fp8_grouped_linear(rows, wa, counts),
+// fp8_grouped_linear(rows, wb, counts)}: a SwiGLU MLP's two up projections, which read the same
+// input, with that input quantized once (and, grouped, laid out once) for both Fprops, and once
+// transposed for both Wgrads; the input gradient is the sum of the two Dgrads. Equal to the two
+// separate calls bit for bit on the CPU (tests/ops/test_fp8_linear.cpp).
+std::array<at::Tensor, 2> fp8_linear_pair(const at::Tensor& x, const at::Tensor& wa, const at::Tensor& wb);
+std::array<at::Tensor, 2> fp8_grouped_linear_pair(const at::Tensor& rows, const at::Tensor& wa, const at::Tensor& wb,
+                                                  const std::vector<int64_t>& counts);
 
 // fp8_linear(at::silu(h1) * h3, w) and fp8_grouped_linear(at::silu(h1) * h3, w, counts), the down
 // projection of a SwiGLU MLP, with the product never stored: forward quantizes it from h1 and h3 in

@@ -352,4 +352,31 @@ TEST_F(Fp8Gpu, FusedSwigluLinearsMatchTheCpuPathForwardAndBackward) {
   }
 }
 
+TEST_F(Fp8Gpu, LinearPairsMatchTheCpuPathForwardAndBackward) {
+  // The SwiGLU up projections with one quantization of the input, on CUDA against the CPU path.
+  at::manual_seed(30);
+  const std::vector<int64_t> counts{0, 100, 283, 1};
+  const int64_t M = 384, K = 256, N = 384;
+  const at::Tensor x = at::randn({M, K}), pa = at::randn({M, N}), pb = at::randn({M, N});
+  for (const bool grouped : {false, true}) {
+    const at::Tensor wa = grouped ? at::randn({4, N, K}) * 0.05 : at::randn({N, K}) * 0.05;
+    const at::Tensor wb = grouped ? at::randn({4, N, K}) * 0.05 : at::randn({N, K}) * 0.05;
+    std::array<at::Tensor, 5> out[2];
+    for (int on_gpu = 0; on_gpu < 2; ++on_gpu) {
+      auto dev = [&](const at::Tensor& t) { return (on_gpu ? cuda(t) : t.clone()).requires_grad_(); };
+      const at::Tensor xi = dev(x), ai = dev(wa), bi = dev(wb);
+      const auto [ya, yb] = grouped ? fp8_grouped_linear_pair(xi, ai, bi, counts) : fp8_linear_pair(xi, ai, bi);
+      ((ya * (on_gpu ? cuda(pa) : pa)).sum() + (yb * (on_gpu ? cuda(pb) : pb)).sum()).backward();
+      out[on_gpu] = {ya.detach().cpu(), yb.detach().cpu(), xi.grad().cpu(), ai.grad().cpu(), bi.grad().cpu()};
+    }
+    std::cout << "[measured] fp8_" << (grouped ? "grouped_" : "") << "linear_pair CUDA vs CPU: calc_diff";
+    for (size_t i = 0; i < 5; ++i) {
+      const double d = calc_diff(out[1][i], out[0][i]);
+      std::cout << " " << d;
+      EXPECT_LT(d, kFp8Tol.gpu_mma_vs_reference) << (grouped ? "grouped " : "dense ") << "tensor " << i;
+    }
+    std::cout << "\n";
+  }
+}
+
 }  // namespace

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <cstdio>
+#include <string>
 #include <vector>
 
 #include "ops/calc_diff.h"
@@ -137,6 +138,37 @@ TEST(Fp8GroupedSwigluLinear, EqualsTheUnfusedCompositionBitForBit) {
   y0.sum().backward();
   EXPECT_TRUE(at::equal(w0.grad(), at::zeros({2, N, H})));
   EXPECT_THROW(fp8_grouped_swiglu_linear(at::randn({3, H}), at::randn({3, H}), w0, {1, 1}), std::invalid_argument);
+}
+
+// The two up projections of a SwiGLU MLP through one pair (the input quantized once) against two
+// separate FP8 linears: the same codes and GEMMs, and the input gradient is the same sum of the two
+// Dgrads autograd forms, so everything is bit for bit equal.
+TEST(Fp8LinearPair, EqualsTwoSeparateLinearsBitForBit) {
+  at::manual_seed(47);
+  const std::vector<int64_t> counts{0, 100, 130, 1, 256};
+  const int64_t M = 487, K = 200, N = 72;
+  for (const bool grouped : {false, true})
+    for (at::ScalarType dtype : {at::kFloat, at::kBFloat16}) {
+      const at::Tensor x = at::randn({M, K}).to(dtype), pa = at::randn({M, N}), pb = at::randn({M, N});
+      const at::Tensor wa = grouped ? at::randn({5, N, K}) * 0.1 : at::randn({N, K}) * 0.1;
+      const at::Tensor wb = grouped ? at::randn({5, N, K}) * 0.1 : at::randn({N, K}) * 0.1;
+      std::vector<at::Tensor> f{x.clone().requires_grad_(), wa.clone().requires_grad_(), wb.clone().requires_grad_()};
+      std::vector<at::Tensor> u{x.clone().requires_grad_(), wa.clone().requires_grad_(), wb.clone().requires_grad_()};
+      const auto [ya, yb] = grouped ? fp8_grouped_linear_pair(f[0], f[1], f[2], counts) : fp8_linear_pair(f[0], f[1], f[2]);
+      const at::Tensor ua = grouped ? fp8_grouped_linear(u[0], u[1], counts) : fp8_linear(u[0], u[1]);
+      const at::Tensor ub = grouped ? fp8_grouped_linear(u[0], u[2], counts) : fp8_linear(u[0], u[2]);
+      const std::string what = std::string(grouped ? "grouped " : "dense ") + c10::toString(dtype);
+      EXPECT_TRUE(at::equal(ya, ua) && at::equal(yb, ub)) << what;
+      ((ya.to(at::kFloat) * pa).sum() + (yb.to(at::kFloat) * pb).sum()).backward();
+      ((ua.to(at::kFloat) * pa).sum() + (ub.to(at::kFloat) * pb).sum()).backward();
+      expect_same_grads(f, u, what.c_str());
+    }
+  // Only one output used: the other weight gets a zero gradient, the input the one Dgrad.
+  const at::Tensor x = at::randn({130, K}).requires_grad_(), wa = at::randn({N, K}).requires_grad_(),
+                   wb = at::randn({N, K}).requires_grad_();
+  fp8_linear_pair(x, wa, wb)[0].sum().backward();
+  EXPECT_TRUE(at::equal(wb.grad(), at::zeros({N, K})));
+  EXPECT_GT(x.grad().abs().sum().item<double>(), 0.0);
 }
 
 TEST(Fp8SwigluQuantize, IsTheQuantizedProduct) {

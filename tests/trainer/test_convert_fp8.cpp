@@ -74,9 +74,10 @@ TEST(ConvertFp8, GroupedExpertsEqualPerExpertFp8Linears) {
     EXPECT_LT(ops::calc_diff(grouped[i].to(at::kDouble), per_expert[i].to(at::kDouble)), 1e-12) << "tensor " << i;
 }
 
-// convert_to_fp8 fuses each SwiGLU's activation into its down projection's quantization (dense
-// MLP, shared and routed experts). On the CPU that is exact: the same loss and gradients, bit for
-// bit, as the same model with the unfused silu(h1) * h3 followed by the FP8 linear.
+// convert_to_fp8 runs each SwiGLU MLP (dense, shared and routed experts) as one fused FP8 MLP: the
+// input quantized once for both up projections, the activation fused into the down projection's
+// quantization. On the CPU that is exact: the same loss and gradients, bit for bit, as the same
+// model with three separate FP8 linears and the unfused silu(h1) * h3.
 TEST(ConvertFp8, FusedSwigluEqualsTheUnfusedModelBitForBit) {
   const Config c = load_config({SHOESTRING_SOURCE_DIR "/configs/tiny-moe.yaml"}, {});
   at::manual_seed(3);
@@ -88,9 +89,9 @@ TEST(ConvertFp8, FusedSwigluEqualsTheUnfusedModelBitForBit) {
   int64_t moe_layers = 0;
   for (const auto& m : net->modules(/*include_self=*/true))
     if (auto* user = dynamic_cast<model::LinearUser*>(m.get())) {
-      moe_layers += user->grouped_swiglu_linear_fn() != nullptr && user->grouped_linear_fn() != nullptr &&
+      moe_layers += user->grouped_swiglu_mlp_fn() != nullptr && user->grouped_linear_fn() != nullptr &&
                     dynamic_cast<model::MoEImpl*>(user) != nullptr;
-      user->set_swiglu_linear_fns(nullptr, nullptr);
+      user->set_swiglu_mlp_fns(nullptr, nullptr);
     }
   EXPECT_EQ(moe_layers, 3);  // 2 trunk MoE blocks + the MTP block
   const std::vector<at::Tensor> unfused = loss_and_grads();

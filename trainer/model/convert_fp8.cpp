@@ -53,18 +53,25 @@ at::Tensor fp8_grouped_linear_any_shape(const at::Tensor& rows, const at::Tensor
   return outs.empty() ? at::zeros({0, w.size(1)}, rows.options()) : at::cat(outs);
 }
 
-at::Tensor fp8_swiglu_linear_any_shape(const at::Tensor& h1, const at::Tensor& h3, const at::Tensor& w) {
-  const int64_t k = h1.size(-1), n = w.size(0), m = k > 0 ? h1.numel() / k : 0;
-  if (!h1.is_cuda() || (padding(m) == 0 && padding(k) == 0 && padding(n) == 0 && m > 0))
-    return ops::fp8_swiglu_linear(h1, h3, w);
-  return fp8_linear_any_shape(at::silu(h1) * h3, w);  // padded (or empty): the unfused form
+at::Tensor fp8_swiglu_mlp_any_shape(const at::Tensor& x, const at::Tensor& w1, const at::Tensor& w3, const at::Tensor& w2) {
+  const int64_t d = x.size(-1), h = w1.size(0), m = d > 0 ? x.numel() / d : 0;
+  if (!x.is_cuda() || (padding(m) == 0 && padding(d) == 0 && padding(h) == 0 && m > 0)) {
+    const auto [h1, h3] = ops::fp8_linear_pair(x, w1, w3);
+    return ops::fp8_swiglu_linear(h1, h3, w2);
+  }
+  // Padded (or empty) on the GPU: the unfused form, each linear padded as it needs.
+  return fp8_linear_any_shape(at::silu(fp8_linear_any_shape(x, w1)) * fp8_linear_any_shape(x, w3), w2);
 }
 
-at::Tensor fp8_grouped_swiglu_linear_any_shape(const at::Tensor& h1, const at::Tensor& h3, const at::Tensor& w,
-                                               const std::vector<int64_t>& counts) {
-  if (!h1.is_cuda() || (padding(w.size(1)) == 0 && padding(w.size(2)) == 0))
-    return ops::fp8_grouped_swiglu_linear(h1, h3, w, counts);
-  return fp8_grouped_linear_any_shape(at::silu(h1) * h3, w, counts);
+at::Tensor fp8_grouped_swiglu_mlp_any_shape(const at::Tensor& rows, const at::Tensor& w1, const at::Tensor& w3,
+                                            const at::Tensor& w2, const std::vector<int64_t>& counts) {
+  if (!rows.is_cuda() || (padding(w1.size(1)) == 0 && padding(w1.size(2)) == 0)) {
+    const auto [h1, h3] = ops::fp8_grouped_linear_pair(rows, w1, w3, counts);
+    return ops::fp8_grouped_swiglu_linear(h1, h3, w2, counts);
+  }
+  return fp8_grouped_linear_any_shape(
+      at::silu(fp8_grouped_linear_any_shape(rows, w1, counts)) * fp8_grouped_linear_any_shape(rows, w3, counts), w2,
+      counts);
 }
 
 int64_t convert_to_fp8(torch::nn::Module& model) {
@@ -73,7 +80,7 @@ int64_t convert_to_fp8(torch::nn::Module& model) {
     if (auto* user = dynamic_cast<LinearUser*>(m.get())) {
       user->set_linear_fn(&fp8_linear_any_shape);
       user->set_grouped_linear_fn(&fp8_grouped_linear_any_shape);
-      user->set_swiglu_linear_fns(&fp8_swiglu_linear_any_shape, &fp8_grouped_swiglu_linear_any_shape);
+      user->set_swiglu_mlp_fns(&fp8_swiglu_mlp_any_shape, &fp8_grouped_swiglu_mlp_any_shape);
       ++converted;
     }
   }

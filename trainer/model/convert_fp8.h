@@ -26,13 +26,14 @@ at::Tensor fp8_linear_any_shape(const at::Tensor& x, const at::Tensor& w);
 // in or out features are not multiples of 128: then fp8_linear_any_shape per expert.
 at::Tensor fp8_grouped_linear_any_shape(const at::Tensor& rows, const at::Tensor& w, const std::vector<int64_t>& counts);
 
-// The SwiGLU down projections convert_to_fp8 installs (dense MLPs and shared experts; routed
-// experts): ops::fp8_swiglu_linear / fp8_grouped_swiglu_linear, the activation fused into the
-// quantization of the down projection's input (the product silu(h1) * h3 never stored), except
-// where the linears above fall back on the GPU: there the unfused form through them.
-at::Tensor fp8_swiglu_linear_any_shape(const at::Tensor& h1, const at::Tensor& h3, const at::Tensor& w);
-at::Tensor fp8_grouped_swiglu_linear_any_shape(const at::Tensor& h1, const at::Tensor& h3, const at::Tensor& w,
-                                               const std::vector<int64_t>& counts);
+// The SwiGLU MLPs convert_to_fp8 installs (dense MLPs and shared experts; routed experts): the two
+// up projections as one ops::fp8_[grouped_]linear_pair (the input quantized once), then
+// ops::fp8_[grouped_]swiglu_linear (the activation fused into the down projection's
+// quantization, the product silu(h1) * h3 never stored); except where the linears above fall
+// back on the GPU (a dimension not a multiple of 128): there the unfused form through them.
+at::Tensor fp8_swiglu_mlp_any_shape(const at::Tensor& x, const at::Tensor& w1, const at::Tensor& w3, const at::Tensor& w2);
+at::Tensor fp8_grouped_swiglu_mlp_any_shape(const at::Tensor& rows, const at::Tensor& w1, const at::Tensor& w3,
+                                            const at::Tensor& w2, const std::vector<int64_t>& counts);
 
 // ops::fp8_linear on x and w zero-padded to multiples of 128 in tokens, in_features and
 // out_features, cut back afterwards. Exact: zeros change no 1x128 or 128x128 block's amax, so

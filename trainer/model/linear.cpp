@@ -87,8 +87,9 @@ at::Tensor project(const at::Tensor& x, const at::Tensor& w) {
   return DeferrableLinear::apply(x, w);
 }
 
-at::Tensor LinearUser::swiglu_project(const at::Tensor& h1, const at::Tensor& h3, const at::Tensor& w) const {
-  return swiglu_fn_ ? swiglu_fn_(h1, h3, w) : project(at::silu(h1) * h3, w);
+at::Tensor LinearUser::swiglu_mlp(const at::Tensor& x, const at::Tensor& w1, const at::Tensor& w3,
+                                  const at::Tensor& w2) const {
+  return mlp_fn_ ? mlp_fn_(x, w1, w3, w2) : project(at::silu(project(x, w1)) * project(x, w3), w2);
 }
 
 at::Tensor normal_weight(int64_t out, int64_t in, double std) { return at::randn({out, in}) * std; }

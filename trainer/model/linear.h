@@ -26,12 +26,12 @@ using LinearFn = at::Tensor (*)(const at::Tensor& x, const at::Tensor& w);
 // The same for a stack of weights, one per group of rows: rows [M, in] sorted by group with
 // counts[g] rows each, w [G, out, in] -> [M, out] (the routed experts of an MoE layer).
 using GroupedLinearFn = at::Tensor (*)(const at::Tensor& rows, const at::Tensor& w, const std::vector<int64_t>& counts);
-// A SwiGLU MLP's down projection from its two up projections: (silu(h1) * h3) @ w^T, so that a
-// conversion can fuse the activation into the next linear (FP8: quantized in one pass, the
-// product never stored), per matrix and grouped.
-using SwigluLinearFn = at::Tensor (*)(const at::Tensor& h1, const at::Tensor& h3, const at::Tensor& w);
-using GroupedSwigluLinearFn = at::Tensor (*)(const at::Tensor& h1, const at::Tensor& h3, const at::Tensor& w,
-                                             const std::vector<int64_t>& counts);
+// A whole SwiGLU MLP, (silu(x w1^T) * (x w3^T)) w2^T, so that a conversion can fuse across its
+// three linears (FP8: x quantized once for both up projections, the activation fused into the
+// down projection's quantization); per matrix, and grouped as GroupedLinearFn.
+using SwigluMlpFn = at::Tensor (*)(const at::Tensor& x, const at::Tensor& w1, const at::Tensor& w3, const at::Tensor& w2);
+using GroupedSwigluMlpFn = at::Tensor (*)(const at::Tensor& rows, const at::Tensor& w1, const at::Tensor& w3,
+                                          const at::Tensor& w2, const std::vector<int64_t>& counts);
 
 class LinearUser {
  public:
@@ -40,22 +40,22 @@ class LinearUser {
   LinearFn linear_fn() const { return fn_; }
   void set_grouped_linear_fn(GroupedLinearFn fn) { grouped_fn_ = fn; }
   GroupedLinearFn grouped_linear_fn() const { return grouped_fn_; }
-  void set_swiglu_linear_fns(SwigluLinearFn fn, GroupedSwigluLinearFn grouped) {
-    swiglu_fn_ = fn;
-    grouped_swiglu_fn_ = grouped;
+  void set_swiglu_mlp_fns(SwigluMlpFn fn, GroupedSwigluMlpFn grouped) {
+    mlp_fn_ = fn;
+    grouped_mlp_fn_ = grouped;
   }
-  GroupedSwigluLinearFn grouped_swiglu_linear_fn() const { return grouped_swiglu_fn_; }
+  GroupedSwigluMlpFn grouped_swiglu_mlp_fn() const { return grouped_mlp_fn_; }
 
  protected:
   at::Tensor project(const at::Tensor& x, const at::Tensor& w) const { return fn_ ? fn_(x, w) : model::project(x, w); }
-  // project(silu(h1) * h3, w), or the swapped-in fused form.
-  at::Tensor swiglu_project(const at::Tensor& h1, const at::Tensor& h3, const at::Tensor& w) const;
+  // project(silu(project(x, w1)) * project(x, w3), w2), or the swapped-in fused form.
+  at::Tensor swiglu_mlp(const at::Tensor& x, const at::Tensor& w1, const at::Tensor& w3, const at::Tensor& w2) const;
 
  private:
   LinearFn fn_ = nullptr;
   GroupedLinearFn grouped_fn_ = nullptr;
-  SwigluLinearFn swiglu_fn_ = nullptr;
-  GroupedSwigluLinearFn grouped_swiglu_fn_ = nullptr;
+  SwigluMlpFn mlp_fn_ = nullptr;
+  GroupedSwigluMlpFn grouped_mlp_fn_ = nullptr;
 };
 
 }  // namespace shoestring::model

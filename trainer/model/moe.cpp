@@ -93,13 +93,11 @@ at::Tensor MoEImpl::forward_end(MoEInFlight& s) {
 
 at::Tensor MoEImpl::run_experts(const at::Tensor& rows, const std::vector<int64_t>& counts, bool skip_empty) {
   // The fused node keeps every expert in the graph (an idle one gets a zero gradient), which is
-  // what both skip_empty modes need; so does a swapped-in grouped linear (FP8: one grouped GEMM for
-  // all experts). A swapped-in per-matrix linear alone needs the per-op path.
-  if (const GroupedLinearFn grouped = grouped_linear_fn()) {
-    const at::Tensor h1 = grouped(rows, w1, counts), h3 = grouped(rows, w3, counts);
-    if (const GroupedSwigluLinearFn fused = grouped_swiglu_linear_fn()) return fused(h1, h3, w2, counts);
-    return grouped(at::silu(h1) * h3, w2, counts);
-  }
+  // what both skip_empty modes need; so does a swapped-in grouped MLP or grouped linear (FP8: one
+  // grouped GEMM for all experts). A swapped-in per-matrix linear alone needs the per-op path.
+  if (const GroupedSwigluMlpFn mlp = grouped_swiglu_mlp_fn()) return mlp(rows, w1, w3, w2, counts);
+  if (const GroupedLinearFn grouped = grouped_linear_fn())
+    return grouped(at::silu(grouped(rows, w1, counts)) * grouped(rows, w3, counts), w2, counts);
   if (!linear_fn()) return expert_swiglu(rows, w1, w3, w2, counts);
   std::vector<at::Tensor> outs;
   int64_t offset = 0;
@@ -108,7 +106,7 @@ at::Tensor MoEImpl::run_experts(const at::Tensor& rows, const std::vector<int64_
     if (count == 0 && skip_empty) continue;  // an idle expert costs nothing and gets a zero gradient
     const at::Tensor slice = rows.narrow(0, offset, count);
     const auto i = int64_t(e);
-    outs.push_back(swiglu_project(project(slice, w1[i]), project(slice, w3[i]), w2[i]));
+    outs.push_back(swiglu_mlp(slice, w1[i], w3[i], w2[i]));
     offset += count;
   }
   return outs.empty() ? at::zeros({0, rows.size(1)}, rows.options()) : at::cat(outs);

@@ -15,7 +15,7 @@ SwiGLUImpl::SwiGLUImpl(int64_t dim, int64_t hidden, double init_std, int64_t n_l
 }
 
 at::Tensor SwiGLUImpl::forward(const at::Tensor& x) {
-  return swiglu_project(project(x, w1), project(x, w3), w2);
+  return swiglu_mlp(x, w1, w3, w2);
 }
 
 }  // namespace shoestring::model
