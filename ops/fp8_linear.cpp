@@ -177,15 +177,54 @@ at::Tensor scatter_rows(const at::Tensor& rows, const PaddedLayout& l) {
   return at::zeros({l.padded_rows, rows.size(1)}, rows.options()).index_copy_(0, l.position, rows);
 }
 
+// What a grouped function's backward needs of forward's layout: the counts and the device tensors
+// (kept, not rebuilt and uploaded again).
+void save_layout(torch::autograd::AutogradContext* ctx, const PaddedLayout& l, const std::vector<int64_t>& counts) {
+  ctx->saved_data["counts"] = c10::IValue(counts);
+  ctx->saved_data["position"] = l.position;
+  ctx->saved_data["group_of_row"] = l.group_of_row;
+}
+PaddedLayout saved_layout(torch::autograd::AutogradContext* ctx, std::vector<int64_t>& counts) {
+  counts = ctx->saved_data["counts"].toIntVector();
+  PaddedLayout l = host_layout(counts);
+  l.position = ctx->saved_data["position"].toTensor();
+  l.group_of_row = ctx->saved_data["group_of_row"].toTensor();
+  return l;
+}
+
+// Dgrad of a grouped linear, back in the rows' order: W^T of each group blocked 128x128 is the
+// transposed blocks of W (quantize_128x128 of the transposed copy gives the codes and scales of
+// quantize_128x128_transposed).
+at::Tensor grouped_dgrad(const at::Tensor& gp, const at::Tensor& w, const PaddedLayout& l,
+                         const std::vector<int64_t>& counts) {
+  return grouped_gemm(q_1x128(gp), q_128x128(w.transpose(1, 2).contiguous()), l, counts).index_select(0, l.position);
+}
+
+// Each group's padded rows of xp quantized 1x128 along the token axis: Wgrad's second operand
+// (left empty for an idle group).
+std::vector<Fp8Tensor> transposed_groups(const at::Tensor& xp, const PaddedLayout& l, const std::vector<int64_t>& counts) {
+  std::vector<Fp8Tensor> t(counts.size());
+  for (size_t g = 0; g < counts.size(); ++g)
+    if (counts[g] > 0) t[g] = q_1x128_t(xp.narrow(0, l.start[g], l.rows[g]));
+  return t;
+}
+
+// Wgrad, one GEMM per group (its K is the group's tokens); an idle group's gradient is zero.
+at::Tensor grouped_wgrad(const at::Tensor& gp, const std::vector<Fp8Tensor>& xt, const PaddedLayout& l,
+                         const std::vector<int64_t>& counts, const at::Tensor& w) {
+  at::Tensor dw = at::zeros_like(w);
+  for (size_t g = 0; g < counts.size(); ++g)
+    if (counts[g] > 0) dw[int64_t(g)].copy_(gemm(q_1x128_t(gp.narrow(0, l.start[g], l.rows[g])), xt[g]));
+  return dw;
+}
+
 struct Fp8GroupedLinearFunction : public torch::autograd::Function<Fp8GroupedLinearFunction> {
   static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& rows, const at::Tensor& w,
                             const std::vector<int64_t>& counts) {
     const PaddedLayout l = padded_layout(counts, rows.device());
     const at::Tensor xp = scatter_rows(rows.contiguous(), l);
     ctx->save_for_backward({xp, w});
-    ctx->saved_data["counts"] = c10::IValue(counts);
-    ctx->saved_data["position"] = l.position;
-    ctx->saved_data["group_of_row"] = l.group_of_row;
+    save_layout(ctx, l, counts);
     ctx->saved_data["x_dtype"] = static_cast<int64_t>(rows.scalar_type());
     const at::Tensor yp = grouped_gemm(q_1x128(xp), q_128x128(w.contiguous()), l, counts);
     return yp.index_select(0, l.position).to(rows.scalar_type());
@@ -196,22 +235,12 @@ struct Fp8GroupedLinearFunction : public torch::autograd::Function<Fp8GroupedLin
     const auto saved = ctx->get_saved_variables();
     const at::Tensor& xp = saved[0];
     const at::Tensor& w = saved[1];
-    const std::vector<int64_t> counts = ctx->saved_data["counts"].toIntVector();
     const auto x_dtype = static_cast<at::ScalarType>(ctx->saved_data["x_dtype"].toInt());
-    PaddedLayout l = host_layout(counts);  // the device tensors are forward's: no second upload
-    l.position = ctx->saved_data["position"].toTensor();
-    l.group_of_row = ctx->saved_data["group_of_row"].toTensor();
+    std::vector<int64_t> counts;
+    const PaddedLayout l = saved_layout(ctx, counts);
     const at::Tensor gp = scatter_rows(grads[0].contiguous(), l);
-    // Dgrad: W^T of each group blocked 128x128 is the transposed blocks of W (quantize_128x128 of
-    // the transposed copy gives the codes and scales of quantize_128x128_transposed).
-    const at::Tensor dxp = grouped_gemm(q_1x128(gp), q_128x128(w.transpose(1, 2).contiguous()), l, counts);
-    at::Tensor dw = at::zeros_like(w);
-    for (size_t g = 0; g < counts.size(); ++g) {
-      if (counts[g] == 0) continue;  // an idle group's weight gradient is zero
-      const int64_t r0 = l.start[g], n = l.rows[g];
-      dw[int64_t(g)].copy_(gemm(q_1x128_t(gp.narrow(0, r0, n)), q_1x128_t(xp.narrow(0, r0, n))));
-    }
-    return {dxp.index_select(0, l.position).to(x_dtype), dw, at::Tensor()};
+    return {grouped_dgrad(gp, w, l, counts).to(x_dtype), grouped_wgrad(gp, transposed_groups(xp, l, counts), l, counts, w),
+            at::Tensor()};
   }
 };
 
@@ -222,9 +251,7 @@ struct Fp8GroupedLinearPairFunction : public torch::autograd::Function<Fp8Groupe
     const PaddedLayout l = padded_layout(counts, rows.device());
     const at::Tensor xp = scatter_rows(rows.contiguous(), l);
     ctx->save_for_backward({xp, wa, wb});
-    ctx->saved_data["counts"] = c10::IValue(counts);
-    ctx->saved_data["position"] = l.position;
-    ctx->saved_data["group_of_row"] = l.group_of_row;
+    save_layout(ctx, l, counts);
     const Fp8Tensor qx = q_1x128(xp);
     torch::autograd::variable_list out;
     for (const at::Tensor* w : {&wa, &wb})
@@ -236,26 +263,21 @@ struct Fp8GroupedLinearPairFunction : public torch::autograd::Function<Fp8Groupe
                                                  torch::autograd::variable_list grads) {
     const auto saved = ctx->get_saved_variables();
     const at::Tensor& xp = saved[0];
-    const std::vector<int64_t> counts = ctx->saved_data["counts"].toIntVector();
-    PaddedLayout l = host_layout(counts);
-    l.position = ctx->saved_data["position"].toTensor();
-    l.group_of_row = ctx->saved_data["group_of_row"].toTensor();
-    std::vector<Fp8Tensor> qxt(counts.size());  // each group's rows transposed, for both Wgrads
-    for (size_t g = 0; g < counts.size(); ++g)
-      if (counts[g] > 0) qxt[g] = q_1x128_t(xp.narrow(0, l.start[g], l.rows[g]));
+    std::vector<int64_t> counts;
+    const PaddedLayout l = saved_layout(ctx, counts);
+    const std::vector<Fp8Tensor> xt = transposed_groups(xp, l, counts);  // for both Wgrads
     at::Tensor dx;
     std::array<at::Tensor, 2> dw;
     for (int i = 0; i < 2; ++i) {
       const at::Tensor& w = saved[size_t(1 + i)];
-      dw[size_t(i)] = at::zeros_like(w);
-      if (!grads[size_t(i)].defined()) continue;
+      if (!grads[size_t(i)].defined()) {
+        dw[size_t(i)] = at::zeros_like(w);
+        continue;
+      }
       const at::Tensor gp = scatter_rows(grads[size_t(i)].contiguous(), l);
-      const at::Tensor dxi = grouped_gemm(q_1x128(gp), q_128x128(w.transpose(1, 2).contiguous()), l, counts)
-                                 .index_select(0, l.position)
-                                 .to(xp.scalar_type());
+      const at::Tensor dxi = grouped_dgrad(gp, w, l, counts).to(xp.scalar_type());
       dx = dx.defined() ? dx + dxi : dxi;
-      for (size_t g = 0; g < counts.size(); ++g)
-        if (counts[g] > 0) dw[size_t(i)][int64_t(g)].copy_(gemm(q_1x128_t(gp.narrow(0, l.start[g], l.rows[g])), qxt[g]));
+      dw[size_t(i)] = grouped_wgrad(gp, xt, l, counts, w);
     }
     return {dx, dw[0], dw[1], at::Tensor()};
   }
@@ -280,9 +302,7 @@ struct Fp8GroupedSwigluLinearFunction : public torch::autograd::Function<Fp8Grou
     const PaddedLayout l = padded_layout(counts, h1.device());
     const at::Tensor a = h1.contiguous(), b = h3.contiguous();
     ctx->save_for_backward({a, b, w});
-    ctx->saved_data["counts"] = c10::IValue(counts);
-    ctx->saved_data["position"] = l.position;
-    ctx->saved_data["group_of_row"] = l.group_of_row;
+    save_layout(ctx, l, counts);
     // Quantized before padding: a 1x128 tile is one row, so the rows' codes and scales are the same.
     const at::Tensor yp = grouped_gemm(pad_quantized(q_swiglu(a, b), l), q_128x128(w.contiguous()), l, counts);
     return yp.index_select(0, l.position).to(h1.scalar_type());
@@ -292,22 +312,13 @@ struct Fp8GroupedSwigluLinearFunction : public torch::autograd::Function<Fp8Grou
                                                  torch::autograd::variable_list grads) {
     const auto saved = ctx->get_saved_variables();
     const at::Tensor &h1 = saved[0], &h3 = saved[1], &w = saved[2];
-    const std::vector<int64_t> counts = ctx->saved_data["counts"].toIntVector();
-    PaddedLayout l = host_layout(counts);
-    l.position = ctx->saved_data["position"].toTensor();
-    l.group_of_row = ctx->saved_data["group_of_row"].toTensor();
+    std::vector<int64_t> counts;
+    const PaddedLayout l = saved_layout(ctx, counts);
     const at::Tensor gp = scatter_rows(grads[0].contiguous(), l);
-    const at::Tensor dp = grouped_gemm(q_1x128(gp), q_128x128(w.transpose(1, 2).contiguous()), l, counts)
-                              .index_select(0, l.position)
-                              .to(h1.scalar_type());
+    const at::Tensor dp = grouped_dgrad(gp, w, l, counts).to(h1.scalar_type());
     const at::Tensor a = at::silu(h1);
     const at::Tensor pp = scatter_rows(a * h3, l);  // the product, recomputed, padded for Wgrad
-    at::Tensor dw = at::zeros_like(w);
-    for (size_t g = 0; g < counts.size(); ++g) {
-      if (counts[g] == 0) continue;
-      const int64_t r0 = l.start[g], n = l.rows[g];
-      dw[int64_t(g)].copy_(gemm(q_1x128_t(gp.narrow(0, r0, n)), q_1x128_t(pp.narrow(0, r0, n))));
-    }
+    const at::Tensor dw = grouped_wgrad(gp, transposed_groups(pp, l, counts), l, counts, w);
     auto [dh1, dh3] = swiglu_backward(dp, h1, a, h3);
     return {dh1, dh3, dw, at::Tensor()};
   }
