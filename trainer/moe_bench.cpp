@@ -56,8 +56,8 @@ int run_moe_bench(const parallel::World& world, const MoeBenchOptions& o, std::o
   const at::Tensor ids = std::get<1>(at::rand({o.tokens, o.experts}).topk(o.top_k, -1));
   const at::Tensor gates = at::softmax(at::randn({o.tokens, o.top_k}), -1);
   const ops::Permutation perm = ops::plan_permutation(ids, o.experts);
-  const model::LocalExperts identity{g->rank() * per_rank, per_rank, o.experts,
-                                     [](const at::Tensor& rows, const std::vector<int64_t>&) { return rows; }};
+  const auto unchanged = [](const at::Tensor& rows, const std::vector<int64_t>&) { return rows; };
+  const model::LocalExperts identity{g->rank() * per_rank, per_rank, o.experts, unchanged};
   EpDispatcher dispatcher(g, fp8 ? EpDispatchDtype::kFp8 : EpDispatchDtype::kAuto);
 
   // The raw exchange moves the same rows: one per (token, destination rank), as the dispatcher.
@@ -77,8 +77,7 @@ int run_moe_bench(const parallel::World& world, const MoeBenchOptions& o, std::o
   const at::Tensor partial = at::randn({rows_recv, o.d_model}).to(dtype), back = at::empty({rows_sent, o.d_model}, partial.options());
   // The single-process dispatcher on the same tokens, all experts local: the permute, expand and
   // gate-weighted sum a MoE layer does without expert parallelism, for the breakdown.
-  const model::LocalExperts all_local{0, o.experts, o.experts,
-                                      [](const at::Tensor& rows, const std::vector<int64_t>&) { return rows; }};
+  const model::LocalExperts all_local{0, o.experts, o.experts, unchanged};
   model::LocalDispatcher local_dispatcher;
   auto ours = [&] { dispatcher.run(x, gates, perm, identity); };
   auto local = [&] { local_dispatcher.run(x, gates, perm, all_local); };
