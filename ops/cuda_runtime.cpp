@@ -4,6 +4,7 @@
 #include <dlfcn.h>
 
 #include <filesystem>
+#include <stdexcept>
 
 namespace shoestring::ops {
 
@@ -58,6 +59,10 @@ bool built_with_cuda() {
 #else
   return false;
 #endif
+}
+
+void built_without_cuda(const char* what) {
+  throw std::runtime_error(std::string(what) + ": this binary was built without CUDA (SHOESTRING_CUDA=OFF)");
 }
 
 }  // namespace shoestring::ops

@@ -22,4 +22,7 @@ int cuda_device_count();
 // True when our CUDA kernels were compiled into this binary.
 bool built_with_cuda();
 
+// What the CUDA entry points do in a build without CUDA: throw, saying so and naming `what`.
+[[noreturn]] void built_without_cuda(const char* what);
+
 }  // namespace shoestring::ops

@@ -1,6 +1,7 @@
 // CPU reference quantizers: plain loops over tiles, written to be obviously right. The CUDA kernels
 // (fp8_quantize.cu) must reproduce these bit for bit (tests/ops/test_fp8_gpu.cpp).
 #include "ops/fp8_quantize.h"
+#include "ops/cuda_runtime.h"
 #include "ops/shape_str.h"
 
 #include <ATen/ATen.h>
@@ -138,16 +139,11 @@ at::Tensor dequantize(const Fp8Tensor& q) {
 }
 
 #ifndef SHOESTRING_WITH_CUDA
-namespace {
-[[noreturn]] void no_cuda(const char* what) {
-  throw std::runtime_error(std::string(what) + ": this binary was built without CUDA (SHOESTRING_CUDA=OFF)");
-}
-}  // namespace
-Fp8Tensor quantize_1x128_cuda(const at::Tensor&) { no_cuda("quantize_1x128_cuda"); }
-Fp8Tensor quantize_1x128_transposed_cuda(const at::Tensor&) { no_cuda("quantize_1x128_transposed_cuda"); }
-Fp8Tensor quantize_128x128_cuda(const at::Tensor&) { no_cuda("quantize_128x128_cuda"); }
-Fp8Tensor quantize_128x128_transposed_cuda(const at::Tensor&) { no_cuda("quantize_128x128_transposed_cuda"); }
-Fp8Tensor quantize_swiglu_1x128_cuda(const at::Tensor&, const at::Tensor&) { no_cuda("quantize_swiglu_1x128_cuda"); }
+Fp8Tensor quantize_1x128_cuda(const at::Tensor&) { built_without_cuda("quantize_1x128_cuda"); }
+Fp8Tensor quantize_1x128_transposed_cuda(const at::Tensor&) { built_without_cuda("quantize_1x128_transposed_cuda"); }
+Fp8Tensor quantize_128x128_cuda(const at::Tensor&) { built_without_cuda("quantize_128x128_cuda"); }
+Fp8Tensor quantize_128x128_transposed_cuda(const at::Tensor&) { built_without_cuda("quantize_128x128_transposed_cuda"); }
+Fp8Tensor quantize_swiglu_1x128_cuda(const at::Tensor&, const at::Tensor&) { built_without_cuda("quantize_swiglu_1x128_cuda"); }
 #endif
 
 }  // namespace shoestring::ops

@@ -2,6 +2,8 @@
 
 #include <ATen/ATen.h>
 
+#include "ops/cuda_runtime.h"
+
 #include <stdexcept>
 #include <string>
 
@@ -31,8 +33,9 @@ Permutation plan_permutation(const at::Tensor& expert_ids, int64_t n_experts, in
   } else {
     p.counts.assign(counts.data_ptr<int64_t>(), counts.data_ptr<int64_t>() + n_experts);
   }
+  p.source_token_host = at::floor_divide(slot, k);
   p.slot = slot.to(expert_ids.device());
-  p.source_token = at::floor_divide(p.slot, k);
+  p.source_token = p.source_token_host.to(expert_ids.device());
   return p;
 }
 
@@ -42,5 +45,16 @@ at::Tensor unpermute(const at::Tensor& rows, const at::Tensor& weights, const Pe
   const at::Tensor weighted = rows * weights.to(rows.scalar_type()).unsqueeze(1);
   return at::zeros({n_tokens, rows.size(1)}, rows.options()).index_add(0, p.source_token, weighted);
 }
+
+#ifndef SHOESTRING_WITH_CUDA
+at::Tensor gather_rows_cuda(const at::Tensor&, const at::Tensor&) { built_without_cuda("gather_rows_cuda"); }
+at::Tensor sum_rows_cuda(const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&) {
+  built_without_cuda("sum_rows_cuda");
+}
+std::pair<at::Tensor, at::Tensor> sum_rows_backward_cuda(const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                                                         const at::Tensor&) {
+  built_without_cuda("sum_rows_backward_cuda");
+}
+#endif
 
 }  // namespace shoestring::ops

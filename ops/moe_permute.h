@@ -9,12 +9,14 @@
 // Both are differentiable (built on index_select / index_add, whose gradients are each other).
 #include <ATen/core/Tensor.h>
 
+#include <utility>
 #include <vector>
 
 namespace shoestring::ops {
 
 struct Permutation {
   at::Tensor source_token;      // [M] int64: token index of each permuted row
+  at::Tensor source_token_host; // the same on the CPU, for row maps built on the host
   at::Tensor slot;              // [M] int64: index into the flattened [N*k] routing of each row
   std::vector<int64_t> counts;  // [E] rows per expert after capacity (sum = M)
   at::Tensor routed;            // [E] int64 (CPU): pairs routed to each expert, before capacity
@@ -31,5 +33,19 @@ at::Tensor permute(const at::Tensor& x, const Permutation& p);
 // rows: [M, d] expert outputs, weights: [M] gates of those rows -> [n_tokens, d] with
 // out[t] = sum of weights[r] * rows[r] over rows r of token t (dropped pairs contribute 0).
 at::Tensor unpermute(const at::Tensor& rows, const at::Tensor& weights, const Permutation& p, int64_t n_tokens);
+
+// The same row movements on CUDA as deterministic kernels (moe_permute.cu; without CUDA they
+// throw). The CPU forms and the autograd functions over both are trainer/model/moe_rows.h; these
+// give bit-identical results, grad_w excepted (a fixed tree order where the CPU sums in sequence).
+// Index tensors are contiguous int64 on src's device; float, double, bfloat16 and half, summed in
+// float for the 16-bit types.
+// out[r] = src[index[r]]
+at::Tensor gather_rows_cuda(const at::Tensor& src, const at::Tensor& index);
+// out[o] = sum over j in [ptr[o], ptr[o+1]), ascending, of w[members[j]] * src[members[j]]; w
+// undefined: weights of 1. Outputs with no rows are 0. No atomics: the same bits every run.
+at::Tensor sum_rows_cuda(const at::Tensor& src, const at::Tensor& w, const at::Tensor& ptr, const at::Tensor& members);
+// The weighted sum's backward: grad_src[i] = w[i] * grad[row_of[i]], grad_w[i] = <src[i], grad[row_of[i]]>.
+std::pair<at::Tensor, at::Tensor> sum_rows_backward_cuda(const at::Tensor& grad, const at::Tensor& src,
+                                                         const at::Tensor& w, const at::Tensor& row_of);
 
 }  // namespace shoestring::ops

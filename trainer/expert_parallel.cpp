@@ -50,7 +50,7 @@ std::unique_ptr<model::DispatchInFlight> EpDispatcher::begin(const at::Tensor& t
   // Sender. perm's rows are sorted by expert, so each destination's pairs are contiguous; a token
   // choosing several experts of one rank is sent there once: one send row per unique
   // (destination, token), ordered by destination then token. Index bookkeeping runs on the CPU.
-  const at::Tensor pair_token_t = perm.source_token.to(at::kCPU, at::kLong).contiguous();
+  const at::Tensor pair_token_t = perm.source_token_host.contiguous();
   const int64_t* pair_token = pair_token_t.data_ptr<int64_t>();
   const int64_t m = pair_token_t.numel();
   std::vector<int64_t> send_row(size_t(ranks) * size_t(n), -1);  // [dest][token] -> send row
@@ -92,7 +92,7 @@ std::unique_ptr<model::DispatchInFlight> EpDispatcher::begin(const at::Tensor& t
       at::cat({gate_rows.view({s, per_rank}), mask_rows.to(dev, gates.scalar_type())}, 1);
   auto d = std::make_unique<EpInFlight>();
   d->experts = experts;
-  d->token_map = make_row_map(send_token, n);
+  d->token_map = make_row_map(send_token, n, dev);
   const at::Tensor send_x = gather_rows(tokens, d->token_map, pool_);
 
   // The counts size the receive buffers, so they are waited for; the rows are not.
@@ -145,7 +145,7 @@ void EpDispatcher::run_experts(model::DispatchInFlight& in_flight) {
         pair_row[size_t(p)] = row;
         pair_cell[size_t(p)] = row * per_rank + e;
       }
-  const RowMap row_map = make_row_map(pair_row, r);  // pair -> its received row
+  const RowMap row_map = make_row_map(pair_row, r, dev);  // pair -> its received row
   const at::Tensor out = d.experts.run(gather_rows(recv_x, row_map, pool_), expert_counts);
   const at::Tensor w = recv_meta.narrow(1, 0, per_rank)
                            .reshape({-1})

@@ -14,7 +14,7 @@ struct LocalInFlight final : DispatchInFlight {
   at::Tensor rows, gates;  // permuted tokens, then the experts' outputs; [N, k] gates
   ops::Permutation perm;
   LocalExperts experts;
-  RowMap token_map;  // permuted row -> its token (CPU only)
+  RowMap token_map;  // permuted row -> its token
   int64_t n = 0;
   bool ready() const override { return true; }
 };
@@ -33,17 +33,15 @@ std::unique_ptr<DispatchInFlight> LocalDispatcher::begin(const at::Tensor& token
   if (experts.first != 0 || experts.count != experts.total)
     throw std::logic_error("MoE layer holds a shard of its experts but has no expert dispatcher");
   auto d = std::make_unique<LocalInFlight>();
-  if (tokens.is_cpu()) {
-    // On the CPU the row kernels (moe_rows.h): several times faster than index_select and a
-    // bfloat16 index_add, and they sum bfloat16 in float. On a GPU the ATen form, whose index
-    // tensors stay on the device (the row map lives on the host and would sync the stream).
-    const at::Tensor source = perm.source_token.contiguous();
-    d->token_map = make_row_map(
-        std::vector<int64_t>(source.data_ptr<int64_t>(), source.data_ptr<int64_t>() + source.numel()), tokens.size(0));
-    d->rows = gather_rows(tokens, d->token_map, pool());
-  } else {
-    d->rows = ops::permute(tokens, perm);
-  }
+  // The row kernels (moe_rows.h) on either device: on the CPU several times faster than
+  // index_select and a bfloat16 index_add, which sums bfloat16 in bfloat16; on CUDA without the
+  // atomics of index_add, so the same bits every run. The map is built on the host from the
+  // plan's host copy of the row tokens, so building it does not wait for the GPU.
+  const at::Tensor source = perm.source_token_host.contiguous();
+  d->token_map =
+      make_row_map(std::vector<int64_t>(source.data_ptr<int64_t>(), source.data_ptr<int64_t>() + source.numel()),
+                   tokens.size(0), tokens.device());
+  d->rows = gather_rows(tokens, d->token_map, pool());
   d->n = tokens.size(0);
   d->gates = gates;
   d->perm = perm;
@@ -59,7 +57,6 @@ void LocalDispatcher::run_experts(DispatchInFlight& d) {
 at::Tensor LocalDispatcher::end(DispatchInFlight& d) {
   LocalInFlight& l = next_step<LocalInFlight>(d, 2, "LocalDispatcher::end");
   const at::Tensor gates = l.gates.reshape({-1}).index_select(0, l.perm.slot);
-  if (!l.rows.is_cpu()) return ops::unpermute(l.rows, gates, l.perm, l.n);
   return weighted_sum_rows(l.rows, gates.to(l.rows.scalar_type()), l.token_map, pool());
 }
 

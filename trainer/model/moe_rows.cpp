@@ -6,6 +6,8 @@
 #include <torch/autograd.h>
 #include <torch/custom_class.h>
 
+#include "ops/moe_permute.h"
+
 #include <bit>
 #include <cstdint>
 #include <cstring>
@@ -35,8 +37,8 @@ std::shared_ptr<BufferPool> held(AutogradContext* ctx) {
 at::Tensor copy_rows(const at::Tensor& src, const at::Tensor& index, BufferPool& pool) {
   const at::Tensor s = src.contiguous();
   const int64_t rows = index.numel(), d = s.size(1);
+  if (!s.is_cpu()) return ops::gather_rows_cuda(s, index.to(s.device()));
   at::Tensor out = pool.get({rows, d}, s.options());
-  if (!s.is_cpu()) return at::index_select_out(out, s, 0, index.to(s.device()));
   const int64_t* idx = index.data_ptr<int64_t>();
   const size_t row_bytes = size_t(d) * s.element_size();
   const auto* from = static_cast<const char*>(s.const_data_ptr());
@@ -107,10 +109,7 @@ void add_rows_cpu(const at::Tensor& s, const at::Tensor& w, const RowMap& map, a
 at::Tensor add_rows(const at::Tensor& src, const at::Tensor& w, const RowMap& map, BufferPool& pool) {
   const at::Tensor s = src.contiguous();
   const int64_t outputs = map.outputs(), d = s.size(1);
-  if (!s.is_cpu()) {
-    const at::Tensor rows = w.defined() ? s * w.unsqueeze(1) : s;
-    return at::zeros({outputs, d}, s.options()).index_add_(0, map.row_of.to(s.device()), rows);
-  }
+  if (!s.is_cpu()) return ops::sum_rows_cuda(s, w, map.ptr.to(s.device()), map.members.to(s.device()));
   at::Tensor out = pool.get({outputs, d}, s.options());
   const at::Tensor wc = w.defined() ? w.contiguous() : w;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, s.scalar_type(), "sum_rows",
@@ -150,10 +149,7 @@ void add_rows_backward_cpu(const at::Tensor& g, const at::Tensor& s, const at::T
 std::pair<at::Tensor, at::Tensor> add_rows_backward(const at::Tensor& grad, const at::Tensor& src, const at::Tensor& w,
                                                     const RowMap& map, BufferPool& pool) {
   const at::Tensor g = grad.contiguous(), s = src.contiguous(), wc = w.contiguous();
-  if (!g.is_cpu()) {
-    const at::Tensor back = g.index_select(0, map.row_of.to(g.device()));
-    return {back * wc.unsqueeze(1), (back * s).sum(1)};
-  }
+  if (!g.is_cpu()) return ops::sum_rows_backward_cuda(g, s, wc, map.row_of.to(g.device()));
   at::Tensor grad_src = pool.get({s.size(0), s.size(1)}, s.options());
   at::Tensor grad_w = at::empty({s.size(0)}, wc.options());
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, s.scalar_type(), "add_rows_backward",
@@ -217,14 +213,21 @@ struct SumRows : torch::autograd::Function<SumRows> {
 
 at::Tensor long_tensor(const std::vector<int64_t>& v) { return at::tensor(v, at::kLong); }
 
-RowMap make_row_map(const std::vector<int64_t>& row_of, int64_t outputs) {
+RowMap make_row_map(const std::vector<int64_t>& row_of, int64_t outputs, at::Device device) {
 
   std::vector<int64_t> ptr(size_t(outputs) + 1, 0), members(row_of.size());
   for (int64_t o : row_of) ++ptr[size_t(o) + 1];
   for (size_t o = 0; o < size_t(outputs); ++o) ptr[o + 1] += ptr[o];
   std::vector<int64_t> cursor(ptr.begin(), ptr.end() - 1);
   for (size_t i = 0; i < row_of.size(); ++i) members[size_t(cursor[size_t(row_of[i])]++)] = int64_t(i);
-  return {long_tensor(row_of), long_tensor(ptr), long_tensor(members)};
+  if (device.is_cpu()) return {long_tensor(row_of), long_tensor(ptr), long_tensor(members)};
+  // One host-to-device copy for the three.
+  std::vector<int64_t> all(row_of);
+  all.insert(all.end(), ptr.begin(), ptr.end());
+  all.insert(all.end(), members.begin(), members.end());
+  const at::Tensor on = long_tensor(all).to(device);
+  const auto m = int64_t(row_of.size()), o = int64_t(ptr.size());
+  return {on.narrow(0, 0, m), on.narrow(0, m, o), on.narrow(0, m + o, m)};
 }
 
 at::Tensor gather_rows(const at::Tensor& src, const RowMap& map, const std::shared_ptr<parallel::BufferPool>& pool) {

@@ -4,7 +4,9 @@
 // and combine (trainer/expert_parallel.h). Each is an autograd node whose backward is the other: a token row copied to several destinations gets the
 // sum of their gradients back, a weighted sum hands each source row its weighted share. On the CPU
 // they run as row memcpys and per-output sums in a fixed (ascending) order, into pooled buffers,
-// summing bfloat16 in float (ATen's index_add would sum bfloat16 in bfloat16).
+// summing bfloat16 in float (ATen's index_add would sum bfloat16 in bfloat16). On CUDA the kernels
+// of ops/moe_permute.h do the same sums in the same order (ATen's CUDA index_add would sum with
+// atomics, in a different order every run).
 #include <ATen/core/Tensor.h>
 
 #include <cstdint>
@@ -19,12 +21,12 @@ at::Tensor long_tensor(const std::vector<int64_t>& v);  // int64, CPU
 
 // A many-to-one map of source rows onto output rows, both ways: row_of[i] is the output row of
 // source row i; members[ptr[o] .. ptr[o+1]) are the source rows of output row o, ascending. All
-// int64 on the CPU.
+// int64, on the device of the rows they map (built on the host, copied there once).
 struct RowMap {
   at::Tensor row_of, ptr, members;
   int64_t outputs() const { return ptr.numel() - 1; }
 };
-RowMap make_row_map(const std::vector<int64_t>& row_of, int64_t outputs);
+RowMap make_row_map(const std::vector<int64_t>& row_of, int64_t outputs, at::Device device = at::kCPU);
 
 // rows[i] = src[map.row_of[i]]: one row per source row of the map.
 at::Tensor gather_rows(const at::Tensor& src, const RowMap& map, const std::shared_ptr<parallel::BufferPool>& pool);
