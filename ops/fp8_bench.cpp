@@ -20,6 +20,7 @@
 #include "ops/fp8_blas_baseline.h"
 #include "ops/fp8_cuda_common.cuh"
 #include "ops/fp8_gemm.h"
+#include "ops/moe_permute.h"
 #endif
 
 namespace shoestring::ops {
@@ -167,6 +168,7 @@ int run_fp8_bench(const Fp8BenchOptions& opt, std::ostream& json_out, std::ostre
 
     // With --shape: those dense GEMMs alone.
     std::vector<QuantRow> quants;
+    std::vector<QuantRow> row_kernels;  // copy_gbps holds ATen's rate for the same movement
     if (opt.shapes.empty()) {
       // Grouped experts (contiguous layout): DeepSeek-V3 routed-expert GEMMs on 4 local experts
       // (DeepGEMM's m-grouped benchmark shapes). Baseline: cuBLAS BF16 on the same total M (one weight).
@@ -228,6 +230,33 @@ int run_fp8_bench(const Fp8BenchOptions& opt, std::ostream& json_out, std::ostre
                           s_bytes / (time_ms([&] { quantize_1x128_cuda(at::silu(h1) * h3); }, warm, reps) * 1e-3) / 1e9,
                           copy_gbps});
       }
+
+      // The expert layout's row kernels (moe_permute.cu) beside ATen's index_select and
+      // mul + index_add doing the same movement: 4096 tokens of DeepSeek-V3's hidden size 7168 in
+      // bf16, each sent to 8 of 256 experts. Both columns count the same bytes (rows read + written),
+      // so their ratio is the speed-up.
+      {
+        const int64_t T = opt.quick ? 1024 : 4096, D = 7168, E = 256, k = 8;
+        const Permutation perm = plan_permutation(std::get<1>(at::rand({T, E}, dev).topk(k, -1)), E);
+        const int64_t R = perm.source_token.numel();
+        const at::Tensor tok = perm.source_token_host;
+        const RowMap map = make_row_map(std::vector<int64_t>(tok.data_ptr<int64_t>(), tok.data_ptr<int64_t>() + R), T,
+                                        dev.device());
+        const at::Tensor x = at::randn({T, D}, dev).to(at::kBFloat16), rows = at::randn({R, D}, dev).to(at::kBFloat16);
+        const at::Tensor w = at::rand({R}, dev).to(at::kBFloat16);
+        const double g_bytes = 2.0 * double(rows.nbytes()), u_bytes = double(rows.nbytes() + x.nbytes());
+        const double aten_gather =
+            g_bytes / (time_ms([&] { x.index_select(0, perm.source_token); }, warm, reps) * 1e-3) / 1e9;
+        const double aten_sum = u_bytes / (time_ms([&] {
+                                             at::zeros_like(x).index_add_(0, perm.source_token, rows * w.unsqueeze(1));
+                                           }, warm, reps) * 1e-3) / 1e9;
+        row_kernels.push_back({"gather (permute)", R, D,
+                               g_bytes / (time_ms([&] { gather_rows_cuda(x, perm.source_token); }, warm, reps) * 1e-3) / 1e9,
+                               aten_gather});
+        row_kernels.push_back({"weighted sum (unpermute)", R, D,
+                               u_bytes / (time_ms([&] { sum_rows_cuda(rows, w, map.ptr, map.members); }, warm, reps) * 1e-3) / 1e9,
+                               aten_sum});
+      }
     }
 
     // Table.
@@ -251,6 +280,11 @@ int run_fp8_bench(const Fp8BenchOptions& opt, std::ostream& json_out, std::ostre
                     q.name.c_str(), (long long)q.M, (long long)q.K, q.gbps, q.copy_gbps, 100.0 * q.gbps / q.copy_gbps);
       table_out << line;
     }
+    for (const QuantRow& q : row_kernels) {
+      std::snprintf(line, sizeof line, "moe rows %-24s %6lld x %6lld: %8.1f GB/s (ATen %8.1f GB/s, %5.2fx)\n",
+                    q.name.c_str(), (long long)q.M, (long long)q.K, q.gbps, q.copy_gbps, q.gbps / q.copy_gbps);
+      table_out << line;
+    }
 
     // JSON.
     std::ostringstream js;
@@ -272,6 +306,12 @@ int run_fp8_bench(const Fp8BenchOptions& opt, std::ostream& json_out, std::ostre
       const QuantRow& q = quants[i];
       js << (i ? ", " : "") << "{\"kind\": \"" << q.name << "\", \"M\": " << q.M << ", \"K\": " << q.K
          << ", \"gbps\": " << num(q.gbps, 1) << ", \"copy_gbps\": " << num(q.copy_gbps, 1) << "}";
+    }
+    js << "], \"moe_rows\": [";
+    for (size_t i = 0; i < row_kernels.size(); ++i) {
+      const QuantRow& q = row_kernels[i];
+      js << (i ? ", " : "") << "{\"kind\": \"" << q.name << "\", \"rows\": " << q.M << ", \"d\": " << q.K
+         << ", \"gbps\": " << num(q.gbps, 1) << ", \"aten_gbps\": " << num(q.copy_gbps, 1) << "}";
     }
     js << "]}\n";
     json_out << js.str();

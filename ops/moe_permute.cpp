@@ -39,6 +39,24 @@ Permutation plan_permutation(const at::Tensor& expert_ids, int64_t n_experts, in
   return p;
 }
 
+at::Tensor long_tensor(const std::vector<int64_t>& v) { return at::tensor(v, at::kLong); }
+
+RowMap make_row_map(const std::vector<int64_t>& row_of, int64_t outputs, at::Device device) {
+  std::vector<int64_t> ptr(size_t(outputs) + 1, 0), members(row_of.size());
+  for (int64_t o : row_of) ++ptr[size_t(o) + 1];
+  for (size_t o = 0; o < size_t(outputs); ++o) ptr[o + 1] += ptr[o];
+  std::vector<int64_t> cursor(ptr.begin(), ptr.end() - 1);
+  for (size_t i = 0; i < row_of.size(); ++i) members[size_t(cursor[size_t(row_of[i])]++)] = int64_t(i);
+  if (device.is_cpu()) return {long_tensor(row_of), long_tensor(ptr), long_tensor(members)};
+  // One host-to-device copy for the three.
+  std::vector<int64_t> all(row_of);
+  all.insert(all.end(), ptr.begin(), ptr.end());
+  all.insert(all.end(), members.begin(), members.end());
+  const at::Tensor on = long_tensor(all).to(device);
+  const auto m = int64_t(row_of.size()), o = int64_t(ptr.size());
+  return {on.narrow(0, 0, m), on.narrow(0, m, o), on.narrow(0, m + o, m)};
+}
+
 at::Tensor permute(const at::Tensor& x, const Permutation& p) { return x.index_select(0, p.source_token); }
 
 at::Tensor unpermute(const at::Tensor& rows, const at::Tensor& weights, const Permutation& p, int64_t n_tokens) {

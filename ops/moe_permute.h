@@ -34,6 +34,17 @@ at::Tensor permute(const at::Tensor& x, const Permutation& p);
 // out[t] = sum of weights[r] * rows[r] over rows r of token t (dropped pairs contribute 0).
 at::Tensor unpermute(const at::Tensor& rows, const at::Tensor& weights, const Permutation& p, int64_t n_tokens);
 
+at::Tensor long_tensor(const std::vector<int64_t>& v);  // int64, CPU
+
+// A many-to-one map of source rows onto output rows, both ways: row_of[i] is the output row of
+// source row i; members[ptr[o] .. ptr[o+1]) are the source rows of output row o, ascending. All
+// int64, on the device of the rows they map (built on the host, copied there once).
+struct RowMap {
+  at::Tensor row_of, ptr, members;
+  int64_t outputs() const { return ptr.numel() - 1; }
+};
+RowMap make_row_map(const std::vector<int64_t>& row_of, int64_t outputs, at::Device device = at::kCPU);
+
 // The same row movements on CUDA as deterministic kernels (moe_permute.cu; without CUDA they
 // throw). The CPU forms and the autograd functions over both are trainer/model/moe_rows.h; these
 // give bit-identical results, grad_w excepted (a fixed tree order where the CPU sums in sequence).

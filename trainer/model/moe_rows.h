@@ -13,20 +13,15 @@
 #include <memory>
 #include <vector>
 
+#include "ops/moe_permute.h"
 #include "parallel/buffer_pool.h"
 
 namespace shoestring {
 
-at::Tensor long_tensor(const std::vector<int64_t>& v);  // int64, CPU
-
-// A many-to-one map of source rows onto output rows, both ways: row_of[i] is the output row of
-// source row i; members[ptr[o] .. ptr[o+1]) are the source rows of output row o, ascending. All
-// int64, on the device of the rows they map (built on the host, copied there once).
-struct RowMap {
-  at::Tensor row_of, ptr, members;
-  int64_t outputs() const { return ptr.numel() - 1; }
-};
-RowMap make_row_map(const std::vector<int64_t>& row_of, int64_t outputs, at::Device device = at::kCPU);
+// The maps (RowMap, make_row_map) live with the CUDA kernels in ops/moe_permute.h.
+using ops::long_tensor;
+using ops::make_row_map;
+using ops::RowMap;
 
 // rows[i] = src[map.row_of[i]]: one row per source row of the map.
 at::Tensor gather_rows(const at::Tensor& src, const RowMap& map, const std::shared_ptr<parallel::BufferPool>& pool);
