@@ -239,9 +239,7 @@ int run_fp8_bench(const Fp8BenchOptions& opt, std::ostream& json_out, std::ostre
         const int64_t T = opt.quick ? 1024 : 4096, D = 7168, E = 256, k = 8;
         const Permutation perm = plan_permutation(std::get<1>(at::rand({T, E}, dev).topk(k, -1)), E);
         const int64_t R = perm.source_token.numel();
-        const at::Tensor tok = perm.source_token_host;
-        const RowMap map = make_row_map(std::vector<int64_t>(tok.data_ptr<int64_t>(), tok.data_ptr<int64_t>() + R), T,
-                                        dev.device());
+        const RowMap map = make_row_map(perm.source_token_host, T, dev.device());
         const at::Tensor x = at::randn({T, D}, dev).to(at::kBFloat16), rows = at::randn({R, D}, dev).to(at::kBFloat16);
         const at::Tensor w = at::rand({R}, dev).to(at::kBFloat16);
         const double g_bytes = 2.0 * double(rows.nbytes()), u_bytes = double(rows.nbytes() + x.nbytes());

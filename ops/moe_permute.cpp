@@ -57,6 +57,13 @@ RowMap make_row_map(const std::vector<int64_t>& row_of, int64_t outputs, at::Dev
   return {on.narrow(0, 0, m), on.narrow(0, m, o), on.narrow(0, m + o, m)};
 }
 
+RowMap make_row_map(const at::Tensor& row_of_host, int64_t outputs, at::Device device) {
+  if (!row_of_host.device().is_cpu() || row_of_host.scalar_type() != at::kLong)
+    throw std::invalid_argument("make_row_map: row_of must be int64 on the CPU, got " + std::string(row_of_host.toString()));
+  const at::Tensor c = row_of_host.contiguous();
+  return make_row_map(std::vector<int64_t>(c.data_ptr<int64_t>(), c.data_ptr<int64_t>() + c.numel()), outputs, device);
+}
+
 at::Tensor permute(const at::Tensor& x, const Permutation& p) { return x.index_select(0, p.source_token); }
 
 at::Tensor unpermute(const at::Tensor& rows, const at::Tensor& weights, const Permutation& p, int64_t n_tokens) {

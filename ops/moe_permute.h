@@ -44,6 +44,8 @@ struct RowMap {
   int64_t outputs() const { return ptr.numel() - 1; }
 };
 RowMap make_row_map(const std::vector<int64_t>& row_of, int64_t outputs, at::Device device = at::kCPU);
+// The same from an int64 CPU tensor (e.g. Permutation::source_token_host).
+RowMap make_row_map(const at::Tensor& row_of_host, int64_t outputs, at::Device device = at::kCPU);
 
 // The same row movements on CUDA as deterministic kernels (moe_permute.cu; without CUDA they
 // throw). The CPU forms and the autograd functions over both are trainer/model/moe_rows.h; these

@@ -23,7 +23,8 @@ std::string where(int mb, int chunk) {
 
 }  // namespace
 
-PipelineExecutor::PipelineExecutor(Schedule schedule, GroupPtr pp) : schedule_(std::move(schedule)), pp_(std::move(pp)) {
+PipelineExecutor::PipelineExecutor(Schedule schedule, GroupPtr pp, bool overlap_fb)
+    : schedule_(std::move(schedule)), pp_(std::move(pp)), overlap_fb_(overlap_fb) {
   if (pp_->size() != schedule_.pp)
     throw std::invalid_argument("pipeline executor: schedule for pp=" + std::to_string(schedule_.pp) +
                                 " on a pp group of " + std::to_string(pp_->size()) + " ranks");
@@ -33,6 +34,9 @@ PipelineExecutor::PipelineExecutor(Schedule schedule, GroupPtr pp) : schedule_(s
   if (tag(true, schedule_.microbatches - 1, schedule_.stages - 1) > kMaxTag)
     throw std::invalid_argument("pipeline executor: " + std::to_string(schedule_.microbatches) + " micro-batches x " +
                                 std::to_string(schedule_.stages) + " stages exceed the MPI tag range");
+  if (overlap_fb_)
+    for (const Action& a : schedule_.actions[size_t(rank_)])
+      if (a.op == Op::FB) segmented_.insert({a.mb2, a.chunk2});
 }
 
 int PipelineExecutor::tag(bool grad, int mb, int stage) const {
@@ -47,21 +51,19 @@ void PipelineExecutor::run(const StageCallbacks& cb) {
   for (const Action& a : schedule_.actions[size_t(rank_)]) {
     const double t0 = steady_seconds();
     waited_ = 0;
+    overlapped_ = 0;
     switch (a.op) {
       case Op::F: forward(a.mb, a.chunk, cb); break;
       case Op::B: backward(a.mb, a.chunk, false, cb); break;
       case Op::I: backward(a.mb, a.chunk, true, cb); break;
       case Op::W: weight(a.mb, a.chunk); break;
-      case Op::FB:
-        forward(a.mb, a.chunk, cb);
-        backward(a.mb2, a.chunk2, false, cb);
-        break;
+      case Op::FB: forward_backward(a, cb); break;
       case Op::SendF: post_send(false, a.mb, a.chunk); continue;
       case Op::SendB: post_send(true, a.mb, a.chunk); continue;
       case Op::RecvF: post_recv(false, a.mb, a.chunk, cb); continue;
       case Op::RecvB: post_recv(true, a.mb, a.chunk, cb); continue;
     }
-    trace_.push_back({a, t0, steady_seconds(), waited_});
+    trace_.push_back({a, t0, steady_seconds(), waited_, overlapped_});
   }
   for (auto& [work, tensor] : sends_) work->wait();
   sends_.clear();
@@ -88,34 +90,78 @@ at::Tensor PipelineExecutor::take_input(std::map<Key, Pending>& posted, std::map
   return t;
 }
 
-void PipelineExecutor::forward(int mb, int chunk, const StageCallbacks& cb) {
+void PipelineExecutor::forward(int mb, int chunk, const StageCallbacks& cb, std::function<void()> in_flight) {
   const int s = schedule_.stage_of(mb, rank_, chunk);
   if (s < 0) throw std::logic_error("pipeline: " + where(mb, chunk) + " is not on rank " + std::to_string(rank_));
   at::Tensor input;
   if (s > 0) input = take_input(recv_act_, local_act_, mb, chunk, "input activation").detach().requires_grad_(true);
-  StageOutput o = cb.forward(mb, chunk, s, input);
+  const ForwardMode mode{segmented_.count({mb, chunk}) > 0, std::move(in_flight)};
+  StageOutput o = cb.forward(mb, chunk, s, input, mode);
+  if (!o.segments.empty()) {
+    // The contract of StageOutput::segments; a broken chain would backpropagate wrong gradients.
+    if (!mode.segmented || o.aux.defined() || !o.segments.back().output.is_same(o.output) ||
+        (s > 0 && !o.segments.front().input.is_same(input)))
+      throw std::logic_error("pipeline: the forward of " + where(mb, chunk) + " returned a broken segment chain");
+  }
   if (s + 1 < schedule_.stages) {
     const Hop& next = schedule_.hop(mb, s + 1);
     (next.rank == rank_ ? local_act_[{mb, next.chunk}] : out_act_[{mb, chunk}]) = o.output.detach().contiguous();
   }
-  saved_[{mb, chunk}] = {std::move(input), std::move(o.output), std::move(o.aux)};
+  saved_[{mb, chunk}] = {std::move(input), std::move(o.output), std::move(o.aux), std::move(o.segments)};
 }
 
 void PipelineExecutor::backward(int mb, int chunk, bool split, const StageCallbacks& cb) {
+  BackwardRun r = begin_backward(mb, chunk, split, cb);
+  while (backward_step(r)) {
+  }
+  end_backward(r);
+}
+
+// The backward half is set up first (its output gradient received), then the forward half runs
+// and, each time its communication is in flight, one backward segment runs; the segments left run
+// after it. Every rank of an expert-parallel group runs the same stage and schedule, so they
+// interleave alike and issue their collectives in one order (MoEImpl::forward_begin).
+void PipelineExecutor::forward_backward(const Action& a, const StageCallbacks& cb) {
+  if (!overlap_fb_) {
+    forward(a.mb, a.chunk, cb);
+    backward(a.mb2, a.chunk2, false, cb);
+    return;
+  }
+  BackwardRun r = begin_backward(a.mb2, a.chunk2, false, cb);
+  forward(a.mb, a.chunk, cb, [&] { overlapped_ += int(backward_step(r)); });
+  while (backward_step(r)) {
+  }
+  end_backward(r);
+}
+
+PipelineExecutor::BackwardRun PipelineExecutor::begin_backward(int mb, int chunk, bool split,
+                                                               const StageCallbacks& cb) {
   auto it = saved_.find({mb, chunk});
   if (it == saved_.end()) throw std::logic_error("pipeline: backward of " + where(mb, chunk) + " before its forward");
-  Saved saved = std::move(it->second);
+  BackwardRun r;
+  r.mb = mb, r.chunk = chunk, r.split = split;
+  r.saved = std::move(it->second);
   saved_.erase(it);
-  const int s = schedule_.stage_of(mb, rank_, chunk);
-  std::vector<at::Tensor> outputs{saved.output}, grads;
-  if (s + 1 < schedule_.stages) grads.push_back(take_input(recv_grad_, local_grad_, mb, chunk, "output gradient"));
-  else grads.push_back(at::ones_like(saved.output));  // the loss itself
-  if (saved.aux.defined()) {
-    outputs.push_back(saved.aux);
-    grads.push_back(at::ones_like(saved.aux));
-  }
+  r.stage = schedule_.stage_of(mb, rank_, chunk);
+  r.grad = r.stage + 1 < schedule_.stages ? take_input(recv_grad_, local_grad_, mb, chunk, "output gradient")
+                                          : at::ones_like(r.saved.output);  // the loss itself
+  r.left = r.saved.segments.empty() ? 1 : r.saved.segments.size();
   if (cb.before_backward) cb.before_backward(mb, chunk, --backwards_left_ == 0);
-  if (split) {
+  return r;
+}
+
+bool PipelineExecutor::backward_step(BackwardRun& r) {
+  if (r.left == 0) return false;
+  --r.left;
+  const bool whole = r.saved.segments.empty();
+  const at::Tensor& out = whole ? r.saved.output : r.saved.segments[r.left].output;
+  const at::Tensor& aux = whole ? r.saved.aux : r.saved.segments[r.left].aux;
+  std::vector<at::Tensor> outputs{out}, grads{r.grad};
+  if (aux.defined()) {
+    outputs.push_back(aux);
+    grads.push_back(at::ones_like(aux));
+  }
+  if (r.split) {
     ops::WeightGradStore::begin_capture();
     try {
       torch::autograd::backward(outputs, grads);
@@ -123,15 +169,27 @@ void PipelineExecutor::backward(int mb, int chunk, bool split, const StageCallba
       ops::WeightGradStore::end_capture();
       throw;
     }
-    w_[{mb, chunk}] = ops::WeightGradStore::end_capture();
+    auto& closures = w_[{r.mb, r.chunk}];
+    for (auto& fn : ops::WeightGradStore::end_capture()) closures.push_back(std::move(fn));
   } else {
     torch::autograd::backward(outputs, grads);
   }
-  if (s == 0) return;
+  if (!whole && r.left > 0) {
+    // The next segment's output gradient; an input its segment did not use gets zeros.
+    const at::Tensor& in = r.saved.segments[r.left].input;
+    r.grad = in.grad().defined() ? in.grad() : at::zeros_like(in);
+    r.saved.segments[r.left] = {};  // its graph is spent: free what it holds now
+  }
+  return true;
+}
+
+void PipelineExecutor::end_backward(BackwardRun& r) {
+  if (r.stage == 0) return;
   // An input the stage did not use gets a zero gradient rather than none.
-  at::Tensor g = saved.input.grad().defined() ? saved.input.grad() : at::zeros_like(saved.input);
-  const Hop& prev = schedule_.hop(mb, s - 1);
-  (prev.rank == rank_ ? local_grad_[{mb, prev.chunk}] : out_grad_[{mb, chunk}]) = g.contiguous();
+  const at::Tensor& input = r.saved.input;
+  at::Tensor g = input.grad().defined() ? input.grad() : at::zeros_like(input);
+  const Hop& prev = schedule_.hop(r.mb, r.stage - 1);
+  (prev.rank == rank_ ? local_grad_[{r.mb, prev.chunk}] : out_grad_[{r.mb, r.chunk}]) = g.contiguous();
 }
 
 void PipelineExecutor::weight(int mb, int chunk) {

@@ -11,7 +11,12 @@
 // if both ends of every rank pair post the pair's messages in the same order (schedule.h,
 // point_to_point_order); tests/parallel/test_pipeline_training.cpp compares the two bit for bit.
 //
-// On CPU the two halves of an overlapped FB pair run one after the other (forward first); the
+// An overlapped FB pair (DeepSeek-V3 §3.2.1, Figure 4) interleaves its halves on one thread: the
+// forward half calls `in_flight` wherever its own communication is in flight (an MoE layer's
+// dispatch and combine), and each call runs the next segment of the backward half, so the
+// exchange travels (on the comm thread, or NCCL's stream) while the other micro-batch computes.
+// This needs the backward half's forward to have been cut into segments (StageOutput::segments);
+// the executor asks for segments exactly for the (micro-batch, chunk)s that an FB backwards. The
 // action order, the communication order and the results are those of the schedule. At the end of
 // run() every stored activation, weight-gradient closure and message has been consumed, or
 // run() throws std::logic_error naming what was left (a schedule bug, never silently ignored).
@@ -19,6 +24,7 @@
 
 #include <functional>
 #include <map>
+#include <set>
 #include <utility>
 #include <vector>
 
@@ -28,18 +34,37 @@
 
 namespace shoestring::parallel {
 
+// One separately backwardable piece of a stage's forward: `output` (and `aux`, when defined)
+// depend on the model's parameters and on `input` only, a leaf that requires grad (undefined for
+// a first piece that reads no activation, e.g. the embedding).
+struct Segment {
+  at::Tensor input, output, aux;
+};
+
 // What a chunk's forward produced for one micro-batch: `output` is sent on to the next stage (or,
 // on the route's last stage, is the scalar loss to backpropagate); `aux`, when defined, is a
 // scalar this stage adds to the loss itself (e.g. its MoE balance loss), backpropagated with it.
+// `segments`, when the forward was asked for them and is not empty: the forward as a chain, each
+// segment's input a detached copy of the previous one's output; the first segment's input is the
+// stage's input, the last one's output is `output`, and `aux` stays undefined (each segment
+// carries its own). Backward then runs one segment at a time, from the last.
 struct StageOutput {
   at::Tensor output;
   at::Tensor aux;
+  std::vector<Segment> segments;
+};
+
+// How a chunk's forward is run: `segmented`: cut it into segments (above); `in_flight`, when set:
+// to be called wherever the forward has its own communication in flight, to do other work meanwhile.
+struct ForwardMode {
+  bool segmented = false;
+  std::function<void()> in_flight;
 };
 
 struct StageCallbacks {
   // Forward of micro-batch `mb` on local chunk `chunk` (model stage `stage`). `input` is the
   // activation from the previous stage (a leaf that requires grad), undefined on stage 0.
-  std::function<StageOutput(int mb, int chunk, int stage, const at::Tensor& input)> forward;
+  std::function<StageOutput(int mb, int chunk, int stage, const at::Tensor& input, const ForwardMode& mode)> forward;
   // An uninitialised tensor shaped like the activation entering `stage` for `mb` (receive buffer).
   std::function<at::Tensor(int mb, int stage)> activation_buffer;
   // Optional: called before each backward (B, I, or FB's backward half) of (mb, chunk); `last`
@@ -49,15 +74,18 @@ struct StageCallbacks {
 
 // When each compute action ran (steady-clock seconds), for `bench pipeline`; `wait` is the part of
 // [start, end] spent waiting for a received input, so the compute time is end - start - wait.
+// `overlapped` (FB only): backward segments run while the forward half's communication was in flight.
 struct ExecutedAction {
   Action action;
   double start = 0, end = 0, wait = 0;
+  int overlapped = 0;
 };
 
 class PipelineExecutor {
  public:
   // `pp`: the pipeline group (rank r = schedule rank r). The schedule must be valid.
-  PipelineExecutor(Schedule schedule, GroupPtr pp);
+  // `overlap_fb` false: an FB pair runs its forward, then its backward whole (parallel.overlap_fb).
+  PipelineExecutor(Schedule schedule, GroupPtr pp, bool overlap_fb = true);
 
   void run(const StageCallbacks& cb);
 
@@ -71,14 +99,27 @@ class PipelineExecutor {
     at::Tensor input;    // the leaf the stage's input gradient lands in (undefined on stage 0)
     at::Tensor output;   // what backward starts from
     at::Tensor aux;
+    std::vector<Segment> segments;
+  };
+  // A backward in progress, one segment (or the whole graph) per step.
+  struct BackwardRun {
+    int mb = 0, chunk = 0, stage = 0;
+    bool split = false;
+    Saved saved;
+    at::Tensor grad;  // of the output of the next segment to run
+    size_t left = 0;  // segments still to run (1 for an unsegmented forward)
   };
   struct Pending {
     at::Tensor buffer;
     WorkPtr work;
   };
 
-  void forward(int mb, int chunk, const StageCallbacks& cb);
+  void forward(int mb, int chunk, const StageCallbacks& cb, std::function<void()> in_flight = {});
   void backward(int mb, int chunk, bool split, const StageCallbacks& cb);
+  void forward_backward(const Action& a, const StageCallbacks& cb);
+  BackwardRun begin_backward(int mb, int chunk, bool split, const StageCallbacks& cb);
+  bool backward_step(BackwardRun& r);  // runs one segment; false once none is left
+  void end_backward(BackwardRun& r);
   void weight(int mb, int chunk);
   void post_recv(bool grad, int mb, int chunk, const StageCallbacks& cb);
   void post_send(bool grad, int mb, int chunk);
@@ -91,6 +132,9 @@ class PipelineExecutor {
   GroupPtr pp_;
   int rank_ = 0;
   bool order_matched_ = false;  // SHOESTRING_P2P_ORDER_MATCHED: one tag for every message
+  bool overlap_fb_ = true;
+  std::set<Key> segmented_;  // (mb, chunk)s backwarded by an FB: their forward is cut into segments
+  int overlapped_ = 0;       // within the current action
   int backwards_left_ = 0;
   double waited_ = 0;  // within the current action
   std::map<Key, Saved> saved_;                       // forwarded, not yet backwarded

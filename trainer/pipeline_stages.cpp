@@ -199,15 +199,58 @@ bool stage_uses(const StageSpan& span, const std::string& name, const ModelConfi
   return span.head;  // final_norm, head, mtp.*
 }
 
+namespace {
+
+parallel::StageOutput segmented_stage_forward(model::TransformerImpl& net, const StageSpan& span,
+                                              const at::Tensor& input, const at::Tensor& tokens,
+                                              const at::Tensor& targets, const model::LossWeights& w, double scale,
+                                              model::LossBreakdown& losses, const std::function<void()>& in_flight) {
+  parallel::StageOutput o;
+  // Each segment reads a detached copy of the previous output, so its graph ends at that leaf.
+  auto next_input = [&] {
+    if (o.segments.empty()) return input;
+    return o.segments.back().output.detach().requires_grad_(true);
+  };
+  if (span.embed) o.segments.push_back({at::Tensor(), net.embed(tokens), {}});
+  for (int64_t i = span.first; i < span.last; ++i) {
+    parallel::Segment seg{next_input(), {}, {}};
+    const size_t before = losses.moe.size();
+    seg.output = net.run_blocks(seg.input, i, i + 1, &losses.moe, in_flight);
+    if (w.balance_alpha > 0 && losses.moe.size() > before)
+      seg.aux = w.balance_alpha * losses.moe.back().balance_loss / scale;
+    o.segments.push_back(std::move(seg));
+  }
+  if (span.head) {
+    // The head's segment: main + lambda * MTP + alpha * the balance of the MTP modules' MoE layers.
+    model::LossBreakdown head;
+    parallel::Segment seg{next_input(), {}, {}};
+    net.head_losses(seg.input, tokens, targets, w, head);
+    model::TransformerImpl::add_balance(head, w);
+    seg.output = head.total / scale;
+    losses.main = head.main;
+    losses.mtp = head.mtp;
+    losses.moe.insert(losses.moe.end(), head.moe.begin(), head.moe.end());
+    o.segments.push_back(std::move(seg));
+  }
+  model::TransformerImpl::add_balance(losses, w);  // the reported balance (losses.total is not backpropagated)
+  if (o.segments.empty()) return {input, {}, {}};   // a stage without blocks passes its input on
+  o.output = o.segments.back().output;
+  return o;
+}
+
+}  // namespace
+
 parallel::StageOutput stage_forward(model::TransformerImpl& net, const StageSpan& span, const at::Tensor& input,
                                     const at::Tensor& tokens, const at::Tensor& targets,
-                                    const model::LossWeights& w, double scale, model::LossBreakdown& losses) {
+                                    const model::LossWeights& w, double scale, model::LossBreakdown& losses,
+                                    const parallel::ForwardMode& mode) {
+  if (mode.segmented) return segmented_stage_forward(net, span, input, tokens, targets, w, scale, losses, mode.in_flight);
   at::Tensor x = span.embed ? net.embed(tokens) : input;
-  x = net.run_blocks(x, span.first, span.last, &losses.moe);
+  x = net.run_blocks(x, span.first, span.last, &losses.moe, mode.in_flight);
   if (span.head) net.head_losses(x, tokens, targets, w, losses);
   model::TransformerImpl::add_balance(losses, w);
-  if (span.head) return {losses.total / scale, {}};
-  return {x, losses.total.defined() ? losses.total / scale : at::Tensor()};
+  if (span.head) return {losses.total / scale, {}, {}};
+  return {x, losses.total.defined() ? losses.total / scale : at::Tensor(), {}};
 }
 
 }  // namespace shoestring

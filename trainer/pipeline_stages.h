@@ -48,8 +48,12 @@ bool stage_uses(const StageSpan& span, const std::string& name, const ModelConfi
 // first); `scale` divides every loss (1 / micro-batches). The last stage returns its loss (main +
 // lambda * MTP + alpha * balance of its MoE layers) and fills `losses`; other stages return their
 // activation and, with a balance loss, alpha * the balance of their MoE layers as aux.
+// mode.segmented: the stage as a chain of segments (the embedding, each block, the head; each
+// block's segment carries its alpha * balance / scale as aux, the head's loss the rest), the same
+// gradients as one piece; mode.in_flight is passed to each MoE block (BlockImpl::forward).
 parallel::StageOutput stage_forward(model::TransformerImpl& net, const StageSpan& span, const at::Tensor& input,
                                     const at::Tensor& tokens, const at::Tensor& targets,
-                                    const model::LossWeights& w, double scale, model::LossBreakdown& losses);
+                                    const model::LossWeights& w, double scale, model::LossBreakdown& losses,
+                                    const parallel::ForwardMode& mode = {});
 
 }  // namespace shoestring

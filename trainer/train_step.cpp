@@ -91,14 +91,15 @@ StepTotals forward_backward(TrainSetup& s, const Config& cfg, const std::vector<
   std::vector<double> sums(4, 0.0);
   std::vector<at::Tensor> load(s.updater.routers.n_routers);
   parallel::StageCallbacks callbacks;
-  callbacks.forward = [&](int mb, int chunk, int, const at::Tensor& input) {
+  callbacks.forward = [&](int mb, int chunk, int, const at::Tensor& input, const parallel::ForwardMode& mode) {
     const StageSpan& span = plan.chunks[size_t(chunk)];
     model::LossBreakdown lb;
     parallel::StageOutput o = stage_forward(*net, span, input, batches[size_t(mb)].inputs,
-                                            batches[size_t(mb)].targets, weights, double(accum), lb);
+                                            batches[size_t(mb)].targets, weights, double(accum), lb, mode);
     if (poison && mb == 0) {  // the loss, or on an earlier stage the activation it comes from
       const double nan = std::nan("");
       o.output = o.output * nan;
+      if (!o.segments.empty()) o.segments.back().output = o.output;
       if (span.head) lb.main = lb.main * nan;
       poison = false;
     }

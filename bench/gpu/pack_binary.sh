@@ -6,7 +6,8 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 DEST=$ROOT/.carry/gpu-run
 rm -rf "$DEST" && mkdir -p "$DEST/lib"
-bins=("$ROOT/build/bin/shoestring" "$ROOT/build/tests/test_fp8_gpu" "$ROOT/build/tests/test_nccl_gpu")
+bins=("$ROOT/build/bin/shoestring" "$ROOT/build/tests/test_fp8_gpu" "$ROOT/build/tests/test_nccl_gpu"
+  "$ROOT/build/tests/test_moe_rows_gpu")
 for b in "${bins[@]}"; do
   [[ -x $b ]] || { echo "pack_binary.sh: missing $b (build it first)" >&2; exit 1; }
   strip -o "$DEST/$(basename "$b")" "$b"

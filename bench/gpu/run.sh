@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Every GPU check of the project in one call (issue 12), for a lent GPU machine with a few minutes of
-# device time: the gpu-labelled tests, `shoestring bench fp8`, the SASS of our WGMMA kernel and an
+# device time: the gpu-labelled tests (FP8 kernels, MoE row kernels), `shoestring bench fp8`, the SASS of our WGMMA kernel and an
 # ncu profile of it, the end-to-end small-moe benchmark against PyTorch eager (bench/gpu/train_e2e.sh), the NCCL backend on
 # one GPU, and compute-sanitizer (memcheck, racecheck: GEMMs, then quantizers) on the kernel tests.
 #
@@ -16,7 +16,8 @@
 # step, so a cut-off run still returns what it did).
 # Environment: OUT (default /tmp/out), BUDGET_S (default 480), SKIP (space-separated step names),
 # SHOESTRING_GPU_RUN (carried folder). Exit status: number of failed steps. About 6 minutes with
-# every step on an H100 (356 s on 2026-11-26; the end-to-end step is about 4 of them).
+# every step on an H100 (356 s on 2026-11-26, before the row-kernel steps; the end-to-end step is about 4
+# of them).
 set -uo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 OUT=${OUT:-/tmp/out}
@@ -80,6 +81,12 @@ grep -E "\[measured\]|^\[  (FAILED|PASSED|SKIPPED) +\] [0-9]+ test|^\[  FAILED" 
 # A skip means this machine offered no usable GPU: for this script that is a failure.
 if grep -q "SKIPPED \]" "$LOGS/gpu-tests.log" 2>/dev/null; then log "FAIL  gpu tests skipped"; FAILED=$((FAILED + 1)); fi
 
+# 1b. The expert layout's row kernels (permute, gate-weighted unpermute, its backward) against the
+# CPU's, bit for bit, and run to run.
+step rows-test 60 "${OURS[@]}" "$CARRY/test_moe_rows_gpu"
+grep -E "^\[  (FAILED|PASSED|SKIPPED) +\] [0-9]+ test|^\[  FAILED" "$LOGS/rows-test.log" | tee -a "$SUMMARY"
+if grep -q "SKIPPED \]" "$LOGS/rows-test.log" 2>/dev/null; then log "FAIL  rows tests skipped"; FAILED=$((FAILED + 1)); fi
+
 # 2. Did the WGMMA kernel compile to Hopper's tensor-core instructions (QGMMA), without local memory?
 step sass 30 bash -c "cuobjdump -sass '$CARRY/test_fp8_gpu' | awk '/Function :/{f = /wgmma/} f' >'$LOGS/wgmma.sass'
   echo \"QGMMA instructions: \$(grep -c QGMMA '$LOGS/wgmma.sass'); local-memory ops: \$(grep -cE 'LDL|STL' '$LOGS/wgmma.sass')\"
@@ -115,6 +122,9 @@ cat "$LOGS/bench-comm-nccl.log" >>"$SUMMARY" 2>/dev/null
 SAN_FILTER='Fp8Gpu.Quantizers*:Fp8Gpu.Dense*:Fp8Gpu.Grouped*:Fp8Gpu.PackedFp8*'
 step memcheck 120 "${OURS[@]}" compute-sanitizer --tool memcheck --error-exitcode 3 "$CARRY/test_fp8_gpu" --gtest_filter="$SAN_FILTER"
 grep -E "ERROR SUMMARY" "$LOGS/memcheck.log" 2>/dev/null | tee -a "$SUMMARY"
+step memcheck-rows 60 "${OURS[@]}" compute-sanitizer --tool memcheck --error-exitcode 3 "$CARRY/test_moe_rows_gpu" \
+  --gtest_filter='Dtypes/MoeRowsGpu.*'
+grep -E "ERROR SUMMARY" "$LOGS/memcheck-rows.log" 2>/dev/null | tee -a "$SUMMARY"
 # racecheck is slow (over 120 s for all of SAN_FILTER on an H100): the GEMM tests by default.
 step racecheck 120 "${OURS[@]}" compute-sanitizer --tool racecheck --error-exitcode 3 "$CARRY/test_fp8_gpu" \
   --gtest_filter="${RACE_FILTER:-Fp8Gpu.Dense*:Fp8Gpu.Grouped*}"

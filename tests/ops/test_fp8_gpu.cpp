@@ -13,6 +13,7 @@
 
 #include "ops/calc_diff.h"
 #include "ops/cuda_runtime.h"
+#include "tests/gpu_skip.h"
 #include "ops/fp8_blas_baseline.h"
 #include "ops/fp8_gemm.h"
 #include "ops/fp8_linear.h"
@@ -29,7 +30,7 @@ using namespace shoestring::ops;
 class Fp8Gpu : public ::testing::Test {
  protected:
   void SetUp() override {
-    if (!cuda_status().available) GTEST_SKIP() << "no GPU: " << cuda_status().reason;
+    SHOESTRING_SKIP_WITHOUT_GPU();
   }
   static at::Tensor cuda(const at::Tensor& t) { return t.to(at::Device(at::kCUDA, 0)); }
   static Fp8Tensor to_cpu(const Fp8Tensor& q) { return {q.data.cpu(), q.scale.cpu(), q.block_rows}; }

@@ -20,6 +20,7 @@
 #include <thread>
 
 #include "ops/cuda_runtime.h"
+#include "tests/gpu_skip.h"
 #include "parallel/comm_bench.h"
 #include "parallel/nccl_group.h"
 #include "parallel/process_group.h"
@@ -90,7 +91,7 @@ TEST(NcclLibrary, LoadsOrSaysWhy) {
 // bench comm --backend nccl as one process (no MPI: the local world group bootstraps NCCL): every
 // line holds our time and the raw NCCL call's, both measured.
 TEST(NcclBenchComm, RawNcclBaselineOnEveryLine) {
-  if (!ops::cuda_status().available) GTEST_SKIP() << "no GPU: " << ops::cuda_status().reason;
+  SHOESTRING_SKIP_WITHOUT_GPU();
   if (const std::string info = nccl_library_info(); info.find("built without") != std::string::npos) GTEST_SKIP() << info;
   CommBenchOptions o;
   o.backend = "nccl";
@@ -131,7 +132,7 @@ constexpr int kWorldRank = 5;  // the bootstrap's global rank: shows up in world
 class NcclGpu : public ::testing::Test {
  protected:
   void SetUp() override {
-    if (!ops::cuda_status().available) GTEST_SKIP() << "no GPU: " << ops::cuda_status().reason;
+    SHOESTRING_SKIP_WITHOUT_GPU();
     const std::string info = nccl_library_info();
     if (info.find("built without") != std::string::npos) GTEST_SKIP() << info;
     std::cout << info << "\n";

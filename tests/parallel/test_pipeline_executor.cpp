@@ -1,10 +1,14 @@
-// The pipeline executor on a toy model, under mpirun with 2 ranks (pp = 2): stage s maps
-// x -> tanh(x W_s) + x, the last stage adds the loss sum(y^2) / micro-batches. Under every schedule
-// the weight gradients summed over the ranks holding each stage equal those of plain autograd
-// through the whole chain in one process (float64, 1e-13: only the order in which micro-batches
-// accumulate differs), the deferred-W path is exercised through a weight-gradient-store-aware op,
-// and every step ends with nothing left over. A schedule that never runs a deferred W, or one
-// that sends what was never computed, is refused with the executor's message.
+// The pipeline executor on a toy model, under mpirun with 2 ranks (pp = 2): stage s is two layers
+// x -> tanh(x W_s) + x, each adding 0.01 sum(its output) / micro-batches to the loss (as an MoE
+// layer adds its balance loss), and the last stage adds sum(y^2) / micro-batches. Under every
+// schedule the weight gradients summed over the ranks holding each stage equal those of plain
+// autograd through the whole chain in one process (float64, 1e-13: only the order in which
+// micro-batches accumulate differs), the deferred-W path is exercised through a
+// weight-gradient-store-aware op, and every step ends with nothing left over. DualPipe's FB pairs
+// run interleaved (each forward calls its in-flight hook between its layers, which runs one
+// backward segment of the other micro-batch) and, with overlap off, one after the other: both
+// give those gradients. A schedule that never runs a deferred W, one that sends what was never
+// computed, or a forward that returns a broken segment chain, is refused with the executor's message.
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 #include <torch/csrc/autograd/custom_function.h>
@@ -58,37 +62,81 @@ std::vector<at::Tensor> make_weights(int stages) {
   return w;
 }
 
+constexpr double kAux = 0.01;
+
 // Plain autograd through the whole chain, every micro-batch.
 std::vector<at::Tensor> reference_grads(int stages, int microbatches) {
   std::vector<at::Tensor> w = make_weights(stages);
   for (int mb = 0; mb < microbatches; ++mb) {
-    at::Tensor x = input_of(mb);
-    for (int s = 0; s < stages; ++s) x = stage_fn(x, w[size_t(s)]);
-    (x.pow(2).sum() / double(microbatches)).backward();
+    at::Tensor x = input_of(mb), loss = at::zeros({}, at::kDouble);
+    for (int s = 0; s < stages; ++s)
+      for (int layer = 0; layer < 2; ++layer) {
+        x = stage_fn(x, w[size_t(s)]);
+        loss = loss + kAux * x.sum() / double(microbatches);
+      }
+    (loss + x.pow(2).sum() / double(microbatches)).backward();
   }
   std::vector<at::Tensor> g;
   for (auto& t : w) g.push_back(t.grad());
   return g;
 }
 
+// One stage of the toy for one micro-batch, whole or as two segments (one per layer).
+parallel::StageOutput toy_stage(const at::Tensor& input, const at::Tensor& x0, const at::Tensor& w, bool last, int m,
+                                const parallel::ForwardMode& mode) {
+  const at::Tensor y1 = stage_fn(x0, w);
+  if (mode.in_flight) mode.in_flight();
+  const at::Tensor aux1 = kAux * y1.sum() / double(m);
+  if (!mode.segmented) {
+    at::Tensor y2 = stage_fn(y1, w);
+    const at::Tensor aux = aux1 + kAux * y2.sum() / double(m);
+    if (last) return {y2.pow(2).sum() / double(m) + aux, {}, {}};
+    return {y2, aux, {}};
+  }
+  parallel::Segment first{input, y1, aux1};
+  const at::Tensor leaf = y1.detach().requires_grad_(true);
+  const at::Tensor y2 = stage_fn(leaf, w);
+  parallel::Segment second{leaf, last ? y2.pow(2).sum() / double(m) : y2, kAux * y2.sum() / double(m)};
+  return {second.output, {}, {first, second}};
+}
+
 // Runs `s` on this rank; returns, per model stage, the gradient this rank accumulated (zeros
 // where it holds none).
-std::vector<at::Tensor> run_schedule(const parallel::Schedule& s) {
+std::vector<at::Tensor> run_schedule(const parallel::Schedule& s, bool overlap_fb = true,
+                                     std::vector<parallel::ExecutedAction>* trace = nullptr) {
   std::vector<at::Tensor> w = make_weights(s.stages);  // every rank makes all; uses its own
-  parallel::PipelineExecutor ex(s, test_world());
+  parallel::PipelineExecutor ex(s, test_world(), overlap_fb);
   parallel::StageCallbacks cb;
-  cb.forward = [&](int mb, int chunk, int stage, const at::Tensor& input) {
+  cb.forward = [&](int mb, int chunk, int stage, const at::Tensor& input, const parallel::ForwardMode& mode) {
     EXPECT_EQ(stage, s.stage_of(mb, ex.rank(), chunk));
     const at::Tensor x = stage == 0 ? input_of(mb) : input;
-    at::Tensor y = stage_fn(x, w[size_t(s.model_stage(ex.rank(), chunk))]);
-    if (stage == s.stages - 1) y = y.pow(2).sum() / double(s.microbatches);
-    return parallel::StageOutput{y, {}};
+    return toy_stage(input, x, w[size_t(s.model_stage(ex.rank(), chunk))], stage == s.stages - 1, s.microbatches,
+                     mode);
   };
   cb.activation_buffer = [](int, int) { return at::empty({kRows, kDim}, at::kDouble); };
   ex.run(cb);
+  if (trace) *trace = ex.trace();
   std::vector<at::Tensor> g;
   for (auto& t : w) g.push_back(t.grad().defined() ? t.grad() : at::zeros_like(t));
   return g;
+}
+
+void expect_reference_grads(const parallel::Schedule& s, std::vector<at::Tensor> mine, const std::string& what) {
+  const std::vector<at::Tensor> ref = reference_grads(s.stages, s.microbatches);
+  for (int st = 0; st < s.stages; ++st) {
+    at::Tensor g = mine[size_t(st)].contiguous();
+    test_world()->all_reduce(g)->wait();  // each stage's copies (DualPipe: two) summed
+    EXPECT_LE((g - ref[size_t(st)]).abs().max().item<double>(), 1e-13)
+        << what << " M=" << s.microbatches << " stage " << st;
+  }
+}
+
+parallel::Schedule schedule_of(const std::string& name, int microbatches) {
+  parallel::ScheduleOptions o;
+  o.name = name;
+  o.pp = 2;
+  o.microbatches = microbatches;
+  return parallel::make_schedule(o);
 }
 
 class ExecutorSchedules : public ::testing::TestWithParam<std::string> {};
@@ -96,18 +144,27 @@ class ExecutorSchedules : public ::testing::TestWithParam<std::string> {};
 TEST_P(ExecutorSchedules, GradientsMatchPlainAutograd) {
   if (test_world()->size() != 2) GTEST_SKIP() << "runs on 2 ranks";
   for (int microbatches : {4, 6}) {
-    parallel::ScheduleOptions o;
-    o.name = GetParam();
-    o.pp = 2;
-    o.microbatches = microbatches;
-    const parallel::Schedule s = parallel::make_schedule(o);
-    std::vector<at::Tensor> mine = run_schedule(s);
-    const std::vector<at::Tensor> ref = reference_grads(s.stages, microbatches);
-    for (int st = 0; st < s.stages; ++st) {
-      at::Tensor g = mine[size_t(st)].contiguous();
-      test_world()->all_reduce(g)->wait();  // each stage's copies (DualPipe: two) summed
-      EXPECT_LE((g - ref[size_t(st)]).abs().max().item<double>(), 1e-13)
-          << o.name << " M=" << microbatches << " stage " << st;
+    const parallel::Schedule s = schedule_of(GetParam(), microbatches);
+    expect_reference_grads(s, run_schedule(s), GetParam());
+  }
+}
+
+// DualPipe's FB pairs: interleaved, every pair runs one of its backward's two segments while its
+// forward is between layers (the hook), the other after; not interleaved, none. Same gradients.
+TEST(PipelineExecutor, OverlappedPairsInterleaveTheirHalvesWithTheSameGradients) {
+  if (test_world()->size() != 2) GTEST_SKIP() << "runs on 2 ranks";
+  for (const char* name : {"dualpipe", "dualpipev"}) {
+    const parallel::Schedule s = schedule_of(name, 8);
+    for (bool overlap : {true, false}) {
+      std::vector<parallel::ExecutedAction> trace;
+      expect_reference_grads(s, run_schedule(s, overlap, &trace), std::string(name) + (overlap ? "" : " not overlapped"));
+      int pairs = 0;
+      for (const auto& a : trace) {
+        if (a.action.op != parallel::Op::FB) continue;
+        ++pairs;
+        EXPECT_EQ(a.overlapped, overlap ? 1 : 0) << name << " " << parallel::to_string(a.action);
+      }
+      EXPECT_GT(pairs, 0) << name << " rank " << test_world()->rank() << " ran no FB pair";
     }
   }
 }
@@ -117,11 +174,7 @@ INSTANTIATE_TEST_SUITE_P(Pipeline, ExecutorSchedules,
 
 TEST(PipelineExecutor, RefusesLeftoverDeferredWeightGradients) {
   if (test_world()->size() != 2) GTEST_SKIP() << "runs on 2 ranks";
-  parallel::ScheduleOptions o;
-  o.name = "zb1p";
-  o.pp = 2;
-  o.microbatches = 4;
-  parallel::Schedule s = parallel::make_schedule(o);
+  parallel::Schedule s = schedule_of("zb1p", 4);
   // Drop every W on both ranks: I runs, its closures are stored and never consumed.
   for (auto& actions : s.actions) std::erase_if(actions, [](const parallel::Action& a) { return a.op == parallel::Op::W; });
   try {
@@ -136,11 +189,7 @@ TEST(PipelineExecutor, RefusesLeftoverDeferredWeightGradients) {
 
 TEST(PipelineExecutor, RefusesSendingWhatWasNotComputed) {
   if (test_world()->size() != 2) GTEST_SKIP() << "runs on 2 ranks";
-  parallel::ScheduleOptions o;
-  o.name = "1f1b";
-  o.pp = 2;
-  o.microbatches = 2;
-  parallel::Schedule s = parallel::make_schedule(o);
+  parallel::Schedule s = schedule_of("1f1b", 2);
   auto& r0 = s.actions[0];
   // Move rank 0's first SendF before the forward that produces it.
   auto send = std::find_if(r0.begin(), r0.end(), [](const parallel::Action& a) { return a.op == parallel::Op::SendF; });
@@ -151,7 +200,7 @@ TEST(PipelineExecutor, RefusesSendingWhatWasNotComputed) {
   if (test_world()->rank() == 0) {
     parallel::PipelineExecutor ex(s, test_world());
     parallel::StageCallbacks cb;
-    cb.forward = [](int, int, int, const at::Tensor&) { return parallel::StageOutput{}; };
+    cb.forward = [](int, int, int, const at::Tensor&, const parallel::ForwardMode&) { return parallel::StageOutput{}; };
     cb.activation_buffer = [](int, int) { return at::empty({kRows, kDim}, at::kDouble); };
     try {
       ex.run(cb);
@@ -159,6 +208,35 @@ TEST(PipelineExecutor, RefusesSendingWhatWasNotComputed) {
     } catch (const std::logic_error& e) {
       EXPECT_NE(std::string(e.what()).find("before it was computed"), std::string::npos) << e.what();
     }
+  }
+  test_world()->barrier()->wait();
+}
+
+// The executor asks for segments only where it backwards in them, and checks the chain it gets:
+// a forward that returns segments unasked is refused before anything runs on them.
+TEST(PipelineExecutor, RefusesSegmentsItDidNotAskFor) {
+  if (test_world()->size() != 2) GTEST_SKIP() << "runs on 2 ranks";
+  parallel::Schedule s = schedule_of("1f1b", 2);
+  const std::vector<at::Tensor> w = make_weights(s.stages);
+  if (test_world()->rank() == 0) {
+    s.actions[0].resize(1);  // rank 0 alone runs its first action, F0 of stage 0: no message involved
+    ASSERT_EQ(s.actions[0][0].op, parallel::Op::F);
+    parallel::PipelineExecutor ex(s, test_world());
+    parallel::StageCallbacks cb;
+    cb.forward = [&](int mb, int, int, const at::Tensor& input, const parallel::ForwardMode& mode) {
+      EXPECT_FALSE(mode.segmented);
+      parallel::ForwardMode unasked = mode;
+      unasked.segmented = true;
+      return toy_stage(input, input_of(mb), w[0], false, s.microbatches, unasked);
+    };
+    cb.activation_buffer = [](int, int) { return at::empty({kRows, kDim}, at::kDouble); };
+    std::string error;
+    try {
+      ex.run(cb);
+    } catch (const std::logic_error& e) {
+      error = e.what();
+    }
+    EXPECT_NE(error.find("broken segment chain"), std::string::npos) << "accepted, or: " << error;
   }
   test_world()->barrier()->wait();
 }

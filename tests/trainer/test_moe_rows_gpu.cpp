@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "ops/cuda_runtime.h"
+#include "tests/gpu_skip.h"
 #include "ops/moe_permute.h"
 #include "parallel/buffer_pool.h"
 #include "trainer/model/expert_dispatch.h"
@@ -55,9 +56,7 @@ std::vector<int64_t> shuffled_map(int64_t outputs) {
 // (dtype, row width, rows start 16-byte aligned)
 class MoeRowsGpu : public ::testing::TestWithParam<std::tuple<at::ScalarType, int64_t, bool>> {
  protected:
-  void SetUp() override {
-    if (!ops::cuda_status().available) GTEST_SKIP() << "no GPU: " << ops::cuda_status().reason;
-  }
+  void SetUp() override { SHOESTRING_SKIP_WITHOUT_GPU(); }
 };
 
 TEST_P(MoeRowsGpu, ForwardAndRowGradientsMatchTheCpuBitForBit) {
@@ -143,9 +142,7 @@ INSTANTIATE_TEST_SUITE_P(Dtypes, MoeRowsGpu,
 
 class MoeRowsGpuLarge : public ::testing::Test {
  protected:
-  void SetUp() override {
-    if (!ops::cuda_status().available) GTEST_SKIP() << "no GPU: " << ops::cuda_status().reason;
-  }
+  void SetUp() override { SHOESTRING_SKIP_WITHOUT_GPU(); }
 };
 
 // A DeepSeek-like fan-in (8 experts per token) at a size where ATen's index_add, with its atomics,
@@ -155,9 +152,8 @@ TEST_F(MoeRowsGpuLarge, WeightedSumIsReproducibleAndEqualsTheCpu) {
   const int64_t tokens = 2048, k = 8, d = 1024, experts = 64;
   const at::Tensor ids = std::get<1>(at::rand({tokens, experts}).topk(k, -1));
   const ops::Permutation perm = ops::plan_permutation(ids, experts);
-  const at::Tensor tok = perm.source_token_host;
-  const std::vector<int64_t> row_of(tok.data_ptr<int64_t>(), tok.data_ptr<int64_t>() + tok.numel());
-  const at::Tensor rows = at::randn({tok.numel(), d}).to(at::kBFloat16), w = at::rand({tok.numel()}).to(at::kBFloat16);
+  const at::Tensor& row_of = perm.source_token_host;
+  const at::Tensor rows = at::randn({row_of.numel(), d}).to(at::kBFloat16), w = at::rand({row_of.numel()}).to(at::kBFloat16);
   const RowMap gpu_map = make_row_map(row_of, tokens, kGpu);
   const at::Tensor a = ops::sum_rows_cuda(rows.to(kGpu), w.to(kGpu), gpu_map.ptr, gpu_map.members);
   const at::Tensor b = ops::sum_rows_cuda(rows.to(kGpu), w.to(kGpu), gpu_map.ptr, gpu_map.members);

@@ -37,10 +37,7 @@ std::unique_ptr<DispatchInFlight> LocalDispatcher::begin(const at::Tensor& token
   // index_select and a bfloat16 index_add, which sums bfloat16 in bfloat16; on CUDA without the
   // atomics of index_add, so the same bits every run. The map is built on the host from the
   // plan's host copy of the row tokens, so building it does not wait for the GPU.
-  const at::Tensor source = perm.source_token_host.contiguous();
-  d->token_map =
-      make_row_map(std::vector<int64_t>(source.data_ptr<int64_t>(), source.data_ptr<int64_t>() + source.numel()),
-                   tokens.size(0), tokens.device());
+  d->token_map = make_row_map(perm.source_token_host, tokens.size(0), tokens.device());
   d->rows = gather_rows(tokens, d->token_map, pool());
   d->n = tokens.size(0);
   d->gates = gates;

@@ -27,11 +27,18 @@ BlockImpl::BlockImpl(const ModelConfig& cfg, bool use_moe) {
   else mlp_ = register_module("mlp", SwiGLU(cfg.d_model, cfg.intermediate_size, cfg.init_std, cfg.n_layers));
 }
 
-at::Tensor BlockImpl::forward(const at::Tensor& x, const RotaryTables& rope, std::vector<MoEStats>* stats) {
+at::Tensor BlockImpl::forward(const at::Tensor& x, const RotaryTables& rope, std::vector<MoEStats>* stats,
+                             const std::function<void()>& in_flight) {
   const at::Tensor a = attn_norm_->forward(x);
   const at::Tensor h = x + (mla_ ? mla_->forward(a, rope) : gqa_->forward(a, rope));
   const at::Tensor f = mlp_norm_->forward(h);
-  return h + (moe ? moe->forward(f, stats) : mlp_->forward(f));
+  if (!moe) return h + mlp_->forward(f);
+  if (!in_flight) return h + moe->forward(f, stats);
+  MoEInFlight s = moe->forward_begin(f, stats);
+  in_flight();
+  moe->forward_experts(s);
+  in_flight();
+  return h + moe->forward_end(s);
 }
 
 MTPModuleImpl::MTPModuleImpl(const ModelConfig& cfg) {
@@ -66,8 +73,10 @@ at::Tensor TransformerImpl::embed(const at::Tensor& tokens) {
   return at::embedding(tok_embed_, tokens).to(compute_dtype_);
 }
 
-at::Tensor TransformerImpl::run_blocks(at::Tensor x, int64_t first, int64_t last, std::vector<MoEStats>* stats) {
-  for (int64_t i = first; i < last; ++i) x = blocks_[size_t(i)]->as<BlockImpl>()->forward(x, rope_, stats);
+at::Tensor TransformerImpl::run_blocks(at::Tensor x, int64_t first, int64_t last, std::vector<MoEStats>* stats,
+                                       const std::function<void()>& in_flight) {
+  for (int64_t i = first; i < last; ++i)
+    x = blocks_[size_t(i)]->as<BlockImpl>()->forward(x, rope_, stats, in_flight);
   return x;
 }
 

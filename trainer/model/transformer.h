@@ -5,6 +5,8 @@
 // Layers: embedding -> n_layers blocks [norm -> attention (GQA or MLA) -> residual; norm -> FFN
 // (dense SwiGLU for the first n_dense_layers, else MoE) -> residual] -> norm -> head, plus
 // mtp_depth multi-token-prediction modules (DeepSeek-V3 §2.2) used only in training.
+#include <functional>
+
 #include <torch/nn/module.h>
 #include <torch/nn/modules/container/modulelist.h>
 
@@ -21,7 +23,10 @@ class BlockImpl : public torch::nn::Module {
  public:
   // moe: whether this block's feed-forward is a MoE layer (else dense SwiGLU).
   BlockImpl(const ModelConfig& cfg, bool moe);
-  at::Tensor forward(const at::Tensor& x, const RotaryTables& rope, std::vector<MoEStats>* stats);
+  // in_flight, when set, is called while the MoE layer's dispatch and again while its combine is
+  // in flight (MoEImpl::forward_begin): a pipeline overlaps another micro-batch's work there.
+  at::Tensor forward(const at::Tensor& x, const RotaryTables& rope, std::vector<MoEStats>* stats,
+                     const std::function<void()>& in_flight = {});
 
   MoE moe{nullptr};
 
@@ -80,7 +85,8 @@ class TransformerImpl : public torch::nn::Module {
   // The pieces losses() is made of, for pipeline stages that each run a contiguous part of it:
   // embed -> run_blocks over [0, n_layers) -> head_losses -> add_balance.
   at::Tensor embed(const at::Tensor& tokens);
-  at::Tensor run_blocks(at::Tensor x, int64_t first, int64_t last, std::vector<MoEStats>* stats);
+  at::Tensor run_blocks(at::Tensor x, int64_t first, int64_t last, std::vector<MoEStats>* stats,
+                        const std::function<void()>& in_flight = {});
   // From the main model's final hidden states h: out.main, out.mtp and out.total = main +
   // lambda * mtp; the MTP blocks' MoE stats are appended to out.moe.
   void head_losses(const at::Tensor& h, const at::Tensor& tokens, const at::Tensor& targets, const LossWeights& w,
