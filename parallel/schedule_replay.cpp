@@ -68,9 +68,12 @@ double action_cost(const std::vector<std::vector<ActionCosts>>& table, int rank,
     case Op::W: return c.w;
     case Op::FB: {
       // The pair's two halves may belong to chunks of different cost: F&B scales with them,
-      // keeping the forward chunk's overlap ratio fb / (f + b).
+      // keeping the forward chunk's overlap ratio fb / (f + b), or the backward chunk's where the
+      // forward chunk costs nothing (an empty stage): a pair is never cheaper for that.
       const ActionCosts& other = table[size_t(rank)][size_t(a.chunk2)];
-      return c.f + c.b > 0 ? c.fb * (c.f + other.b) / (c.f + c.b) : c.fb;
+      const double own = c.f + c.b, theirs = other.f + other.b;
+      const double ratio = own > 0 ? c.fb / own : theirs > 0 ? other.fb / theirs : 1;
+      return ratio * (c.f + other.b);
     }
     default: return 0;
   }

@@ -301,6 +301,26 @@ TEST(ScheduleSimulator, OverlappedPairsCostWhatTheirHalvesCost) {
   EXPECT_GT(pairs, 0u);
 }
 
+// A stage may hold no blocks (more stages than blocks, or a split that leaves one empty): a pair
+// whose forward half is such a chunk still costs its backward half, at the backward chunk's
+// overlap ratio, never nothing (a free pair once made the partitioner pile every block on one rank).
+TEST(ScheduleSimulator, APairWithAnEmptyForwardChunkCostsItsBackward) {
+  const auto v = make("dualpipev", 2, 8);
+  const sp::ActionCosts empty{0, 0, 0, 0, 0}, heavy{1, 2, 1, 2.4, 0};
+  const auto sim = sp::simulate(v, {{heavy, empty}, {empty, heavy}});
+  size_t pairs = 0;
+  for (size_t r = 0; r < sim.timeline.size(); ++r)
+    for (const auto& t : sim.timeline[r]) {
+      if (t.action.op != sp::Op::FB) continue;
+      ++pairs;
+      const bool forward_heavy = (r == 0) == (t.action.chunk == 0), backward_heavy = (r == 0) == (t.action.chunk2 == 0);
+      // 0.8 x (F of the forward chunk + B of the backward chunk)
+      EXPECT_NEAR(t.end - t.start, 0.8 * ((forward_heavy ? 1 : 0) + (backward_heavy ? 2 : 0)), 1e-12)
+          << "rank " << r << " " << sp::to_string(t.action);
+    }
+  EXPECT_GT(pairs, 0u);
+}
+
 TEST(ScheduleRender, TextAndSvg) {
   const auto s = make("dualpipe", 4, 8);
   const auto sim = sp::simulate(s, sp::ActionCosts{});

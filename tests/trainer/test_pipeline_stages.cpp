@@ -110,9 +110,12 @@ TEST(PipelineStages, WhichStageNeedsWhichTensor) {
 namespace {
 
 // Several chunks per rank: the split is chosen by the simulated step, never worse than the
-// stage-balanced one (what a single-chunk schedule gets) and, for the V, strictly better here.
+// stage-balanced one (what a single-chunk schedule gets) beyond the partitioner's 1% tolerance
+// and, for the V, strictly better here; the ranks' loads stay within 25% of each other.
 TEST(PipelineStages, MultiChunkSplitsFollowTheSimulatedStep) {
-  const ModelConfig m = moe_model(8, 1);
+  // configs/tiny-moe.yaml with 8 blocks: its head (vocabulary 257) costs less than two blocks.
+  ModelConfig tiny = load_config({SHOESTRING_SOURCE_DIR "/configs/tiny-moe.yaml"}, {"model.n_layers=8"}).model;
+  for (const ModelConfig& m : {moe_model(8, 1), tiny}) {
   const std::vector<double> c = layer_flops(m, 64);
   auto step = [&](const parallel::Schedule& s, const std::vector<StageSpan>& spans) {
     std::vector<std::vector<parallel::ActionCosts>> costs(size_t(s.pp));
@@ -133,10 +136,23 @@ TEST(PipelineStages, MultiChunkSplitsFollowTheSimulatedStep) {
     const parallel::Schedule s = parallel::make_schedule(o);
     const auto chosen = partition_stages(m, 64, s.stages, {}, &s);
     const auto stage_balanced = partition_stages(m, 64, s.stages, {});
-    EXPECT_LE(step(s, chosen), step(s, stage_balanced)) << name << ": " << describe(chosen);
+    // Within the 1% the partitioner trades for a cheaper most expensive stage.
+    EXPECT_LE(step(s, chosen), 1.01 * step(s, stage_balanced)) << name << ": " << describe(chosen);
     if (std::string(name) == "dualpipev") {  // rank 0 holds the embedding and the head
       EXPECT_LT(step(s, chosen), step(s, stage_balanced)) << describe(chosen) << " vs " << describe(stage_balanced);
     }
+    // The ranks' loads stay close: the simulator once priced a pair whose forward half was an
+    // empty stage at nothing, and the V then put 7 of 8 blocks on one rank.
+    std::vector<double> load(size_t(s.pp), 0);
+    for (int r = 0; r < s.pp; ++r)
+      for (int ch = 0; ch < s.chunks; ++ch) {
+        const StageSpan& sp = chosen[size_t(s.model_stage(r, ch))];
+        load[size_t(r)] += (sp.embed ? c.front() : 0) + (sp.head ? c.back() : 0);
+        for (int64_t i = sp.first; i < sp.last; ++i) load[size_t(r)] += c[size_t(i) + 1];
+      }
+    EXPECT_LE(*std::max_element(load.begin(), load.end()), 1.25 * *std::min_element(load.begin(), load.end()))
+        << name << " vocab " << m.vocab_size << ": " << describe(chosen);
+  }
   }
 }
 
