@@ -99,9 +99,13 @@ void PipelineExecutor::forward(int mb, int chunk, const StageCallbacks& cb, std:
   StageOutput o = cb.forward(mb, chunk, s, input, mode);
   if (!o.segments.empty()) {
     // The contract of StageOutput::segments; a broken chain would backpropagate wrong gradients.
-    if (!mode.segmented || o.aux.defined() || !o.segments.back().output.is_same(o.output) ||
-        (s > 0 && !o.segments.front().input.is_same(input)))
-      throw std::logic_error("pipeline: the forward of " + where(mb, chunk) + " returned a broken segment chain");
+    const auto& last = o.segments.back().outputs;
+    const auto& first = o.segments.front().inputs;
+    bool ok = mode.segmented && !o.aux.defined() && last.size() == 1 && last[0].is_same(o.output) &&
+              (s > 0 ? first.size() == 1 && first[0].is_same(input) : first.empty());
+    for (size_t i = 1; ok && i < o.segments.size(); ++i)
+      ok = o.segments[i].link || o.segments[i].inputs.size() == o.segments[i - 1].outputs.size();
+    if (!ok) throw std::logic_error("pipeline: the forward of " + where(mb, chunk) + " returned a broken segment chain");
   }
   if (s + 1 < schedule_.stages) {
     const Hop& next = schedule_.hop(mb, s + 1);
@@ -143,8 +147,8 @@ PipelineExecutor::BackwardRun PipelineExecutor::begin_backward(int mb, int chunk
   r.saved = std::move(it->second);
   saved_.erase(it);
   r.stage = schedule_.stage_of(mb, rank_, chunk);
-  r.grad = r.stage + 1 < schedule_.stages ? take_input(recv_grad_, local_grad_, mb, chunk, "output gradient")
-                                          : at::ones_like(r.saved.output);  // the loss itself
+  r.grads = {r.stage + 1 < schedule_.stages ? take_input(recv_grad_, local_grad_, mb, chunk, "output gradient")
+                                            : at::ones_like(r.saved.output)};  // the loss itself
   r.left = r.saved.segments.empty() ? 1 : r.saved.segments.size();
   if (cb.before_backward) cb.before_backward(mb, chunk, --backwards_left_ == 0);
   return r;
@@ -153,32 +157,53 @@ PipelineExecutor::BackwardRun PipelineExecutor::begin_backward(int mb, int chunk
 bool PipelineExecutor::backward_step(BackwardRun& r) {
   if (r.left == 0) return false;
   --r.left;
-  const bool whole = r.saved.segments.empty();
-  const at::Tensor& out = whole ? r.saved.output : r.saved.segments[r.left].output;
-  const at::Tensor& aux = whole ? r.saved.aux : r.saved.segments[r.left].aux;
-  std::vector<at::Tensor> outputs{out}, grads{r.grad};
-  if (aux.defined()) {
-    outputs.push_back(aux);
-    grads.push_back(at::ones_like(aux));
+  if (r.pending) {
+    const double t0 = steady_seconds();
+    r.grads = r.pending();
+    r.pending = {};
+    waited_ += steady_seconds() - t0;
   }
-  if (r.split) {
-    ops::WeightGradStore::begin_capture();
-    try {
-      torch::autograd::backward(outputs, grads);
-    } catch (...) {
-      ops::WeightGradStore::end_capture();
-      throw;
+  const bool whole = r.saved.segments.empty();
+  Segment one;
+  if (whole) one = {{}, {r.saved.output}, r.saved.aux, {}};
+  Segment& seg = whole ? one : r.saved.segments[r.left];
+  if (r.grads.size() != seg.outputs.size())
+    throw std::logic_error("pipeline: backward of " + where(r.mb, r.chunk) + " has " + std::to_string(r.grads.size()) +
+                           " gradients for a segment of " + std::to_string(seg.outputs.size()) + " outputs");
+  std::vector<at::Tensor> outputs, grads;
+  for (size_t i = 0; i < seg.outputs.size(); ++i)
+    if ((whole || seg.outputs[i].requires_grad()) && r.grads[i].defined()) {
+      outputs.push_back(seg.outputs[i]);
+      grads.push_back(r.grads[i]);
     }
-    auto& closures = w_[{r.mb, r.chunk}];
-    for (auto& fn : ops::WeightGradStore::end_capture()) closures.push_back(std::move(fn));
-  } else {
-    torch::autograd::backward(outputs, grads);
+  if (seg.aux.defined() && seg.aux.requires_grad()) {
+    outputs.push_back(seg.aux);
+    grads.push_back(at::ones_like(seg.aux));
+  }
+  if (!outputs.empty()) {
+    if (r.split) {
+      ops::WeightGradStore::begin_capture();
+      try {
+        torch::autograd::backward(outputs, grads);
+      } catch (...) {
+        ops::WeightGradStore::end_capture();
+        throw;
+      }
+      auto& closures = w_[{r.mb, r.chunk}];
+      for (auto& fn : ops::WeightGradStore::end_capture()) closures.push_back(std::move(fn));
+    } else {
+      torch::autograd::backward(outputs, grads);
+    }
+  } else if (r.split) {
+    w_[{r.mb, r.chunk}];  // the W of this backward finds its (empty) closures
   }
   if (!whole && r.left > 0) {
-    // The next segment's output gradient; an input its segment did not use gets zeros.
-    const at::Tensor& in = r.saved.segments[r.left].input;
-    r.grad = in.grad().defined() ? in.grad() : at::zeros_like(in);
-    r.saved.segments[r.left] = {};  // its graph is spent: free what it holds now
+    // The previous segment's output gradients; an input its segment did not use gets zeros.
+    std::vector<at::Tensor> in_grads;
+    for (const at::Tensor& in : seg.inputs) in_grads.push_back(in.grad().defined() ? in.grad() : at::zeros_like(in));
+    if (seg.link) r.pending = seg.link(std::move(in_grads));
+    else r.grads = std::move(in_grads);
+    seg = {};  // its graph is spent: free what it holds now
   }
   return true;
 }

@@ -14,10 +14,12 @@
 // An overlapped FB pair (DeepSeek-V3 §3.2.1, Figure 4) interleaves its halves on one thread: the
 // forward half calls `in_flight` wherever its own communication is in flight (an MoE layer's
 // dispatch and combine), and each call runs the next segment of the backward half, so the
-// exchange travels (on the comm thread, or NCCL's stream) while the other micro-batch computes.
-// This needs the backward half's forward to have been cut into segments (StageOutput::segments);
-// the executor asks for segments exactly for the (micro-batch, chunk)s that an FB backwards. The
-// action order, the communication order and the results are those of the schedule. At the end of
+// exchange travels (on the comm thread, or NCCL's stream) while the other micro-batch computes;
+// a link between two backward segments (an exchange's reverse) travels while the forward half
+// computes. This needs the backward half's forward to have been cut into segments
+// (StageOutput::segments); the executor asks for segments exactly for the (micro-batch, chunk)s
+// that an FB backwards. The action order, the communication order and the results are those of
+// the schedule. At the end of
 // run() every stored activation, weight-gradient closure and message has been consumed, or
 // run() throws std::logic_error naming what was left (a schedule bug, never silently ignored).
 #include <ATen/core/Tensor.h>
@@ -31,23 +33,18 @@
 #include "ops/weight_grad_store.h"
 #include "parallel/process_group.h"
 #include "parallel/schedule.h"
+#include "parallel/segment.h"
 
 namespace shoestring::parallel {
-
-// One separately backwardable piece of a stage's forward: `output` (and `aux`, when defined)
-// depend on the model's parameters and on `input` only, a leaf that requires grad (undefined for
-// a first piece that reads no activation, e.g. the embedding).
-struct Segment {
-  at::Tensor input, output, aux;
-};
 
 // What a chunk's forward produced for one micro-batch: `output` is sent on to the next stage (or,
 // on the route's last stage, is the scalar loss to backpropagate); `aux`, when defined, is a
 // scalar this stage adds to the loss itself (e.g. its MoE balance loss), backpropagated with it.
-// `segments`, when the forward was asked for them and is not empty: the forward as a chain, each
-// segment's input a detached copy of the previous one's output; the first segment's input is the
-// stage's input, the last one's output is `output`, and `aux` stays undefined (each segment
-// carries its own). Backward then runs one segment at a time, from the last.
+// `segments`, when the forward was asked for them and is not empty: the forward as a chain of
+// segments (segment.h), each reading leaves made from the previous one's outputs; the first
+// segment's inputs are {the stage's input} (none on stage 0), the last one's outputs {`output`},
+// and `aux` stays undefined (each segment carries its own). Backward then runs one segment at a
+// time, from the last, each link started after its segment and waited for before the next.
 struct StageOutput {
   at::Tensor output;
   at::Tensor aux;
@@ -106,8 +103,9 @@ class PipelineExecutor {
     int mb = 0, chunk = 0, stage = 0;
     bool split = false;
     Saved saved;
-    at::Tensor grad;  // of the output of the next segment to run
-    size_t left = 0;  // segments still to run (1 for an unsegmented forward)
+    std::vector<at::Tensor> grads;  // of the outputs of the next segment to run...
+    GradsFuture pending;            // ...or, while set, still on their way (a link in flight)
+    size_t left = 0;                // segments still to run (1 for an unsegmented forward)
   };
   struct Pending {
     at::Tensor buffer;

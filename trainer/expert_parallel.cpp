@@ -26,6 +26,8 @@ namespace {
 // in flight (the step's wait turns each into its autograd node).
 struct EpInFlight final : model::DispatchInFlight {
   model::LocalExperts experts;
+  bool cut = false;                      // exchanges out of autograd (EpDispatcher::begin)
+  at::Tensor sent_x, sent_meta, sent_partial;  // with cut: what left, attached to the graph
   RowMap token_map;  // send row -> its token
   std::vector<int64_t> send_counts, recv_counts;
   parallel::AllToAllVInFlight rows, meta;  // dispatch: token rows; gates and chosen mask
@@ -39,7 +41,7 @@ struct EpInFlight final : model::DispatchInFlight {
 
 std::unique_ptr<model::DispatchInFlight> EpDispatcher::begin(const at::Tensor& tokens, const at::Tensor& gates,
                                                              const ops::Permutation& perm,
-                                                             const model::LocalExperts& experts) {
+                                                             const model::LocalExperts& experts, bool cut) {
   const int64_t n = tokens.size(0), per_rank = experts.count;
   const int ranks = ep_->size();
   if (per_rank * ranks != experts.total)
@@ -92,10 +94,12 @@ std::unique_ptr<model::DispatchInFlight> EpDispatcher::begin(const at::Tensor& t
       at::cat({gate_rows.view({s, per_rank}), mask_rows.to(dev, gates.scalar_type())}, 1);
   auto d = std::make_unique<EpInFlight>();
   d->experts = experts;
+  d->cut = cut && at::GradMode::is_enabled();
   d->token_map = make_row_map(send_token, n, dev);
   const at::Tensor send_x = gather_rows(tokens, d->token_map, pool_);
 
   // The counts size the receive buffers, so they are waited for; the rows are not.
+  auto travel = [&d](const at::Tensor& t) { return d->cut ? t.detach() : t; };
   d->send_counts = std::move(send_counts);
   d->recv_counts = parallel::exchange_counts(*ep_, d->send_counts, dev);
   if (dispatch_dtype_ == EpDispatchDtype::kFp8) {
@@ -109,21 +113,29 @@ std::unique_ptr<model::DispatchInFlight> EpDispatcher::begin(const at::Tensor& t
     const at::Tensor payload = ops::pack_fp8_rows(send_x);
     d->row_bytes = payload.size(1);
     d->rows = parallel::all_to_all_v_start_encoded(
-        send_x, payload, [width, dtype](const at::Tensor& got) { return ops::unpack_fp8_rows(got, width, dtype); },
-        ep_, d->send_counts, d->recv_counts, pool_);
+        travel(send_x), payload,
+        [width, dtype](const at::Tensor& got) { return ops::unpack_fp8_rows(got, width, dtype); }, ep_,
+        d->send_counts, d->recv_counts, pool_);
   } else {
     d->row_bytes = send_x.size(1) * int64_t(send_x.element_size());
-    d->rows = parallel::all_to_all_v_start(send_x, ep_, d->send_counts, d->recv_counts, pool_);
+    d->rows = parallel::all_to_all_v_start(travel(send_x), ep_, d->send_counts, d->recv_counts, pool_);
   }
-  d->meta = parallel::all_to_all_v_start(send_meta, ep_, d->send_counts, d->recv_counts);
+  d->meta = parallel::all_to_all_v_start(travel(send_meta), ep_, d->send_counts, d->recv_counts);
+  if (d->cut) d->sent_x = send_x, d->sent_meta = send_meta;
   d->sent = s;
   return d;
 }
 
 void EpDispatcher::run_experts(model::DispatchInFlight& in_flight) {
   EpInFlight& d = model::next_step<EpInFlight>(in_flight, 1, "EpDispatcher::run_experts");
-  const at::Tensor recv_x = d.rows.wait();
-  const at::Tensor recv_meta = d.meta.wait();
+  at::Tensor recv_x = d.rows.wait();
+  at::Tensor recv_meta = d.meta.wait();
+  if (d.cut) {
+    recv_x = recv_x.detach().requires_grad_(true);
+    recv_meta = recv_meta.detach().requires_grad_(true);
+    d.cuts.push_back({{d.sent_x, d.sent_meta}, {recv_x, recv_meta}, reverse_exchange(d.send_counts, d.recv_counts)});
+    d.sent_x = d.sent_meta = at::Tensor();
+  }
   const int64_t r = recv_x.size(0), per_rank = d.experts.count;
   const at::Device dev = recv_x.device();
 
@@ -154,13 +166,19 @@ void EpDispatcher::run_experts(model::DispatchInFlight& in_flight) {
   const at::Tensor partial = weighted_sum_rows(out, w, row_map, pool_);
 
   // Combine: one row back per received row, summed into its token by the sender (end).
-  d.combined = parallel::all_to_all_v_start(partial, ep_, d.recv_counts, d.send_counts, pool_);
+  d.combined = parallel::all_to_all_v_start(d.cut ? partial.detach() : partial, ep_, d.recv_counts, d.send_counts, pool_);
+  if (d.cut) d.sent_partial = partial;
   d.received = r;
 }
 
 at::Tensor EpDispatcher::end(model::DispatchInFlight& in_flight) {
   EpInFlight& d = model::next_step<EpInFlight>(in_flight, 2, "EpDispatcher::end");
-  const at::Tensor back = d.combined.wait();
+  at::Tensor back = d.combined.wait();
+  if (d.cut) {
+    back = back.detach().requires_grad_(true);
+    d.cuts.push_back({{d.sent_partial}, {back}, reverse_exchange(d.recv_counts, d.send_counts)});
+    d.sent_partial = at::Tensor();
+  }
   if (at::GradMode::is_enabled()) {
     traffic_.sent += d.sent;
     traffic_.received += d.received;
@@ -168,6 +186,23 @@ at::Tensor EpDispatcher::end(model::DispatchInFlight& in_flight) {
     traffic_.received_bytes += d.received * d.row_bytes;
   }
   return sum_rows(back, d.token_map, pool_);
+}
+
+parallel::SegmentLink EpDispatcher::reverse_exchange(std::vector<int64_t> sent_counts,
+                                                     std::vector<int64_t> received_counts) const {
+  // The forward sent sent_counts[j] rows to member j and received received_counts[j] from it: the
+  // gradients go back the other way, every tensor of the exchange in its order.
+  return [group = ep_, pool = pool_, sent_counts = std::move(sent_counts),
+          received_counts = std::move(received_counts)](std::vector<at::Tensor> grads) -> parallel::GradsFuture {
+    auto back = std::make_shared<std::vector<parallel::AllToAllVInFlight>>();
+    for (const at::Tensor& g : grads)
+      back->push_back(parallel::all_to_all_v_start(g.contiguous(), group, received_counts, sent_counts, pool));
+    return [back] {
+      std::vector<at::Tensor> out;
+      for (auto& x : *back) out.push_back(x.wait());
+      return out;
+    };
+  };
 }
 
 EpTraffic EpDispatcher::take_traffic() {

@@ -38,14 +38,20 @@ class EpDispatcher : public model::ExpertDispatcher {
   // for them, runs the local experts, starts the reverse all-to-all-v of the gate-weighted sums.
   // end: waits for those and sums them per token. Backward runs the same exchanges in reverse.
   // Each step issues its collectives when called: see MoEImpl::forward_begin for the order rule.
+  // With `cut` (and grad mode on) the three exchanges travel detached from the graph: the rows
+  // and gates arrive as leaves, the combined rows too, and DispatchInFlight::cuts gets the
+  // dispatch (rows and gates) and the combine, whose reverse exchanges the caller starts.
   std::unique_ptr<model::DispatchInFlight> begin(const at::Tensor& tokens, const at::Tensor& gates,
-                                                 const ops::Permutation& perm,
-                                                 const model::LocalExperts& experts) override;
+                                                 const ops::Permutation& perm, const model::LocalExperts& experts,
+                                                 bool cut = false) override;
   void run_experts(model::DispatchInFlight& d) override;
   at::Tensor end(model::DispatchInFlight& d) override;
   EpTraffic take_traffic();  // what was counted since the last call
 
  private:
+  // The reverse of one cut exchange that sent sent_counts[j] rows to each member j and received
+  // received_counts[j] (ExchangeCut::reverse).
+  parallel::SegmentLink reverse_exchange(std::vector<int64_t> sent_counts, std::vector<int64_t> received_counts) const;
   parallel::GroupPtr ep_;
   EpDispatchDtype dispatch_dtype_;
   std::shared_ptr<parallel::BufferPool> pool_;  // the big row buffers, reused across calls

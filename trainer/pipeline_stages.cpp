@@ -206,35 +206,35 @@ parallel::StageOutput segmented_stage_forward(model::TransformerImpl& net, const
                                               const at::Tensor& targets, const model::LossWeights& w, double scale,
                                               model::LossBreakdown& losses, const std::function<void()>& in_flight) {
   parallel::StageOutput o;
-  // Each segment reads a detached copy of the previous output, so its graph ends at that leaf.
+  // Each block reads a detached copy of the previous block's output, so its graph ends at that leaf.
   auto next_input = [&] {
     if (o.segments.empty()) return input;
-    return o.segments.back().output.detach().requires_grad_(true);
+    return o.segments.back().outputs.at(0).detach().requires_grad_(true);
   };
-  if (span.embed) o.segments.push_back({at::Tensor(), net.embed(tokens), {}});
+  if (span.embed) o.segments.push_back({{}, {net.embed(tokens)}, {}, {}});
   for (int64_t i = span.first; i < span.last; ++i) {
-    parallel::Segment seg{next_input(), {}, {}};
     const size_t before = losses.moe.size();
-    seg.output = net.run_blocks(seg.input, i, i + 1, &losses.moe, in_flight);
+    std::vector<parallel::Segment> block = net.block_segments(i, next_input(), &losses.moe, in_flight);
+    // The balance loss's graph (the router) lies in the block's first segment.
     if (w.balance_alpha > 0 && losses.moe.size() > before)
-      seg.aux = w.balance_alpha * losses.moe.back().balance_loss / scale;
-    o.segments.push_back(std::move(seg));
+      block.front().aux = w.balance_alpha * losses.moe.back().balance_loss / scale;
+    for (auto& seg : block) o.segments.push_back(std::move(seg));
   }
   if (span.head) {
     // The head's segment: main + lambda * MTP + alpha * the balance of the MTP modules' MoE layers.
     model::LossBreakdown head;
-    parallel::Segment seg{next_input(), {}, {}};
-    net.head_losses(seg.input, tokens, targets, w, head);
+    const at::Tensor x = next_input();
+    net.head_losses(x, tokens, targets, w, head);
     model::TransformerImpl::add_balance(head, w);
-    seg.output = head.total / scale;
+    o.segments.push_back({{x}, {head.total / scale}, {}, {}});
     losses.main = head.main;
     losses.mtp = head.mtp;
     losses.moe.insert(losses.moe.end(), head.moe.begin(), head.moe.end());
-    o.segments.push_back(std::move(seg));
   }
   model::TransformerImpl::add_balance(losses, w);  // the reported balance (losses.total is not backpropagated)
   if (o.segments.empty()) return {input, {}, {}};   // a stage without blocks passes its input on
-  o.output = o.segments.back().output;
+  // On stage 0 the embedding's segment reads no activation: no inputs.
+  o.output = o.segments.back().outputs.at(0);
   return o;
 }
 

@@ -99,7 +99,7 @@ StepTotals forward_backward(TrainSetup& s, const Config& cfg, const std::vector<
     if (poison && mb == 0) {  // the loss, or on an earlier stage the activation it comes from
       const double nan = std::nan("");
       o.output = o.output * nan;
-      if (!o.segments.empty()) o.segments.back().output = o.output;
+      if (!o.segments.empty()) o.segments.back().outputs = {o.output};
       if (span.head) lb.main = lb.main * nan;
       poison = false;
     }

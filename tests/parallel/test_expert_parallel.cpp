@@ -80,8 +80,8 @@ struct Scenario {
 class QuantizedLocalDispatcher final : public model::ExpertDispatcher {
  public:
   std::unique_ptr<model::DispatchInFlight> begin(const at::Tensor& tokens, const at::Tensor& gates,
-                                                 const ops::Permutation& perm,
-                                                 const model::LocalExperts& experts) override {
+                                                 const ops::Permutation& perm, const model::LocalExperts& experts,
+                                                 bool) override {
     const at::Tensor x = tokens.detach();
     const at::Tensor q = ops::dequantize(ops::quantize_1x128(x)).to(x.scalar_type());
     return local_.begin(tokens + (q - x), gates, perm, experts);

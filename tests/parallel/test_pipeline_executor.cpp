@@ -6,8 +6,8 @@
 // micro-batches accumulate differs), the deferred-W path is exercised through a
 // weight-gradient-store-aware op, and every step ends with nothing left over. DualPipe's FB pairs
 // run interleaved (each forward calls its in-flight hook between its layers, which runs one
-// backward segment of the other micro-batch) and, with overlap off, one after the other: both
-// give those gradients. A schedule that never runs a deferred W, one that sends what was never
+// backward segment of the other micro-batch; the segments are joined by a link, as an exchange
+// would join them) and, with overlap off, one after the other: both give those gradients. A schedule that never runs a deferred W, one that sends what was never
 // computed, or a forward that returns a broken segment chain, is refused with the executor's message.
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
@@ -81,6 +81,8 @@ std::vector<at::Tensor> reference_grads(int stages, int microbatches) {
   return g;
 }
 
+int g_links_started = 0, g_links_waited = 0;
+
 // One stage of the toy for one micro-batch, whole or as two segments (one per layer).
 parallel::StageOutput toy_stage(const at::Tensor& input, const at::Tensor& x0, const at::Tensor& w, bool last, int m,
                                 const parallel::ForwardMode& mode) {
@@ -93,11 +95,21 @@ parallel::StageOutput toy_stage(const at::Tensor& input, const at::Tensor& x0, c
     if (last) return {y2.pow(2).sum() / double(m) + aux, {}, {}};
     return {y2, aux, {}};
   }
-  parallel::Segment first{input, y1, aux1};
+  parallel::Segment first{input.defined() ? std::vector<at::Tensor>{input} : std::vector<at::Tensor>{}, {y1}, aux1, {}};
   const at::Tensor leaf = y1.detach().requires_grad_(true);
   const at::Tensor y2 = stage_fn(leaf, w);
-  parallel::Segment second{leaf, last ? y2.pow(2).sum() / double(m) : y2, kAux * y2.sum() / double(m)};
-  return {second.output, {}, {first, second}};
+  parallel::Segment second{{leaf}, {last ? y2.pow(2).sum() / double(m) : y2}, kAux * y2.sum() / double(m), {}};
+  // Its input's gradient reaches the first segment through a link, as after an exchange: started
+  // when the segment is done, waited for before the next.
+  second.link = [](std::vector<at::Tensor> g) -> parallel::GradsFuture {
+    ++g_links_started;
+    return [g] {
+      ++g_links_waited;
+      return g;
+    };
+  };
+  const at::Tensor out = second.outputs[0];
+  return {out, {}, {first, second}};
 }
 
 // Runs `s` on this rank; returns, per model stage, the gradient this rank accumulated (zeros
@@ -156,6 +168,7 @@ TEST(PipelineExecutor, OverlappedPairsInterleaveTheirHalvesWithTheSameGradients)
   for (const char* name : {"dualpipe", "dualpipev"}) {
     const parallel::Schedule s = schedule_of(name, 8);
     for (bool overlap : {true, false}) {
+      g_links_started = g_links_waited = 0;
       std::vector<parallel::ExecutedAction> trace;
       expect_reference_grads(s, run_schedule(s, overlap, &trace), std::string(name) + (overlap ? "" : " not overlapped"));
       int pairs = 0;
@@ -165,6 +178,9 @@ TEST(PipelineExecutor, OverlappedPairsInterleaveTheirHalvesWithTheSameGradients)
         EXPECT_EQ(a.overlapped, overlap ? 1 : 0) << name << " " << parallel::to_string(a.action);
       }
       EXPECT_GT(pairs, 0) << name << " rank " << test_world()->rank() << " ran no FB pair";
+      // One link per segmented backward (the forwards FB pairs backward), each waited for once.
+      EXPECT_EQ(g_links_started, overlap ? pairs : 0) << name;
+      EXPECT_EQ(g_links_waited, g_links_started) << name;
     }
   }
 }

@@ -29,7 +29,7 @@ const std::shared_ptr<parallel::BufferPool>& LocalDispatcher::pool() {
 }
 
 std::unique_ptr<DispatchInFlight> LocalDispatcher::begin(const at::Tensor& tokens, const at::Tensor& gates,
-                                                         const ops::Permutation& perm, const LocalExperts& experts) {
+                                                         const ops::Permutation& perm, const LocalExperts& experts, bool) {
   if (experts.first != 0 || experts.count != experts.total)
     throw std::logic_error("MoE layer holds a shard of its experts but has no expert dispatcher");
   auto d = std::make_unique<LocalInFlight>();

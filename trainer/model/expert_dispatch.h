@@ -20,6 +20,7 @@
 
 #include "ops/moe_permute.h"
 #include "parallel/buffer_pool.h"
+#include "parallel/segment.h"
 
 namespace shoestring::model {
 
@@ -33,11 +34,24 @@ struct LocalExperts {
   std::function<at::Tensor(const at::Tensor& rows, const std::vector<int64_t>& counts)> run;
 };
 
+// An exchange that a cut dispatch (ExpertDispatcher::begin's `cut`) took out of autograd: `sent`
+// left this process as tensors of the graph (outputs of the piece before the exchange), `received`
+// arrived as fresh leaves (inputs of the piece after it). `reverse` starts sending the received
+// leaves' gradients back, in their order, and its future gives the sent tensors' gradients, in
+// theirs. Each process must start every reverse exchange of its group in one order (the ep rule).
+struct ExchangeCut {
+  std::vector<at::Tensor> sent, received;
+  parallel::SegmentLink reverse;
+};
+
 // One dispatch between its steps: whatever the dispatcher keeps (buffers, exchanges in flight).
 // The model only carries it from step to step.
 class DispatchInFlight {
  public:
   virtual ~DispatchInFlight() = default;
+  // After end(), for a cut dispatch that exchanged: its exchanges in forward order (the
+  // dispatch, then the combine); empty otherwise.
+  std::vector<ExchangeCut> cuts;
   // Would the next step find its data arrived (no wait for communication)? Never blocks; for
   // schedulers that pick what to run next, and for the overlap test.
   virtual bool ready() const = 0;
@@ -61,9 +75,12 @@ class ExpertDispatcher {
  public:
   virtual ~ExpertDispatcher() = default;
   // tokens: [N, d]; gates: [N, k] (differentiable); perm: the plan over all `experts.total`
-  // experts, capacity already applied. The dispatch keeps what it needs of them.
+  // experts, capacity already applied. The dispatch keeps what it needs of them. `cut`: take the
+  // exchanges out of autograd (DispatchInFlight::cuts) for a caller that backwards the pieces
+  // between them itself; a dispatcher that exchanges nothing ignores it.
   virtual std::unique_ptr<DispatchInFlight> begin(const at::Tensor& tokens, const at::Tensor& gates,
-                                                  const ops::Permutation& perm, const LocalExperts& experts) = 0;
+                                                  const ops::Permutation& perm, const LocalExperts& experts,
+                                                  bool cut = false) = 0;
   virtual void run_experts(DispatchInFlight& d) = 0;
   // [N, d]: for each token the sum over its kept pairs of gate * expert(token).
   virtual at::Tensor end(DispatchInFlight& d) = 0;
@@ -85,7 +102,8 @@ class ExpertDispatcher {
 class LocalDispatcher final : public ExpertDispatcher {
  public:
   std::unique_ptr<DispatchInFlight> begin(const at::Tensor& tokens, const at::Tensor& gates,
-                                          const ops::Permutation& perm, const LocalExperts& experts) override;
+                                          const ops::Permutation& perm, const LocalExperts& experts,
+                                          bool cut = false) override;
   void run_experts(DispatchInFlight& d) override;
   at::Tensor end(DispatchInFlight& d) override;
 

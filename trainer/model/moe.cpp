@@ -41,7 +41,7 @@ void MoEImpl::check_step(const MoEInFlight& s, int done, const char* what) const
                            "is not at this step (each goes begin, experts, end once)");
 }
 
-MoEInFlight MoEImpl::forward_begin(const at::Tensor& x, std::vector<MoEStats>* stats) {
+MoEInFlight MoEImpl::forward_begin(const at::Tensor& x, std::vector<MoEStats>* stats, bool cut) {
   MoEInFlight s;
   s.layer_ = this;
   s.stats_ = stats;
@@ -59,7 +59,7 @@ MoEInFlight MoEImpl::forward_begin(const at::Tensor& x, std::vector<MoEStats>* s
                      [this, skip_empty](const at::Tensor& rows, const std::vector<int64_t>& counts) {
                        return run_experts(rows, counts, skip_empty);
                      }};
-  s.dispatch_ = dispatcher().begin(s.flat_, s.routing_.gates, s.perm_, local);
+  s.dispatch_ = dispatcher().begin(s.flat_, s.routing_.gates, s.perm_, local, cut);
   // While the tokens travel. Autograd still reaches the input through the shared experts before
   // the routed path, as when they ran last, so its gradient is summed in the same order.
   if (shared_) s.shared_ = shared_->forward(s.flat_);
@@ -76,9 +76,12 @@ void MoEImpl::forward_experts(MoEInFlight& s) {
 at::Tensor MoEImpl::forward_end(MoEInFlight& s) {
   check_step(s, 2, "forward_end");
   at::Tensor y = dispatcher().end(*s.dispatch_);
+  s.cuts_ = std::move(s.dispatch_->cuts);
   s.dispatch_.reset();
   s.step_ = 3;
-  if (s.shared_.defined()) y = y + s.shared_;
+  // A cut forward's pieces after the combine read the shared output as a leaf of their own.
+  if (s.shared_.defined())
+    y = y + (s.cuts_.empty() ? s.shared_ : (s.shared_leaf_ = s.shared_.detach().requires_grad_(true)));
 
   if (s.stats_) {
     MoEStats st;

@@ -29,13 +29,20 @@ class MoEInFlight {
  public:
   // Would the next step find its tokens or expert outputs arrived? Never blocks.
   bool ready() const { return !dispatch_ || dispatch_->ready(); }
+  // After forward_end of a cut forward (forward_begin's `cut`) that exchanged: the dispatch and
+  // the combine taken out of autograd (ExchangeCut), and the shared experts' output (undefined
+  // without shared experts) as computed before the dispatch and as the leaf forward_end added.
+  const std::vector<ExchangeCut>& cuts() const { return cuts_; }
+  const at::Tensor& shared() const { return shared_; }
+  const at::Tensor& shared_leaf() const { return shared_leaf_; }
 
  private:
   friend class MoEImpl;
   const MoEImpl* layer_ = nullptr;
   int step_ = 0;  // steps done
   int64_t b_ = 0, t_ = 0, d_ = 0;
-  at::Tensor flat_, shared_;
+  at::Tensor flat_, shared_, shared_leaf_;
+  std::vector<ExchangeCut> cuts_;
   Routing routing_;
   ops::Permutation perm_;
   std::unique_ptr<DispatchInFlight> dispatch_;
@@ -69,7 +76,9 @@ class MoEImpl : public torch::nn::Module, public LinearUser {
   // steps of its micro-batches and layers in the same order: begin(A) begin(B) experts(A)
   // experts(B) end(A) end(B) on one rank needs the same sequence on the others. The backward
   // passes follow from the graphs and are then in step too.
-  MoEInFlight forward_begin(const at::Tensor& x, std::vector<MoEStats>* stats = nullptr);
+  // cut: the dispatcher takes its exchanges out of autograd (ExpertDispatcher::begin), for a
+  // caller that backwards the pieces between them itself (BlockImpl::forward_segments).
+  MoEInFlight forward_begin(const at::Tensor& x, std::vector<MoEStats>* stats = nullptr, bool cut = false);
   void forward_experts(MoEInFlight& s);
   at::Tensor forward_end(MoEInFlight& s);
 

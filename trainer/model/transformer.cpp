@@ -1,5 +1,6 @@
 #include "trainer/model/transformer.h"
 
+#include <stdexcept>
 #include <ATen/ATen.h>
 
 #include "trainer/model/linear.h"
@@ -41,6 +42,53 @@ at::Tensor BlockImpl::forward(const at::Tensor& x, const RotaryTables& rope, std
   return h + moe->forward_end(s);
 }
 
+std::vector<parallel::Segment> BlockImpl::forward_segments(const at::Tensor& x, const RotaryTables& rope,
+                                                           std::vector<MoEStats>* stats,
+                                                           const std::function<void()>& in_flight) {
+  const at::Tensor a = attn_norm_->forward(x);
+  const at::Tensor h = x + (mla_ ? mla_->forward(a, rope) : gqa_->forward(a, rope));
+  const at::Tensor f = mlp_norm_->forward(h);
+  using Segments = std::vector<parallel::Segment>;
+  if (!moe) return Segments{{{x}, {h + mlp_->forward(f)}, {}, {}}};
+  MoEInFlight s = moe->forward_begin(f, stats, /*cut=*/true);
+  if (in_flight) in_flight();
+  moe->forward_experts(s);
+  if (in_flight) in_flight();
+  const at::Tensor h_leaf = h.detach().requires_grad_(true);
+  const at::Tensor routed = moe->forward_end(s);
+  if (s.cuts().empty()) return Segments{{{x}, {h + routed}, {}, {}}};  // nothing travelled
+  if (s.cuts().size() != 2 || s.cuts()[1].received.size() != 1)
+    throw std::logic_error("BlockImpl::forward_segments: a cut MoE forward needs its dispatch and combine");
+  // Three pieces: to the dispatch; the experts, between the exchanges; from the combine on. The
+  // residual h and the shared experts' output cross the middle piece: the last piece reads them
+  // as leaves, and their gradients wait in `carried` until the first piece runs.
+  const ExchangeCut &dispatch = s.cuts()[0], &combine = s.cuts()[1];
+  const at::Tensor y = h_leaf + routed;
+  parallel::Segment first{{x}, dispatch.sent, {}, {}}, middle{dispatch.received, combine.sent, {}, {}},
+      last{combine.received, {y}, {}, {}};
+  first.outputs.push_back(h);
+  last.inputs.push_back(h_leaf);
+  if (s.shared().defined()) {
+    first.outputs.push_back(s.shared());
+    last.inputs.push_back(s.shared_leaf());
+  }
+  auto carried = std::make_shared<std::vector<at::Tensor>>();
+  last.link = [reverse = combine.reverse, carried](std::vector<at::Tensor> g) {
+    carried->assign(g.begin() + 1, g.end());
+    g.resize(1);
+    return reverse(std::move(g));
+  };
+  middle.link = [reverse = dispatch.reverse, carried](std::vector<at::Tensor> g) -> parallel::GradsFuture {
+    parallel::GradsFuture sent = reverse(std::move(g));
+    return [sent, carried] {
+      std::vector<at::Tensor> out = sent();
+      out.insert(out.end(), carried->begin(), carried->end());
+      return out;
+    };
+  };
+  return Segments{std::move(first), std::move(middle), std::move(last)};
+}
+
 MTPModuleImpl::MTPModuleImpl(const ModelConfig& cfg) {
   h_norm = register_module("h_norm", RMSNorm(cfg.d_model, cfg.norm_eps));
   e_norm = register_module("e_norm", RMSNorm(cfg.d_model, cfg.norm_eps));
@@ -78,6 +126,12 @@ at::Tensor TransformerImpl::run_blocks(at::Tensor x, int64_t first, int64_t last
   for (int64_t i = first; i < last; ++i)
     x = blocks_[size_t(i)]->as<BlockImpl>()->forward(x, rope_, stats, in_flight);
   return x;
+}
+
+std::vector<parallel::Segment> TransformerImpl::block_segments(int64_t i, const at::Tensor& x,
+                                                               std::vector<MoEStats>* stats,
+                                                               const std::function<void()>& in_flight) {
+  return blocks_[size_t(i)]->as<BlockImpl>()->forward_segments(x, rope_, stats, in_flight);
 }
 
 at::Tensor TransformerImpl::trunk(const at::Tensor& tokens, std::vector<MoEStats>* stats) {

@@ -10,6 +10,7 @@
 #include <torch/nn/module.h>
 #include <torch/nn/modules/container/modulelist.h>
 
+#include "parallel/segment.h"
 #include "trainer/config.h"
 #include "trainer/model/attention.h"
 #include "trainer/model/mla.h"
@@ -27,6 +28,12 @@ class BlockImpl : public torch::nn::Module {
   // in flight (MoEImpl::forward_begin): a pipeline overlaps another micro-batch's work there.
   at::Tensor forward(const at::Tensor& x, const RotaryTables& rope, std::vector<MoEStats>* stats,
                      const std::function<void()>& in_flight = {});
+  // The same forward from x (a leaf that requires grad) as separately backwardable segments
+  // (parallel/segment.h): one, or, for a MoE layer whose dispatcher exchanges, three cut at the
+  // dispatch and the combine, which then travel between the segments' backward passes too.
+  std::vector<parallel::Segment> forward_segments(const at::Tensor& x, const RotaryTables& rope,
+                                                  std::vector<MoEStats>* stats,
+                                                  const std::function<void()>& in_flight = {});
 
   MoE moe{nullptr};
 
@@ -87,6 +94,9 @@ class TransformerImpl : public torch::nn::Module {
   at::Tensor embed(const at::Tensor& tokens);
   at::Tensor run_blocks(at::Tensor x, int64_t first, int64_t last, std::vector<MoEStats>* stats,
                         const std::function<void()>& in_flight = {});
+  // Block i from x (a leaf that requires grad) as segments: BlockImpl::forward_segments.
+  std::vector<parallel::Segment> block_segments(int64_t i, const at::Tensor& x, std::vector<MoEStats>* stats,
+                                                const std::function<void()>& in_flight = {});
   // From the main model's final hidden states h: out.main, out.mtp and out.total = main +
   // lambda * mtp; the MTP blocks' MoE stats are appended to out.moe.
   void head_losses(const at::Tensor& h, const at::Tensor& tokens, const at::Tensor& targets, const LossWeights& w,
