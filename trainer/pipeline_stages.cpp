@@ -233,7 +233,6 @@ parallel::StageOutput segmented_stage_forward(model::TransformerImpl& net, const
   }
   model::TransformerImpl::add_balance(losses, w);  // the reported balance (losses.total is not backpropagated)
   if (o.segments.empty()) return {input, {}, {}};   // a stage without blocks passes its input on
-  // On stage 0 the embedding's segment reads no activation: no inputs.
   o.output = o.segments.back().outputs.at(0);
   return o;
 }

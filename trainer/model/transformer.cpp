@@ -1,7 +1,8 @@
 #include "trainer/model/transformer.h"
 
-#include <stdexcept>
 #include <ATen/ATen.h>
+
+#include <stdexcept>
 
 #include "trainer/model/linear.h"
 
@@ -28,33 +29,37 @@ BlockImpl::BlockImpl(const ModelConfig& cfg, bool use_moe) {
   else mlp_ = register_module("mlp", SwiGLU(cfg.d_model, cfg.intermediate_size, cfg.init_std, cfg.n_layers));
 }
 
+at::Tensor BlockImpl::attention_residual(const at::Tensor& x, const RotaryTables& rope) {
+  const at::Tensor a = attn_norm_->forward(x);
+  return x + (mla_ ? mla_->forward(a, rope) : gqa_->forward(a, rope));
+}
+
+MoEInFlight BlockImpl::moe_to_last_step(const at::Tensor& f, std::vector<MoEStats>* stats,
+                                        const std::function<void()>& in_flight, bool cut) {
+  MoEInFlight s = moe->forward_begin(f, stats, cut);
+  if (in_flight) in_flight();
+  moe->forward_experts(s);
+  if (in_flight) in_flight();
+  return s;
+}
+
 at::Tensor BlockImpl::forward(const at::Tensor& x, const RotaryTables& rope, std::vector<MoEStats>* stats,
                              const std::function<void()>& in_flight) {
-  const at::Tensor a = attn_norm_->forward(x);
-  const at::Tensor h = x + (mla_ ? mla_->forward(a, rope) : gqa_->forward(a, rope));
+  const at::Tensor h = attention_residual(x, rope);
   const at::Tensor f = mlp_norm_->forward(h);
   if (!moe) return h + mlp_->forward(f);
-  if (!in_flight) return h + moe->forward(f, stats);
-  MoEInFlight s = moe->forward_begin(f, stats);
-  in_flight();
-  moe->forward_experts(s);
-  in_flight();
+  MoEInFlight s = moe_to_last_step(f, stats, in_flight, /*cut=*/false);
   return h + moe->forward_end(s);
 }
 
 std::vector<parallel::Segment> BlockImpl::forward_segments(const at::Tensor& x, const RotaryTables& rope,
                                                            std::vector<MoEStats>* stats,
                                                            const std::function<void()>& in_flight) {
-  const at::Tensor a = attn_norm_->forward(x);
-  const at::Tensor h = x + (mla_ ? mla_->forward(a, rope) : gqa_->forward(a, rope));
+  const at::Tensor h = attention_residual(x, rope);
   const at::Tensor f = mlp_norm_->forward(h);
   using Segments = std::vector<parallel::Segment>;
   if (!moe) return Segments{{{x}, {h + mlp_->forward(f)}, {}, {}}};
-  MoEInFlight s = moe->forward_begin(f, stats, /*cut=*/true);
-  if (in_flight) in_flight();
-  moe->forward_experts(s);
-  if (in_flight) in_flight();
-  const at::Tensor h_leaf = h.detach().requires_grad_(true);
+  MoEInFlight s = moe_to_last_step(f, stats, in_flight, /*cut=*/true);
   const at::Tensor routed = moe->forward_end(s);
   if (s.cuts().empty()) return Segments{{{x}, {h + routed}, {}, {}}};  // nothing travelled
   if (s.cuts().size() != 2 || s.cuts()[1].received.size() != 1)
@@ -63,6 +68,7 @@ std::vector<parallel::Segment> BlockImpl::forward_segments(const at::Tensor& x, 
   // residual h and the shared experts' output cross the middle piece: the last piece reads them
   // as leaves, and their gradients wait in `carried` until the first piece runs.
   const ExchangeCut &dispatch = s.cuts()[0], &combine = s.cuts()[1];
+  const at::Tensor h_leaf = h.detach().requires_grad_(true);
   const at::Tensor y = h_leaf + routed;
   parallel::Segment first{{x}, dispatch.sent, {}, {}}, middle{dispatch.received, combine.sent, {}, {}},
       last{combine.received, {y}, {}, {}};

@@ -38,6 +38,11 @@ class BlockImpl : public torch::nn::Module {
   MoE moe{nullptr};
 
  private:
+  at::Tensor attention_residual(const at::Tensor& x, const RotaryTables& rope);  // x + attention(norm(x))
+  // The MoE forward up to forward_end, calling in_flight while its dispatch, then its combine, travel.
+  MoEInFlight moe_to_last_step(const at::Tensor& f, std::vector<MoEStats>* stats,
+                               const std::function<void()>& in_flight, bool cut);
+
   RMSNorm attn_norm_{nullptr}, mlp_norm_{nullptr};
   Attention gqa_{nullptr};
   MLA mla_{nullptr};
