@@ -23,7 +23,7 @@ EpDispatcher::EpDispatcher(parallel::GroupPtr ep, EpDispatchDtype dispatch_dtype
 namespace {
 
 // One dispatch between its steps: the maps both sides need for the combine, and the exchanges
-// in flight (the step's wait turns each into its autograd node).
+// in flight (the step's wait turns each into its autograd node, or, cut, into leaves).
 struct EpInFlight final : model::DispatchInFlight {
   model::LocalExperts experts;
   bool cut = false;                      // exchanges out of autograd (EpDispatcher::begin)
@@ -98,8 +98,8 @@ std::unique_ptr<model::DispatchInFlight> EpDispatcher::begin(const at::Tensor& t
   d->token_map = make_row_map(send_token, n, dev);
   const at::Tensor send_x = gather_rows(tokens, d->token_map, pool_);
 
+  auto travel = [&d](const at::Tensor& t) { return d->cut ? t.detach() : t; };  // what the exchange sees
   // The counts size the receive buffers, so they are waited for; the rows are not.
-  auto travel = [&d](const at::Tensor& t) { return d->cut ? t.detach() : t; };
   d->send_counts = std::move(send_counts);
   d->recv_counts = parallel::exchange_counts(*ep_, d->send_counts, dev);
   if (dispatch_dtype_ == EpDispatchDtype::kFp8) {
