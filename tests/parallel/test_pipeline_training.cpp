@@ -36,6 +36,7 @@ struct Layout {
   std::string schedule = "1f1b";
   int pp = 1, ep = 1;
   bool zero1 = false, overlap_fb = true;
+  std::string ep_dispatch_dtype = "auto";
   int eval_interval = 0;
   int steps = 3, checkpoint_interval = 0;
 };
@@ -51,13 +52,15 @@ Config tiny_moe(const Layout& l, const fs::path& dir) {
                       "parallel.pp=" + std::to_string(l.pp), "parallel.ep=" + std::to_string(l.ep),
                       "parallel.schedule=" + l.schedule, "parallel.zero1=" + std::string(l.zero1 ? "true" : "false"),
                       "parallel.overlap_fb=" + std::string(l.overlap_fb ? "true" : "false"),
+                      "parallel.ep_dispatch_dtype=" + l.ep_dispatch_dtype,
                       "data.eval_interval=" + std::to_string(l.eval_interval), "data.eval_batches=1",
                       "checkpoint.interval=" + std::to_string(l.checkpoint_interval), "log.progress=off",
                       "log.every=1000", "log.run_dir=" + dir.string()});
 }
 
 std::string describe(const Layout& l) {
-  return l.schedule + " pp=" + std::to_string(l.pp) + " ep=" + std::to_string(l.ep) + (l.zero1 ? " zero1" : "");
+  return l.schedule + " pp=" + std::to_string(l.pp) + " ep=" + std::to_string(l.ep) + (l.zero1 ? " zero1" : "") +
+         (l.ep_dispatch_dtype != "auto" ? " dispatch " + l.ep_dispatch_dtype : "");
 }
 
 const TrainSummary& one_process() {
@@ -179,12 +182,12 @@ TEST(PipelineTraining, OrderMatchedMessagesGiveTheTaggedRunExactly) {
   }
 }
 
-// DualPipe's FB pairs interleaved (the forward's MoE blocks each run a block of the other
+// DualPipe's FB pairs interleaved (the forward's MoE blocks each run a segment of the other
 // micro-batch's backward while their dispatch and combine are in flight; pipeline_executor.h)
 // give the losses and parameters of the pairs run one half after the other, bit for bit: the
 // segment boundaries pass the same gradient sums and every ep rank interleaves alike. With 4
-// ranks also pp 2 x dp 2 x ep 2, where the interleaved backward blocks run their expert
-// exchanges while the forward's are in flight.
+// ranks also pp 2 x dp 2 x ep 2 (token rows sent as they are, and as FP8), where the expert
+// exchanges of both halves travel while the other half computes.
 TEST(PipelineTraining, OverlappedPairsGiveTheSequentialRunExactly) {
   std::vector<Layout> layouts;
   for (const char* schedule : {"dualpipe", "dualpipev"}) {
@@ -198,6 +201,8 @@ TEST(PipelineTraining, OverlappedPairsGiveTheSequentialRunExactly) {
     l.schedule = "dualpipev";
     l.pp = 2;
     l.ep = 2;
+    layouts.push_back(l);
+    l.ep_dispatch_dtype = "fp8";  // the token rows travel encoded; their gradients come back as they are
     layouts.push_back(l);
   }
   for (Layout l : layouts) {
@@ -228,7 +233,7 @@ TEST(PipelineTraining, OverlappedPairsGiveTheSequentialRunExactly) {
       EXPECT_TRUE(at::equal(runs[0].parameters[i].second, runs[1].parameters[i].second))
           << what << ": " << runs[0].parameters[i].first;
     if (test_mpi_world().rank == 0)
-      std::printf("%s: %lld backward blocks ran inside forwards over 3 steps; losses identical to the sequential pairs\n",
+      std::printf("%s: %lld backward segments ran inside forwards over 3 steps; losses identical to the sequential pairs\n",
                   what.c_str(), static_cast<long long>(counts[0].item<int64_t>()));
   }
 }
