@@ -26,8 +26,8 @@ namespace {
 // in flight (the step's wait turns each into its autograd node, or, cut, into leaves).
 struct EpInFlight final : model::DispatchInFlight {
   model::LocalExperts experts;
-  bool cut = false;                      // exchanges out of autograd (EpDispatcher::begin)
-  at::Tensor sent_x, sent_meta, sent_partial;  // with cut: what left, attached to the graph
+  bool cut = false;  // exchanges out of autograd (EpDispatcher::begin); each cut's `received` is
+                     // filled in by the step that waits for it
   RowMap token_map;  // send row -> its token
   std::vector<int64_t> send_counts, recv_counts;
   parallel::AllToAllVInFlight rows, meta;  // dispatch: token rows; gates and chosen mask
@@ -121,7 +121,7 @@ std::unique_ptr<model::DispatchInFlight> EpDispatcher::begin(const at::Tensor& t
     d->rows = parallel::all_to_all_v_start(travel(send_x), ep_, d->send_counts, d->recv_counts, pool_);
   }
   d->meta = parallel::all_to_all_v_start(travel(send_meta), ep_, d->send_counts, d->recv_counts);
-  if (d->cut) d->sent_x = send_x, d->sent_meta = send_meta;
+  if (d->cut) d->cuts.push_back({{send_x, send_meta}, {}, reverse_exchange(d->send_counts, d->recv_counts)});
   d->sent = s;
   return d;
 }
@@ -133,8 +133,7 @@ void EpDispatcher::run_experts(model::DispatchInFlight& in_flight) {
   if (d.cut) {
     recv_x = recv_x.detach().requires_grad_(true);
     recv_meta = recv_meta.detach().requires_grad_(true);
-    d.cuts.push_back({{d.sent_x, d.sent_meta}, {recv_x, recv_meta}, reverse_exchange(d.send_counts, d.recv_counts)});
-    d.sent_x = d.sent_meta = at::Tensor();
+    d.cuts.back().received = {recv_x, recv_meta};
   }
   const int64_t r = recv_x.size(0), per_rank = d.experts.count;
   const at::Device dev = recv_x.device();
@@ -167,7 +166,7 @@ void EpDispatcher::run_experts(model::DispatchInFlight& in_flight) {
 
   // Combine: one row back per received row, summed into its token by the sender (end).
   d.combined = parallel::all_to_all_v_start(d.cut ? partial.detach() : partial, ep_, d.recv_counts, d.send_counts, pool_);
-  if (d.cut) d.sent_partial = partial;
+  if (d.cut) d.cuts.push_back({{partial}, {}, reverse_exchange(d.recv_counts, d.send_counts)});
   d.received = r;
 }
 
@@ -176,8 +175,7 @@ at::Tensor EpDispatcher::end(model::DispatchInFlight& in_flight) {
   at::Tensor back = d.combined.wait();
   if (d.cut) {
     back = back.detach().requires_grad_(true);
-    d.cuts.push_back({{d.sent_partial}, {back}, reverse_exchange(d.recv_counts, d.send_counts)});
-    d.sent_partial = at::Tensor();
+    d.cuts.back().received = {back};
   }
   if (at::GradMode::is_enabled()) {
     traffic_.sent += d.sent;
