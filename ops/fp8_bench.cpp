@@ -193,6 +193,38 @@ int run_fp8_bench(const Fp8BenchOptions& opt, std::ostream& json_out, std::ostre
         gemms.push_back(row);
       }
 
+      // The grouped Wgrad (k-grouped: dW[g] = dY_g^T . X_g, K = each expert's tokens) for the same
+      // experts. Beside ours: the per-expert loop of our dense kernel it replaced (contiguous operands,
+      // no copies timed), and cuBLAS BF16 over the same per-expert loop.
+      for (auto [N, K] : std::vector<std::pair<int64_t, int64_t>>{{4096, 7168}, {7168, 2048}}) {
+        const int64_t G = 4, T = rows_per_group * G;
+        const std::vector<int64_t> k_rows(size_t(G), rows_per_group);
+        const at::Tensor dyt = at::randn({N, T}, dev).to(at::kBFloat16), xt = at::randn({K, T}, dev).to(at::kBFloat16);
+        const Fp8Tensor qa = quantize_1x128_cuda(dyt), qb = quantize_1x128_cuda(xt);
+        std::vector<Fp8Tensor> qa_g, qb_g;
+        std::vector<at::Tensor> dyt_g, xt_g, c_g;
+        for (int64_t g = 0; g < G; ++g) {
+          dyt_g.push_back(dyt.narrow(1, g * rows_per_group, rows_per_group).contiguous());
+          xt_g.push_back(xt.narrow(1, g * rows_per_group, rows_per_group).contiguous());
+          qa_g.push_back(quantize_1x128_cuda(dyt_g.back()));
+          qb_g.push_back(quantize_1x128_cuda(xt_g.back()));
+          c_g.push_back(at::empty({N, K}, dev.dtype(at::kBFloat16)));
+        }
+        const double flop = 2.0 * N * K * T;
+        GemmRow row{"kgrouped", G, N, K, T, choose_fp8_gemm_config(N, K, T, info, ours).describe(),
+                    0, NAN, NAN, NAN, "no grouped cuBLASLt baseline; bf16 column is cuBLAS BF16 once per expert", {}};
+        row.ours_tflops = flop / (time_ms([&] { fp8_k_grouped_gemm_cuda(qa, qb, k_rows); }, warm, reps) * 1e-3) / 1e12;
+        row.others.emplace_back(
+            "per-expert loop", flop / (time_ms([&] {
+                                  for (int64_t g = 0; g < G; ++g) fp8_gemm_cuda(qa_g[size_t(g)], qb_g[size_t(g)]);
+                                }, warm, reps) * 1e-3) / 1e12);
+        row.bf16_tflops = flop / (time_ms([&] {
+                                    for (int64_t g = 0; g < G; ++g)
+                                      bf16_gemm_cublas(dyt_g[size_t(g)], xt_g[size_t(g)], c_g[size_t(g)]);
+                                  }, warm, reps) * 1e-3) / 1e12;
+        gemms.push_back(row);
+      }
+
       // Quantization bandwidth: bytes read + written per second, against a device-to-device copy of the
       // same bf16 input (read + write of 2 bytes per element).
       {

@@ -125,12 +125,57 @@ at::Tensor fp8_grouped_gemm_reference(const Fp8Tensor& a, const Fp8Tensor& b, co
   return c;
 }
 
+void check_k_groups(const char* what, const std::vector<int64_t>& k_rows, int64_t K) {
+  int64_t total = 0;
+  for (size_t g = 0; g < k_rows.size(); ++g) {
+    if (k_rows[g] < 0 || k_rows[g] % kFp8Block != 0)
+      throw std::invalid_argument(std::string(what) + ": group " + std::to_string(g) + " has " +
+                                  std::to_string(k_rows[g]) + " K rows, expected a multiple of 128 (pad each group)");
+    total += k_rows[g];
+  }
+  if (total != K)
+    throw std::invalid_argument(std::string(what) + ": the groups' K rows add up to " + std::to_string(total) +
+                                ", but the operands have K = " + std::to_string(K));
+}
+
+at::Tensor fp8_k_grouped_gemm_reference(const Fp8Tensor& a, const Fp8Tensor& b, const std::vector<int64_t>& k_rows) {
+  const char* what = "fp8_k_grouped_gemm_reference";
+  check_pair(a, b, what, 2);
+  if (b.block_rows != 1) throw std::invalid_argument(std::string(what) + ": B must carry 1x128 scales");
+  const int64_t M = a.rows(), N = b.rows(), K = a.cols(), KB = ceil_div(K, kFp8Block);
+  check_k_groups(what, k_rows, K);
+  const std::vector<float> ad = decode_all(a.data), bd = decode_all(b.data);
+  const at::Tensor sa_t = a.scale.to(at::kCPU).contiguous(), sb_t = b.scale.to(at::kCPU).contiguous();
+  const float *sa = sa_t.data_ptr<float>(), *sb = sb_t.data_ptr<float>();
+  at::Tensor c = at::zeros({int64_t(k_rows.size()), M, N}, at::kFloat);
+  int64_t kb0 = 0;
+  for (size_t g = 0; g < k_rows.size(); ++g) {
+    const int64_t kb1 = kb0 + k_rows[g] / kFp8Block;
+    float* cg = c.data_ptr<float>() + int64_t(g) * M * N;
+    for (int64_t m = 0; m < M; ++m)
+      for (int64_t n = 0; n < N; ++n) {
+        float acc = 0.0f;  // as gemm_rows, over this group's K blocks only
+        for (int64_t kb = kb0; kb < kb1; ++kb) {
+          float partial = 0.0f;
+          for (int64_t k = kb * kFp8Block; k < (kb + 1) * kFp8Block; ++k) partial += ad[m * K + k] * bd[n * K + k];
+          acc += partial * (sa[m * KB + kb] * sb[n * KB + kb]);
+        }
+        cg[m * N + n] = acc;
+      }
+    kb0 = kb1;
+  }
+  return c;
+}
+
 #ifndef SHOESTRING_WITH_CUDA
 at::Tensor fp8_gemm_cuda(const Fp8Tensor&, const Fp8Tensor&, Fp8GemmKernel) {
   throw std::runtime_error("fp8_gemm_cuda: this binary was built without CUDA (SHOESTRING_CUDA=OFF)");
 }
 at::Tensor fp8_grouped_gemm_cuda(const Fp8Tensor&, const Fp8Tensor&, const at::Tensor&, Fp8GemmKernel) {
   throw std::runtime_error("fp8_grouped_gemm_cuda: this binary was built without CUDA (SHOESTRING_CUDA=OFF)");
+}
+at::Tensor fp8_k_grouped_gemm_cuda(const Fp8Tensor&, const Fp8Tensor&, const std::vector<int64_t>&, Fp8GemmKernel) {
+  throw std::runtime_error("fp8_k_grouped_gemm_cuda: this binary was built without CUDA (SHOESTRING_CUDA=OFF)");
 }
 #endif
 

@@ -41,11 +41,12 @@ __global__ void __launch_bounds__(256) fp8_gemm_simt_kernel(GemmArgs p) {
   const int m0 = blockIdx.y * 64, n0 = blockIdx.x * 64;
   const int grp = tile_group(p, m0, 64);
   const int tx = threadIdx.x % 16, ty = threadIdx.x / 16;
+  const KSpan ks = k_span(p);
   float acc[4][4] = {};
   if (grp >= 0) {
     const std::uint8_t* B = p.b + grp * p.b_group_stride;
     const float* SB = p.sb + grp * p.sb_group_stride;
-    for (int kb = 0; kb < p.KB; ++kb) {
+    for (int kb = ks.begin; kb < ks.end; ++kb) {
       float part[4][4] = {};
       for (int half = 0; half < 2; ++half) {
         const int k0 = kb * 128 + half * 64;
@@ -87,7 +88,7 @@ __global__ void __launch_bounds__(256) fp8_gemm_simt_kernel(GemmArgs p) {
 #pragma unroll
     for (int j = 0; j < 4; ++j) {
       const int n = n0 + tx * 4 + j;
-      if (n < p.N) p.c[int64_t(m) * p.N + n] = live ? acc[i][j] : 0.0f;
+      if (n < p.N) ks.c[int64_t(m) * p.N + n] = live ? acc[i][j] : 0.0f;
     }
   }
 }
@@ -116,9 +117,10 @@ __global__ void __launch_bounds__(256) fp8_gemm_mma_kernel(GemmArgs p) {
   const int grp = tile_group(p, m0, BM);
   const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
   const int wm = warp / 4, wn = warp % 4, g = lane / 4, t = lane % 4;
+  const KSpan span = k_span(p);
   float acc[MT][NT][4] = {};
 
-  if (grp >= 0) {
+  if (grp >= 0 && span.begin < span.end) {
     const std::uint8_t* B = p.b + grp * p.b_group_stride;
     const float* SB = p.sb + grp * p.sb_group_stride;
     auto load_stage = [&](int stage, int kb) {
@@ -136,10 +138,10 @@ __global__ void __launch_bounds__(256) fp8_gemm_mma_kernel(GemmArgs p) {
       asm volatile("cp.async.commit_group;\n" ::);
     };
 
-    load_stage(0, 0);
-    for (int kb = 0; kb < p.KB; ++kb) {
-      const int st = kb & 1;
-      if (kb + 1 < p.KB) {
+    load_stage(0, span.begin);
+    for (int kb = span.begin; kb < span.end; ++kb) {
+      const int st = (kb - span.begin) & 1;
+      if (kb + 1 < span.end) {
         load_stage(st ^ 1, kb + 1);
         asm volatile("cp.async.wait_group 1;\n" ::);
       } else {
@@ -215,7 +217,7 @@ __global__ void __launch_bounds__(256) fp8_gemm_mma_kernel(GemmArgs p) {
 #pragma unroll
         for (int e = 0; e < 2; ++e) {
           const int n = n0 + wn * 32 + j * 8 + t * 2 + e;
-          if (n < p.N) p.c[int64_t(m) * p.N + n] = live ? acc[i][j][h * 2 + e] : 0.0f;
+          if (n < p.N) span.c[int64_t(m) * p.N + n] = live ? acc[i][j][h * 2 + e] : 0.0f;
         }
     }
 #else
@@ -253,13 +255,22 @@ void validate(const Fp8Tensor& a, const Fp8Tensor& b, const char* what, int64_t 
     throw std::invalid_argument(w + ": dimensions must fit in int32");
 }
 
+// k_rows: null, or the k-grouped layout (fp8_k_grouped_gemm_cuda): C is then [G, M, N].
 at::Tensor launch(const Fp8Tensor& a, const Fp8Tensor& b, const at::Tensor& group_of_row, Fp8GemmKernel kernel,
-                  const char* what) {
+                  const char* what, const std::vector<int64_t>* k_rows = nullptr) {
   const int64_t M = a.rows(), N = b.rows(), K = a.cols();
-  at::Tensor c = at::empty({M, N}, a.data.options().dtype(at::kFloat));
-  if (M == 0 || N == 0) return c;
+  const int64_t G = k_rows != nullptr ? int64_t(k_rows->size()) : 1;
+  at::Tensor c = k_rows != nullptr ? at::empty({G, M, N}, a.data.options().dtype(at::kFloat))
+                                   : at::empty({M, N}, a.data.options().dtype(at::kFloat));
+  if (M == 0 || N == 0 || G == 0) return c;
   if (K == 0) return c.zero_();  // an empty sum (a weight gradient over zero tokens)
   if (kernel == Fp8GemmKernel::kAuto) kernel = fp8_gemm_kernel_from_env();
+  at::Tensor k_block_begin;  // [G + 1] int32 on the device: each group's first K block
+  if (k_rows != nullptr) {
+    std::vector<int32_t> begin(size_t(G) + 1, 0);
+    for (size_t g = 0; g < size_t(G); ++g) begin[g + 1] = begin[g] + static_cast<int32_t>((*k_rows)[g] / kFp8Block);
+    k_block_begin = at::tensor(begin, at::kInt).to(a.data.device(), /*non_blocking=*/true);
+  }
   const Fp8GemmConfig cfg = choose_fp8_gemm_config(M, N, K, device_info(a.data.get_device()), kernel);
   GemmArgs p{};
   p.a = static_cast<const std::uint8_t*>(a.data.data_ptr());
@@ -273,10 +284,13 @@ at::Tensor launch(const Fp8Tensor& a, const Fp8Tensor& b, const at::Tensor& grou
   p.group_of_row = group_of_row.defined() ? group_of_row.data_ptr<int>() : nullptr;
   p.b_group_stride = b.data.dim() == 3 ? N * K : 0;
   p.sb_group_stride = b.data.dim() == 3 ? b.scale.size(1) * b.scale.size(2) : 0;
+  p.k_block_begin = k_block_begin.defined() ? k_block_begin.data_ptr<int>() : nullptr;
+  p.c_group_stride = M * N;
   const cudaStream_t stream = current_stream();
-  const dim3 grid(static_cast<unsigned>(ceil_div(N, cfg.block_n)), static_cast<unsigned>(ceil_div(M, cfg.block_m)));
+  const dim3 grid(static_cast<unsigned>(ceil_div(N, cfg.block_n)), static_cast<unsigned>(ceil_div(M, cfg.block_m)),
+                  static_cast<unsigned>(G));
   if (cfg.kernel == Fp8GemmKernel::kWgmmaTma) {
-    launch_fp8_gemm_wgmma_tma(p, b.data.dim() == 3 ? b.data.size(0) : 1, stream);
+    launch_fp8_gemm_wgmma_tma(p, b.data.dim() == 3 ? b.data.size(0) : 1, int(G), stream);
   } else if (cfg.kernel == Fp8GemmKernel::kSimt) {
     fp8_gemm_simt_kernel<<<grid, 256, 0, stream>>>(p);
   } else {
@@ -315,6 +329,16 @@ at::Tensor fp8_grouped_gemm_cuda(const Fp8Tensor& a, const Fp8Tensor& b, const a
     throw std::invalid_argument("fp8_grouped_gemm_cuda: M = " + std::to_string(a.rows()) +
                                 " must be a multiple of 128 (each group padded to 128 rows)");
   return launch(a, b, group_of_row, kernel, "fp8_grouped_gemm_cuda");
+}
+
+at::Tensor fp8_k_grouped_gemm_cuda(const Fp8Tensor& a, const Fp8Tensor& b, const std::vector<int64_t>& k_rows,
+                                   Fp8GemmKernel kernel) {
+  const char* what = "fp8_k_grouped_gemm_cuda";
+  validate(a, b, what, 2);
+  if (b.block_rows != 1) throw std::invalid_argument(std::string(what) + ": B must carry 1x128 scales");
+  check_k_groups(what, k_rows, a.cols());
+  if (k_rows.size() > 65535) throw std::invalid_argument(std::string(what) + ": at most 65535 groups (grid z)");
+  return launch(a, b, at::Tensor(), kernel, what, &k_rows);
 }
 
 }  // namespace shoestring::ops

@@ -38,6 +38,18 @@ void check_grouped_layout(const at::Tensor& group_of_row, int64_t num_groups, in
 // total is sum(ceil(count/128)*128). Helper for tests, benchmarks and the MoE layer.
 at::Tensor make_contiguous_group_layout(const std::vector<int64_t>& rows_per_group);
 
+// K-grouped GEMM, the grouped Wgrad (DeepGEMM's k-grouped contiguous layout): A [M, Kt] and B [N, Kt],
+// both 1x128-scaled along K, whose K axis holds G groups back to back, k_rows[g] columns each (the
+// tokens of expert g, padded: each a multiple of 128, summing to Kt). C[g] = A_g . B_g^T over the
+// group's columns only, promoted every 128 as above: [G, M, N] float32, zeros for an empty group.
+// Because every group starts on a 128 boundary, the 1x128 quantization of all groups at once has
+// exactly the codes and scales of quantizing each group alone, so one transposed quantization pass
+// serves all experts and C[g] equals fp8_gemm_reference on group g's columns.
+at::Tensor fp8_k_grouped_gemm_reference(const Fp8Tensor& a, const Fp8Tensor& b, const std::vector<int64_t>& k_rows);
+
+// Validates a k-grouped layout against the operands' K; throws std::invalid_argument naming the group.
+void check_k_groups(const char* what, const std::vector<int64_t>& k_rows, int64_t K);
+
 // ---- CUDA launchers (ops/fp8_gemm.cu). Without CUDA they throw std::runtime_error. ----
 // All take CUDA tensors, validate shapes -> choose a config (fp8_gemm_config.h) -> launch on the
 // current stream, and return float32 C. `kernel` forces a variant (tests run each); kAuto lets the
@@ -45,5 +57,8 @@ at::Tensor make_contiguous_group_layout(const std::vector<int64_t>& rows_per_gro
 at::Tensor fp8_gemm_cuda(const Fp8Tensor& a, const Fp8Tensor& b, Fp8GemmKernel kernel = Fp8GemmKernel::kAuto);
 at::Tensor fp8_grouped_gemm_cuda(const Fp8Tensor& a, const Fp8Tensor& b, const at::Tensor& group_of_row,
                                  Fp8GemmKernel kernel = Fp8GemmKernel::kAuto);
+// One launch for all groups (grid z = group; each block walks its group's K blocks only).
+at::Tensor fp8_k_grouped_gemm_cuda(const Fp8Tensor& a, const Fp8Tensor& b, const std::vector<int64_t>& k_rows,
+                                   Fp8GemmKernel kernel = Fp8GemmKernel::kAuto);
 
 }  // namespace shoestring::ops

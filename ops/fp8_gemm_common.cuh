@@ -17,7 +17,22 @@ struct GemmArgs {
   int b_block_rows;
   const int* group_of_row;  // nullptr: dense
   int64_t b_group_stride, sb_group_stride;
+  // K-grouped (fp8_k_grouped_gemm_cuda): group blockIdx.z sums K blocks [k_block_begin[z],
+  // k_block_begin[z + 1]) and writes C + z * c_group_stride. nullptr: all KB blocks, one C.
+  const int* k_block_begin;
+  int64_t c_group_stride;
 };
+
+// The K blocks this block sums and where its C starts (see GemmArgs::k_block_begin).
+struct KSpan {
+  int begin, end;
+  float* c;
+};
+__device__ inline KSpan k_span(const GemmArgs& p) {
+  if (p.k_block_begin == nullptr) return {0, p.KB, p.c};
+  const int z = static_cast<int>(blockIdx.z);
+  return {p.k_block_begin[z], p.k_block_begin[z + 1], p.c + int64_t(z) * p.c_group_stride};
+}
 
 // The group of the block's rows [m0, m0 + bm): the largest id among them (one group plus -1 padding
 // rows, by the layout contract). -1 when the whole tile is padding.
@@ -37,7 +52,7 @@ __device__ __forceinline__ bool row_live(const GemmArgs& p, int m) {
 }
 
 // fp8_gemm_wgmma.cu: 128 x 128 tiles, sm_90a only (the caller checks the device); B holds b_groups
-// matrices of [N, K] back to back.
-void launch_fp8_gemm_wgmma_tma(const GemmArgs& p, int64_t b_groups, cudaStream_t stream);
+// matrices of [N, K] back to back; k_groups is grid z (1 unless k-grouped).
+void launch_fp8_gemm_wgmma_tma(const GemmArgs& p, int64_t b_groups, int k_groups, cudaStream_t stream);
 
 }  // namespace shoestring::ops::gemm_detail

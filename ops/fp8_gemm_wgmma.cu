@@ -102,13 +102,14 @@ __device__ __forceinline__ void promote(float (&acc)[64], const float (&part)[64
 
 // Writes the slice whose first row this thread holds is r_lo (rows r_lo, r_lo + 8); padding rows of
 // the grouped layout get zeros.
-__device__ __forceinline__ void store_slice(const float (&acc)[64], const GemmArgs& p, int r_lo, int n0, int lane) {
+__device__ __forceinline__ void store_slice(const float (&acc)[64], const GemmArgs& p, float* c, int r_lo, int n0,
+                                            int lane) {
 #pragma unroll
   for (int h = 0; h < 2; ++h) {
     const int m = r_lo + 8 * h;
     if (m >= p.M) continue;
     const bool live = row_live(p, m);
-    float* row = p.c + int64_t(m) * p.N;
+    float* row = c + int64_t(m) * p.N;
 #pragma unroll
     for (int j = 0; j < 16; ++j) {
       const int n = n0 + 8 * j + 2 * (lane % 4);
@@ -173,6 +174,8 @@ __global__ void __launch_bounds__(kThreads, 1)
 
   const int m0 = blockIdx.y * kBM, n0 = blockIdx.x * kBN;
   const int grp = tile_group(p, m0, kBM);
+  const KSpan span = k_span(p);
+  const int nkb = span.end - span.begin;  // stages and barrier phases count from the span's start
   const int tid = threadIdx.x, wg = tid / 128;
   if (tid == 0) {
     for (int s = 0; s < kStages; ++s) {
@@ -187,8 +190,8 @@ __global__ void __launch_bounds__(kThreads, 1)
     asm volatile("setmaxnreg.dec.sync.aligned.u32 40;\n");
     if (tid == 0 && grp >= 0) {
       const int b_row0 = grp * p.N + n0;  // B is mapped as [G * N, K]
-      for (int kb = 0; kb < p.KB; ++kb) {
-        const int s = kb % kStages, use = kb / kStages;
+      for (int i = 0; i < nkb; ++i) {
+        const int s = i % kStages, use = i / kStages, kb = span.begin + i;
         if (use > 0) mbar_wait(empty0 + 8 * s, (use - 1) & 1);  // consumers released its last use
         const std::uint32_t a_s = base + s * kStageBytes, full = full0 + 8 * s;
         mbar_expect_bytes(full, kStageBytes);
@@ -206,9 +209,9 @@ __global__ void __launch_bounds__(kThreads, 1)
     if (grp >= 0) {
       const float* SB = p.sb + grp * p.sb_group_stride;
       float part[64] = {};
-      for (int kb = 0; kb < p.KB; ++kb) {
-        const int s = kb % kStages;
-        mbar_wait(full0 + 8 * s, (kb / kStages) & 1);
+      for (int i = 0; i < nkb; ++i) {
+        const int s = i % kStages, kb = span.begin + i;
+        mbar_wait(full0 + 8 * s, (i / kStages) & 1);
         const std::uint32_t a_addr = base + s * kStageBytes + cw * 64 * 128, b_addr = base + s * kStageBytes + kTileBytes;
         asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
 #pragma unroll
@@ -224,7 +227,7 @@ __global__ void __launch_bounds__(kThreads, 1)
         promote(acc, part, p, SB, n0, kb, lane, sa_lo, sa_hi, sb_block);
       }
     }
-    store_slice(acc, p, r_lo, n0, lane);
+    store_slice(acc, p, span.c, r_lo, n0, lane);
   }
 #else
   __trap();  // launched only on sm_90 (choose_fp8_gemm_config), built for sm_90a
@@ -262,12 +265,13 @@ CUtensorMap make_map(const void* ptr, int64_t rows, int64_t K) {
 
 }  // namespace
 
-void launch_fp8_gemm_wgmma_tma(const GemmArgs& p, int64_t b_groups, cudaStream_t stream) {
+void launch_fp8_gemm_wgmma_tma(const GemmArgs& p, int64_t b_groups, int k_groups, cudaStream_t stream) {
   const CUtensorMap map_a = make_map(p.a, p.M, p.K), map_b = make_map(p.b, b_groups * p.N, p.K);
   cuda_detail::check_cuda(
       cudaFuncSetAttribute(fp8_gemm_wgmma_tma_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmemBytes),
       "cudaFuncSetAttribute(fp8_gemm_wgmma_tma_kernel)");
-  const dim3 grid(static_cast<unsigned>((p.N + kBN - 1) / kBN), static_cast<unsigned>((p.M + kBM - 1) / kBM));
+  const dim3 grid(static_cast<unsigned>((p.N + kBN - 1) / kBN), static_cast<unsigned>((p.M + kBM - 1) / kBM),
+                  static_cast<unsigned>(k_groups));
   fp8_gemm_wgmma_tma_kernel<<<grid, kThreads, kSmemBytes, stream>>>(map_a, map_b, p);
 }
 

@@ -200,21 +200,22 @@ at::Tensor grouped_dgrad(const at::Tensor& gp, const at::Tensor& w, const Padded
   return grouped_gemm(q_1x128(gp), q_128x128(w.transpose(1, 2).contiguous()), l, counts).index_select(0, l.position);
 }
 
-// Each group's padded rows of xp quantized 1x128 along the token axis: Wgrad's second operand
-// (left empty for an idle group).
-std::vector<Fp8Tensor> transposed_groups(const at::Tensor& xp, const PaddedLayout& l, const std::vector<int64_t>& counts) {
-  std::vector<Fp8Tensor> t(counts.size());
-  for (size_t g = 0; g < counts.size(); ++g)
-    if (counts[g] > 0) t[g] = q_1x128_t(xp.narrow(0, l.start[g], l.rows[g]));
-  return t;
-}
-
-// Wgrad, one GEMM per group (its K is the group's tokens); an idle group's gradient is zero.
-at::Tensor grouped_wgrad(const at::Tensor& gp, const std::vector<Fp8Tensor>& xt, const PaddedLayout& l,
-                         const std::vector<int64_t>& counts, const at::Tensor& w) {
+// Wgrad of all groups: dW[g] = gp_g^T . xp_g over each group's padded rows, from the padded
+// gradient and the transposed padded input (xt = q_1x128_t(xp), quantized once for all groups: the
+// groups start on 128-row boundaries, so its tiles are each group's own). One k-grouped GEMM on
+// CUDA; on the CPU one emulated GEMM per group on copies of its columns, the very operands a
+// per-group quantization gives. An idle group's gradient is zero.
+at::Tensor grouped_wgrad(const at::Tensor& gp, const Fp8Tensor& xt, const PaddedLayout& l, const at::Tensor& w) {
+  const Fp8Tensor gt = q_1x128_t(gp);
+  if (gt.data.is_cuda()) return fp8_k_grouped_gemm_cuda(gt, xt, l.rows).to(w.scalar_type());
   at::Tensor dw = at::zeros_like(w);
-  for (size_t g = 0; g < counts.size(); ++g)
-    if (counts[g] > 0) dw[int64_t(g)].copy_(gemm(q_1x128_t(gp.narrow(0, l.start[g], l.rows[g])), xt[g]));
+  auto columns = [](const Fp8Tensor& t, int64_t start, int64_t rows) -> Fp8Tensor {
+    return {t.data.narrow(1, start, rows).contiguous(),
+            t.scale.narrow(1, start / kFp8Block, rows / kFp8Block).contiguous(), 1};
+  };
+  for (size_t g = 0; g < l.rows.size(); ++g)
+    if (l.rows[g] > 0)
+      dw[int64_t(g)].copy_(fp8_gemm_emulated(columns(gt, l.start[g], l.rows[g]), columns(xt, l.start[g], l.rows[g])));
   return dw;
 }
 
@@ -239,8 +240,7 @@ struct Fp8GroupedLinearFunction : public torch::autograd::Function<Fp8GroupedLin
     std::vector<int64_t> counts;
     const PaddedLayout l = saved_layout(ctx, counts);
     const at::Tensor gp = scatter_rows(grads[0].contiguous(), l);
-    return {grouped_dgrad(gp, w, l, counts).to(x_dtype), grouped_wgrad(gp, transposed_groups(xp, l, counts), l, counts, w),
-            at::Tensor()};
+    return {grouped_dgrad(gp, w, l, counts).to(x_dtype), grouped_wgrad(gp, q_1x128_t(xp), l, w), at::Tensor()};
   }
 };
 
@@ -265,7 +265,7 @@ struct Fp8GroupedLinearPairFunction : public torch::autograd::Function<Fp8Groupe
     const at::Tensor& xp = saved[0];
     std::vector<int64_t> counts;
     const PaddedLayout l = saved_layout(ctx, counts);
-    const std::vector<Fp8Tensor> xt = transposed_groups(xp, l, counts);  // for both Wgrads
+    const Fp8Tensor xt = q_1x128_t(xp);  // for both Wgrads
     at::Tensor dx;
     std::array<at::Tensor, 2> dw;
     for (int i = 0; i < 2; ++i) {
@@ -277,7 +277,7 @@ struct Fp8GroupedLinearPairFunction : public torch::autograd::Function<Fp8Groupe
       const at::Tensor gp = scatter_rows(grads[size_t(i)].contiguous(), l);
       const at::Tensor dxi = grouped_dgrad(gp, w, l, counts).to(xp.scalar_type());
       dx = dx.defined() ? dx + dxi : dxi;
-      dw[size_t(i)] = grouped_wgrad(gp, xt, l, counts, w);
+      dw[size_t(i)] = grouped_wgrad(gp, xt, l, w);
     }
     return {dx, dw[0], dw[1], at::Tensor()};
   }
@@ -318,7 +318,7 @@ struct Fp8GroupedSwigluLinearFunction : public torch::autograd::Function<Fp8Grou
     const at::Tensor dp = grouped_dgrad(gp, w, l, counts).to(h1.scalar_type());
     const at::Tensor a = at::silu(h1);
     const at::Tensor pp = scatter_rows(a * h3, l);  // the product, recomputed, padded for Wgrad
-    const at::Tensor dw = grouped_wgrad(gp, transposed_groups(pp, l, counts), l, counts, w);
+    const at::Tensor dw = grouped_wgrad(gp, q_1x128_t(pp), l, w);
     auto [dh1, dh3] = swiglu_backward(dp, h1, a, h3);
     return {dh1, dh3, dw, at::Tensor()};
   }

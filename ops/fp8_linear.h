@@ -22,8 +22,8 @@ at::Tensor fp8_linear(const at::Tensor& x, const at::Tensor& w);
 // rows for group g (zeros allowed, sum M), w [G, N, K] -> [M, N], row i multiplied by its group's
 // weight. Differentiable in rows and w. The rows are laid out in DeepGEMM's contiguous layout (each
 // group padded to 128 rows) so that Fprop and Dgrad are one grouped GEMM each
-// (fp8_grouped_gemm_cuda) instead of one GEMM per group; Wgrad stays one GEMM per group (its K is
-// the group's tokens). The padding rows are zeros, which change no tile's amax: codes, scales and
+// (fp8_grouped_gemm_cuda) instead of one GEMM per group, and Wgrad one k-grouped GEMM
+// (fp8_k_grouped_gemm_cuda: each group's K is its padded tokens). The padding rows are zeros, which change no tile's amax: codes, scales and
 // results are fp8_linear's on each group's rows (tests/ops/test_fp8_linear.cpp). On CUDA the GPU
 // GEMM needs N and K multiples of 128; other shapes throw std::invalid_argument (callers pad).
 at::Tensor fp8_grouped_linear(const at::Tensor& rows, const at::Tensor& w, const std::vector<int64_t>& counts);

@@ -119,7 +119,7 @@ step bench-comm-nccl 60 "${OURS[@]}" "$CARRY/shoestring" bench comm --backend nc
 cat "$LOGS/bench-comm-nccl.log" >>"$SUMMARY" 2>/dev/null
 
 # 6. compute-sanitizer on the kernel tests: out-of-bounds/misaligned accesses, shared-memory races.
-SAN_FILTER='Fp8Gpu.Quantizers*:Fp8Gpu.Dense*:Fp8Gpu.Grouped*:Fp8Gpu.PackedFp8*'
+SAN_FILTER='Fp8Gpu.Quantizers*:Fp8Gpu.Dense*:Fp8Gpu.Grouped*:Fp8Gpu.KGrouped*:Fp8Gpu.PackedFp8*'
 step memcheck 120 "${OURS[@]}" compute-sanitizer --tool memcheck --error-exitcode 3 "$CARRY/test_fp8_gpu" --gtest_filter="$SAN_FILTER"
 grep -E "ERROR SUMMARY" "$LOGS/memcheck.log" 2>/dev/null | tee -a "$SUMMARY"
 step memcheck-rows 60 "${OURS[@]}" compute-sanitizer --tool memcheck --error-exitcode 3 "$CARRY/test_moe_rows_gpu" \
@@ -127,7 +127,7 @@ step memcheck-rows 60 "${OURS[@]}" compute-sanitizer --tool memcheck --error-exi
 grep -E "ERROR SUMMARY" "$LOGS/memcheck-rows.log" 2>/dev/null | tee -a "$SUMMARY"
 # racecheck is slow (over 120 s for all of SAN_FILTER on an H100): the GEMM tests by default.
 step racecheck 120 "${OURS[@]}" compute-sanitizer --tool racecheck --error-exitcode 3 "$CARRY/test_fp8_gpu" \
-  --gtest_filter="${RACE_FILTER:-Fp8Gpu.Dense*:Fp8Gpu.Grouped*}"
+  --gtest_filter="${RACE_FILTER:-Fp8Gpu.Dense*:Fp8Gpu.Grouped*:Fp8Gpu.KGrouped*}"
 grep -E "RACECHECK SUMMARY|ERROR SUMMARY" "$LOGS/racecheck.log" 2>/dev/null | tee -a "$SUMMARY"
 # The quantizers were rewritten (shared-memory tiles, warp reductions) after their last racecheck:
 # their own run, last, so it only uses time the steps above left.

@@ -98,6 +98,42 @@ TEST(Fp8GemmReference, GroupedLayoutErrorsNameTheTile) {
   EXPECT_THROW(check_grouped_layout(make_contiguous_group_layout({128}), 0, 128), std::invalid_argument);
 }
 
+// The grouped Wgrad's operands are quantized once for all groups; each group's slice of them must be
+// exactly what quantizing that group alone gives, and C[g] exactly fp8_gemm_reference of that group.
+TEST(Fp8GemmReference, KGroupedEqualsPerGroupGemmsOnOneQuantization) {
+  at::manual_seed(11);
+  const std::vector<int64_t> k_rows = {256, 0, 128, 384, 0};
+  const int64_t M = 70, N = 50, K = 768;
+  const at::Tensor a = at::randn({M, K}), b = at::randn({N, K}) * 0.1;
+  const at::Tensor c = fp8_k_grouped_gemm_reference(quantize_1x128(a), quantize_1x128(b), k_rows);
+  ASSERT_EQ(c.sizes(), at::IntArrayRef({5, M, N}));
+  int64_t start = 0;
+  for (size_t g = 0; g < k_rows.size(); ++g) {
+    const at::Tensor cg = c[int64_t(g)];
+    if (k_rows[g] == 0) {
+      EXPECT_TRUE(at::equal(cg, at::zeros({M, N}))) << "group " << g;
+      continue;
+    }
+    const at::Tensor ag = a.narrow(1, start, k_rows[g]), bg = b.narrow(1, start, k_rows[g]);
+    EXPECT_TRUE(at::equal(cg, fp8_gemm_reference(quantize_1x128(ag), quantize_1x128(bg)))) << "group " << g;
+    EXPECT_LT(calc_diff(cg, at::matmul(ag, bg.t())), kFp8Tol.gemm_vs_unquantized) << "group " << g;
+    start += k_rows[g];
+  }
+}
+
+TEST(Fp8GemmReference, KGroupedLayoutErrorsNameTheGroup) {
+  const Fp8Tensor q = quantize_1x128(at::randn({8, 256}));
+  try {
+    fp8_k_grouped_gemm_reference(q, q, {128, 64, 64});
+    FAIL() << "expected std::invalid_argument";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find("group 1 has 64 K rows"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(fp8_k_grouped_gemm_reference(q, q, {128}), std::invalid_argument);       // sums to 128, K is 256
+  EXPECT_THROW(fp8_k_grouped_gemm_reference(q, quantize_128x128(at::randn({8, 256})), {256}),
+               std::invalid_argument);  // B must be 1x128
+}
+
 TEST(Fp8GemmReference, RejectsMismatchedK) {
   const Fp8Tensor qa = quantize_1x128(at::randn({4, 256})), qb = quantize_128x128(at::randn({8, 128}));
   EXPECT_THROW(fp8_gemm_reference(qa, qb), std::invalid_argument);

@@ -75,6 +75,21 @@ TEST(Fp8GroupedLinear, EqualsFp8LinearPerGroupForwardAndBackward) {
     EXPECT_LT(calc_diff(wg.grad(), wr.grad()), 1e-12);
     EXPECT_TRUE(at::equal(wg.grad()[0], at::zeros({N, K}))) << "an idle group's gradient is zero";
     EXPECT_GT(wg.grad()[1].abs().sum().item<double>(), 0.0);
+    // Wgrad quantizes all groups at once (k-grouped); each group's gradient must be exactly one
+    // GEMM of that group's zero-padded rows quantized alone.
+    r0 = 0;
+    for (size_t g = 0; g < counts.size(); ++g) {
+      const int64_t rows = (counts[g] + 127) / 128 * 128;
+      auto padded = [&](const at::Tensor& t) {
+        return at::cat({t.narrow(0, r0, counts[g]), at::zeros({rows - counts[g], t.size(1)}, t.options())});
+      };
+      if (counts[g] > 0) {
+        const at::Tensor dw = fp8_gemm_emulated(quantize_1x128_transposed(padded(probe.to(dtype))),
+                                                quantize_1x128_transposed(padded(x)));
+        EXPECT_TRUE(at::equal(wg.grad()[int64_t(g)], dw)) << "group " << g;
+      }
+      r0 += counts[g];
+    }
   }
   // A rank whose experts received no tokens (expert parallelism): empty output, zero gradients.
   const at::Tensor w0 = at::randn({2, N, K}).requires_grad_();
