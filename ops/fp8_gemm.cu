@@ -271,7 +271,8 @@ at::Tensor launch(const Fp8Tensor& a, const Fp8Tensor& b, const at::Tensor& grou
     for (size_t g = 0; g < size_t(G); ++g) begin[g + 1] = begin[g] + static_cast<int32_t>((*k_rows)[g] / kFp8Block);
     k_block_begin = at::tensor(begin, at::kInt).to(a.data.device(), /*non_blocking=*/true);
   }
-  const Fp8GemmConfig cfg = choose_fp8_gemm_config(M, N, K, device_info(a.data.get_device()), kernel);
+  // k-grouped: G times the blocks of one [M, N] tile grid fill the GPU (the 64- or 128-row choice).
+  const Fp8GemmConfig cfg = choose_fp8_gemm_config(M * G, N, K, device_info(a.data.get_device()), kernel);
   GemmArgs p{};
   p.a = static_cast<const std::uint8_t*>(a.data.data_ptr());
   p.sa = a.scale.data_ptr<float>();

@@ -244,10 +244,17 @@ TEST_F(Fp8Gpu, KGroupedGemmKernelsMatchReference) {
   const int64_t M = 200, N = 130, K = 1280;
   const Fp8Tensor qa = quantize_1x128(at::randn({M, K})), qb = quantize_1x128(at::randn({N, K}) * 0.1);
   const at::Tensor ref = fp8_k_grouped_gemm_reference(qa, qb, k_rows);
+  // Poison before each call, as in DenseGemmKernelsMatchReference: a freed NaN block of C's size is
+  // what the caching allocator hands the kernel next, so a tile or an empty group the kernel never
+  // writes shows up as NaN instead of the previous kernel's correct values.
+  const auto poison = [&] { at::full({6, M, N}, std::nanf(""), at::TensorOptions().device(at::kCUDA, 0)); };
+  poison();
   const at::Tensor simt = fp8_k_grouped_gemm_cuda(to_cuda(qa), to_cuda(qb), k_rows, Fp8GemmKernel::kSimt).cpu();
   EXPECT_TRUE(at::equal(simt, ref)) << "calc_diff " << calc_diff(simt, ref);
   for (Fp8GemmKernel k : tensor_core_kernels()) {
+    poison();
     const at::Tensor c = fp8_k_grouped_gemm_cuda(to_cuda(qa), to_cuda(qb), k_rows, k).cpu();
+    EXPECT_FALSE(c.isnan().any().item<bool>()) << fp8_gemm_kernel_name(k);
     for (size_t g = 0; g < k_rows.size(); ++g) {
       const auto i = int64_t(g);
       if (k_rows[g] == 0) {
@@ -261,6 +268,10 @@ TEST_F(Fp8Gpu, KGroupedGemmKernelsMatchReference) {
     }
   }
   EXPECT_THROW(fp8_k_grouped_gemm_cuda(to_cuda(qa), to_cuda(qb), {1216, 64}), std::invalid_argument);  // 64: unpadded
+  // Every group empty (K = 0): zeros without a launch, on the default kernel choice.
+  const Fp8Tensor ea = quantize_1x128(at::zeros({M, 0})), eb = quantize_1x128(at::zeros({N, 0}));
+  poison();
+  EXPECT_TRUE(at::equal(fp8_k_grouped_gemm_cuda(to_cuda(ea), to_cuda(eb), {0, 0}).cpu(), at::zeros({2, M, N})));
 }
 
 TEST_F(Fp8Gpu, GroupedLinearMatchesTheCpuPathForwardAndBackward) {
