@@ -267,9 +267,13 @@ at::Tensor launch(const Fp8Tensor& a, const Fp8Tensor& b, const at::Tensor& grou
   if (kernel == Fp8GemmKernel::kAuto) kernel = fp8_gemm_kernel_from_env();
   at::Tensor k_block_begin;  // [G + 1] int32 on the device: each group's first K block
   if (k_rows != nullptr) {
-    std::vector<int32_t> begin(size_t(G) + 1, 0);
-    for (size_t g = 0; g < size_t(G); ++g) begin[g + 1] = begin[g] + static_cast<int32_t>((*k_rows)[g] / kFp8Block);
-    k_block_begin = at::tensor(begin, at::kInt).to(a.data.device(), /*non_blocking=*/true);
+    // Staged in pinned memory so the upload is truly asynchronous (a pageable source can make the
+    // host wait for the stream); the caching host allocator keeps the block until the copy is done.
+    at::Tensor host = at::empty({G + 1}, at::TensorOptions().dtype(at::kInt).pinned_memory(true));
+    int32_t* begin = host.data_ptr<int32_t>();
+    begin[0] = 0;
+    for (int64_t g = 0; g < G; ++g) begin[g + 1] = begin[g] + static_cast<int32_t>((*k_rows)[size_t(g)] / kFp8Block);
+    k_block_begin = host.to(a.data.device(), /*non_blocking=*/true);
   }
   // k-grouped: G times the blocks of one [M, N] tile grid fill the GPU (the 64- or 128-row choice).
   const Fp8GemmConfig cfg = choose_fp8_gemm_config(M * G, N, K, device_info(a.data.get_device()), kernel);
