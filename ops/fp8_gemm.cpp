@@ -23,14 +23,16 @@ std::vector<float> decode_all(const at::Tensor& data) {
   return out;
 }
 
-// One output row range of C = A . B^T for a single (2-D) B, with promotion every 128 of K.
+// One output row range of C = A . B^T for a single (2-D) B, with promotion every 128 of K; over K
+// blocks [kb0, kb1) only when given (a k-grouped GEMM's group), else all of them.
 void gemm_rows(const float* a, const float* sa, const float* b, const float* sb, int64_t b_block_rows,
-               int64_t m0, int64_t m1, int64_t N, int64_t K, float* c) {
+               int64_t m0, int64_t m1, int64_t N, int64_t K, float* c, int64_t kb0 = 0, int64_t kb1 = -1) {
   const int64_t KB = ceil_div(K, kFp8Block);
+  if (kb1 < 0) kb1 = KB;
   for (int64_t m = m0; m < m1; ++m) {
     for (int64_t n = 0; n < N; ++n) {
       float acc = 0.0f;  // the FP32 accumulator on the "CUDA cores"
-      for (int64_t kb = 0; kb < KB; ++kb) {
+      for (int64_t kb = kb0; kb < kb1; ++kb) {
         const int64_t k0 = kb * kFp8Block, k1 = std::min(K, k0 + kFp8Block);
         float partial = 0.0f;  // the tensor core's per-block partial sum (here: full float)
         for (int64_t k = k0; k < k1; ++k) partial += a[m * K + k] * b[n * K + k];
@@ -142,26 +144,16 @@ at::Tensor fp8_k_grouped_gemm_reference(const Fp8Tensor& a, const Fp8Tensor& b, 
   const char* what = "fp8_k_grouped_gemm_reference";
   check_pair(a, b, what, 2);
   if (b.block_rows != 1) throw std::invalid_argument(std::string(what) + ": B must carry 1x128 scales");
-  const int64_t M = a.rows(), N = b.rows(), K = a.cols(), KB = ceil_div(K, kFp8Block);
+  const int64_t M = a.rows(), N = b.rows(), K = a.cols();
   check_k_groups(what, k_rows, K);
   const std::vector<float> ad = decode_all(a.data), bd = decode_all(b.data);
-  const at::Tensor sa_t = a.scale.to(at::kCPU).contiguous(), sb_t = b.scale.to(at::kCPU).contiguous();
-  const float *sa = sa_t.data_ptr<float>(), *sb = sb_t.data_ptr<float>();
+  const at::Tensor sa = a.scale.to(at::kCPU).contiguous(), sb = b.scale.to(at::kCPU).contiguous();
   at::Tensor c = at::zeros({int64_t(k_rows.size()), M, N}, at::kFloat);
   int64_t kb0 = 0;
   for (size_t g = 0; g < k_rows.size(); ++g) {
     const int64_t kb1 = kb0 + k_rows[g] / kFp8Block;
-    float* cg = c.data_ptr<float>() + int64_t(g) * M * N;
-    for (int64_t m = 0; m < M; ++m)
-      for (int64_t n = 0; n < N; ++n) {
-        float acc = 0.0f;  // as gemm_rows, over this group's K blocks only
-        for (int64_t kb = kb0; kb < kb1; ++kb) {
-          float partial = 0.0f;
-          for (int64_t k = kb * kFp8Block; k < (kb + 1) * kFp8Block; ++k) partial += ad[m * K + k] * bd[n * K + k];
-          acc += partial * (sa[m * KB + kb] * sb[n * KB + kb]);
-        }
-        cg[m * N + n] = acc;
-      }
+    gemm_rows(ad.data(), sa.data_ptr<float>(), bd.data(), sb.data_ptr<float>(), 1, 0, M, N, K,
+              c.data_ptr<float>() + int64_t(g) * M * N, kb0, kb1);
     kb0 = kb1;
   }
   return c;
