@@ -12,6 +12,7 @@
 #include <cuda_runtime.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <functional>
 #include <sstream>
 #include <vector>
@@ -119,9 +120,15 @@ int run_fp8_bench(const Fp8BenchOptions& opt, std::ostream& json_out, std::ostre
     std::vector<Fp8GemmKernel> others;
     // Not when SHOESTRING_FP8_GEMM_KERNEL names ours: then that kernel alone is compared.
     const Fp8GemmKernel ours = fp8_gemm_kernel_from_env();
-    for (Fp8GemmKernel k : {Fp8GemmKernel::kMma, Fp8GemmKernel::kWgmmaTma}) {
+    // SHOESTRING_FP8_BENCH_KERNELS (names, comma-separated) limits them (bench/gpu/run.sh leaves out
+    // candidates whose tests failed).
+    const char* listed = std::getenv("SHOESTRING_FP8_BENCH_KERNELS");
+    const std::string list = listed != nullptr ? "," + std::string(listed) + "," : "";
+    for (Fp8GemmKernel k : {Fp8GemmKernel::kMma, Fp8GemmKernel::kWgmmaTma, Fp8GemmKernel::kWgmmaPersistent,
+                            Fp8GemmKernel::kWgmmaN160, Fp8GemmKernel::kWgmmaN192}) {
       if (ours != Fp8GemmKernel::kAuto) break;
-      if ((k == Fp8GemmKernel::kMma && info.sm < 89) || (k != Fp8GemmKernel::kMma && info.sm != 90)) continue;
+      if ((k == Fp8GemmKernel::kMma && info.sm < 89) || (is_wgmma_kernel(k) && info.sm != 90)) continue;
+      if (listed != nullptr && list.find("," + std::string(fp8_gemm_kernel_name(k)) + ",") == std::string::npos) continue;
       if (k != choose_fp8_gemm_config(4096, 4096, 4096, info).kernel) others.push_back(k);
     }
 
@@ -219,6 +226,10 @@ int run_fp8_bench(const Fp8BenchOptions& opt, std::ostream& json_out, std::ostre
             "per-expert loop", flop / (time_ms([&] {
                                   for (int64_t g = 0; g < G; ++g) fp8_gemm_cuda(qa_g[size_t(g)], qb_g[size_t(g)]);
                                 }, warm, reps) * 1e-3) / 1e12);
+        for (Fp8GemmKernel k : others)
+          row.others.emplace_back(
+              fp8_gemm_kernel_name(k),
+              flop / (time_ms([&] { fp8_k_grouped_gemm_cuda(qa, qb, k_rows, k); }, warm, reps) * 1e-3) / 1e12);
         row.bf16_tflops = flop / (time_ms([&] {
                                     for (int64_t g = 0; g < G; ++g)
                                       bf16_gemm_cublas(dyt_g[size_t(g)], xt_g[size_t(g)], c_g[size_t(g)]);

@@ -1,6 +1,7 @@
 // Our block-scaled FP8 GEMM kernels (C = A . B^T, both K-contiguous, float32 C), dense and grouped
 // ("contiguous" M-grouped layout), chosen by choose_fp8_gemm_config: the two below, and on Hopper
-// kWgmmaTma (fp8_gemm_wgmma.cu). The host side (validate, choose, launch) for all three is here.
+// kWgmmaTma (fp8_gemm_wgmma.cu) and its persistent candidates (fp8_gemm_wgmma_persistent.cu). The
+// host side (validate, choose, launch) for all of them is here.
 //
 //  kSimt  CUDA cores. Decodes E4M3 to float in shared memory and accumulates each 128-long K block
 //         with explicitly rounded multiply/add (__fmul_rn/__fadd_rn: no FMA contraction) in the same
@@ -18,6 +19,7 @@
 //         M = 4096 against the WGMMA kernel's 542-864 (docs/fp8.md).
 #include <ATen/ATen.h>
 
+#include <cstdlib>
 #include <sstream>
 
 #include "ops/fp8_cuda_common.cuh"
@@ -255,6 +257,14 @@ void validate(const Fp8Tensor& a, const Fp8Tensor& b, const char* what, int64_t 
     throw std::invalid_argument(w + ": dimensions must fit in int32");
 }
 
+// Thread blocks of a persistent launch: one per SM (the WGMMA kernel's shared memory allows one),
+// or SHOESTRING_FP8_GEMM_BLOCKS when set (tests use a few, so that every block walks many tiles).
+int persistent_blocks(const Fp8DeviceInfo& info) {
+  const char* v = std::getenv("SHOESTRING_FP8_GEMM_BLOCKS");
+  const int n = v != nullptr ? std::atoi(v) : 0;
+  return n > 0 ? n : info.num_sms;
+}
+
 // k_rows: null, or the k-grouped layout (fp8_k_grouped_gemm_cuda): C is then [G, M, N].
 at::Tensor launch(const Fp8Tensor& a, const Fp8Tensor& b, const at::Tensor& group_of_row, Fp8GemmKernel kernel,
                   const char* what, const std::vector<int64_t>* k_rows = nullptr) {
@@ -276,7 +286,8 @@ at::Tensor launch(const Fp8Tensor& a, const Fp8Tensor& b, const at::Tensor& grou
     k_block_begin = host.to(a.data.device(), /*non_blocking=*/true);
   }
   // k-grouped: G times the blocks of one [M, N] tile grid fill the GPU (the 64- or 128-row choice).
-  const Fp8GemmConfig cfg = choose_fp8_gemm_config(M * G, N, K, device_info(a.data.get_device()), kernel);
+  const Fp8DeviceInfo info = device_info(a.data.get_device());
+  const Fp8GemmConfig cfg = choose_fp8_gemm_config(M * G, N, K, info, kernel);
   GemmArgs p{};
   p.a = static_cast<const std::uint8_t*>(a.data.data_ptr());
   p.sa = a.scale.data_ptr<float>();
@@ -294,8 +305,11 @@ at::Tensor launch(const Fp8Tensor& a, const Fp8Tensor& b, const at::Tensor& grou
   const cudaStream_t stream = current_stream();
   const dim3 grid(static_cast<unsigned>(ceil_div(N, cfg.block_n)), static_cast<unsigned>(ceil_div(M, cfg.block_m)),
                   static_cast<unsigned>(G));
+  const int64_t b_groups = b.data.dim() == 3 ? b.data.size(0) : 1;
   if (cfg.kernel == Fp8GemmKernel::kWgmmaTma) {
-    launch_fp8_gemm_wgmma_tma(p, b.data.dim() == 3 ? b.data.size(0) : 1, int(G), stream);
+    launch_fp8_gemm_wgmma_tma(p, b_groups, int(G), stream);
+  } else if (cfg.persistent) {
+    launch_fp8_gemm_wgmma_persistent(p, b_groups, int(G), cfg.block_n, persistent_blocks(info), stream);
   } else if (cfg.kernel == Fp8GemmKernel::kSimt) {
     fp8_gemm_simt_kernel<<<grid, 256, 0, stream>>>(p);
   } else {

@@ -28,11 +28,12 @@ struct KSpan {
   int begin, end;
   float* c;
 };
-__device__ inline KSpan k_span(const GemmArgs& p) {
+__device__ inline KSpan k_span(const GemmArgs& p, int z) {
   if (p.k_block_begin == nullptr) return {0, p.KB, p.c};
-  const int z = static_cast<int>(blockIdx.z);
   return {p.k_block_begin[z], p.k_block_begin[z + 1], p.c + int64_t(z) * p.c_group_stride};
 }
+// Kernels with one block per tile take the group from grid z.
+__device__ inline KSpan k_span(const GemmArgs& p) { return k_span(p, static_cast<int>(blockIdx.z)); }
 
 // The group of the block's rows [m0, m0 + bm): the largest id among them (one group plus -1 padding
 // rows, by the layout contract). -1 when the whole tile is padding.
@@ -51,8 +52,13 @@ __device__ __forceinline__ bool row_live(const GemmArgs& p, int m) {
   return m < p.M && (p.group_of_row == nullptr || p.group_of_row[m] >= 0);
 }
 
-// fp8_gemm_wgmma.cu: 128 x 128 tiles, sm_90a only (the caller checks the device); B holds b_groups
-// matrices of [N, K] back to back; k_groups is grid z (1 unless k-grouped).
+// fp8_gemm_wgmma.cu: 128 x 128 tiles, one thread block each, sm_90a only (the caller checks the
+// device); B holds b_groups matrices of [N, K] back to back; k_groups is grid z (1 unless k-grouped).
 void launch_fp8_gemm_wgmma_tma(const GemmArgs& p, int64_t b_groups, int k_groups, cudaStream_t stream);
+
+// fp8_gemm_wgmma_persistent.cu: the same GEMM in 128 x block_n tiles (block_n 128, 160 or 192) walked
+// by at most max_blocks thread blocks (0: one per tile).
+void launch_fp8_gemm_wgmma_persistent(const GemmArgs& p, int64_t b_groups, int k_groups, int block_n, int max_blocks,
+                                      cudaStream_t stream);
 
 }  // namespace shoestring::ops::gemm_detail

@@ -11,14 +11,18 @@ const char* fp8_gemm_kernel_name(Fp8GemmKernel k) {
     case Fp8GemmKernel::kSimt: return "simt";
     case Fp8GemmKernel::kMma: return "mma";
     case Fp8GemmKernel::kWgmmaTma: return "wgmma-tma";
+    case Fp8GemmKernel::kWgmmaPersistent: return "wgmma-persistent";
+    case Fp8GemmKernel::kWgmmaN160: return "wgmma-n160";
+    case Fp8GemmKernel::kWgmmaN192: return "wgmma-n192";
   }
   return "?";
 }
 
 Fp8GemmKernel fp8_gemm_kernel_from_name(const std::string& name) {
-  for (Fp8GemmKernel k : {Fp8GemmKernel::kAuto, Fp8GemmKernel::kSimt, Fp8GemmKernel::kMma, Fp8GemmKernel::kWgmmaTma})
+  for (Fp8GemmKernel k : kAllFp8GemmKernels)
     if (name == fp8_gemm_kernel_name(k)) return k;
-  throw std::invalid_argument("unknown FP8 GEMM kernel '" + name + "' (expected auto, simt, mma or wgmma-tma)");
+  throw std::invalid_argument("unknown FP8 GEMM kernel '" + name +
+                              "' (expected auto, simt, mma, wgmma-tma, wgmma-persistent, wgmma-n160 or wgmma-n192)");
 }
 
 Fp8GemmKernel fp8_gemm_kernel_from_env() {
@@ -36,7 +40,7 @@ Fp8GemmKernel fp8_gemm_kernel_from_env() {
 
 std::string Fp8GemmConfig::describe() const {
   return std::string(fp8_gemm_kernel_name(kernel)) + " " + std::to_string(block_m) + "x" + std::to_string(block_n) +
-         " (" + std::to_string(threads) + " threads)";
+         " (" + std::to_string(threads) + " threads" + (persistent ? ", persistent" : "") + ")";
 }
 
 Fp8GemmConfig choose_fp8_gemm_config(int64_t M, int64_t N, int64_t K, const Fp8DeviceInfo& dev,
@@ -47,7 +51,7 @@ Fp8GemmConfig choose_fp8_gemm_config(int64_t M, int64_t N, int64_t K, const Fp8D
   Fp8GemmKernel kernel = requested;
   if (kernel == Fp8GemmKernel::kAuto)
     kernel = dev.sm == 90 ? Fp8GemmKernel::kWgmmaTma : dev.sm >= 89 ? Fp8GemmKernel::kMma : Fp8GemmKernel::kSimt;
-  const bool wgmma = kernel == Fp8GemmKernel::kWgmmaTma;
+  const bool wgmma = is_wgmma_kernel(kernel);
   if (wgmma && dev.sm != 90)
     throw std::invalid_argument("choose_fp8_gemm_config: the WGMMA kernel is built for sm_90a and runs on sm_90 only, device is sm_" +
                                 std::to_string(dev.sm));
@@ -65,7 +69,9 @@ Fp8GemmConfig choose_fp8_gemm_config(int64_t M, int64_t N, int64_t K, const Fp8D
   c.block_n = 128;
   if (wgmma) {
     c.block_m = 128;
+    c.block_n = kernel == Fp8GemmKernel::kWgmmaN192 ? 192 : kernel == Fp8GemmKernel::kWgmmaN160 ? 160 : 128;
     c.threads = 384;
+    c.persistent = kernel != Fp8GemmKernel::kWgmmaTma;
     return c;
   }
   const int64_t blocks_128 = ((M + 127) / 128) * ((N + 127) / 128);

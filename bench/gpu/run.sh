@@ -69,8 +69,9 @@ export BIN OUT OURS_LD
   "$BIN" --version 2>&1 || { echo "FAIL: the carried binary does not start:"; "${OURS[@]}" ldd "$CARRY/shoestring" | grep "not found"; }
 } | tee -a "$SUMMARY"
 
-# 1. Correctness of every kernel against its CPU reference (quantizers bit for bit, GEMMs by calc_diff).
-step gpu-tests 90 "${OURS[@]}" "$CARRY/test_fp8_gpu"
+# 1. Correctness of every kernel against its CPU reference (quantizers bit for bit, GEMMs by calc_diff):
+# the GEMM kernels auto chooses from (mma, wgmma-tma) here; the persistent candidates in 1a.
+step gpu-tests 90 env SHOESTRING_FP8_TEST_KERNELS=mma,wgmma-tma "${OURS[@]}" "$CARRY/test_fp8_gpu"
 # Only a failed GEMM test (or a crash before the summary) makes the later steps avoid the WGMMA kernel.
 if grep -qE "^\[  FAILED  \] Fp8Gpu\.[A-Za-z]*Gemm" "$LOGS/gpu-tests.log" 2>/dev/null ||
   ! grep -qE "test suites? ran\." "$LOGS/gpu-tests.log" 2>/dev/null; then
@@ -80,6 +81,18 @@ fi
 grep -E "\[measured\]|^\[  (FAILED|PASSED|SKIPPED) +\] [0-9]+ test|^\[  FAILED" "$LOGS/gpu-tests.log" | tee -a "$SUMMARY"
 # A skip means this machine offered no usable GPU: for this script that is a failure.
 if grep -q "SKIPPED \]" "$LOGS/gpu-tests.log" 2>/dev/null; then log "FAIL  gpu tests skipped"; FAILED=$((FAILED + 1)); fi
+
+# 1a. Each persistent WGMMA candidate in a process of its own (a crash stays its own); the bench
+# times only those that pass.
+PASSED_CANDIDATES=mma
+for cand in wgmma-persistent wgmma-n160 wgmma-n192; do
+  if step "test-$cand" 40 env SHOESTRING_FP8_TEST_KERNELS="$cand" "${OURS[@]}" "$CARRY/test_fp8_gpu" \
+    --gtest_filter='Fp8Gpu.*Gemm*:Fp8Gpu.EmptyK*'; then
+    PASSED_CANDIDATES+=",$cand"
+  fi
+  grep -E "^\[  (FAILED|PASSED) +\] [0-9]+ test|^\[  FAILED" "$LOGS/test-$cand.log" | tee -a "$SUMMARY"
+done
+export SHOESTRING_FP8_BENCH_KERNELS=$PASSED_CANDIDATES
 
 # 1b. The expert layout's row kernels (permute, gate-weighted unpermute, its backward) against the
 # CPU's, bit for bit, and run to run.
@@ -126,7 +139,10 @@ step memcheck-rows 60 "${OURS[@]}" compute-sanitizer --tool memcheck --error-exi
   --gtest_filter='Dtypes/MoeRowsGpu.*'
 grep -E "ERROR SUMMARY" "$LOGS/memcheck-rows.log" 2>/dev/null | tee -a "$SUMMARY"
 # racecheck is slow (over 120 s for all of SAN_FILTER on an H100): the GEMM tests by default.
-step racecheck 120 "${OURS[@]}" compute-sanitizer --tool racecheck --error-exitcode 3 "$CARRY/test_fp8_gpu" \
+# The candidates on 3 blocks reuse each pipeline stage across tiles: wgmma-persistent stands for
+# them (same code, another tile width).
+step racecheck 120 env SHOESTRING_FP8_TEST_KERNELS="${RACE_KERNELS:-wgmma-tma,wgmma-persistent}" \
+  "${OURS[@]}" compute-sanitizer --tool racecheck --error-exitcode 3 "$CARRY/test_fp8_gpu" \
   --gtest_filter="${RACE_FILTER:-Fp8Gpu.Dense*:Fp8Gpu.Grouped*:Fp8Gpu.KGrouped*}"
 grep -E "RACECHECK SUMMARY|ERROR SUMMARY" "$LOGS/racecheck.log" 2>/dev/null | tee -a "$SUMMARY"
 # The quantizers were rewritten (shared-memory tiles, warp reductions) after their last racecheck:

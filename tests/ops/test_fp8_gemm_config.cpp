@@ -33,9 +33,31 @@ TEST(Fp8GemmConfig, SmallMGetsSmallerTilesToFillTheGpu) {
       EXPECT_EQ(choose_fp8_gemm_config(m, 7168, 2048, dev).block_n, 128) << "one weight scale block per tile";
 }
 
+TEST(Fp8GemmConfig, PersistentCandidatesAreHopperOnlyAndNeverAuto) {
+  const Fp8DeviceInfo h100{90, 132};
+  for (auto [k, bn] : {std::pair{Fp8GemmKernel::kWgmmaPersistent, 128}, std::pair{Fp8GemmKernel::kWgmmaN160, 160},
+                       std::pair{Fp8GemmKernel::kWgmmaN192, 192}}) {
+    const Fp8GemmConfig c = choose_fp8_gemm_config(4096, 7168, 2048, h100, k);
+    EXPECT_EQ(c.kernel, k);
+    EXPECT_EQ(c.block_m, 128);
+    EXPECT_EQ(c.block_n, bn);
+    EXPECT_TRUE(c.persistent);
+    EXPECT_NE(c.describe().find("persistent"), std::string::npos) << c.describe();
+    EXPECT_TRUE(is_wgmma_kernel(k));
+    EXPECT_THROW(choose_fp8_gemm_config(128, 128, 128, {89, 128}, k), std::invalid_argument);
+    EXPECT_THROW(choose_fp8_gemm_config(128, 128, 128, {100, 148}, k), std::invalid_argument);
+  }
+  // Until a GPU run measures them, auto keeps the kernel that was measured.
+  for (int64_t m : {128, 4096}) {
+    const Fp8GemmConfig c = choose_fp8_gemm_config(m, 7168, 2048, h100);
+    EXPECT_EQ(c.kernel, Fp8GemmKernel::kWgmmaTma);
+    EXPECT_FALSE(c.persistent);
+  }
+  EXPECT_FALSE(is_wgmma_kernel(Fp8GemmKernel::kMma));
+}
+
 TEST(Fp8GemmConfig, KernelNamesRoundTrip) {
-  for (Fp8GemmKernel k : {Fp8GemmKernel::kAuto, Fp8GemmKernel::kSimt, Fp8GemmKernel::kMma, Fp8GemmKernel::kWgmmaTma})
-    EXPECT_EQ(fp8_gemm_kernel_from_name(fp8_gemm_kernel_name(k)), k);
+  for (Fp8GemmKernel k : kAllFp8GemmKernels) EXPECT_EQ(fp8_gemm_kernel_from_name(fp8_gemm_kernel_name(k)), k);
   try {
     fp8_gemm_kernel_from_name("cutlass");
     FAIL() << "expected std::invalid_argument";

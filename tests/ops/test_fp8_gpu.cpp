@@ -7,8 +7,10 @@
 #include <array>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <iostream>
+#include <string>
 #include <vector>
 
 #include "ops/calc_diff.h"
@@ -73,12 +75,44 @@ int device_sm() { return 0; }
 #endif
 
 // The tensor-core kernels this device can run: mma.sync from sm_89, WGMMA (built sm_90a) on sm_90.
-std::vector<Fp8GemmKernel> tensor_core_kernels() {
-  std::vector<Fp8GemmKernel> ks;
-  if (device_sm() >= 89) ks.push_back(Fp8GemmKernel::kMma);
-  if (device_sm() == 90) ks.push_back(Fp8GemmKernel::kWgmmaTma);
-  return ks;
+// The persistent WGMMA candidates run twice: on their own grid (one block per SM, which the small
+// test shapes rarely exceed) and on 3 blocks, so that every block walks many tiles and the pipeline's
+// stages and barrier phases carry over from one tile to the next at odd offsets.
+struct KernelRun {
+  Fp8GemmKernel kernel;
+  int blocks;  // SHOESTRING_FP8_GEMM_BLOCKS for this run; 0: unset
+  std::string name() const {
+    return std::string(fp8_gemm_kernel_name(kernel)) + (blocks > 0 ? " on " + std::to_string(blocks) + " blocks" : "");
+  }
+};
+// SHOESTRING_FP8_TEST_KERNELS (kernel names, comma-separated) limits the runs to those kernels, so
+// bench/gpu/run.sh can test untried candidates in processes of their own.
+std::vector<KernelRun> tensor_core_runs() {
+  std::vector<KernelRun> runs;
+  if (device_sm() >= 89) runs.push_back({Fp8GemmKernel::kMma, 0});
+  if (device_sm() == 90) {
+    runs.push_back({Fp8GemmKernel::kWgmmaTma, 0});
+    for (Fp8GemmKernel k : {Fp8GemmKernel::kWgmmaPersistent, Fp8GemmKernel::kWgmmaN160, Fp8GemmKernel::kWgmmaN192})
+      for (int blocks : {0, 3}) runs.push_back({k, blocks});
+  }
+  if (const char* only = std::getenv("SHOESTRING_FP8_TEST_KERNELS")) {
+    const std::string list = "," + std::string(only) + ",";
+    std::erase_if(runs, [&](const KernelRun& r) {
+      return list.find("," + std::string(fp8_gemm_kernel_name(r.kernel)) + ",") == std::string::npos;
+    });
+  }
+  return runs;
 }
+// Sets SHOESTRING_FP8_GEMM_BLOCKS (read by every launch) for one scope.
+class BlocksEnv {
+ public:
+  explicit BlocksEnv(int blocks) {
+    if (blocks > 0) setenv("SHOESTRING_FP8_GEMM_BLOCKS", std::to_string(blocks).c_str(), 1);
+  }
+  ~BlocksEnv() { unsetenv("SHOESTRING_FP8_GEMM_BLOCKS"); }
+  BlocksEnv(const BlocksEnv&) = delete;
+  BlocksEnv& operator=(const BlocksEnv&) = delete;
+};
 
 TEST_F(Fp8Gpu, QuantizersAreBitIdenticalToCpu) {
   at::manual_seed(21);
@@ -203,36 +237,55 @@ TEST_F(Fp8Gpu, DenseGemmKernelsMatchReference) {
     const double d_simt = calc_diff(simt, ref);
     EXPECT_LE(d_simt, kFp8Tol.gpu_simt_vs_reference);
     EXPECT_TRUE(at::equal(simt, ref)) << "SIMT kernel must be bit-identical, calc_diff " << d_simt;
-    for (Fp8GemmKernel k : tensor_core_kernels()) {
+    for (const KernelRun& run : tensor_core_runs()) {
+      const BlocksEnv env(run.blocks);
+      const Fp8GemmKernel k = run.kernel;
       // Poison: a freed NaN block of C's size is what the caching allocator hands the GEMM next, so
       // an element the kernel never writes shows up as NaN.
       at::full({gc.M, gc.N}, std::nanf(""), at::TensorOptions().device(at::kCUDA, 0));
       const at::Tensor c = fp8_gemm_cuda(to_cuda(qa), to_cuda(qb), k).cpu();
       const double d = calc_diff(c, ref);
-      std::cout << "[measured] " << fp8_gemm_kernel_name(k) << " vs reference M=" << gc.M << " N=" << gc.N
+      std::cout << "[measured] " << run.name() << " vs reference M=" << gc.M << " N=" << gc.N
                 << " K=" << gc.K << (gc.wgrad ? " (B 1x128)" : "") << ": calc_diff " << d << "\n";
-      EXPECT_FALSE(c.isnan().any().item<bool>()) << fp8_gemm_kernel_name(k);
-      EXPECT_LT(d, kFp8Tol.gpu_mma_vs_reference) << fp8_gemm_kernel_name(k);
+      EXPECT_FALSE(c.isnan().any().item<bool>()) << run.name();
+      EXPECT_LT(d, kFp8Tol.gpu_mma_vs_reference) << run.name();
     }
   }
 }
 
 TEST_F(Fp8Gpu, GroupedGemmKernelsMatchReference) {
   at::manual_seed(23);
-  const at::Tensor layout = make_contiguous_group_layout({100, 0, 250, 128});
-  const int64_t M = layout.size(0), N = 256, K = 384;
-  const Fp8Tensor qa = quantize_1x128(at::randn({M, K})), qb = quantize_128x128(at::randn({4, N, K}) * 0.05);
-  const at::Tensor ref = fp8_grouped_gemm_reference(qa, qb, layout);
-  const at::Tensor simt =
-      fp8_grouped_gemm_cuda(to_cuda(qa), to_cuda(qb), cuda(layout), Fp8GemmKernel::kSimt).cpu();
-  EXPECT_TRUE(at::equal(simt, ref)) << "calc_diff " << calc_diff(simt, ref);
-  for (Fp8GemmKernel k : tensor_core_kernels()) {
-    const at::Tensor c = fp8_grouped_gemm_cuda(to_cuda(qa), to_cuda(qb), cuda(layout), k).cpu();
-    const double d = calc_diff(c, ref);
-    std::cout << "[measured] grouped " << fp8_gemm_kernel_name(k) << " vs reference: calc_diff " << d << "\n";
-    EXPECT_LT(d, kFp8Tol.gpu_mma_vs_reference) << fp8_gemm_kernel_name(k);
-    // Padding rows are exactly zero.
-    EXPECT_EQ(c.index({layout.cpu() < 0}).abs().max().item<float>(), 0.0f) << fp8_gemm_kernel_name(k);
+  // The MoE layer's layout (an empty group, ragged groups), and one with whole 128-row tiles of
+  // padding in the middle and at the end (allowed by check_grouped_layout), which every kernel
+  // must skip (the persistent ones without losing count of their pipeline stages), at N = 384 where
+  // the 160- and 192-wide tiles straddle two weight-scale blocks inside a group.
+  const at::Tensor base = make_contiguous_group_layout({100, 0, 250, 128});
+  at::Tensor gapped = at::full({768}, -1, at::kInt);  // tiles: group 0, padding, group 2, group 3, padding
+  gapped.narrow(0, 0, 100).fill_(0);
+  gapped.narrow(0, 256, 250).fill_(2);
+  gapped.narrow(0, 512, 128).fill_(3);
+  check_grouped_layout(gapped, 4, 768);
+  for (const auto& [layout, N] : {std::pair{base, int64_t(256)}, std::pair{gapped, int64_t(384)}}) {
+    const int64_t M = layout.size(0), K = 384;
+    SCOPED_TRACE("M=" + std::to_string(M) + " N=" + std::to_string(N));
+    const Fp8Tensor qa = quantize_1x128(at::randn({M, K})), qb = quantize_128x128(at::randn({4, N, K}) * 0.05);
+    const at::Tensor ref = fp8_grouped_gemm_reference(qa, qb, layout);
+    const at::Tensor simt =
+        fp8_grouped_gemm_cuda(to_cuda(qa), to_cuda(qb), cuda(layout), Fp8GemmKernel::kSimt).cpu();
+    EXPECT_TRUE(at::equal(simt, ref)) << "calc_diff " << calc_diff(simt, ref);
+    for (const KernelRun& run : tensor_core_runs()) {
+      const BlocksEnv env(run.blocks);
+      const Fp8GemmKernel k = run.kernel;
+      at::full({M, N}, std::nanf(""), at::TensorOptions().device(at::kCUDA, 0));  // poison, as above
+      const at::Tensor c = fp8_grouped_gemm_cuda(to_cuda(qa), to_cuda(qb), cuda(layout), k).cpu();
+      EXPECT_FALSE(c.isnan().any().item<bool>()) << run.name();
+      const double d = calc_diff(c, ref);
+      std::cout << "[measured] grouped M=" << M << " N=" << N << " " << run.name() << " vs reference: calc_diff " << d
+                << "\n";
+      EXPECT_LT(d, kFp8Tol.gpu_mma_vs_reference) << run.name();
+      // Padding rows are exactly zero.
+      EXPECT_EQ(c.index({layout < 0}).abs().max().item<float>(), 0.0f) << run.name();
+    }
   }
 }
 
@@ -251,20 +304,22 @@ TEST_F(Fp8Gpu, KGroupedGemmKernelsMatchReference) {
   poison();
   const at::Tensor simt = fp8_k_grouped_gemm_cuda(to_cuda(qa), to_cuda(qb), k_rows, Fp8GemmKernel::kSimt).cpu();
   EXPECT_TRUE(at::equal(simt, ref)) << "calc_diff " << calc_diff(simt, ref);
-  for (Fp8GemmKernel k : tensor_core_kernels()) {
+  for (const KernelRun& run : tensor_core_runs()) {
+    const BlocksEnv env(run.blocks);
+    const Fp8GemmKernel k = run.kernel;
     poison();
     const at::Tensor c = fp8_k_grouped_gemm_cuda(to_cuda(qa), to_cuda(qb), k_rows, k).cpu();
-    EXPECT_FALSE(c.isnan().any().item<bool>()) << fp8_gemm_kernel_name(k);
+    EXPECT_FALSE(c.isnan().any().item<bool>()) << run.name();
     for (size_t g = 0; g < k_rows.size(); ++g) {
       const auto i = int64_t(g);
       if (k_rows[g] == 0) {
-        EXPECT_TRUE(at::equal(c[i], at::zeros({M, N}))) << fp8_gemm_kernel_name(k) << " empty group " << g;
+        EXPECT_TRUE(at::equal(c[i], at::zeros({M, N}))) << run.name() << " empty group " << g;
         continue;
       }
       const double d = calc_diff(c[i], ref[i]);
-      std::cout << "[measured] k-grouped " << fp8_gemm_kernel_name(k) << " group " << g << " vs reference: calc_diff "
+      std::cout << "[measured] k-grouped " << run.name() << " group " << g << " vs reference: calc_diff "
                 << d << "\n";
-      EXPECT_LT(d, kFp8Tol.gpu_mma_vs_reference) << fp8_gemm_kernel_name(k) << " group " << g;
+      EXPECT_LT(d, kFp8Tol.gpu_mma_vs_reference) << run.name() << " group " << g;
     }
   }
   EXPECT_THROW(fp8_k_grouped_gemm_cuda(to_cuda(qa), to_cuda(qb), {1216, 64}), std::invalid_argument);  // 64: unpadded
@@ -289,10 +344,12 @@ TEST_F(Fp8Gpu, GroupedLinearMatchesTheCpuPathForwardAndBackward) {
 TEST_F(Fp8Gpu, EmptyKGivesZeros) {
   // A weight gradient over zero tokens: the sum is empty, whatever memory C was allocated from.
   const Fp8Tensor qa = quantize_1x128(at::zeros({64, 0})), qb = quantize_1x128(at::zeros({32, 0}));
-  for (Fp8GemmKernel k : tensor_core_kernels()) {
+  for (const KernelRun& run : tensor_core_runs()) {
+    const BlocksEnv env(run.blocks);
+    const Fp8GemmKernel k = run.kernel;
     at::full({64, 32}, std::nanf(""), at::TensorOptions().device(at::kCUDA, 0));
     const at::Tensor c = fp8_gemm_cuda(to_cuda(qa), to_cuda(qb), k).cpu();
-    EXPECT_TRUE(at::equal(c, at::zeros({64, 32}))) << fp8_gemm_kernel_name(k);
+    EXPECT_TRUE(at::equal(c, at::zeros({64, 32}))) << run.name();
   }
 }
 

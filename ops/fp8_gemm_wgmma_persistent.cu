@@ -1,0 +1,179 @@
+// kWgmmaPersistent, kWgmmaN160 and kWgmmaN192: the Hopper FP8 GEMM of fp8_gemm_wgmma.cu (same
+// numerics: each 128-wide K block's partial sum promoted into FP32 with its two scales, the same
+// producer warp, consumer warpgroups and setmaxnreg split) on a persistent grid, with a choice of
+// tile width. What the one-block-per-tile kernel cannot do:
+//
+//  * Overlap a tile's end with the next tile's start. Each block walks tiles t = blockIdx.x,
+//    blockIdx.x + gridDim.x, ...; the producer and the consumers number K blocks across tiles, so
+//    the producer fills the pipeline for the next tile while the consumers still promote and store
+//    this one (64 KB of FP32 C at 128 x 128), and no block pays barrier set-up or a cold pipeline per
+//    tile. At K = 1536 a tile is only 12 K blocks, and that shape measured the lowest ratio to
+//    cuBLASLt (0.54x, H100, docs/fp8.md).
+//  * Wider tiles. A 128 x 128 tile reads 32 KB of operands per K block for 4.2 MFLOP: about 6.7 TB/s
+//    out of L2 at the 864 TFLOPS measured, which we suspect (not yet profiled) is near what the L2
+//    delivers. 128 x 160 reads 10% fewer bytes per FLOP, 128 x 192 17% fewer.
+//
+// Registers: two-level accumulation keeps BN / 2 partial and BN / 2 promoted floats per consumer
+// thread, 192 at BN = 192, inside setmaxnreg's 232 (ptxas allocates the consumer branch against
+// it: the one-tile kernel spills at 168, not at 184). The 1x128-scaled B (Wgrad) is its own
+// instantiation, so the block-scaled one carries none of its per-column work.
+#include <stdexcept>
+#include <string>
+
+#include "ops/fp8_cuda_common.cuh"
+#include "ops/fp8_wgmma.cuh"
+
+namespace shoestring::ops::gemm_detail {
+
+namespace {
+
+constexpr int kBM = 128;
+constexpr int kStages = 5;
+constexpr int kATileBytes = kBM * 128;
+constexpr int kThreads = 384;  // warpgroup 0: the producer; 1 and 2: consumers, 64 rows of C each
+template <int BN>
+struct Tiles {
+  static constexpr int kStageBytes = kATileBytes + BN * 128;  // a multiple of 1024: tiles stay aligned
+  static constexpr int kSmemBytes = kStages * kStageBytes + 1024 + 2 * kStages * 8;  // tiles, alignment, barriers
+  static_assert(kStageBytes % 1024 == 0 && kSmemBytes <= 227 * 1024);
+};
+
+#ifdef SHOESTRING_HAS_WGMMA
+// Tile t: columns fastest, then rows, then the k-group.
+struct TileCoord {
+  int m0, n0, z;
+};
+__device__ __forceinline__ TileCoord tile_coord(int t, int tiles_n, int tiles_m, int bn) {
+  const int per_group = tiles_n * tiles_m;
+  const int z = t / per_group, r = t % per_group;
+  return {(r / tiles_n) * kBM, (r % tiles_n) * bn, z};
+}
+#endif
+
+// kColumnScales: B has 1x128 scales (the Wgrad), read per column; else 128x128 blocks.
+template <int BN, bool kColumnScales>
+__global__ void __launch_bounds__(kThreads, 1)
+    fp8_gemm_wgmma_persistent_kernel(const __grid_constant__ CUtensorMap map_a,
+                                     const __grid_constant__ CUtensorMap map_b, GemmArgs p, int tiles_n, int tiles_m,
+                                     int tiles) {
+#ifdef SHOESTRING_HAS_WGMMA
+  using T = Tiles<BN>;
+  extern __shared__ __align__(1024) std::uint8_t smem_raw[];
+  const std::uint32_t raw = static_cast<std::uint32_t>(__cvta_generic_to_shared(smem_raw));
+  const std::uint32_t base = (raw + 1023u) & ~1023u;
+  const std::uint32_t full0 = base + kStages * T::kStageBytes, empty0 = full0 + kStages * 8;
+  const int tid = threadIdx.x, lane = tid % 32;
+  if (tid == 0) {
+    for (int s = 0; s < kStages; ++s) {
+      mbar_init(full0 + 8 * s, 1);   // the producer's expect_tx arrival (+ the copy's bytes)
+      mbar_init(empty0 + 8 * s, 8);  // one arrival per consumer warp
+    }
+    asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");  // visible to the copy engine
+  }
+  __syncthreads();
+
+  // Both roles walk the same tiles and number their K blocks across them (`it`): stage it % kStages,
+  // barrier parity (it / kStages) & 1. A tile without work (all padding rows) is skipped by both
+  // without counting; an empty k-group has no K blocks to count.
+  if (tid < 128) {
+    asm volatile("setmaxnreg.dec.sync.aligned.u32 40;\n");
+    if (tid >= 32) return;  // one producer warp
+    int it = 0;
+    for (int t = blockIdx.x; t < tiles; t += gridDim.x) {
+      const TileCoord tc = tile_coord(t, tiles_n, tiles_m, BN);
+      const int grp = warp_tile_group(p, tc.m0, lane);
+      if (grp < 0) continue;
+      const KSpan span = k_span(p, tc.z);
+      const int b_row0 = grp * p.N + tc.n0;  // B is mapped as [G * N, K]
+      // The whole warp walks the loop (it stays converged for warp_tile_group); lane 0 issues.
+      for (int kb = span.begin; kb < span.end; ++kb, ++it) {
+        const int s = it % kStages, use = it / kStages;
+        if (use > 0) mbar_wait(empty0 + 8 * s, (use - 1) & 1);  // consumers released its last use
+        if (lane == 0) {
+          const std::uint32_t a_s = base + s * T::kStageBytes, full = full0 + 8 * s;
+          mbar_expect_bytes(full, T::kStageBytes);
+          tma_load(a_s, map_a, kb * 128, tc.m0, full);
+          tma_load(a_s + kATileBytes, map_b, kb * 128, b_row0, full);
+        }
+        __syncwarp();
+      }
+    }
+  } else {
+    asm volatile("setmaxnreg.inc.sync.aligned.u32 232;\n");
+    const int cw = tid / 128 - 1, warp = (tid % 128) / 32;
+    int it = 0;
+    for (int t = blockIdx.x; t < tiles; t += gridDim.x) {
+      const TileCoord tc = tile_coord(t, tiles_n, tiles_m, BN);
+      const int grp = warp_tile_group(p, tc.m0, lane);
+      const KSpan span = k_span(p, tc.z);
+      const int r_lo = tc.m0 + cw * 64 + warp * 16 + lane / 4, r_hi = r_lo + 8;
+      float acc[BN / 2];
+#pragma unroll
+      for (int i = 0; i < BN / 2; ++i) acc[i] = 0.0f;
+      if (grp >= 0) {
+        const float* SB = p.sb + grp * p.sb_group_stride;
+        // 128x128 B scales: the tile's first block, and where in the tile the next one starts.
+        const int nb0 = tc.n0 / 128, split = 128 - tc.n0 % 128;
+        const bool second = !kColumnScales && split < BN && (nb0 + 1) * 128 < p.N;
+        float part[BN / 2];
+        for (int kb = span.begin; kb < span.end; ++kb, ++it) {
+          const int s = it % kStages;
+          mbar_wait(full0 + 8 * s, (it / kStages) & 1);
+          const std::uint32_t a_addr = base + s * T::kStageBytes + cw * 64 * 128,
+                              b_addr = base + s * T::kStageBytes + kATileBytes;
+          asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
+#pragma unroll
+          for (int k = 0; k < 4; ++k) wgmma_tile(part, smem_desc(a_addr + k * 32), smem_desc(b_addr + k * 32), k);
+          asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
+          // Scales fetched while the tensor core works.
+          const float sa_lo = r_lo < p.M ? p.sa[int64_t(r_lo) * p.KB + kb] : 0.0f;
+          const float sa_hi = r_hi < p.M ? p.sa[int64_t(r_hi) * p.KB + kb] : 0.0f;
+          const float sb0 = kColumnScales ? 0.0f : SB[int64_t(nb0) * p.KB + kb];
+          const float sb1 = second ? SB[int64_t(nb0 + 1) * p.KB + kb] : 0.0f;
+          asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
+          __syncwarp();
+          if (lane == 0) mbar_arrive(empty0 + 8 * s);
+          if constexpr (kColumnScales) promote_column_scales<BN>(acc, part, p, SB, tc.n0, kb, lane, sa_lo, sa_hi);
+          else promote_block_scales<BN>(acc, part, split, sa_lo, sa_hi, sb0, sb1);
+        }
+      }
+      store_slice<BN>(acc, p, span.c, r_lo, tc.n0, lane);
+    }
+  }
+#else
+  __trap();  // launched only on sm_90 (choose_fp8_gemm_config), built for sm_90a
+#endif
+}
+
+template <int BN, bool kColumnScales>
+void launch_tiles(const GemmArgs& p, int64_t b_groups, int k_groups, int max_blocks, cudaStream_t stream) {
+  const CUtensorMap map_a = make_tma_map(p.a, p.M, p.K, kBM), map_b = make_tma_map(p.b, b_groups * p.N, p.K, BN);
+  const auto kernel = fp8_gemm_wgmma_persistent_kernel<BN, kColumnScales>;
+  cuda_detail::check_cuda(
+      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Tiles<BN>::kSmemBytes),
+      "cudaFuncSetAttribute(fp8_gemm_wgmma_persistent_kernel)");
+  const int64_t tiles_n = (int64_t(p.N) + BN - 1) / BN, tiles_m = (int64_t(p.M) + kBM - 1) / kBM;
+  const int64_t tiles = tiles_n * tiles_m * k_groups;
+  // Half of int32: a block's next tile index (t + gridDim.x) must not overflow either.
+  if (tiles > INT32_MAX / 2) throw std::invalid_argument("fp8 GEMM (wgmma-persistent): more than 2^30 tiles");
+  const int64_t blocks = max_blocks > 0 && max_blocks < tiles ? max_blocks : tiles;
+  kernel<<<static_cast<unsigned>(blocks), kThreads, Tiles<BN>::kSmemBytes, stream>>>(
+      map_a, map_b, p, static_cast<int>(tiles_n), static_cast<int>(tiles_m), static_cast<int>(tiles));
+}
+
+}  // namespace
+
+void launch_fp8_gemm_wgmma_persistent(const GemmArgs& p, int64_t b_groups, int k_groups, int block_n, int max_blocks,
+                                      cudaStream_t stream) {
+  const bool columns = p.b_block_rows == 1;
+  if (block_n == 128 && columns) launch_tiles<128, true>(p, b_groups, k_groups, max_blocks, stream);
+  else if (block_n == 128) launch_tiles<128, false>(p, b_groups, k_groups, max_blocks, stream);
+  else if (block_n == 160 && columns) launch_tiles<160, true>(p, b_groups, k_groups, max_blocks, stream);
+  else if (block_n == 160) launch_tiles<160, false>(p, b_groups, k_groups, max_blocks, stream);
+  else if (block_n == 192 && columns) launch_tiles<192, true>(p, b_groups, k_groups, max_blocks, stream);
+  else if (block_n == 192) launch_tiles<192, false>(p, b_groups, k_groups, max_blocks, stream);
+  else throw std::invalid_argument("fp8 GEMM (wgmma-persistent): block_n must be 128, 160 or 192, got " +
+                                   std::to_string(block_n));
+}
+
+}  // namespace shoestring::ops::gemm_detail

@@ -1,0 +1,231 @@
+#pragma once
+// What the Hopper block-scaled FP8 GEMM kernels share (fp8_gemm_wgmma.cu: one block per tile;
+// fp8_gemm_wgmma_persistent.cu: a persistent grid): the warpgroup MMA, the FP32 promotion, the C
+// store, the mbarrier and tensor-memory-accelerator copies, and the tensor maps of the operands.
+// Device code exists only when compiling for sm_90a (SHOESTRING_HAS_WGMMA); other passes see the
+// host declarations and kernels that trap.
+#include <cuda.h>
+#include <cudaTypedefs.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "ops/fp8_gemm_common.cuh"
+
+namespace shoestring::ops::gemm_detail {
+
+// A [rows, K] uint8 matrix read in box_rows x 128-byte boxes with the 128-byte swizzle; out-of-range
+// rows read as zeros (fp8_gemm_wgmma.cu).
+CUtensorMap make_tma_map(const void* ptr, int64_t rows, int64_t K, int box_rows);
+
+#if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
+#define SHOESTRING_HAS_WGMMA 1
+
+// Shared-memory matrix descriptor (PTX ISA, "Matrix Descriptor Format"): start address >> 4 in bits
+// 0-13, leading-dimension byte offset >> 4 in 16-29 (unused by swizzled K-major operands; 1 by
+// convention), stride-dimension byte offset >> 4 in 32-45 (1024: the next group of 8 rows), swizzle
+// mode in 62-63 (1 = 128 bytes).
+__device__ __forceinline__ std::uint64_t smem_desc(std::uint32_t addr) {
+  return std::uint64_t((addr & 0x3FFFF) >> 4) | (std::uint64_t(1) << 16) | (std::uint64_t(1024 >> 4) << 32) |
+         (std::uint64_t(1) << 62);
+}
+
+// d (+)= A[64 x 32] . B[BN x 32]^T for BN = 2 x the size of d (128, 160 or 192); accumulate == 0
+// overwrites d. Accumulator layout: thread t of the warpgroup holds rows 16 (t / 32) + (t % 32) / 4
+// (+ 8) and columns 8 j + 2 (t % 4) (+ 1): d[4j + 2h + e] is row (+ 8h), column 8j + 2(t % 4) + e.
+__device__ __forceinline__ void wgmma_tile(float (&d)[64], std::uint64_t da, std::uint64_t db, int accumulate) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n128k32.f32.e4m3.e4m3 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, %64, %65, p, 1, 1;\n}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]),
+        "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
+        "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]),
+        "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
+        "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]),
+        "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
+        "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]),
+        "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]),
+        "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]),
+        "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]),
+        "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]),
+        "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]),
+        "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]),
+        "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]),
+        "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]),
+        "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
+      : "l"(da), "l"(db), "r"(accumulate));
+}
+
+__device__ __forceinline__ void wgmma_tile(float (&d)[80], std::uint64_t da, std::uint64_t db, int accumulate) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %82, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n160k32.f32.e4m3.e4m3 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63, %64, %65, %66, %67, %68, %69, %70, %71, %72, %73, %74, %75, %76, %77, %78, %79}, %80, %81, p, 1, 1;\n}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]),
+        "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
+        "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]),
+        "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
+        "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]),
+        "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
+        "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]),
+        "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]),
+        "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]),
+        "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]),
+        "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]),
+        "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]),
+        "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]),
+        "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]),
+        "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]),
+        "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63]),
+        "+f"(d[64]), "+f"(d[65]), "+f"(d[66]), "+f"(d[67]),
+        "+f"(d[68]), "+f"(d[69]), "+f"(d[70]), "+f"(d[71]),
+        "+f"(d[72]), "+f"(d[73]), "+f"(d[74]), "+f"(d[75]),
+        "+f"(d[76]), "+f"(d[77]), "+f"(d[78]), "+f"(d[79])
+      : "l"(da), "l"(db), "r"(accumulate));
+}
+
+__device__ __forceinline__ void wgmma_tile(float (&d)[96], std::uint64_t da, std::uint64_t db, int accumulate) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %98, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n192k32.f32.e4m3.e4m3 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63, %64, %65, %66, %67, %68, %69, %70, %71, %72, %73, %74, %75, %76, %77, %78, %79, %80, %81, %82, %83, %84, %85, %86, %87, %88, %89, %90, %91, %92, %93, %94, %95}, %96, %97, p, 1, 1;\n}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]),
+        "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
+        "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]),
+        "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
+        "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]),
+        "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
+        "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]),
+        "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]),
+        "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]),
+        "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]),
+        "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]),
+        "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]),
+        "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]),
+        "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]),
+        "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]),
+        "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63]),
+        "+f"(d[64]), "+f"(d[65]), "+f"(d[66]), "+f"(d[67]),
+        "+f"(d[68]), "+f"(d[69]), "+f"(d[70]), "+f"(d[71]),
+        "+f"(d[72]), "+f"(d[73]), "+f"(d[74]), "+f"(d[75]),
+        "+f"(d[76]), "+f"(d[77]), "+f"(d[78]), "+f"(d[79]),
+        "+f"(d[80]), "+f"(d[81]), "+f"(d[82]), "+f"(d[83]),
+        "+f"(d[84]), "+f"(d[85]), "+f"(d[86]), "+f"(d[87]),
+        "+f"(d[88]), "+f"(d[89]), "+f"(d[90]), "+f"(d[91]),
+        "+f"(d[92]), "+f"(d[93]), "+f"(d[94]), "+f"(d[95])
+      : "l"(da), "l"(db), "r"(accumulate));
+}
+
+// Promotion (DeepSeek-V3 §3.3.2): acc += part * scale_a[row] * scale_b[column's block], for the
+// rows r_lo, r_lo + 8 and the BN / 4 columns this thread holds in a warpgroup's 64 x BN slice at n0.
+// With 128x128 blocks on B, columns before n0 + split take the scale sb0 of block n0 / 128 and the
+// rest sb1 of the next block: a tile wider than 128, or one not starting on a multiple of 128, can
+// straddle two blocks (never three: BN <= 192 and n0 % 128 + BN <= 256 for the widths launched);
+// split is a multiple of 8, so each thread's group of 8 columns lies in one block. With 1x128 scales on B (Wgrad) each column reads its own.
+template <int BN>
+__device__ __forceinline__ void promote_block_scales(float (&acc)[BN / 2], const float (&part)[BN / 2], int split,
+                                                     float sa_lo, float sa_hi, float sb0, float sb1) {
+  const float s_lo0 = sa_lo * sb0, s_hi0 = sa_hi * sb0, s_lo1 = sa_lo * sb1, s_hi1 = sa_hi * sb1;
+#pragma unroll
+  for (int j = 0; j < BN / 8; ++j) {
+    const bool first = BN <= 128 || 8 * j < split;
+    const float s_lo = first ? s_lo0 : s_lo1, s_hi = first ? s_hi0 : s_hi1;
+    acc[4 * j + 0] += part[4 * j + 0] * s_lo;
+    acc[4 * j + 1] += part[4 * j + 1] * s_lo;
+    acc[4 * j + 2] += part[4 * j + 2] * s_hi;
+    acc[4 * j + 3] += part[4 * j + 3] * s_hi;
+  }
+}
+
+template <int BN>
+__device__ __forceinline__ void promote_column_scales(float (&acc)[BN / 2], const float (&part)[BN / 2],
+                                                      const GemmArgs& p, const float* SB, int n0, int kb, int lane,
+                                                      float sa_lo, float sa_hi) {
+  // Opaque to the compiler: otherwise it hoists the BN / 4 column-scale addresses out of the K loop
+  // and keeps them in registers that the accumulators need (ptxas spilled 164-1048 bytes).
+  asm volatile("" : "+r"(n0));
+#pragma unroll
+  for (int j = 0; j < BN / 8; ++j)
+#pragma unroll
+    for (int e = 0; e < 2; ++e) {
+      const int n = n0 + 8 * j + 2 * (lane % 4) + e;
+      const float sb = n < p.N ? SB[int64_t(n) * p.KB + kb] : 0.0f;
+      acc[4 * j + e] += part[4 * j + e] * (sa_lo * sb);
+      acc[4 * j + 2 + e] += part[4 * j + 2 + e] * (sa_hi * sb);
+    }
+}
+
+template <int BN>
+__device__ __forceinline__ void promote(float (&acc)[BN / 2], const float (&part)[BN / 2], const GemmArgs& p,
+                                        const float* SB, int n0, int split, int kb, int lane, float sa_lo, float sa_hi,
+                                        float sb0, float sb1) {
+  if (p.b_block_rows == 128) promote_block_scales<BN>(acc, part, split, sa_lo, sa_hi, sb0, sb1);
+  else promote_column_scales<BN>(acc, part, p, SB, n0, kb, lane, sa_lo, sa_hi);
+}
+
+// Writes the slice whose first row this thread holds is r_lo (rows r_lo, r_lo + 8); padding rows of
+// the grouped layout get zeros.
+template <int BN>
+__device__ __forceinline__ void store_slice(const float (&acc)[BN / 2], const GemmArgs& p, float* c, int r_lo, int n0,
+                                            int lane) {
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    const int m = r_lo + 8 * h;
+    if (m >= p.M) continue;
+    const bool live = row_live(p, m);
+    float* row = c + int64_t(m) * p.N;
+#pragma unroll
+    for (int j = 0; j < BN / 8; ++j) {
+      const int n = n0 + 8 * j + 2 * (lane % 4);
+      const float v0 = live ? acc[4 * j + 2 * h] : 0.0f, v1 = live ? acc[4 * j + 2 * h + 1] : 0.0f;
+      if (n + 1 < p.N && (p.N % 2) == 0) {
+        *reinterpret_cast<float2*>(row + n) = make_float2(v0, v1);
+      } else {
+        if (n < p.N) row[n] = v0;
+        if (n + 1 < p.N) row[n + 1] = v1;
+      }
+    }
+  }
+}
+
+// tile_group (fp8_gemm_common.cuh) for one warp, without a block barrier: the producer and the
+// consumers each find a tile's group on their own, tile after tile.
+__device__ __forceinline__ int warp_tile_group(const GemmArgs& p, int m0, int lane) {
+  if (p.group_of_row == nullptr) return 0;
+  int g = -1;
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const int m = m0 + lane + 32 * i;
+    if (m < p.M) g = max(g, p.group_of_row[m]);
+  }
+  return __reduce_max_sync(0xffffffffu, g);
+}
+__device__ __forceinline__ void mbar_init(std::uint32_t bar, unsigned count) {
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(bar), "r"(count) : "memory");
+}
+__device__ __forceinline__ void mbar_arrive(std::uint32_t bar) {
+  asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(bar) : "memory");
+}
+__device__ __forceinline__ void mbar_expect_bytes(std::uint32_t bar, unsigned bytes) {
+  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(bar), "r"(bytes) : "memory");
+}
+// Returns once the barrier's phase with this parity has completed.
+__device__ __forceinline__ void mbar_wait(std::uint32_t bar, unsigned parity) {
+  unsigned done = 0;
+  do {
+    asm volatile(
+        "{\n.reg .pred p;\nmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\nselp.u32 %0, 1, 0, p;\n}\n"
+        : "=r"(done)
+        : "r"(bar), "r"(parity)
+        : "memory");
+  } while (!done);
+}
+// One 128 x 128-byte box at (column x, row y) of a 2-D tensor map into shared memory at dst.
+__device__ __forceinline__ void tma_load(std::uint32_t dst, const CUtensorMap& map, int x, int y, std::uint32_t bar) {
+  asm volatile(
+      "cp.async.bulk.tensor.2d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3}], [%4];\n" ::"r"(
+          dst),
+      "l"(reinterpret_cast<std::uint64_t>(&map)), "r"(x), "r"(y), "r"(bar)
+      : "memory");
+}
+#endif  // SHOESTRING_HAS_WGMMA
+
+}  // namespace shoestring::ops::gemm_detail
