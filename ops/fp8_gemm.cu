@@ -288,6 +288,13 @@ at::Tensor launch(const Fp8Tensor& a, const Fp8Tensor& b, const at::Tensor& grou
   // k-grouped: G times the blocks of one [M, N] tile grid fill the GPU (the 64- or 128-row choice).
   const Fp8DeviceInfo info = device_info(a.data.get_device());
   const Fp8GemmConfig cfg = choose_fp8_gemm_config(M * G, N, K, info, kernel);
+  if (cfg.k_splits > 1 && k_rows == nullptr && !group_of_row.defined()) {
+    // Split-K as a k-grouped GEMM of the same operands, then the partials summed in a fixed order.
+    const int64_t kb = K / kFp8Block, splits = cfg.k_splits;
+    std::vector<int64_t> spans;
+    for (int64_t s = 0; s < splits; ++s) spans.push_back((kb / splits + (s < kb % splits ? 1 : 0)) * kFp8Block);
+    return at::sum(launch(a, b, group_of_row, cfg.kernel, what, &spans), 0);
+  }
   GemmArgs p{};
   p.a = static_cast<const std::uint8_t*>(a.data.data_ptr());
   p.sa = a.scale.data_ptr<float>();

@@ -1,5 +1,6 @@
 #include "ops/fp8_gemm_config.h"
 
+#include <algorithm>
 #include <cstdlib>
 #include <stdexcept>
 
@@ -40,7 +41,8 @@ Fp8GemmKernel fp8_gemm_kernel_from_env() {
 
 std::string Fp8GemmConfig::describe() const {
   return std::string(fp8_gemm_kernel_name(kernel)) + " " + std::to_string(block_m) + "x" + std::to_string(block_n) +
-         " (" + std::to_string(threads) + " threads" + (persistent ? ", persistent" : "") + ")";
+         " (" + std::to_string(threads) + " threads" + (persistent ? ", persistent" : "") +
+         (k_splits > 1 ? ", split-K " + std::to_string(k_splits) : "") + ")";
 }
 
 Fp8GemmConfig choose_fp8_gemm_config(int64_t M, int64_t N, int64_t K, const Fp8DeviceInfo& dev,
@@ -72,6 +74,10 @@ Fp8GemmConfig choose_fp8_gemm_config(int64_t M, int64_t N, int64_t K, const Fp8D
     c.block_n = kernel == Fp8GemmKernel::kWgmmaN192 ? 192 : kernel == Fp8GemmKernel::kWgmmaN160 ? 160 : 128;
     c.threads = 384;
     c.persistent = kernel != Fp8GemmKernel::kWgmmaTma;
+    if (c.persistent) {
+      const int64_t tiles = ((M + 127) / 128) * ((N + c.block_n - 1) / c.block_n), kb = (K + 127) / 128;
+      if (2 * tiles < dev.num_sms) c.k_splits = static_cast<int>(std::max<int64_t>(1, std::min(dev.num_sms / tiles, kb / 4)));
+    }
     return c;
   }
   const int64_t blocks_128 = ((M + 127) / 128) * ((N + 127) / 128);

@@ -56,6 +56,28 @@ TEST(Fp8GemmConfig, PersistentCandidatesAreHopperOnlyAndNeverAuto) {
   EXPECT_FALSE(is_wgmma_kernel(Fp8GemmKernel::kMma));
 }
 
+TEST(Fp8GemmConfig, CandidatesSplitKOnlyWhenTheTilesFillLessThanHalfTheGpu) {
+  const Fp8DeviceInfo h100{90, 132};
+  auto splits = [&](Fp8GemmKernel k, int64_t m, int64_t n, int64_t kk) {
+    return choose_fp8_gemm_config(m, n, kk, h100, k).k_splits;
+  };
+  // M = 128, N = 2112, K = 7168: 17 tiles of 128x128 -> 132 / 17 = 7 spans (56 K blocks allow 14).
+  EXPECT_EQ(splits(Fp8GemmKernel::kWgmmaPersistent, 128, 2112, 7168), 7);
+  // 11 tiles of 128x192 -> 12 spans.
+  EXPECT_EQ(splits(Fp8GemmKernel::kWgmmaN192, 128, 2112, 7168), 12);
+  // K = 1024 (8 blocks): at least 4 blocks per span -> 2.
+  EXPECT_EQ(splits(Fp8GemmKernel::kWgmmaN160, 128, 2112, 1024), 2);
+  // Enough tiles (192 >= 66, or 544 at M = 4096), or too little K: no split.
+  EXPECT_EQ(splits(Fp8GemmKernel::kWgmmaPersistent, 128, 24576, 1536), 1);
+  EXPECT_EQ(splits(Fp8GemmKernel::kWgmmaPersistent, 4096, 2112, 7168), 1);
+  EXPECT_EQ(splits(Fp8GemmKernel::kWgmmaPersistent, 128, 128, 384), 1);
+  // The measured kernels never split.
+  EXPECT_EQ(splits(Fp8GemmKernel::kWgmmaTma, 128, 2112, 7168), 1);
+  EXPECT_EQ(splits(Fp8GemmKernel::kMma, 128, 2112, 7168), 1);
+  EXPECT_NE(choose_fp8_gemm_config(128, 2112, 7168, h100, Fp8GemmKernel::kWgmmaN192).describe().find("split-K 12"),
+            std::string::npos);
+}
+
 TEST(Fp8GemmConfig, KernelNamesRoundTrip) {
   for (Fp8GemmKernel k : kAllFp8GemmKernels) EXPECT_EQ(fp8_gemm_kernel_from_name(fp8_gemm_kernel_name(k)), k);
   try {
