@@ -120,6 +120,19 @@ step ncu-gemm 90 "${OURS[@]}" "${NCU:-ncu}" --clock-control none --kernel-name r
 grep -E "Duration|Throughput|Registers Per|Achieved Occupancy|Warp Cycles Per Issued|Issue Slots Busy|No Eligible" \
   "$LOGS/ncu-gemm.log" 2>/dev/null | tee -a "$SUMMARY"
 
+# 3c. The same profile of the widest candidate that passed its tests (set as "ours", so the bench
+# launches it first): whether wider tiles moved the limiter.
+CAND=$(tr ',' '\n' <<<"$PASSED_CANDIDATES" | grep -E '^wgmma-n' | tail -1)
+if [[ -n $CAND ]]; then
+  step ncu-candidate 75 env SHOESTRING_FP8_GEMM_KERNEL="$CAND" "${OURS[@]}" "${NCU:-ncu}" --clock-control none \
+    --kernel-name regex:wgmma --launch-skip 3 --launch-count 1 --section SpeedOfLight \
+    --section MemoryWorkloadAnalysis --section Occupancy --section LaunchStats --section WarpStateStats \
+    "$CARRY/shoestring" bench fp8 --shape 4096,7168,16384 --no-check
+  log "ncu-candidate: $CAND"
+  grep -E "Duration|Throughput|Registers Per|Achieved Occupancy|Warp Cycles Per Issued|No Eligible" \
+    "$LOGS/ncu-candidate.log" 2>/dev/null | tee -a "$SUMMARY"
+fi
+
 # 4. End to end: small-moe in bf16 and fp8 against PyTorch eager; fp8 vs bf16 loss curves.
 step train-e2e 280 env OUT="$LOGS/e2e" bash "$ROOT/bench/gpu/train_e2e.sh"
 sed -n '/== summary/,$p' "$LOGS/train-e2e.log" 2>/dev/null | tee -a "$SUMMARY"
