@@ -51,13 +51,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   const KSpan span = k_span(p);
   const int nkb = span.end - span.begin;  // stages and barrier phases count from the span's start
   const int tid = threadIdx.x, wg = tid / 128;
-  if (tid == 0) {
-    for (int s = 0; s < kStages; ++s) {
-      mbar_init(full0 + 8 * s, 1);     // the producer's expect_tx arrival (+ the copy's bytes)
-      mbar_init(empty0 + 8 * s, 8);    // one arrival per consumer warp
-    }
-    asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");  // visible to the copy engine
-  }
+  if (tid == 0) init_stage_barriers(full0, empty0, kStages);
   __syncthreads();
 
   if (wg == 0) {

@@ -63,13 +63,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   const std::uint32_t base = (raw + 1023u) & ~1023u;
   const std::uint32_t full0 = base + kStages * T::kStageBytes, empty0 = full0 + kStages * 8;
   const int tid = threadIdx.x, lane = tid % 32;
-  if (tid == 0) {
-    for (int s = 0; s < kStages; ++s) {
-      mbar_init(full0 + 8 * s, 1);   // the producer's expect_tx arrival (+ the copy's bytes)
-      mbar_init(empty0 + 8 * s, 8);  // one arrival per consumer warp
-    }
-    asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");  // visible to the copy engine
-  }
+  if (tid == 0) init_stage_barriers(full0, empty0, kStages);
   __syncthreads();
 
   // Both roles walk the same tiles and number their K blocks across them (`it`): stage it % kStages,

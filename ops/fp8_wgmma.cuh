@@ -207,6 +207,16 @@ __device__ __forceinline__ void mbar_arrive(std::uint32_t bar) {
 __device__ __forceinline__ void mbar_expect_bytes(std::uint32_t bar, unsigned bytes) {
   asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(bar), "r"(bytes) : "memory");
 }
+// The stage ring's barriers, set up by one thread before the block's first __syncthreads: for each
+// of `stages` stages (8 bytes apart from full0 and empty0), "full" takes the producer's expect_tx
+// arrival (then the copy's bytes) and "empty" one arrival per consumer warp (2 warpgroups).
+__device__ __forceinline__ void init_stage_barriers(std::uint32_t full0, std::uint32_t empty0, int stages) {
+  for (int s = 0; s < stages; ++s) {
+    mbar_init(full0 + 8 * s, 1);
+    mbar_init(empty0 + 8 * s, 8);
+  }
+  asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");  // visible to the copy engine
+}
 // Returns once the barrier's phase with this parity has completed.
 __device__ __forceinline__ void mbar_wait(std::uint32_t bar, unsigned parity) {
   unsigned done = 0;
