@@ -87,7 +87,10 @@ struct GemmRow {
 
 std::string others_text(const GemmRow& r) {
   std::string t;
-  for (const auto& [name, tf] : r.others) t += "; " + name + " " + num(tf, 1);
+  for (const auto& [name, tf] : r.others) {
+    t += "; " + name + " " + num(tf, 1);
+    if (r.lt_tflops == r.lt_tflops) t += " (" + num(tf / r.lt_tflops, 2) + "x Lt)";
+  }
   return t;
 }
 std::string others_json(const GemmRow& r) {
