@@ -76,7 +76,8 @@ Fp8GemmConfig choose_fp8_gemm_config(int64_t M, int64_t N, int64_t K, const Fp8D
     c.persistent = kernel != Fp8GemmKernel::kWgmmaTma;
     if (c.persistent) {
       const int64_t tiles = ((M + 127) / 128) * ((N + c.block_n - 1) / c.block_n), kb = (K + 127) / 128;
-      if (2 * tiles < dev.num_sms) c.k_splits = static_cast<int>(std::max<int64_t>(1, std::min(dev.num_sms / tiles, kb / 4)));
+      if (2 * tiles < dev.num_sms)
+        c.k_splits = static_cast<int>(std::max<int64_t>(1, std::min(dev.num_sms / tiles, kb / 4)));
     }
     return c;
   }

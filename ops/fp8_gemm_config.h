@@ -36,8 +36,9 @@ const char* fp8_gemm_kernel_name(Fp8GemmKernel k);
 // The inverse of fp8_gemm_kernel_name; throws std::invalid_argument listing the names.
 Fp8GemmKernel fp8_gemm_kernel_from_name(const std::string& name);
 
-// SHOESTRING_FP8_GEMM_KERNEL (auto, simt, mma, wgmma-tma, wgmma-persistent, wgmma-n160, wgmma-n192), read once: what kAuto means for
-// this process. A way to compare kernels in a real run, or to step around one; unset means auto.
+// SHOESTRING_FP8_GEMM_KERNEL (auto, simt, mma, wgmma-tma, wgmma-persistent, wgmma-n160, wgmma-n192),
+// read once: what kAuto means for this process. A way to compare kernels in a real run, or to step
+// around one; unset means auto.
 Fp8GemmKernel fp8_gemm_kernel_from_env();
 
 struct Fp8GemmConfig {
@@ -62,8 +63,9 @@ struct Fp8DeviceInfo {
 // requested == kAuto picks the kernel from the device: kWgmmaTma on sm_90 (Hopper), kMma on other
 // sm >= 89, else kSimt. A forced kernel the device lacks throws std::invalid_argument (the WGMMA
 // kernel's sm_90a instructions exist on sm_90 only; kMma's need sm_89).
-// Tile size: kWgmmaTma and kWgmmaPersistent 128x128, kWgmmaN160 128x160, kWgmmaN192 128x192. kMma uses 128x128 tiles when that already fills the GPU (>= one
-// wave of blocks), else 64x128 to double the number of blocks for small M (decode-like shapes).
+// Tile size: kWgmmaTma and kWgmmaPersistent 128x128, kWgmmaN160 128x160, kWgmmaN192 128x192. kMma
+// uses 128x128 tiles when that already fills the GPU (>= one wave of blocks), else 64x128 to double
+// the number of blocks for small M (decode-like shapes).
 Fp8GemmConfig choose_fp8_gemm_config(int64_t M, int64_t N, int64_t K, const Fp8DeviceInfo& dev,
                                      Fp8GemmKernel requested = Fp8GemmKernel::kAuto);
 
