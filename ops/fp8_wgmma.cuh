@@ -119,7 +119,7 @@ __device__ __forceinline__ void wgmma_tile(float (&d)[96], std::uint64_t da, std
 // With 128x128 blocks on B, columns before n0 + split take the scale sb0 of block n0 / 128 and the
 // rest sb1 of the next block: a tile wider than 128, or one not starting on a multiple of 128, can
 // straddle two blocks (never three: BN <= 192 and n0 % 128 + BN <= 256 for the widths launched);
-// split is a multiple of 8, so each thread's group of 8 columns lies in one block. With 1x128 scales on B (Wgrad) each column reads its own.
+// split is a multiple of 8, so each thread's group of 8 columns lies in one block.
 template <int BN>
 __device__ __forceinline__ void promote_block_scales(float (&acc)[BN / 2], const float (&part)[BN / 2], int split,
                                                      float sa_lo, float sa_hi, float sb0, float sb1) {
@@ -135,6 +135,7 @@ __device__ __forceinline__ void promote_block_scales(float (&acc)[BN / 2], const
   }
 }
 
+// With 1x128 scales on B (the Wgrad) each column reads its own.
 template <int BN>
 __device__ __forceinline__ void promote_column_scales(float (&acc)[BN / 2], const float (&part)[BN / 2],
                                                       const GemmArgs& p, const float* SB, int n0, int kb, int lane,
@@ -153,6 +154,7 @@ __device__ __forceinline__ void promote_column_scales(float (&acc)[BN / 2], cons
     }
 }
 
+// Either, by B's scale layout (the one-tile kernel; the persistent one picks at compile time).
 template <int BN>
 __device__ __forceinline__ void promote(float (&acc)[BN / 2], const float (&part)[BN / 2], const GemmArgs& p,
                                         const float* SB, int n0, int split, int kb, int lane, float sa_lo, float sa_hi,
