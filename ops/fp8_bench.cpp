@@ -128,7 +128,7 @@ int run_fp8_bench(const Fp8BenchOptions& opt, std::ostream& json_out, std::ostre
     const char* listed = std::getenv("SHOESTRING_FP8_BENCH_KERNELS");
     const std::string list = listed != nullptr ? "," + std::string(listed) + "," : "";
     for (Fp8GemmKernel k : {Fp8GemmKernel::kMma, Fp8GemmKernel::kWgmmaTma, Fp8GemmKernel::kWgmmaPersistent,
-                            Fp8GemmKernel::kWgmmaN160, Fp8GemmKernel::kWgmmaN192}) {
+                            Fp8GemmKernel::kWgmmaN160, Fp8GemmKernel::kWgmmaN192, Fp8GemmKernel::kWgmmaN192Multicast}) {
       if (ours != Fp8GemmKernel::kAuto) break;
       if ((k == Fp8GemmKernel::kMma && info.sm < 89) || (is_wgmma_kernel(k) && info.sm != 90)) continue;
       if (listed != nullptr && list.find("," + std::string(fp8_gemm_kernel_name(k)) + ",") == std::string::npos) continue;

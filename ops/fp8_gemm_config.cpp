@@ -15,6 +15,7 @@ const char* fp8_gemm_kernel_name(Fp8GemmKernel k) {
     case Fp8GemmKernel::kWgmmaPersistent: return "wgmma-persistent";
     case Fp8GemmKernel::kWgmmaN160: return "wgmma-n160";
     case Fp8GemmKernel::kWgmmaN192: return "wgmma-n192";
+    case Fp8GemmKernel::kWgmmaN192Multicast: return "wgmma-n192-mc";
   }
   return "?";
 }
@@ -23,7 +24,7 @@ Fp8GemmKernel fp8_gemm_kernel_from_name(const std::string& name) {
   for (Fp8GemmKernel k : kAllFp8GemmKernels)
     if (name == fp8_gemm_kernel_name(k)) return k;
   throw std::invalid_argument("unknown FP8 GEMM kernel '" + name +
-                              "' (expected auto, simt, mma, wgmma-tma, wgmma-persistent, wgmma-n160 or wgmma-n192)");
+                              "' (expected auto, simt, mma, wgmma-tma, wgmma-persistent, wgmma-n160, wgmma-n192 or wgmma-n192-mc)");
 }
 
 Fp8GemmKernel fp8_gemm_kernel_from_env() {
@@ -42,6 +43,7 @@ Fp8GemmKernel fp8_gemm_kernel_from_env() {
 std::string Fp8GemmConfig::describe() const {
   return std::string(fp8_gemm_kernel_name(kernel)) + " " + std::to_string(block_m) + "x" + std::to_string(block_n) +
          " (" + std::to_string(threads) + " threads" + (persistent ? ", persistent" : "") +
+         (multicast ? ", B multicast to pairs" : "") +
          (k_splits > 1 ? ", split-K " + std::to_string(k_splits) : "") + ")";
 }
 
@@ -71,7 +73,8 @@ Fp8GemmConfig choose_fp8_gemm_config(int64_t M, int64_t N, int64_t K, const Fp8D
   c.block_n = 128;
   if (wgmma) {
     c.block_m = 128;
-    c.block_n = kernel == Fp8GemmKernel::kWgmmaN192 ? 192 : kernel == Fp8GemmKernel::kWgmmaN160 ? 160 : 128;
+    c.multicast = kernel == Fp8GemmKernel::kWgmmaN192Multicast;
+    c.block_n = kernel == Fp8GemmKernel::kWgmmaN192 || c.multicast ? 192 : kernel == Fp8GemmKernel::kWgmmaN160 ? 160 : 128;
     c.threads = 384;
     c.persistent = kernel != Fp8GemmKernel::kWgmmaTma;
     if (c.persistent) {

@@ -14,29 +14,32 @@ enum class Fp8GemmKernel {
   kWgmmaTma,  // Hopper warpgroup MMA, TMA loads by a producer warp, two consumer warpgroups (sm_90, built sm_90a)
   // The WGMMA GEMM on a persistent grid (one block per SM walks the tiles, so the producer loads the
   // next tile while the consumers write the last one; fp8_gemm_wgmma_persistent.cu) with 128-, 160-
-  // and 192-wide tiles (wider tiles read fewer operand bytes per FLOP). Candidates: kAuto does not
-  // choose them until they have been measured on a GPU.
+  // and 192-wide tiles (wider tiles read fewer operand bytes per FLOP), and 192-wide in pairs of
+  // blocks sharing each B tile through TMA multicast. Candidates: kAuto does not choose them until
+  // they have been measured on a GPU.
   kWgmmaPersistent,
   kWgmmaN160,
   kWgmmaN192,
+  kWgmmaN192Multicast,
 };
 
 inline constexpr Fp8GemmKernel kAllFp8GemmKernels[] = {
     Fp8GemmKernel::kAuto,     Fp8GemmKernel::kSimt,             Fp8GemmKernel::kMma,
     Fp8GemmKernel::kWgmmaTma, Fp8GemmKernel::kWgmmaPersistent, Fp8GemmKernel::kWgmmaN160,
-    Fp8GemmKernel::kWgmmaN192};
+    Fp8GemmKernel::kWgmmaN192, Fp8GemmKernel::kWgmmaN192Multicast};
 
 // The Hopper WGMMA kernels (sm_90a).
 inline bool is_wgmma_kernel(Fp8GemmKernel k) {
   return k == Fp8GemmKernel::kWgmmaTma || k == Fp8GemmKernel::kWgmmaPersistent || k == Fp8GemmKernel::kWgmmaN160 ||
-         k == Fp8GemmKernel::kWgmmaN192;
+         k == Fp8GemmKernel::kWgmmaN192 || k == Fp8GemmKernel::kWgmmaN192Multicast;
 }
 
 const char* fp8_gemm_kernel_name(Fp8GemmKernel k);
 // The inverse of fp8_gemm_kernel_name; throws std::invalid_argument listing the names.
 Fp8GemmKernel fp8_gemm_kernel_from_name(const std::string& name);
 
-// SHOESTRING_FP8_GEMM_KERNEL (auto, simt, mma, wgmma-tma, wgmma-persistent, wgmma-n160, wgmma-n192),
+// SHOESTRING_FP8_GEMM_KERNEL (auto, simt, mma, wgmma-tma, wgmma-persistent, wgmma-n160, wgmma-n192,
+// wgmma-n192-mc),
 // read once: what kAuto means for this process. A way to compare kernels in a real run, or to step
 // around one; unset means auto.
 Fp8GemmKernel fp8_gemm_kernel_from_env();
@@ -47,6 +50,7 @@ struct Fp8GemmConfig {
   int block_n = 64;   // columns of C per thread block (kMma: always 128 = one weight scale block)
   int threads = 256;
   bool persistent = false;  // at most one block per SM, each walking tiles (the kWgmma* candidates)
+  bool multicast = false;   // blocks in pairs sharing B tiles (kWgmmaN192Multicast; not M-grouped GEMMs)
   // Split-K for a dense GEMM whose tiles fill less than half the GPU (M = 128 decode-like shapes):
   // K is cut into k_splits spans of whole 128-blocks (at least 4 each), each span's partial C is
   // computed as one group of the k-grouped launch, and the partials are summed in a fixed order.
@@ -63,7 +67,7 @@ struct Fp8DeviceInfo {
 // requested == kAuto picks the kernel from the device: kWgmmaTma on sm_90 (Hopper), kMma on other
 // sm >= 89, else kSimt. A forced kernel the device lacks throws std::invalid_argument (the WGMMA
 // kernel's sm_90a instructions exist on sm_90 only; kMma's need sm_89).
-// Tile size: kWgmmaTma and kWgmmaPersistent 128x128, kWgmmaN160 128x160, kWgmmaN192 128x192. kMma
+// Tile size: kWgmmaTma and kWgmmaPersistent 128x128, kWgmmaN160 128x160, kWgmmaN192(Multicast) 128x192. kMma
 // uses 128x128 tiles when that already fills the GPU (>= one wave of blocks), else 64x128 to double
 // the number of blocks for small M (decode-like shapes).
 Fp8GemmConfig choose_fp8_gemm_config(int64_t M, int64_t N, int64_t K, const Fp8DeviceInfo& dev,

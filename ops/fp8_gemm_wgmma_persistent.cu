@@ -1,4 +1,4 @@
-// kWgmmaPersistent, kWgmmaN160 and kWgmmaN192: the Hopper FP8 GEMM of fp8_gemm_wgmma.cu (same
+// kWgmmaPersistent, kWgmmaN160, kWgmmaN192 and kWgmmaN192Multicast: the Hopper FP8 GEMM of fp8_gemm_wgmma.cu (same
 // numerics: each 128-wide K block's partial sum promoted into FP32 with its two scales, the same
 // producer warp, consumer warpgroups and setmaxnreg split) on a persistent grid, with a choice of
 // tile width. What the one-block-per-tile kernel cannot do:
@@ -11,12 +11,14 @@
 //    cuBLASLt (0.54x, H100, docs/fp8.md).
 //  * Wider tiles. A 128 x 128 tile reads 32 KB of operands per K block for 4.2 MFLOP: about 6.7 TB/s
 //    out of L2 at the 864 TFLOPS measured, which we suspect (not yet profiled) is near what the L2
-//    delivers. 128 x 160 reads 10% fewer bytes per FLOP, 128 x 192 17% fewer.
+//    delivers. 128 x 160 reads 10% fewer bytes per FLOP, 128 x 192 17% fewer, and 128 x 192 in
+//    pairs of blocks that share each B tile through TMA multicast (kCluster below) 32% fewer.
 //
 // Registers: two-level accumulation keeps BN / 2 partial and BN / 2 promoted floats per consumer
 // thread, 192 at BN = 192, inside setmaxnreg's 232 (ptxas allocates the consumer branch against
 // it: the one-tile kernel spills at 168, not at 184). The 1x128-scaled B (Wgrad) is its own
 // instantiation, so the block-scaled one carries none of its per-column work.
+#include <algorithm>
 #include <stdexcept>
 #include <string>
 
@@ -51,53 +53,74 @@ __device__ __forceinline__ TileCoord tile_coord(int t, int tiles_n, int tiles_m,
 #endif
 
 // kColumnScales: B has 1x128 scales (the Wgrad), read per column; else 128x128 blocks.
-template <int BN, bool kColumnScales>
+// kCluster 2: blocks work in pairs on vertically adjacent tiles (rows m0 and m0 + 128, the same
+// columns), which need the same B tile: each block loads half of it and the copy engine writes that
+// half into both blocks (TMA multicast), so B is read from L2 once per pair. Dense and k-grouped
+// GEMMs only (in the M-grouped layout two adjacent tiles may belong to different experts).
+template <int BN, bool kColumnScales, int kCluster>
 __global__ void __launch_bounds__(kThreads, 1)
     fp8_gemm_wgmma_persistent_kernel(const __grid_constant__ CUtensorMap map_a,
                                      const __grid_constant__ CUtensorMap map_b, GemmArgs p, int tiles_n, int tiles_m,
                                      int tiles) {
 #ifdef SHOESTRING_HAS_WGMMA
   using T = Tiles<BN>;
+  static_assert(kCluster == 1 || kCluster == 2);
+  constexpr int kBHalfRows = BN / kCluster;  // B rows this block loads per stage (a multiple of 8)
+  static_assert((kBHalfRows * 128) % 1024 == 0, "each block's share of B must start on a swizzle period");
   extern __shared__ __align__(1024) std::uint8_t smem_raw[];
   const std::uint32_t raw = static_cast<std::uint32_t>(__cvta_generic_to_shared(smem_raw));
   const std::uint32_t base = (raw + 1023u) & ~1023u;
   const std::uint32_t full0 = base + kStages * T::kStageBytes, empty0 = full0 + kStages * 8;
   const int tid = threadIdx.x, lane = tid % 32;
-  if (tid == 0) init_stage_barriers(full0, empty0, kStages);
-  __syncthreads();
+  const int rank = kCluster > 1 ? static_cast<int>(cluster_rank()) : 0;
+  // Work units: a tile, or a pair of tiles for a cluster; units_m counts the row units.
+  const int unit0 = static_cast<int>(blockIdx.x) / kCluster, units_step = static_cast<int>(gridDim.x) / kCluster;
+  const int units_m = (tiles_m + kCluster - 1) / kCluster;
+  const int units = tiles / tiles_m * units_m;  // tiles = tiles_n * tiles_m * k_groups
+  if (tid == 0) init_stage_barriers(full0, empty0, kStages, kCluster);
+  if constexpr (kCluster > 1) cluster_sync();  // the peer's barriers exist before anything reaches them
+  else __syncthreads();
 
-  // Both roles walk the same tiles and number their K blocks across them (`it`): stage it % kStages,
+  // Both roles walk the same units and number their K blocks across them (`it`): stage it % kStages,
   // barrier parity (it / kStages) & 1. A tile without work (all padding rows) is skipped by both
-  // without counting; an empty k-group has no K blocks to count.
+  // without counting; an empty k-group has no K blocks to count. A pair's second tile may lie past
+  // M: it computes on the copy engine's zero rows and stores nothing, so its peer still gets its
+  // half of B.
   if (tid < 128) {
     asm volatile("setmaxnreg.dec.sync.aligned.u32 40;\n");
-    if (tid >= 32) return;  // one producer warp
-    int it = 0;
-    for (int t = blockIdx.x; t < tiles; t += gridDim.x) {
-      const TileCoord tc = tile_coord(t, tiles_n, tiles_m, BN);
-      const int grp = warp_tile_group(p, tc.m0, lane);
-      if (grp < 0) continue;
-      const KSpan span = k_span(p, tc.z);
-      const int b_row0 = grp * p.N + tc.n0;  // B is mapped as [G * N, K]
-      // The whole warp walks the loop (it stays converged for warp_tile_group); lane 0 issues.
-      for (int kb = span.begin; kb < span.end; ++kb, ++it) {
-        const int s = it % kStages, use = it / kStages;
-        if (use > 0) mbar_wait(empty0 + 8 * s, (use - 1) & 1);  // consumers released its last use
-        if (lane == 0) {
-          const std::uint32_t a_s = base + s * T::kStageBytes, full = full0 + 8 * s;
-          mbar_expect_bytes(full, T::kStageBytes);
-          tma_load(a_s, map_a, kb * 128, tc.m0, full);
-          tma_load(a_s + kATileBytes, map_b, kb * 128, b_row0, full);
+    if (tid < 32) {  // one producer warp
+      int it = 0;
+      for (int u = unit0; u < units; u += units_step) {
+        TileCoord tc = tile_coord(u, tiles_n, units_m, BN);
+        tc.m0 = tc.m0 * kCluster + rank * kBM;
+        const int grp = warp_tile_group(p, tc.m0, lane);
+        if (grp < 0) continue;
+        const KSpan span = k_span(p, tc.z);
+        const int b_row0 = grp * p.N + tc.n0;  // B is mapped as [G * N, K]
+        // The whole warp walks the loop (it stays converged for warp_tile_group); lane 0 issues.
+        for (int kb = span.begin; kb < span.end; ++kb, ++it) {
+          const int s = it % kStages, use = it / kStages;
+          // Consumers (of both blocks, with a peer) released its last use.
+          if (use > 0) mbar_wait(empty0 + 8 * s, (use - 1) & 1);
+          if (lane == 0) {
+            const std::uint32_t a_s = base + s * T::kStageBytes, full = full0 + 8 * s;
+            mbar_expect_bytes(full, T::kStageBytes);  // A, and all of B (this block's half and the peer's)
+            tma_load(a_s, map_a, kb * 128, tc.m0, full);
+            const std::uint32_t b_s = a_s + kATileBytes + rank * kBHalfRows * 128;
+            if constexpr (kCluster > 1) tma_load_multicast(b_s, map_b, kb * 128, b_row0 + rank * kBHalfRows, full, 0x3);
+            else tma_load(b_s, map_b, kb * 128, b_row0, full);
+          }
+          __syncwarp();
         }
-        __syncwarp();
       }
     }
   } else {
     asm volatile("setmaxnreg.inc.sync.aligned.u32 232;\n");
     const int cw = tid / 128 - 1, warp = (tid % 128) / 32;
     int it = 0;
-    for (int t = blockIdx.x; t < tiles; t += gridDim.x) {
-      const TileCoord tc = tile_coord(t, tiles_n, tiles_m, BN);
+    for (int u = unit0; u < units; u += units_step) {
+      TileCoord tc = tile_coord(u, tiles_n, units_m, BN);
+      tc.m0 = tc.m0 * kCluster + rank * kBM;
       const int grp = warp_tile_group(p, tc.m0, lane);
       const KSpan span = k_span(p, tc.z);
       const int r_lo = tc.m0 + cw * 64 + warp * 16 + lane / 4, r_hi = r_lo + 8;
@@ -126,7 +149,11 @@ __global__ void __launch_bounds__(kThreads, 1)
           const float sb1 = second ? SB[int64_t(nb0 + 1) * p.KB + kb] : 0.0f;
           asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
           __syncwarp();
-          if (lane == 0) mbar_arrive(empty0 + 8 * s);
+          if (lane == 0) {
+            mbar_arrive(empty0 + 8 * s);
+            // The peer's copies wrote into this stage too: its producer waits for these consumers as well.
+            if constexpr (kCluster > 1) mbar_arrive_remote(cluster_address(empty0 + 8 * s, rank ^ 1));
+          }
           if constexpr (kColumnScales) promote_column_scales<BN>(acc, part, p, SB, tc.n0, kb, lane, sa_lo, sa_hi);
           else promote_block_scales<BN>(acc, part, split, sa_lo, sa_hi, sb0, sb1);
         }
@@ -134,38 +161,68 @@ __global__ void __launch_bounds__(kThreads, 1)
       store_slice<BN>(acc, p, span.c, r_lo, tc.n0, lane);
     }
   }
+  // No block may leave while its peer can still arrive on its barriers.
+  if constexpr (kCluster > 1) cluster_sync();
 #else
   __trap();  // launched only on sm_90 (choose_fp8_gemm_config), built for sm_90a
 #endif
 }
 
-template <int BN, bool kColumnScales>
+template <int BN, bool kColumnScales, int kCluster>
 void launch_tiles(const GemmArgs& p, int64_t b_groups, int k_groups, int max_blocks, cudaStream_t stream) {
-  const CUtensorMap map_a = make_tma_map(p.a, p.M, p.K, kBM), map_b = make_tma_map(p.b, b_groups * p.N, p.K, BN);
-  const auto kernel = fp8_gemm_wgmma_persistent_kernel<BN, kColumnScales>;
+  const CUtensorMap map_a = make_tma_map(p.a, p.M, p.K, kBM),
+                    map_b = make_tma_map(p.b, b_groups * p.N, p.K, BN / kCluster);
+  const auto kernel = fp8_gemm_wgmma_persistent_kernel<BN, kColumnScales, kCluster>;
   cuda_detail::check_cuda(
       cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Tiles<BN>::kSmemBytes),
       "cudaFuncSetAttribute(fp8_gemm_wgmma_persistent_kernel)");
   const int64_t tiles_n = (int64_t(p.N) + BN - 1) / BN, tiles_m = (int64_t(p.M) + kBM - 1) / kBM;
-  const int64_t tiles = tiles_n * tiles_m * k_groups;
+  const int64_t tiles = tiles_n * tiles_m * k_groups, units = tiles_n * ((tiles_m + kCluster - 1) / kCluster) * k_groups;
   // Half of int32: a block's next tile index (t + gridDim.x) must not overflow either.
   if (tiles > INT32_MAX / 2) throw std::invalid_argument("fp8 GEMM (wgmma-persistent): more than 2^30 tiles");
-  const int64_t blocks = max_blocks > 0 && max_blocks < tiles ? max_blocks : tiles;
-  kernel<<<static_cast<unsigned>(blocks), kThreads, Tiles<BN>::kSmemBytes, stream>>>(
-      map_a, map_b, p, static_cast<int>(tiles_n), static_cast<int>(tiles_m), static_cast<int>(tiles));
+  cudaLaunchConfig_t config{};
+  cudaLaunchAttribute attr{};
+  config.blockDim = dim3(kThreads);
+  config.dynamicSmemBytes = Tiles<BN>::kSmemBytes;
+  config.stream = stream;
+  int64_t clusters = max_blocks > 0 ? std::max<int64_t>(1, max_blocks / kCluster) : units;
+  if (kCluster > 1) {
+    attr.id = cudaLaunchAttributeClusterDimension;
+    attr.val.clusterDim.x = kCluster;
+    attr.val.clusterDim.y = 1;
+    attr.val.clusterDim.z = 1;
+    config.attrs = &attr;
+    config.numAttrs = 1;
+    // Pairs must sit in one GPC: fewer of them fit at once than SMs / 2. A persistent grid larger
+    // than what fits would run a second, serial wave.
+    config.gridDim = dim3(static_cast<unsigned>(kCluster * std::min(clusters, units)));
+    int fit = 0;
+    cuda_detail::check_cuda(cudaOccupancyMaxActiveClusters(&fit, kernel, &config),
+                            "cudaOccupancyMaxActiveClusters(fp8_gemm_wgmma_persistent_kernel)");
+    if (fit < 1) throw std::runtime_error("fp8 GEMM (wgmma-persistent): no 2-block cluster fits on this GPU");
+    if (max_blocks > 0) clusters = std::min<int64_t>(clusters, fit);
+  }
+  config.gridDim = dim3(static_cast<unsigned>(kCluster * std::min(clusters, units)));
+  cuda_detail::check_cuda(cudaLaunchKernelEx(&config, kernel, map_a, map_b, p, static_cast<int>(tiles_n),
+                                             static_cast<int>(tiles_m), static_cast<int>(tiles)),
+                          "fp8_gemm_wgmma_persistent_kernel");
 }
 
 }  // namespace
 
-void launch_fp8_gemm_wgmma_persistent(const GemmArgs& p, int64_t b_groups, int k_groups, int block_n, int max_blocks,
-                                      cudaStream_t stream) {
+void launch_fp8_gemm_wgmma_persistent(const GemmArgs& p, int64_t b_groups, int k_groups, int block_n, bool multicast,
+                                      int max_blocks, cudaStream_t stream) {
   const bool columns = p.b_block_rows == 1;
-  if (block_n == 128 && columns) launch_tiles<128, true>(p, b_groups, k_groups, max_blocks, stream);
-  else if (block_n == 128) launch_tiles<128, false>(p, b_groups, k_groups, max_blocks, stream);
-  else if (block_n == 160 && columns) launch_tiles<160, true>(p, b_groups, k_groups, max_blocks, stream);
-  else if (block_n == 160) launch_tiles<160, false>(p, b_groups, k_groups, max_blocks, stream);
-  else if (block_n == 192 && columns) launch_tiles<192, true>(p, b_groups, k_groups, max_blocks, stream);
-  else if (block_n == 192) launch_tiles<192, false>(p, b_groups, k_groups, max_blocks, stream);
+  // The M-grouped layout never pairs tiles: two adjacent ones may need different experts' B.
+  if (multicast && p.group_of_row == nullptr && block_n == 192) {
+    if (columns) launch_tiles<192, true, 2>(p, b_groups, k_groups, max_blocks, stream);
+    else launch_tiles<192, false, 2>(p, b_groups, k_groups, max_blocks, stream);
+  } else if (block_n == 128 && columns) launch_tiles<128, true, 1>(p, b_groups, k_groups, max_blocks, stream);
+  else if (block_n == 128) launch_tiles<128, false, 1>(p, b_groups, k_groups, max_blocks, stream);
+  else if (block_n == 160 && columns) launch_tiles<160, true, 1>(p, b_groups, k_groups, max_blocks, stream);
+  else if (block_n == 160) launch_tiles<160, false, 1>(p, b_groups, k_groups, max_blocks, stream);
+  else if (block_n == 192 && columns) launch_tiles<192, true, 1>(p, b_groups, k_groups, max_blocks, stream);
+  else if (block_n == 192) launch_tiles<192, false, 1>(p, b_groups, k_groups, max_blocks, stream);
   else throw std::invalid_argument("fp8 GEMM (wgmma-persistent): block_n must be 128, 160 or 192, got " +
                                    std::to_string(block_n));
 }

@@ -211,11 +211,13 @@ __device__ __forceinline__ void mbar_expect_bytes(std::uint32_t bar, unsigned by
 }
 // The stage ring's barriers, set up by one thread before the block's first __syncthreads: for each
 // of `stages` stages (8 bytes apart from full0 and empty0), "full" takes the producer's expect_tx
-// arrival (then the copy's bytes) and "empty" one arrival per consumer warp (2 warpgroups).
-__device__ __forceinline__ void init_stage_barriers(std::uint32_t full0, std::uint32_t empty0, int stages) {
+// arrival (then the copy's bytes) and "empty" one arrival per consumer warp (2 warpgroups) of each
+// of the `blocks` blocks whose loads write into this one's stages (2 with a multicast peer).
+__device__ __forceinline__ void init_stage_barriers(std::uint32_t full0, std::uint32_t empty0, int stages,
+                                                    unsigned blocks = 1) {
   for (int s = 0; s < stages; ++s) {
     mbar_init(full0 + 8 * s, 1);
-    mbar_init(empty0 + 8 * s, 8);
+    mbar_init(empty0 + 8 * s, 8 * blocks);
   }
   asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");  // visible to the copy engine
 }
@@ -236,6 +238,37 @@ __device__ __forceinline__ void tma_load(std::uint32_t dst, const CUtensorMap& m
       "cp.async.bulk.tensor.2d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3}], [%4];\n" ::"r"(
           dst),
       "l"(reinterpret_cast<std::uint64_t>(&map)), "r"(x), "r"(y), "r"(bar)
+      : "memory");
+}
+
+// ---- Clusters of 2 blocks sharing one operand tile through TMA multicast ----
+__device__ __forceinline__ unsigned cluster_rank() {
+  unsigned r;
+  asm volatile("mov.u32 %0, %%cluster_ctarank;\n" : "=r"(r));
+  return r;
+}
+// Every thread of both blocks: orders the barriers' set-up before a peer's first copy or arrival,
+// and at the end keeps a block's shared memory alive until its peer stops arriving on it.
+__device__ __forceinline__ void cluster_sync() {
+  asm volatile("barrier.cluster.arrive.release.aligned;\nbarrier.cluster.wait.acquire.aligned;\n" ::: "memory");
+}
+// The address of this block's shared-memory location addr in block `rank` of the cluster.
+__device__ __forceinline__ std::uint32_t cluster_address(std::uint32_t addr, unsigned rank) {
+  std::uint32_t remote;
+  asm volatile("mapa.shared::cluster.u32 %0, %1, %2;\n" : "=r"(remote) : "r"(addr), "r"(rank));
+  return remote;
+}
+// One arrival on a barrier of another block of the cluster (its cluster_address).
+__device__ __forceinline__ void mbar_arrive_remote(std::uint32_t remote_bar) {
+  asm volatile("mbarrier.arrive.release.cluster.shared::cluster.b64 _, [%0];\n" ::"r"(remote_bar) : "memory");
+}
+// tma_load into dst's offset in every block of `mask`; each one's barrier at bar's offset gets the bytes.
+__device__ __forceinline__ void tma_load_multicast(std::uint32_t dst, const CUtensorMap& map, int x, int y,
+                                                   std::uint32_t bar, std::uint16_t mask) {
+  asm volatile(
+      "cp.async.bulk.tensor.2d.shared::cluster.global.tile.mbarrier::complete_tx::bytes.multicast::cluster"
+      " [%0], [%1, {%2, %3}], [%4], %5;\n" ::"r"(dst),
+      "l"(reinterpret_cast<std::uint64_t>(&map)), "r"(x), "r"(y), "r"(bar), "h"(mask)
       : "memory");
 }
 #endif  // SHOESTRING_HAS_WGMMA

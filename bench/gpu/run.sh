@@ -85,7 +85,7 @@ if grep -q "SKIPPED \]" "$LOGS/gpu-tests.log" 2>/dev/null; then log "FAIL  gpu t
 # 1a. Each persistent WGMMA candidate in a process of its own (a crash stays its own); the bench
 # times only those that pass.
 PASSED_CANDIDATES=mma
-for cand in wgmma-persistent wgmma-n160 wgmma-n192; do
+for cand in wgmma-persistent wgmma-n160 wgmma-n192 wgmma-n192-mc; do
   if step "test-$cand" 40 env SHOESTRING_FP8_TEST_KERNELS="$cand" "${OURS[@]}" "$CARRY/test_fp8_gpu" \
     --gtest_filter='Fp8Gpu.*Gemm*:Fp8Gpu.EmptyK*'; then
     PASSED_CANDIDATES+=",$cand"

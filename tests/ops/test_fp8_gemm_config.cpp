@@ -36,7 +36,7 @@ TEST(Fp8GemmConfig, SmallMGetsSmallerTilesToFillTheGpu) {
 TEST(Fp8GemmConfig, PersistentCandidatesAreHopperOnlyAndNeverAuto) {
   const Fp8DeviceInfo h100{90, 132};
   for (auto [k, bn] : {std::pair{Fp8GemmKernel::kWgmmaPersistent, 128}, std::pair{Fp8GemmKernel::kWgmmaN160, 160},
-                       std::pair{Fp8GemmKernel::kWgmmaN192, 192}}) {
+                       std::pair{Fp8GemmKernel::kWgmmaN192, 192}, std::pair{Fp8GemmKernel::kWgmmaN192Multicast, 192}}) {
     const Fp8GemmConfig c = choose_fp8_gemm_config(4096, 7168, 2048, h100, k);
     EXPECT_EQ(c.kernel, k);
     EXPECT_EQ(c.block_m, 128);
@@ -44,6 +44,7 @@ TEST(Fp8GemmConfig, PersistentCandidatesAreHopperOnlyAndNeverAuto) {
     EXPECT_TRUE(c.persistent);
     EXPECT_NE(c.describe().find("persistent"), std::string::npos) << c.describe();
     EXPECT_TRUE(is_wgmma_kernel(k));
+    EXPECT_EQ(c.multicast, k == Fp8GemmKernel::kWgmmaN192Multicast);
     EXPECT_THROW(choose_fp8_gemm_config(128, 128, 128, {89, 128}, k), std::invalid_argument);
     EXPECT_THROW(choose_fp8_gemm_config(128, 128, 128, {100, 148}, k), std::invalid_argument);
   }

@@ -92,7 +92,8 @@ std::vector<KernelRun> tensor_core_runs() {
   if (device_sm() >= 89) runs.push_back({Fp8GemmKernel::kMma, 0});
   if (device_sm() == 90) {
     runs.push_back({Fp8GemmKernel::kWgmmaTma, 0});
-    for (Fp8GemmKernel k : {Fp8GemmKernel::kWgmmaPersistent, Fp8GemmKernel::kWgmmaN160, Fp8GemmKernel::kWgmmaN192})
+    for (Fp8GemmKernel k : {Fp8GemmKernel::kWgmmaPersistent, Fp8GemmKernel::kWgmmaN160, Fp8GemmKernel::kWgmmaN192,
+                            Fp8GemmKernel::kWgmmaN192Multicast})
       for (int blocks : {0, 3}) runs.push_back({k, blocks});
   }
   if (const char* only = std::getenv("SHOESTRING_FP8_TEST_KERNELS")) {
