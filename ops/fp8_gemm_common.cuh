@@ -57,8 +57,8 @@ __device__ __forceinline__ bool row_live(const GemmArgs& p, int m) {
 void launch_fp8_gemm_wgmma_tma(const GemmArgs& p, int64_t b_groups, int k_groups, cudaStream_t stream);
 
 // fp8_gemm_wgmma_persistent.cu: the same GEMM in 128 x block_n tiles (block_n 128, 160 or 192) walked
-// by at most max_blocks thread blocks (0: one per tile). multicast (block_n 192, not M-grouped):
-// blocks in pairs share each B tile through TMA multicast.
+// by at most max_blocks thread blocks (0: one per tile). multicast (block_n 192, not M-grouped, M >
+// 128): blocks in pairs share each B tile through TMA multicast.
 void launch_fp8_gemm_wgmma_persistent(const GemmArgs& p, int64_t b_groups, int k_groups, int block_n, bool multicast,
                                       int max_blocks, cudaStream_t stream);
 

@@ -43,7 +43,7 @@ Fp8GemmKernel fp8_gemm_kernel_from_env() {
 std::string Fp8GemmConfig::describe() const {
   return std::string(fp8_gemm_kernel_name(kernel)) + " " + std::to_string(block_m) + "x" + std::to_string(block_n) +
          " (" + std::to_string(threads) + " threads" + (persistent ? ", persistent" : "") +
-         (multicast ? ", B multicast to pairs" : "") +
+         (multicast ? ", B multicast to pairs unless M-grouped or M <= 128" : "") +
          (k_splits > 1 ? ", split-K " + std::to_string(k_splits) : "") + ")";
 }
 

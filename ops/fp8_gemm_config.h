@@ -50,7 +50,7 @@ struct Fp8GemmConfig {
   int block_n = 64;   // columns of C per thread block (kMma: always 128 = one weight scale block)
   int threads = 256;
   bool persistent = false;  // at most one block per SM, each walking tiles (the kWgmma* candidates)
-  bool multicast = false;   // blocks in pairs sharing B tiles (kWgmmaN192Multicast; not M-grouped GEMMs)
+  bool multicast = false;   // blocks in pairs sharing B tiles (kWgmmaN192Multicast; not M-grouped, M > 128)
   // Split-K for a dense GEMM whose tiles fill less than half the GPU (M = 128 decode-like shapes):
   // K is cut into k_splits spans of whole 128-blocks (at least 4 each), each span's partial C is
   // computed as one group of the k-grouped launch, and the partials are summed in a fixed order.

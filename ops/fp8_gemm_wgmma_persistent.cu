@@ -186,7 +186,7 @@ void launch_tiles(const GemmArgs& p, int64_t b_groups, int k_groups, int max_blo
   config.dynamicSmemBytes = Tiles<BN>::kSmemBytes;
   config.stream = stream;
   int64_t clusters = max_blocks > 0 ? std::max<int64_t>(1, max_blocks / kCluster) : units;
-  if (kCluster > 1) {
+  if constexpr (kCluster > 1) {
     attr.id = cudaLaunchAttributeClusterDimension;
     attr.val.clusterDim.x = kCluster;
     attr.val.clusterDim.y = 1;
@@ -194,12 +194,15 @@ void launch_tiles(const GemmArgs& p, int64_t b_groups, int k_groups, int max_blo
     config.attrs = &attr;
     config.numAttrs = 1;
     // Pairs must sit in one GPC: fewer of them fit at once than SMs / 2. A persistent grid larger
-    // than what fits would run a second, serial wave.
+    // than what fits would run a second, serial wave. Asked once per process (one kind of GPU).
     config.gridDim = dim3(static_cast<unsigned>(kCluster * std::min(clusters, units)));
-    int fit = 0;
-    cuda_detail::check_cuda(cudaOccupancyMaxActiveClusters(&fit, kernel, &config),
-                            "cudaOccupancyMaxActiveClusters(fp8_gemm_wgmma_persistent_kernel)");
-    if (fit < 1) throw std::runtime_error("fp8 GEMM (wgmma-persistent): no 2-block cluster fits on this GPU");
+    static const int fit = [&] {
+      int n = 0;
+      cuda_detail::check_cuda(cudaOccupancyMaxActiveClusters(&n, kernel, &config),
+                              "cudaOccupancyMaxActiveClusters(fp8_gemm_wgmma_persistent_kernel)");
+      return n;
+    }();
+    if (fit < 1) return launch_tiles<BN, kColumnScales, 1>(p, b_groups, k_groups, max_blocks, stream);  // unpaired
     if (max_blocks > 0) clusters = std::min<int64_t>(clusters, fit);
   }
   config.gridDim = dim3(static_cast<unsigned>(kCluster * std::min(clusters, units)));
@@ -213,8 +216,9 @@ void launch_tiles(const GemmArgs& p, int64_t b_groups, int k_groups, int max_blo
 void launch_fp8_gemm_wgmma_persistent(const GemmArgs& p, int64_t b_groups, int k_groups, int block_n, bool multicast,
                                       int max_blocks, cudaStream_t stream) {
   const bool columns = p.b_block_rows == 1;
-  // The M-grouped layout never pairs tiles: two adjacent ones may need different experts' B.
-  if (multicast && p.group_of_row == nullptr && block_n == 192) {
+  // The M-grouped layout never pairs tiles: two adjacent ones may need different experts' B. Nor
+  // does a single row of tiles (M <= 128, the split-K shapes), whose pairs would be half zeros.
+  if (multicast && p.group_of_row == nullptr && block_n == 192 && p.M > kBM) {
     if (columns) launch_tiles<192, true, 2>(p, b_groups, k_groups, max_blocks, stream);
     else launch_tiles<192, false, 2>(p, b_groups, k_groups, max_blocks, stream);
   } else if (block_n == 128 && columns) launch_tiles<128, true, 1>(p, b_groups, k_groups, max_blocks, stream);

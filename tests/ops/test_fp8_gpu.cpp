@@ -77,7 +77,8 @@ int device_sm() { return 0; }
 // The tensor-core kernels this device can run: mma.sync from sm_89, WGMMA (built sm_90a) on sm_90.
 // The persistent WGMMA candidates run twice: on their own grid (one block per SM, which the small
 // test shapes rarely exceed) and on 3 blocks, so that every block walks many tiles and the pipeline's
-// stages and barrier phases carry over from one tile to the next at odd offsets.
+// stages and barrier phases carry over from one tile to the next at odd offsets. The multicast one
+// runs in pairs of blocks (3 blocks make one pair), so it also runs on 5: two pairs taking turns.
 struct KernelRun {
   Fp8GemmKernel kernel;
   int blocks;  // SHOESTRING_FP8_GEMM_BLOCKS for this run; 0: unset
@@ -95,6 +96,7 @@ std::vector<KernelRun> tensor_core_runs() {
     for (Fp8GemmKernel k : {Fp8GemmKernel::kWgmmaPersistent, Fp8GemmKernel::kWgmmaN160, Fp8GemmKernel::kWgmmaN192,
                             Fp8GemmKernel::kWgmmaN192Multicast})
       for (int blocks : {0, 3}) runs.push_back({k, blocks});
+    runs.push_back({Fp8GemmKernel::kWgmmaN192Multicast, 5});
   }
   if (const char* only = std::getenv("SHOESTRING_FP8_TEST_KERNELS")) {
     const std::string list = "," + std::string(only) + ",";
