@@ -101,7 +101,7 @@ __global__ void __launch_bounds__(kThreads, 1)
         for (int kb = span.begin; kb < span.end; ++kb, ++it) {
           const int s = it % kStages, use = it / kStages;
           // Consumers (of both blocks, with a peer) released its last use.
-          if (use > 0) mbar_wait(empty0 + 8 * s, (use - 1) & 1);
+          if (use > 0) mbar_wait<(kCluster > 1)>(empty0 + 8 * s, (use - 1) & 1);
           if (lane == 0) {
             const std::uint32_t a_s = base + s * T::kStageBytes, full = full0 + 8 * s;
             mbar_expect_bytes(full, T::kStageBytes);  // A, and all of B (this block's half and the peer's)

@@ -221,15 +221,25 @@ __device__ __forceinline__ void init_stage_barriers(std::uint32_t full0, std::ui
   }
   asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");  // visible to the copy engine
 }
-// Returns once the barrier's phase with this parity has completed.
+// Returns once the barrier's phase with this parity has completed. kCluster: with acquire semantics
+// at cluster scope, for a barrier that other blocks of the cluster arrive on (their releases).
+template <bool kCluster = false>
 __device__ __forceinline__ void mbar_wait(std::uint32_t bar, unsigned parity) {
   unsigned done = 0;
   do {
-    asm volatile(
-        "{\n.reg .pred p;\nmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\nselp.u32 %0, 1, 0, p;\n}\n"
-        : "=r"(done)
-        : "r"(bar), "r"(parity)
-        : "memory");
+    if constexpr (kCluster)
+      asm volatile(
+          "{\n.reg .pred p;\nmbarrier.try_wait.parity.acquire.cluster.shared::cta.b64 p, [%1], %2;\n"
+          "selp.u32 %0, 1, 0, p;\n}\n"
+          : "=r"(done)
+          : "r"(bar), "r"(parity)
+          : "memory");
+    else
+      asm volatile(
+          "{\n.reg .pred p;\nmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\nselp.u32 %0, 1, 0, p;\n}\n"
+          : "=r"(done)
+          : "r"(bar), "r"(parity)
+          : "memory");
   } while (!done);
 }
 // One 128 x 128-byte box at (column x, row y) of a 2-D tensor map into shared memory at dst.
