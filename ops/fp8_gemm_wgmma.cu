@@ -81,10 +81,7 @@ __global__ void __launch_bounds__(kThreads, 1)
         const int s = i % kStages, kb = span.begin + i;
         mbar_wait(full0 + 8 * s, (i / kStages) & 1);
         const std::uint32_t a_addr = base + s * kStageBytes + cw * 64 * 128, b_addr = base + s * kStageBytes + kTileBytes;
-        asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
-#pragma unroll
-        for (int k = 0; k < 4; ++k) wgmma_tile(part, smem_desc(a_addr + k * 32), smem_desc(b_addr + k * 32), k);
-        asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
+        mma_k_block(part, a_addr, b_addr);
         // Scales fetched while the tensor core works.
         const float sa_lo = r_lo < p.M ? p.sa[int64_t(r_lo) * p.KB + kb] : 0.0f;
         const float sa_hi = r_hi < p.M ? p.sa[int64_t(r_hi) * p.KB + kb] : 0.0f;

@@ -114,6 +114,16 @@ __device__ __forceinline__ void wgmma_tile(float (&d)[96], std::uint64_t da, std
       : "l"(da), "l"(db), "r"(accumulate));
 }
 
+// The four MMAs of one 128-wide K block (exactly one promotion interval; the first overwrites part),
+// committed as one group: the caller fetches its scales, then waits for the group.
+template <int N>
+__device__ __forceinline__ void mma_k_block(float (&part)[N], std::uint32_t a_addr, std::uint32_t b_addr) {
+  asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
+#pragma unroll
+  for (int k = 0; k < 4; ++k) wgmma_tile(part, smem_desc(a_addr + k * 32), smem_desc(b_addr + k * 32), k);
+  asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
+}
+
 // Promotion (DeepSeek-V3 §3.3.2): acc += part * scale_a[row] * scale_b[column's block], for the
 // rows r_lo, r_lo + 8 and the BN / 4 columns this thread holds in a warpgroup's 64 x BN slice at n0.
 // With 128x128 blocks on B, columns before n0 + split take the scale sb0 of block n0 / 128 and the
