@@ -230,10 +230,14 @@ __global__ void __launch_bounds__(256) fp8_gemm_mma_kernel(GemmArgs p) {
 // ---------------------------------------------------------------------------------------------------
 // Host side: validate -> choose config -> launch.
 
+// Three attribute queries, not cudaGetDeviceProperties: this runs on every launch (twice on the
+// split-K path), and the full property query is far slower.
 Fp8DeviceInfo device_info(int device) {
-  cudaDeviceProp prop{};
-  check_cuda(cudaGetDeviceProperties(&prop, device), "cudaGetDeviceProperties");
-  return {prop.major * 10 + prop.minor, prop.multiProcessorCount};
+  int major = 0, minor = 0, sms = 0;
+  check_cuda(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device), "cudaDeviceGetAttribute");
+  check_cuda(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device), "cudaDeviceGetAttribute");
+  check_cuda(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device), "cudaDeviceGetAttribute");
+  return {major * 10 + minor, sms};
 }
 
 void validate(const Fp8Tensor& a, const Fp8Tensor& b, const char* what, int64_t b_dim) {

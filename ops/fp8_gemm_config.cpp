@@ -21,10 +21,12 @@ const char* fp8_gemm_kernel_name(Fp8GemmKernel k) {
 }
 
 Fp8GemmKernel fp8_gemm_kernel_from_name(const std::string& name) {
-  for (Fp8GemmKernel k : kAllFp8GemmKernels)
+  std::string names;
+  for (Fp8GemmKernel k : kAllFp8GemmKernels) {
     if (name == fp8_gemm_kernel_name(k)) return k;
-  throw std::invalid_argument("unknown FP8 GEMM kernel '" + name +
-                              "' (expected auto, simt, mma, wgmma-tma, wgmma-persistent, wgmma-n160, wgmma-n192 or wgmma-n192-mc)");
+    names += std::string(names.empty() ? "" : ", ") + fp8_gemm_kernel_name(k);
+  }
+  throw std::invalid_argument("unknown FP8 GEMM kernel '" + name + "' (expected one of " + names + ")");
 }
 
 Fp8GemmKernel fp8_gemm_kernel_from_env() {
@@ -74,7 +76,9 @@ Fp8GemmConfig choose_fp8_gemm_config(int64_t M, int64_t N, int64_t K, const Fp8D
   if (wgmma) {
     c.block_m = 128;
     c.multicast = kernel == Fp8GemmKernel::kWgmmaN192Multicast;
-    c.block_n = kernel == Fp8GemmKernel::kWgmmaN192 || c.multicast ? 192 : kernel == Fp8GemmKernel::kWgmmaN160 ? 160 : 128;
+    c.block_n = kernel == Fp8GemmKernel::kWgmmaN192 || c.multicast ? 192
+                : kernel == Fp8GemmKernel::kWgmmaN160                ? 160
+                                                                     : 128;
     c.threads = 384;
     c.persistent = kernel != Fp8GemmKernel::kWgmmaTma;
     if (c.persistent) {

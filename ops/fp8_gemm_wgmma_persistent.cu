@@ -1,7 +1,7 @@
-// kWgmmaPersistent, kWgmmaN160, kWgmmaN192 and kWgmmaN192Multicast: the Hopper FP8 GEMM of fp8_gemm_wgmma.cu (same
-// numerics: each 128-wide K block's partial sum promoted into FP32 with its two scales, the same
-// producer warp, consumer warpgroups and setmaxnreg split) on a persistent grid, with a choice of
-// tile width. What the one-block-per-tile kernel cannot do:
+// kWgmmaPersistent, kWgmmaN160, kWgmmaN192 and kWgmmaN192Multicast: the Hopper FP8 GEMM of
+// fp8_gemm_wgmma.cu (same numerics: each 128-wide K block's partial sum promoted into FP32 with its
+// two scales; the same producer warp, consumer warpgroups and setmaxnreg split) on a persistent
+// grid, with a choice of tile width. What the one-block-per-tile kernel cannot do:
 //
 //  * Overlap a tile's end with the next tile's start. Each block walks tiles t = blockIdx.x,
 //    blockIdx.x + gridDim.x, ...; the producer and the consumers number K blocks across tiles, so
@@ -60,8 +60,8 @@ __device__ __forceinline__ TileCoord tile_coord(int t, int tiles_n, int tiles_m,
 template <int BN, bool kColumnScales, int kCluster>
 __global__ void __launch_bounds__(kThreads, 1)
     fp8_gemm_wgmma_persistent_kernel(const __grid_constant__ CUtensorMap map_a,
-                                     const __grid_constant__ CUtensorMap map_b, GemmArgs p, int tiles_n, int tiles_m,
-                                     int tiles) {
+                                     const __grid_constant__ CUtensorMap map_b, GemmArgs p, int tiles_n, int units_m,
+                                     int units) {
 #ifdef SHOESTRING_HAS_WGMMA
   using T = Tiles<BN>;
   static_assert(kCluster == 1 || kCluster == 2);
@@ -73,10 +73,8 @@ __global__ void __launch_bounds__(kThreads, 1)
   const std::uint32_t full0 = base + kStages * T::kStageBytes, empty0 = full0 + kStages * 8;
   const int tid = threadIdx.x, lane = tid % 32;
   const int rank = kCluster > 1 ? static_cast<int>(cluster_rank()) : 0;
-  // Work units: a tile, or a pair of tiles for a cluster; units_m counts the row units.
+  // Work units: a tile, or a pair of tiles for a cluster (units_m of them per column of tiles).
   const int unit0 = static_cast<int>(blockIdx.x) / kCluster, units_step = static_cast<int>(gridDim.x) / kCluster;
-  const int units_m = (tiles_m + kCluster - 1) / kCluster;
-  const int units = tiles / tiles_m * units_m;  // tiles = tiles_n * tiles_m * k_groups
   if (tid == 0) init_stage_barriers(full0, empty0, kStages, kCluster);
   if constexpr (kCluster > 1) cluster_sync();  // the peer's barriers exist before anything reaches them
   else __syncthreads();
@@ -174,9 +172,10 @@ void launch_tiles(const GemmArgs& p, int64_t b_groups, int k_groups, int max_blo
       cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Tiles<BN>::kSmemBytes),
       "cudaFuncSetAttribute(fp8_gemm_wgmma_persistent_kernel)");
   const int64_t tiles_n = (int64_t(p.N) + BN - 1) / BN, tiles_m = (int64_t(p.M) + kBM - 1) / kBM;
-  const int64_t tiles = tiles_n * tiles_m * k_groups, units = tiles_n * ((tiles_m + kCluster - 1) / kCluster) * k_groups;
-  // Half of int32: a block's next tile index (t + gridDim.x) must not overflow either.
-  if (tiles > INT32_MAX / 2) throw std::invalid_argument("fp8 GEMM (wgmma-persistent): more than 2^30 tiles");
+  const int64_t units_m = (tiles_m + kCluster - 1) / kCluster;
+  const int64_t units = tiles_n * units_m * k_groups;
+  // Half of int32: a block's next unit index (u + gridDim.x) must not overflow either.
+  if (units > INT32_MAX / 2) throw std::invalid_argument("fp8 GEMM (wgmma-persistent): more than 2^30 tiles");
   cudaLaunchConfig_t config{};
   cudaLaunchAttribute attr{};
   config.blockDim = dim3(kThreads);
@@ -204,7 +203,7 @@ void launch_tiles(const GemmArgs& p, int64_t b_groups, int k_groups, int max_blo
   }
   config.gridDim = dim3(static_cast<unsigned>(kCluster * std::min(clusters, units)));
   cuda_detail::check_cuda(cudaLaunchKernelEx(&config, kernel, map_a, map_b, p, static_cast<int>(tiles_n),
-                                             static_cast<int>(tiles_m), static_cast<int>(tiles)),
+                                             static_cast<int>(units_m), static_cast<int>(units)),
                           "fp8_gemm_wgmma_persistent_kernel");
 }
 
