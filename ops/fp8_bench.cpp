@@ -126,12 +126,11 @@ int run_fp8_bench(const Fp8BenchOptions& opt, std::ostream& json_out, std::ostre
     // SHOESTRING_FP8_BENCH_KERNELS (names, comma-separated) limits them (bench/gpu/run.sh leaves out
     // candidates whose tests failed).
     const char* listed = std::getenv("SHOESTRING_FP8_BENCH_KERNELS");
-    const std::string list = listed != nullptr ? "," + std::string(listed) + "," : "";
     for (Fp8GemmKernel k : kAllFp8GemmKernels) {
       if (ours != Fp8GemmKernel::kAuto) break;
       if (k == Fp8GemmKernel::kAuto || k == Fp8GemmKernel::kSimt) continue;  // tensor-core kernels only
       if ((k == Fp8GemmKernel::kMma && info.sm < 89) || (is_wgmma_kernel(k) && info.sm != 90)) continue;
-      if (listed != nullptr && list.find("," + std::string(fp8_gemm_kernel_name(k)) + ",") == std::string::npos) continue;
+      if (listed != nullptr && !fp8_gemm_kernel_listed(listed, k)) continue;
       if (k != choose_fp8_gemm_config(4096, 4096, 4096, info).kernel) others.push_back(k);
     }
 

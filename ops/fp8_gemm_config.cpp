@@ -29,6 +29,10 @@ Fp8GemmKernel fp8_gemm_kernel_from_name(const std::string& name) {
   throw std::invalid_argument("unknown FP8 GEMM kernel '" + name + "' (expected one of " + names + ")");
 }
 
+bool fp8_gemm_kernel_listed(const std::string& comma_separated, Fp8GemmKernel k) {
+  return ("," + comma_separated + ",").find("," + std::string(fp8_gemm_kernel_name(k)) + ",") != std::string::npos;
+}
+
 Fp8GemmKernel fp8_gemm_kernel_from_env() {
   static const Fp8GemmKernel k = [] {
     const char* v = std::getenv("SHOESTRING_FP8_GEMM_KERNEL");

@@ -37,6 +37,8 @@ inline bool is_wgmma_kernel(Fp8GemmKernel k) {
 const char* fp8_gemm_kernel_name(Fp8GemmKernel k);
 // The inverse of fp8_gemm_kernel_name; throws std::invalid_argument listing the names.
 Fp8GemmKernel fp8_gemm_kernel_from_name(const std::string& name);
+// Whether k's name is one of the comma-separated names (the test and bench kernel filters).
+bool fp8_gemm_kernel_listed(const std::string& comma_separated, Fp8GemmKernel k);
 
 // SHOESTRING_FP8_GEMM_KERNEL (auto, simt, mma, wgmma-tma, wgmma-persistent, wgmma-n160, wgmma-n192,
 // wgmma-n192-mc),

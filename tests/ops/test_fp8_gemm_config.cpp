@@ -89,6 +89,13 @@ TEST(Fp8GemmConfig, KernelNamesRoundTrip) {
   }
 }
 
+TEST(Fp8GemmConfig, KernelListsMatchWholeNames) {
+  EXPECT_TRUE(fp8_gemm_kernel_listed("mma,wgmma-n192", Fp8GemmKernel::kWgmmaN192));
+  EXPECT_TRUE(fp8_gemm_kernel_listed("mma", Fp8GemmKernel::kMma));
+  EXPECT_FALSE(fp8_gemm_kernel_listed("mma,wgmma-n192-mc", Fp8GemmKernel::kWgmmaN192)) << "a prefix is not a name";
+  EXPECT_FALSE(fp8_gemm_kernel_listed("", Fp8GemmKernel::kMma));
+}
+
 TEST(Fp8GemmConfig, RejectsEmptyShapes) {
   EXPECT_THROW(choose_fp8_gemm_config(0, 128, 128, {}), std::invalid_argument);
   EXPECT_NE(choose_fp8_gemm_config(1, 1, 1, {}).describe().find("mma"), std::string::npos);

@@ -98,12 +98,8 @@ std::vector<KernelRun> tensor_core_runs() {
       for (int blocks : {0, 3}) runs.push_back({k, blocks});
     runs.push_back({Fp8GemmKernel::kWgmmaN192Multicast, 5});
   }
-  if (const char* only = std::getenv("SHOESTRING_FP8_TEST_KERNELS")) {
-    const std::string list = "," + std::string(only) + ",";
-    std::erase_if(runs, [&](const KernelRun& r) {
-      return list.find("," + std::string(fp8_gemm_kernel_name(r.kernel)) + ",") == std::string::npos;
-    });
-  }
+  if (const char* only = std::getenv("SHOESTRING_FP8_TEST_KERNELS"))
+    std::erase_if(runs, [&](const KernelRun& r) { return !fp8_gemm_kernel_listed(only, r.kernel); });
   return runs;
 }
 // Sets SHOESTRING_FP8_GEMM_BLOCKS (read by every launch) for one scope.
