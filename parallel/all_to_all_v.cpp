@@ -1,7 +1,10 @@
 #include "parallel/all_to_all_v.h"
 
 #include <ATen/ATen.h>
+#include <ATen/SequenceNumber.h>
 #include <torch/autograd.h>
+#include <torch/csrc/autograd/function.h>
+#include <torch/csrc/autograd/functions/utils.h>
 #include <torch/custom_class.h>
 
 #include <numeric>
@@ -18,18 +21,35 @@ at::Tensor receive_buffer(const at::Tensor& x, const std::vector<int64_t>& recv,
   return pool ? pool->get(shape, x.options()) : at::empty(shape, x.options());
 }
 
-at::Tensor exchange(const at::Tensor& x, ProcessGroup& g, const std::vector<int64_t>& send,
-                    const std::vector<int64_t>& recv, BufferPool* pool) {
-  at::Tensor out = receive_buffer(x, recv, pool);
-  g.all_to_all(out, x.contiguous(), recv, send)->wait();
-  return out;
-}
-
-// Holds the group in the autograd context (saved_data takes IValues only).
-struct GroupHolder : torch::CustomClassHolder {
-  GroupHolder(GroupPtr g, std::shared_ptr<BufferPool> p) : group(std::move(g)), pool(std::move(p)) {}
+// What the backward of one exchange needs: the forward's counts (the gradients go the other way)
+// and its output's shape, for an output that got no gradient but still takes part.
+struct ReverseSpec {
   GroupPtr group;
   std::shared_ptr<BufferPool> pool;
+  std::vector<int64_t> send, recv;  // of the forward
+  std::vector<int64_t> out_shape;   // of the forward's output
+  at::TensorOptions options;
+};
+
+// The reverse exchange in flight: the forward input's gradient being received, and what is sent.
+struct ReverseStarted {
+  at::Tensor grad, sent;
+  WorkPtr work;
+};
+
+ReverseStarted start_reverse(const ReverseSpec& r, const at::Tensor& g) {
+  ReverseStarted s;
+  // An unused output still takes part: the peers are exchanging too.
+  s.sent = g.defined() ? g.contiguous() : at::zeros(r.out_shape, r.options);
+  s.grad = receive_buffer(s.sent, r.send, r.pool.get());
+  s.work = r.group->all_to_all(s.grad, s.sent, r.send, r.recv);
+  return s;
+}
+
+// Holds the reverse exchange's spec in the autograd context (saved_data takes IValues only).
+struct SpecHolder : torch::CustomClassHolder {
+  explicit SpecHolder(ReverseSpec s) : spec(std::move(s)) {}
+  ReverseSpec spec;
 };
 
 // An exchange started from x: its receive buffer and Work. Not a tensor argument of the autograd
@@ -40,39 +60,87 @@ struct Started {
   RowDecoder decode;  // empty: out is the result
 };
 
+at::Tensor finish(const Started& started) {
+  started.work->wait();
+  return started.decode ? started.decode(started.out) : started.out;
+}
+
 struct AllToAllV : torch::autograd::Function<AllToAllV> {
   // Forward only waits for the exchange already started from x, so that it can run between
   // all_to_all_v_start and wait.
-  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x, const GroupPtr& group,
-                            const std::vector<int64_t>& send, const std::vector<int64_t>& recv,
-                            const std::shared_ptr<BufferPool>& pool, const Started& started) {
-    ctx->saved_data["group"] = c10::IValue::make_capsule(c10::make_intrusive<GroupHolder>(group, pool));
-    ctx->saved_data["send"] = send;
-    ctx->saved_data["recv"] = recv;
-    ctx->saved_data["shape"] = x.sizes().vec();
-    ctx->saved_data["dtype"] = x.scalar_type();
-    ctx->saved_data["device"] = x.device();
-    started.work->wait();
-    return started.decode ? started.decode(started.out) : started.out;
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& /*x*/, const ReverseSpec& spec,
+                            const Started& started) {
+    ctx->saved_data["spec"] = c10::IValue::make_capsule(c10::make_intrusive<SpecHolder>(spec));
+    return finish(started);
   }
 
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grads) {
-    auto holder = c10::static_intrusive_pointer_cast<GroupHolder>(ctx->saved_data["group"].toCapsule());
-    const std::vector<int64_t> send = ctx->saved_data["send"].toIntVector();
-    const std::vector<int64_t> recv = ctx->saved_data["recv"].toIntVector();
-    at::Tensor g = grads[0];
-    if (!g.defined()) {  // an unused output still takes part: the peers are exchanging too
-      std::vector<int64_t> shape = ctx->saved_data["shape"].toIntVector();
-      shape[0] = std::accumulate(recv.begin(), recv.end(), int64_t(0));  // our output's rows
-      g = at::zeros(shape, at::TensorOptions()
-                               .dtype(ctx->saved_data["dtype"].toScalarType())
-                               .device(ctx->saved_data["device"].toDevice()));
-    }
-    return {exchange(g, *holder->group, recv, send, holder->pool.get()), at::Tensor(), at::Tensor(), at::Tensor(),
-            at::Tensor(), at::Tensor()};
+    auto holder = c10::static_intrusive_pointer_cast<SpecHolder>(ctx->saved_data["spec"].toCapsule());
+    const ReverseStarted r = start_reverse(holder->spec, grads[0]);
+    r.work->wait();
+    return {r.grad, at::Tensor(), at::Tensor()};
   }
 };
+
+// The backward of one exchange as two nodes (AllToAllVInFlight::wait's `backward_wait_at`): the
+// post runs where the exchange's node would and starts the reverse exchange; the wait, placed
+// earlier in backward order, waits for it and passes the gradient on. Between them autograd runs
+// whatever else is ready and comes first, while the gradients travel.
+struct SplitReverse {
+  ReverseSpec spec;
+  ReverseStarted started;
+};
+
+class PostReverse final : public torch::autograd::Node {
+ public:
+  explicit PostReverse(std::shared_ptr<SplitReverse> s) : s_(std::move(s)) {}
+  torch::autograd::variable_list apply(torch::autograd::variable_list&& grads) override {
+    s_->started = start_reverse(s_->spec, grads[0]);
+    s_->started.work->start();  // progresses while autograd computes
+    // A token on the gradient's device, not the buffer being filled: autograd may read what it
+    // passes on (anomaly mode's NaN check), and the wait must run on the same device's queue.
+    return {at::empty({0}, s_->started.grad.options())};
+  }
+  std::string name() const override { return "AllToAllVPostReverse"; }
+
+ private:
+  std::shared_ptr<SplitReverse> s_;
+};
+
+class WaitReverse final : public torch::autograd::Node {
+ public:
+  WaitReverse(uint64_t sequence_nr, std::shared_ptr<SplitReverse> s) : Node(sequence_nr), s_(std::move(s)) {}
+  torch::autograd::variable_list apply(torch::autograd::variable_list&& /*token*/) override {
+    ReverseStarted r = std::move(s_->started);
+    if (!r.work) throw std::logic_error("all_to_all_v: backward reached the wait before the post");
+    r.work->wait();
+    return {r.grad};
+  }
+  std::string name() const override { return "AllToAllVWaitReverse"; }
+
+ private:
+  std::shared_ptr<SplitReverse> s_;
+};
+
+// finish(started) attached to x's graph through a PostReverse and a WaitReverse at `wait_at`.
+at::Tensor split_backward(const at::Tensor& x, ReverseSpec spec, const Started& started, uint64_t wait_at) {
+  at::Tensor out;
+  {
+    at::NoGradGuard no_grad;
+    out = finish(started);
+  }
+  if (!x.requires_grad()) return out;
+  auto state = std::make_shared<SplitReverse>();
+  state->spec = std::move(spec);
+  auto wait = std::shared_ptr<WaitReverse>(new WaitReverse(wait_at, state), torch::autograd::deleteNode);
+  wait->set_next_edges(torch::autograd::collect_next_edges(x));
+  wait->add_input_metadata(at::empty({0}, x.options()));
+  auto post = std::shared_ptr<PostReverse>(new PostReverse(state), torch::autograd::deleteNode);
+  post->set_next_edges({torch::autograd::Edge(wait, 0)});
+  torch::autograd::set_history(out, post);
+  return out;
+}
 
 }  // namespace
 
@@ -113,15 +181,21 @@ AllToAllVInFlight all_to_all_v_start_encoded(const at::Tensor& x, const at::Tens
   return f;
 }
 
-at::Tensor AllToAllVInFlight::wait() {
+at::Tensor AllToAllVInFlight::wait(std::optional<uint64_t> backward_wait_at) {
   if (!work_) throw std::logic_error("AllToAllVInFlight::wait: no exchange in flight (waited twice?)");
   const at::AutoGradMode mode(grad_);
-  const WorkPtr work = std::move(work_);
-  at::Tensor out = AllToAllV::apply(x_, group_, send_, recv_, pool_, Started{out_, work, std::move(decode_)});
+  Started started{out_, std::move(work_), std::move(decode_)};
+  ReverseSpec spec{group_, pool_, send_, recv_, {}, x_.options()};
+  spec.out_shape = x_.sizes().vec();
+  spec.out_shape[0] = std::accumulate(recv_.begin(), recv_.end(), int64_t(0));
+  at::Tensor out = backward_wait_at && grad_ ? split_backward(x_, std::move(spec), started, *backward_wait_at)
+                                             : AllToAllV::apply(x_, std::move(spec), started);
   x_ = out_ = sent_ = at::Tensor();
   decode_ = RowDecoder();
   return out;
 }
+
+uint64_t reserve_backward_slot() { return at::sequence_number::get_and_increment(); }
 
 bool AllToAllVInFlight::done() const { return !work_ || work_->done(); }
 

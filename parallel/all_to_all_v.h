@@ -4,8 +4,10 @@
 // swapped). Expert parallelism dispatches tokens and combines expert outputs with it.
 #include <ATen/core/Tensor.h>
 
+#include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <vector>
 
 #include "parallel/buffer_pool.h"
@@ -34,7 +36,11 @@ class AllToAllVInFlight {
   // The received rows, attached to x's graph as all_to_all_v's result is (the backward exchange
   // runs when backward reaches it, blocking, as all_to_all_v's). Grad mode is the one of start.
   // Call once.
-  at::Tensor wait();
+  // With `backward_wait_at` (from reserve_backward_slot) the backward is split in two: the reverse
+  // exchange starts where backward reaches the result, and is waited for only at that earlier
+  // slot, so that autograd first runs the other ready work created after the slot (the MoE
+  // layer's shared experts) while the gradients travel.
+  at::Tensor wait(std::optional<uint64_t> backward_wait_at = std::nullopt);
   bool done() const;  // has the exchange completed? never blocks
   const WorkPtr& work() const { return work_; }
 
@@ -52,6 +58,11 @@ class AllToAllVInFlight {
   WorkPtr work_;
   bool grad_ = false;
 };
+
+// A place in autograd's backward order, taken now: of two nodes ready at once, autograd's engine
+// runs the one created later first (higher sequence number), so a node given this slot runs after
+// every ready node created after this call. For AllToAllVInFlight::wait.
+uint64_t reserve_backward_slot();
 
 // Starts the exchange (queued on the group like any collective, so it is issued now in this
 // rank's collective order) and returns without waiting for it.

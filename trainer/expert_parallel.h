@@ -36,7 +36,9 @@ class EpDispatcher : public model::ExpertDispatcher {
   // begin: the counts exchange (waited for), then starts the all-to-all-v of token rows and of
   // their gates (with the mask of the destination's local experts they chose). run_experts: waits
   // for them, runs the local experts, starts the reverse all-to-all-v of the gate-weighted sums.
-  // end: waits for those and sums them per token. Backward runs the same exchanges in reverse.
+  // end: waits for those and sums them per token. Backward runs the same exchanges in reverse,
+  // each started where backward reaches it and waited for later: the combine's after whatever
+  // the caller ran after begin (the shared experts), the dispatch's two after both started.
   // Each step issues its collectives when called: see MoEImpl::forward_begin for the order rule.
   // With `cut` (and grad mode on) the three exchanges travel detached from the graph: the rows
   // and gates arrive as leaves, the combined rows too, and DispatchInFlight::cuts gets the

@@ -10,10 +10,12 @@
 #include <gtest/gtest.h>
 #include <torch/csrc/autograd/autograd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <functional>
+#include <memory>
 #include <string>
 #include <thread>
 #include <utility>
@@ -214,12 +216,11 @@ TEST(EpOverlap, CutForwardPiecesGiveTheWholeGraphsGradients) {
     }
 }
 
-// The ep group as seen by one rank, except that the next all-to-all of float64 rows (the token
-// dispatch; the counts exchange is int64) is issued `delay_s` late: a peer that is still busy.
-class LateGroup final : public parallel::ProcessGroup {
+// A group that passes every call to `inner`; the tests below change its all_to_all.
+class GroupDecorator : public parallel::ProcessGroup {
  public:
-  LateGroup(parallel::GroupPtr inner, double delay_s)
-      : ProcessGroup(inner->name(), inner->rank(), inner->world_ranks()), inner_(std::move(inner)), delay_s_(delay_s) {}
+  explicit GroupDecorator(parallel::GroupPtr inner)
+      : ProcessGroup(inner->name(), inner->rank(), inner->world_ranks()), inner_(std::move(inner)) {}
   std::string backend() const override { return inner_->backend(); }
   parallel::WorkPtr all_reduce(const at::Tensor& t, parallel::ReduceOp op) override { return inner_->all_reduce(t, op); }
   parallel::WorkPtr reduce_scatter(const at::Tensor& out, const at::Tensor& in, parallel::ReduceOp op) override {
@@ -229,10 +230,6 @@ class LateGroup final : public parallel::ProcessGroup {
   parallel::WorkPtr broadcast(const at::Tensor& t, int root) override { return inner_->broadcast(t, root); }
   parallel::WorkPtr all_to_all(const at::Tensor& out, const at::Tensor& in, const std::vector<int64_t>& recv_counts,
                                const std::vector<int64_t>& send_counts) override {
-    if (delay_s_ > 0 && in.scalar_type() == at::kDouble) {
-      std::this_thread::sleep_for(std::chrono::duration<double>(delay_s_));
-      delay_s_ = 0;
-    }
     return inner_->all_to_all(out, in, recv_counts, send_counts);
   }
   parallel::WorkPtr send(const at::Tensor& t, int peer, int tag) override { return inner_->send(t, peer, tag); }
@@ -242,10 +239,108 @@ class LateGroup final : public parallel::ProcessGroup {
     return inner_->split(color, key, name);
   }
 
- private:
+ protected:
   parallel::GroupPtr inner_;
+};
+
+// The ep group as seen by one rank, except that the next all-to-all of float64 rows (the token
+// dispatch; the counts exchange is int64) is issued `delay_s` late: a peer that is still busy.
+class LateGroup final : public GroupDecorator {
+ public:
+  LateGroup(parallel::GroupPtr inner, double delay_s) : GroupDecorator(std::move(inner)), delay_s_(delay_s) {}
+  parallel::WorkPtr all_to_all(const at::Tensor& out, const at::Tensor& in, const std::vector<int64_t>& recv_counts,
+                               const std::vector<int64_t>& send_counts) override {
+    if (delay_s_ > 0 && in.scalar_type() == at::kDouble) {
+      std::this_thread::sleep_for(std::chrono::duration<double>(delay_s_));
+      delay_s_ = 0;
+    }
+    return inner_->all_to_all(out, in, recv_counts, send_counts);
+  }
+
+ private:
   double delay_s_;
 };
+
+// The ep group, writing "issue N" into `log` when its N-th all-to-all is issued and "wait N" when
+// that operation is first waited for.
+class LoggingGroup final : public GroupDecorator {
+ public:
+  LoggingGroup(parallel::GroupPtr inner, std::vector<std::string>* log) : GroupDecorator(std::move(inner)), log_(log) {}
+  parallel::WorkPtr all_to_all(const at::Tensor& out, const at::Tensor& in, const std::vector<int64_t>& recv_counts,
+                               const std::vector<int64_t>& send_counts) override {
+    const int n = ++issued_;
+    log_->push_back("issue " + std::to_string(n));
+    return std::make_shared<LoggingWork>(inner_->all_to_all(out, in, recv_counts, send_counts), log_, n);
+  }
+
+ private:
+  class LoggingWork final : public parallel::Work {
+   public:
+    LoggingWork(parallel::WorkPtr inner, std::vector<std::string>* log, int n) : inner_(std::move(inner)), log_(log), n_(n) {}
+    void wait() override {
+      if (!waited_) log_->push_back("wait " + std::to_string(n_));
+      waited_ = true;
+      inner_->wait();
+    }
+    bool done() override { return inner_->done(); }
+    void start() override { inner_->start(); }
+    double issued_at() const override { return inner_->issued_at(); }
+    double started_at() const override { return inner_->started_at(); }
+
+   private:
+    parallel::WorkPtr inner_;
+    std::vector<std::string>* log_;
+    int n_;
+    bool waited_ = false;
+  };
+  std::vector<std::string>* log_;
+  int issued_ = 0;
+};
+
+// Backward mirrors the forward's overlap: the forward runs the shared experts while the tokens
+// travel, the backward runs their backward while the combine's gradients travel back (the first
+// exchange backward starts), and waits for those only then; the dispatch's two reverse exchanges
+// are both started before either is waited for. Gradients stay those of the blocking order (the
+// other tests compare them bit for bit).
+TEST(EpOverlap, SharedExpertsBackwardRunsWhileTheCombineGradientsTravel) {
+  for (int size : ep_sizes()) {
+    std::vector<std::string> log;
+    const parallel::GroupPtr ep = std::make_shared<LoggingGroup>(ep_group(size), &log);
+    model::MoE layer = sharded_layer(ep, at::zeros({8}));
+    at::manual_seed(300 + ep->rank());
+    const at::Tensor x = at::randn({2, 5, 16}, at::kDouble).requires_grad_();
+    model::MoEInFlight s = layer->forward_begin(x);
+    layer->forward_experts(s);
+    const at::Tensor y = layer->forward_end(s);
+    ASSERT_TRUE(s.shared().defined());
+    s.shared().register_hook([&log](const at::Tensor&) { log.push_back("shared"); });
+    log.clear();
+    (y * y).sum().backward();
+
+    std::string seen;
+    for (const std::string& e : log) seen += e + "; ";
+    // The combine's reverse exchange is the first of backward (number n, after the forward's):
+    // issued, then the shared experts, then waited for; the dispatch's reverse exchanges after it.
+    const auto at = [&log](const std::string& e) { return std::find(log.begin(), log.end(), e) - log.begin(); };
+    ASSERT_FALSE(log.empty());
+    ASSERT_EQ(log.front().rfind("issue ", 0), 0u) << "ep " << size << ": " << seen;
+    const int n = std::stoi(log.front().substr(6));
+    const std::string wait_n = "wait " + std::to_string(n);
+    EXPECT_LT(at("shared"), at(wait_n)) << "ep " << size << ": " << seen;
+    EXPECT_LT(at(wait_n), int64_t(log.size())) << "ep " << size << ": " << seen;
+    EXPECT_LT(at(wait_n), at("issue " + std::to_string(n + 1))) << "ep " << size << ": " << seen;
+    // The dispatch's two (token rows, gates and mask) travel together: both issued before either wait.
+    const std::string waits[] = {"wait " + std::to_string(n + 1), "wait " + std::to_string(n + 2)};
+    for (const std::string& w : waits) {
+      EXPECT_LT(at("issue " + std::to_string(n + 2)), at(w)) << "ep " << size << ": " << seen;
+      EXPECT_LT(at(w), int64_t(log.size())) << "ep " << size << ": " << seen;
+    }
+    EXPECT_EQ(log.size(), 7u) << "ep " << size << ": " << seen;
+    EXPECT_EQ(std::count(log.begin(), log.end(), "shared"), 1);
+    ASSERT_TRUE(x.grad().defined());
+    if (test_world()->rank() == 0) std::printf("ep %d backward: %s\n", size, seen.c_str());
+  }
+}
 
 TEST(EpOverlap, BeginReturnsWhileTheTokensAreStillInFlight) {
   const parallel::GroupPtr world = test_world();

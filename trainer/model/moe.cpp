@@ -60,8 +60,10 @@ MoEInFlight MoEImpl::forward_begin(const at::Tensor& x, std::vector<MoEStats>* s
                        return run_experts(rows, counts, skip_empty);
                      }};
   s.dispatch_ = dispatcher().begin(s.flat_, s.routing_.gates, s.perm_, local, cut);
-  // While the tokens travel. Autograd still reaches the input through the shared experts before
-  // the routed path, as when they ran last, so its gradient is summed in the same order.
+  // While the tokens travel; and, being created after begin (where an EpDispatcher takes the
+  // combine's backward wait slot), their backward runs while the combine's gradients travel back.
+  // Autograd still reaches the input through the shared experts before the routed path, as when
+  // they ran last, so its gradient is summed in the same order.
   if (shared_) s.shared_ = shared_->forward(s.flat_);
   s.step_ = 1;
   return s;

@@ -67,8 +67,8 @@ class MoEImpl : public torch::nn::Module, public LinearUser {
   //   forward_end     waits for the outputs, sums them per token weighted by the gates, adds
   //                   the shared experts' output and appends the statistics.
   // Autograd runs through the split form as through forward() (backward runs the reverse
-  // exchanges, blocking). Each MoEInFlight goes through the three steps once, in order, on the
-  // layer that began it.
+  // exchanges, the combine's while the shared experts' backward runs). Each MoEInFlight goes
+  // through the three steps once, in order, on the layer that began it.
   //
   // Ordering rule (expert parallelism): every step issues collectives on the ep group (begin: the
   // counts exchange and the token all-to-all-v; experts: the combine all-to-all-v), and
