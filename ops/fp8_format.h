@@ -133,6 +133,14 @@ SHOESTRING_HD std::uint8_t encode_e5m2(float x) {
 SHOESTRING_HD float decode_e4m3(std::uint8_t c) { return detail::decode_generic<4, 3, 7, false>(c); }
 SHOESTRING_HD float decode_e5m2(std::uint8_t c) { return detail::decode_generic<5, 2, 15, true>(c); }
 
+// CPU batch forms for the quantizers (ops/fp8_quantize.cpp), written without branches so that the
+// compiler vectorises them; each equals the scalar code above element for element (every rounding
+// boundary is checked in test_fp8_format).
+// out[i] = encode_e4m3(x[i] * inv), the product rounded to float first, as the scalar quantizer does.
+void encode_e4m3_scaled(const float* x, float inv, std::uint8_t* out, std::int64_t n);
+// max |x[i * stride]| over i < n, NaN ignored (std::fmax's rule), 0 for n = 0.
+float abs_max(const float* x, std::int64_t stride, std::int64_t n);
+
 // Run-time dispatch, for tests and tools.
 std::uint8_t fp8_encode(Fp8Kind kind, float x);
 float fp8_decode(Fp8Kind kind, std::uint8_t code);
