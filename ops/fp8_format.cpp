@@ -29,13 +29,17 @@ void encode_e4m3_scaled(const float* x, float inv, std::uint8_t* out, std::int64
     const float v = x[i] * inv;
     const auto u = static_cast<std::int32_t>(detail::float_bits(v));
     const std::int32_t a = u & 0x7FFFFFFF;
+    // Both arms are computed for every lane, so each reads a clamped magnitude: no signed overflow
+    // (NaN bits) and no out-of-range float-to-int conversion (large values); the select below
+    // discards the arm that does not apply.
+    const std::int32_t an = std::min(a, 0x43E00000);
     // Normal codes (|v| >= 2^-6): encode_generic's round-to-nearest-even shift by 20, as one add
     // (the tie goes up only when the kept field is odd), then rebias the exponent from 127 to 7.
-    const std::int32_t normal = ((a + 0x7FFFF + ((a >> 20) & 1)) >> 20) - (120 << 3);
+    const std::int32_t normal = ((an + 0x7FFFF + ((an >> 20) & 1)) >> 20) - (120 << 3);
     // Subnormal codes: |v| / 2^-9 rounded to an integer (8 = the smallest normal code). The
     // product is exact (a power of two, result < 8) and adding 2^23 rounds it to the nearest
     // integer, ties to even, in the default rounding mode.
-    const float scaled = detail::bits_float(static_cast<std::uint32_t>(a)) * 512.0f;
+    const float scaled = detail::bits_float(static_cast<std::uint32_t>(std::min(a, 0x3C800000))) * 512.0f;
     const auto sub = static_cast<std::int32_t>((scaled + 8388608.0f) - 8388608.0f);
     std::int32_t code = a >= 0x3C800000 ? normal : sub;
     code = a >= 0x43E00000 ? 0x7E : code;  // saturate at 448, infinity included

@@ -61,7 +61,8 @@ class AllToAllVInFlight {
 
 // A place in autograd's backward order, taken now: of two nodes ready at once, autograd's engine
 // runs the one created later first (higher sequence number), so a node given this slot runs after
-// every ready node created after this call. For AllToAllVInFlight::wait.
+// every ready node created after this call. Sequence numbers are per thread: call it on the thread
+// that builds the graph. For AllToAllVInFlight::wait.
 uint64_t reserve_backward_slot();
 
 // Starts the exchange (queued on the group like any collective, so it is issued now in this
