@@ -7,6 +7,7 @@
 #include <stdexcept>
 
 #include "parallel/local_group.h"
+#include "tests/parallel/split_backward_check.h"
 
 namespace shoestring::parallel {
 namespace {
@@ -22,6 +23,10 @@ TEST(LocalGroup, IsAGroupOfOne) {
   EXPECT_EQ(sub->name(), "dp");
   EXPECT_EQ(sub->size(), 1);
   EXPECT_EQ(g->split(-1, 0, "none"), nullptr);
+}
+
+TEST(LocalGroup, SplitBackwardRunsOtherWorkBetweenPostAndWait) {
+  shoestring::testing::expect_split_backward_order(make_local_group(), at::TensorOptions().dtype(at::kFloat));
 }
 
 TEST(LocalGroup, CollectivesAreCopiesOrNoOps) {

@@ -24,6 +24,7 @@
 #include "parallel/comm_bench.h"
 #include "parallel/nccl_group.h"
 #include "parallel/process_group.h"
+#include "tests/parallel/split_backward_check.h"
 
 #ifdef SHOESTRING_WITH_CUDA
 #include <c10/cuda/CUDAGuard.h>
@@ -324,6 +325,10 @@ TEST_F(NcclGpu, StartTimeIsWhenTheGpuReachedTheOp) {
   ASSERT_TRUE(w->done());
   EXPECT_GT(w->started_at(), w->issued_at() + 0.2);  // the stall delayed the start
   EXPECT_LT(w->started_at(), w->issued_at() + 5);
+}
+
+TEST_F(NcclGpu, SplitBackwardOfAnAllToAllVWaitsOnTheDeviceQueue) {
+  shoestring::testing::expect_split_backward_order(g, kOnGpu);
 }
 
 TEST_F(NcclGpu, TensorsLiveUntilTheOpFinished) {
