@@ -381,7 +381,7 @@ at::Tensor fp8_grouped_linear(const at::Tensor& rows, const at::Tensor& w, const
 
 at::Tensor fp8_gemm_emulated(const Fp8Tensor& a, const Fp8Tensor& b) {
   const int64_t K = a.cols(), KB = ceil_div(K, kFp8Block), N = b.rows();
-  const at::Tensor ad = a.data.to(at::kFloat), bd = b.data.to(at::kFloat);  // exact decode
+  const at::Tensor ad = decode_codes(a.data), bd = decode_codes(b.data);  // exact
   // Scales of B per row of B: 128x128 blocks repeat each block-row scale over its 128 rows.
   const at::Tensor sb = b.block_rows == 1 ? b.scale : b.scale.repeat_interleave(b.block_rows, 0).narrow(0, 0, N);
   at::Tensor acc = at::zeros({a.rows(), N}, at::kFloat);

@@ -147,6 +147,17 @@ at::Tensor dequantize(const Fp8Tensor& q) {
   return out;
 }
 
+at::Tensor decode_codes(const at::Tensor& data) {
+  if (!data.is_cpu()) return data.view(at::kFloat8_e4m3fn).to(at::kFloat);
+  const at::Tensor codes = data.contiguous();
+  at::Tensor out = at::empty(codes.sizes(), at::kFloat);
+  const auto* c = static_cast<const std::uint8_t*>(codes.data_ptr());
+  const float* table = e4m3_decode_table();
+  float* o = out.data_ptr<float>();
+  for (int64_t i = 0; i < codes.numel(); ++i) o[i] = table[c[i]];
+  return out;
+}
+
 #ifndef SHOESTRING_WITH_CUDA
 Fp8Tensor quantize_1x128_cuda(const at::Tensor&) { built_without_cuda("quantize_1x128_cuda"); }
 Fp8Tensor quantize_1x128_transposed_cuda(const at::Tensor&) { built_without_cuda("quantize_1x128_transposed_cuda"); }

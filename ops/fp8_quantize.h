@@ -63,6 +63,10 @@ Fp8Tensor quantize_swiglu_1x128(const at::Tensor& h1, const at::Tensor& h3);
 
 // decode(code) * scale, float32, same shape as q.data.
 at::Tensor dequantize(const Fp8Tensor& q);
+// float32 values of E4M3 codes (data: float8_e4m3fn or uint8, any shape and device), exact. On CPU
+// through the 256-entry decode table: ATen's float8 conversion goes one element at a time and was
+// most of the CPU FP8 dispatch's unpacking.
+at::Tensor decode_codes(const at::Tensor& data);
 
 // Validates the invariants above (dtypes, contiguity, scale shape); throws std::invalid_argument
 // naming `what` and the offending shapes.
