@@ -13,15 +13,9 @@ namespace shoestring::ops {
 
 namespace {
 
-// Unscaled decoded values of a code tensor, as float (exact: every E4M3 value is a float).
-std::vector<float> decode_all(const at::Tensor& data) {
-  const at::Tensor d = data.to(at::kCPU).contiguous();
-  const auto* c = static_cast<const std::uint8_t*>(d.data_ptr());
-  const float* table = e4m3_decode_table();
-  std::vector<float> out(static_cast<size_t>(d.numel()));
-  for (size_t i = 0; i < out.size(); ++i) out[i] = table[c[i]];
-  return out;
-}
+// Unscaled decoded values of a code tensor on the CPU, contiguous float (exact: every E4M3 value
+// is a float).
+at::Tensor decode_all(const at::Tensor& data) { return decode_codes(data.to(at::kCPU)); }
 
 // One output row range of C = A . B^T for a single (2-D) B, with promotion every 128 of K; over K
 // blocks [kb0, kb1) only when given (a k-grouped GEMM's group), else all of them.
@@ -61,10 +55,10 @@ void check_pair(const Fp8Tensor& a, const Fp8Tensor& b, const char* what, int64_
 at::Tensor fp8_gemm_reference(const Fp8Tensor& a, const Fp8Tensor& b) {
   check_pair(a, b, "fp8_gemm_reference", 2);
   const int64_t M = a.rows(), N = b.rows(), K = a.cols();
-  const std::vector<float> ad = decode_all(a.data), bd = decode_all(b.data);
+  const at::Tensor ad = decode_all(a.data), bd = decode_all(b.data);
   const at::Tensor sa = a.scale.to(at::kCPU).contiguous(), sb = b.scale.to(at::kCPU).contiguous();
   at::Tensor c = at::zeros({M, N}, at::kFloat);
-  gemm_rows(ad.data(), sa.data_ptr<float>(), bd.data(), sb.data_ptr<float>(), b.block_rows, 0, M, N, K,
+  gemm_rows(ad.data_ptr<float>(), sa.data_ptr<float>(), bd.data_ptr<float>(), sb.data_ptr<float>(), b.block_rows, 0, M, N, K,
             c.data_ptr<float>());
   return c;
 }
@@ -113,7 +107,7 @@ at::Tensor fp8_grouped_gemm_reference(const Fp8Tensor& a, const Fp8Tensor& b, co
     throw std::invalid_argument("fp8_grouped_gemm_reference: B must carry 128x128 scales");
   const int64_t M = a.rows(), G = b.data.size(0), N = b.rows(), K = a.cols();
   check_grouped_layout(group_of_row, G, M);
-  const std::vector<float> ad = decode_all(a.data), bd = decode_all(b.data);
+  const at::Tensor ad = decode_all(a.data), bd = decode_all(b.data);
   const at::Tensor sa = a.scale.to(at::kCPU).contiguous(), sb = b.scale.to(at::kCPU).contiguous();
   const at::Tensor g = group_of_row.to(at::kCPU).contiguous();
   const int64_t sb_stride = sb.size(1) * sb.size(2);
@@ -121,7 +115,7 @@ at::Tensor fp8_grouped_gemm_reference(const Fp8Tensor& a, const Fp8Tensor& b, co
   for (int64_t m = 0; m < M; ++m) {
     const int32_t grp = g.data_ptr<int32_t>()[m];
     if (grp < 0) continue;  // padding row: output stays 0
-    gemm_rows(ad.data(), sa.data_ptr<float>(), bd.data() + grp * N * K, sb.data_ptr<float>() + grp * sb_stride,
+    gemm_rows(ad.data_ptr<float>(), sa.data_ptr<float>(), bd.data_ptr<float>() + grp * N * K, sb.data_ptr<float>() + grp * sb_stride,
               kFp8Block, m, m + 1, N, K, c.data_ptr<float>());
   }
   return c;
@@ -146,13 +140,13 @@ at::Tensor fp8_k_grouped_gemm_reference(const Fp8Tensor& a, const Fp8Tensor& b, 
   if (b.block_rows != 1) throw std::invalid_argument(std::string(what) + ": B must carry 1x128 scales");
   const int64_t M = a.rows(), N = b.rows(), K = a.cols();
   check_k_groups(what, k_rows, K);
-  const std::vector<float> ad = decode_all(a.data), bd = decode_all(b.data);
+  const at::Tensor ad = decode_all(a.data), bd = decode_all(b.data);
   const at::Tensor sa = a.scale.to(at::kCPU).contiguous(), sb = b.scale.to(at::kCPU).contiguous();
   at::Tensor c = at::zeros({int64_t(k_rows.size()), M, N}, at::kFloat);
   int64_t kb0 = 0;
   for (size_t g = 0; g < k_rows.size(); ++g) {
     const int64_t kb1 = kb0 + k_rows[g] / kFp8Block;
-    gemm_rows(ad.data(), sa.data_ptr<float>(), bd.data(), sb.data_ptr<float>(), 1, 0, M, N, K,
+    gemm_rows(ad.data_ptr<float>(), sa.data_ptr<float>(), bd.data_ptr<float>(), sb.data_ptr<float>(), 1, 0, M, N, K,
               c.data_ptr<float>() + int64_t(g) * M * N, kb0, kb1);
     kb0 = kb1;
   }
