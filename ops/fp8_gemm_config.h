@@ -41,9 +41,8 @@ Fp8GemmKernel fp8_gemm_kernel_from_name(const std::string& name);
 bool fp8_gemm_kernel_listed(const std::string& comma_separated, Fp8GemmKernel k);
 
 // SHOESTRING_FP8_GEMM_KERNEL (auto, simt, mma, wgmma-tma, wgmma-persistent, wgmma-n160, wgmma-n192,
-// wgmma-n192-mc),
-// read once: what kAuto means for this process. A way to compare kernels in a real run, or to step
-// around one; unset means auto.
+// wgmma-n192-mc), read once: what kAuto means for this process. A way to compare kernels in a real
+// run, or to step around one; unset means auto.
 Fp8GemmKernel fp8_gemm_kernel_from_env();
 
 struct Fp8GemmConfig {

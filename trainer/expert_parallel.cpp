@@ -2,6 +2,7 @@
 
 #include <ATen/ATen.h>
 
+#include <optional>
 #include <stdexcept>
 #include <string>
 
@@ -32,14 +33,21 @@ struct EpInFlight final : model::DispatchInFlight {
   std::vector<int64_t> send_counts, recv_counts;
   parallel::AllToAllVInFlight rows, meta;  // dispatch: token rows; gates and chosen mask
   parallel::AllToAllVInFlight combined;    // combine: gate-weighted expert outputs
-  // Where backward waits for the combine's reverse exchange (not cut): after the work created
+  // Where backward waits for the combine's reverse exchange (none when cut): after the work created
   // after begin (the MoE layer's shared experts), which runs while the gradients travel, as the
   // dispatch travels while their forward runs.
-  uint64_t combine_wait_at = 0;
+  std::optional<uint64_t> combine_wait_at;
   int64_t sent = 0, received = 0;
   int64_t row_bytes = 0;  // bytes of one token row as it travels
   bool ready() const override { return steps == 1 ? rows.done() && meta.done() : combined.done(); }
 };
+
+// A backward slot for one of d's waits (parallel::reserve_backward_slot); none for a cut dispatch,
+// whose exchanges are out of autograd.
+std::optional<uint64_t> backward_slot(const EpInFlight& d) {
+  if (d.cut) return std::nullopt;
+  return parallel::reserve_backward_slot();
+}
 
 }  // namespace
 
@@ -127,7 +135,7 @@ std::unique_ptr<model::DispatchInFlight> EpDispatcher::begin(const at::Tensor& t
   d->meta = parallel::all_to_all_v_start(travel(send_meta), ep_, d->send_counts, d->recv_counts);
   if (d->cut) d->cuts.push_back({{send_x, send_meta}, {}, reverse_exchange(d->send_counts, d->recv_counts)});
   d->sent = s;
-  d->combine_wait_at = parallel::reserve_backward_slot();
+  d->combine_wait_at = backward_slot(*d);
   return d;
 }
 
@@ -135,9 +143,9 @@ void EpDispatcher::run_experts(model::DispatchInFlight& in_flight) {
   EpInFlight& d = model::next_step<EpInFlight>(in_flight, 1, "EpDispatcher::run_experts");
   // Not cut, backward starts the reverse of both (the meta's first, then the rows') before it
   // waits for either, so the two travel together: the slots come before both exchanges' nodes.
-  const uint64_t rows_wait_at = parallel::reserve_backward_slot(), meta_wait_at = parallel::reserve_backward_slot();
-  at::Tensor recv_x = d.cut ? d.rows.wait() : d.rows.wait(rows_wait_at);
-  at::Tensor recv_meta = d.cut ? d.meta.wait() : d.meta.wait(meta_wait_at);
+  const std::optional<uint64_t> rows_wait_at = backward_slot(d), meta_wait_at = backward_slot(d);
+  at::Tensor recv_x = d.rows.wait(rows_wait_at);
+  at::Tensor recv_meta = d.meta.wait(meta_wait_at);
   if (d.cut) {
     recv_x = recv_x.detach().requires_grad_(true);
     recv_meta = recv_meta.detach().requires_grad_(true);
@@ -180,7 +188,7 @@ void EpDispatcher::run_experts(model::DispatchInFlight& in_flight) {
 
 at::Tensor EpDispatcher::end(model::DispatchInFlight& in_flight) {
   EpInFlight& d = model::next_step<EpInFlight>(in_flight, 2, "EpDispatcher::end");
-  at::Tensor back = d.cut ? d.combined.wait() : d.combined.wait(d.combine_wait_at);
+  at::Tensor back = d.combined.wait(d.combine_wait_at);
   if (d.cut) {
     back = back.detach().requires_grad_(true);
     d.cuts.back().received = {back};
