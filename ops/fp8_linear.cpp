@@ -7,6 +7,7 @@
 #include <string>
 
 #include "ops/fp8_gemm.h"
+#include "ops/weight_grad_store.h"
 
 namespace shoestring::ops {
 
@@ -47,10 +48,11 @@ struct Fp8LinearFunction : public torch::autograd::Function<Fp8LinearFunction> {
     const auto x_dtype = static_cast<at::ScalarType>(ctx->saved_data["x_dtype"].toInt());
     const at::Tensor g = grads[0].reshape({-1, w.size(0)}).contiguous();
     const at::Tensor dx = gemm(q_1x128(g), q_128x128_t(w.contiguous()));  // [M, K]
-    const at::Tensor dw = gemm(q_1x128_t(g), q_1x128_t(x2));               // [N, K]
+    const at::Tensor dw = weight_grad_or_defer(  // [N, K]
+        w, [g, x2, dtype = w.scalar_type()] { return gemm(q_1x128_t(g), q_1x128_t(x2)).to(dtype); });
     std::vector<int64_t> x_shape = grads[0].sizes().vec();
     x_shape.back() = w.size(1);
-    return {dx.to(x_dtype).view(x_shape), dw.to(w.scalar_type())};
+    return {dx.to(x_dtype).view(x_shape), dw};
   }
 };
 
@@ -85,7 +87,8 @@ struct Fp8LinearPairFunction : public torch::autograd::Function<Fp8LinearPairFun
       const at::Tensor g = grads[size_t(i)].reshape({-1, w.size(0)}).contiguous();
       const at::Tensor dxi = gemm(q_1x128(g), q_128x128_t(w.contiguous())).to(x2.scalar_type());
       dx = dx.defined() ? dx + dxi : dxi;  // autograd's sum of the two uses of x, in the same dtype
-      dw[size_t(i)] = gemm(q_1x128_t(g), qxt).to(w.scalar_type());
+      dw[size_t(i)] =
+          weight_grad_or_defer(w, [g, qxt, dtype = w.scalar_type()] { return gemm(q_1x128_t(g), qxt).to(dtype); });
     }
     std::vector<int64_t> x_shape = (grads[0].defined() ? grads[0] : grads[1]).sizes().vec();
     x_shape.back() = x2.size(1);
@@ -118,11 +121,12 @@ struct Fp8SwigluLinearFunction : public torch::autograd::Function<Fp8SwigluLinea
     const at::Tensor g = grads[0].reshape({-1, w.size(0)}).contiguous();
     const at::Tensor dp = gemm(q_1x128(g), q_128x128_t(w.contiguous())).to(h1.scalar_type());  // [M, H]
     const at::Tensor a = at::silu(h1);
-    const at::Tensor dw = gemm(q_1x128_t(g), q_1x128_t(a * h3));  // [N, H]
+    const at::Tensor dw = weight_grad_or_defer(  // [N, H]
+        w, [g, a, h3, dtype = w.scalar_type()] { return gemm(q_1x128_t(g), q_1x128_t(a * h3)).to(dtype); });
     auto [dh1, dh3] = swiglu_backward(dp, h1, a, h3);
     std::vector<int64_t> h_shape = grads[0].sizes().vec();
     h_shape.back() = w.size(1);
-    return {dh1.view(h_shape), dh3.view(h_shape), dw.to(w.scalar_type())};
+    return {dh1.view(h_shape), dh3.view(h_shape), dw};
   }
 };
 
@@ -240,7 +244,8 @@ struct Fp8GroupedLinearFunction : public torch::autograd::Function<Fp8GroupedLin
     std::vector<int64_t> counts;
     const PaddedLayout l = saved_layout(ctx, counts);
     const at::Tensor gp = scatter_rows(grads[0].contiguous(), l);
-    return {grouped_dgrad(gp, w, l, counts).to(x_dtype), grouped_wgrad(gp, q_1x128_t(xp), l, w), at::Tensor()};
+    const at::Tensor dx = grouped_dgrad(gp, w, l, counts).to(x_dtype);
+    return {dx, weight_grad_or_defer(w, [gp, xp, l, w] { return grouped_wgrad(gp, q_1x128_t(xp), l, w); }), at::Tensor()};
   }
 };
 
@@ -277,7 +282,7 @@ struct Fp8GroupedLinearPairFunction : public torch::autograd::Function<Fp8Groupe
       const at::Tensor gp = scatter_rows(grads[size_t(i)].contiguous(), l);
       const at::Tensor dxi = grouped_dgrad(gp, w, l, counts).to(xp.scalar_type());
       dx = dx.defined() ? dx + dxi : dxi;
-      dw[size_t(i)] = grouped_wgrad(gp, xt, l, w);
+      dw[size_t(i)] = weight_grad_or_defer(w, [gp, xt, l, w] { return grouped_wgrad(gp, xt, l, w); });
     }
     return {dx, dw[0], dw[1], at::Tensor()};
   }
@@ -318,7 +323,7 @@ struct Fp8GroupedSwigluLinearFunction : public torch::autograd::Function<Fp8Grou
     const at::Tensor dp = grouped_dgrad(gp, w, l, counts).to(h1.scalar_type());
     const at::Tensor a = at::silu(h1);
     const at::Tensor pp = scatter_rows(a * h3, l);  // the product, recomputed, padded for Wgrad
-    const at::Tensor dw = grouped_wgrad(gp, q_1x128_t(pp), l, w);
+    const at::Tensor dw = weight_grad_or_defer(w, [gp, pp, l, w] { return grouped_wgrad(gp, q_1x128_t(pp), l, w); });
     auto [dh1, dh3] = swiglu_backward(dp, h1, a, h3);
     return {dh1, dh3, dw, at::Tensor()};
   }

@@ -1,5 +1,8 @@
 #include "ops/weight_grad_store.h"
 
+#include <ATen/ATen.h>
+#include <ATen/core/grad_mode.h>
+
 #include <mutex>
 #include <stdexcept>
 #include <utility>
@@ -51,6 +54,26 @@ void WeightGradStore::push(WeightGradFn fn) {
   // its gradient.
   if (!s.capturing) throw std::logic_error("WeightGradStore::push: no capture is open");
   s.fns.push_back(std::move(fn));
+}
+
+void accumulate_grad(const at::Tensor& w, const at::Tensor& grad) {
+  at::Tensor& slot = w.mutable_grad();
+  if (slot.defined()) {
+    slot.add_(grad);
+  } else if (grad.strides() == w.strides()) {
+    slot = grad;
+  } else {
+    slot = at::empty_strided(w.sizes(), w.strides(), w.options()).copy_(grad);
+  }
+}
+
+at::Tensor weight_grad_or_defer(const at::Tensor& w, std::function<at::Tensor()> compute) {
+  if (!w.is_leaf() || !WeightGradStore::capturing()) return compute();
+  WeightGradStore::push([w, compute = std::move(compute)] {
+    const at::NoGradGuard no_grad;
+    accumulate_grad(w, compute());
+  });
+  return at::Tensor();
 }
 
 }  // namespace shoestring::ops

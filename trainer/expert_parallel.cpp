@@ -8,6 +8,7 @@
 
 #include "ops/fp8_rows.h"
 #include "parallel/all_to_all_v.h"
+#include "trainer/model/expert_swiglu.h"
 #include "trainer/model/moe_rows.h"
 
 namespace shoestring {
@@ -143,7 +144,10 @@ void EpDispatcher::run_experts(model::DispatchInFlight& in_flight) {
   EpInFlight& d = model::next_step<EpInFlight>(in_flight, 1, "EpDispatcher::run_experts");
   // Not cut, backward starts the reverse of both (the meta's first, then the rows') before it
   // waits for either, so the two travel together: the slots come before both exchanges' nodes.
-  const std::optional<uint64_t> rows_wait_at = backward_slot(d), meta_wait_at = backward_slot(d);
+  // The experts' weight gradients run between (their slot, after the waits' and before the
+  // exchanges' nodes): the rows' gradients need only the experts' input gradients.
+  const std::optional<uint64_t> rows_wait_at = backward_slot(d), meta_wait_at = backward_slot(d),
+                                expert_weights_at = backward_slot(d);
   at::Tensor recv_x = d.rows.wait(rows_wait_at);
   at::Tensor recv_meta = d.meta.wait(meta_wait_at);
   if (d.cut) {
@@ -173,7 +177,11 @@ void EpDispatcher::run_experts(model::DispatchInFlight& in_flight) {
         pair_cell[size_t(p)] = row * per_rank + e;
       }
   const RowMap row_map = make_row_map(pair_row, r, dev);  // pair -> its received row
-  const at::Tensor out = d.experts.run(gather_rows(recv_x, row_map, pool_), expert_counts);
+  at::Tensor out;
+  {
+    const model::ExpertWeightGradSlot weights_at(expert_weights_at);
+    out = d.experts.run(gather_rows(recv_x, row_map, pool_), expert_counts);
+  }
   const at::Tensor w = recv_meta.narrow(1, 0, per_rank)
                            .reshape({-1})
                            .index_select(0, long_tensor(pair_cell).to(dev))

@@ -4,12 +4,14 @@
 #include <gtest/gtest.h>
 
 #include <cstdio>
+#include <functional>
 #include <string>
 #include <vector>
 
 #include "ops/calc_diff.h"
 #include "ops/fp8_gemm.h"
 #include "ops/fp8_linear.h"
+#include "ops/weight_grad_store.h"
 
 using namespace shoestring::ops;
 
@@ -184,6 +186,66 @@ TEST(Fp8LinearPair, EqualsTwoSeparateLinearsBitForBit) {
   fp8_linear_pair(x, wa, wb)[0].sum().backward();
   EXPECT_TRUE(at::equal(wb.grad(), at::zeros({N, K})));
   EXPECT_GT(x.grad().abs().sum().item<double>(), 0.0);
+}
+
+// Under a zero-bubble capture (ops/weight_grad_store.h) every FP8 function leaves its weights'
+// Wgrad to a queued closure: after the backward the inputs hold their gradients and the weights
+// none; the closures then give the weights the plain backward's gradients bit for bit.
+TEST(Fp8Linear, CapturedWgradIsDeferredExactly) {
+  using Loss = std::function<at::Tensor(const std::vector<at::Tensor>&)>;
+  struct Case {
+    const char* what;
+    std::vector<at::Tensor> values;
+    size_t first_weight;  // values[first_weight..] are weights
+    Loss loss;
+  };
+  at::manual_seed(53);
+  const std::vector<int64_t> counts{0, 100, 130, 1, 256};
+  const int64_t M = 487, K = 200, N = 72;
+  const at::Tensor x = at::randn({M, K}), h1 = at::randn({M, K}), h3 = at::randn({M, K}), probe = at::randn({M, N});
+  const at::Tensor w = at::randn({N, K}) * 0.1, w2 = at::randn({N, K}) * 0.1, wg = at::randn({5, N, K}) * 0.1,
+                   wg2 = at::randn({5, N, K}) * 0.1;
+  const std::vector<Case> cases = {
+      {"fp8_linear", {x, w}, 1, [&](const auto& v) { return (fp8_linear(v[0], v[1]) * probe).sum(); }},
+      {"fp8_linear_pair", {x, w, w2}, 1,
+       [&](const auto& v) {
+         const auto [a, b] = fp8_linear_pair(v[0], v[1], v[2]);
+         return (a * probe).sum() + (b * probe * 2).sum();
+       }},
+      {"fp8_swiglu_linear", {h1, h3, w}, 2, [&](const auto& v) { return (fp8_swiglu_linear(v[0], v[1], v[2]) * probe).sum(); }},
+      {"fp8_grouped_linear", {x, wg}, 1, [&](const auto& v) { return (fp8_grouped_linear(v[0], v[1], counts) * probe).sum(); }},
+      {"fp8_grouped_linear_pair", {x, wg, wg2}, 1,
+       [&](const auto& v) {
+         const auto [a, b] = fp8_grouped_linear_pair(v[0], v[1], v[2], counts);
+         return (a * probe).sum() + (b * probe * 2).sum();
+       }},
+      {"fp8_grouped_swiglu_linear", {h1, h3, wg}, 2,
+       [&](const auto& v) { return (fp8_grouped_swiglu_linear(v[0], v[1], v[2], counts) * probe).sum(); }},
+  };
+  for (const Case& c : cases) {
+    auto leaves = [&c] {
+      std::vector<at::Tensor> v;
+      for (const at::Tensor& t : c.values) v.push_back(t.clone().requires_grad_());
+      return v;
+    };
+    const std::vector<at::Tensor> plain = leaves(), captured = leaves();
+    c.loss(plain).backward();
+    WeightGradStore::begin_capture();
+    try {
+      c.loss(captured).backward();
+    } catch (...) {
+      WeightGradStore::end_capture();
+      throw;
+    }
+    const std::vector<WeightGradFn> fns = WeightGradStore::end_capture();
+    EXPECT_EQ(fns.size(), c.values.size() - c.first_weight) << c.what;
+    for (size_t i = 0; i < c.values.size(); ++i) {
+      if (i < c.first_weight) EXPECT_TRUE(at::equal(captured[i].grad(), plain[i].grad())) << c.what << " input " << i;
+      else EXPECT_FALSE(captured[i].grad().defined()) << c.what << " weight " << i << " got its gradient in I";
+    }
+    for (const WeightGradFn& fn : fns) fn();
+    expect_same_grads(captured, plain, c.what);
+  }
 }
 
 TEST(Fp8SwigluQuantize, IsTheQuantizedProduct) {

@@ -301,7 +301,8 @@ class LoggingGroup final : public GroupDecorator {
 // travel, the backward runs their backward while the combine's gradients travel back (the first
 // exchange backward starts), and waits for those only then; the dispatch's two reverse exchanges
 // are both started before either is waited for. Gradients stay those of the blocking order (the
-// other tests compare them bit for bit).
+// other tests compare them bit for bit). The routed experts' weight gradients run while the
+// dispatch's reverse exchanges travel.
 TEST(EpOverlap, SharedExpertsBackwardRunsWhileTheCombineGradientsTravel) {
   for (int size : ep_sizes()) {
     std::vector<std::string> log;
@@ -314,6 +315,8 @@ TEST(EpOverlap, SharedExpertsBackwardRunsWhileTheCombineGradientsTravel) {
     const at::Tensor y = layer->forward_end(s);
     ASSERT_TRUE(s.shared().defined());
     s.shared().register_hook([&log](const at::Tensor&) { log.push_back("shared"); });
+    // The stacked routed-expert weights are leaves: the hook fires as their gradient arrives.
+    layer->w2.register_hook([&log](const at::Tensor&) { log.push_back("expert weights"); });
     log.clear();
     (y * y).sum().backward();
 
@@ -334,8 +337,10 @@ TEST(EpOverlap, SharedExpertsBackwardRunsWhileTheCombineGradientsTravel) {
     for (const std::string& w : waits) {
       EXPECT_LT(at("issue " + std::to_string(n + 2)), at(w)) << "ep " << size << ": " << seen;
       EXPECT_LT(at(w), int64_t(log.size())) << "ep " << size << ": " << seen;
+      EXPECT_LT(at("expert weights"), at(w)) << "ep " << size << ": " << seen;
     }
-    EXPECT_EQ(log.size(), 7u) << "ep " << size << ": " << seen;
+    EXPECT_LT(at("issue " + std::to_string(n + 2)), at("expert weights")) << "ep " << size << ": " << seen;
+    EXPECT_EQ(log.size(), 8u) << "ep " << size << ": " << seen;
     EXPECT_EQ(std::count(log.begin(), log.end(), "shared"), 1);
     ASSERT_TRUE(x.grad().defined());
     if (test_world()->rank() == 0) std::printf("ep %d backward: %s\n", size, seen.c_str());

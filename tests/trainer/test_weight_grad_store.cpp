@@ -1,15 +1,18 @@
-// The zero-bubble weight-gradient split (ops/weight_grad_store.h, model::project): store
-// semantics, bit-identity with at::linear's autograd when nothing is captured, and a captured
-// backward whose queued closures complete the same gradients as a plain one.
+// The zero-bubble weight-gradient split (ops/weight_grad_store.h, model::project,
+// model::expert_swiglu): store semantics, bit-identity with at::linear's autograd when nothing is
+// captured, and a captured backward whose queued closures complete the same gradients as a plain
+// one. Also expert_swiglu's weight half at a slot of its own (ExpertWeightGradSlot).
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <map>
 #include <stdexcept>
 #include <string>
 
 #include "ops/weight_grad_store.h"
 #include "tests/trainer/small_models.h"
+#include "trainer/model/expert_swiglu.h"
 #include "trainer/model/linear.h"
 #include "trainer/model/transformer.h"
 
@@ -174,21 +177,24 @@ void check_model_split(const ModelConfig& m, bool exact_closure_count) {
   net->losses(tokens, targets).total.backward();
   const auto fns = WeightGradStore::end_capture();
 
-  size_t deferred = 0;
+  size_t deferred = 0, routed = 0;  // routed: the experts' stacked w1, w3, w2, one closure per layer
   for (const auto& p : params) {
     const at::Tensor& g = p.value().grad();
     if (!g.defined()) {
-      ++deferred;
-      EXPECT_EQ(p.value().dim(), 2) << p.key() << " was deferred but is not a dense linear weight";
+      // dense linears [out, in]; the routed experts' stacked [E, out, in] (expert_swiglu)
+      const bool stacked = p.key().find(".moe.w") != std::string::npos;
+      ++(stacked ? routed : deferred);
+      EXPECT_EQ(p.value().dim(), stacked ? 3 : 2) << p.key() << " was deferred but is not a linear weight";
     } else if (!(m.tie_embeddings && p.key() == "tok_embed")) {  // tied: the head's share comes in W
       EXPECT_TRUE(at::equal(g, plain[p.key()])) << p.key() << " should hold its final gradient after I";
     }
   }
   EXPECT_GT(deferred, 0u);
+  EXPECT_EQ(routed, m.n_routed_experts > 0 ? 3 * size_t(m.n_layers - m.n_dense_layers + m.mtp_depth) : 0u);
   if (exact_closure_count) {
-    EXPECT_EQ(fns.size(), deferred);  // each deferred weight used once
+    EXPECT_EQ(fns.size(), deferred + routed / 3);  // each deferred weight used once
   }
-  EXPECT_GE(fns.size(), deferred);
+  EXPECT_GE(fns.size(), deferred + routed / 3);
   for (const char* kept : {"final_norm.weight", "blocks.0.attn_norm.weight"}) {
     ASSERT_TRUE(params[kept].grad().defined()) << kept;
   }
@@ -208,5 +214,89 @@ TEST(DeferrableLinear, TiedEmbeddingsSplitMatchesPlain) {
   check_model_split(m, false);
 }
 TEST(DeferrableLinear, MlaMoeMtpModelSplitMatchesPlain) { check_model_split(mla_moe_mtp(), false); }
+
+// The routed experts of one MoE layer: rows for 3 experts (one idle), float32 weights.
+struct Experts {
+  at::Tensor rows, w1, w3, w2, up;
+  std::vector<int64_t> counts{5, 0, 4};
+  Experts() {
+    at::manual_seed(6);
+    rows = at::randn({9, 8}).requires_grad_();
+    w1 = (at::randn({3, 12, 8}) * 0.3).requires_grad_();
+    w3 = (at::randn({3, 12, 8}) * 0.3).requires_grad_();
+    w2 = (at::randn({3, 8, 12}) * 0.3).requires_grad_();
+    up = at::randn({9, 8});
+  }
+  at::Tensor loss() const { return (model::expert_swiglu(rows, w1, w3, w2, counts) * up).sum(); }
+  std::vector<at::Tensor> grads() const { return {rows.grad(), w1.grad(), w3.grad(), w2.grad()}; }
+  void clear() const {
+    for (const at::Tensor& t : {rows, w1, w3, w2}) t.mutable_grad() = at::Tensor();
+  }
+};
+
+void expect_equal(const std::vector<at::Tensor>& got, const std::vector<at::Tensor>& want) {
+  const char* names[] = {"rows", "w1", "w3", "w2"};
+  for (size_t i = 0; i < want.size(); ++i) {
+    ASSERT_TRUE(got[i].defined()) << names[i];
+    EXPECT_TRUE(at::equal(got[i], want[i])) << names[i];
+  }
+}
+
+// Captured, the rows get their final gradient in I and the stacked weights theirs from one
+// closure, the same bits as the plain backward.
+TEST(ExpertSwiGLU, CapturedWeightGradsAreDeferredExactly) {
+  const Experts e;
+  e.loss().backward();
+  const std::vector<at::Tensor> plain = e.grads();
+  e.clear();
+
+  const CaptureGuard guard;
+  WeightGradStore::begin_capture();
+  e.loss().backward();
+  const auto fns = WeightGradStore::end_capture();
+  ASSERT_EQ(fns.size(), 1u);
+  EXPECT_TRUE(at::equal(e.rows.grad(), plain[0]));
+  EXPECT_FALSE(e.w1.grad().defined());
+  EXPECT_FALSE(e.w2.grad().defined());
+  run_all(fns);
+  expect_equal(e.grads(), plain);
+}
+
+// With a slot, the weight half runs after everything ready that was created after the slot (here
+// another branch of the loss), and gives the same bits; without one, the weights come first, with
+// the input gradient.
+TEST(ExpertSwiGLU, WeightHalfRunsAtItsSlot) {
+  const Experts e;
+  for (const bool slot : {false, true}) {
+    std::vector<std::string> order;
+    const at::Tensor other = at::randn({4}).requires_grad_();
+    e.clear();
+    at::Tensor loss;
+    {
+      const model::ExpertWeightGradSlot at_slot(slot ? std::optional<uint64_t>(at::sequence_number::get_and_increment())
+                                                     : std::nullopt);
+      const at::Tensor branch = (other * 2).sum();  // created after the slot, before the experts
+      loss = e.loss() + branch;
+    }
+    other.register_hook([&order](const at::Tensor&) { order.push_back("branch"); });
+    const unsigned w_hook = e.w2.register_hook([&order](const at::Tensor&) { order.push_back("weights"); });
+    const unsigned rows_hook = e.rows.register_hook([&order](const at::Tensor&) { order.push_back("rows"); });
+    loss.backward();
+    e.w2.remove_hook(w_hook);
+    e.rows.remove_hook(rows_hook);
+    const auto at = [&order](const char* what) { return std::find(order.begin(), order.end(), what) - order.begin(); };
+    ASSERT_EQ(order.size(), 3u);
+    if (slot) {
+      EXPECT_LT(at("rows"), at("branch"));
+      EXPECT_LT(at("branch"), at("weights"));
+    } else {
+      EXPECT_LT(at("weights"), at("branch"));
+    }
+  }
+  const std::vector<at::Tensor> with_slot = e.grads();
+  e.clear();
+  e.loss().backward();
+  expect_equal(with_slot, e.grads());
+}
 
 }  // namespace

@@ -24,20 +24,6 @@ at::Tensor weight_grad(const at::Tensor& g2, const at::Tensor& x2, bool wc_row_m
   return wc_row_major ? g2.t().mm(x2) : x2.t().mm(g2).t();
 }
 
-// Adds a deferred weight gradient to w.grad the way AccumulateGrad does with grad mode off: in
-// place when .grad exists (it may be a view into the DP reducer's bucket, which must keep
-// aliasing it), otherwise the new tensor becomes .grad, laid out like w.
-void accumulate(const at::Tensor& w, const at::Tensor& grad) {
-  at::Tensor& slot = w.mutable_grad();
-  if (slot.defined()) {
-    slot.add_(grad);
-  } else if (grad.strides() == w.strides()) {
-    slot = grad;
-  } else {
-    slot = at::empty_strided(w.sizes(), w.strides(), w.options()).copy_(grad);
-  }
-}
-
 // y = x @ cast(w)^T whose weight gradient can be split off the backward pass (zero-bubble
 // pipelines, ops/weight_grad_store.h). Whether to split is decided in backward, not forward: the
 // forward runs before the schedule knows which kind of backward will follow.
@@ -65,17 +51,10 @@ struct DeferrableLinear : torch::autograd::Function<DeferrableLinear> {
     if (!ctx->needs_input_grad(1)) return {grad_x, at::Tensor()};
 
     const bool wc_row_major = column_major(wc.t());
-    // Only a leaf owns its .grad; a weight computed from a parameter (an expert's slice of the
-    // stacked MoE weights) must send its gradient back through autograd, so it is not deferred.
-    if (w.is_leaf() && ops::WeightGradStore::capturing()) {
-      // Saved variables are freed when this backward returns: the closure owns its own handles.
-      ops::WeightGradStore::push([g2, x2, w, wc_row_major] {
-        const at::NoGradGuard no_grad;
-        accumulate(w, weight_grad(g2, x2, wc_row_major).to(w.scalar_type()));
-      });
-      return {grad_x, at::Tensor()};
-    }
-    return {grad_x, weight_grad(g2, x2, wc_row_major).to(w.scalar_type())};
+    const at::ScalarType w_dtype = w.scalar_type();
+    return {grad_x, ops::weight_grad_or_defer(w, [g2, x2, wc_row_major, w_dtype] {
+              return weight_grad(g2, x2, wc_row_major).to(w_dtype);
+            })};
   }
 };
 
