@@ -7,7 +7,7 @@
 #include <string>
 
 #include "ops/fp8_gemm.h"
-#include "ops/weight_grad_store.h"
+#include "ops/weight_grad_slot.h"
 
 namespace shoestring::ops {
 
@@ -26,14 +26,19 @@ Fp8Tensor q_128x128_t(const at::Tensor& w) {
 Fp8Tensor q_swiglu(const at::Tensor& h1, const at::Tensor& h3) {
   return h1.is_cuda() ? quantize_swiglu_1x128_cuda(h1, h3) : quantize_swiglu_1x128(h1, h3);
 }
+// A function's registration with an open weight-gradient slot, or null (ops/weight_grad_slot.h).
+using Ticket = c10::intrusive_ptr<WeightGradTicket>;
+
 at::Tensor gemm(const Fp8Tensor& a, const Fp8Tensor& b) {
   return a.data.is_cuda() ? fp8_gemm_cuda(a, b) : fp8_gemm_emulated(a, b);
 }
 
 struct Fp8LinearFunction : public torch::autograd::Function<Fp8LinearFunction> {
-  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x, const at::Tensor& w) {
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x, const at::Tensor& w,
+                            const Ticket& ticket, const at::Tensor& /*token*/) {
     const at::Tensor x2 = x.reshape({-1, x.size(-1)}).contiguous();
     ctx->save_for_backward({x2, w});
+    ctx->saved_data["slot"] = save_ticket(ticket);
     ctx->saved_data["x_dtype"] = static_cast<int64_t>(x.scalar_type());
     std::vector<int64_t> out_shape = x.sizes().vec();
     out_shape.back() = w.size(0);
@@ -48,19 +53,23 @@ struct Fp8LinearFunction : public torch::autograd::Function<Fp8LinearFunction> {
     const auto x_dtype = static_cast<at::ScalarType>(ctx->saved_data["x_dtype"].toInt());
     const at::Tensor g = grads[0].reshape({-1, w.size(0)}).contiguous();
     const at::Tensor dx = gemm(q_1x128(g), q_128x128_t(w.contiguous()));  // [M, K]
-    const at::Tensor dw = weight_grad_or_defer(  // [N, K]
-        w, [g, x2, dtype = w.scalar_type()] { return gemm(q_1x128_t(g), q_1x128_t(x2)).to(dtype); });
+    const auto ticket = saved_ticket(ctx->saved_data["slot"]);
+    const auto dw = weight_grads(ticket, {w}, [g, x2, dtype = w.scalar_type()] {  // [N, K]
+      return std::vector<at::Tensor>{gemm(q_1x128_t(g), q_1x128_t(x2)).to(dtype)};
+    });
     std::vector<int64_t> x_shape = grads[0].sizes().vec();
     x_shape.back() = w.size(1);
-    return {dx.to(x_dtype).view(x_shape), dw};
+    return {dx.to(x_dtype).view(x_shape), dw[0], at::Tensor(), token_grad(ticket, x2.options())};
   }
 };
 
 struct Fp8LinearPairFunction : public torch::autograd::Function<Fp8LinearPairFunction> {
   static torch::autograd::variable_list forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x,
-                                                const at::Tensor& wa, const at::Tensor& wb) {
+                                                const at::Tensor& wa, const at::Tensor& wb,
+                                                const Ticket& ticket, const at::Tensor& /*token*/) {
     const at::Tensor x2 = x.reshape({-1, x.size(-1)}).contiguous();
     ctx->save_for_backward({x2, wa, wb});
+    ctx->saved_data["slot"] = save_ticket(ticket);
     const Fp8Tensor qx = q_1x128(x2);
     torch::autograd::variable_list out;
     for (const at::Tensor* w : {&wa, &wb}) {
@@ -75,24 +84,31 @@ struct Fp8LinearPairFunction : public torch::autograd::Function<Fp8LinearPairFun
                                                  torch::autograd::variable_list grads) {
     const auto saved = ctx->get_saved_variables();
     const at::Tensor& x2 = saved[0];
-    const Fp8Tensor qxt = q_1x128_t(x2);  // both Wgrads' second operand
     at::Tensor dx;
-    std::array<at::Tensor, 2> dw;
+    std::array<at::Tensor, 2> g;  // undefined where that output was not used
     for (int i = 0; i < 2; ++i) {
       const at::Tensor& w = saved[size_t(1 + i)];
-      if (!grads[size_t(i)].defined()) {
-        dw[size_t(i)] = at::zeros_like(w);
-        continue;
-      }
-      const at::Tensor g = grads[size_t(i)].reshape({-1, w.size(0)}).contiguous();
-      const at::Tensor dxi = gemm(q_1x128(g), q_128x128_t(w.contiguous())).to(x2.scalar_type());
+      if (!grads[size_t(i)].defined()) continue;
+      g[size_t(i)] = grads[size_t(i)].reshape({-1, w.size(0)}).contiguous();
+      const at::Tensor dxi = gemm(q_1x128(g[size_t(i)]), q_128x128_t(w.contiguous())).to(x2.scalar_type());
       dx = dx.defined() ? dx + dxi : dxi;  // autograd's sum of the two uses of x, in the same dtype
-      dw[size_t(i)] =
-          weight_grad_or_defer(w, [g, qxt, dtype = w.scalar_type()] { return gemm(q_1x128_t(g), qxt).to(dtype); });
     }
+    const auto ticket = saved_ticket(ctx->saved_data["slot"]);
+    const at::Tensor &wa = saved[1], &wb = saved[2];
+    // Both Wgrads' second operand, quantized now: a deferred closure then holds 1 byte per element.
+    const auto dw = weight_grads(ticket, {wa, wb}, [g, qxt = q_1x128_t(x2), wa, wb] {
+      std::vector<at::Tensor> out;
+      for (int i = 0; i < 2; ++i) {
+        const at::Tensor& w = i == 0 ? wa : wb;
+        const at::Tensor& gi = g[size_t(i)];
+        out.push_back(gi.defined() ? gemm(q_1x128_t(gi), qxt).to(w.scalar_type()) : at::zeros_like(w));
+      }
+      return out;
+    });
     std::vector<int64_t> x_shape = (grads[0].defined() ? grads[0] : grads[1]).sizes().vec();
     x_shape.back() = x2.size(1);
-    return {dx.defined() ? dx.view(x_shape) : at::Tensor(), dw[0], dw[1]};
+    return {dx.defined() ? dx.view(x_shape) : at::Tensor(), dw[0], dw[1], at::Tensor(),
+            token_grad(ticket, x2.options())};
   }
 };
 
@@ -106,9 +122,10 @@ std::pair<at::Tensor, at::Tensor> swiglu_backward(const at::Tensor& dp, const at
 
 struct Fp8SwigluLinearFunction : public torch::autograd::Function<Fp8SwigluLinearFunction> {
   static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& h1, const at::Tensor& h3,
-                            const at::Tensor& w) {
+                            const at::Tensor& w, const Ticket& ticket, const at::Tensor& /*token*/) {
     const at::Tensor a2 = h1.reshape({-1, h1.size(-1)}).contiguous(), b2 = h3.reshape({-1, h3.size(-1)}).contiguous();
     ctx->save_for_backward({a2, b2, w});
+    ctx->saved_data["slot"] = save_ticket(ticket);
     std::vector<int64_t> out_shape = h1.sizes().vec();
     out_shape.back() = w.size(0);
     return gemm(q_swiglu(a2, b2), q_128x128(w.contiguous())).to(h1.scalar_type()).view(out_shape);
@@ -121,12 +138,14 @@ struct Fp8SwigluLinearFunction : public torch::autograd::Function<Fp8SwigluLinea
     const at::Tensor g = grads[0].reshape({-1, w.size(0)}).contiguous();
     const at::Tensor dp = gemm(q_1x128(g), q_128x128_t(w.contiguous())).to(h1.scalar_type());  // [M, H]
     const at::Tensor a = at::silu(h1);
-    const at::Tensor dw = weight_grad_or_defer(  // [N, H]
-        w, [g, a, h3, dtype = w.scalar_type()] { return gemm(q_1x128_t(g), q_1x128_t(a * h3)).to(dtype); });
+    const auto ticket = saved_ticket(ctx->saved_data["slot"]);
+    const auto dw = weight_grads(ticket, {w}, [g, a, h3, dtype = w.scalar_type()] {  // [N, H]
+      return std::vector<at::Tensor>{gemm(q_1x128_t(g), q_1x128_t(a * h3)).to(dtype)};
+    });
     auto [dh1, dh3] = swiglu_backward(dp, h1, a, h3);
     std::vector<int64_t> h_shape = grads[0].sizes().vec();
     h_shape.back() = w.size(1);
-    return {dh1.view(h_shape), dh3.view(h_shape), dw};
+    return {dh1.view(h_shape), dh3.view(h_shape), dw[0], at::Tensor(), token_grad(ticket, h1.options())};
   }
 };
 
@@ -225,10 +244,11 @@ at::Tensor grouped_wgrad(const at::Tensor& gp, const Fp8Tensor& xt, const Padded
 
 struct Fp8GroupedLinearFunction : public torch::autograd::Function<Fp8GroupedLinearFunction> {
   static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& rows, const at::Tensor& w,
-                            const std::vector<int64_t>& counts) {
+                            const std::vector<int64_t>& counts, const Ticket& ticket, const at::Tensor& /*token*/) {
     const PaddedLayout l = padded_layout(counts, rows.device());
     const at::Tensor xp = scatter_rows(rows.contiguous(), l);
     ctx->save_for_backward({xp, w});
+    ctx->saved_data["slot"] = save_ticket(ticket);
     save_layout(ctx, l, counts);
     ctx->saved_data["x_dtype"] = static_cast<int64_t>(rows.scalar_type());
     const at::Tensor yp = grouped_gemm(q_1x128(xp), q_128x128(w.contiguous()), l, counts);
@@ -245,17 +265,23 @@ struct Fp8GroupedLinearFunction : public torch::autograd::Function<Fp8GroupedLin
     const PaddedLayout l = saved_layout(ctx, counts);
     const at::Tensor gp = scatter_rows(grads[0].contiguous(), l);
     const at::Tensor dx = grouped_dgrad(gp, w, l, counts).to(x_dtype);
-    return {dx, weight_grad_or_defer(w, [gp, xp, l, w] { return grouped_wgrad(gp, q_1x128_t(xp), l, w); }), at::Tensor()};
+    const auto ticket = saved_ticket(ctx->saved_data["slot"]);
+    const auto dw = weight_grads(ticket, {w}, [gp, xp, l, w] {
+      return std::vector<at::Tensor>{grouped_wgrad(gp, q_1x128_t(xp), l, w)};
+    });
+    return {dx, dw[0], at::Tensor(), at::Tensor(), token_grad(ticket, xp.options())};
   }
 };
 
 struct Fp8GroupedLinearPairFunction : public torch::autograd::Function<Fp8GroupedLinearPairFunction> {
   static torch::autograd::variable_list forward(torch::autograd::AutogradContext* ctx, const at::Tensor& rows,
                                                 const at::Tensor& wa, const at::Tensor& wb,
-                                                const std::vector<int64_t>& counts) {
+                                                const std::vector<int64_t>& counts, const Ticket& ticket,
+                                                const at::Tensor& /*token*/) {
     const PaddedLayout l = padded_layout(counts, rows.device());
     const at::Tensor xp = scatter_rows(rows.contiguous(), l);
     ctx->save_for_backward({xp, wa, wb});
+    ctx->saved_data["slot"] = save_ticket(ticket);
     save_layout(ctx, l, counts);
     const Fp8Tensor qx = q_1x128(xp);
     torch::autograd::variable_list out;
@@ -270,21 +296,27 @@ struct Fp8GroupedLinearPairFunction : public torch::autograd::Function<Fp8Groupe
     const at::Tensor& xp = saved[0];
     std::vector<int64_t> counts;
     const PaddedLayout l = saved_layout(ctx, counts);
-    const Fp8Tensor xt = q_1x128_t(xp);  // for both Wgrads
     at::Tensor dx;
-    std::array<at::Tensor, 2> dw;
+    std::array<at::Tensor, 2> gp;  // undefined where that output was not used
     for (int i = 0; i < 2; ++i) {
       const at::Tensor& w = saved[size_t(1 + i)];
-      if (!grads[size_t(i)].defined()) {
-        dw[size_t(i)] = at::zeros_like(w);
-        continue;
-      }
-      const at::Tensor gp = scatter_rows(grads[size_t(i)].contiguous(), l);
-      const at::Tensor dxi = grouped_dgrad(gp, w, l, counts).to(xp.scalar_type());
+      if (!grads[size_t(i)].defined()) continue;
+      gp[size_t(i)] = scatter_rows(grads[size_t(i)].contiguous(), l);
+      const at::Tensor dxi = grouped_dgrad(gp[size_t(i)], w, l, counts).to(xp.scalar_type());
       dx = dx.defined() ? dx + dxi : dxi;
-      dw[size_t(i)] = weight_grad_or_defer(w, [gp, xt, l, w] { return grouped_wgrad(gp, xt, l, w); });
     }
-    return {dx, dw[0], dw[1], at::Tensor()};
+    const auto ticket = saved_ticket(ctx->saved_data["slot"]);
+    const at::Tensor &wa = saved[1], &wb = saved[2];
+    // For both Wgrads, quantized now: a deferred closure then holds 1 byte per element.
+    const auto dw = weight_grads(ticket, {wa, wb}, [gp, xt = q_1x128_t(xp), l, wa, wb] {
+      std::vector<at::Tensor> out;
+      for (int i = 0; i < 2; ++i) {
+        const at::Tensor& w = i == 0 ? wa : wb;
+        out.push_back(gp[size_t(i)].defined() ? grouped_wgrad(gp[size_t(i)], xt, l, w) : at::zeros_like(w));
+      }
+      return out;
+    });
+    return {dx, dw[0], dw[1], at::Tensor(), at::Tensor(), token_grad(ticket, xp.options())};
   }
 };
 
@@ -303,10 +335,12 @@ Fp8Tensor pad_quantized(const Fp8Tensor& q, const PaddedLayout& l) {
 
 struct Fp8GroupedSwigluLinearFunction : public torch::autograd::Function<Fp8GroupedSwigluLinearFunction> {
   static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& h1, const at::Tensor& h3,
-                            const at::Tensor& w, const std::vector<int64_t>& counts) {
+                            const at::Tensor& w, const std::vector<int64_t>& counts, const Ticket& ticket,
+                            const at::Tensor& /*token*/) {
     const PaddedLayout l = padded_layout(counts, h1.device());
     const at::Tensor a = h1.contiguous(), b = h3.contiguous();
     ctx->save_for_backward({a, b, w});
+    ctx->saved_data["slot"] = save_ticket(ticket);
     save_layout(ctx, l, counts);
     // Quantized before padding: a 1x128 tile is one row, so the rows' codes and scales are the same.
     const at::Tensor yp = grouped_gemm(pad_quantized(q_swiglu(a, b), l), q_128x128(w.contiguous()), l, counts);
@@ -323,9 +357,12 @@ struct Fp8GroupedSwigluLinearFunction : public torch::autograd::Function<Fp8Grou
     const at::Tensor dp = grouped_dgrad(gp, w, l, counts).to(h1.scalar_type());
     const at::Tensor a = at::silu(h1);
     const at::Tensor pp = scatter_rows(a * h3, l);  // the product, recomputed, padded for Wgrad
-    const at::Tensor dw = weight_grad_or_defer(w, [gp, pp, l, w] { return grouped_wgrad(gp, q_1x128_t(pp), l, w); });
+    const auto ticket = saved_ticket(ctx->saved_data["slot"]);
+    const auto dw = weight_grads(ticket, {w}, [gp, pp, l, w] {
+      return std::vector<at::Tensor>{grouped_wgrad(gp, q_1x128_t(pp), l, w)};
+    });
     auto [dh1, dh3] = swiglu_backward(dp, h1, a, h3);
-    return {dh1, dh3, dw, at::Tensor()};
+    return {dh1, dh3, dw[0], at::Tensor(), at::Tensor(), token_grad(ticket, h1.options())};
   }
 };
 
@@ -348,12 +385,16 @@ void check_grouped(const char* what, const at::Tensor& rows, const at::Tensor& w
 
 }  // namespace
 
-at::Tensor fp8_linear(const at::Tensor& x, const at::Tensor& w) { return Fp8LinearFunction::apply(x, w); }
+at::Tensor fp8_linear(const at::Tensor& x, const at::Tensor& w) {
+  const SlottedWeights s({w}, x.options());
+  return Fp8LinearFunction::apply(x, s.weights[0], s.ticket, s.token);
+}
 
 std::array<at::Tensor, 2> fp8_linear_pair(const at::Tensor& x, const at::Tensor& wa, const at::Tensor& wb) {
   if (x.dim() < 1 || wa.dim() != 2 || wb.dim() != 2 || wa.size(1) != x.size(-1) || wb.size(1) != x.size(-1))
     throw std::invalid_argument("fp8_linear_pair: need x [..., K] and wa, wb [N, K]");
-  const auto out = Fp8LinearPairFunction::apply(x, wa, wb);
+  const SlottedWeights s({wa, wb}, x.options());
+  const auto out = Fp8LinearPairFunction::apply(x, s.weights[0], s.weights[1], s.ticket, s.token);
   return {out[0], out[1]};
 }
 
@@ -361,14 +402,16 @@ std::array<at::Tensor, 2> fp8_grouped_linear_pair(const at::Tensor& rows, const 
                                                   const std::vector<int64_t>& counts) {
   check_grouped("fp8_grouped_linear_pair", rows, wa, counts);
   check_grouped("fp8_grouped_linear_pair", rows, wb, counts);
-  const auto out = Fp8GroupedLinearPairFunction::apply(rows, wa, wb, counts);
+  const SlottedWeights s({wa, wb}, rows.options());
+  const auto out = Fp8GroupedLinearPairFunction::apply(rows, s.weights[0], s.weights[1], counts, s.ticket, s.token);
   return {out[0], out[1]};
 }
 
 at::Tensor fp8_swiglu_linear(const at::Tensor& h1, const at::Tensor& h3, const at::Tensor& w) {
   if (h1.sizes() != h3.sizes() || h1.scalar_type() != h3.scalar_type() || h1.dim() < 1 || h1.size(-1) != w.size(1))
     throw std::invalid_argument("fp8_swiglu_linear: need h1 and h3 [..., H] of one shape and dtype and w [N, H]");
-  return Fp8SwigluLinearFunction::apply(h1, h3, w);
+  const SlottedWeights s({w}, h1.options());
+  return Fp8SwigluLinearFunction::apply(h1, h3, s.weights[0], s.ticket, s.token);
 }
 
 at::Tensor fp8_grouped_swiglu_linear(const at::Tensor& h1, const at::Tensor& h3, const at::Tensor& w,
@@ -376,12 +419,14 @@ at::Tensor fp8_grouped_swiglu_linear(const at::Tensor& h1, const at::Tensor& h3,
   if (h1.sizes() != h3.sizes() || h1.scalar_type() != h3.scalar_type())
     throw std::invalid_argument("fp8_grouped_swiglu_linear: h1 and h3 must have one shape and dtype");
   check_grouped("fp8_grouped_swiglu_linear", h1, w, counts);
-  return Fp8GroupedSwigluLinearFunction::apply(h1, h3, w, counts);
+  const SlottedWeights s({w}, h1.options());
+  return Fp8GroupedSwigluLinearFunction::apply(h1, h3, s.weights[0], counts, s.ticket, s.token);
 }
 
 at::Tensor fp8_grouped_linear(const at::Tensor& rows, const at::Tensor& w, const std::vector<int64_t>& counts) {
   check_grouped("fp8_grouped_linear", rows, w, counts);
-  return Fp8GroupedLinearFunction::apply(rows, w, counts);
+  const SlottedWeights s({w}, rows.options());
+  return Fp8GroupedLinearFunction::apply(rows, s.weights[0], counts, s.ticket, s.token);
 }
 
 at::Tensor fp8_gemm_emulated(const Fp8Tensor& a, const Fp8Tensor& b) {

@@ -1,7 +1,6 @@
 #include "ops/weight_grad_store.h"
 
 #include <ATen/ATen.h>
-#include <ATen/core/grad_mode.h>
 
 #include <mutex>
 #include <stdexcept>
@@ -65,15 +64,6 @@ void accumulate_grad(const at::Tensor& w, const at::Tensor& grad) {
   } else {
     slot = at::empty_strided(w.sizes(), w.strides(), w.options()).copy_(grad);
   }
-}
-
-at::Tensor weight_grad_or_defer(const at::Tensor& w, std::function<at::Tensor()> compute) {
-  if (!w.is_leaf() || !WeightGradStore::capturing()) return compute();
-  WeightGradStore::push([w, compute = std::move(compute)] {
-    const at::NoGradGuard no_grad;
-    accumulate_grad(w, compute());
-  });
-  return at::Tensor();
 }
 
 }  // namespace shoestring::ops

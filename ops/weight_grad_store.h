@@ -8,7 +8,8 @@
 // is a leaf parameter (GQA/MLA projections, dense and shared-expert SwiGLU, router gate, MTP
 // projection, output head; with tied embeddings, the head's share of the embedding gradient), and
 // the routed experts' stacked weights (model::expert_swiglu, one closure per MoE layer), and the
-// FP8 linears' Wgrads, dense and grouped (ops/fp8_linear.h, through weight_grad_or_defer).
+// FP8 linears' Wgrads, dense and grouped (ops/fp8_linear.h); both through weight_grad_slot.h's
+// weight_grads.
 // Still done during I: norms and embeddings. A W therefore holds only deferred GEMMs (and, FP8,
 // their quantizations).
 // A deferred weight's AccumulateGrad node still runs during I (with no gradient), so its
@@ -38,12 +39,5 @@ class WeightGradStore {
 // mode off: in place when .grad exists (it may be a view into the DP reducer's bucket, which must
 // keep aliasing it), otherwise grad becomes .grad, laid out like w.
 void accumulate_grad(const at::Tensor& w, const at::Tensor& grad);
-
-// For a linear's backward: compute() (w's gradient, in w's dtype) now; or, while a capture is open
-// and w is a leaf (only a leaf owns its .grad: a weight computed from a parameter must send its
-// gradient back through autograd), an undefined tensor now and a queued closure that adds
-// compute() to w.grad. compute must own what it reads: saved variables are freed when the
-// backward returns.
-at::Tensor weight_grad_or_defer(const at::Tensor& w, std::function<at::Tensor()> compute);
 
 }  // namespace shoestring::ops

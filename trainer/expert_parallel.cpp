@@ -7,8 +7,8 @@
 #include <string>
 
 #include "ops/fp8_rows.h"
+#include "ops/weight_grad_slot.h"
 #include "parallel/all_to_all_v.h"
-#include "trainer/model/expert_swiglu.h"
 #include "trainer/model/moe_rows.h"
 
 namespace shoestring {
@@ -179,7 +179,7 @@ void EpDispatcher::run_experts(model::DispatchInFlight& in_flight) {
   const RowMap row_map = make_row_map(pair_row, r, dev);  // pair -> its received row
   at::Tensor out;
   {
-    const model::ExpertWeightGradSlot weights_at(expert_weights_at);
+    const ops::WeightGradSlot weights_at(expert_weights_at);
     out = d.experts.run(gather_rows(recv_x, row_map, pool_), expert_counts);
   }
   const at::Tensor w = recv_meta.narrow(1, 0, per_rank)

@@ -1,7 +1,7 @@
 // The zero-bubble weight-gradient split (ops/weight_grad_store.h, model::project,
 // model::expert_swiglu): store semantics, bit-identity with at::linear's autograd when nothing is
 // captured, and a captured backward whose queued closures complete the same gradients as a plain
-// one. Also expert_swiglu's weight half at a slot of its own (ExpertWeightGradSlot).
+// one. Also the routed experts' weight GEMMs at a slot of their own (ops/weight_grad_slot.h).
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
@@ -12,6 +12,8 @@
 
 #include "ops/weight_grad_store.h"
 #include "tests/trainer/small_models.h"
+#include "ops/weight_grad_slot.h"
+#include "trainer/model/convert_fp8.h"
 #include "trainer/model/expert_swiglu.h"
 #include "trainer/model/linear.h"
 #include "trainer/model/transformer.h"
@@ -215,11 +217,15 @@ TEST(DeferrableLinear, TiedEmbeddingsSplitMatchesPlain) {
 }
 TEST(DeferrableLinear, MlaMoeMtpModelSplitMatchesPlain) { check_model_split(mla_moe_mtp(), false); }
 
-// The routed experts of one MoE layer: rows for 3 experts (one idle), float32 weights.
+// The routed experts of one MoE layer: rows for 3 experts (one idle), float32 weights, through
+// expert_swiglu or the FP8 grouped SwiGLU that convert_to_fp8 installs.
+using GroupedMlp = at::Tensor (*)(const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                                  const std::vector<int64_t>&);
 struct Experts {
   at::Tensor rows, w1, w3, w2, up;
   std::vector<int64_t> counts{5, 0, 4};
-  Experts() {
+  GroupedMlp mlp;
+  explicit Experts(GroupedMlp f = &model::expert_swiglu) : mlp(f) {
     at::manual_seed(6);
     rows = at::randn({9, 8}).requires_grad_();
     w1 = (at::randn({3, 12, 8}) * 0.3).requires_grad_();
@@ -227,18 +233,18 @@ struct Experts {
     w2 = (at::randn({3, 8, 12}) * 0.3).requires_grad_();
     up = at::randn({9, 8});
   }
-  at::Tensor loss() const { return (model::expert_swiglu(rows, w1, w3, w2, counts) * up).sum(); }
+  at::Tensor loss() const { return (mlp(rows, w1, w3, w2, counts) * up).sum(); }
   std::vector<at::Tensor> grads() const { return {rows.grad(), w1.grad(), w3.grad(), w2.grad()}; }
   void clear() const {
     for (const at::Tensor& t : {rows, w1, w3, w2}) t.mutable_grad() = at::Tensor();
   }
 };
 
-void expect_equal(const std::vector<at::Tensor>& got, const std::vector<at::Tensor>& want) {
+void expect_equal(const std::vector<at::Tensor>& got, const std::vector<at::Tensor>& want, const char* what) {
   const char* names[] = {"rows", "w1", "w3", "w2"};
   for (size_t i = 0; i < want.size(); ++i) {
-    ASSERT_TRUE(got[i].defined()) << names[i];
-    EXPECT_TRUE(at::equal(got[i], want[i])) << names[i];
+    ASSERT_TRUE(got[i].defined()) << what << " " << names[i];
+    EXPECT_TRUE(at::equal(got[i], want[i])) << what << " " << names[i];
   }
 }
 
@@ -259,44 +265,72 @@ TEST(ExpertSwiGLU, CapturedWeightGradsAreDeferredExactly) {
   EXPECT_FALSE(e.w1.grad().defined());
   EXPECT_FALSE(e.w2.grad().defined());
   run_all(fns);
-  expect_equal(e.grads(), plain);
+  expect_equal(e.grads(), plain, "captured");
 }
 
-// With a slot, the weight half runs after everything ready that was created after the slot (here
-// another branch of the loss), and gives the same bits; without one, the weights come first, with
-// the input gradient.
-TEST(ExpertSwiGLU, WeightHalfRunsAtItsSlot) {
-  const Experts e;
-  for (const bool slot : {false, true}) {
-    std::vector<std::string> order;
-    const at::Tensor other = at::randn({4}).requires_grad_();
+// Under a slot (ops/weight_grad_slot.h) the weight GEMMs run after everything ready that was
+// created after the slot (here another branch of the loss), and give the same bits; without one,
+// the weights get their gradients with the rows'. Both expert paths: fp32 and FP8 (two autograd
+// functions sharing the slot's one node).
+TEST(WeightGradSlot, ExpertWeightGradsRunAtTheSlot) {
+  for (const auto& [what, mlp] : {std::pair<const char*, GroupedMlp>{"expert_swiglu", &model::expert_swiglu},
+                                 {"fp8", &model::fp8_grouped_swiglu_mlp_any_shape}}) {
+    const Experts e(mlp);
+    for (const bool slot : {false, true}) {
+      std::vector<std::string> order;
+      const at::Tensor other = at::randn({4}).requires_grad_();
+      e.clear();
+      at::Tensor loss;
+      {
+        const ops::WeightGradSlot at_slot(slot ? std::optional<uint64_t>(at::sequence_number::get_and_increment())
+                                               : std::nullopt);
+        const at::Tensor branch = (other * 2).sum();  // created after the slot, before the experts
+        loss = e.loss() + branch;
+      }
+      other.register_hook([&order](const at::Tensor&) { order.push_back("branch"); });
+      const unsigned w_hook = e.w2.register_hook([&order](const at::Tensor&) { order.push_back("w2"); });
+      const unsigned w1_hook = e.w1.register_hook([&order](const at::Tensor&) { order.push_back("w1"); });
+      const unsigned rows_hook = e.rows.register_hook([&order](const at::Tensor&) { order.push_back("rows"); });
+      loss.backward();
+      e.w2.remove_hook(w_hook);
+      e.w1.remove_hook(w1_hook);
+      e.rows.remove_hook(rows_hook);
+      const auto at = [&order](const char* x) { return std::find(order.begin(), order.end(), x) - order.begin(); };
+      ASSERT_EQ(order.size(), 4u) << what;
+      if (slot) {
+        EXPECT_LT(at("rows"), at("branch")) << what;
+        EXPECT_LT(at("branch"), at("w1")) << what;
+        EXPECT_LT(at("branch"), at("w2")) << what;
+      } else {
+        EXPECT_LT(at("w2"), at("branch")) << what;
+      }
+    }
+    const std::vector<at::Tensor> with_slot = e.grads();
     e.clear();
-    at::Tensor loss;
-    {
-      const model::ExpertWeightGradSlot at_slot(slot ? std::optional<uint64_t>(at::sequence_number::get_and_increment())
-                                                     : std::nullopt);
-      const at::Tensor branch = (other * 2).sum();  // created after the slot, before the experts
-      loss = e.loss() + branch;
-    }
-    other.register_hook([&order](const at::Tensor&) { order.push_back("branch"); });
-    const unsigned w_hook = e.w2.register_hook([&order](const at::Tensor&) { order.push_back("weights"); });
-    const unsigned rows_hook = e.rows.register_hook([&order](const at::Tensor&) { order.push_back("rows"); });
-    loss.backward();
-    e.w2.remove_hook(w_hook);
-    e.rows.remove_hook(rows_hook);
-    const auto at = [&order](const char* what) { return std::find(order.begin(), order.end(), what) - order.begin(); };
-    ASSERT_EQ(order.size(), 3u);
-    if (slot) {
-      EXPECT_LT(at("rows"), at("branch"));
-      EXPECT_LT(at("branch"), at("weights"));
-    } else {
-      EXPECT_LT(at("weights"), at("branch"));
-    }
+    e.loss().backward();
+    expect_equal(with_slot, e.grads(), what);
   }
-  const std::vector<at::Tensor> with_slot = e.grads();
-  e.clear();
+}
+
+// A slot inside a zero-bubble capture: its node queues the weight GEMMs for W like the functions
+// would, and the closures complete the plain gradients.
+TEST(WeightGradSlot, DefersToTheCaptureWhenOneIsOpen) {
+  const Experts e(&model::fp8_grouped_swiglu_mlp_any_shape);
   e.loss().backward();
-  expect_equal(with_slot, e.grads());
+  const std::vector<at::Tensor> plain = e.grads();
+  e.clear();
+  const CaptureGuard guard;
+  WeightGradStore::begin_capture();
+  {
+    const ops::WeightGradSlot at_slot(at::sequence_number::get_and_increment());
+    e.loss().backward();
+  }
+  const auto fns = WeightGradStore::end_capture();
+  EXPECT_EQ(fns.size(), 2u);  // the up projections' pair and the down projection
+  EXPECT_TRUE(at::equal(e.rows.grad(), plain[0]));
+  EXPECT_FALSE(e.w1.grad().defined());
+  run_all(fns);
+  expect_equal(e.grads(), plain, "slot in a capture");
 }
 
 }  // namespace

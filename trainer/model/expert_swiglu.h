@@ -9,8 +9,6 @@
 // per-expert silu ran some elements in a scalar tail that rounds an ulp differently.
 #include <ATen/core/Tensor.h>
 
-#include <cstdint>
-#include <optional>
 #include <vector>
 
 namespace shoestring::model {
@@ -19,26 +17,11 @@ namespace shoestring::model {
 // w1, w3: [E, hidden, d]; w2: [E, d, hidden]. Returns [sum(counts), d]:
 // silu(rows_e w1[e]^T) * (rows_e w3[e]^T) w2[e]^T per expert. Weights are cast to rows' dtype
 // for the matmuls, gradients come back in the weights' dtype.
-// Backward computes the input gradient first and then the weight gradients. While a zero-bubble
-// pipeline captures (ops/weight_grad_store.h), the weight half is deferred to its W like
-// model::project's (the stacked weights are leaf parameters).
+// Backward computes the input gradient first and then the weight gradients: those go to the
+// weight-gradient slot open in forward, if any (ops/weight_grad_slot.h), or, while a zero-bubble
+// pipeline captures (ops/weight_grad_store.h), to its W like model::project's (the stacked weights
+// are leaf parameters).
 at::Tensor expert_swiglu(const at::Tensor& rows, const at::Tensor& w1, const at::Tensor& w3, const at::Tensor& w2,
                          const std::vector<int64_t>& counts);
-
-// While alive, expert_swiglu calls on this thread put their weight half in an autograd node of its
-// own at `slot` (a sequence number reserved earlier: parallel::reserve_backward_slot), so that the
-// engine runs everything ready and created after the slot between the two halves; nullopt: one
-// node, as without the guard. The expert-parallel dispatcher takes the slot before the dispatch's
-// exchange nodes: the weight GEMMs then run while the rows' gradients travel back to their tokens.
-class ExpertWeightGradSlot {
- public:
-  explicit ExpertWeightGradSlot(std::optional<uint64_t> slot);
-  ~ExpertWeightGradSlot();
-  ExpertWeightGradSlot(const ExpertWeightGradSlot&) = delete;
-  ExpertWeightGradSlot& operator=(const ExpertWeightGradSlot&) = delete;
-
- private:
-  std::optional<uint64_t> prev_;
-};
 
 }  // namespace shoestring::model

@@ -3,7 +3,7 @@
 #include <ATen/ATen.h>
 #include <torch/csrc/autograd/custom_function.h>
 
-#include "ops/weight_grad_store.h"
+#include "ops/weight_grad_slot.h"
 
 namespace shoestring::model {
 
@@ -52,9 +52,9 @@ struct DeferrableLinear : torch::autograd::Function<DeferrableLinear> {
 
     const bool wc_row_major = column_major(wc.t());
     const at::ScalarType w_dtype = w.scalar_type();
-    return {grad_x, ops::weight_grad_or_defer(w, [g2, x2, wc_row_major, w_dtype] {
-              return weight_grad(g2, x2, wc_row_major).to(w_dtype);
-            })};
+    return {grad_x, ops::weight_grads({}, {w}, [g2, x2, wc_row_major, w_dtype] {
+              return std::vector<at::Tensor>{weight_grad(g2, x2, wc_row_major).to(w_dtype)};
+            })[0]};
   }
 };
 
