@@ -3,8 +3,11 @@
 #include <gtest/gtest.h>
 
 #include <ATen/ATen.h>
+#include <ATen/SequenceNumber.h>
 
+#include <algorithm>
 #include <array>
+#include <optional>
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
@@ -20,6 +23,7 @@
 #include "ops/fp8_gemm.h"
 #include "ops/fp8_linear.h"
 #include "ops/fp8_rows.h"
+#include "ops/weight_grad_slot.h"
 
 #ifdef SHOESTRING_WITH_CUDA
 #include <cuda_runtime.h>
@@ -338,6 +342,49 @@ TEST_F(Fp8Gpu, GroupedLinearMatchesTheCpuPathForwardAndBackward) {
   const auto d = cuda_vs_cpu("fp8_grouped_linear", x, w, probe, grouped, &dwg);
   for (double v : d) EXPECT_LT(v, kFp8Tol.gpu_mma_vs_reference);
   EXPECT_TRUE(at::equal(dwg[0], at::zeros({384, 256}))) << "an idle group's gradient is zero";
+}
+
+// The FP8 expert MLP (up-projection pair, fused SwiGLU down projection) under a weight-gradient
+// slot (ops/weight_grad_slot.h): on CUDA the slot's nodes get device tokens, so autograd runs them
+// on the device's queue; they must run after a branch created after the slot and give the
+// weights the same gradients, bit for bit, as without a slot.
+TEST_F(Fp8Gpu, ExpertWeightGradsAtASlotOnTheDevice) {
+  at::manual_seed(29);
+  const std::vector<int64_t> counts{0, 100, 300, 1};
+  const at::Tensor x = cuda(at::randn({401, 256})).to(at::kBFloat16), probe = cuda(at::randn({401, 256}));
+  const at::Tensor w1 = cuda(at::randn({4, 384, 256}) * 0.05), w3 = cuda(at::randn({4, 384, 256}) * 0.05),
+                   w2 = cuda(at::randn({4, 256, 384}) * 0.05);
+  std::vector<at::Tensor> want;
+  for (const bool slot : {false, true}) {
+    const at::Tensor rows = x.clone().requires_grad_(), a = w1.clone().requires_grad_(),
+                     b = w3.clone().requires_grad_(), c = w2.clone().requires_grad_();
+    const at::Tensor other = cuda(at::randn({4})).requires_grad_();
+    at::Tensor loss;
+    {
+      const WeightGradSlot at_slot(slot ? std::optional<uint64_t>(at::sequence_number::get_and_increment())
+                                        : std::nullopt);
+      const at::Tensor branch = (other * 2).sum();
+      const auto [h1, h3] = fp8_grouped_linear_pair(rows, a, b, counts);
+      loss = (fp8_grouped_swiglu_linear(h1, h3, c, counts).to(at::kFloat) * probe).sum() + branch;
+    }
+    std::vector<std::string> order;
+    other.register_hook([&order](const at::Tensor&) { order.push_back("branch"); });
+    c.register_hook([&order](const at::Tensor&) { order.push_back("w2"); });
+    a.register_hook([&order](const at::Tensor&) { order.push_back("w1"); });
+    loss.backward();
+    ASSERT_EQ(order.size(), 3u);
+    const auto pos = [&order](const char* what) { return std::find(order.begin(), order.end(), what) - order.begin(); };
+    if (slot) {
+      EXPECT_LT(pos("branch"), pos("w1"));
+      EXPECT_LT(pos("branch"), pos("w2"));
+    }
+    const std::vector<at::Tensor> got{rows.grad().cpu(), a.grad().cpu(), b.grad().cpu(), c.grad().cpu()};
+    if (!slot) {
+      want = got;
+      continue;
+    }
+    for (size_t i = 0; i < got.size(); ++i) EXPECT_TRUE(at::equal(got[i], want[i])) << "gradient " << i;
+  }
 }
 
 TEST_F(Fp8Gpu, EmptyKGivesZeros) {
