@@ -23,7 +23,35 @@ Store& store() {
   return s;
 }
 
+std::mutex g_filler_mu;
+WaitFiller::Piece g_filler;
+
 }  // namespace
+
+WaitFiller::WaitFiller(Piece piece) {
+  const std::lock_guard<std::mutex> lock(g_filler_mu);
+  if (g_filler) throw std::logic_error("WaitFiller: one is already installed");
+  g_filler = std::move(piece);
+}
+
+WaitFiller::~WaitFiller() {
+  const std::lock_guard<std::mutex> lock(g_filler_mu);
+  g_filler = nullptr;
+}
+
+bool WaitFiller::installed() {
+  const std::lock_guard<std::mutex> lock(g_filler_mu);
+  return bool(g_filler);
+}
+
+bool WaitFiller::run_one() {
+  Piece piece;
+  {
+    const std::lock_guard<std::mutex> lock(g_filler_mu);
+    piece = g_filler;
+  }
+  return piece && piece();
+}
 
 void WeightGradStore::begin_capture() {
   Store& s = store();
@@ -53,6 +81,15 @@ void WeightGradStore::push(WeightGradFn fn) {
   // its gradient.
   if (!s.capturing) throw std::logic_error("WeightGradStore::push: no capture is open");
   s.fns.push_back(std::move(fn));
+}
+
+WeightGradFn WeightGradStore::take_first() {
+  Store& s = store();
+  const std::lock_guard<std::mutex> lock(s.mu);
+  if (s.fns.empty()) return {};
+  WeightGradFn fn = std::move(s.fns.front());
+  s.fns.erase(s.fns.begin());
+  return fn;
 }
 
 void accumulate_grad(const at::Tensor& w, const at::Tensor& grad) {

@@ -33,6 +33,27 @@ class WeightGradStore {
   static std::vector<WeightGradFn> end_capture();  // closes it: the closures queued, in order
   static bool capturing();
   static void push(WeightGradFn fn);  // called by a linear's backward while capturing
+  static WeightGradFn take_first();   // removes and returns the oldest closure queued; empty if none
+};
+
+// Work a thread may do while it waits for communication in backward. The reverse exchanges of
+// parallel/all_to_all_v.h run one piece before they wait. During an I the pipeline executor
+// installs a filler whose piece is the next closure of the oldest pending W, which may be this
+// I's own, taken from the open capture (take_first): closures keep their W's order, so every
+// gradient is accumulated in the same order and results do not change. On a GPU the piece's GEMMs
+// are queued before the stream waits for the exchange, so they run while it travels: an I alone
+// otherwise has nothing to put beside an expert exchange, since its weight gradients are what
+// zero-bubble schedules defer. Process-wide, like the store (autograd's device threads run
+// backward); one at a time.
+class WaitFiller {
+ public:
+  using Piece = std::function<bool()>;  // runs one piece of work; false when there was none
+  explicit WaitFiller(Piece piece);     // throws std::logic_error if one is installed
+  ~WaitFiller();
+  WaitFiller(const WaitFiller&) = delete;
+  WaitFiller& operator=(const WaitFiller&) = delete;
+  static bool installed();
+  static bool run_one();  // runs a piece of the installed filler's work, if any
 };
 
 // Adds a weight gradient computed outside autograd to w.grad as AccumulateGrad does with grad

@@ -11,6 +11,8 @@
 #include <stdexcept>
 #include <string>
 
+#include "ops/weight_grad_store.h"
+
 namespace shoestring::parallel {
 
 namespace {
@@ -78,6 +80,10 @@ struct AllToAllV : torch::autograd::Function<AllToAllV> {
                                                  torch::autograd::variable_list grads) {
     auto holder = c10::static_intrusive_pointer_cast<SpecHolder>(ctx->saved_data["spec"].toCapsule());
     const ReverseStarted r = start_reverse(holder->spec, grads[0]);
+    if (ops::WaitFiller::installed()) {  // some work to do while the gradients travel
+      r.work->start();
+      ops::WaitFiller::run_one();
+    }
     r.work->wait();
     return {r.grad, at::Tensor(), at::Tensor()};
   }
@@ -114,6 +120,7 @@ class WaitReverse final : public torch::autograd::Node {
   torch::autograd::variable_list apply(torch::autograd::variable_list&& /*token*/) override {
     ReverseStarted r = std::move(s_->started);
     if (!r.work) throw std::logic_error("all_to_all_v: backward reached the wait before the post");
+    ops::WaitFiller::run_one();  // while the gradients travel (weight_grad_store.h)
     r.work->wait();
     return {r.grad};
   }

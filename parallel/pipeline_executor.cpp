@@ -5,6 +5,7 @@
 #include <torch/csrc/autograd/autograd.h>
 
 #include <cstdlib>
+#include <optional>
 #include <stdexcept>
 #include <string>
 
@@ -23,8 +24,8 @@ std::string where(int mb, int chunk) {
 
 }  // namespace
 
-PipelineExecutor::PipelineExecutor(Schedule schedule, GroupPtr pp, bool overlap_fb)
-    : schedule_(std::move(schedule)), pp_(std::move(pp)), overlap_fb_(overlap_fb) {
+PipelineExecutor::PipelineExecutor(Schedule schedule, GroupPtr pp, bool overlap_fb, bool fill_waits)
+    : schedule_(std::move(schedule)), pp_(std::move(pp)), overlap_fb_(overlap_fb), fill_waits_(fill_waits) {
   if (pp_->size() != schedule_.pp)
     throw std::invalid_argument("pipeline executor: schedule for pp=" + std::to_string(schedule_.pp) +
                                 " on a pp group of " + std::to_string(pp_->size()) + " ranks");
@@ -34,9 +35,10 @@ PipelineExecutor::PipelineExecutor(Schedule schedule, GroupPtr pp, bool overlap_
   if (tag(true, schedule_.microbatches - 1, schedule_.stages - 1) > kMaxTag)
     throw std::invalid_argument("pipeline executor: " + std::to_string(schedule_.microbatches) + " micro-batches x " +
                                 std::to_string(schedule_.stages) + " stages exceed the MPI tag range");
-  if (overlap_fb_)
-    for (const Action& a : schedule_.actions[size_t(rank_)])
-      if (a.op == Op::FB) segmented_.insert({a.mb2, a.chunk2});
+  for (const Action& a : schedule_.actions[size_t(rank_)]) {
+    if (overlap_fb_ && a.op == Op::FB) segmented_.insert({a.mb2, a.chunk2});
+    if (a.op == Op::W) w_order_.push_back({a.mb, a.chunk});
+  }
 }
 
 int PipelineExecutor::tag(bool grad, int mb, int stage) const {
@@ -46,12 +48,13 @@ int PipelineExecutor::tag(bool grad, int mb, int stage) const {
 void PipelineExecutor::run(const StageCallbacks& cb) {
   trace_.clear();
   backwards_left_ = 0;
+  next_w_ = 0;
   for (const Action& a : schedule_.actions[size_t(rank_)])
     backwards_left_ += a.op == Op::B || a.op == Op::I || a.op == Op::FB;
   for (const Action& a : schedule_.actions[size_t(rank_)]) {
     const double t0 = steady_seconds();
     waited_ = 0;
-    overlapped_ = 0;
+    overlapped_ = filled_ = 0;
     switch (a.op) {
       case Op::F: forward(a.mb, a.chunk, cb); break;
       case Op::B: backward(a.mb, a.chunk, false, cb); break;
@@ -63,7 +66,7 @@ void PipelineExecutor::run(const StageCallbacks& cb) {
       case Op::RecvF: post_recv(false, a.mb, a.chunk, cb); continue;
       case Op::RecvB: post_recv(true, a.mb, a.chunk, cb); continue;
     }
-    trace_.push_back({a, t0, steady_seconds(), waited_, overlapped_});
+    trace_.push_back({a, t0, steady_seconds(), waited_, overlapped_, filled_});
   }
   for (auto& [work, tensor] : sends_) work->wait();
   sends_.clear();
@@ -183,12 +186,17 @@ bool PipelineExecutor::backward_step(BackwardRun& r) {
   if (!outputs.empty()) {
     if (r.split) {
       ops::WeightGradStore::begin_capture();
+      capturing_ = Key{r.mb, r.chunk};
       try {
+        std::optional<ops::WaitFiller> filler;
+        if (fill_waits_) filler.emplace([this] { return run_next_deferred(); });
         torch::autograd::backward(outputs, grads);
       } catch (...) {
+        capturing_.reset();
         ops::WeightGradStore::end_capture();
         throw;
       }
+      capturing_.reset();
       auto& closures = w_[{r.mb, r.chunk}];
       for (auto& fn : ops::WeightGradStore::end_capture()) closures.push_back(std::move(fn));
     } else {
@@ -220,9 +228,35 @@ void PipelineExecutor::end_backward(BackwardRun& r) {
 void PipelineExecutor::weight(int mb, int chunk) {
   auto it = w_.find({mb, chunk});
   if (it == w_.end()) throw std::logic_error("pipeline: W of " + where(mb, chunk) + " without an I before it");
+  // run() walks the W actions in the order w_order_ lists them.
+  if (next_w_ >= w_order_.size() || w_order_[next_w_] != Key{mb, chunk})
+    throw std::logic_error("pipeline: W of " + where(mb, chunk) + " out of schedule order");
+  ++next_w_;
   at::NoGradGuard no_grad;
   for (auto& fn : it->second) fn();
   w_.erase(it);
+}
+
+// Only the oldest pending W, front first (closures of earlier segments of the running I, then
+// those its capture holds): every weight then receives its gradients in the order the W actions
+// alone would add them, so filling changes no result. Runs on the thread running
+// backward (an autograd device thread on GPUs) while the executor's thread is inside
+// torch::autograd::backward, so nothing else touches w_ meanwhile.
+bool PipelineExecutor::run_next_deferred() {
+  if (next_w_ >= w_order_.size()) return false;
+  const Key next = w_order_[next_w_];
+  ops::WeightGradFn fn;
+  if (auto it = w_.find(next); it != w_.end() && !it->second.empty()) {
+    fn = std::move(it->second.front());
+    it->second.pop_front();
+  } else if (capturing_ == next) {  // this I's own W is next: its closures queued so far
+    fn = ops::WeightGradStore::take_first();
+  }
+  if (!fn) return false;
+  at::NoGradGuard no_grad;
+  fn();
+  ++filled_;
+  return true;
 }
 
 void PipelineExecutor::post_recv(bool grad, int mb, int chunk, const StageCallbacks& cb) {

@@ -24,8 +24,10 @@
 // run() throws std::logic_error naming what was left (a schedule bug, never silently ignored).
 #include <ATen/core/Tensor.h>
 
+#include <deque>
 #include <functional>
 #include <map>
+#include <optional>
 #include <set>
 #include <utility>
 #include <vector>
@@ -72,17 +74,21 @@ struct StageCallbacks {
 // When each compute action ran (steady-clock seconds), for `bench pipeline`; `wait` is the part of
 // [start, end] spent waiting for a received input, so the compute time is end - start - wait.
 // `overlapped` (FB only): backward segments run while the forward half's communication was in flight.
+// `filled` (I only): weight-gradient closures of an earlier W run while an exchange's gradients
+// travelled (fill_waits).
 struct ExecutedAction {
   Action action;
   double start = 0, end = 0, wait = 0;
-  int overlapped = 0;
+  int overlapped = 0, filled = 0;
 };
 
 class PipelineExecutor {
  public:
   // `pp`: the pipeline group (rank r = schedule rank r). The schedule must be valid.
   // `overlap_fb` false: an FB pair runs its forward, then its backward whole (parallel.overlap_fb).
-  PipelineExecutor(Schedule schedule, GroupPtr pp, bool overlap_fb = true);
+  // `fill_waits` (parallel.fill_waits): during an I, each wait for an exchange's gradients
+  // (ops::WaitFiller) first runs the next closure of the oldest pending W, in W's order.
+  PipelineExecutor(Schedule schedule, GroupPtr pp, bool overlap_fb = true, bool fill_waits = true);
 
   void run(const StageCallbacks& cb);
 
@@ -119,6 +125,7 @@ class PipelineExecutor {
   bool backward_step(BackwardRun& r);  // runs one segment; false once none is left
   void end_backward(BackwardRun& r);
   void weight(int mb, int chunk);
+  bool run_next_deferred();  // one closure of the oldest pending W; false if none is ready
   void post_recv(bool grad, int mb, int chunk, const StageCallbacks& cb);
   void post_send(bool grad, int mb, int chunk);
   at::Tensor take_input(std::map<Key, Pending>& posted, std::map<Key, at::Tensor>& local, int mb, int chunk,
@@ -131,12 +138,17 @@ class PipelineExecutor {
   int rank_ = 0;
   bool order_matched_ = false;  // SHOESTRING_P2P_ORDER_MATCHED: one tag for every message
   bool overlap_fb_ = true;
+  bool fill_waits_ = true;
+  std::vector<Key> w_order_;  // this rank's W actions in schedule order
+  size_t next_w_ = 0;         // the first of them not run yet
+  int filled_ = 0;            // within the current action
+  std::optional<Key> capturing_;  // the I whose closures the open capture collects
   std::set<Key> segmented_;  // (mb, chunk)s backwarded by an FB: their forward is cut into segments
   int overlapped_ = 0;       // within the current action
   int backwards_left_ = 0;
   double waited_ = 0;  // within the current action
   std::map<Key, Saved> saved_;                       // forwarded, not yet backwarded
-  std::map<Key, std::vector<ops::WeightGradFn>> w_;  // I done, W pending
+  std::map<Key, std::deque<ops::WeightGradFn>> w_;  // I done, W pending
   std::map<Key, Pending> recv_act_, recv_grad_;      // posted receives, by consumer
   std::map<Key, at::Tensor> out_act_, out_grad_;     // produced, to be sent (by producer)
   std::map<Key, at::Tensor> local_act_, local_grad_;  // hand-offs between chunks of this rank, by consumer

@@ -99,6 +99,7 @@ struct ParallelConfig {
   int64_t virtual_stages = 2;           // interleaved: chunks per rank
   std::vector<int64_t> stage_layers;    // transformer blocks per stage; empty = balanced by cost
   bool overlap_fb = true;               // dualpipe(v): interleave an FB pair's halves (docs/pipeline.md)
+  bool fill_waits = true;               // zero-bubble I: earlier W closures fill exchange waits (docs/pipeline.md)
   int64_t ep = 1;  // expert-parallel ranks (divides dp)
   int64_t ep_max_nodes = 0;  // node-limited routing: nodes a token's experts may span; 0 = off
   std::string ep_dispatch_dtype = "auto";  // auto (the token dtype) | fp8 (E4M3 + 1x128 scales)

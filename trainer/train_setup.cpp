@@ -220,7 +220,7 @@ TrainUpdater::TrainUpdater(const Config& cfg, const TrainLayout& layout, TrainMo
       norm_skip(skipped_in_norm(reducer, m.plan)),
       norm_group(layout.shape.pp > 1 ? layout.mesh.world : layout.mesh.dp),
       routers(router_table(m, cfg)),
-      executor(m.plan.schedule, m.comm.pp, cfg.parallel.overlap_fb) {}
+      executor(m.plan.schedule, m.comm.pp, cfg.parallel.overlap_fb, cfg.parallel.fill_waits) {}
 
 TrainSetup::TrainSetup(const Config& cfg, const parallel::World& world, const TrainOptions& options)
     : layout(train_layout(cfg, world)),

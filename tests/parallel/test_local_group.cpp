@@ -29,6 +29,10 @@ TEST(LocalGroup, SplitBackwardRunsOtherWorkBetweenPostAndWait) {
   shoestring::testing::expect_split_backward_order(make_local_group(), at::TensorOptions().dtype(at::kFloat));
 }
 
+TEST(LocalGroup, ExchangeWaitsRunTheWaitFillerWhileTheGradientsTravel) {
+  shoestring::testing::expect_filled_waits(make_local_group(), at::TensorOptions().dtype(at::kFloat));
+}
+
 TEST(LocalGroup, CollectivesAreCopiesOrNoOps) {
   auto g = make_local_group();
   at::Tensor t = at::arange(5, at::kFloat);

@@ -331,6 +331,10 @@ TEST_F(NcclGpu, SplitBackwardOfAnAllToAllVWaitsOnTheDeviceQueue) {
   shoestring::testing::expect_split_backward_order(g, kOnGpu);
 }
 
+TEST_F(NcclGpu, ExchangeWaitsRunTheWaitFillerWhileTheGradientsTravel) {
+  shoestring::testing::expect_filled_waits(g, kOnGpu);
+}
+
 TEST_F(NcclGpu, TensorsLiveUntilTheOpFinished) {
   sync();
   stall_current_stream(200);

@@ -14,6 +14,7 @@
 #include <torch/csrc/autograd/custom_function.h>
 
 #include <algorithm>
+#include <map>
 
 #include "ops/weight_grad_store.h"
 #include "parallel/pipeline_executor.h"
@@ -27,6 +28,11 @@ namespace {
 
 constexpr int kDim = 4, kRows = 3;
 
+// Deferred closures: numbered as they are made; per weight, the numbers in the order they ran.
+int g_closures_made = 0;
+std::map<const void*, std::vector<int>> g_closure_log;
+int g_waits = 0;
+
 // x @ w whose weight gradient goes to the store while a capture is open (as model::project).
 struct DeferredMatmul : torch::autograd::Function<DeferredMatmul> {
   static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x, const at::Tensor& w) {
@@ -39,7 +45,9 @@ struct DeferredMatmul : torch::autograd::Function<DeferredMatmul> {
     const at::Tensor x = saved[0], w = saved[1], g = grads[0];
     const at::Tensor gx = g.mm(w.t());
     if (!ops::WeightGradStore::capturing()) return {gx, x.t().mm(g)};
-    ops::WeightGradStore::push([x, g, w]() mutable {
+    const int id = g_closures_made++;
+    ops::WeightGradStore::push([x, g, w, id]() mutable {
+      g_closure_log[w.unsafeGetTensorImpl()].push_back(id);
       at::Tensor gw = x.t().mm(g);
       if (w.grad().defined()) w.mutable_grad().add_(gw);
       else w.mutable_grad() = gw;
@@ -49,6 +57,17 @@ struct DeferredMatmul : torch::autograd::Function<DeferredMatmul> {
 };
 
 at::Tensor stage_fn(const at::Tensor& x, const at::Tensor& w) { return at::tanh(DeferredMatmul::apply(x, w)) + x; }
+
+// The identity, whose backward waits as an exchange's reverse does (parallel/all_to_all_v.cpp):
+// it offers the wait to ops::WaitFiller first.
+struct ExchangeWait : torch::autograd::Function<ExchangeWait> {
+  static at::Tensor forward(torch::autograd::AutogradContext*, const at::Tensor& x) { return x.clone(); }
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext*, torch::autograd::variable_list g) {
+    ++g_waits;
+    ops::WaitFiller::run_one();
+    return {g[0]};
+  }
+};
 
 at::Tensor input_of(int mb) {
   return at::sin(at::arange(kRows * kDim, at::kDouble).reshape({kRows, kDim}) * 0.37 + mb);
@@ -86,7 +105,7 @@ int g_links_started = 0, g_links_waited = 0;
 // One stage of the toy for one micro-batch, whole or as two segments (one per layer).
 parallel::StageOutput toy_stage(const at::Tensor& input, const at::Tensor& x0, const at::Tensor& w, bool last, int m,
                                 const parallel::ForwardMode& mode) {
-  const at::Tensor y1 = stage_fn(x0, w);
+  const at::Tensor y1 = ExchangeWait::apply(stage_fn(x0, w));
   if (mode.in_flight) mode.in_flight();
   const at::Tensor aux1 = kAux * y1.sum() / double(m);
   if (!mode.segmented) {
@@ -115,9 +134,12 @@ parallel::StageOutput toy_stage(const at::Tensor& input, const at::Tensor& x0, c
 // Runs `s` on this rank; returns, per model stage, the gradient this rank accumulated (zeros
 // where it holds none).
 std::vector<at::Tensor> run_schedule(const parallel::Schedule& s, bool overlap_fb = true,
-                                     std::vector<parallel::ExecutedAction>* trace = nullptr) {
+                                     std::vector<parallel::ExecutedAction>* trace = nullptr, bool fill_waits = true,
+                                     std::vector<std::vector<int>>* closure_order = nullptr) {
   std::vector<at::Tensor> w = make_weights(s.stages);  // every rank makes all; uses its own
-  parallel::PipelineExecutor ex(s, test_world(), overlap_fb);
+  g_closures_made = 0;
+  g_closure_log.clear();
+  parallel::PipelineExecutor ex(s, test_world(), overlap_fb, fill_waits);
   parallel::StageCallbacks cb;
   cb.forward = [&](int mb, int chunk, int stage, const at::Tensor& input, const parallel::ForwardMode& mode) {
     EXPECT_EQ(stage, s.stage_of(mb, ex.rank(), chunk));
@@ -128,6 +150,8 @@ std::vector<at::Tensor> run_schedule(const parallel::Schedule& s, bool overlap_f
   cb.activation_buffer = [](int, int) { return at::empty({kRows, kDim}, at::kDouble); };
   ex.run(cb);
   if (trace) *trace = ex.trace();
+  if (closure_order)
+    for (auto& t : w) closure_order->push_back(g_closure_log[t.unsafeGetTensorImpl()]);
   std::vector<at::Tensor> g;
   for (auto& t : w) g.push_back(t.grad().defined() ? t.grad() : at::zeros_like(t));
   return g;
@@ -183,6 +207,37 @@ TEST(PipelineExecutor, OverlappedPairsInterleaveTheirHalvesWithTheSameGradients)
       EXPECT_EQ(g_links_waited, g_links_started) << name;
     }
   }
+}
+
+// During an I, each exchange wait runs the next closure of the oldest pending W (fill_waits), so
+// some closures run before their W: the closures of every weight still run in the same order, and
+// the gradients are the same bit for bit as when only W runs them.
+TEST(PipelineExecutor, FilledWaitsRunEarlierWClosuresInTheirOrder) {
+  if (test_world()->size() != 2) GTEST_SKIP() << "runs on 2 ranks";
+  for (const char* name : {"zb1p", "dualpipev", "dualpipe"}) {
+    const parallel::Schedule s = schedule_of(name, 8);
+    std::vector<std::vector<int>> order[2];
+    std::vector<at::Tensor> grads[2];
+    int filled[2] = {0, 0};
+    for (int fill : {0, 1}) {
+      std::vector<parallel::ExecutedAction> trace;
+      g_waits = 0;
+      grads[fill] = run_schedule(s, true, &trace, fill == 1, &order[fill]);
+      EXPECT_GT(g_waits, 0) << name;
+      for (const auto& a : trace) {
+        if (a.action.op != parallel::Op::I) EXPECT_EQ(a.filled, 0) << name << " " << parallel::to_string(a.action);
+        filled[fill] += a.filled;
+      }
+      expect_reference_grads(s, grads[fill], std::string(name) + (fill ? " filled" : ""));
+    }
+    EXPECT_EQ(filled[0], 0) << name;
+    // Every I after the first wait has closures before it: earlier layers' of its own W at least.
+    EXPECT_GT(filled[1], 0) << name << " rank " << test_world()->rank() << ": no wait was filled";
+    EXPECT_EQ(order[0], order[1]) << name << ": a weight's closures ran in another order";
+    for (size_t st = 0; st < grads[0].size(); ++st)
+      EXPECT_TRUE(grads[0][st].equal(grads[1][st])) << name << " stage " << st << ": not bit-identical";
+  }
+  EXPECT_FALSE(ops::WaitFiller::installed());
 }
 
 INSTANTIATE_TEST_SUITE_P(Pipeline, ExecutorSchedules,

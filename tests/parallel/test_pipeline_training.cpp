@@ -35,7 +35,7 @@ namespace {
 struct Layout {
   std::string schedule = "1f1b";
   int pp = 1, ep = 1;
-  bool zero1 = false, overlap_fb = true;
+  bool zero1 = false, overlap_fb = true, fill_waits = true;
   std::string ep_dispatch_dtype = "auto";
   int eval_interval = 0;
   int steps = 3, checkpoint_interval = 0;
@@ -52,6 +52,7 @@ Config tiny_moe(const Layout& l, const fs::path& dir) {
                       "parallel.pp=" + std::to_string(l.pp), "parallel.ep=" + std::to_string(l.ep),
                       "parallel.schedule=" + l.schedule, "parallel.zero1=" + std::string(l.zero1 ? "true" : "false"),
                       "parallel.overlap_fb=" + std::string(l.overlap_fb ? "true" : "false"),
+                      "parallel.fill_waits=" + std::string(l.fill_waits ? "true" : "false"),
                       "parallel.ep_dispatch_dtype=" + l.ep_dispatch_dtype,
                       "data.eval_interval=" + std::to_string(l.eval_interval), "data.eval_batches=1",
                       "checkpoint.interval=" + std::to_string(l.checkpoint_interval), "log.progress=off",
@@ -234,6 +235,48 @@ TEST(PipelineTraining, OverlappedPairsGiveTheSequentialRunExactly) {
           << what << ": " << runs[0].parameters[i].first;
     if (test_mpi_world().rank == 0)
       std::printf("%s: %lld backward segments ran inside forwards over 3 steps; losses identical to the sequential pairs\n",
+                  what.c_str(), static_cast<long long>(counts[0].item<int64_t>()));
+  }
+}
+
+// In an I, each wait for an expert exchange's gradients runs a deferred weight-gradient closure
+// first (parallel.fill_waits; pipeline_executor.h): losses and parameters are those of the run
+// where only W runs them, bit for bit, since every weight's closures keep their order.
+TEST(PipelineTraining, FilledWaitsGiveTheUnfilledRunExactly) {
+  if (test_mpi_world().size != 4) return std::printf("pp 2 x dp 2 with ep 2 runs on 4 ranks\n"), void();
+  for (const char* schedule : {"zb1p", "dualpipev"}) {
+    Layout l;
+    l.schedule = schedule;
+    l.pp = 2;
+    l.ep = 2;
+    TrainOptions keep;
+    keep.keep_parameters = true;
+    keep.keep_pipeline_traces = true;
+    std::vector<TrainSummary> runs;
+    for (bool fill : {true, false}) {
+      l.fill_waits = fill;
+      const fs::path dir = shoestring::testing::shared_temp_dir("shoestring_pp_fill");
+      runs.push_back(train(tiny_moe(l, dir), test_mpi_world(), keep));
+      test_world()->barrier()->wait();
+      if (test_mpi_world().rank == 0) fs::remove_all(dir);
+    }
+    const std::string what = describe(l);
+    int64_t filled[2] = {0, 0};
+    for (size_t r = 0; r < 2; ++r)
+      for (const auto& step : runs[r].pipeline_traces)
+        for (const auto& a : step) filled[r] += a.filled;
+    at::Tensor counts = at::tensor(std::vector<int64_t>{filled[0], filled[1]}, at::kLong);
+    test_world()->all_reduce(counts)->wait();
+    EXPECT_GT(counts[0].item<int64_t>(), 0) << what << ": no exchange wait ran a weight-gradient closure";
+    EXPECT_EQ(counts[1].item<int64_t>(), 0) << what << " with parallel.fill_waits false";
+    ASSERT_EQ(runs[0].losses.size(), 3u) << what;
+    EXPECT_EQ(runs[0].losses, runs[1].losses) << what;
+    ASSERT_EQ(runs[0].parameters.size(), runs[1].parameters.size()) << what;
+    for (size_t i = 0; i < runs[0].parameters.size(); ++i)
+      EXPECT_TRUE(at::equal(runs[0].parameters[i].second, runs[1].parameters[i].second))
+          << what << ": " << runs[0].parameters[i].first;
+    if (test_mpi_world().rank == 0)
+      std::printf("%s: %lld weight-gradient closures ran in exchange waits over 3 steps; losses identical to W alone\n",
                   what.c_str(), static_cast<long long>(counts[0].item<int64_t>()));
   }
 }

@@ -52,6 +52,37 @@ TEST(WeightGradStore, Semantics) {
   EXPECT_TRUE(WeightGradStore::end_capture().empty());
 }
 
+// take_first hands out the oldest closure queued, and end_capture then returns the rest in order.
+TEST(WeightGradStore, TakeFirstTakesTheOldest) {
+  const CaptureGuard guard;
+  EXPECT_FALSE(WeightGradStore::take_first());
+  WeightGradStore::begin_capture();
+  std::vector<int> order;
+  for (int i = 0; i < 3; ++i) WeightGradStore::push([&order, i] { order.push_back(i); });
+  const ops::WeightGradFn first = WeightGradStore::take_first();
+  ASSERT_TRUE(first);
+  first();
+  run_all(WeightGradStore::end_capture());
+  EXPECT_EQ(order, (std::vector<int>{0, 1, 2}));
+}
+
+TEST(WaitFiller, OneAtATimeAndGoneWithItsScope) {
+  EXPECT_FALSE(ops::WaitFiller::installed());
+  EXPECT_FALSE(ops::WaitFiller::run_one());
+  int runs = 0;
+  {
+    const ops::WaitFiller filler([&runs] { return ++runs < 2; });
+    EXPECT_TRUE(ops::WaitFiller::installed());
+    EXPECT_THROW(ops::WaitFiller([] { return false; }), std::logic_error);
+    EXPECT_TRUE(ops::WaitFiller::installed());  // the refused one did not take its place
+    EXPECT_TRUE(ops::WaitFiller::run_one());
+    EXPECT_FALSE(ops::WaitFiller::run_one());  // the piece reported that there was none
+  }
+  EXPECT_EQ(runs, 2);
+  EXPECT_FALSE(ops::WaitFiller::installed());
+  EXPECT_FALSE(ops::WaitFiller::run_one());
+}
+
 struct Grads {
   at::Tensor x, w;
 };
