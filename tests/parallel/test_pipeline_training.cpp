@@ -183,6 +183,40 @@ TEST(PipelineTraining, OrderMatchedMessagesGiveTheTaggedRunExactly) {
   }
 }
 
+// Trains `l` with a switch on, then off (`set`), 3 steps each: both runs must give the same losses
+// and parameters bit for bit, the per-action `count` summed over every step and rank must be
+// positive with the switch on and 0 with it off. Returns the count with it on.
+template <typename Set, typename Count>
+int64_t count_on_and_off(Layout l, Set set, Count count, const std::string& key, const std::string& none_ran) {
+  TrainOptions keep;
+  keep.keep_parameters = true;
+  keep.keep_pipeline_traces = true;
+  std::vector<TrainSummary> runs;
+  for (bool on : {true, false}) {
+    set(l, on);
+    const fs::path dir = shoestring::testing::shared_temp_dir("shoestring_pp_switch");
+    runs.push_back(train(tiny_moe(l, dir), test_mpi_world(), keep));
+    test_world()->barrier()->wait();
+    if (test_mpi_world().rank == 0) fs::remove_all(dir);
+  }
+  const std::string what = describe(l);
+  int64_t counted[2] = {0, 0};
+  for (size_t r = 0; r < 2; ++r)
+    for (const auto& step : runs[r].pipeline_traces)
+      for (const auto& a : step) counted[r] += count(a);
+  at::Tensor counts = at::tensor(std::vector<int64_t>{counted[0], counted[1]}, at::kLong);
+  test_world()->all_reduce(counts)->wait();
+  EXPECT_GT(counts[0].item<int64_t>(), 0) << what << ": " << none_ran;
+  EXPECT_EQ(counts[1].item<int64_t>(), 0) << what << " with " << key << " false";
+  EXPECT_EQ(runs[0].losses.size(), 3u) << what;
+  EXPECT_EQ(runs[0].losses, runs[1].losses) << what;
+  EXPECT_EQ(runs[0].parameters.size(), runs[1].parameters.size()) << what;
+  for (size_t i = 0; i < std::min(runs[0].parameters.size(), runs[1].parameters.size()); ++i)
+    EXPECT_TRUE(at::equal(runs[0].parameters[i].second, runs[1].parameters[i].second))
+        << what << ": " << runs[0].parameters[i].first;
+  return counts[0].item<int64_t>();
+}
+
 // DualPipe's FB pairs interleaved (the forward's MoE blocks each run a segment of the other
 // micro-batch's backward while their dispatch and combine are in flight; pipeline_executor.h)
 // give the losses and parameters of the pairs run one half after the other, bit for bit: the
@@ -206,36 +240,13 @@ TEST(PipelineTraining, OverlappedPairsGiveTheSequentialRunExactly) {
     l.ep_dispatch_dtype = "fp8";  // the token rows travel encoded; their gradients come back as they are
     layouts.push_back(l);
   }
-  for (Layout l : layouts) {
-    TrainOptions keep;
-    keep.keep_parameters = true;
-    keep.keep_pipeline_traces = true;
-    std::vector<TrainSummary> runs;
-    for (bool overlap : {true, false}) {
-      l.overlap_fb = overlap;
-      const fs::path dir = shoestring::testing::shared_temp_dir("shoestring_pp_overlap");
-      runs.push_back(train(tiny_moe(l, dir), test_mpi_world(), keep));
-      test_world()->barrier()->wait();
-      if (test_mpi_world().rank == 0) fs::remove_all(dir);
-    }
-    const std::string what = describe(l);
-    int64_t overlapped[2] = {0, 0};
-    for (size_t r = 0; r < 2; ++r)
-      for (const auto& step : runs[r].pipeline_traces)
-        for (const auto& a : step) overlapped[r] += a.overlapped;
-    at::Tensor counts = at::tensor(std::vector<int64_t>{overlapped[0], overlapped[1]}, at::kLong);
-    test_world()->all_reduce(counts)->wait();
-    EXPECT_GT(counts[0].item<int64_t>(), 0) << what << ": no backward block ran inside a forward";
-    EXPECT_EQ(counts[1].item<int64_t>(), 0) << what << " with parallel.overlap_fb false";
-    ASSERT_EQ(runs[0].losses.size(), 3u) << what;
-    EXPECT_EQ(runs[0].losses, runs[1].losses) << what;
-    ASSERT_EQ(runs[0].parameters.size(), runs[1].parameters.size()) << what;
-    for (size_t i = 0; i < runs[0].parameters.size(); ++i)
-      EXPECT_TRUE(at::equal(runs[0].parameters[i].second, runs[1].parameters[i].second))
-          << what << ": " << runs[0].parameters[i].first;
+  for (const Layout& l : layouts) {
+    const int64_t n = count_on_and_off(
+        l, [](Layout& x, bool on) { x.overlap_fb = on; }, [](const auto& a) { return a.overlapped; },
+        "parallel.overlap_fb", "no backward block ran inside a forward");
     if (test_mpi_world().rank == 0)
       std::printf("%s: %lld backward segments ran inside forwards over 3 steps; losses identical to the sequential pairs\n",
-                  what.c_str(), static_cast<long long>(counts[0].item<int64_t>()));
+                  describe(l).c_str(), static_cast<long long>(n));
   }
 }
 
@@ -249,35 +260,12 @@ TEST(PipelineTraining, FilledWaitsGiveTheUnfilledRunExactly) {
     l.schedule = schedule;
     l.pp = 2;
     l.ep = 2;
-    TrainOptions keep;
-    keep.keep_parameters = true;
-    keep.keep_pipeline_traces = true;
-    std::vector<TrainSummary> runs;
-    for (bool fill : {true, false}) {
-      l.fill_waits = fill;
-      const fs::path dir = shoestring::testing::shared_temp_dir("shoestring_pp_fill");
-      runs.push_back(train(tiny_moe(l, dir), test_mpi_world(), keep));
-      test_world()->barrier()->wait();
-      if (test_mpi_world().rank == 0) fs::remove_all(dir);
-    }
-    const std::string what = describe(l);
-    int64_t filled[2] = {0, 0};
-    for (size_t r = 0; r < 2; ++r)
-      for (const auto& step : runs[r].pipeline_traces)
-        for (const auto& a : step) filled[r] += a.filled;
-    at::Tensor counts = at::tensor(std::vector<int64_t>{filled[0], filled[1]}, at::kLong);
-    test_world()->all_reduce(counts)->wait();
-    EXPECT_GT(counts[0].item<int64_t>(), 0) << what << ": no exchange wait ran a weight-gradient closure";
-    EXPECT_EQ(counts[1].item<int64_t>(), 0) << what << " with parallel.fill_waits false";
-    ASSERT_EQ(runs[0].losses.size(), 3u) << what;
-    EXPECT_EQ(runs[0].losses, runs[1].losses) << what;
-    ASSERT_EQ(runs[0].parameters.size(), runs[1].parameters.size()) << what;
-    for (size_t i = 0; i < runs[0].parameters.size(); ++i)
-      EXPECT_TRUE(at::equal(runs[0].parameters[i].second, runs[1].parameters[i].second))
-          << what << ": " << runs[0].parameters[i].first;
+    const int64_t n = count_on_and_off(
+        l, [](Layout& x, bool on) { x.fill_waits = on; }, [](const auto& a) { return a.filled; },
+        "parallel.fill_waits", "no exchange wait ran a weight-gradient closure");
     if (test_mpi_world().rank == 0)
       std::printf("%s: %lld weight-gradient closures ran in exchange waits over 3 steps; losses identical to W alone\n",
-                  what.c_str(), static_cast<long long>(counts[0].item<int64_t>()));
+                  describe(l).c_str(), static_cast<long long>(n));
   }
 }
 
