@@ -6,12 +6,14 @@
 // computes and accumulates the weight gradient; the pipeline executor keeps the closures of each
 // (micro-batch, chunk) and runs them at its W action. Deferred: every model::project whose weight
 // is a leaf parameter (GQA/MLA projections, dense and shared-expert SwiGLU, router gate, MTP
-// projection, output head; with tied embeddings, the head's share of the embedding gradient), and
-// the routed experts' stacked weights (model::expert_swiglu, one closure per MoE layer), and the
-// FP8 linears' Wgrads, dense and grouped (ops/fp8_linear.h); both through weight_grad_slot.h's
-// weight_grads.
-// Still done during I: norms and embeddings. A W therefore holds only deferred GEMMs (and, FP8,
-// their quantizations).
+// projection, output head), the embedding lookups (model::embedding: with tied embeddings the
+// head's and the lookups' shares alike), the routed experts' stacked weights
+// (model::expert_swiglu, one closure per MoE layer), and the FP8 linears' Wgrads, dense and
+// grouped (ops/fp8_linear.h); all through weight_grad_slot.h's weight_grads.
+// Still done during I: norms. So every weight gets its whole gradient either during I or at W,
+// never part of each (what lets WaitFiller below run closures early without reordering any
+// weight's additions). A W holds the deferred GEMMs and lookups' scatters (and, FP8, their
+// quantizations).
 // A deferred weight's AccumulateGrad node still runs during I (with no gradient), so its
 // post-hooks (parallel/grad_reducer.h) fire before the closure has added anything: gradients may
 // be reduced only after the W closures ran.

@@ -35,7 +35,7 @@ namespace {
 struct Layout {
   std::string schedule = "1f1b";
   int pp = 1, ep = 1;
-  bool zero1 = false, overlap_fb = true, fill_waits = true;
+  bool zero1 = false, overlap_fb = true, fill_waits = true, tie_embeddings = false;
   std::string ep_dispatch_dtype = "auto";
   int eval_interval = 0;
   int steps = 3, checkpoint_interval = 0;
@@ -53,6 +53,7 @@ Config tiny_moe(const Layout& l, const fs::path& dir) {
                       "parallel.schedule=" + l.schedule, "parallel.zero1=" + std::string(l.zero1 ? "true" : "false"),
                       "parallel.overlap_fb=" + std::string(l.overlap_fb ? "true" : "false"),
                       "parallel.fill_waits=" + std::string(l.fill_waits ? "true" : "false"),
+                      "model.tie_embeddings=" + std::string(l.tie_embeddings ? "true" : "false"),
                       "parallel.ep_dispatch_dtype=" + l.ep_dispatch_dtype,
                       "data.eval_interval=" + std::to_string(l.eval_interval), "data.eval_batches=1",
                       "checkpoint.interval=" + std::to_string(l.checkpoint_interval), "log.progress=off",
@@ -61,6 +62,7 @@ Config tiny_moe(const Layout& l, const fs::path& dir) {
 
 std::string describe(const Layout& l) {
   return l.schedule + " pp=" + std::to_string(l.pp) + " ep=" + std::to_string(l.ep) + (l.zero1 ? " zero1" : "") +
+         (l.tie_embeddings ? " tied" : "") +
          (l.ep_dispatch_dtype != "auto" ? " dispatch " + l.ep_dispatch_dtype : "");
 }
 
@@ -252,12 +254,15 @@ TEST(PipelineTraining, OverlappedPairsGiveTheSequentialRunExactly) {
 
 // In an I, each wait for an expert exchange's gradients runs a deferred weight-gradient closure
 // first (parallel.fill_waits; pipeline_executor.h): losses and parameters are those of the run
-// where only W runs them, bit for bit, since every weight's closures keep their order.
+// where only W runs them, bit for bit, since every weight's closures keep their order. Tied
+// embeddings too: the last stage's copy gets the head's and the MTP lookup's gradients, both
+// deferred (model::embedding); an immediate lookup gradient would be reordered against the head's.
 TEST(PipelineTraining, FilledWaitsGiveTheUnfilledRunExactly) {
   if (test_mpi_world().size != 4) return std::printf("pp 2 x dp 2 with ep 2 runs on 4 ranks\n"), void();
-  for (const char* schedule : {"zb1p", "dualpipev"}) {
+  for (const auto& [schedule, tied] : {std::pair{"zb1p", false}, {"dualpipev", false}, {"zb1p", true}}) {
     Layout l;
     l.schedule = schedule;
+    l.tie_embeddings = tied;
     l.pp = 2;
     l.ep = 2;
     const int64_t n = count_on_and_off(

@@ -14,6 +14,7 @@
 #include "tests/trainer/small_models.h"
 #include "ops/weight_grad_slot.h"
 #include "trainer/model/convert_fp8.h"
+#include "trainer/model/embedding.h"
 #include "trainer/model/expert_swiglu.h"
 #include "trainer/model/linear.h"
 #include "trainer/model/transformer.h"
@@ -217,12 +218,13 @@ void check_model_split(const ModelConfig& m, bool exact_closure_count) {
       // dense linears [out, in]; the routed experts' stacked [E, out, in] (expert_swiglu)
       const bool stacked = p.key().find(".moe.w") != std::string::npos;
       ++(stacked ? routed : deferred);
-      EXPECT_EQ(p.value().dim(), stacked ? 3 : 2) << p.key() << " was deferred but is not a linear weight";
-    } else if (!(m.tie_embeddings && p.key() == "tok_embed")) {  // tied: the head's share comes in W
+      EXPECT_EQ(p.value().dim(), stacked ? 3 : 2) << p.key() << " was deferred but is not a linear or embedding weight";
+    } else {
       EXPECT_TRUE(at::equal(g, plain[p.key()])) << p.key() << " should hold its final gradient after I";
     }
   }
   EXPECT_GT(deferred, 0u);
+  EXPECT_FALSE(params["tok_embed"].grad().defined()) << "the embedding's gradient was not deferred";
   EXPECT_EQ(routed, m.n_routed_experts > 0 ? 3 * size_t(m.n_layers - m.n_dense_layers + m.mtp_depth) : 0u);
   if (exact_closure_count) {
     EXPECT_EQ(fns.size(), deferred + routed / 3);  // each deferred weight used once
@@ -237,6 +239,29 @@ void check_model_split(const ModelConfig& m, bool exact_closure_count) {
     ASSERT_TRUE(p.value().grad().defined()) << p.key();
     const at::Tensor& want = plain[p.key()];
     EXPECT_LE((p.value().grad() - want).norm().item<double>(), 1e-12 * want.norm().item<double>()) << p.key();
+  }
+}
+
+// model::embedding: uncaptured, at::embedding's gradient bit for bit (repeated rows included);
+// captured, none until the closure runs, then the same.
+TEST(DeferrableEmbedding, GradientIsAtEmbeddingsAndDeferrable) {
+  at::manual_seed(5);
+  for (at::ScalarType dt : {at::kFloat, at::kDouble}) {
+    const at::Tensor w0 = at::randn({11, 5}, dt);
+    const at::Tensor idx = at::tensor(std::vector<int64_t>{3, 7, 3, 0, 10, 3, 7}, at::kLong).reshape({7, 1});
+    const at::Tensor up = at::randn({7, 1, 5}, dt);
+    const at::Tensor w1 = w0.clone().requires_grad_(), w2 = w0.clone().requires_grad_(), w3 = w0.clone().requires_grad_();
+    (at::embedding(w1, idx) * up).sum().backward();
+    (model::embedding(w2, idx) * up).sum().backward();
+    EXPECT_TRUE(at::equal(w1.grad(), w2.grad())) << dt;
+    const CaptureGuard guard;
+    WeightGradStore::begin_capture();
+    (model::embedding(w3, idx) * up).sum().backward();
+    const auto fns = WeightGradStore::end_capture();
+    EXPECT_FALSE(w3.grad().defined()) << dt;
+    ASSERT_EQ(fns.size(), 1u);
+    run_all(fns);
+    EXPECT_TRUE(at::equal(w1.grad(), w3.grad())) << dt;
   }
 }
 

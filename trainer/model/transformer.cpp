@@ -4,6 +4,7 @@
 
 #include <stdexcept>
 
+#include "trainer/model/embedding.h"
 #include "trainer/model/linear.h"
 
 namespace shoestring::model {
@@ -124,7 +125,7 @@ TransformerImpl::TransformerImpl(const ModelConfig& cfg, at::ScalarType compute_
 }
 
 at::Tensor TransformerImpl::embed(const at::Tensor& tokens) {
-  return at::embedding(tok_embed_, tokens).to(compute_dtype_);
+  return model::embedding(tok_embed_, tokens).to(compute_dtype_);
 }
 
 at::Tensor TransformerImpl::run_blocks(at::Tensor x, int64_t first, int64_t last, std::vector<MoEStats>* stats,
@@ -172,7 +173,7 @@ void TransformerImpl::head_losses(const at::Tensor& h_main, const at::Tensor& to
   // T-k positions (DeepSeek-V3 eq. 21-25). Sequences shrink by one per depth.
   const int64_t t = tokens.size(1), depth = int64_t(mtp_->size());
   for (int64_t k = 1; k <= depth; ++k) {
-    const at::Tensor next_embed = at::embedding(tok_embed_, tokens.narrow(1, k, t - k)).to(compute_dtype_);
+    const at::Tensor next_embed = model::embedding(tok_embed_, tokens.narrow(1, k, t - k)).to(compute_dtype_);
     h = mtp_[size_t(k - 1)]->as<MTPModuleImpl>()->forward(h.narrow(1, 0, t - k), next_embed, rope_, &out.moe);
     const at::Tensor lk = cross_entropy(logits(h), targets.narrow(1, k, t - k));
     out.mtp = out.mtp.defined() ? out.mtp + lk : lk;
