@@ -25,6 +25,9 @@ Store& store() {
 
 std::mutex g_filler_mu;
 WaitFiller::Piece g_filler;
+// Held while a piece runs: waits on two autograd device threads (a CPU and a GPU exchange) must
+// not run pieces of the same work at once.
+std::mutex g_piece_mu;
 
 }  // namespace
 
@@ -50,7 +53,9 @@ bool WaitFiller::run_one() {
     const std::lock_guard<std::mutex> lock(g_filler_mu);
     piece = g_filler;
   }
-  return piece && piece();
+  if (!piece) return false;
+  const std::lock_guard<std::mutex> running(g_piece_mu);
+  return piece();
 }
 
 void WeightGradStore::begin_capture() {

@@ -55,7 +55,7 @@ class WaitFiller {
   WaitFiller(const WaitFiller&) = delete;
   WaitFiller& operator=(const WaitFiller&) = delete;
   static bool installed();
-  static bool run_one();  // runs a piece of the installed filler's work, if any
+  static bool run_one();  // runs a piece of the installed filler's work, if any; one at a time
 };
 
 // Adds a weight gradient computed outside autograd to w.grad as AccumulateGrad does with grad
