@@ -237,9 +237,9 @@ void PipelineExecutor::weight(int mb, int chunk) {
   w_.erase(it);
 }
 
-// Only the oldest pending W, front first (closures of earlier segments of the running I, then
-// those its capture holds): every weight then receives its gradients in the order the W actions
-// alone would add them, so filling changes no result. Runs on the thread running
+// Only the oldest pending W, front first (an earlier I's closures, or, when that W is the running
+// I's own, those its capture holds so far): every weight then receives its gradients in the order
+// the W actions alone would add them, so filling changes no result. Runs on the thread running
 // backward (an autograd device thread on GPUs) while the executor's thread is inside
 // torch::autograd::backward, so nothing else touches w_ meanwhile.
 bool PipelineExecutor::run_next_deferred() {
