@@ -1,5 +1,6 @@
 // `shoestring bench fp8` (see fp8_bench.h). Every number comes from CUDA events around `repeats`
 // back-to-back launches on the current stream after `warmup` untimed ones; TFLOPS = 2MNK / time.
+// A GEMM row's contenders are timed in `rounds` interleaved rounds, each keeping its best (best_ms).
 #include "ops/fp8_bench.h"
 
 #include <sstream>
@@ -14,6 +15,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <functional>
+#include <memory>
 #include <sstream>
 #include <vector>
 
@@ -61,6 +63,18 @@ double time_ms(const std::function<void()>& f, int warmup, int repeats) {
   cudaEventDestroy(t1);
   cuda_detail::check_cuda(cudaGetLastError(), "bench");
   return ms / repeats;
+}
+
+// Times each contender `rounds` times, interleaved (every contender once per round), and keeps each
+// one's best round: whatever drifts during a run (clocks, temperature) then reaches every contender
+// alike. On an H100 (2026-11-27) one kernel measured once read 25% apart depending on whether it
+// ran first on its shape or after another kernel.
+std::vector<double> best_ms(const std::vector<std::function<void()>>& contenders, int warmup, int repeats, int rounds) {
+  std::vector<double> best(contenders.size(), 1e300);
+  for (int r = 0; r < rounds; ++r)
+    for (size_t i = 0; i < contenders.size(); ++i)
+      best[i] = std::min(best[i], time_ms(contenders[i], r == 0 ? warmup : 1, repeats));
+  return best;
 }
 
 std::string num(double v, int prec = 3) {
@@ -115,7 +129,7 @@ int run_fp8_bench(const Fp8BenchOptions& opt, std::ostream& json_out, std::ostre
   try {
     cudaDeviceProp prop{};
     cuda_detail::check_cuda(cudaGetDeviceProperties(&prop, 0), "cudaGetDeviceProperties");
-    const int warm = opt.quick ? 2 : opt.warmup, reps = opt.quick ? 5 : opt.repeats;
+    const int warm = opt.quick ? 2 : opt.warmup, reps = opt.quick ? 5 : opt.repeats, rounds = opt.quick ? 1 : opt.rounds;
     const auto dev = at::TensorOptions().device(at::kCUDA, 0);
     at::manual_seed(0);
     const Fp8DeviceInfo info{prop.major * 10 + prop.minor, prop.multiProcessorCount};
@@ -149,29 +163,35 @@ int run_fp8_bench(const Fp8BenchOptions& opt, std::ostream& json_out, std::ostre
       GemmRow row{"dense", 1, M, N, K, choose_fp8_gemm_config(M, N, K, info, ours).describe(),
                   0, NAN, NAN, NAN, "", {}};
       at::Tensor c_ours;
-      row.ours_tflops = flop / (time_ms([&] { c_ours = fp8_gemm_cuda(qa, qb); }, warm, reps) * 1e-3) / 1e12;
-      for (Fp8GemmKernel k : others)
-        row.others.emplace_back(fp8_gemm_kernel_name(k),
-                                flop / (time_ms([&] { fp8_gemm_cuda(qa, qb, k); }, warm, reps) * 1e-3) / 1e12);
+      std::vector<std::function<void()>> fs{[&] { c_ours = fp8_gemm_cuda(qa, qb); }};
+      for (Fp8GemmKernel k : others) fs.emplace_back([&, k] { fp8_gemm_cuda(qa, qb, k); });
+      std::unique_ptr<CublasLtFp8Gemm> lt;
+      at::Tensor c_lt;
       try {
-        CublasLtFp8Gemm lt(qa, qb, at::kFloat);
-        at::Tensor c_lt = at::empty({M, N}, dev.dtype(at::kFloat));
-        row.lt_tflops = flop / (time_ms([&] { lt.run(c_lt); }, warm, reps) * 1e-3) / 1e12;
+        lt = std::make_unique<CublasLtFp8Gemm>(qa, qb, at::kFloat);
+        c_lt = at::empty({M, N}, dev.dtype(at::kFloat));
         row.lt_note = "fp32 out";
-        if (opt.check) row.diff_vs_lt = calc_diff(c_ours, c_lt);
-      } catch (const std::exception& e) {
+      } catch (const std::exception&) {
         try {
-          CublasLtFp8Gemm lt(qa, qb, at::kBFloat16);
-          at::Tensor c_lt = at::empty({M, N}, dev.dtype(at::kBFloat16));
-          row.lt_tflops = flop / (time_ms([&] { lt.run(c_lt); }, warm, reps) * 1e-3) / 1e12;
+          lt = std::make_unique<CublasLtFp8Gemm>(qa, qb, at::kBFloat16);
+          c_lt = at::empty({M, N}, dev.dtype(at::kBFloat16));
           row.lt_note = "bf16 out (no fp32-out algorithm)";
-          if (opt.check) row.diff_vs_lt = calc_diff(c_ours, c_lt.to(at::kFloat));
         } catch (const std::exception& e2) {
           row.lt_note = e2.what();
         }
       }
+      if (lt) fs.emplace_back([&] { lt->run(c_lt); });
       at::Tensor c_bf16 = at::empty({M, N}, dev.dtype(at::kBFloat16));
-      row.bf16_tflops = flop / (time_ms([&] { bf16_gemm_cublas(x, w, c_bf16); }, warm, reps) * 1e-3) / 1e12;
+      fs.emplace_back([&] { bf16_gemm_cublas(x, w, c_bf16); });
+      const std::vector<double> ms = best_ms(fs, warm, reps, rounds);
+      const auto tflops = [&](double t) { return flop / (t * 1e-3) / 1e12; };
+      row.ours_tflops = tflops(ms[0]);
+      for (size_t i = 0; i < others.size(); ++i) row.others.emplace_back(fp8_gemm_kernel_name(others[i]), tflops(ms[1 + i]));
+      if (lt) {
+        row.lt_tflops = tflops(ms[1 + others.size()]);
+        if (opt.check) row.diff_vs_lt = calc_diff(c_ours, c_lt.to(at::kFloat));
+      }
+      row.bf16_tflops = tflops(ms.back());
       gemms.push_back(row);
     }
 
@@ -191,14 +211,16 @@ int run_fp8_bench(const Fp8BenchOptions& opt, std::ostream& json_out, std::ostre
         const double flop = 2.0 * M * N * K;
         GemmRow row{"grouped", G, M, N, K, choose_fp8_gemm_config(M, N, K, info, ours).describe(),
                     0, NAN, NAN, NAN, "no grouped cuBLASLt baseline; bf16 column is a dense GEMM of the same size", {}};
-        row.ours_tflops = flop / (time_ms([&] { fp8_grouped_gemm_cuda(qa, qb, groups); }, warm, reps) * 1e-3) / 1e12;
-        for (Fp8GemmKernel k : others)
-          row.others.emplace_back(
-              fp8_gemm_kernel_name(k),
-              flop / (time_ms([&] { fp8_grouped_gemm_cuda(qa, qb, groups, k); }, warm, reps) * 1e-3) / 1e12);
         const at::Tensor w0 = w[0].contiguous();
         at::Tensor c_bf16 = at::empty({M, N}, dev.dtype(at::kBFloat16));
-        row.bf16_tflops = flop / (time_ms([&] { bf16_gemm_cublas(x, w0, c_bf16); }, warm, reps) * 1e-3) / 1e12;
+        std::vector<std::function<void()>> fs{[&] { fp8_grouped_gemm_cuda(qa, qb, groups); }};
+        for (Fp8GemmKernel k : others) fs.emplace_back([&, k] { fp8_grouped_gemm_cuda(qa, qb, groups, k); });
+        fs.emplace_back([&] { bf16_gemm_cublas(x, w0, c_bf16); });
+        const std::vector<double> ms = best_ms(fs, warm, reps, rounds);
+        const auto tflops = [&](double t) { return flop / (t * 1e-3) / 1e12; };
+        row.ours_tflops = tflops(ms[0]);
+        for (size_t i = 0; i < others.size(); ++i) row.others.emplace_back(fp8_gemm_kernel_name(others[i]), tflops(ms[1 + i]));
+        row.bf16_tflops = tflops(ms.back());
         gemms.push_back(row);
       }
 
@@ -223,19 +245,19 @@ int run_fp8_bench(const Fp8BenchOptions& opt, std::ostream& json_out, std::ostre
         // The config the launcher picks: it sizes tiles for all G groups' blocks (fp8_k_grouped_gemm_cuda).
         GemmRow row{"kgrouped", G, N, K, T, choose_fp8_gemm_config(N * G, K, T, info, ours).describe(),
                     0, NAN, NAN, NAN, "no grouped cuBLASLt baseline; bf16 column is cuBLAS BF16 once per expert", {}};
-        row.ours_tflops = flop / (time_ms([&] { fp8_k_grouped_gemm_cuda(qa, qb, k_rows); }, warm, reps) * 1e-3) / 1e12;
-        row.others.emplace_back(
-            "per-expert loop", flop / (time_ms([&] {
-                                  for (int64_t g = 0; g < G; ++g) fp8_gemm_cuda(qa_g[size_t(g)], qb_g[size_t(g)]);
-                                }, warm, reps) * 1e-3) / 1e12);
-        for (Fp8GemmKernel k : others)
-          row.others.emplace_back(
-              fp8_gemm_kernel_name(k),
-              flop / (time_ms([&] { fp8_k_grouped_gemm_cuda(qa, qb, k_rows, k); }, warm, reps) * 1e-3) / 1e12);
-        row.bf16_tflops = flop / (time_ms([&] {
-                                    for (int64_t g = 0; g < G; ++g)
-                                      bf16_gemm_cublas(dyt_g[size_t(g)], xt_g[size_t(g)], c_g[size_t(g)]);
-                                  }, warm, reps) * 1e-3) / 1e12;
+        std::vector<std::function<void()>> fs{
+            [&] { fp8_k_grouped_gemm_cuda(qa, qb, k_rows); },
+            [&] { for (int64_t g = 0; g < G; ++g) fp8_gemm_cuda(qa_g[size_t(g)], qb_g[size_t(g)]); }};
+        for (Fp8GemmKernel k : others) fs.emplace_back([&, k] { fp8_k_grouped_gemm_cuda(qa, qb, k_rows, k); });
+        fs.emplace_back([&] {
+          for (int64_t g = 0; g < G; ++g) bf16_gemm_cublas(dyt_g[size_t(g)], xt_g[size_t(g)], c_g[size_t(g)]);
+        });
+        const std::vector<double> ms = best_ms(fs, warm, reps, rounds);
+        const auto tflops = [&](double t) { return flop / (t * 1e-3) / 1e12; };
+        row.ours_tflops = tflops(ms[0]);
+        row.others.emplace_back("per-expert loop", tflops(ms[1]));
+        for (size_t i = 0; i < others.size(); ++i) row.others.emplace_back(fp8_gemm_kernel_name(others[i]), tflops(ms[2 + i]));
+        row.bf16_tflops = tflops(ms.back());
         gemms.push_back(row);
       }
 
@@ -306,7 +328,7 @@ int run_fp8_bench(const Fp8BenchOptions& opt, std::ostream& json_out, std::ostre
     // Table.
     char line[1024];
     table_out << "FP8 bench on " << prop.name << " (sm_" << prop.major << prop.minor << ", " << prop.multiProcessorCount
-              << " SMs), warmup " << warm << ", repeats " << reps << "\n";
+              << " SMs), warmup " << warm << ", repeats " << reps << ", GEMMs best of " << rounds << " interleaved rounds\n";
     std::snprintf(line, sizeof line, "%-8s %3s %6s %6s %6s | %9s %9s %9s | %7s %7s | %-10s %s\n", "kind", "G", "M", "N",
                   "K", "ours TF", "cuBLASLt", "bf16 TF", "vs Lt", "vs bf16", "diff vs Lt", "our config");
     table_out << line;
@@ -333,7 +355,7 @@ int run_fp8_bench(const Fp8BenchOptions& opt, std::ostream& json_out, std::ostre
     // JSON.
     std::ostringstream js;
     js << "{\"device\": \"" << prop.name << "\", \"sm\": " << prop.major * 10 + prop.minor << ", \"warmup\": " << warm
-       << ", \"repeats\": " << reps << ", \"gemm\": [";
+       << ", \"repeats\": " << reps << ", \"rounds\": " << rounds << ", \"gemm\": [";
     for (size_t i = 0; i < gemms.size(); ++i) {
       const GemmRow& r = gemms[i];
       std::string note = r.lt_note;

@@ -15,6 +15,7 @@ struct Fp8BenchOptions {
   bool quick = false;   // fewer shapes and repetitions (smoke test of the bench itself)
   int warmup = 5;       // untimed launches per measurement
   int repeats = 20;     // timed launches per measurement (the mean is reported)
+  int rounds = 3;       // GEMM rows: each contender timed this often, interleaved; its best round is kept
   bool check = true;    // compare each GEMM with our SIMT kernel on the same inputs (calc_diff)
   // Dense GEMM shapes {M, N, K} to run instead of the default set; when given, the grouped GEMMs
   // and the quantizers are skipped (one kernel to profile, e.g. under ncu).

@@ -313,6 +313,7 @@ at::Tensor launch(const Fp8Tensor& a, const Fp8Tensor& b, const at::Tensor& grou
   p.sb_group_stride = b.data.dim() == 3 ? b.scale.size(1) * b.scale.size(2) : 0;
   p.k_block_begin = k_block_begin.defined() ? k_block_begin.data_ptr<int>() : nullptr;
   p.c_group_stride = M * N;
+  p.tile_band = cfg.tile_band;
   const cudaStream_t stream = current_stream();
   const dim3 grid(static_cast<unsigned>(ceil_div(N, cfg.block_n)), static_cast<unsigned>(ceil_div(M, cfg.block_m)),
                   static_cast<unsigned>(G));

@@ -21,6 +21,7 @@ struct GemmArgs {
   // k_block_begin[z + 1]) and writes C + z * c_group_stride. nullptr: all KB blocks, one C.
   const int* k_block_begin;
   int64_t c_group_stride;
+  int tile_band;  // the persistent kernels' tile order (fp8_tile_order.h); 1: row by row
 };
 
 // The K blocks this block sums and where its C starts (see GemmArgs::k_block_begin).

@@ -16,6 +16,7 @@ const char* fp8_gemm_kernel_name(Fp8GemmKernel k) {
     case Fp8GemmKernel::kWgmmaN160: return "wgmma-n160";
     case Fp8GemmKernel::kWgmmaN192: return "wgmma-n192";
     case Fp8GemmKernel::kWgmmaN192Multicast: return "wgmma-n192-mc";
+    case Fp8GemmKernel::kWgmmaBanded: return "wgmma-banded";
   }
   return "?";
 }
@@ -50,7 +51,8 @@ std::string Fp8GemmConfig::describe() const {
   return std::string(fp8_gemm_kernel_name(kernel)) + " " + std::to_string(block_m) + "x" + std::to_string(block_n) +
          " (" + std::to_string(threads) + " threads" + (persistent ? ", persistent" : "") +
          (multicast ? ", B multicast to pairs unless M-grouped or M <= 128" : "") +
-         (k_splits > 1 ? ", split-K " + std::to_string(k_splits) : "") + ")";
+         (k_splits > 1 ? ", split-K " + std::to_string(k_splits) : "") +
+         (tile_band > 1 ? ", tiles in bands of " + std::to_string(tile_band) + " rows" : "") + ")";
 }
 
 Fp8GemmConfig choose_fp8_gemm_config(int64_t M, int64_t N, int64_t K, const Fp8DeviceInfo& dev,
@@ -59,8 +61,15 @@ Fp8GemmConfig choose_fp8_gemm_config(int64_t M, int64_t N, int64_t K, const Fp8D
     throw std::invalid_argument("choose_fp8_gemm_config: empty GEMM (M=" + std::to_string(M) + ", N=" +
                                 std::to_string(N) + ", K=" + std::to_string(K) + ")");
   Fp8GemmKernel kernel = requested;
-  if (kernel == Fp8GemmKernel::kAuto)
-    kernel = dev.sm == 90 ? Fp8GemmKernel::kWgmmaTma : dev.sm >= 89 ? Fp8GemmKernel::kMma : Fp8GemmKernel::kSimt;
+  if (kernel == Fp8GemmKernel::kAuto) {
+    // On Hopper the persistent 128x128 kernel where its tiles fill the GPU, the one-tile-per-block
+    // kernel where they would not (there the persistent one splits K, which lost on 2 of the 3
+    // split shapes measured: docs/fp8.md, H100 2026-11-27).
+    const int64_t tiles_128 = ((M + 127) / 128) * ((N + 127) / 128);
+    kernel = dev.sm == 90 ? (2 * tiles_128 >= dev.num_sms ? Fp8GemmKernel::kWgmmaPersistent : Fp8GemmKernel::kWgmmaTma)
+             : dev.sm >= 89 ? Fp8GemmKernel::kMma
+                            : Fp8GemmKernel::kSimt;
+  }
   const bool wgmma = is_wgmma_kernel(kernel);
   if (wgmma && dev.sm != 90)
     throw std::invalid_argument("choose_fp8_gemm_config: the WGMMA kernel is built for sm_90a and runs on sm_90 only, device is sm_" +
@@ -85,6 +94,7 @@ Fp8GemmConfig choose_fp8_gemm_config(int64_t M, int64_t N, int64_t K, const Fp8D
                                                                      : 128;
     c.threads = 384;
     c.persistent = kernel != Fp8GemmKernel::kWgmmaTma;
+    if (kernel == Fp8GemmKernel::kWgmmaBanded) c.tile_band = 8;
     if (c.persistent) {
       const int64_t tiles = ((M + 127) / 128) * ((N + c.block_n - 1) / c.block_n), kb = (K + 127) / 128;
       if (2 * tiles < dev.num_sms)

@@ -15,23 +15,26 @@ enum class Fp8GemmKernel {
   // The WGMMA GEMM on a persistent grid (one block per SM walks the tiles, so the producer loads the
   // next tile while the consumers write the last one; fp8_gemm_wgmma_persistent.cu) with 128-, 160-
   // and 192-wide tiles (wider tiles read fewer operand bytes per FLOP), and 192-wide in pairs of
-  // blocks sharing each B tile through TMA multicast. Candidates: kAuto does not choose them until
-  // they have been measured on a GPU.
+  // blocks sharing each B tile through TMA multicast. kAuto chooses kWgmmaPersistent where its tiles
+  // fill the GPU (measured on an H100); the wider ones stay candidates.
   kWgmmaPersistent,
   kWgmmaN160,
   kWgmmaN192,
   kWgmmaN192Multicast,
+  // kWgmmaPersistent walking its tiles in bands of 8 rows (fp8_tile_order.h), for L2 reuse: the
+  // H100 profile of the 128x128 kernel was bound by L2 with a 68% hit rate. A candidate.
+  kWgmmaBanded,
 };
 
 inline constexpr Fp8GemmKernel kAllFp8GemmKernels[] = {
     Fp8GemmKernel::kAuto,     Fp8GemmKernel::kSimt,             Fp8GemmKernel::kMma,
     Fp8GemmKernel::kWgmmaTma, Fp8GemmKernel::kWgmmaPersistent, Fp8GemmKernel::kWgmmaN160,
-    Fp8GemmKernel::kWgmmaN192, Fp8GemmKernel::kWgmmaN192Multicast};
+    Fp8GemmKernel::kWgmmaN192, Fp8GemmKernel::kWgmmaN192Multicast, Fp8GemmKernel::kWgmmaBanded};
 
 // The Hopper WGMMA kernels (sm_90a).
 inline bool is_wgmma_kernel(Fp8GemmKernel k) {
   return k == Fp8GemmKernel::kWgmmaTma || k == Fp8GemmKernel::kWgmmaPersistent || k == Fp8GemmKernel::kWgmmaN160 ||
-         k == Fp8GemmKernel::kWgmmaN192 || k == Fp8GemmKernel::kWgmmaN192Multicast;
+         k == Fp8GemmKernel::kWgmmaN192 || k == Fp8GemmKernel::kWgmmaN192Multicast || k == Fp8GemmKernel::kWgmmaBanded;
 }
 
 const char* fp8_gemm_kernel_name(Fp8GemmKernel k);
@@ -41,7 +44,7 @@ Fp8GemmKernel fp8_gemm_kernel_from_name(const std::string& name);
 bool fp8_gemm_kernel_listed(const std::string& comma_separated, Fp8GemmKernel k);
 
 // SHOESTRING_FP8_GEMM_KERNEL (auto, simt, mma, wgmma-tma, wgmma-persistent, wgmma-n160, wgmma-n192,
-// wgmma-n192-mc), read once: what kAuto means for this process. A way to compare kernels in a real
+// wgmma-n192-mc, wgmma-banded), read once: what kAuto means for this process. A way to compare kernels in a real
 // run, or to step around one; unset means auto.
 Fp8GemmKernel fp8_gemm_kernel_from_env();
 
@@ -57,6 +60,7 @@ struct Fp8GemmConfig {
   // computed as one group of the k-grouped launch, and the partials are summed in a fixed order.
   // The persistent candidates only; the launcher ignores it for grouped and k-grouped GEMMs.
   int k_splits = 1;
+  int tile_band = 1;  // persistent kernels: rows of tiles per band of their walk (fp8_tile_order.h); 1: row by row
   std::string describe() const;
 };
 
@@ -65,10 +69,11 @@ struct Fp8DeviceInfo {
   int num_sms = 132;   // H100 SXM / H200
 };
 
-// requested == kAuto picks the kernel from the device: kWgmmaTma on sm_90 (Hopper), kMma on other
-// sm >= 89, else kSimt. A forced kernel the device lacks throws std::invalid_argument (the WGMMA
+// requested == kAuto picks the kernel from the device and shape: on sm_90 (Hopper) kWgmmaPersistent
+// when M x N has at least half as many 128x128 tiles as the GPU has SMs, else kWgmmaTma (no split-K);
+// kMma on other sm >= 89, else kSimt. A forced kernel the device lacks throws std::invalid_argument (the WGMMA
 // kernel's sm_90a instructions exist on sm_90 only; kMma's need sm_89).
-// Tile size: kWgmmaTma and kWgmmaPersistent 128x128, kWgmmaN160 128x160, kWgmmaN192(Multicast) 128x192. kMma
+// Tile size: kWgmmaTma, kWgmmaPersistent and kWgmmaBanded (bands of 8 rows) 128x128, kWgmmaN160 128x160, kWgmmaN192(Multicast) 128x192. kMma
 // uses 128x128 tiles when that already fills the GPU (>= one wave of blocks), else 64x128 to double
 // the number of blocks for small M (decode-like shapes).
 Fp8GemmConfig choose_fp8_gemm_config(int64_t M, int64_t N, int64_t K, const Fp8DeviceInfo& dev,

@@ -1,4 +1,4 @@
-// kWgmmaPersistent, kWgmmaN160, kWgmmaN192 and kWgmmaN192Multicast: the Hopper FP8 GEMM of
+// kWgmmaPersistent, kWgmmaN160, kWgmmaN192, kWgmmaN192Multicast and kWgmmaBanded: the Hopper FP8 GEMM of
 // fp8_gemm_wgmma.cu (same numerics: each 128-wide K block's partial sum promoted into FP32 with its
 // two scales; the same producer warp, consumer warpgroups and setmaxnreg split) on a persistent
 // grid, with a choice of tile width. What the one-block-per-tile kernel cannot do:
@@ -9,6 +9,8 @@
 //    this one (64 KB of FP32 C at 128 x 128), and no block pays barrier set-up or a cold pipeline per
 //    tile. At K = 1536 a tile is only 12 K blocks, and that shape measured the lowest ratio to
 //    cuBLASLt (0.54x, H100, docs/fp8.md).
+//  * Walk the tiles in bands of rows (kWgmmaBanded; fp8_tile_order.h), so that a wave's operand
+//    tiles are shared by more of its blocks while they sit in L2.
 //  * Wider tiles. A 128 x 128 tile reads 32 KB of operands per K block for 4.2 MFLOP: about 6.7 TB/s
 //    out of L2 at the 864 TFLOPS measured, which we suspect (not yet profiled) is near what the L2
 //    delivers. 128 x 160 reads 10% fewer bytes per FLOP, 128 x 192 17% fewer, and 128 x 192 in
@@ -23,6 +25,7 @@
 #include <string>
 
 #include "ops/fp8_cuda_common.cuh"
+#include "ops/fp8_tile_order.h"
 #include "ops/fp8_wgmma.cuh"
 
 namespace shoestring::ops::gemm_detail {
@@ -41,14 +44,13 @@ struct Tiles {
 };
 
 #ifdef SHOESTRING_HAS_WGMMA
-// Tile t: columns fastest, then rows, then the k-group.
+// Unit t's first row and column of C and its k-group, in p.tile_band's order (fp8_tile_order.h).
 struct TileCoord {
   int m0, n0, z;
 };
-__device__ __forceinline__ TileCoord tile_coord(int t, int tiles_n, int tiles_m, int bn) {
-  const int per_group = tiles_n * tiles_m;
-  const int z = t / per_group, r = t % per_group;
-  return {(r / tiles_n) * kBM, (r % tiles_n) * bn, z};
+__device__ __forceinline__ TileCoord tile_coord(int t, int tiles_n, int tiles_m, int bn, int band) {
+  const TileIndex i = tile_order(t, tiles_n, tiles_m, band);
+  return {i.row * kBM, i.col * bn, i.group};
 }
 #endif
 
@@ -89,7 +91,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     if (tid < 32) {  // one producer warp
       int it = 0;
       for (int u = unit0; u < units; u += units_step) {
-        TileCoord tc = tile_coord(u, tiles_n, units_m, BN);
+        TileCoord tc = tile_coord(u, tiles_n, units_m, BN, p.tile_band);
         tc.m0 = tc.m0 * kCluster + rank * kBM;
         const int grp = warp_tile_group(p, tc.m0, lane);
         if (grp < 0) continue;
@@ -117,7 +119,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     const int cw = tid / 128 - 1, warp = (tid % 128) / 32;
     int it = 0;
     for (int u = unit0; u < units; u += units_step) {
-      TileCoord tc = tile_coord(u, tiles_n, units_m, BN);
+      TileCoord tc = tile_coord(u, tiles_n, units_m, BN, p.tile_band);
       tc.m0 = tc.m0 * kCluster + rank * kBM;
       const int grp = warp_tile_group(p, tc.m0, lane);
       const KSpan span = k_span(p, tc.z);

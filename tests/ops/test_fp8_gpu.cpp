@@ -49,7 +49,9 @@ class Fp8Gpu : public ::testing::Test {
                                            const at::Tensor& probe, Linear linear, at::Tensor* dw_cuda = nullptr) {
     std::array<at::Tensor, 3> out[2];
     for (int on_gpu = 0; on_gpu < 2; ++on_gpu) {
-      const at::Tensor xi = (on_gpu ? cuda(x) : x).requires_grad_(), wi = (on_gpu ? cuda(w) : w).requires_grad_();
+      // Fresh leaves on both sides: requires_grad_ on x itself would make cuda(x) a non-leaf.
+      const at::Tensor xi = (on_gpu ? cuda(x) : x.clone()).requires_grad_(),
+                       wi = (on_gpu ? cuda(w) : w.clone()).requires_grad_();
       const at::Tensor y = linear(xi, wi);
       (y * (on_gpu ? cuda(probe) : probe)).sum().backward();
       out[on_gpu] = {y.detach().cpu(), xi.grad().cpu(), wi.grad().cpu()};
@@ -98,7 +100,7 @@ std::vector<KernelRun> tensor_core_runs() {
   if (device_sm() == 90) {
     runs.push_back({Fp8GemmKernel::kWgmmaTma, 0});
     for (Fp8GemmKernel k : {Fp8GemmKernel::kWgmmaPersistent, Fp8GemmKernel::kWgmmaN160, Fp8GemmKernel::kWgmmaN192,
-                            Fp8GemmKernel::kWgmmaN192Multicast})
+                            Fp8GemmKernel::kWgmmaN192Multicast, Fp8GemmKernel::kWgmmaBanded})
       for (int blocks : {0, 3}) runs.push_back({k, blocks});
     runs.push_back({Fp8GemmKernel::kWgmmaN192Multicast, 5});
   }
@@ -231,7 +233,9 @@ TEST_F(Fp8Gpu, DenseGemmKernelsMatchReference) {
   for (const GemmCase& gc : {GemmCase{256, 384, 512, false}, GemmCase{77, 130, 256, false},
                              GemmCase{1, 128, 128, false}, GemmCase{320, 256, 1024, false},
                              GemmCase{192, 96, 384, true}, GemmCase{300, 520, 2048, false},
-                             GemmCase{129, 257, 640, false}, GemmCase{256, 200, 512, true}}) {
+                             GemmCase{129, 257, 640, false}, GemmCase{256, 200, 512, true},
+                             // 10 rows of tiles: wgmma-banded's bands of 8 and a shorter last band.
+                             GemmCase{1200, 300, 256, false}}) {
     SCOPED_TRACE("M=" + std::to_string(gc.M) + " N=" + std::to_string(gc.N) + " K=" + std::to_string(gc.K));
     const at::Tensor x = at::randn({gc.M, gc.K}), w = at::randn({gc.N, gc.K}) * 0.05;
     const Fp8Tensor qa = quantize_1x128(x), qb = gc.wgrad ? quantize_1x128(w) : quantize_128x128(w);

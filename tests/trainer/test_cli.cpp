@@ -91,6 +91,9 @@ TEST(Cli, BenchTrainPrintsJson) {
     EXPECT_NE(r.output.find(std::string("'") + bad + "'"), std::string::npos) << r.output;
     EXPECT_NE(r.output.find("M,N,K"), std::string::npos) << r.output;
   }
+  const Result rounds = run("bench fp8 --rounds 0");
+  EXPECT_EQ(rounds.code, 2);
+  EXPECT_NE(rounds.output.find("--rounds must be >= 1, got 0"), std::string::npos) << rounds.output;
 }
 
 // MFU's inputs: FLOPs per token (model_flops_per_token, tested against a hand count in

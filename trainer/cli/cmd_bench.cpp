@@ -113,7 +113,7 @@ int bench_train(const Args& args, const parallel::World& world) {
 
 int bench_fp8(const Args& args) {
   po::options_description opts(
-      "shoestring bench fp8 [--quick] [--no-check] [--shape M,N,K ...] [--json FILE]\n\n"
+      "shoestring bench fp8 [--quick] [--no-check] [--rounds R] [--shape M,N,K ...] [--json FILE]\n\n"
       "TFLOPS of our FP8 GEMM vs cuBLASLt FP8 and cuBLAS BF16 on DeepSeek-V3 shapes, and GB/s of the\n"
       "quantization kernels vs a device-to-device copy (needs a GPU)");
   ops::Fp8BenchOptions o;
@@ -123,11 +123,16 @@ int bench_fp8(const Args& args) {
   opts.add_options()("help,h", "show this help")
       ("quick", po::bool_switch(&o.quick), "fewer shapes and repetitions")
       ("no-check", po::bool_switch(&no_check), "skip the calc_diff check of each GEMM")
+      ("rounds", po::value(&o.rounds)->default_value(o.rounds), "GEMM rows: time every contender this often, interleaved, keep its best (>= 1)")
       ("shape", po::value(&shapes)->composing(), "only this dense GEMM, M,N,K (repeatable; no grouped or quantizer rows)")
       ("json", po::value(&json), "write the JSON result to this file (else to stdout)");
   po::variables_map vm;
   if (const auto rc = parse_command_line(opts, args, vm)) return *rc;
   o.check = !no_check;
+  if (o.rounds < 1) {
+    std::cerr << "shoestring bench fp8: --rounds must be >= 1, got " << o.rounds << "\n";
+    return 2;
+  }
   try {
     for (const std::string& s : shapes) o.shapes.push_back(ops::parse_gemm_shape(s));
   } catch (const std::invalid_argument& e) {
