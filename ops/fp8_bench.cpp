@@ -67,8 +67,8 @@ double time_ms(const std::function<void()>& f, int warmup, int repeats) {
 
 // Times each contender `rounds` times, interleaved (every contender once per round), and keeps each
 // one's best round: whatever drifts during a run (clocks, temperature) then reaches every contender
-// alike. On an H100 (2026-11-27) one kernel measured once read 25% apart depending on whether it
-// ran first on its shape or after another kernel.
+// alike. On an H100 (2026-11-27) one kernel on one shape read 25% apart in two runs (timed first in
+// one, after another kernel in the other), the cause not isolated.
 std::vector<double> best_ms(const std::vector<std::function<void()>>& contenders, int warmup, int repeats, int rounds) {
   std::vector<double> best(contenders.size(), 1e300);
   for (int r = 0; r < rounds; ++r)
@@ -133,7 +133,8 @@ int run_fp8_bench(const Fp8BenchOptions& opt, std::ostream& json_out, std::ostre
     const auto dev = at::TensorOptions().device(at::kCUDA, 0);
     at::manual_seed(0);
     const Fp8DeviceInfo info{prop.major * 10 + prop.minor, prop.multiProcessorCount};
-    // Our other tensor-core kernels this device runs, timed beside the one auto picks.
+    // Our other tensor-core kernels this device runs, timed beside the one auto picks for each row
+    // (row_others).
     std::vector<Fp8GemmKernel> others;
     // Not when SHOESTRING_FP8_GEMM_KERNEL names ours: then that kernel alone is compared.
     const Fp8GemmKernel ours = fp8_gemm_kernel_from_env();
@@ -145,8 +146,14 @@ int run_fp8_bench(const Fp8BenchOptions& opt, std::ostream& json_out, std::ostre
       if (k == Fp8GemmKernel::kAuto || k == Fp8GemmKernel::kSimt) continue;  // tensor-core kernels only
       if ((k == Fp8GemmKernel::kMma && info.sm < 89) || (is_wgmma_kernel(k) && info.sm != 90)) continue;
       if (listed != nullptr && !fp8_gemm_kernel_listed(listed, k)) continue;
-      if (k != choose_fp8_gemm_config(4096, 4096, 4096, info).kernel) others.push_back(k);
+      others.push_back(k);
     }
+    const auto row_others = [&](const Fp8GemmConfig& ours_cfg) {
+      std::vector<Fp8GemmKernel> r;
+      for (Fp8GemmKernel k : others)
+        if (k != ours_cfg.kernel) r.push_back(k);
+      return r;
+    };
 
     // DeepSeek-V3 dense-layer GEMM shapes (N x K) as in DeepGEMM's benchmark, M = tokens.
     std::vector<std::pair<int64_t, int64_t>> nk{{2112, 7168}, {24576, 1536}, {7168, 16384}, {4096, 7168}, {7168, 2048}};
@@ -160,11 +167,13 @@ int run_fp8_bench(const Fp8BenchOptions& opt, std::ostream& json_out, std::ostre
       const at::Tensor x = at::randn({M, K}, dev).to(at::kBFloat16), w = (at::randn({N, K}, dev) * 0.02).to(at::kBFloat16);
       const Fp8Tensor qa = quantize_1x128_cuda(x), qb = quantize_128x128_cuda(w);
       const double flop = 2.0 * M * N * K;
-      GemmRow row{"dense", 1, M, N, K, choose_fp8_gemm_config(M, N, K, info, ours).describe(),
+      const Fp8GemmConfig cfg = choose_fp8_gemm_config(M, N, K, info, ours);
+      const std::vector<Fp8GemmKernel> rk = row_others(cfg);
+      GemmRow row{"dense", 1, M, N, K, cfg.describe(),
                   0, NAN, NAN, NAN, "", {}};
       at::Tensor c_ours;
       std::vector<std::function<void()>> fs{[&] { c_ours = fp8_gemm_cuda(qa, qb); }};
-      for (Fp8GemmKernel k : others) fs.emplace_back([&, k] { fp8_gemm_cuda(qa, qb, k); });
+      for (Fp8GemmKernel k : rk) fs.emplace_back([&, k] { fp8_gemm_cuda(qa, qb, k); });
       std::unique_ptr<CublasLtFp8Gemm> lt;
       at::Tensor c_lt;
       try {
@@ -186,9 +195,9 @@ int run_fp8_bench(const Fp8BenchOptions& opt, std::ostream& json_out, std::ostre
       const std::vector<double> ms = best_ms(fs, warm, reps, rounds);
       const auto tflops = [&](double t) { return flop / (t * 1e-3) / 1e12; };
       row.ours_tflops = tflops(ms[0]);
-      for (size_t i = 0; i < others.size(); ++i) row.others.emplace_back(fp8_gemm_kernel_name(others[i]), tflops(ms[1 + i]));
+      for (size_t i = 0; i < rk.size(); ++i) row.others.emplace_back(fp8_gemm_kernel_name(rk[i]), tflops(ms[1 + i]));
       if (lt) {
-        row.lt_tflops = tflops(ms[1 + others.size()]);
+        row.lt_tflops = tflops(ms[1 + rk.size()]);
         if (opt.check) row.diff_vs_lt = calc_diff(c_ours, c_lt.to(at::kFloat));
       }
       row.bf16_tflops = tflops(ms.back());
@@ -209,17 +218,19 @@ int run_fp8_bench(const Fp8BenchOptions& opt, std::ostream& json_out, std::ostre
         const at::Tensor x = at::randn({M, K}, dev).to(at::kBFloat16), w = (at::randn({G, N, K}, dev) * 0.02).to(at::kBFloat16);
         const Fp8Tensor qa = quantize_1x128_cuda(x), qb = quantize_128x128_cuda(w);
         const double flop = 2.0 * M * N * K;
-        GemmRow row{"grouped", G, M, N, K, choose_fp8_gemm_config(M, N, K, info, ours).describe(),
+        const Fp8GemmConfig cfg = choose_fp8_gemm_config(M, N, K, info, ours);
+        const std::vector<Fp8GemmKernel> rk = row_others(cfg);
+        GemmRow row{"grouped", G, M, N, K, cfg.describe(),
                     0, NAN, NAN, NAN, "no grouped cuBLASLt baseline; bf16 column is a dense GEMM of the same size", {}};
         const at::Tensor w0 = w[0].contiguous();
         at::Tensor c_bf16 = at::empty({M, N}, dev.dtype(at::kBFloat16));
         std::vector<std::function<void()>> fs{[&] { fp8_grouped_gemm_cuda(qa, qb, groups); }};
-        for (Fp8GemmKernel k : others) fs.emplace_back([&, k] { fp8_grouped_gemm_cuda(qa, qb, groups, k); });
+        for (Fp8GemmKernel k : rk) fs.emplace_back([&, k] { fp8_grouped_gemm_cuda(qa, qb, groups, k); });
         fs.emplace_back([&] { bf16_gemm_cublas(x, w0, c_bf16); });
         const std::vector<double> ms = best_ms(fs, warm, reps, rounds);
         const auto tflops = [&](double t) { return flop / (t * 1e-3) / 1e12; };
         row.ours_tflops = tflops(ms[0]);
-        for (size_t i = 0; i < others.size(); ++i) row.others.emplace_back(fp8_gemm_kernel_name(others[i]), tflops(ms[1 + i]));
+        for (size_t i = 0; i < rk.size(); ++i) row.others.emplace_back(fp8_gemm_kernel_name(rk[i]), tflops(ms[1 + i]));
         row.bf16_tflops = tflops(ms.back());
         gemms.push_back(row);
       }
@@ -243,12 +254,14 @@ int run_fp8_bench(const Fp8BenchOptions& opt, std::ostream& json_out, std::ostre
         }
         const double flop = 2.0 * N * K * T;
         // The config the launcher picks: it sizes tiles for all G groups' blocks (fp8_k_grouped_gemm_cuda).
-        GemmRow row{"kgrouped", G, N, K, T, choose_fp8_gemm_config(N * G, K, T, info, ours).describe(),
+        const Fp8GemmConfig cfg = choose_fp8_gemm_config(N * G, K, T, info, ours);
+        const std::vector<Fp8GemmKernel> rk = row_others(cfg);
+        GemmRow row{"kgrouped", G, N, K, T, cfg.describe(),
                     0, NAN, NAN, NAN, "no grouped cuBLASLt baseline; bf16 column is cuBLAS BF16 once per expert", {}};
         std::vector<std::function<void()>> fs{
             [&] { fp8_k_grouped_gemm_cuda(qa, qb, k_rows); },
             [&] { for (int64_t g = 0; g < G; ++g) fp8_gemm_cuda(qa_g[size_t(g)], qb_g[size_t(g)]); }};
-        for (Fp8GemmKernel k : others) fs.emplace_back([&, k] { fp8_k_grouped_gemm_cuda(qa, qb, k_rows, k); });
+        for (Fp8GemmKernel k : rk) fs.emplace_back([&, k] { fp8_k_grouped_gemm_cuda(qa, qb, k_rows, k); });
         fs.emplace_back([&] {
           for (int64_t g = 0; g < G; ++g) bf16_gemm_cublas(dyt_g[size_t(g)], xt_g[size_t(g)], c_g[size_t(g)]);
         });
@@ -256,7 +269,7 @@ int run_fp8_bench(const Fp8BenchOptions& opt, std::ostream& json_out, std::ostre
         const auto tflops = [&](double t) { return flop / (t * 1e-3) / 1e12; };
         row.ours_tflops = tflops(ms[0]);
         row.others.emplace_back("per-expert loop", tflops(ms[1]));
-        for (size_t i = 0; i < others.size(); ++i) row.others.emplace_back(fp8_gemm_kernel_name(others[i]), tflops(ms[2 + i]));
+        for (size_t i = 0; i < rk.size(); ++i) row.others.emplace_back(fp8_gemm_kernel_name(rk[i]), tflops(ms[2 + i]));
         row.bf16_tflops = tflops(ms.back());
         gemms.push_back(row);
       }

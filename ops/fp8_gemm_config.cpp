@@ -63,8 +63,8 @@ Fp8GemmConfig choose_fp8_gemm_config(int64_t M, int64_t N, int64_t K, const Fp8D
   Fp8GemmKernel kernel = requested;
   if (kernel == Fp8GemmKernel::kAuto) {
     // On Hopper the persistent 128x128 kernel where its tiles fill the GPU, the one-tile-per-block
-    // kernel where they would not (there the persistent one splits K, which lost on 2 of the 3
-    // split shapes measured: docs/fp8.md, H100 2026-11-27).
+    // kernel where they would not: there the persistent one splits K, which won on 2 of the 4 split
+    // shapes measured and lost on 2, once by 4x (docs/fp8.md, H100 2026-11-27).
     const int64_t tiles_128 = ((M + 127) / 128) * ((N + 127) / 128);
     kernel = dev.sm == 90 ? (2 * tiles_128 >= dev.num_sms ? Fp8GemmKernel::kWgmmaPersistent : Fp8GemmKernel::kWgmmaTma)
              : dev.sm >= 89 ? Fp8GemmKernel::kMma

@@ -12,8 +12,8 @@
 //  * Walk the tiles in bands of rows (kWgmmaBanded; fp8_tile_order.h), so that a wave's operand
 //    tiles are shared by more of its blocks while they sit in L2.
 //  * Wider tiles. A 128 x 128 tile reads 32 KB of operands per K block for 4.2 MFLOP: about 6.7 TB/s
-//    out of L2 at the 864 TFLOPS measured, which we suspect (not yet profiled) is near what the L2
-//    delivers. 128 x 160 reads 10% fewer bytes per FLOP, 128 x 192 17% fewer, and 128 x 192 in
+//    out of L2 at the 864 TFLOPS measured; the H100 profile (docs/fp8.md, 2026-11-27) put the
+//    one-tile kernel's L2 throughput at 83% of peak. 128 x 160 reads 10% fewer bytes per FLOP, 128 x 192 17% fewer, and 128 x 192 in
 //    pairs of blocks that share each B tile through TMA multicast (kCluster below) 32% fewer.
 //
 // Registers: two-level accumulation keeps BN / 2 partial and BN / 2 promoted floats per consumer

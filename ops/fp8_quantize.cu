@@ -36,6 +36,10 @@ __device__ __forceinline__ float load_f<__nv_bfloat16>(const __nv_bfloat16* p, i
   return __bfloat162float(p[i]);
 }
 
+using cuda_detail::encode4_e4m3;
+using cuda_detail::kTileMinBlocks;
+using cuda_detail::kTileThreads;
+using cuda_detail::unit_to_float;
 using cuda_detail::warp_max;
 
 // ---- Scalar path (unaligned input or C % 8 != 0). ----
@@ -142,26 +146,6 @@ __global__ void quant_128x128_kernel(const T* __restrict__ x, std::uint8_t* __re
 // read from global memory once and held in registers until its codes are stored.
 enum class Tiling { kRow, kRowT, kBlock, kBlockT };  // 1x128, 1x128 of x^T, 128x128, 128x128 of x^T
 
-constexpr int kTileThreads = 256;
-
-template <typename T>
-__device__ __forceinline__ void unit_to_float(const uint4 (&raw)[sizeof(T) / 2], float (&f)[8]);
-template <>
-__device__ __forceinline__ void unit_to_float<__nv_bfloat16>(const uint4 (&raw)[1], float (&f)[8]) {
-  const std::uint32_t w[4] = {raw[0].x, raw[0].y, raw[0].z, raw[0].w};
-#pragma unroll
-  for (int k = 0; k < 4; ++k) {  // bf16 -> float is exact: the bf16 bits are the float's top half
-    f[2 * k] = __uint_as_float(w[k] << 16);
-    f[2 * k + 1] = __uint_as_float(w[k] & 0xFFFF0000u);
-  }
-}
-template <>
-__device__ __forceinline__ void unit_to_float<float>(const uint4 (&raw)[2], float (&f)[8]) {
-  const std::uint32_t w[8] = {raw[0].x, raw[0].y, raw[0].z, raw[0].w, raw[1].x, raw[1].y, raw[1].z, raw[1].w};
-#pragma unroll
-  for (int k = 0; k < 8; ++k) f[k] = __uint_as_float(w[k]);
-}
-
 // Running max of |x| per element position over units. For bf16 it stays packed (one bf16x2 max per
 // two elements): the max of bf16 values is one of them, so converting it afterwards gives exactly
 // the float max. Like fmaxf (and the CPU's std::fmax), __hmax2 returns the other operand when one
@@ -208,34 +192,6 @@ struct AbsMax<float> {
     return a;
   }
 };
-
-// encode_e4m3 of four values, a in the lowest byte. On sm_89+ this is the hardware conversion
-// cvt.rn.satfinite.e4m3x2.f32 (two values per instruction): the integer encoder is some 60 PTX
-// instructions per element, mostly on the half-rate integer pipe, which would make these kernels
-// compute-bound at well under copy speed (an H100 issues about 38 instructions per element at 80%
-// of copy bandwidth, 19 of them integer).
-// The two are the same function: the instruction's specification is what encode_e4m3 implements
-// (RNE on the whole exponent|mantissa field, subnormals, |x| above 448 and inf -> +-448, NaN ->
-// sign|0x7F, underflow -> signed zero), case for case as CUDA's own software version of it
-// (__nv_cvt_double_to_fp8 in cuda_fp8.hpp). tests/ops/test_fp8_gpu.cpp checks every rounding tie
-// and near-tie of the encoder's input range against the CPU encoder.
-__device__ __forceinline__ std::uint32_t encode4_e4m3(float a, float b, float c, float d) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 890
-  unsigned short lo, hi;
-  asm("cvt.rn.satfinite.e4m3x2.f32 %0, %2, %1;" : "=h"(lo) : "f"(a), "f"(b));  // first operand -> high byte
-  asm("cvt.rn.satfinite.e4m3x2.f32 %0, %2, %1;" : "=h"(hi) : "f"(c), "f"(d));
-  return lo | (static_cast<std::uint32_t>(hi) << 16);
-#else
-  return encode_e4m3(a) | (encode_e4m3(b) << 8) | (encode_e4m3(c) << 16) |
-         (static_cast<std::uint32_t>(encode_e4m3(d)) << 24);
-#endif
-}
-
-// Resident blocks per SM asked of the register allocator: each has 32 KB (bf16) or 64 KB (float) of
-// loads in flight, and 2-3 such blocks per SM cover the memory latency. Four bf16 blocks would fit
-// 64 registers, but the 128x128 kernel then spills a few.
-template <typename T>
-constexpr int kTileMinBlocks = sizeof(T) == 2 ? 3 : 2;
 
 template <typename T, Tiling kT>
 __global__ void __launch_bounds__(kTileThreads, kTileMinBlocks<T>)

@@ -70,8 +70,9 @@ export BIN OUT OURS_LD
 } | tee -a "$SUMMARY"
 
 # 1. Correctness of every kernel against its CPU reference (quantizers bit for bit, GEMMs by calc_diff):
-# the GEMM kernels auto chooses from (mma, wgmma-tma) here; the persistent candidates in 1a.
-step gpu-tests 90 env SHOESTRING_FP8_TEST_KERNELS=mma,wgmma-tma "${OURS[@]}" "$CARRY/test_fp8_gpu"
+# the GEMM kernels auto chooses from (mma; on Hopper wgmma-tma and wgmma-persistent) here, the other
+# persistent candidates in 1a.
+step gpu-tests 90 env SHOESTRING_FP8_TEST_KERNELS=mma,wgmma-tma,wgmma-persistent "${OURS[@]}" "$CARRY/test_fp8_gpu"
 # Only a failed GEMM test (or a crash before the summary) makes the later steps avoid the WGMMA kernel.
 if grep -qE "^\[  FAILED  \] Fp8Gpu\.[A-Za-z]*Gemm" "$LOGS/gpu-tests.log" 2>/dev/null ||
   ! grep -qE "test suites? ran\." "$LOGS/gpu-tests.log" 2>/dev/null; then
@@ -82,10 +83,11 @@ grep -E "\[measured\]|^\[  (FAILED|PASSED|SKIPPED) +\] [0-9]+ test|^\[  FAILED" 
 # A skip means this machine offered no usable GPU: for this script that is a failure.
 if grep -q "SKIPPED \]" "$LOGS/gpu-tests.log" 2>/dev/null; then log "FAIL  gpu tests skipped"; FAILED=$((FAILED + 1)); fi
 
-# 1a. Each persistent WGMMA candidate in a process of its own (a crash stays its own); the bench
-# times only those that pass.
-PASSED_CANDIDATES=mma
-for cand in wgmma-persistent wgmma-n160 wgmma-n192 wgmma-n192-mc wgmma-banded; do
+# 1a. Each other persistent WGMMA candidate in a process of its own (a crash stays its own); the
+# bench times the kernels of step 1 (each row leaves out the one auto picks for it) and the
+# candidates that pass.
+PASSED_CANDIDATES=mma,wgmma-tma,wgmma-persistent
+for cand in wgmma-n160 wgmma-n192 wgmma-n192-mc wgmma-banded; do
   if step "test-$cand" 40 env SHOESTRING_FP8_TEST_KERNELS="$cand" "${OURS[@]}" "$CARRY/test_fp8_gpu" \
     --gtest_filter='Fp8Gpu.*Gemm*:Fp8Gpu.EmptyK*'; then
     PASSED_CANDIDATES+=",$cand"
@@ -145,7 +147,7 @@ step bench-comm-nccl 60 "${OURS[@]}" "$CARRY/shoestring" bench comm --backend nc
 cat "$LOGS/bench-comm-nccl.log" >>"$SUMMARY" 2>/dev/null
 
 # 6. compute-sanitizer on the kernel tests: out-of-bounds/misaligned accesses, shared-memory races.
-SAN_FILTER='Fp8Gpu.Quantizers*:Fp8Gpu.Dense*:Fp8Gpu.Grouped*:Fp8Gpu.KGrouped*:Fp8Gpu.PackedFp8*'
+SAN_FILTER='Fp8Gpu.Quantizers*:Fp8Gpu.FusedSwiglu*:Fp8Gpu.Fp8Linear*:Fp8Gpu.Dense*:Fp8Gpu.Grouped*:Fp8Gpu.KGrouped*:Fp8Gpu.PackedFp8*'
 step memcheck 120 "${OURS[@]}" compute-sanitizer --tool memcheck --error-exitcode 3 "$CARRY/test_fp8_gpu" --gtest_filter="$SAN_FILTER"
 grep -E "ERROR SUMMARY" "$LOGS/memcheck.log" 2>/dev/null | tee -a "$SUMMARY"
 step memcheck-rows 60 "${OURS[@]}" compute-sanitizer --tool memcheck --error-exitcode 3 "$CARRY/test_moe_rows_gpu" \

@@ -56,8 +56,9 @@ TEST(Fp8GemmConfig, PersistentKernelsAreHopperOnlyAndAutoTakesTheSquareOneWhereI
     EXPECT_THROW(choose_fp8_gemm_config(128, 128, 128, {89, 128}, k), std::invalid_argument);
     EXPECT_THROW(choose_fp8_gemm_config(128, 128, 128, {100, 148}, k), std::invalid_argument);
   }
-  // Auto: the persistent 128-wide kernel where the 128x128 tiles fill half the SMs or more (never
-  // split), the one-tile-per-block kernel below that (H100, 2026-11-27: docs/fp8.md); never the wider ones.
+  // Auto: the persistent 128-wide kernel where the 128x128 tiles fill half the SMs or more (so it
+  // never splits K), the one-tile-per-block kernel below that (H100, 2026-11-27: docs/fp8.md); never
+  // the wider ones.
   const auto auto_kernel = [&](int64_t m, int64_t n) { return choose_fp8_gemm_config(m, n, 2048, h100); };
   for (auto [m, n] : {std::pair<int64_t, int64_t>{4096, 7168}, {128, 24576}, {66 * 128, 128}}) {
     EXPECT_EQ(auto_kernel(m, n).kernel, Fp8GemmKernel::kWgmmaPersistent) << m << "x" << n;

@@ -451,7 +451,9 @@ TEST_F(Fp8Gpu, Fp8LinearMatchesTheCpuPathForwardAndBackward) {
 
 TEST_F(Fp8Gpu, FusedSwigluQuantizerMatchesTheCpuReference) {
   at::manual_seed(28);
-  const std::vector<std::array<int64_t, 2>> shapes{{300, 384}, {7, 200}, {129, 1000}};
+  const std::vector<std::array<int64_t, 2>> shapes{
+      {300, 384}, {7, 200}, {129, 1000},  // rows of a multiple of 8: the vector kernel
+      {5, 100}, {3, 30}};                 // the warp-per-tile kernel, with 4-element loads and without
   for (at::ScalarType dtype : {at::kBFloat16, at::kFloat})
     for (const auto& [M, H] : shapes) {
       const at::Tensor h1 = (at::randn({M, H}) * 3).to(dtype), h3 = at::randn({M, H}).to(dtype);
