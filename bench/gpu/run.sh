@@ -118,20 +118,20 @@ NCU=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -
 step ncu-gemm 90 "${OURS[@]}" "${NCU:-ncu}" --clock-control none --kernel-name regex:wgmma --launch-skip 3 \
   --launch-count 1 --section SpeedOfLight --section ComputeWorkloadAnalysis --section MemoryWorkloadAnalysis \
   --section Occupancy --section LaunchStats --section WarpStateStats --section SchedulerStats \
-  "$CARRY/shoestring" bench fp8 --shape 4096,7168,16384 --no-check
-grep -E "Duration|Throughput|Registers Per|Achieved Occupancy|Warp Cycles Per Issued|Issue Slots Busy|No Eligible" \
+  "$CARRY/shoestring" bench fp8 --shape 4096,7168,16384 --no-check --rounds 1
+grep -E "Duration|Throughput|Registers Per|Achieved Occupancy|Warp Cycles Per Issued|Issue Slots Busy|No Eligible|L2 Hit Rate" \
   "$LOGS/ncu-gemm.log" 2>/dev/null | tee -a "$SUMMARY"
 
-# 3c. The same profile of the widest candidate that passed its tests (set as "ours", so the bench
-# launches it first): whether wider tiles moved the limiter.
-CAND=$(tr ',' '\n' <<<"$PASSED_CANDIDATES" | grep -E '^wgmma-n' | tail -1)
+# 3c. The same profile of one candidate that passed its tests (set as "ours", so the bench launches
+# it first): wgmma-banded (did the L2 hit rate rise?), else the widest (did wider tiles move the limiter?).
+CAND=$(tr ',' '\n' <<<"$PASSED_CANDIDATES" | grep -xE 'wgmma-banded' || tr ',' '\n' <<<"$PASSED_CANDIDATES" | grep -E '^wgmma-n' | tail -1)
 if [[ -n $CAND ]]; then
   step ncu-candidate 75 env SHOESTRING_FP8_GEMM_KERNEL="$CAND" "${OURS[@]}" "${NCU:-ncu}" --clock-control none \
     --kernel-name regex:wgmma --launch-skip 3 --launch-count 1 --section SpeedOfLight \
     --section MemoryWorkloadAnalysis --section Occupancy --section LaunchStats --section WarpStateStats \
-    "$CARRY/shoestring" bench fp8 --shape 4096,7168,16384 --no-check
+    "$CARRY/shoestring" bench fp8 --shape 4096,7168,16384 --no-check --rounds 1
   log "ncu-candidate: $CAND"
-  grep -E "Duration|Throughput|Registers Per|Achieved Occupancy|Warp Cycles Per Issued|No Eligible" \
+  grep -E "Duration|Throughput|Registers Per|Achieved Occupancy|Warp Cycles Per Issued|No Eligible|L2 Hit Rate" \
     "$LOGS/ncu-candidate.log" 2>/dev/null | tee -a "$SUMMARY"
 fi
 
