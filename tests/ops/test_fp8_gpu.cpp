@@ -472,6 +472,16 @@ TEST_F(Fp8Gpu, FusedSwigluQuantizerMatchesTheCpuReference) {
       EXPECT_LE(double(differ), 1e-3 * double(M * H));
       EXPECT_LE(scale_rel, 1.0 / 128);
       EXPECT_LT(d, kFp8Tol.gpu_fused_swiglu_vs_reference);
+      // The two kernels compute the same function: the same inputs at an address that is not 16-byte
+      // aligned (8 bytes off) take the warp-per-tile kernel, and its codes and scales must be the
+      // vector kernel's bit for bit.
+      const int64_t off = 8 / int64_t(c10::elementSize(dtype));
+      const auto unaligned = [&](const at::Tensor& t) {
+        return at::empty({M * H + off}, t.options().device(at::kCUDA, 0)).narrow(0, off, M * H).view({M, H}).copy_(cuda(t));
+      };
+      const Fp8Tensor w = to_cpu(quantize_swiglu_1x128_cuda(unaligned(h1), unaligned(h3)));
+      EXPECT_TRUE(at::equal(w.data.view(at::kByte), g.data.view(at::kByte))) << "codes, [" << M << ", " << H << "]";
+      EXPECT_TRUE(at::equal(w.scale, g.scale)) << "scales, [" << M << ", " << H << "]";
     }
 }
 
