@@ -7,6 +7,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <csignal>
 #include <random>
@@ -331,8 +332,21 @@ TEST(Checkpoint, FirstSignalRequestsAStopSecondExitsAtOnce) {
       ::testing::ExitedWithCode(128 + SIGTERM), "stop requested");
 }
 
+// The newest committed checkpoint's step under `checkpoints` (its directory name; a save is
+// committed by renaming it there), or -1; tolerant of directories vanishing while it looks.
+static int64_t newest_committed_step(const fs::path& checkpoints) {
+  int64_t newest = -1;
+  std::error_code ec;
+  for (fs::directory_iterator it(checkpoints, ec), end; !ec && it != end; it.increment(ec))
+    newest = std::max(newest, ckpt::parse_step_dir_name(it->path().filename().string()));
+  return newest;
+}
+
 // kill -9 at random moments of a run that saves every step (bounded: 8 kills): whatever the
 // moment, --resume auto finds a checkpoint that verifies, or none yet, and never a broken one.
+// Even rounds kill at a random time after the launch (start-up included); odd rounds wait until the
+// run has committed a new checkpoint first, so that progress is made however slow the machine's
+// start-up is (CI once saw every kill land before the first save), then kill at a random time after.
 TEST(Checkpoint, KillNineAtRandomMomentsNeverLeavesACorruptCheckpointChosen) {
   const fs::path dir = fresh_dir("kill9");
   std::vector<std::string> argv_s = {SHOESTRING_BINARY_DIR "/bin/shoestring", "train", "--config",
@@ -352,10 +366,21 @@ TEST(Checkpoint, KillNineAtRandomMomentsNeverLeavesACorruptCheckpointChosen) {
       execv(argv[0], argv.data());
       _exit(127);
     }
-    std::this_thread::sleep_for(std::chrono::milliseconds(std::uniform_int_distribution<int>(400, 1600)(rng)));
-    kill(pid, SIGKILL);
     int status = 0;
-    waitpid(pid, &status, 0);
+    bool exited = false;
+    if (round % 2 == 1) {
+      const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
+      while (newest_committed_step(dir / "checkpoints") <= last_step && std::chrono::steady_clock::now() < deadline)
+        if ((exited = waitpid(pid, &status, WNOHANG) == pid)) break;
+        else std::this_thread::sleep_for(std::chrono::milliseconds(20));
+      EXPECT_GT(newest_committed_step(dir / "checkpoints"), last_step) << "round " << round << ": no new checkpoint in 120 s";
+    }
+    if (!exited) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(
+          round % 2 == 1 ? std::uniform_int_distribution<int>(0, 400)(rng) : std::uniform_int_distribution<int>(400, 1600)(rng)));
+      kill(pid, SIGKILL);
+      waitpid(pid, &status, 0);
+    }
     std::vector<std::string> warnings;
     const std::string chosen = ckpt::choose_checkpoint("auto", (dir / "checkpoints").string(), warnings);
     EXPECT_TRUE(warnings.empty()) << warnings.front();  // no complete-looking checkpoint is ever broken
