@@ -40,6 +40,7 @@ using cuda_detail::encode4_e4m3;
 using cuda_detail::kTileMinBlocks;
 using cuda_detail::kTileThreads;
 using cuda_detail::unit_to_float;
+using cuda_detail::vector_path_ok;
 using cuda_detail::warp_max;
 
 // ---- Scalar path (unaligned input or C % 8 != 0). ----
@@ -345,12 +346,6 @@ __global__ void __launch_bounds__(kTileThreads, kTileMinBlocks<T>)
   }
 }
 
-// Row tiles go on gridDim.y (at most 65535): taller inputs take the scalar path, whose 1x128 kernel
-// has a 1-D grid.
-bool vector_path_ok(const at::Tensor& x) {
-  return reinterpret_cast<std::uintptr_t>(x.data_ptr()) % 16 == 0 && x.size(-1) % 8 == 0 &&
-         ceil_div(x.size(-2), kFp8Block) <= 65535;
-}
 
 at::Tensor prepare_input(const at::Tensor& x, const char* what, int64_t min_dim, int64_t max_dim) {
   cuda_detail::require_cuda(x, what, "input");

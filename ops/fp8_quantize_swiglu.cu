@@ -28,12 +28,19 @@ using cuda_detail::current_stream;
 
 __device__ __forceinline__ float silu_f(float x) { return x / (1.0f + expf(-x)); }
 
-// p for one element, in float, rounded as ATen rounds each of the two ops' outputs.
-__device__ __forceinline__ float swiglu_p(float a, float b) { return silu_f(a) * b; }
-__device__ __forceinline__ float swiglu_p(__nv_bfloat16 a, __nv_bfloat16 b) {
-  const float s = __bfloat162float(__float2bfloat16_rn(silu_f(__bfloat162float(a))));
-  return __bfloat162float(__float2bfloat16_rn(s * __bfloat162float(b)));
+// p for one element from floats holding the input dtype's values exactly (bf16 widened), rounded
+// as ATen rounds each of the two ops' outputs.
+template <typename T>
+__device__ __forceinline__ float swiglu_p(float a, float b) {
+  if constexpr (sizeof(T) == 2) {
+    const float s = __bfloat162float(__float2bfloat16_rn(silu_f(a)));
+    return __bfloat162float(__float2bfloat16_rn(s * b));
+  } else {
+    return silu_f(a) * b;
+  }
 }
+__device__ __forceinline__ float widen(float x) { return x; }
+__device__ __forceinline__ float widen(__nv_bfloat16 x) { return __bfloat162float(x); }
 
 // Four consecutive elements of h1 and h3 at `at` as floats, in one 8-byte (bf16) or 16-byte (float)
 // load each when `vec` (the caller checked alignment), else element by element up to C.
@@ -73,19 +80,8 @@ __global__ void quant_swiglu_1x128_kernel(const T* __restrict__ h1, const T* __r
   load4(h3, r * C + c0, vec && n == 4, n, b);
   float v[4];
 #pragma unroll
-  for (int i = 0; i < 4; ++i) v[i] = i < n ? swiglu_p(a[i], b[i]) : 0.0f;
+  for (int i = 0; i < 4; ++i) v[i] = i < n ? swiglu_p<T>(widen(a[i]), widen(b[i])) : 0.0f;
   cuda_detail::store_1x128_lane(v, lane, c0, C, codes + r * C, scales + r * KB + kb);
-}
-
-// p from floats holding the input dtype's values exactly (bf16 widened): as swiglu_p above.
-template <typename T>
-__device__ __forceinline__ float swiglu_p_widened(float a, float b) {
-  if constexpr (sizeof(T) == 2) {
-    const float s = __bfloat162float(__float2bfloat16_rn(silu_f(a)));
-    return __bfloat162float(__float2bfloat16_rn(s * b));
-  } else {
-    return silu_f(a) * b;
-  }
 }
 
 // The vector form, for 16-byte aligned rows of a multiple of 8 elements: one block per 128x128
@@ -133,7 +129,7 @@ __global__ void __launch_bounds__(cuda_detail::kTileThreads, kSwigluTileMinBlock
     float amax = 0.0f;
 #pragma unroll
     for (int e = 0; e < 8; ++e) {
-      v[e] = swiglu_p_widened<T>(a[e], b[e]);  // zero padding: p(0, 0) = 0
+      v[e] = swiglu_p<T>(a[e], b[e]);  // zero padding: p(0, 0) = 0
       amax = fmaxf(amax, fabsf(v[e]));
     }
     // A tile row's 128 elements live in the 16 lanes of one half-warp.
@@ -167,11 +163,7 @@ Fp8Tensor quantize_swiglu_1x128_cuda(const at::Tensor& h1_in, const at::Tensor& 
   q.scale = at::empty({R, KB}, h1.options().dtype(at::kFloat));
   if (R * C == 0) return q;
   auto* codes = static_cast<std::uint8_t*>(q.data.data_ptr());
-  const auto aligned = [&](const at::Tensor& t, int64_t bytes) {
-    return reinterpret_cast<std::uintptr_t>(t.data_ptr()) % bytes == 0;
-  };
-  // Row tiles go on gridDim.y (at most 65535), as in fp8_quantize.cu's vector path.
-  if (C % 8 == 0 && aligned(h1, 16) && aligned(h3, 16) && ceil_div(R, kFp8Block) <= 65535) {
+  if (cuda_detail::vector_path_ok(h1) && cuda_detail::vector_path_ok(h3)) {
     const dim3 grid(static_cast<unsigned>(KB), static_cast<unsigned>(ceil_div(R, kFp8Block)));
     if (h1.scalar_type() == at::kBFloat16)
       quant_swiglu_tile_kernel<<<grid, cuda_detail::kTileThreads, 0, current_stream()>>>(
@@ -184,7 +176,10 @@ Fp8Tensor quantize_swiglu_1x128_cuda(const at::Tensor& h1_in, const at::Tensor& 
     return q;
   }
   const auto blocks = static_cast<unsigned>(ceil_div(R * KB * 32, 256));
-  const bool vec = C % 4 == 0 && aligned(h1, 4 * h1.element_size()) && aligned(h3, 4 * h3.element_size());
+  const auto aligned = [&](const at::Tensor& t) {
+    return reinterpret_cast<std::uintptr_t>(t.data_ptr()) % (4 * t.element_size()) == 0;
+  };
+  const bool vec = C % 4 == 0 && aligned(h1) && aligned(h3);
   if (h1.scalar_type() == at::kBFloat16) {
     quant_swiglu_1x128_kernel<<<blocks, 256, 0, current_stream()>>>(
         reinterpret_cast<const __nv_bfloat16*>(h1.data_ptr()), reinterpret_cast<const __nv_bfloat16*>(h3.data_ptr()),

@@ -2,6 +2,7 @@
 // Device pieces shared by the quantization kernels of fp8_quantize.cu and fp8_quantize_swiglu.cu:
 // the scalar 1x128 layout (one warp per 1x128 tile, lane l holding the tile's elements 4l .. 4l+3)
 // and the 8-element units of the vector tile kernels (fp8_quantize.cu, "Vector tile kernels").
+#include <ATen/ATen.h>
 #include <cuda_bf16.h>
 
 #include <cstdint>
@@ -40,6 +41,14 @@ __device__ __forceinline__ void store_1x128_lane(const float (&v)[4], int lane, 
 }
 
 constexpr int kTileThreads = 256;
+
+// Whether x (rows of its last dimension) can take the vector tile kernels: 16-byte aligned, rows of
+// a multiple of 8 elements, and row tiles that fit gridDim.y (at most 65535); taller inputs take the
+// scalar path, whose 1x128 kernel has a 1-D grid.
+inline bool vector_path_ok(const at::Tensor& x) {
+  return reinterpret_cast<std::uintptr_t>(x.data_ptr()) % 16 == 0 && x.size(-1) % 8 == 0 &&
+         ceil_div(x.size(-2), kFp8Block) <= 65535;
+}
 
 template <typename T>
 __device__ __forceinline__ void unit_to_float(const uint4 (&raw)[sizeof(T) / 2], float (&f)[8]);
