@@ -6,11 +6,7 @@
 // In bands of rows (CUTLASS's swizzle, Triton's GROUP_M) the wave covers `band` rows x 132 / band
 // columns, and each operand tile read into L2 serves more of the wave. Plain C++ so that a CPU
 // test checks the mapping (tests/ops/test_fp8_gemm_config.cpp).
-#if defined(__CUDACC__)
-#define SHOESTRING_TILE_ORDER_FN __host__ __device__ __forceinline__
-#else
-#define SHOESTRING_TILE_ORDER_FN inline
-#endif
+#include "ops/fp8_format.h"  // SHOESTRING_HD
 
 namespace shoestring::ops {
 
@@ -21,7 +17,7 @@ struct TileIndex {
 // Unit t of `groups` x tiles_m x tiles_n, groups one after another. band <= 1: columns fastest,
 // row by row. band > 1: rows in bands of `band` (the last one may be shorter); inside a band,
 // rows fastest, then columns. Both are bijections onto the tiles (the test checks it).
-SHOESTRING_TILE_ORDER_FN TileIndex tile_order(int t, int tiles_n, int tiles_m, int band) {
+SHOESTRING_HD TileIndex tile_order(int t, int tiles_n, int tiles_m, int band) {
   const int per_group = tiles_n * tiles_m;
   const int group = t / per_group, r = t % per_group;
   if (band <= 1) return {r / tiles_n, r % tiles_n, group};
@@ -31,5 +27,3 @@ SHOESTRING_TILE_ORDER_FN TileIndex tile_order(int t, int tiles_n, int tiles_m, i
 }
 
 }  // namespace shoestring::ops
-
-#undef SHOESTRING_TILE_ORDER_FN
