@@ -321,7 +321,7 @@ at::Tensor launch(const Fp8Tensor& a, const Fp8Tensor& b, const at::Tensor& grou
   if (cfg.kernel == Fp8GemmKernel::kWgmmaTma) {
     launch_fp8_gemm_wgmma_tma(p, b_groups, int(G), stream);
   } else if (cfg.persistent) {
-    launch_fp8_gemm_wgmma_persistent(p, b_groups, int(G), cfg.block_n, cfg.multicast, persistent_blocks(info), stream);
+    launch_fp8_gemm_wgmma_persistent(p, b_groups, int(G), cfg, persistent_blocks(info), stream);
   } else if (cfg.kernel == Fp8GemmKernel::kSimt) {
     fp8_gemm_simt_kernel<<<grid, 256, 0, stream>>>(p);
   } else {

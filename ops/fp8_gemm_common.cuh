@@ -5,6 +5,8 @@
 
 #include <cstdint>
 
+#include "ops/fp8_gemm_config.h"
+
 namespace shoestring::ops::gemm_detail {
 
 struct GemmArgs {
@@ -59,8 +61,10 @@ void launch_fp8_gemm_wgmma_tma(const GemmArgs& p, int64_t b_groups, int k_groups
 
 // fp8_gemm_wgmma_persistent.cu: the same GEMM in 128 x block_n tiles (block_n 128, 160 or 192) walked
 // by at most max_blocks thread blocks (0: one per tile). multicast (block_n 192, not M-grouped, M >
-// 128): blocks in pairs share each B tile through TMA multicast.
-void launch_fp8_gemm_wgmma_persistent(const GemmArgs& p, int64_t b_groups, int k_groups, int block_n, bool multicast,
+// 128): blocks in pairs share each B tile through TMA multicast. staged_scales (block_n 128, no
+// multicast): the scales reach the consumers through shared memory, loaded by a warp of their own.
+// tma_store (block_n 128, no multicast): C is written through shared memory by TMA stores.
+void launch_fp8_gemm_wgmma_persistent(const GemmArgs& p, int64_t b_groups, int k_groups, const Fp8GemmConfig& cfg,
                                       int max_blocks, cudaStream_t stream);
 
 }  // namespace shoestring::ops::gemm_detail

@@ -17,6 +17,8 @@ const char* fp8_gemm_kernel_name(Fp8GemmKernel k) {
     case Fp8GemmKernel::kWgmmaN192: return "wgmma-n192";
     case Fp8GemmKernel::kWgmmaN192Multicast: return "wgmma-n192-mc";
     case Fp8GemmKernel::kWgmmaBanded: return "wgmma-banded";
+    case Fp8GemmKernel::kWgmmaStaged: return "wgmma-staged";
+    case Fp8GemmKernel::kWgmmaStore: return "wgmma-store";
   }
   return "?";
 }
@@ -52,7 +54,9 @@ std::string Fp8GemmConfig::describe() const {
          " (" + std::to_string(threads) + " threads" + (persistent ? ", persistent" : "") +
          (multicast ? ", B multicast to pairs unless M-grouped or M <= 128" : "") +
          (k_splits > 1 ? ", split-K " + std::to_string(k_splits) : "") +
-         (tile_band > 1 ? ", tiles in bands of " + std::to_string(tile_band) + " rows" : "") + ")";
+         (tile_band > 1 ? ", tiles in bands of " + std::to_string(tile_band) + " rows" : "") +
+         (staged_scales ? ", scales staged in shared memory" : "") +
+         (tma_store ? ", C stored by TMA where N % 4 == 0" : "") + ")";
 }
 
 Fp8GemmConfig choose_fp8_gemm_config(int64_t M, int64_t N, int64_t K, const Fp8DeviceInfo& dev,
@@ -94,7 +98,11 @@ Fp8GemmConfig choose_fp8_gemm_config(int64_t M, int64_t N, int64_t K, const Fp8D
                                                                      : 128;
     c.threads = 384;
     c.persistent = kernel != Fp8GemmKernel::kWgmmaTma;
-    if (kernel == Fp8GemmKernel::kWgmmaBanded) c.tile_band = 8;
+    if (kernel == Fp8GemmKernel::kWgmmaBanded || kernel == Fp8GemmKernel::kWgmmaStaged ||
+        kernel == Fp8GemmKernel::kWgmmaStore)
+      c.tile_band = 8;
+    c.staged_scales = kernel == Fp8GemmKernel::kWgmmaStaged;
+    c.tma_store = kernel == Fp8GemmKernel::kWgmmaStore;
     if (c.persistent) {
       const int64_t tiles = ((M + 127) / 128) * ((N + c.block_n - 1) / c.block_n), kb = (K + 127) / 128;
       if (2 * tiles < dev.num_sms)

@@ -24,17 +24,28 @@ enum class Fp8GemmKernel {
   // kWgmmaPersistent walking its tiles in bands of 8 rows (fp8_tile_order.h), for L2 reuse: the
   // H100 profile of the 128x128 kernel was bound by L2 with a 68% hit rate. A candidate.
   kWgmmaBanded,
+  // kWgmmaBanded with the scales staged in shared memory by a warp of the producer warpgroup
+  // (cp.async, counted on each stage's "full" barrier) instead of per-thread global loads in the
+  // consumers' K loop: 32 loads per thread per K block with B's 1x128 scales (the Wgrad, measured at
+  // 0.43-0.53x cuBLAS BF16 against the block-scaled GEMM's 1.0-1.2x). A candidate.
+  kWgmmaStaged,
+  // kWgmmaBanded writing C through shared memory with TMA stores (N % 4 == 0; else as kWgmmaBanded),
+  // so that the consumers start the next tile while the copy engine writes this one: at K = 1536
+  // and 2048 a tile's 64 KB of FP32 C is large beside its 12-16 K blocks. A candidate.
+  kWgmmaStore,
 };
 
 inline constexpr Fp8GemmKernel kAllFp8GemmKernels[] = {
     Fp8GemmKernel::kAuto,     Fp8GemmKernel::kSimt,             Fp8GemmKernel::kMma,
     Fp8GemmKernel::kWgmmaTma, Fp8GemmKernel::kWgmmaPersistent, Fp8GemmKernel::kWgmmaN160,
-    Fp8GemmKernel::kWgmmaN192, Fp8GemmKernel::kWgmmaN192Multicast, Fp8GemmKernel::kWgmmaBanded};
+    Fp8GemmKernel::kWgmmaN192, Fp8GemmKernel::kWgmmaN192Multicast, Fp8GemmKernel::kWgmmaBanded,
+    Fp8GemmKernel::kWgmmaStaged, Fp8GemmKernel::kWgmmaStore};
 
 // The Hopper WGMMA kernels (sm_90a).
 inline bool is_wgmma_kernel(Fp8GemmKernel k) {
   return k == Fp8GemmKernel::kWgmmaTma || k == Fp8GemmKernel::kWgmmaPersistent || k == Fp8GemmKernel::kWgmmaN160 ||
-         k == Fp8GemmKernel::kWgmmaN192 || k == Fp8GemmKernel::kWgmmaN192Multicast || k == Fp8GemmKernel::kWgmmaBanded;
+         k == Fp8GemmKernel::kWgmmaN192 || k == Fp8GemmKernel::kWgmmaN192Multicast || k == Fp8GemmKernel::kWgmmaBanded ||
+         k == Fp8GemmKernel::kWgmmaStaged || k == Fp8GemmKernel::kWgmmaStore;
 }
 
 const char* fp8_gemm_kernel_name(Fp8GemmKernel k);
@@ -44,7 +55,7 @@ Fp8GemmKernel fp8_gemm_kernel_from_name(const std::string& name);
 bool fp8_gemm_kernel_listed(const std::string& comma_separated, Fp8GemmKernel k);
 
 // SHOESTRING_FP8_GEMM_KERNEL (auto, simt, mma, wgmma-tma, wgmma-persistent, wgmma-n160, wgmma-n192,
-// wgmma-n192-mc, wgmma-banded), read once: what kAuto means for this process. A way to compare kernels in a real
+// wgmma-n192-mc, wgmma-banded, wgmma-staged, wgmma-store), read once: what kAuto means for this process. A way to compare kernels in a real
 // run, or to step around one; unset means auto.
 Fp8GemmKernel fp8_gemm_kernel_from_env();
 
@@ -61,6 +72,8 @@ struct Fp8GemmConfig {
   // The persistent candidates only; the launcher ignores it for grouped and k-grouped GEMMs.
   int k_splits = 1;
   int tile_band = 1;  // persistent kernels: rows of tiles per band of their walk (fp8_tile_order.h); 1: row by row
+  bool staged_scales = false;  // kWgmmaStaged: scales reach the consumers through shared memory
+  bool tma_store = false;      // kWgmmaStore: C written through shared memory by TMA stores
   std::string describe() const;
 };
 
@@ -73,7 +86,8 @@ struct Fp8DeviceInfo {
 // when M x N has at least half as many 128x128 tiles as the GPU has SMs, else kWgmmaTma (no split-K);
 // kMma on other sm >= 89, else kSimt. A forced kernel the device lacks throws std::invalid_argument (the WGMMA
 // kernel's sm_90a instructions exist on sm_90 only; kMma's need sm_89).
-// Tile size: kWgmmaTma, kWgmmaPersistent and kWgmmaBanded (bands of 8 rows) 128x128, kWgmmaN160 128x160, kWgmmaN192(Multicast) 128x192. kMma
+// Tile size: kWgmmaTma, kWgmmaPersistent, kWgmmaBanded, kWgmmaStaged and kWgmmaStore (the last three in
+// bands of 8 rows) 128x128, kWgmmaN160 128x160, kWgmmaN192(Multicast) 128x192. kMma
 // uses 128x128 tiles when that already fills the GPU (>= one wave of blocks), else 64x128 to double
 // the number of blocks for small M (decode-like shapes).
 Fp8GemmConfig choose_fp8_gemm_config(int64_t M, int64_t N, int64_t K, const Fp8DeviceInfo& dev,

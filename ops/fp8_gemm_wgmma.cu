@@ -128,6 +128,21 @@ CUtensorMap make_tma_map(const void* ptr, int64_t rows, int64_t K, int box_rows)
   return map;
 }
 
+CUtensorMap make_tma_map_c(float* c, int64_t groups, int64_t M, int64_t N) {
+  CUtensorMap map{};
+  const cuuint64_t dims[3] = {cuuint64_t(N), cuuint64_t(M), cuuint64_t(groups)};
+  const cuuint64_t strides[2] = {cuuint64_t(N) * 4, cuuint64_t(M) * cuuint64_t(N) * 4};
+  const cuuint32_t box[3] = {32, 64, 1}, steps[3] = {1, 1, 1};
+  const CUresult r = encode_fn()(&map, CU_TENSOR_MAP_DATA_TYPE_FLOAT32, 3, c, dims, strides, box, steps,
+                                 CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
+                                 CU_TENSOR_MAP_L2_PROMOTION_NONE, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+  if (r != CUDA_SUCCESS)
+    throw std::runtime_error("fp8 GEMM (wgmma): cuTensorMapEncodeTiled failed with CUresult " + std::to_string(int(r)) +
+                             " for a [" + std::to_string(groups) + ", " + std::to_string(M) + ", " + std::to_string(N) +
+                             "] output");
+  return map;
+}
+
 void launch_fp8_gemm_wgmma_tma(const GemmArgs& p, int64_t b_groups, int k_groups, cudaStream_t stream) {
   const CUtensorMap map_a = make_tma_map(p.a, p.M, p.K, kBM), map_b = make_tma_map(p.b, b_groups * p.N, p.K, kBN);
   cuda_detail::check_cuda(

@@ -17,6 +17,10 @@ namespace shoestring::ops::gemm_detail {
 // A [rows, K] uint8 matrix read in box_rows x 128-byte boxes with the 128-byte swizzle; out-of-range
 // rows read as zeros (fp8_gemm_wgmma.cu).
 CUtensorMap make_tma_map(const void* ptr, int64_t rows, int64_t K, int box_rows);
+// The FP32 output C, [groups, M, N] (groups 1 unless k-grouped), written in 64-row x 32-column
+// boxes (128 bytes: one swizzle row) with the 128-byte swizzle; rows past M and columns past N are
+// not written. Needs N % 4 == 0 (row strides are multiples of 16 bytes) and a 16-byte aligned c.
+CUtensorMap make_tma_map_c(float* c, int64_t groups, int64_t M, int64_t N);
 
 #if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
 #define SHOESTRING_HAS_WGMMA 1
@@ -164,6 +168,20 @@ __device__ __forceinline__ void promote_column_scales(float (&acc)[BN / 2], cons
     }
 }
 
+// promote_column_scales with this thread's column scales already read (sb[2 j + e]: column
+// n0 + 8 j + 2 (lane % 4) + e, 0 past N): the same products in the same order.
+template <int BN>
+__device__ __forceinline__ void promote_staged_columns(float (&acc)[BN / 2], const float (&part)[BN / 2],
+                                                       const float (&sb)[BN / 4], float sa_lo, float sa_hi) {
+#pragma unroll
+  for (int j = 0; j < BN / 8; ++j)
+#pragma unroll
+    for (int e = 0; e < 2; ++e) {
+      acc[4 * j + e] += part[4 * j + e] * (sa_lo * sb[2 * j + e]);
+      acc[4 * j + 2 + e] += part[4 * j + 2 + e] * (sa_hi * sb[2 * j + e]);
+    }
+}
+
 // Either, by B's scale layout (the one-tile kernel; the persistent one picks at compile time).
 template <int BN>
 __device__ __forceinline__ void promote(float (&acc)[BN / 2], const float (&part)[BN / 2], const GemmArgs& p,
@@ -221,12 +239,13 @@ __device__ __forceinline__ void mbar_expect_bytes(std::uint32_t bar, unsigned by
 }
 // The stage ring's barriers, set up by one thread before the block's first __syncthreads: for each
 // of `stages` stages (8 bytes apart from full0 and empty0), "full" takes the producer's expect_tx
-// arrival (then the copy's bytes) and "empty" one arrival per consumer warp (2 warpgroups) of each
-// of the `blocks` blocks whose loads write into this one's stages (2 with a multicast peer).
+// arrival (then the copy's bytes) plus `extra_full` arrivals (the lanes of a warp that stages the
+// scales with cp.async), and "empty" one arrival per consumer warp (2 warpgroups) of each of the
+// `blocks` blocks whose loads write into this one's stages (2 with a multicast peer).
 __device__ __forceinline__ void init_stage_barriers(std::uint32_t full0, std::uint32_t empty0, int stages,
-                                                    unsigned blocks = 1) {
+                                                    unsigned blocks = 1, unsigned extra_full = 0) {
   for (int s = 0; s < stages; ++s) {
-    mbar_init(full0 + 8 * s, 1);
+    mbar_init(full0 + 8 * s, 1 + extra_full);
     mbar_init(empty0 + 8 * s, 8 * blocks);
   }
   asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");  // visible to the copy engine
@@ -259,6 +278,82 @@ __device__ __forceinline__ void tma_load(std::uint32_t dst, const CUtensorMap& m
           dst),
       "l"(reinterpret_cast<std::uint64_t>(&map)), "r"(x), "r"(y), "r"(bar)
       : "memory");
+}
+
+// 4 bytes from global src into shared dst with cp.async, or 4 zero bytes when !valid (src is then
+// not read but must still be a valid address).
+__device__ __forceinline__ void cp_async_4(std::uint32_t dst, const float* src, bool valid) {
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(dst), "l"(src), "r"(valid ? 4 : 0)
+               : "memory");
+}
+// One arrival on bar once every cp.async this thread has issued so far has landed (counted in the
+// barrier's expected arrivals: .noinc).
+__device__ __forceinline__ void cp_async_arrive(std::uint32_t bar) {
+  asm volatile("cp.async.mbarrier.arrive.noinc.shared.b64 [%0];\n" ::"r"(bar) : "memory");
+}
+__device__ __forceinline__ float ld_shared(std::uint32_t addr) {
+  float v;
+  asm volatile("ld.shared.f32 %0, [%1];\n" : "=f"(v) : "r"(addr) : "memory");
+  return v;
+}
+__device__ __forceinline__ float2 ld_shared2(std::uint32_t addr) {
+  float2 v;
+  asm volatile("ld.shared.v2.f32 {%0, %1}, [%2];\n" : "=f"(v.x), "=f"(v.y) : "r"(addr) : "memory");
+  return v;
+}
+
+// ---- The C tile written through shared memory by TMA stores (the persistent kernel's kTmaStore) ----
+// A consumer warpgroup's own barrier (ids 1 and 2; 0 is __syncthreads'): its 128 threads only.
+__device__ __forceinline__ void warpgroup_sync(int id) {
+  asm volatile("bar.sync %0, 128;\n" ::"r"(id) : "memory");
+}
+// Makes this thread's shared-memory writes visible to the copy engine (the async proxy).
+__device__ __forceinline__ void fence_async_shared() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
+// One 32 x 64 box of a 3-D tensor map from shared memory at src to (column x, row y, group z).
+__device__ __forceinline__ void tma_store_3d(const CUtensorMap& map, std::uint32_t src, int x, int y, int z) {
+  asm volatile("cp.async.bulk.tensor.3d.global.shared::cta.bulk_group [%0, {%1, %2, %3}], [%4];\n" ::"l"(
+                   reinterpret_cast<std::uint64_t>(&map)),
+               "r"(x), "r"(y), "r"(z), "r"(src)
+               : "memory");
+}
+__device__ __forceinline__ void bulk_commit() { asm volatile("cp.async.bulk.commit_group;\n" ::: "memory"); }
+// Until this thread's committed stores have read their shared memory (it can be written again).
+__device__ __forceinline__ void bulk_wait_read() { asm volatile("cp.async.bulk.wait_group.read 0;\n" ::: "memory"); }
+// Until this thread's committed stores are done.
+__device__ __forceinline__ void bulk_wait() { asm volatile("cp.async.bulk.wait_group 0;\n" ::: "memory"); }
+__device__ __forceinline__ void st_shared2(std::uint32_t addr, float x, float y) {
+  asm volatile("st.shared.v2.f32 [%0], {%1, %2};\n" ::"r"(addr), "f"(x), "f"(y) : "memory");
+}
+
+// store_slice through shared memory: the warpgroup's 64 x 128 slice (rows m0..m0 + 63 of group z,
+// columns n0..n0 + 127) goes into its 32 KB at cbuf as four 64 x 32 boxes in the 128-byte swizzle
+// (16-byte chunk c of a box row r sits at chunk c ^ (r % 8): a warp's 8-byte writes hit every bank
+// twice, the fewest possible), then one thread stores the boxes with TMA. The previous tile's
+// stores must have read cbuf first; they run on while the consumers start the next tile.
+// wg_row: the thread's first row within the slice (16 warp + lane / 4); padding rows get zeros.
+__device__ __forceinline__ void store_slice_tma(const float (&acc)[64], const GemmArgs& p, const CUtensorMap& map_c,
+                                                std::uint32_t cbuf, int m0, int n0, int z, int wg_row, int lane,
+                                                int barrier_id, bool leader) {
+  if (leader) bulk_wait_read();
+  warpgroup_sync(barrier_id);
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    const int r = wg_row + 8 * h;
+    const bool live = row_live(p, m0 + r);
+#pragma unroll
+    for (int j = 0; j < 16; ++j) {
+      const int byte = 32 * (j % 4) + 8 * (lane % 4);  // within the box row
+      const std::uint32_t addr = cbuf + (j / 4) * 8192 + r * 128 + ((((byte / 16) ^ (r % 8)) * 16) | (byte % 16));
+      st_shared2(addr, live ? acc[4 * j + 2 * h] : 0.0f, live ? acc[4 * j + 2 * h + 1] : 0.0f);
+    }
+  }
+  fence_async_shared();
+  warpgroup_sync(barrier_id);
+  if (leader) {
+#pragma unroll
+    for (int b = 0; b < 4; ++b) tma_store_3d(map_c, cbuf + b * 8192, n0 + 32 * b, m0, z);
+    bulk_commit();
+  }
 }
 
 // ---- Clusters of 2 blocks sharing one operand tile through TMA multicast ----

@@ -15,7 +15,7 @@
 # files: everything lands in $OUT/summary.txt (also printed) and $OUT/logs.tgz (re-packed after each
 # step, so a cut-off run still returns what it did).
 # Environment: OUT (default /tmp/out), BUDGET_S (default 480), SKIP (space-separated step names),
-# SHOESTRING_GPU_RUN (carried folder), E2E_LIMIT_S (the end-to-end step's limit, default 280; with T_CURVE for longer curves). Exit status: number of failed steps. About 6 minutes with
+# SHOESTRING_GPU_RUN (carried folder), CANDIDATES (GEMM candidates to test and bench), E2E_LIMIT_S (the end-to-end step's limit, default 280; with T_CURVE for longer curves). Exit status: number of failed steps. About 6 minutes with
 # every step on an H100 (367 s on 2026-11-27, the end-to-end step 174 s of them, the GEMM racecheck
 # cut at its 120 s; the machine's start adds about 35 s of device time).
 set -uo pipefail
@@ -85,9 +85,10 @@ if grep -q "SKIPPED \]" "$LOGS/gpu-tests.log" 2>/dev/null; then log "FAIL  gpu t
 
 # 1a. Each other persistent WGMMA candidate in a process of its own (a crash stays its own); the
 # bench times the kernels of step 1 (each row leaves out the one auto picks for it) and the
-# candidates that pass.
+# candidates that pass. CANDIDATES overrides the list: by default the untried ones and wgmma-n192
+# (the best at 4096 x 2112 x 7168 on 2026-11-27); wgmma-n160 and wgmma-n192-mc lost everywhere then.
 PASSED_CANDIDATES=mma,wgmma-tma,wgmma-persistent
-for cand in wgmma-n160 wgmma-n192 wgmma-n192-mc wgmma-banded; do
+for cand in ${CANDIDATES:-wgmma-n192 wgmma-banded wgmma-staged wgmma-store}; do
   if step "test-$cand" 40 env SHOESTRING_FP8_TEST_KERNELS="$cand" "${OURS[@]}" "$CARRY/test_fp8_gpu" \
     --gtest_filter='Fp8Gpu.*Gemm*:Fp8Gpu.EmptyK*'; then
     PASSED_CANDIDATES+=",$cand"
@@ -154,10 +155,11 @@ step memcheck-rows 60 "${OURS[@]}" compute-sanitizer --tool memcheck --error-exi
   --gtest_filter='Dtypes/MoeRowsGpu.*'
 grep -E "ERROR SUMMARY" "$LOGS/memcheck-rows.log" 2>/dev/null | tee -a "$SUMMARY"
 # racecheck is slow: on an H100 (2026-11-27) the dense GEMM test alone did not finish in 120 s on
-# two kernels. By default the k-grouped test (small shapes, empty and long groups) on the kernel
-# auto picks for large GEMMs; its candidates on 3 blocks reuse each pipeline stage across tiles,
-# so wgmma-persistent stands for them (same code, another tile width).
-step racecheck 120 env SHOESTRING_FP8_TEST_KERNELS="${RACE_KERNELS:-wgmma-persistent}" \
+# two kernels. By default the k-grouped test (small shapes, empty and long groups) on wgmma-staged:
+# the persistent kernel auto picks for large GEMMs plus the one shared-memory protocol of its own
+# (the scale warp's cp.async writes, the consumers' reads); its runs on 3 blocks reuse each
+# pipeline stage across tiles, so it stands for the other persistent candidates too.
+step racecheck 120 env SHOESTRING_FP8_TEST_KERNELS="${RACE_KERNELS:-wgmma-staged}" \
   "${OURS[@]}" compute-sanitizer --tool racecheck --error-exitcode 3 "$CARRY/test_fp8_gpu" \
   --gtest_filter="${RACE_FILTER:-Fp8Gpu.KGrouped*}"
 grep -E "RACECHECK SUMMARY|ERROR SUMMARY" "$LOGS/racecheck.log" 2>/dev/null | tee -a "$SUMMARY"
