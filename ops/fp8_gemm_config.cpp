@@ -19,6 +19,7 @@ const char* fp8_gemm_kernel_name(Fp8GemmKernel k) {
     case Fp8GemmKernel::kWgmmaBanded: return "wgmma-banded";
     case Fp8GemmKernel::kWgmmaStaged: return "wgmma-staged";
     case Fp8GemmKernel::kWgmmaStore: return "wgmma-store";
+    case Fp8GemmKernel::kWgmmaMulticast: return "wgmma-mc";
   }
   return "?";
 }
@@ -92,8 +93,8 @@ Fp8GemmConfig choose_fp8_gemm_config(int64_t M, int64_t N, int64_t K, const Fp8D
   c.block_n = 128;
   if (wgmma) {
     c.block_m = 128;
-    c.multicast = kernel == Fp8GemmKernel::kWgmmaN192Multicast;
-    c.block_n = kernel == Fp8GemmKernel::kWgmmaN192 || c.multicast ? 192
+    c.multicast = kernel == Fp8GemmKernel::kWgmmaN192Multicast || kernel == Fp8GemmKernel::kWgmmaMulticast;
+    c.block_n = kernel == Fp8GemmKernel::kWgmmaN192 || kernel == Fp8GemmKernel::kWgmmaN192Multicast ? 192
                 : kernel == Fp8GemmKernel::kWgmmaN160                ? 160
                                                                      : 128;
     c.threads = 384;
@@ -101,6 +102,7 @@ Fp8GemmConfig choose_fp8_gemm_config(int64_t M, int64_t N, int64_t K, const Fp8D
     if (kernel == Fp8GemmKernel::kWgmmaBanded || kernel == Fp8GemmKernel::kWgmmaStaged ||
         kernel == Fp8GemmKernel::kWgmmaStore)
       c.tile_band = 8;
+    if (kernel == Fp8GemmKernel::kWgmmaMulticast) c.tile_band = 4;  // bands of 4 pairs: 8 rows of tiles
     c.staged_scales = kernel == Fp8GemmKernel::kWgmmaStaged;
     c.tma_store = kernel == Fp8GemmKernel::kWgmmaStore;
     if (c.persistent) {

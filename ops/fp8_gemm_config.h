@@ -33,19 +33,24 @@ enum class Fp8GemmKernel {
   // so that the consumers start the next tile while the copy engine writes this one: at K = 1536
   // and 2048 a tile's 64 KB of FP32 C is large beside its 12-16 K blocks. A candidate.
   kWgmmaStore,
+  // kWgmmaPersistent in pairs of blocks sharing each B tile through TMA multicast (as
+  // kWgmmaN192Multicast, at 128 wide: 25% fewer operand bytes per FLOP out of L2 than unpaired
+  // 128 x 128, with 64 + 64 accumulators per thread), pairs walked in bands of 4 (8 rows of tiles).
+  // A candidate.
+  kWgmmaMulticast,
 };
 
 inline constexpr Fp8GemmKernel kAllFp8GemmKernels[] = {
     Fp8GemmKernel::kAuto,     Fp8GemmKernel::kSimt,             Fp8GemmKernel::kMma,
     Fp8GemmKernel::kWgmmaTma, Fp8GemmKernel::kWgmmaPersistent, Fp8GemmKernel::kWgmmaN160,
     Fp8GemmKernel::kWgmmaN192, Fp8GemmKernel::kWgmmaN192Multicast, Fp8GemmKernel::kWgmmaBanded,
-    Fp8GemmKernel::kWgmmaStaged, Fp8GemmKernel::kWgmmaStore};
+    Fp8GemmKernel::kWgmmaStaged, Fp8GemmKernel::kWgmmaStore, Fp8GemmKernel::kWgmmaMulticast};
 
 // The Hopper WGMMA kernels (sm_90a).
 inline bool is_wgmma_kernel(Fp8GemmKernel k) {
   return k == Fp8GemmKernel::kWgmmaTma || k == Fp8GemmKernel::kWgmmaPersistent || k == Fp8GemmKernel::kWgmmaN160 ||
          k == Fp8GemmKernel::kWgmmaN192 || k == Fp8GemmKernel::kWgmmaN192Multicast || k == Fp8GemmKernel::kWgmmaBanded ||
-         k == Fp8GemmKernel::kWgmmaStaged || k == Fp8GemmKernel::kWgmmaStore;
+         k == Fp8GemmKernel::kWgmmaStaged || k == Fp8GemmKernel::kWgmmaStore || k == Fp8GemmKernel::kWgmmaMulticast;
 }
 
 const char* fp8_gemm_kernel_name(Fp8GemmKernel k);
@@ -55,7 +60,7 @@ Fp8GemmKernel fp8_gemm_kernel_from_name(const std::string& name);
 bool fp8_gemm_kernel_listed(const std::string& comma_separated, Fp8GemmKernel k);
 
 // SHOESTRING_FP8_GEMM_KERNEL (auto, simt, mma, wgmma-tma, wgmma-persistent, wgmma-n160, wgmma-n192,
-// wgmma-n192-mc, wgmma-banded, wgmma-staged, wgmma-store), read once: what kAuto means for this process. A way to compare kernels in a real
+// wgmma-n192-mc, wgmma-banded, wgmma-staged, wgmma-store, wgmma-mc), read once: what kAuto means for this process. A way to compare kernels in a real
 // run, or to step around one; unset means auto.
 Fp8GemmKernel fp8_gemm_kernel_from_env();
 
@@ -65,7 +70,7 @@ struct Fp8GemmConfig {
   int block_n = 64;   // columns of C per thread block (kMma: always 128 = one weight scale block)
   int threads = 256;
   bool persistent = false;  // at most one block per SM, each walking tiles (the kWgmma* candidates)
-  bool multicast = false;   // blocks in pairs sharing B tiles (kWgmmaN192Multicast; not M-grouped, M > 128)
+  bool multicast = false;   // blocks in pairs sharing B tiles (kWgmma*Multicast; not M-grouped, M > 128)
   // Split-K for a dense GEMM whose tiles fill less than half the GPU (M = 128 decode-like shapes):
   // K is cut into k_splits spans of whole 128-blocks (at least 4 each), each span's partial C is
   // computed as one group of the k-grouped launch, and the partials are summed in a fixed order.
@@ -86,8 +91,8 @@ struct Fp8DeviceInfo {
 // when M x N has at least half as many 128x128 tiles as the GPU has SMs, else kWgmmaTma (no split-K);
 // kMma on other sm >= 89, else kSimt. A forced kernel the device lacks throws std::invalid_argument (the WGMMA
 // kernel's sm_90a instructions exist on sm_90 only; kMma's need sm_89).
-// Tile size: kWgmmaTma, kWgmmaPersistent, kWgmmaBanded, kWgmmaStaged and kWgmmaStore (the last three in
-// bands of 8 rows) 128x128, kWgmmaN160 128x160, kWgmmaN192(Multicast) 128x192. kMma
+// Tile size: kWgmmaTma, kWgmmaPersistent, kWgmmaBanded, kWgmmaStaged, kWgmmaStore (the last three in
+// bands of 8 rows) and kWgmmaMulticast (pairs, bands of 4 pairs) 128x128, kWgmmaN160 128x160, kWgmmaN192(Multicast) 128x192. kMma
 // uses 128x128 tiles when that already fills the GPU (>= one wave of blocks), else 64x128 to double
 // the number of blocks for small M (decode-like shapes).
 Fp8GemmConfig choose_fp8_gemm_config(int64_t M, int64_t N, int64_t K, const Fp8DeviceInfo& dev,

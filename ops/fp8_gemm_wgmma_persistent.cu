@@ -1,5 +1,5 @@
-// kWgmmaPersistent, kWgmmaN160, kWgmmaN192, kWgmmaN192Multicast, kWgmmaBanded, kWgmmaStaged and
-// kWgmmaStore: the Hopper FP8 GEMM of
+// kWgmmaPersistent, kWgmmaN160, kWgmmaN192, kWgmmaN192Multicast, kWgmmaBanded, kWgmmaStaged,
+// kWgmmaStore and kWgmmaMulticast: the Hopper FP8 GEMM of
 // fp8_gemm_wgmma.cu (same numerics: each 128-wide K block's partial sum promoted into FP32 with its
 // two scales; the same producer warp, consumer warpgroups and setmaxnreg split) on a persistent
 // grid, with a choice of tile width. What the one-block-per-tile kernel cannot do:
@@ -119,7 +119,7 @@ __global__ void __launch_bounds__(kThreads, 1)
         for (int kb = span.begin; kb < span.end; ++kb, ++it) {
           const int s = it % kStages, use = it / kStages;
           // Consumers (of both blocks, with a peer) released its last use.
-          if (use > 0) mbar_wait<(kCluster > 1)>(empty0 + 8 * s, (use - 1) & 1);
+          if (use > 0) mbar_wait(empty0 + 8 * s, (use - 1) & 1);
           if (lane == 0) {
             const std::uint32_t a_s = base + s * T::kStageBytes, full = full0 + 8 * s;
             mbar_expect_bytes(full, T::kStageBytes);  // A, and all of B (this block's half and the peer's)
@@ -166,6 +166,7 @@ __global__ void __launch_bounds__(kThreads, 1)
           cp_async_arrive(full0 + 8 * s);
         }
       }
+      asm volatile("cp.async.wait_all;\n" ::: "memory");  // no copy outlives its issuing thread
     }
   } else {
     asm volatile("setmaxnreg.inc.sync.aligned.u32 232;\n");
@@ -316,6 +317,9 @@ void launch_fp8_gemm_wgmma_persistent(const GemmArgs& p, int64_t b_groups, int k
   if (multicast && p.group_of_row == nullptr && block_n == 192 && p.M > kBM) {
     if (columns) launch_tiles<192, true, 2>(p, b_groups, k_groups, max_blocks, stream);
     else launch_tiles<192, false, 2>(p, b_groups, k_groups, max_blocks, stream);
+  } else if (multicast && p.group_of_row == nullptr && block_n == 128 && p.M > kBM) {
+    if (columns) launch_tiles<128, true, 2>(p, b_groups, k_groups, max_blocks, stream);
+    else launch_tiles<128, false, 2>(p, b_groups, k_groups, max_blocks, stream);
   } else if (block_n == 128 && columns) launch_tiles<128, true, 1>(p, b_groups, k_groups, max_blocks, stream);
   else if (block_n == 128) launch_tiles<128, false, 1>(p, b_groups, k_groups, max_blocks, stream);
   else if (block_n == 160 && columns) launch_tiles<160, true, 1>(p, b_groups, k_groups, max_blocks, stream);

@@ -250,25 +250,17 @@ __device__ __forceinline__ void init_stage_barriers(std::uint32_t full0, std::ui
   }
   asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");  // visible to the copy engine
 }
-// Returns once the barrier's phase with this parity has completed. kCluster: with acquire semantics
-// at cluster scope, for a barrier that other blocks of the cluster arrive on (their releases).
-template <bool kCluster = false>
+// Returns once the barrier's phase with this parity has completed (acquire, CTA scope: also for the
+// multicast kernel's "empty" barriers that the peer block arrives on, as CUTLASS's ClusterBarrier
+// and DeepGEMM wait on theirs).
 __device__ __forceinline__ void mbar_wait(std::uint32_t bar, unsigned parity) {
   unsigned done = 0;
   do {
-    if constexpr (kCluster)
-      asm volatile(
-          "{\n.reg .pred p;\nmbarrier.try_wait.parity.acquire.cluster.shared::cta.b64 p, [%1], %2;\n"
-          "selp.u32 %0, 1, 0, p;\n}\n"
-          : "=r"(done)
-          : "r"(bar), "r"(parity)
-          : "memory");
-    else
-      asm volatile(
-          "{\n.reg .pred p;\nmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\nselp.u32 %0, 1, 0, p;\n}\n"
-          : "=r"(done)
-          : "r"(bar), "r"(parity)
-          : "memory");
+    asm volatile(
+        "{\n.reg .pred p;\nmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\nselp.u32 %0, 1, 0, p;\n}\n"
+        : "=r"(done)
+        : "r"(bar), "r"(parity)
+        : "memory");
   } while (!done);
 }
 // One 128 x 128-byte box at (column x, row y) of a 2-D tensor map into shared memory at dst.
@@ -373,9 +365,13 @@ __device__ __forceinline__ std::uint32_t cluster_address(std::uint32_t addr, uns
   asm volatile("mapa.shared::cluster.u32 %0, %1, %2;\n" : "=r"(remote) : "r"(addr), "r"(rank));
   return remote;
 }
-// One arrival on a barrier of another block of the cluster (its cluster_address).
+// One arrival on a barrier of another block of the cluster (its cluster_address), with the default
+// semantics (release, CTA scope) as CUTLASS's ClusterBarrier::arrive(cta_id) and DeepGEMM's empty
+// barriers: the arriving warp's reads of the stage (by its MMAs) are complete once wgmma.wait_group
+// returned. The release.cluster form used before profiled at 12.1 cycles per issued instruction
+// against the unpaired kernel's 4.7 (H100, 2026-11-27); whether it was the cause is for the next run.
 __device__ __forceinline__ void mbar_arrive_remote(std::uint32_t remote_bar) {
-  asm volatile("mbarrier.arrive.release.cluster.shared::cluster.b64 _, [%0];\n" ::"r"(remote_bar) : "memory");
+  asm volatile("mbarrier.arrive.shared::cluster.b64 _, [%0];\n" ::"r"(remote_bar) : "memory");
 }
 // tma_load into dst's offset in every block of `mask`; each one's barrier at bar's offset gets the bytes.
 __device__ __forceinline__ void tma_load_multicast(std::uint32_t dst, const CUtensorMap& map, int x, int y,

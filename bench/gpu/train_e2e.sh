@@ -10,9 +10,11 @@
 #      ours' line doubles as the bf16 bench (bench_bf16.json).
 #   2. `bench train` in fp8 (bench_fp8.json).
 #   3. `train` for up to CURVE_STEPS steps in bf16 and in fp8 (at once), same seed and synthetic data, a reduced
-#      batch (CURVE_SETS); metrics to curve_{bf16,fp8}.jsonl; bench/gpu/e2e_summary.py compares
-#      the mean loss of the last 20 steps both runs finished (a run cut by its timeout still counts
-#      up to where it got: metrics.jsonl is flushed every step).
+#      batch and a validation loss every 100 steps on a fixed set (CURVE_SETS); metrics to
+#      curve_{bf16,fp8}.jsonl; bench/gpu/e2e_summary.py compares the last 200 steps both runs
+#      finished, mean against mean and paired step by step with a standard error, and the last
+#      validation loss both reached (a run cut by its timeout still counts up to where it got:
+#      metrics.jsonl is flushed every step).
 # Every step has a timeout; the defaults keep the whole script under 4.5 minutes (265 s of
 # timeouts, the two curves running at once for 115 s: on an H100 on 2026-11-26 one curve alone ran
 # 289 bf16 or 161 fp8 steps in 60 s, and the loss only starts to fall after ~100 steps). For a
@@ -29,7 +31,7 @@ GPU=${GPU-h100}                        # the planner's table name for the peak (
 BENCH_STEPS=${BENCH_STEPS:-10}
 BENCH_WARMUP=${BENCH_WARMUP:-3}
 CURVE_STEPS=${CURVE_STEPS:-5000}  # the timeout ends them first
-CURVE_SETS=${CURVE_SETS-train.micro_batch_size=4 train.seq_len=512 optim.warmup_steps=50 train.threads=8}
+CURVE_SETS=${CURVE_SETS-train.micro_batch_size=4 train.seq_len=512 optim.warmup_steps=50 train.threads=8 data.eval_interval=100 data.eval_batches=16}
 T_PEER=${T_PEER:-95} T_BENCH=${T_BENCH:-55} T_CURVE=${T_CURVE:-115}
 PARTS=" ${E2E_PARTS:-peer bench curves} "  # a subset reruns part of the check
 CURVE_PARALLEL=${CURVE_PARALLEL:-1}      # both curves at once on the one GPU (same wall time for both); 0: one after the other

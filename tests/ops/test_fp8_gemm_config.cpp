@@ -44,7 +44,7 @@ TEST(Fp8GemmConfig, PersistentKernelsAreHopperOnlyAndAutoTakesTheSquareOneWhereI
   for (auto [k, bn] : {std::pair{Fp8GemmKernel::kWgmmaPersistent, 128}, std::pair{Fp8GemmKernel::kWgmmaN160, 160},
                        std::pair{Fp8GemmKernel::kWgmmaN192, 192}, std::pair{Fp8GemmKernel::kWgmmaN192Multicast, 192},
                        std::pair{Fp8GemmKernel::kWgmmaBanded, 128}, std::pair{Fp8GemmKernel::kWgmmaStaged, 128},
-                       std::pair{Fp8GemmKernel::kWgmmaStore, 128}}) {
+                       std::pair{Fp8GemmKernel::kWgmmaStore, 128}, std::pair{Fp8GemmKernel::kWgmmaMulticast, 128}}) {
     const Fp8GemmConfig c = choose_fp8_gemm_config(4096, 7168, 2048, h100, k);
     EXPECT_EQ(c.kernel, k);
     EXPECT_EQ(c.block_m, 128);
@@ -52,10 +52,10 @@ TEST(Fp8GemmConfig, PersistentKernelsAreHopperOnlyAndAutoTakesTheSquareOneWhereI
     EXPECT_TRUE(c.persistent);
     EXPECT_NE(c.describe().find("persistent"), std::string::npos) << c.describe();
     EXPECT_TRUE(is_wgmma_kernel(k));
-    EXPECT_EQ(c.multicast, k == Fp8GemmKernel::kWgmmaN192Multicast);
+    EXPECT_EQ(c.multicast, k == Fp8GemmKernel::kWgmmaN192Multicast || k == Fp8GemmKernel::kWgmmaMulticast);
     const bool banded = k == Fp8GemmKernel::kWgmmaBanded || k == Fp8GemmKernel::kWgmmaStaged ||
                         k == Fp8GemmKernel::kWgmmaStore;
-    EXPECT_EQ(c.tile_band, banded ? 8 : 1);
+    EXPECT_EQ(c.tile_band, banded ? 8 : k == Fp8GemmKernel::kWgmmaMulticast ? 4 : 1);
     EXPECT_EQ(c.tma_store, k == Fp8GemmKernel::kWgmmaStore);
     EXPECT_EQ(c.describe().find("TMA") != std::string::npos, c.tma_store) << c.describe();
     EXPECT_EQ(c.staged_scales, k == Fp8GemmKernel::kWgmmaStaged);

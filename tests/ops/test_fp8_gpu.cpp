@@ -83,8 +83,8 @@ int device_sm() { return 0; }
 // The tensor-core kernels this device can run: mma.sync from sm_89, WGMMA (built sm_90a) on sm_90.
 // The persistent WGMMA candidates run twice: on their own grid (one block per SM, which the small
 // test shapes rarely exceed) and on 3 blocks, so that every block walks many tiles and the pipeline's
-// stages and barrier phases carry over from one tile to the next at odd offsets. The multicast one
-// runs in pairs of blocks (3 blocks make one pair), so it also runs on 5: two pairs taking turns.
+// stages and barrier phases carry over from one tile to the next at odd offsets. The multicast ones
+// run in pairs of blocks (3 blocks make one pair), so they also run on 5: two pairs taking turns.
 struct KernelRun {
   Fp8GemmKernel kernel;
   int blocks;  // SHOESTRING_FP8_GEMM_BLOCKS for this run; 0: unset
@@ -101,9 +101,10 @@ std::vector<KernelRun> tensor_core_runs() {
     runs.push_back({Fp8GemmKernel::kWgmmaTma, 0});
     for (Fp8GemmKernel k : {Fp8GemmKernel::kWgmmaPersistent, Fp8GemmKernel::kWgmmaN160, Fp8GemmKernel::kWgmmaN192,
                             Fp8GemmKernel::kWgmmaN192Multicast, Fp8GemmKernel::kWgmmaBanded,
-                            Fp8GemmKernel::kWgmmaStaged, Fp8GemmKernel::kWgmmaStore})
+                            Fp8GemmKernel::kWgmmaStaged, Fp8GemmKernel::kWgmmaStore, Fp8GemmKernel::kWgmmaMulticast})
       for (int blocks : {0, 3}) runs.push_back({k, blocks});
     runs.push_back({Fp8GemmKernel::kWgmmaN192Multicast, 5});
+    runs.push_back({Fp8GemmKernel::kWgmmaMulticast, 5});
   }
   if (const char* only = std::getenv("SHOESTRING_FP8_TEST_KERNELS"))
     std::erase_if(runs, [&](const KernelRun& r) { return !fp8_gemm_kernel_listed(only, r.kernel); });
@@ -299,41 +300,48 @@ TEST_F(Fp8Gpu, GroupedGemmKernelsMatchReference) {
 
 TEST_F(Fp8Gpu, KGroupedGemmKernelsMatchReference) {
   // The grouped Wgrad: empty groups (first, middle, last), a group longer than the WGMMA kernel's 5
-  // pipeline stages (its barrier phases wrap inside one group) and ragged M and N.
+  // pipeline stages (its barrier phases wrap inside one group) and ragged M and N; N = 132 is a
+  // multiple of 4, so wgmma-store writes C by TMA (rows past M = 200 of each group clipped), N = 130
+  // takes its fallback.
   at::manual_seed(29);
   const std::vector<int64_t> k_rows = {0, 256, 0, 128, 896, 0};
-  const int64_t M = 200, N = 132, K = 1280;  // N % 4 == 0: wgmma-store writes C by TMA here
-  const Fp8Tensor qa = quantize_1x128(at::randn({M, K})), qb = quantize_1x128(at::randn({N, K}) * 0.1);
-  const at::Tensor ref = fp8_k_grouped_gemm_reference(qa, qb, k_rows);
-  // Poison before each call, as in DenseGemmKernelsMatchReference: a freed NaN block of C's size is
-  // what the caching allocator hands the kernel next, so a tile or an empty group the kernel never
-  // writes shows up as NaN instead of the previous kernel's correct values.
-  const auto poison = [&] { at::full({6, M, N}, std::nanf(""), at::TensorOptions().device(at::kCUDA, 0)); };
-  poison();
-  const at::Tensor simt = fp8_k_grouped_gemm_cuda(to_cuda(qa), to_cuda(qb), k_rows, Fp8GemmKernel::kSimt).cpu();
-  EXPECT_TRUE(at::equal(simt, ref)) << "calc_diff " << calc_diff(simt, ref);
-  for (const KernelRun& run : tensor_core_runs()) {
-    const BlocksEnv env(run.blocks);
-    const Fp8GemmKernel k = run.kernel;
+  const int64_t M = 200, K = 1280;
+  for (const int64_t N : {132, 130}) {
+    SCOPED_TRACE("N=" + std::to_string(N));
+    const Fp8Tensor qa = quantize_1x128(at::randn({M, K})), qb = quantize_1x128(at::randn({N, K}) * 0.1);
+    const at::Tensor ref = fp8_k_grouped_gemm_reference(qa, qb, k_rows);
+    // Poison before each call, as in DenseGemmKernelsMatchReference: a freed NaN block of C's size is
+    // what the caching allocator hands the kernel next, so a tile or an empty group the kernel never
+    // writes shows up as NaN instead of the previous kernel's correct values.
+    const auto poison = [&] { at::full({6, M, N}, std::nanf(""), at::TensorOptions().device(at::kCUDA, 0)); };
     poison();
-    const at::Tensor c = fp8_k_grouped_gemm_cuda(to_cuda(qa), to_cuda(qb), k_rows, k).cpu();
-    EXPECT_FALSE(c.isnan().any().item<bool>()) << run.name();
-    for (size_t g = 0; g < k_rows.size(); ++g) {
-      const auto i = int64_t(g);
-      if (k_rows[g] == 0) {
-        EXPECT_TRUE(at::equal(c[i], at::zeros({M, N}))) << run.name() << " empty group " << g;
-        continue;
+    const at::Tensor simt = fp8_k_grouped_gemm_cuda(to_cuda(qa), to_cuda(qb), k_rows, Fp8GemmKernel::kSimt).cpu();
+    EXPECT_TRUE(at::equal(simt, ref)) << "calc_diff " << calc_diff(simt, ref);
+    for (const KernelRun& run : tensor_core_runs()) {
+      const BlocksEnv env(run.blocks);
+      const Fp8GemmKernel k = run.kernel;
+      poison();
+      const at::Tensor c = fp8_k_grouped_gemm_cuda(to_cuda(qa), to_cuda(qb), k_rows, k).cpu();
+      EXPECT_FALSE(c.isnan().any().item<bool>()) << run.name();
+      for (size_t g = 0; g < k_rows.size(); ++g) {
+        const auto i = int64_t(g);
+        if (k_rows[g] == 0) {
+          EXPECT_TRUE(at::equal(c[i], at::zeros({M, N}))) << run.name() << " empty group " << g;
+          continue;
+        }
+        const double d = calc_diff(c[i], ref[i]);
+        std::cout << "[measured] k-grouped N=" << N << " " << run.name() << " group " << g
+                  << " vs reference: calc_diff " << d << "\n";
+        EXPECT_LT(d, kFp8Tol.gpu_mma_vs_reference) << run.name() << " group " << g;
       }
-      const double d = calc_diff(c[i], ref[i]);
-      std::cout << "[measured] k-grouped " << run.name() << " group " << g << " vs reference: calc_diff "
-                << d << "\n";
-      EXPECT_LT(d, kFp8Tol.gpu_mma_vs_reference) << run.name() << " group " << g;
     }
   }
+  const int64_t N = 130;
+  const Fp8Tensor qa = quantize_1x128(at::randn({M, K})), qb = quantize_1x128(at::randn({N, K}) * 0.1);
   EXPECT_THROW(fp8_k_grouped_gemm_cuda(to_cuda(qa), to_cuda(qb), {1216, 64}), std::invalid_argument);  // 64: unpadded
   // Every group empty (K = 0): zeros without a launch, on the default kernel choice.
   const Fp8Tensor ea = quantize_1x128(at::zeros({M, 0})), eb = quantize_1x128(at::zeros({N, 0}));
-  poison();
+  at::full({2, M, N}, std::nanf(""), at::TensorOptions().device(at::kCUDA, 0));  // poison, as above
   EXPECT_TRUE(at::equal(fp8_k_grouped_gemm_cuda(to_cuda(ea), to_cuda(eb), {0, 0}).cpu(), at::zeros({2, M, N})));
 }
 
