@@ -97,6 +97,11 @@ PrepareStats prepare_dataset(const PrepareOptions& o, const PrepareProgress& pro
   std::vector<uint64_t> docs_in_shard(files.size(), 0);
   auto open_shard = [&] {
     const std::string path = o.shard_tokens ? shard_path(o.output, stats.outputs.size()) : o.output;
+    // Writing over an input would destroy the text being read (the writer renames over it).
+    std::error_code ec;
+    for (const auto& f : files)
+      if (f != "-" && fs::exists(path) && fs::equivalent(f, path, ec))
+        throw data_error(path, "is also an input file; write the dataset elsewhere (-o)");
     writer = std::make_unique<TokenDatasetWriter>(path, tok->identity(), tok->eod_id(), o.writer);
     writer->set_shard(int64_t(stats.outputs.size()), 1);
     stats.outputs.push_back(path);

@@ -1,6 +1,7 @@
 // The SentencePiece tokenizer and trainer. Compiled with SHOESTRING_HAVE_SENTENCEPIECE when
 // pkg-config finds sentencepiece.pc; otherwise the functions below say what is missing.
 #include <algorithm>
+#include <cstdio>
 #include <thread>
 #include <unordered_map>
 
@@ -114,7 +115,18 @@ void train_sentencepiece(const std::vector<std::string>& sentences, const Senten
   };
   VectorIterator it(sentences);
   const auto st = sentencepiece::SentencePieceTrainer::Train(args, &it);
-  if (!st.ok()) throw DataError("train-tokenizer: SentencePiece training failed: " + st.ToString());
+  if (!st.ok()) {
+    // The commonest failure, said in our terms: SentencePiece's text names its own source line and a
+    // --character_coverage option that `data train-tokenizer` does not have.
+    const std::string what = st.ToString();
+    const size_t at = what.find("Vocabulary size is smaller than required_chars. ");
+    long long asked = 0, needed = 0;
+    if (at != std::string::npos &&
+        std::sscanf(what.c_str() + at + 48, "%lld vs %lld", &asked, &needed) == 2)
+      throw DataError("train-tokenizer: --vocab-size " + std::to_string(asked) + " is too small for this text: it needs at least " +
+                      std::to_string(needed) + " (its characters, the 256 byte-fallback pieces and the special tokens)");
+    throw DataError("train-tokenizer: SentencePiece training failed: " + what);
+  }
 }
 
 #else  // no SentencePiece in this build

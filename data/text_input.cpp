@@ -12,6 +12,18 @@ namespace fs = std::filesystem;
 
 namespace shoestring::data {
 
+namespace {
+
+// A NUL byte in the first 8 KiB: an image, an archive, a dataset we wrote (HDF5), not text.
+bool looks_binary(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  char buf[8192];
+  in.read(buf, sizeof buf);
+  return std::find(buf, buf + in.gcount(), '\0') != buf + in.gcount();
+}
+
+}  // namespace
+
 std::vector<std::string> expand_inputs(const std::vector<std::string>& args) {
   std::vector<std::string> out;
   for (const auto& a : args) {
@@ -26,12 +38,19 @@ std::vector<std::string> expand_inputs(const std::vector<std::string>& args) {
           if (it->is_directory()) it.disable_recursion_pending();
           continue;
         }
-        if (it->is_regular_file()) found.push_back(it->path().string());
+        if (!it->is_regular_file()) continue;
+        // A directory of text may hold the odd image or an earlier dataset: skipped, and said so.
+        if (looks_binary(it->path().string())) {
+          std::cerr << "skipping " << it->path().string() << ": not text (a NUL byte in its first 8 KiB)\n";
+          continue;
+        }
+        found.push_back(it->path().string());
       }
       std::sort(found.begin(), found.end());  // the dataset must not depend on directory order
-      if (found.empty()) throw data_error(a, "directory holds no files");
+      if (found.empty()) throw data_error(a, "directory holds no text files");
       out.insert(out.end(), found.begin(), found.end());
     } else if (fs::is_regular_file(a)) {
+      if (looks_binary(a)) throw data_error(a, "not text: a NUL byte in its first 8 KiB (a binary file?)");
       out.push_back(a);
     } else {
       throw data_error(a, fs::exists(a) ? "not a regular file or directory" : "no such file or directory");

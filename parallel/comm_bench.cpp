@@ -134,8 +134,12 @@ int run_comm_bench(const World& world, const CommBenchOptions& o, std::ostream& 
   for (const auto& op : o.ops)
     if (op != "all_reduce" && op != "reduce_scatter" && op != "all_gather" && op != "broadcast" && op != "all_to_all")
       return error = "unknown op '" + op + "'", 2;
-  if (o.min_bytes <= 0 || o.max_bytes < o.min_bytes || o.iters <= 0 || o.warmup < 0 || o.rounds <= 0)
-    return error = "need 0 < min-bytes <= max-bytes, iters > 0, warmup >= 0", 2;
+  if (o.min_bytes <= 0) return error = "--min-bytes must be > 0, got " + std::to_string(o.min_bytes), 2;
+  if (o.max_bytes < o.min_bytes)
+    return error = "--max-bytes (" + std::to_string(o.max_bytes) + ") is below --min-bytes (" + std::to_string(o.min_bytes) + ")", 2;
+  if (o.iters <= 0) return error = "--iters must be > 0, got " + std::to_string(o.iters), 2;
+  if (o.warmup < 0) return error = "--warmup must be >= 0, got " + std::to_string(o.warmup), 2;
+  if (o.rounds <= 0) return error = "--rounds must be > 0, got " + std::to_string(o.rounds), 2;
   if (o.backend != "mpi" && o.backend != "nccl") return error = "unknown backend '" + o.backend + "'", 2;
   // NCCL needs no MPI for one rank (the world group is then the local one that bootstraps it):
   // the GPU check machine has no mpirun.

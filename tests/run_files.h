@@ -5,6 +5,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <regex>
 #include <string>
 #include <vector>
@@ -17,6 +18,12 @@ inline std::filesystem::path fresh_dir(const std::string& prefix, const std::str
       std::filesystem::temp_directory_path() / (prefix + "_" + name + "_" + std::to_string(::getpid()));
   std::filesystem::remove_all(d);
   return d;
+}
+
+// A whole file's bytes ("" when it cannot be read).
+inline std::string read_file(const std::filesystem::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
 }
 
 // metrics.jsonl without the timing fields (tokens_per_s and everything after it).

@@ -176,18 +176,26 @@ std::string line_of(const std::string& origin, const YAML::Node& n) {
 void apply_yaml(Config& c, Origins& origins, const YAML::Node& root, const std::string& origin) {
   if (root.IsNull()) return;  // an empty file changes nothing
   if (!root.IsMap()) throw ConfigError(line_of(origin, root) + ": expected a mapping of sections (model, train, ...)");
+  // yaml-cpp keeps both of a repeated key, and the later one would win without a word.
+  std::map<std::string, std::string> seen;  // section or section.key -> where it first appeared
+  const auto first_time = [&](const std::string& key, const std::string& where) {
+    const auto [it, inserted] = seen.emplace(key, where);
+    if (!inserted) fail(where, key, "duplicate key (first at " + it->second + ")");
+  };
   for (const auto& sec : root) {
     const std::string sname = sec.first.as<std::string>();
     const std::string swhere = line_of(origin, sec.first);
     const auto known = sections();
     if (std::find(known.begin(), known.end(), sname) == known.end())
       fail(swhere, sname, unknown_key_message(sname));
+    first_time(sname, swhere);
     if (sec.second.IsNull()) continue;
     if (!sec.second.IsMap()) fail(swhere, sname, "expected a mapping of keys");
     for (const auto& kv : sec.second) {
       const std::string path = sname + "." + kv.first.as<std::string>();
       const std::string where = line_of(origin, kv.first);
       const FieldSpec& f = require_field(path, where);
+      first_time(path, where);
       const YAML::Node& v = kv.second;
       ConfigValue value;
       if ((f.type == FieldType::StringList || f.type == FieldType::IntList) && v.IsSequence()) {
@@ -346,6 +354,8 @@ Config load_config(const std::vector<std::string>& files, const std::vector<std:
   Config c;
   Origins origins;
   for (const auto& file : files) {
+    // An ifstream opens a directory without complaint and reads nothing: all defaults.
+    if (std::filesystem::is_directory(file)) throw ConfigError(file + ": is a directory, expected a YAML config file");
     std::ifstream in(file);
     if (!in) throw ConfigError(file + ": cannot read config file (missing or unreadable)");
     std::stringstream ss;

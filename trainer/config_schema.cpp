@@ -130,7 +130,7 @@ std::vector<FieldSpec> build() {
   s.push_back(field("log.progress", &C::log, &LogConfig::progress, "Progress bar: auto (only on a terminal, and not under mpirun/srun), on, off.", R::Any, {"auto", "on", "off"}));
   s.push_back(field("log.tensorboard", &C::log, &LogConfig::tensorboard, "Also write TensorBoard event files to <run_dir>/tb/ (docs/tensorboard.md).", R::Any));
   // checkpoint
-  s.push_back(field("checkpoint.dir", &C::checkpoint, &CheckpointConfig::dir, "Directory of the step_NNNNNNN/ checkpoints and the `latest` pointer; empty = <run dir>/checkpoints."));
+  s.push_back(field("checkpoint.dir", &C::checkpoint, &CheckpointConfig::dir, "Directory of the step_NNNNNNN/ checkpoints and the `latest` pointer; empty = <run dir>/checkpoints. Created at start when the run will save (`checkpoint.interval` > 0, or this key set): one that cannot be created stops the run before its first step."));
   s.push_back(field("checkpoint.interval", &C::checkpoint, &CheckpointConfig::interval, "Save a checkpoint every this many steps (and after the last step); 0 = never, except when a SIGTERM/SIGUSR1 asks the run to stop.", R::NonNegative));
   s.push_back(field("checkpoint.keep", &C::checkpoint, &CheckpointConfig::keep, "Complete checkpoints kept: older ones are deleted once a newer one is complete; 0 keeps all.", R::NonNegative));
   s.push_back(field("checkpoint.keep_every", &C::checkpoint, &CheckpointConfig::keep_every, "Also keep, forever, every checkpoint whose step is a multiple of this (they do not count towards checkpoint.keep); 0 = none.", R::NonNegative));

@@ -324,6 +324,7 @@ TrainSummary train(const Config& cfg, const parallel::World& world, const TrainO
   std::vector<std::string> ckpt_warnings;
   const int64_t start_step = resume_run(s, ck, cfg, options, summary, ckpt_warnings);
   if (s.converting) return summary;  // resume_run() saved the converted checkpoint (or threw)
+  if (rank0 && !options.resume.empty()) write_run_config(run_dir, cfg);
 
   RunLog log{open_metrics(run_dir, options, start_step, rank0),
              open_tensorboard(cfg, run_dir, options, start_step, rank0), open_progress(cfg, world, run_dir, rank0)};

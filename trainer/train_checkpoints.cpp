@@ -2,6 +2,7 @@
 
 #include <chrono>
 #include <cstdio>
+#include <filesystem>
 #include <sstream>
 #include <stdexcept>
 
@@ -52,6 +53,17 @@ RunCheckpoints run_checkpoints(TrainSetup& s, const Config& cfg, const parallel:
     }
     return problems;
   };
+  // A run that will save finds out now, not at its first save hours later, that it cannot.
+  if (!s.converting && (cfg.checkpoint.interval > 0 || !cfg.checkpoint.dir.empty())) {
+    std::string failure;
+    if (mesh.world->rank() == 0) {
+      std::error_code ec;
+      std::filesystem::create_directories(ckpt_root, ec);
+      if (ec) failure = ckpt_root + ": cannot create the checkpoint directory (checkpoint.dir): " + ec.message();
+    }
+    failure = broadcast_string(*mesh.world, failure);
+    if (!failure.empty()) throw std::runtime_error(failure);  // as an uncreatable run directory: exit 1
+  }
   const ckpt::Layout layout{world.size, shape.dp, shape.ep, shape.pp, cfg.parallel.zero1};
   return RunCheckpoints{ckpt_root, state, verifier, layout, cfg, options, s.updater.opt};
 }
@@ -74,7 +86,16 @@ int64_t resume_run(TrainSetup& s, const RunCheckpoints& ck, const Config& cfg, c
       load_state(reader, ck.state);
       const double load_s = std::chrono::duration<double>(Clock::now() - t0).count();
       try {
-        if (!converting) s.data.loader.restore(data::LoaderState::parse(reader.manifest().loader_state));
+        if (!converting) {
+          const data::LoaderState saved = data::LoaderState::parse(reader.manifest().loader_state);
+          // Said here, where the checkpoint and the key are known (the loader would refuse too).
+          if (saved.seed != uint64_t(cfg.train.seed))
+            throw ckpt::CheckpointError(chosen + ": saved with train.seed " + std::to_string(saved.seed) +
+                                        ", this run has train.seed " + std::to_string(cfg.train.seed) +
+                                        ": the sample order would differ (resume with --set train.seed=" +
+                                        std::to_string(saved.seed) + ")");
+          s.data.loader.restore(saved);
+        }
       } catch (const std::invalid_argument& e) {
         throw ckpt::CheckpointError(chosen + ": " + e.what());
       }

@@ -28,10 +28,26 @@ void prepare_run_dir(const std::string& dir, const Config& cfg, bool resuming) {
   if (!resuming && fs::exists(fs::path(dir) / "metrics.jsonl"))
     throw std::runtime_error(dir + ": already holds a run (metrics.jsonl); set log.run_dir to a new directory, or "
                              "pass --resume to continue it");
-  std::ofstream(fs::path(dir) / "config.yaml") << to_yaml(cfg);
+  // A resumed run's config.yaml is rewritten only once its checkpoint has loaded
+  // (write_run_config): a refused resume must leave the file that resumes the run intact.
+  if (!resuming) write_run_config(dir, cfg);
 }
 
 }  // namespace
+
+void write_run_config(const std::string& run_dir, const Config& cfg) {
+  // Through a temporary and a rename, so the file is whole or unchanged even if the job dies.
+  const fs::path path = fs::path(run_dir) / "config.yaml", tmp = fs::path(run_dir) / "config.yaml.tmp";
+  {
+    std::ofstream out(tmp, std::ios::trunc);
+    out << to_yaml(cfg);
+    out.flush();
+    if (!out) throw std::runtime_error(tmp.string() + ": cannot write the run's config");
+  }
+  std::error_code ec;
+  fs::rename(tmp, path, ec);
+  if (ec) throw std::runtime_error(path.string() + ": cannot write the run's config: " + ec.message());
+}
 
 std::string open_run_dir(const Config& cfg, const TrainOptions& options, bool converting,
                          parallel::ProcessGroup& world_group, bool rank0) {

@@ -20,6 +20,10 @@ namespace shoestring {
 std::string open_run_dir(const Config& cfg, const TrainOptions& options, bool converting,
                          parallel::ProcessGroup& world_group, bool rank0);
 
+// Writes run_dir/config.yaml (atomically). A new run's is written by open_run_dir; a resumed run's
+// only after its checkpoint loaded, so a refused resume leaves the one that resumes it intact.
+void write_run_config(const std::string& run_dir, const Config& cfg);
+
 // A resumed run's metrics.jsonl continues from the checkpoint: lines after the last one of its
 // step (written before the interruption, and about to be written again) are dropped. The last
 // one, since after a rollback step numbers repeat and the checkpoint is from the latest pass.

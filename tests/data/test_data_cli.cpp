@@ -97,6 +97,37 @@ TEST(DataCli, BadInputExitsTwoWithOneLine) {
   EXPECT_EQ(run("data").code, 2);
   EXPECT_EQ(run("data frobnicate").code, 2);
   EXPECT_EQ(run("data prepare --help").code, 0);
+
+  // Each usage mistake is named, not a list of every rule.
+  const Result e = run("data prepare " + (dir / "text.txt").string() + " -o " + (dir / "y.h5").string() + " --deflate 12");
+  EXPECT_EQ(e.code, 2);
+  EXPECT_EQ(e.output, "shoestring data prepare: --deflate must be 0-9, got 12 (see --help)\n");
+
+  // -o naming an input would replace the text being read: refused, the text kept.
+  const std::string text = (dir / "text.txt").string();
+  const Result f = run("data prepare " + text + " -o " + text + " --progress off");
+  EXPECT_EQ(f.code, 2) << f.output;
+  EXPECT_NE(f.output.find(text + ": is also an input file"), std::string::npos) << f.output;
+  EXPECT_EQ(std::ifstream(text).get(), 'A') << "the input text was overwritten";
+
+  // Binary files: refused when named, skipped (with a line saying so) inside a directory.
+  const Result g = run("data prepare " + (dir / "d.h5").string() + " -o " + (dir / "z.h5").string() + " --progress off");
+  EXPECT_EQ(g.code, 2);
+  EXPECT_NE(g.output.find("d.h5: not text"), std::string::npos) << g.output;
+  fs::create_directories(dir / "mixed");
+  fs::copy_file(dir / "text.txt", dir / "mixed" / "a.txt");
+  fs::copy_file(dir / "d.h5", dir / "mixed" / "b.h5");
+  const Result h = run("data prepare " + (dir / "mixed").string() + " -o " + (dir / "m.h5").string() + " --progress off");
+  EXPECT_EQ(h.code, 0) << h.output;
+  EXPECT_NE(h.output.find("skipping " + (dir / "mixed" / "b.h5").string() + ": not text"), std::string::npos) << h.output;
+  EXPECT_NE(h.output.find("1 documents"), std::string::npos) << h.output;
+
+  // SentencePiece's own complaint, in our terms (only where this build has SentencePiece).
+  const Result t = run("data train-tokenizer " + text + " -o " + (dir / "tok").string() + " --vocab-size 10");
+  EXPECT_EQ(t.code, 2) << t.output;
+  if (t.output.find("no SentencePiece") == std::string::npos)
+    EXPECT_NE(t.output.find("--vocab-size 10 is too small for this text: it needs at least "), std::string::npos)
+        << t.output;
   fs::remove_all(dir);
 }
 

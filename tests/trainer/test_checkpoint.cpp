@@ -278,6 +278,24 @@ TEST(Checkpoint, ModelMismatchNamesTheTensor) {
   } catch (const ckpt::CheckpointError& e) {
     EXPECT_NE(std::string(e.what()).find("has shape"), std::string::npos) << e.what();
   }
+  // Refused in its own run directory: the run's config.yaml, which resumes it, stays as it was.
+  const std::string before = shoestring::testing::read_file(a / "config.yaml");
+  Config same_dir = tiny_moe(a, 4, 0);
+  same_dir.model.d_model = 48;
+  EXPECT_THROW(train(same_dir, parallel::World{}, o), ckpt::CheckpointError);
+  EXPECT_EQ(shoestring::testing::read_file(a / "config.yaml"), before);
+  EXPECT_NE(before.find("d_model: 32"), std::string::npos) << before;
+  // Another seed would change the sample order: refused, naming the checkpoint and the key.
+  Config reseeded = tiny_moe(b, 4, 0);
+  reseeded.train.seed = 99;
+  try {
+    train(reseeded, parallel::World{}, o);
+    ADD_FAILURE() << "resumed with another seed";
+  } catch (const ckpt::CheckpointError& e) {
+    EXPECT_NE(std::string(e.what()).find(ckpt_dir(a, 2) + ": saved with train.seed 1234, this run has train.seed 99"),
+              std::string::npos)
+        << e.what();
+  }
   for (const auto& d : {a, b}) fs::remove_all(d);
 }
 
@@ -539,7 +557,7 @@ TEST(Checkpoint, ConvertReshardsOfflineAndBack) {
   fs::remove_all(dir);
 }
 
-TEST(Checkpoint, AFailedSaveIsARuntimeErrorNamingTheDirectory) {
+TEST(Checkpoint, AnUncreatableCheckpointDirectoryStopsTheRunBeforeItsFirstStep) {
   const fs::path dir = fresh_dir("unwritable");
   Config c = tiny_moe(dir, 2, 1);
   c.checkpoint.dir = "/dev/null/checkpoints";  // below a file: cannot be created, even as root
@@ -547,9 +565,13 @@ TEST(Checkpoint, AFailedSaveIsARuntimeErrorNamingTheDirectory) {
     train(c, parallel::World{});
     ADD_FAILURE() << "saving into " << c.checkpoint.dir << " succeeded";
   } catch (const ckpt::CheckpointError& e) {
-    ADD_FAILURE() << "a failed save is a runtime error (exit 1), not a checkpoint error: " << e.what();
+    ADD_FAILURE() << "a filesystem failure is a runtime error (exit 1), not a checkpoint error: " << e.what();
   } catch (const std::runtime_error& e) {
-    EXPECT_NE(std::string(e.what()).find("/dev/null/checkpoints"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("/dev/null/checkpoints: cannot create the checkpoint directory (checkpoint.dir)"),
+              std::string::npos)
+        << e.what();
   }
+  // Found at start, not at the first save: no step was trained (or logged) for nothing.
+  EXPECT_FALSE(fs::exists(dir / "metrics.jsonl"));
   fs::remove_all(dir);
 }

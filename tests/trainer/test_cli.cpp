@@ -1,6 +1,7 @@
 // End to end: the real executable, as a user runs it.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -55,6 +56,19 @@ TEST(Cli, UsageErrorsExitTwo) {
   EXPECT_EQ(r.code, 2);
   EXPECT_NE(r.output.find("no-such-flag"), std::string::npos);
   EXPECT_EQ(run("train").code, 2);
+  // LibTorch's allocator failure, said as what it is (1 PB: beyond any address space, so it fails
+  // at once on every machine, whatever its overcommit policy).
+  const fs::path oom_dir = fs::temp_directory_path() / "shoestring_cli_oom";
+  fs::remove_all(oom_dir);
+  const Result m = run("train --config configs/tiny.yaml --set data.source=synthetic --set train.steps=1 "
+                       "--set model.intermediate_size=2000000000000 --set log.run_dir=" + oom_dir.string());
+  EXPECT_EQ(m.code, 1);
+  EXPECT_EQ(m.output.rfind("out of memory: you tried to allocate ", 0), 0u) << m.output;
+  EXPECT_EQ(std::count(m.output.begin(), m.output.end(), '\n'), 1) << m.output;
+  fs::remove_all(oom_dir);
+  const Result b = run("bench comm --max-bytes 12Q");
+  EXPECT_EQ(b.code, 2);
+  EXPECT_EQ(b.output, "shoestring bench comm: --max-bytes: expected a size such as 4096, 64K, 16M or 1G, got '12Q'\n");
 }
 
 TEST(Cli, HelpAndVersion) {

@@ -58,6 +58,17 @@ TEST(Config, ExactMessages) {
   EXPECT_EQ(error_of("modle:\n  d_model: 64\n"), "x.yaml:1: modle: unknown section; did you mean model?");
   EXPECT_EQ(error_of("train:\n  precision: fp16\n"), "x.yaml:2: train.precision: expected one of fp32, bf16, fp8, fp64, got \"fp16\"");
   EXPECT_EQ(error_of("model:\n  n_heads: 3\n"), "x.yaml:2: model.n_heads: must divide model.d_model (128), got 3");
+  // A repeated key or section would otherwise let the later one win silently.
+  EXPECT_EQ(error_of("train:\n  steps: 10\n  steps: 20\n"), "x.yaml:3: train.steps: duplicate key (first at x.yaml:2)");
+  EXPECT_EQ(error_of("train:\n  steps: 10\noptim:\n  lr: 0.1\ntrain:\n  seed: 3\n"),
+            "x.yaml:5: train: duplicate key (first at x.yaml:1)");
+  // A directory opens as an empty stream: it must not load as all defaults.
+  try {
+    shoestring::load_config({std::filesystem::temp_directory_path().string()}, {});
+    ADD_FAILURE() << "a directory loaded as a config";
+  } catch (const ConfigError& e) {
+    EXPECT_NE(std::string(e.what()).find(": is a directory, expected a YAML config file"), std::string::npos) << e.what();
+  }
 }
 
 TEST(Config, TypeAndRangeRules) {

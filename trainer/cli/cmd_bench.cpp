@@ -13,6 +13,7 @@
 #include <sstream>
 #include <stdexcept>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "ops/fp8_bench.h"
@@ -172,6 +173,12 @@ int bench_comm(const Args& args, const parallel::World& world) {
   o.ops = split_commas(ops);
   o.min_bytes = parallel::parse_byte_size(min_bytes);
   o.max_bytes = parallel::parse_byte_size(max_bytes);
+  for (const auto& [flag, text, bytes] : {std::tuple{"--min-bytes", min_bytes, o.min_bytes}, {"--max-bytes", max_bytes, o.max_bytes}})
+    if (bytes < 0) {
+      std::cerr << "shoestring bench comm: " << flag << ": expected a size such as 4096, 64K, 16M or 1G, got '" << text
+                << "'\n";
+      return 2;
+    }
   return report_errors("comm", [&](std::string& error) { return parallel::run_comm_bench(world, o, std::cout, error); });
 }
 

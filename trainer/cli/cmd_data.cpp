@@ -74,9 +74,15 @@ int data_prepare(const Args& args) {
   pos.add("input", -1);
   po::variables_map vm;
   if (const auto rc = parse_command_line(opts, args, vm, &pos)) return *rc;
-  if (p.inputs.empty() || p.output.empty() || chunk <= 0 || shard < 0 || p.writer.deflate_level < 0 ||
-      p.writer.deflate_level > 9) {
-    std::cerr << "shoestring data prepare: need INPUT... and -o OUT, --chunk-tokens > 0, --deflate 0-9 (see --help)\n";
+  const std::string problem = p.inputs.empty()   ? "need at least one INPUT (file, directory or -)"
+                              : p.output.empty() ? "need -o OUT, the dataset file to write"
+                              : chunk <= 0       ? "--chunk-tokens must be > 0, got " + std::to_string(chunk)
+                              : shard < 0        ? "--shard-tokens must be >= 0, got " + std::to_string(shard)
+                              : p.writer.deflate_level < 0 || p.writer.deflate_level > 9
+                                  ? "--deflate must be 0-9, got " + std::to_string(p.writer.deflate_level)
+                                  : "";
+  if (!problem.empty()) {
+    std::cerr << "shoestring data prepare: " << problem << " (see --help)\n";
     return 2;
   }
   p.writer.chunk_tokens = uint64_t(chunk);
