@@ -1,5 +1,7 @@
 #include "data/prepare.h"
 
+#include <sys/stat.h>
+
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -7,6 +9,7 @@
 #include <filesystem>
 #include <future>
 #include <mutex>
+#include <set>
 #include <thread>
 
 #include "data/data_error.h"
@@ -91,17 +94,27 @@ PrepareStats prepare_dataset(const PrepareOptions& o, const PrepareProgress& pro
   for (const auto& s : sources) total_bytes += s.bytes;
   if (std::find(files.begin(), files.end(), "-") != files.end()) total_bytes = 0;
 
+  // Writing over an input would destroy the text being read (the writer renames over it): each
+  // output is checked against the inputs' identities, taken once, before anything is read.
+  std::set<std::pair<dev_t, ino_t>> input_ids;
+  for (const auto& f : files) {
+    struct stat st{};
+    if (f != "-" && ::stat(f.c_str(), &st) == 0) input_ids.emplace(st.st_dev, st.st_ino);
+  }
+  const auto refuse_input = [&](const std::string& path) {
+    struct stat st{};
+    if (::stat(path.c_str(), &st) == 0 && input_ids.count({st.st_dev, st.st_ino}))
+      throw data_error(path, "is also an input file; write the dataset elsewhere (-o)");
+  };
+  refuse_input(o.shard_tokens ? shard_path(o.output, 0) : o.output);
+
   DocumentReader reader(files, o.input);
   PrepareStats stats;
   std::unique_ptr<TokenDatasetWriter> writer;
   std::vector<uint64_t> docs_in_shard(files.size(), 0);
   auto open_shard = [&] {
     const std::string path = o.shard_tokens ? shard_path(o.output, stats.outputs.size()) : o.output;
-    // Writing over an input would destroy the text being read (the writer renames over it).
-    std::error_code ec;
-    for (const auto& f : files)
-      if (f != "-" && fs::exists(path) && fs::equivalent(f, path, ec))
-        throw data_error(path, "is also an input file; write the dataset elsewhere (-o)");
+    refuse_input(path);
     writer = std::make_unique<TokenDatasetWriter>(path, tok->identity(), tok->eod_id(), o.writer);
     writer->set_shard(int64_t(stats.outputs.size()), 1);
     stats.outputs.push_back(path);

@@ -14,12 +14,17 @@ namespace shoestring::data {
 
 namespace {
 
-// A NUL byte in the first 8 KiB: an image, an archive, a dataset we wrote (HDF5), not text.
-bool looks_binary(const std::string& path) {
+// Why a file is not text we read, or "": a NUL byte in its first 8 KiB (an image, an archive, a
+// dataset we wrote), or UTF-16's byte-order mark (its ASCII letters are NUL-padded too).
+std::string not_text(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   char buf[8192];
   in.read(buf, sizeof buf);
-  return std::find(buf, buf + in.gcount(), '\0') != buf + in.gcount();
+  const std::streamsize n = in.gcount();
+  if (n >= 2 && ((buf[0] == '\xFF' && buf[1] == '\xFE') || (buf[0] == '\xFE' && buf[1] == '\xFF')))
+    return "UTF-16 text; convert it to UTF-8 (e.g. iconv -f UTF-16 -t UTF-8)";
+  if (std::find(buf, buf + n, '\0') != buf + n) return "not text (a NUL byte in its first 8 KiB)";
+  return "";
 }
 
 }  // namespace
@@ -40,8 +45,8 @@ std::vector<std::string> expand_inputs(const std::vector<std::string>& args) {
         }
         if (!it->is_regular_file()) continue;
         // A directory of text may hold the odd image or an earlier dataset: skipped, and said so.
-        if (looks_binary(it->path().string())) {
-          std::cerr << "skipping " << it->path().string() << ": not text (a NUL byte in its first 8 KiB)\n";
+        if (const std::string why = not_text(it->path().string()); !why.empty()) {
+          std::cerr << "skipping " << it->path().string() << ": " << why << "\n";
           continue;
         }
         found.push_back(it->path().string());
@@ -50,7 +55,7 @@ std::vector<std::string> expand_inputs(const std::vector<std::string>& args) {
       if (found.empty()) throw data_error(a, "directory holds no text files");
       out.insert(out.end(), found.begin(), found.end());
     } else if (fs::is_regular_file(a)) {
-      if (looks_binary(a)) throw data_error(a, "not text: a NUL byte in its first 8 KiB (a binary file?)");
+      if (const std::string why = not_text(a); !why.empty()) throw data_error(a, why);
       out.push_back(a);
     } else {
       throw data_error(a, fs::exists(a) ? "not a regular file or directory" : "no such file or directory");

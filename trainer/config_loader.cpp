@@ -355,7 +355,8 @@ Config load_config(const std::vector<std::string>& files, const std::vector<std:
   Origins origins;
   for (const auto& file : files) {
     // An ifstream opens a directory without complaint and reads nothing: all defaults.
-    if (std::filesystem::is_directory(file)) throw ConfigError(file + ": is a directory, expected a YAML config file");
+    std::error_code ec;
+    if (std::filesystem::is_directory(file, ec)) throw ConfigError(file + ": is a directory, expected a YAML config file");
     std::ifstream in(file);
     if (!in) throw ConfigError(file + ": cannot read config file (missing or unreadable)");
     std::stringstream ss;

@@ -41,7 +41,7 @@ void write_run_config(const std::string& run_dir, const Config& cfg) {
   {
     std::ofstream out(tmp, std::ios::trunc);
     out << to_yaml(cfg);
-    out.flush();
+    out.close();  // errors such as a full quota can surface only here
     if (!out) throw std::runtime_error(tmp.string() + ": cannot write the run's config");
   }
   std::error_code ec;

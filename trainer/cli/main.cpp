@@ -2,6 +2,7 @@
 // stderr and an exit code (2: usage or config, 1: runtime). No stack traces reach the user.
 #include <c10/util/Exception.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
@@ -90,7 +91,8 @@ int main(int argc, char** argv) {
     const size_t cpu = what.find("you tried to allocate"), gpu = what.find("Tried to allocate");
     if (dynamic_cast<const c10::OutOfMemoryError*>(&e) != nullptr || cpu != std::string::npos) {
       std::string detail = cpu != std::string::npos ? what.substr(cpu) : gpu != std::string::npos ? what.substr(gpu) : what;
-      detail = detail.substr(0, detail.find_first_of(".\n"));
+      // Up to the end of the sentence: sizes such as "2.00 GiB" hold a '.' of their own.
+      detail = detail.substr(0, std::min(detail.find(". "), detail.find('\n')));
       error = "out of memory: " + detail +
               "; shrink the model (model.*), train.micro_batch_size or train.seq_len, or use more ranks "
               "(`shoestring plan` estimates the memory per rank)";
