@@ -15,6 +15,7 @@
 # files: everything lands in $OUT/summary.txt (also printed) and $OUT/logs.tgz (re-packed after each
 # step, so a cut-off run still returns what it did).
 # Environment: OUT (default /tmp/out), BUDGET_S (default 480), SKIP (space-separated step names),
+# NCU_CANDIDATES (candidates to profile with ncu),
 # SHOESTRING_GPU_RUN (carried folder), CANDIDATES (GEMM candidates to test and bench), E2E_LIMIT_S (the end-to-end step's limit, default 280; with T_CURVE for longer curves). Exit status: number of failed steps. About 6 minutes with
 # every step on an H100 (367 s on 2026-11-27, the end-to-end step 174 s of them, the GEMM racecheck
 # cut at its 120 s; the machine's start adds about 35 s of device time).
@@ -124,18 +125,20 @@ step ncu-gemm 90 "${OURS[@]}" "${NCU:-ncu}" --clock-control none --kernel-name r
 grep -E "Duration|Throughput|Registers Per|Achieved Occupancy|Warp Cycles Per Issued|Issue Slots Busy|No Eligible|L2 Hit Rate" \
   "$LOGS/ncu-gemm.log" 2>/dev/null | tee -a "$SUMMARY"
 
-# 3c. The same profile of one candidate that passed its tests (set as "ours", so the bench launches
-# it first): wgmma-banded (did the L2 hit rate rise?), else the widest (did wider tiles move the limiter?).
-CAND=$(tr ',' '\n' <<<"$PASSED_CANDIDATES" | grep -xE 'wgmma-banded' || tr ',' '\n' <<<"$PASSED_CANDIDATES" | grep -E '^wgmma-n' | tail -1)
-if [[ -n $CAND ]]; then
-  step ncu-candidate 75 env SHOESTRING_FP8_GEMM_KERNEL="$CAND" "${OURS[@]}" "${NCU:-ncu}" --clock-control none \
+# 3c. The same profile of the candidates that passed their tests and answer a question the last
+# profile left (each set as "ours", so the bench launches it first): wgmma-banded (did the L2 hit
+# rate rise?) and wgmma-mc (do multicast pairs still wait on each other, at 12.1 cycles per issued
+# instruction against 4.7 unpaired?). NCU_CANDIDATES overrides the list.
+for CAND in ${NCU_CANDIDATES:-wgmma-banded wgmma-mc}; do
+  [[ ",$PASSED_CANDIDATES," == *",$CAND,"* ]] || continue
+  step "ncu-$CAND" 60 env SHOESTRING_FP8_GEMM_KERNEL="$CAND" "${OURS[@]}" "${NCU:-ncu}" --clock-control none \
     --kernel-name regex:wgmma --launch-skip 3 --launch-count 1 --section SpeedOfLight \
     --section MemoryWorkloadAnalysis --section Occupancy --section LaunchStats --section WarpStateStats \
     "$CARRY/shoestring" bench fp8 --shape 4096,7168,16384 --no-check --rounds 1
-  log "ncu-candidate: $CAND"
+  log "ncu profile of $CAND"
   grep -E "Duration|Throughput|Registers Per|Achieved Occupancy|Warp Cycles Per Issued|No Eligible|L2 Hit Rate" \
-    "$LOGS/ncu-candidate.log" 2>/dev/null | tee -a "$SUMMARY"
-fi
+    "$LOGS/ncu-$CAND.log" 2>/dev/null | tee -a "$SUMMARY"
+done
 
 # 4. End to end: small-moe in bf16 and fp8 against PyTorch eager; fp8 vs bf16 loss curves.
 step train-e2e "${E2E_LIMIT_S:-280}" env OUT="$LOGS/e2e" bash "$ROOT/bench/gpu/train_e2e.sh"
