@@ -59,6 +59,18 @@ __device__ __forceinline__ TileCoord tile_coord(int t, int tiles_n, int tiles_m,
   const TileIndex i = tile_order(t, tiles_n, tiles_m, band);
   return {i.row * kBM, i.col * bn, i.group};
 }
+// With 128x128 scales on B: the tile's first scale block, where in the tile the next one starts,
+// and whether the tile reaches it (never with 1x128 scales, which are read per column). The scale
+// warp and the consumers must agree on it.
+struct BScaleBlocks {
+  int nb0, split;
+  bool second;
+};
+template <int BN, bool kColumnScales>
+__device__ __forceinline__ BScaleBlocks b_scale_blocks(int n0, int N) {
+  const int nb0 = n0 / 128, split = 128 - n0 % 128;
+  return {nb0, split, !kColumnScales && split < BN && (nb0 + 1) * 128 < N};
+}
 #endif
 
 // kColumnScales: B has 1x128 scales (the Wgrad), read per column; else 128x128 blocks.
@@ -139,9 +151,7 @@ __global__ void __launch_bounds__(kThreads, 1)
         if (grp < 0) continue;
         const KSpan span = k_span(p, tc.z);
         const float* SB = p.sb + grp * p.sb_group_stride;
-        // The consumers' choice of B scale blocks (below).
-        const int nb0 = tc.n0 / 128, split = 128 - tc.n0 % 128;
-        const bool second = !kColumnScales && split < BN && (nb0 + 1) * 128 < p.N;
+        const auto [nb0, split, second] = b_scale_blocks<BN, kColumnScales>(tc.n0, p.N);
         for (int kb = span.begin; kb < span.end; ++kb, ++it) {
           const int s = it % kStages, use = it / kStages;
           if (use > 0) mbar_wait(empty0 + 8 * s, (use - 1) & 1);
@@ -183,9 +193,7 @@ __global__ void __launch_bounds__(kThreads, 1)
       for (int i = 0; i < BN / 2; ++i) acc[i] = 0.0f;
       if (grp >= 0) {
         const float* SB = p.sb + grp * p.sb_group_stride;
-        // 128x128 B scales: the tile's first block, and where in the tile the next one starts.
-        const int nb0 = tc.n0 / 128, split = 128 - tc.n0 % 128;
-        const bool second = !kColumnScales && split < BN && (nb0 + 1) * 128 < p.N;
+        const auto [nb0, split, second] = b_scale_blocks<BN, kColumnScales>(tc.n0, p.N);
         float part[BN / 2];
         for (int kb = span.begin; kb < span.end; ++kb, ++it) {
           const int s = it % kStages;

@@ -84,10 +84,10 @@ int main(int argc, char** argv) {
     error = std::string("data error: ") + e.what();
     rc = 2;
   } catch (const c10::Error& e) {
-    error = std::string("error: ") + e.what_without_backtrace();
+    const std::string what = e.what_without_backtrace();
+    error = "error: " + what;
     // LibTorch's allocators say it in their own terms ("[enforce fail at alloc_cpu.cpp:...]", "CUDA
     // out of memory. Tried to allocate ..."): say what happened and what to change.
-    const std::string what = e.what_without_backtrace();
     const size_t cpu = what.find("you tried to allocate"), gpu = what.find("Tried to allocate");
     if (dynamic_cast<const c10::OutOfMemoryError*>(&e) != nullptr || cpu != std::string::npos) {
       std::string detail = cpu != std::string::npos ? what.substr(cpu) : gpu != std::string::npos ? what.substr(gpu) : what;
