@@ -8,6 +8,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <map>
 #include <sstream>
 
@@ -335,6 +336,22 @@ std::string closest_key(const std::string& word, const std::vector<std::string>&
   std::string best;
   size_t best_d = std::max<size_t>(3, word.size() / 3) + 1;  // farther than this is no hint
   for (const auto& c : candidates) {
+    const size_t d = distance(word, c);
+    if (d < best_d) best_d = d, best = c;
+  }
+  if (!best.empty()) return best;
+  // Too far to be a typo, but maybe the right name in the wrong section or cut short: run.dir for
+  // log.run_dir, optim.warmup for optim.warmup_steps, train.warmup_steps for optim.warmup_steps.
+  auto flat = [](std::string s) {
+    std::replace(s.begin(), s.end(), '.', '_');
+    return s;
+  };
+  auto leaf = [](const std::string& s) { return s.substr(s.rfind('.') + 1); };
+  const std::string w = flat(word);
+  best_d = std::numeric_limits<size_t>::max();
+  for (const auto& c : candidates) {
+    const bool related = leaf(c) == leaf(word) || (w.size() >= 4 && flat(c).find(w) != std::string::npos);
+    if (!related) continue;
     const size_t d = distance(word, c);
     if (d < best_d) best_d = d, best = c;
   }

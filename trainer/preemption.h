@@ -7,10 +7,10 @@ namespace shoestring {
 inline constexpr int kPreemptedExitCode = 42;
 
 // Installs the handlers for its lifetime (and clears any earlier request); restores the previous
-// ones after.
+// ones after. `rank` prefixes the line each signal prints.
 class PreemptionHandlers {
  public:
-  PreemptionHandlers();
+  explicit PreemptionHandlers(int rank);
   ~PreemptionHandlers();
   PreemptionHandlers(const PreemptionHandlers&) = delete;
   PreemptionHandlers& operator=(const PreemptionHandlers&) = delete;

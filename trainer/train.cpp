@@ -332,7 +332,7 @@ TrainSummary train(const Config& cfg, const parallel::World& world, const TrainO
   RunSaves saves{ckpt::CheckpointSaver(*s.layout.mesh.world,
                                        {ck.root, cfg.checkpoint.keep, cfg.checkpoint.keep_every, cfg.checkpoint.async}),
                  cfg, ck, s.data.loader, log.progress, summary};
-  const PreemptionHandlers preemption;
+  const PreemptionHandlers preemption(world.rank);
 
   TrainRun run{cfg, world, options, s, ck, log, saves, summary, start_step, Clock::now()};
   for (int64_t step = start_step; step < cfg.train.steps; ++step) {

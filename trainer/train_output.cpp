@@ -14,6 +14,7 @@
 
 #include "trainer/config_loader.h"
 #include "trainer/distributed.h"
+#include "trainer/optim/lr_schedule.h"
 
 namespace fs = std::filesystem;
 
@@ -114,6 +115,11 @@ std::string banner(const Config& cfg, int64_t accum, int dp, int64_t params, int
     << cfg.optim.warmup_steps << "), wd " << cfg.optim.weight_decay << ", clip " << cfg.optim.grad_clip << "\n"
     << "  data     " << data << "\n"
     << "  device   " << dev.str() << ", " << threads << " threads/rank, " << world.size << " rank(s)";
+  // Legal (a short smoke run of a long recipe), but usually an override that forgot the warmup.
+  if (cfg.optim.warmup_steps >= cfg.train.steps && cfg.train.steps > 0)
+    s << "\n  warning  optim.warmup_steps (" << cfg.optim.warmup_steps << ") is not below train.steps ("
+      << cfg.train.steps << "): the learning rate peaks at "
+      << optim::lr_at(cfg.optim, cfg.train.steps - 1, cfg.train.steps) << ", short of optim.lr " << cfg.optim.lr;
   return s.str();
 }
 

@@ -311,7 +311,7 @@ TEST(Checkpoint, CliSigtermExitCodeResumeAndInspect) {
   const auto stopped = shoestring::testing::run_command("SHOESTRING_FAULT=rank=0,step=2,mode=sigterm " SHOESTRING_BINARY_DIR
                                             "/bin/shoestring " + args(b));
   EXPECT_EQ(stopped.code, 42) << stopped.output;
-  EXPECT_NE(stopped.output.find("stop requested"), std::string::npos) << stopped.output;
+  EXPECT_NE(stopped.output.find("[rank 0] stop requested (SIGTERM)"), std::string::npos) << stopped.output;
   ASSERT_TRUE(fs::exists(ckpt_dir(b, 2) + "/manifest.json"));
   const auto resumed = run_shoestring(args(b) + " --resume auto");
   EXPECT_EQ(resumed.code, 0) << resumed.output;
@@ -335,19 +335,19 @@ TEST(Checkpoint, CliSigtermExitCodeResumeAndInspect) {
 
 TEST(Checkpoint, FirstSignalRequestsAStopSecondExitsAtOnce) {
   {
-    PreemptionHandlers h;
+    PreemptionHandlers h(0);
     EXPECT_EQ(preemption_signal(), 0);
     std::raise(SIGUSR1);
     EXPECT_EQ(preemption_signal(), SIGUSR1);
   }
   EXPECT_EXIT(
       {
-        PreemptionHandlers h;
+        PreemptionHandlers h(0);
         std::raise(SIGTERM);
         std::raise(SIGTERM);
         std::exit(0);
       },
-      ::testing::ExitedWithCode(128 + SIGTERM), "stop requested");
+      ::testing::ExitedWithCode(128 + SIGTERM), "\\[rank 0\\] stop requested \\(SIGTERM\\)");
 }
 
 // The newest committed checkpoint's step under `checkpoints` (its directory name; a save is

@@ -177,6 +177,13 @@ TEST(Config, SetOverridesAreTypeChecked) {
   EXPECT_EQ(c.log.run_dir, "a b");
   EXPECT_EQ(error_of("", {"optim.lr=abc"}), "--set optim.lr=abc: optim.lr: expected a positive number, got \"abc\"");
   EXPECT_EQ(error_of("", {"train.stesp=3"}), "--set train.stesp=3: train.stesp: unknown key; did you mean train.steps?");
+  // Too far for a typo, but the right name in another section or cut short.
+  EXPECT_EQ(error_of("", {"run.dir=x"}), "--set run.dir=x: run.dir: unknown key; did you mean log.run_dir?");
+  EXPECT_EQ(error_of("", {"optim.warmup=3"}),
+            "--set optim.warmup=3: optim.warmup: unknown key; did you mean optim.warmup_steps?");
+  EXPECT_EQ(error_of("", {"train.warmup_steps=3"}),
+            "--set train.warmup_steps=3: train.warmup_steps: unknown key; did you mean optim.warmup_steps?");
+  EXPECT_EQ(error_of("", {"train.qqqqq=3"}), "--set train.qqqqq=3: train.qqqqq: unknown key");
   EXPECT_EQ(error_of("", {"train.steps"}), "--set train.steps: expected key.path=value");
   EXPECT_EQ(error_of("", {"parallel.stage_layers=1,,2"}),
             "--set parallel.stage_layers=1,,2: parallel.stage_layers: expected a list of non-negative integers, got an "

@@ -136,6 +136,19 @@ TEST(Trainer, RefusesToOverwriteAnExistingRun) {
   fs::remove_all(dir);
 }
 
+TEST(Trainer, BannerWarnsWhenWarmupOutlastsTheRun) {
+  const auto text = [](int64_t steps) {
+    Config c = tiny("unused", steps);  // tiny.yaml warms up for 20 steps
+    return banner(c, 1, 1, 1, 1, at::Device(at::kCPU), 1, parallel::World{}, "synthetic");
+  };
+  EXPECT_EQ(text(21).find("warning"), std::string::npos) << text(21);
+  // 10 of 20 warmup steps: lr_at(9) = 3e-3 * 10 / 20.
+  EXPECT_NE(text(10).find("warning  optim.warmup_steps (20) is not below train.steps (10): the learning rate peaks at "
+                          "0.0015, short of optim.lr 0.003"),
+            std::string::npos)
+      << text(10);
+}
+
 TEST(Trainer, GradientAccumulationMatchesOneLargeBatch) {
   // 2 micro-batches of 4 see the same 8 samples as 1 micro-batch of 8: same first-step loss and
   // gradient norm up to float summation order.
