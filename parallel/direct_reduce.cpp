@@ -13,12 +13,6 @@
 
 namespace shoestring::parallel {
 
-void fold_into(const at::Tensor& dst, const at::Tensor& src, ReduceOp op) {
-  if (op == ReduceOp::Sum) dst.add_(src);
-  else if (op == ReduceOp::Max) at::maximum_out(const_cast<at::Tensor&>(dst), dst, src);
-  else at::minimum_out(const_cast<at::Tensor&>(dst), dst, src);
-}
-
 namespace {
 
 // Block c of the reduction is elements [off[c], off[c] + len[c]) of `in` (flat); this member
