@@ -48,7 +48,7 @@ Batch Loader::next() {
 
 void Loader::set_consumed_samples(int64_t n) {
   if (n < 0 || n % opts_.global_batch != 0)
-    throw std::invalid_argument("Loader: consumed samples (" + std::to_string(n) + ") must be a multiple of the global batch (" +
+    throw std::invalid_argument("Loader: consumed samples (" + std::to_string(n) + ") must be a multiple of the micro-batch over all data-parallel ranks (train.micro_batch_size x dp = " +
                                 std::to_string(opts_.global_batch) + ")");
   batch_ = uint64_t(n / opts_.global_batch);
   if (prefetch_) prefetch_->restart(batch_);

@@ -86,7 +86,7 @@ struct DataConfig {
   std::vector<std::string> val_path; // validation files; empty: the last val_fraction of the stream
   double val_fraction = 0.0;
   int64_t eval_interval = 0;         // steps between validation losses; 0 = never
-  int64_t eval_batches = 8;          // micro-batches per validation loss (a fixed set)
+  int64_t eval_batches = 8;          // global batches per validation loss (a fixed set)
   int64_t prefetch = 4;              // batches read ahead on a background thread; 0 = none
 };
 

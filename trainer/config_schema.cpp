@@ -107,7 +107,7 @@ std::vector<FieldSpec> build() {
   s.push_back(field("data.val_path", &C::data, &DataConfig::val_path, "Validation dataset files or patterns; empty = hold out the last data.val_fraction of data.path."));
   s.push_back(field("data.val_fraction", &C::data, &DataConfig::val_fraction, "Fraction of the training tokens held out (from the end) for validation when data.val_path is empty; split at the nearest document boundary.", R::Below1));
   s.push_back(field("data.eval_interval", &C::data, &DataConfig::eval_interval, "Steps between validation losses (val_loss in metrics.jsonl); 0 = never.", R::NonNegative));
-  s.push_back(field("data.eval_batches", &C::data, &DataConfig::eval_batches, "Micro-batches of the fixed validation set averaged into each val_loss.", R::Positive));
+  s.push_back(field("data.eval_batches", &C::data, &DataConfig::eval_batches, "Global batches (micro_batch_size x accumulation steps x dp sequences) of the fixed validation set averaged into each val_loss.", R::Positive));
   s.push_back(field("data.prefetch", &C::data, &DataConfig::prefetch, "Batches read ahead on a background thread; 0 reads in the training thread.", R::NonNegative));
   // parallel
   s.push_back(field("parallel.dp", &C::parallel, &ParallelConfig::dp, "Data-parallel ranks; 0 = all ranks / parallel.pp. dp x pp must equal the number of ranks started.", R::NonNegative));

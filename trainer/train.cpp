@@ -70,6 +70,14 @@ std::string resolve_run_dir(const Config& cfg) {
 
 namespace {
 
+// A loss or norm in a message: "nan" (std::to_string gives "-nan" for a NaN with its sign bit set).
+std::string number_text(double v) {
+  if (std::isnan(v)) return "nan";
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.6g", v);
+  return buf;
+}
+
 using Clock = std::chrono::steady_clock;
 
 std::unique_ptr<MetricsWriter> open_metrics(const std::string& run_dir, const TrainOptions& options,
@@ -225,15 +233,15 @@ StepEnd run_step(TrainRun& run, int64_t step) {
   if (bad && cfg.train.nonfinite == "stop") {  // after the bad step's metrics line, as for skip
     saves.report(saves.saver.finish());  // a save in flight holds good weights: keep it
     throw std::runtime_error("step " + std::to_string(step + 1) + ": " +
-                             (std::isfinite(loss) ? "gradient norm is " + std::to_string(grad_norm)
-                                                  : "loss is " + std::to_string(loss)) +
+                             (std::isfinite(loss) ? "gradient norm is " + number_text(grad_norm)
+                                                  : "loss is " + number_text(loss)) +
                              "; stopping (lower optim.lr or set optim.grad_clip)");
   }
   if (give_up && rollback_to < 0) {  // the line above keeps the last bad step's record
     saves.report(saves.saver.finish());  // a save in flight holds good weights: keep it
     const bool rollback = cfg.train.nonfinite == "rollback";
-    throw std::runtime_error("step " + std::to_string(step + 1) + ": loss " + std::to_string(loss) +
-                             ", gradient norm " + std::to_string(grad_norm) + ": " + std::to_string(run.consecutive_bad) +
+    throw std::runtime_error("step " + std::to_string(step + 1) + ": loss " + number_text(loss) +
+                             ", gradient norm " + number_text(grad_norm) + ": " + std::to_string(run.consecutive_bad) +
                              " consecutive non-finite steps" +
                              (rollback ? " after " + std::to_string(summary.rollbacks) + " rollbacks (train.rollback_max)"
                                        : std::string(" skipped (train.nonfinite_max)")) +
