@@ -72,6 +72,10 @@ std::string inspect_llmc(const std::string& path, const InspectOptions& o) {
 
 std::string inspect_file(const std::string& path, const InspectOptions& o) {
   if (std::filesystem::is_regular_file(path) && is_llmc(path)) return inspect_llmc(path, o);
+  // A .bin name says the user expects an llm.c shard: say that it is not one (LlmcBinFile names
+  // what is wrong with its header) rather than "not an HDF5 file".
+  if (std::filesystem::path(path).extension() == ".bin" && std::filesystem::is_regular_file(path))
+    return inspect_llmc(path, o);
   const auto ds = TokenDataset::open(path);
   const DatasetInfo& i = ds->info();
   std::ostringstream s;
@@ -126,6 +130,8 @@ std::string inspect_file(const std::string& path, const InspectOptions& o) {
   std::vector<uint32_t> first(std::min<uint64_t>(o.first_tokens, i.num_tokens));
   ds->read(0, first.size(), first.data());
   std::unique_ptr<Tokenizer> tok;
+  if (i.tokenizer.kind == "byte" && !o.tokenizer.empty())
+    throw data_error(o.tokenizer, "not used: " + path + " is byte-tokenized and decodes without a model (drop --tokenizer)");
   if (i.tokenizer.kind == "byte") tok = std::make_unique<ByteTokenizer>();
   else if (!o.tokenizer.empty()) tok = make_tokenizer(o.tokenizer);
   if (tok && !(tok->identity() == i.tokenizer))

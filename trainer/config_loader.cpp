@@ -378,7 +378,11 @@ Config load_config(const std::vector<std::string>& files, const std::vector<std:
     if (!in) throw ConfigError(file + ": cannot read config file (missing or unreadable)");
     std::stringstream ss;
     ss << in.rdbuf();
-    apply_yaml(c, origins, parse_yaml(ss.str(), file), file);
+    const YAML::Node root = parse_yaml(ss.str(), file);
+    // An empty file (or only comments) would train the defaults under this file's name: almost
+    // certainly the wrong file, or one truncated on its way here.
+    if (root.IsNull()) throw ConfigError(file + ": empty config file (expected sections such as model: and train:)");
+    apply_yaml(c, origins, root, file);
     c.name = std::filesystem::path(file).stem().string();
   }
   for (const auto& s : sets) apply_set(c, origins, s);

@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <limits>
 #include <string>
+#include <tuple>
 
 #include "ops/fp8_rows.h"
 #include "ops/moe_permute.h"
@@ -44,9 +45,17 @@ int run_moe_bench(const parallel::World& world, const MoeBenchOptions& o, std::o
   if (o.dispatch_dtype != "auto" && o.dispatch_dtype != "fp8")
     return error = "--dispatch-dtype must be auto or fp8, got " + o.dispatch_dtype, 2;
   const bool fp8 = o.dispatch_dtype == "fp8";
-  if (o.experts % ranks != 0 || o.top_k > o.experts || o.tokens < 1 || o.d_model < 1 || o.iters < 1 || o.rounds < 1)
-    return error = "need tokens, d-model, iters, rounds >= 1, top-k <= experts and experts divisible by the " +
-                   std::to_string(ranks) + " ranks",
+  for (const auto& [flag, value, least] : {std::tuple{"--tokens", int64_t(o.tokens), 1}, {"--d-model", int64_t(o.d_model), 1},
+                                           {"--experts", int64_t(o.experts), 1}, {"--top-k", int64_t(o.top_k), 1},
+                                           {"--iters", int64_t(o.iters), 1}, {"--rounds", int64_t(o.rounds), 1},
+                                           {"--warmup", int64_t(o.warmup), 0}})
+    if (value < least)
+      return error = std::string(flag) + " must be >= " + std::to_string(least) + ", got " + std::to_string(value), 2;
+  if (o.top_k > o.experts)
+    return error = "--top-k " + std::to_string(o.top_k) + " exceeds --experts " + std::to_string(o.experts), 2;
+  if (o.experts % ranks != 0)
+    return error = "--experts " + std::to_string(o.experts) + " must be divisible by the " + std::to_string(ranks) +
+                   " ranks",
            2;
   at::NoGradGuard no_grad;
   at::manual_seed(uint64_t(1 + g->rank()));

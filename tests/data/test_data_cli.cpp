@@ -4,6 +4,8 @@
 
 #include <cstdio>
 #include <fstream>
+#include <utility>
+#include <vector>
 
 #include "data_test_util.h"
 #include "tests/run_cli.h"
@@ -128,6 +130,38 @@ TEST(DataCli, BadInputExitsTwoWithOneLine) {
   if (t.output.find("no SentencePiece") == std::string::npos)
     EXPECT_NE(t.output.find("--vocab-size 10 is too small for this text: it needs at least "), std::string::npos)
         << t.output;
+
+  // Options named one by one, checked before any reading; no existing model replaced unasked.
+  const std::string ds = (dir / "d.h5").string(), tok = (dir / "tok").string();
+  shoestring::data::dtest::write_text(dir / "tok.model", "earlier model");
+  shoestring::data::dtest::write_text(dir / "junk.bin", "not a shard at all");
+  for (const auto& [args, line] : std::vector<std::pair<std::string, std::string>>{
+           {"data inspect " + ds + " --tokens -5", "shoestring data inspect: --tokens must be >= 0, got -5"},
+           {"data inspect " + ds + " --tokenizer " + tok + ".model",
+            "data error: " + tok + ".model: not used: " + ds + " is byte-tokenized and decodes without a model (drop --tokenizer)"},
+           {"data train-tokenizer " + text + " -o " + tok + " --max-sentences 0",
+            "shoestring data train-tokenizer: --max-sentences must be > 0, got 0 (see --help)"},
+           {"data train-tokenizer " + text + " -o " + tok + "2 --threads -1",
+            "shoestring data train-tokenizer: --threads must be 0 (all cores) to 1024, got -1 (see --help)"},
+           {"data train-tokenizer " + text + " -o " + tok,
+            "shoestring data train-tokenizer: -o " + tok + ": " + tok + ".model exists; pass --force to replace it (see --help)"},
+           {"data train-tokenizer " + text + " -o " + (dir / "no" / "tok").string(),
+            "shoestring data train-tokenizer: -o " + (dir / "no" / "tok").string() + ": folder " + (dir / "no").string() +
+                " does not exist (see --help)"},
+           {"data prepare " + text + " -o " + (dir / "p.h5").string() + " --json " + dir.string(),
+            "shoestring data prepare: --json " + dir.string() + ": is a directory, expected a file name (see --help)"},
+       }) {
+    const Result r = run(args);
+    EXPECT_EQ(r.code, 2) << args << "\n" << r.output;
+    EXPECT_EQ(r.output, line + "\n") << args;
+  }
+  EXPECT_EQ(lines_of(dir / "tok.model"), std::vector<std::string>{"earlier model"});
+  EXPECT_FALSE(fs::exists(dir / "p.h5"));
+  // A file named .bin is judged as the llm.c shard it claims to be, not as a failed HDF5 file.
+  const Result j = run("data inspect " + (dir / "junk.bin").string());
+  EXPECT_EQ(j.code, 2) << j.output;
+  EXPECT_EQ(j.output.find("not an HDF5 file"), std::string::npos) << j.output;
+  EXPECT_NE(j.output.find("junk.bin"), std::string::npos) << j.output;
   fs::remove_all(dir);
 }
 

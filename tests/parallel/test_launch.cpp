@@ -62,6 +62,19 @@ TEST(Launch, TwoRanksTrainWithOneMetricsFileAndALogPerRank) {
   fs::remove_all(dir);
 }
 
+// The bench sets the layout itself; a --set of it would be silently replaced. Every rank finds the
+// same mistake and rank 0 alone says it, so the line is whole.
+TEST(Launch, BenchPipelineRefusesLayoutOverridesOnce) {
+  const CliResult r = mpirun(2, "", "bench pipeline --config configs/tiny-moe.yaml --set parallel.pp=4");
+  EXPECT_EQ(r.code, 2) << r.output;
+  const std::string line = "shoestring bench pipeline: --set parallel.pp=4: the bench sets parallel.pp itself";
+  EXPECT_NE(r.output.find(line), std::string::npos) << r.output;
+  EXPECT_EQ(r.output.find(line), r.output.rfind(line)) << r.output;
+  const CliResult m = mpirun(2, "", "bench pipeline --config configs/tiny-moe.yaml --microbatches -1");
+  EXPECT_EQ(m.code, 2) << m.output;
+  EXPECT_NE(m.output.find("--microbatches must be >= 0 (0: 4 x pp), got -1"), std::string::npos) << m.output;
+}
+
 TEST(Launch, LayoutThatDoesNotFitTheRanksIsAConfigError) {
   const fs::path dir = fresh_dir("mismatch");
   const CliResult r = mpirun(2, "", "train" + tiny_args(dir, 1) + " --set parallel.dp=3");

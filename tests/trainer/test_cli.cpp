@@ -127,6 +127,31 @@ TEST(Cli, BenchTrainReportsFlopsMemoryAndMfu) {
   EXPECT_NE(run(cmd + " --gpu nosuchgpu").code, 0);
 }
 
+// Each bad option is named, checked before any training, and exits 2; nothing runs as if a stray
+// word or an empty list entry were not there.
+TEST(Cli, BenchOptionsAreCheckedOneByOne) {
+  const std::string train = "bench train --config configs/tiny.yaml --set data.source=synthetic --steps 1 --warmup 0";
+  const fs::path missing = fs::temp_directory_path() / "shoestring_cli_no_such_dir" / "x.json";
+  for (const auto& [args, line] : std::vector<std::pair<std::string, std::string>>{
+           {train + " --json " + fs::temp_directory_path().string(),
+            "shoestring bench train: --json " + fs::temp_directory_path().string() + ": is a directory, expected a file name"},
+           {train + " --json " + missing.string(), "shoestring bench train: --json " + missing.string() + ": folder " +
+                                                       missing.parent_path().string() + " does not exist"},
+           {train + " --gpu bogus", "shoestring bench train: unknown --gpu 'bogus' (known: h100, h200, h800, a100, cpu)"},
+           {"bench train --config configs/tiny.yaml --warmup -1", "shoestring bench train: --warmup must be >= 0, got -1"},
+           {"bench train --steps 1", "shoestring bench train: no config given; use --config FILE"},
+           {"bench moe --top-k 0", "shoestring bench moe: --top-k must be >= 1, got 0"},
+           {"bench moe --warmup -1", "shoestring bench moe: --warmup must be >= 0, got -1"},
+           {"bench moe --top-k 9 --experts 8", "shoestring bench moe: --top-k 9 exceeds --experts 8"},
+           {"bench moe stray", "shoestring: unexpected argument 'stray' (see --help)"},
+           {"bench comm --ops all_reduce,,broadcast", "shoestring bench comm: --ops has an empty entry: 'all_reduce,,broadcast'"},
+       }) {
+    const Result r = run(args);
+    EXPECT_EQ(r.code, 2) << args << "\n" << r.output;
+    EXPECT_EQ(r.output, line + "\n") << args;
+  }
+}
+
 TEST(Cli, ConfigParamsMatchesTheBanner) {
   const Result p = run("config --params --config configs/tiny-moe.yaml");
   EXPECT_EQ(p.code, 0);

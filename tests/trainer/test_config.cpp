@@ -69,6 +69,18 @@ TEST(Config, ExactMessages) {
   } catch (const ConfigError& e) {
     EXPECT_NE(std::string(e.what()).find(": is a directory, expected a YAML config file"), std::string::npos) << e.what();
   }
+  // Nor an empty file, or one holding only comments.
+  const std::string empty = (std::filesystem::temp_directory_path() / "shoestring_empty_config.yaml").string();
+  for (const char* text : {"", "# nothing here\n\n"}) {
+    std::ofstream(empty) << text;
+    try {
+      shoestring::load_config({empty}, {});
+      ADD_FAILURE() << "an empty file loaded as a config: '" << text << "'";
+    } catch (const ConfigError& e) {
+      EXPECT_EQ(std::string(e.what()), empty + ": empty config file (expected sections such as model: and train:)");
+    }
+  }
+  std::filesystem::remove(empty);
 }
 
 TEST(Config, TypeAndRangeRules) {

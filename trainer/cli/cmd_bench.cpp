@@ -5,11 +5,13 @@
 #include <boost/program_options.hpp>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <functional>
 #include <iostream>
+#include <optional>
 #include <sstream>
 #include <stdexcept>
 #include <string>
@@ -34,19 +36,30 @@ namespace shoestring::cli {
 
 namespace {
 
-std::vector<std::string> split_commas(const std::string& text) {
+// "a,b,c" -> {a, b, c}; an empty entry ("a,,b", "a,") is a mistake worth naming, not skipping.
+std::optional<std::vector<std::string>> split_commas(const std::string& text) {
   std::vector<std::string> out;
-  std::stringstream list(text);
-  for (std::string item; std::getline(list, item, ',');)
-    if (!item.empty()) out.push_back(item);
-  return out;
+  size_t start = 0;
+  for (;;) {
+    const size_t comma = text.find(',', start);
+    out.push_back(text.substr(start, comma == std::string::npos ? std::string::npos : comma - start));
+    if (out.back().empty()) return std::nullopt;
+    if (comma == std::string::npos) return out;
+    start = comma + 1;
+  }
 }
 
-// A benchmark reporting bad options through `error`: one line naming it, and its exit code.
-int report_errors(const char* name, const std::function<int(std::string&)>& run) {
+void write_output(const std::string& path, const std::string& text) {
+  std::ofstream f(path);
+  if (!(f << text) || (f.close(), !f)) throw std::runtime_error(path + ": cannot write the JSON result");
+}
+
+// A benchmark reporting bad options through `error`: one line naming it, and its exit code. Every
+// rank finds the same bad option; rank 0 speaks for all, so the lines do not interleave.
+int report_errors(const char* name, const parallel::World& world, const std::function<int(std::string&)>& run) {
   std::string error;
   const int rc = run(error);
-  if (rc != 0) std::cerr << "shoestring bench " << name << ": " << error << "\n";
+  if (rc != 0 && world.rank == 0) std::cerr << "shoestring bench " << name << ": " << error << "\n";
   return rc;
 }
 
@@ -71,9 +84,24 @@ int bench_train(const Args& args, const parallel::World& world) {
   add_config_options(opts, cfg_opts);
   po::variables_map vm;
   if (const auto rc = parse_command_line(opts, args, vm)) return *rc;
-  if (cfg_opts.files.empty() || steps <= 0 || warmup < 0 || peak_tflops < 0) {
-    std::cerr << "shoestring bench train: need --config FILE, --steps > 0, --warmup >= 0 and --peak-tflops >= 0\n";
+  const auto usage_error = [](const std::string& what) {
+    std::cerr << "shoestring bench train: " << what << "\n";
     return 2;
+  };
+  if (cfg_opts.files.empty()) return usage_error("no config given; use --config FILE");
+  if (steps <= 0) return usage_error("--steps must be > 0, got " + std::to_string(steps));
+  if (warmup < 0) return usage_error("--warmup must be >= 0, got " + std::to_string(warmup));
+  if (!(peak_tflops >= 0) || !std::isfinite(peak_tflops))
+    return usage_error("--peak-tflops must be a finite number >= 0, got " + std::to_string(peak_tflops));
+  // Checked before the run, not after minutes of training.
+  if (const std::string bad = unwritable_output(json); !bad.empty()) return usage_error("--json " + bad);
+  planner::GpuSpec spec;
+  if (!gpu.empty()) {
+    try {
+      spec = planner::find_gpu(gpu);
+    } catch (const planner::PlanError& e) {
+      return usage_error(e.what());
+    }
   }
   const fs::path dir = fs::temp_directory_path() / ("shoestring-bench-" + std::to_string(::getpid()));
   fs::remove_all(dir);
@@ -82,7 +110,6 @@ int bench_train(const Args& args, const parallel::World& world) {
                            "log.every=1000000", "log.run_dir=" + dir.string()});
   const Config cfg = load_config(cfg_opts.files, sets);
   if (!gpu.empty() && peak_tflops == 0) {
-    const planner::GpuSpec spec = planner::find_gpu(gpu);  // an unknown name fails before training
     peak_tflops = cfg.train.precision == "fp8" && spec.fp8_tflops > 0 ? spec.fp8_tflops : spec.bf16_tflops;
   }
   const TrainSummary s = train(cfg, world);
@@ -108,7 +135,7 @@ int bench_train(const Args& args, const parallel::World& world) {
   std::snprintf(line + n, sizeof line - size_t(n), "}");
   if (world.rank != 0) return 0;  // under mpirun: one line, rank 0's timings (tokens are global)
   std::cout << line << "\n";
-  if (!json.empty()) std::ofstream(json) << line << "\n";
+  if (!json.empty()) write_output(json, std::string(line) + "\n");
   return 0;
 }
 
@@ -140,6 +167,10 @@ int bench_fp8(const Args& args) {
     std::cerr << "shoestring bench fp8: --shape " << e.what() << "\n";
     return 2;
   }
+  if (const std::string bad = unwritable_output(json); !bad.empty()) {
+    std::cerr << "shoestring bench fp8: --json " << bad << "\n";
+    return 2;
+  }
   std::ostringstream out;
   std::string error;
   if (const int rc = ops::run_fp8_bench(o, out, std::cout, error); rc != 0) {
@@ -147,7 +178,7 @@ int bench_fp8(const Args& args) {
     return rc;
   }
   if (json.empty()) std::cout << out.str();
-  else if (!(std::ofstream(json) << out.str())) throw std::runtime_error(json + ": cannot write the JSON result");
+  else write_output(json, out.str());
   return 0;
 }
 
@@ -170,7 +201,12 @@ int bench_comm(const Args& args, const parallel::World& world) {
       ("dtype", po::value(&o.dtype)->default_value(o.dtype), "float32 float64 bfloat16 float16 int64 int32 uint8");
   po::variables_map vm;
   if (const auto rc = parse_command_line(opts, args, vm)) return *rc;
-  o.ops = split_commas(ops);
+  const auto op_list = split_commas(ops);
+  if (!op_list) {
+    if (world.rank == 0) std::cerr << "shoestring bench comm: --ops has an empty entry: '" << ops << "'\n";
+    return 2;
+  }
+  o.ops = *op_list;
   o.min_bytes = parallel::parse_byte_size(min_bytes);
   o.max_bytes = parallel::parse_byte_size(max_bytes);
   for (const auto& [flag, text, bytes] : {std::tuple{"--min-bytes", min_bytes, o.min_bytes}, {"--max-bytes", max_bytes, o.max_bytes}})
@@ -179,7 +215,7 @@ int bench_comm(const Args& args, const parallel::World& world) {
                 << "'\n";
       return 2;
     }
-  return report_errors("comm", [&](std::string& error) { return parallel::run_comm_bench(world, o, std::cout, error); });
+  return report_errors("comm", world, [&](std::string& error) { return parallel::run_comm_bench(world, o, std::cout, error); });
 }
 
 int bench_pipeline(const Args& args, const parallel::World& world) {
@@ -202,8 +238,13 @@ int bench_pipeline(const Args& args, const parallel::World& world) {
   if (const auto rc = parse_command_line(opts, args, vm)) return *rc;
   o.config_files = cfg_opts.files;
   o.sets = cfg_opts.sets;
-  o.schedules = split_commas(schedules);
-  return report_errors("pipeline", [&](std::string& error) { return run_pipeline_bench(world, o, std::cout, error); });
+  const auto schedule_list = split_commas(schedules);
+  if (!schedule_list) {
+    if (world.rank == 0) std::cerr << "shoestring bench pipeline: --schedules has an empty entry: '" << schedules << "'\n";
+    return 2;
+  }
+  o.schedules = *schedule_list;
+  return report_errors("pipeline", world, [&](std::string& error) { return run_pipeline_bench(world, o, std::cout, error); });
 }
 
 int bench_moe(const Args& args, const parallel::World& world) {
@@ -227,7 +268,7 @@ int bench_moe(const Args& args, const parallel::World& world) {
        "auto (rows travel in --dtype) or fp8 (E4M3 + 1x128 scales there, --dtype back)");
   po::variables_map vm;
   if (const auto rc = parse_command_line(opts, args, vm)) return *rc;
-  return report_errors("moe", [&](std::string& error) { return run_moe_bench(world, o, std::cout, error); });
+  return report_errors("moe", world, [&](std::string& error) { return run_moe_bench(world, o, std::cout, error); });
 }
 
 }  // namespace

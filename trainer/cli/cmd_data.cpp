@@ -6,6 +6,7 @@
 
 #include <chrono>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <random>
@@ -23,6 +24,7 @@
 #include "trainer/train.h"
 
 namespace po = boost::program_options;
+namespace fs = std::filesystem;
 
 namespace shoestring::cli {
 
@@ -80,7 +82,8 @@ int data_prepare(const Args& args) {
                               : shard < 0        ? "--shard-tokens must be >= 0, got " + std::to_string(shard)
                               : p.writer.deflate_level < 0 || p.writer.deflate_level > 9
                                   ? "--deflate must be 0-9, got " + std::to_string(p.writer.deflate_level)
-                                  : "";
+                              : !unwritable_output(json).empty() ? "--json " + unwritable_output(json)
+                                                                 : "";
   if (!problem.empty()) {
     std::cerr << "shoestring data prepare: " << problem << " (see --help)\n";
     return 2;
@@ -106,7 +109,8 @@ int data_prepare(const Args& args) {
                   p.output.c_str(), s.outputs.size(), static_cast<unsigned long long>(s.documents),
                   static_cast<unsigned long long>(s.tokens), static_cast<unsigned long long>(s.bytes_in),
                   static_cast<unsigned long long>(s.bytes_out), s.seconds, p.threads);
-    std::ofstream(json) << line << "\n";
+    std::ofstream f(json);
+    if (!(f << line << "\n") || (f.close(), !f)) throw std::runtime_error(json + ": cannot write the JSON summary");
   }
   return 0;
 }
@@ -118,9 +122,10 @@ int data_inspect(const Args& args) {
   std::string file;
   data::InspectOptions o;
   bool no_verify = false;
+  int64_t first_tokens = int64_t(o.first_tokens);
   opts.add_options()("help,h", "show this help")
       ("file", po::value(&file), "dataset file (positional)")
-      ("tokens", po::value(&o.first_tokens)->default_value(o.first_tokens), "how many tokens to decode")
+      ("tokens", po::value(&first_tokens)->default_value(first_tokens), "how many tokens to decode")
       ("tokenizer", po::value(&o.tokenizer), "SentencePiece model to decode a sentencepiece dataset with")
       ("no-verify", po::bool_switch(&no_verify), "skip reading every chunk");
   po::positional_options_description pos;
@@ -131,6 +136,11 @@ int data_inspect(const Args& args) {
     std::cerr << "shoestring data inspect: need a FILE (see --help)\n";
     return 2;
   }
+  if (first_tokens < 0) {
+    std::cerr << "shoestring data inspect: --tokens must be >= 0, got " << first_tokens << "\n";
+    return 2;
+  }
+  o.first_tokens = size_t(first_tokens);
   o.verify = !no_verify;
   std::cout << data::inspect_file(file, o);
   return 0;
@@ -142,6 +152,7 @@ int data_train_tokenizer(const Args& args) {
   std::vector<std::string> inputs;
   data::SentencePieceTrainOptions t;
   data::InputOptions in;
+  bool force = false;
   opts.add_options()("help,h", "show this help")
       ("input", po::value(&inputs)->composing(), "input files, directories or - (positional)")
       ("output,o", po::value(&t.model_prefix), "model prefix: writes PREFIX.model and PREFIX.vocab")
@@ -150,15 +161,30 @@ int data_train_tokenizer(const Args& args) {
       ("format", po::value(&in.format)->default_value("auto"), "auto, text or jsonl")
       ("text-field", po::value(&in.text_field)->default_value("text"), "JSONL: the field holding the text")
       ("max-sentences", po::value(&t.max_sentences)->default_value(t.max_sentences), "lines sampled for training")
-      ("threads", po::value(&t.threads)->default_value(0), "0 = all cores");
+      ("threads", po::value(&t.threads)->default_value(0), "0 = all cores")
+      ("force", po::bool_switch(&force), "replace an existing PREFIX.model / PREFIX.vocab");
   po::positional_options_description pos;
   pos.add("input", -1);
   po::variables_map vm;
   if (const auto rc = parse_command_line(opts, args, vm, &pos)) return *rc;
-  if (inputs.empty() || t.model_prefix.empty() || t.vocab_size <= 0 || t.max_sentences <= 0) {
-    std::cerr << "shoestring data train-tokenizer: need INPUT..., -o PREFIX, --vocab-size > 0 (see --help)\n";
+  const auto usage_error = [](const std::string& what) {
+    std::cerr << "shoestring data train-tokenizer: " << what << " (see --help)\n";
     return 2;
-  }
+  };
+  if (inputs.empty()) return usage_error("need INPUT... (files, directories or -)");
+  if (t.model_prefix.empty()) return usage_error("need -o PREFIX");
+  if (t.vocab_size <= 0) return usage_error("--vocab-size must be > 0, got " + std::to_string(t.vocab_size));
+  if (t.max_sentences <= 0) return usage_error("--max-sentences must be > 0, got " + std::to_string(t.max_sentences));
+  if (t.threads < 0 || t.threads > 1024)
+    return usage_error("--threads must be 0 (all cores) to 1024, got " + std::to_string(t.threads));
+  // Before minutes of reading and training: the folder must exist, and a model another dataset
+  // was prepared with is not replaced unless asked.
+  const fs::path prefix(t.model_prefix);
+  if (!prefix.parent_path().empty() && !fs::is_directory(prefix.parent_path()))
+    return usage_error("-o " + t.model_prefix + ": folder " + prefix.parent_path().string() + " does not exist");
+  for (const char* ext : {".model", ".vocab"})
+    if (!force && fs::exists(t.model_prefix + ext))
+      return usage_error("-o " + t.model_prefix + ": " + t.model_prefix + ext + " exists; pass --force to replace it");
   if (!data::have_sentencepiece()) throw data::DataError("train-tokenizer: this build has no SentencePiece (install libsentencepiece-dev and reconfigure)");
   // Reservoir sample of the lines (Vitter's algorithm R) with a fixed seed: bounded memory on any
   // corpus, and the same model from the same input.

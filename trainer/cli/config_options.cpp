@@ -1,5 +1,6 @@
 #include "trainer/cli/config_options.h"
 
+#include <filesystem>
 #include <iostream>
 
 namespace po = boost::program_options;
@@ -18,7 +19,15 @@ std::optional<int> parse_command_line(const po::options_description& opts, const
     po::command_line_parser parser(args);
     parser.options(opts);
     if (positional) parser.positional(*positional);
-    po::store(parser.run(), vm);
+    const po::parsed_options parsed = parser.run();
+    // Without a positional description Boost keeps stray words aside and store() drops them:
+    // `bench moe extra` would run as if `extra` were not there.
+    for (const auto& o : parsed.options)
+      if (o.position_key >= 0 && o.string_key.empty() && !o.value.empty()) {
+        std::cerr << "shoestring: unexpected argument '" << o.value.front() << "' (see --help)\n";
+        return 2;
+      }
+    po::store(parsed, vm);
     // --help before notify(), which enforces required options: `plan schedule --help` must work.
     if (vm.count("help")) {
       std::cout << opts << "\n";
@@ -30,6 +39,16 @@ std::optional<int> parse_command_line(const po::options_description& opts, const
     return 2;
   }
   return std::nullopt;
+}
+
+std::string unwritable_output(const std::string& path) {
+  namespace fs = std::filesystem;
+  if (path.empty()) return "";
+  std::error_code ec;
+  if (fs::is_directory(path, ec)) return path + ": is a directory, expected a file name";
+  const fs::path parent = fs::path(path).parent_path();
+  if (!parent.empty() && !fs::is_directory(parent, ec)) return path + ": folder " + parent.string() + " does not exist";
+  return "";
 }
 
 }  // namespace shoestring::cli

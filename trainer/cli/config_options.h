@@ -23,4 +23,8 @@ std::optional<int> parse_command_line(const boost::program_options::options_desc
                                       const std::vector<std::string>& args, boost::program_options::variables_map& vm,
                                       const boost::program_options::positional_options_description* positional = nullptr);
 
+// Why `path` cannot be an output file ("" when it can, or when no path was given): checked before
+// a command does its work, not after.
+std::string unwritable_output(const std::string& path);
+
 }  // namespace shoestring::cli
