@@ -297,7 +297,7 @@ TEST(Export, CliErrorsAreOneLineWithExitCodes) {
   auto r = run_shoestring("ckpt export " + ck + " --format safetensors --out " + out.string());
   EXPECT_EQ(r.code, 0) << r.output;
   EXPECT_TRUE(fs::exists(out / "model.safetensors") && fs::exists(out / "config.json"));
-  EXPECT_FALSE(fs::exists(out / "model.safetensors.tmp"));
+  EXPECT_EQ(std::distance(fs::directory_iterator(out), fs::directory_iterator()), 2);  // no temporary left
 
   r = run_shoestring("ckpt export " + (run / "nope").string() + " --format safetensors --out " + out.string());
   EXPECT_EQ(r.code, 2) << r.output;
@@ -326,6 +326,61 @@ TEST(Export, CliErrorsAreOneLineWithExitCodes) {
   EXPECT_EQ(r.code, 2) << r.output;
   EXPECT_TRUE(one_line(r.output) && r.output.find("rank_00000.h5") != std::string::npos) << r.output;
   EXPECT_FALSE(fs::exists(out2 / "model.safetensors"));
+}
+
+// An existing export is not replaced silently (it was): refused with one line naming the files,
+// exit 2, unless --force; a directory in a file's place is refused even then.
+TEST(Export, ExistingOutputIsReplacedOnlyWithForce) {
+  using shoestring::testing::run_shoestring;
+  const fs::path run = fresh_dir("force"), out = fresh_dir("force_out");
+  train(tiny_gqa(run), parallel::World{});
+  const std::string cmd = "ckpt export " + step2(run) + " --format safetensors --out " + out.string();
+  ASSERT_EQ(run_shoestring(cmd).code, 0);
+  std::ofstream(out / "config.json", std::ios::trunc) << "mine";
+  auto r = run_shoestring(cmd);
+  EXPECT_EQ(r.code, 2) << r.output;
+  EXPECT_EQ(r.output, "shoestring ckpt export: " + (out / "model.safetensors").string() + ", " +
+                          (out / "config.json").string() +
+                          " already exist(s); choose another --out or pass --force to replace\n");
+  EXPECT_EQ(shoestring::testing::read_file(out / "config.json"), "mine");
+  r = run_shoestring(cmd + " --force");
+  EXPECT_EQ(r.code, 0) << r.output;
+  EXPECT_NE(shoestring::testing::read_file(out / "config.json").find("\"model_type\": \"llama\""), std::string::npos);
+  fs::remove(out / "config.json");
+  fs::create_directories(out / "config.json" / "inside");
+  r = run_shoestring(cmd + " --force");
+  EXPECT_EQ(r.code, 2) << r.output;
+  EXPECT_NE(r.output.find((out / "config.json").string() + ": is a directory, expected a file"), std::string::npos)
+      << r.output;
+  EXPECT_TRUE(fs::is_directory(out / "config.json" / "inside"));
+  for (const auto& d : {run, out}) fs::remove_all(d);
+}
+
+// A failed export removes what it wrote (it left model.safetensors.tmp, and an OUTDIR it had
+// created) and nothing that was there before.
+TEST(Export, AFailedExportRemovesOnlyWhatItCreated) {
+  using shoestring::testing::run_shoestring;
+  const fs::path run = fresh_dir("fail"), out = fresh_dir("fail_out");
+  train(tiny_gqa(run), parallel::World{});
+  // Fails at the last step, renaming config.json onto a directory (the CLI refuses that earlier).
+  fs::create_directories(out / "config.json" / "inside");
+  EXPECT_THROW(ckpt::export_safetensors(step2(run), out.string()), std::runtime_error);
+  EXPECT_EQ(std::distance(fs::directory_iterator(out), fs::directory_iterator()), 1);
+  EXPECT_TRUE(fs::is_directory(out / "config.json" / "inside"));
+  // A config whose head count does not fit the stored k rows (the manifest is not checksummed):
+  // it failed in a LibTorch view halfway through the file (exit 1, no path); now a checkpoint
+  // error before anything is written.
+  const fs::path bad = run / "bad";
+  fs::copy(step2(run), bad, fs::copy_options::recursive);
+  std::string m = shoestring::testing::read_file(bad / "manifest.json");
+  for (const std::string key : {"n_heads: ", "n_kv_heads: "}) m.replace(m.find(key), key.size() + 1, key + "16");
+  std::ofstream(bad / "manifest.json", std::ios::trunc) << m;
+  const fs::path fresh = out / "new" / "dir";
+  const auto r = run_shoestring("ckpt export " + bad.string() + " --format safetensors --out " + fresh.string());
+  EXPECT_EQ(r.code, 2) << r.output;
+  EXPECT_NE(r.output.find(bad.string() + ": tensor param/blocks.0.attn.wk has 16 rows"), std::string::npos) << r.output;
+  EXPECT_FALSE(fs::exists(out / "new"));
+  for (const auto& d : {run, out}) fs::remove_all(d);
 }
 
 TEST(Export, CompressedQueriesAndTiedEmbeddings) {

@@ -1,6 +1,7 @@
 #include "trainer/checkpoint/export_safetensors.h"
 
 #include <ATen/ATen.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <charconv>
@@ -243,6 +244,14 @@ ExportResult export_safetensors(const std::string& ckpt_dir, const std::string& 
     return dtype == "bf16" ? at::kBFloat16 : dtype == "fp32" ? at::kFloat : source_dtype(t.source);
   };
 
+  // The config's head counts must fit the stored rows (a manifest's config is not checksummed):
+  // found here, not as a LibTorch view error halfway through the file.
+  for (const auto& t : plan)
+    if (t.rope_heads > 0 && (t.shape.size() != 2 || t.shape[0] % (2 * t.rope_heads) != 0))
+      throw CheckpointError(ckpt_dir + ": tensor " + t.source + " has " + std::to_string(t.shape.at(0)) +
+                            " rows, not a whole number of heads of even size for the " + std::to_string(t.rope_heads) +
+                            " heads its config gives");
+
   // Header: names in plan order, data laid out contiguously in the same order.
   std::ostringstream h;
   h << "{\"__metadata__\":{\"format\":\"pt\",\"producer\":\"shoestring\",\"step\":\"" << man.step << "\"}";
@@ -260,38 +269,58 @@ ExportResult export_safetensors(const std::string& ckpt_dir, const std::string& 
   std::string header = h.str();
   header.append((8 - header.size() % 8) % 8, ' ');  // the data starts 8-byte aligned
 
+  // A failed export removes what it created (the temporary files, OUTDIR and any parents it had to
+  // create) and nothing else: docs/checkpoints.md promises that nothing is written before success.
   std::error_code ec;
+  fs::path created;  // the outermost directory this call creates; empty when OUTDIR exists
+  for (fs::path p = out_dir; !p.empty() && !fs::exists(p, ec) && p != p.parent_path(); p = p.parent_path()) created = p;
   fs::create_directories(out_dir, ec);
   if (ec) throw std::runtime_error("cannot create " + out_dir + ": " + ec.message());
-  const std::string path = out_dir + "/model.safetensors", tmp = path + ".tmp";
-  std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
-  if (!f) throw std::runtime_error("cannot write " + tmp);
+  const std::string tag = ".tmp-" + std::to_string(::getpid());  // never an existing file of the user's
+  const std::string path = out_dir + "/model.safetensors", tmp = path + tag;
+  const std::string config_path = out_dir + "/config.json", config_tmp = config_path + tag;
   const uint64_t n = header.size();
-  unsigned char len[8];
-  for (int i = 0; i < 8; ++i) len[i] = static_cast<unsigned char>(n >> (8 * i));  // little-endian
-  f.write(reinterpret_cast<const char*>(len), 8);
-  f.write(header.data(), std::streamsize(n));
-  for (const auto& t : plan) {
-    if (std::find(t.shape.begin(), t.shape.end(), 0) != t.shape.end()) continue;  // no bytes
-    const TensorEntry* e = man.find(t.source);
-    const int64_t per = t.expert >= 0 ? e->numel() / e->shape.at(0) : e->numel();
-    at::Tensor v = at::empty({per}, at::TensorOptions().dtype(source_dtype(t.source)));
-    reader.read(t.source, e->shape, t.expert >= 0 ? t.expert * per : 0, v);
-    v = v.view(t.shape);
-    if (t.rope_heads > 0) v = rope_to_half_split(v, t.rope_heads);
-    v = v.to(out_dtype(t)).contiguous();  // host order is little-endian on every platform we build for
-    f.write(static_cast<const char*>(v.data_ptr()), std::streamsize(v.nbytes()));
-  }
-  f.close();
-  if (!f) throw std::runtime_error("cannot write " + tmp + " (disk full?)");
-  fs::rename(tmp, path, ec);
-  if (ec) throw std::runtime_error("cannot rename " + tmp + ": " + ec.message());
+  const bool had_model = fs::exists(path, ec);
+  bool renamed_model = false;
+  try {
+    std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
+    if (!f) throw std::runtime_error("cannot write " + tmp);
+    unsigned char len[8];
+    for (int i = 0; i < 8; ++i) len[i] = static_cast<unsigned char>(n >> (8 * i));  // little-endian
+    f.write(reinterpret_cast<const char*>(len), 8);
+    f.write(header.data(), std::streamsize(n));
+    for (const auto& t : plan) {
+      if (std::find(t.shape.begin(), t.shape.end(), 0) != t.shape.end()) continue;  // no bytes
+      const TensorEntry* e = man.find(t.source);
+      const int64_t per = t.expert >= 0 ? e->numel() / e->shape.at(0) : e->numel();
+      at::Tensor v = at::empty({per}, at::TensorOptions().dtype(source_dtype(t.source)));
+      reader.read(t.source, e->shape, t.expert >= 0 ? t.expert * per : 0, v);
+      v = v.view(t.shape);
+      if (t.rope_heads > 0) v = rope_to_half_split(v, t.rope_heads);
+      v = v.to(out_dtype(t)).contiguous();  // host order is little-endian on every platform we build for
+      f.write(static_cast<const char*>(v.data_ptr()), std::streamsize(v.nbytes()));
+    }
+    f.close();
+    if (!f) throw std::runtime_error("cannot write " + tmp + " (disk full?)");
 
-  std::ofstream c(out_dir + "/config.json", std::ios::trunc);
-  const bool f64 = dtype.empty() && !plan.empty() && source_dtype(plan.front().source) == at::kDouble;
-  c << hf_config_json(cfg.model, dtype == "bf16" ? "bfloat16" : f64 ? "float64" : "float32");
-  c.close();
-  if (!c) throw std::runtime_error("cannot write " + out_dir + "/config.json");
+    std::ofstream c(config_tmp, std::ios::trunc);
+    const bool f64 = dtype.empty() && !plan.empty() && source_dtype(plan.front().source) == at::kDouble;
+    c << hf_config_json(cfg.model, dtype == "bf16" ? "bfloat16" : f64 ? "float64" : "float32");
+    c.close();
+    if (!c) throw std::runtime_error("cannot write " + config_tmp);
+    fs::rename(tmp, path, ec);
+    if (ec) throw std::runtime_error("cannot rename " + tmp + " to " + path + ": " + ec.message());
+    renamed_model = true;
+    fs::rename(config_tmp, config_path, ec);
+    if (ec) throw std::runtime_error("cannot rename " + config_tmp + " to " + config_path + ": " + ec.message());
+  } catch (...) {
+    std::error_code ignored;
+    fs::remove(tmp, ignored);
+    fs::remove(config_tmp, ignored);
+    if (renamed_model && !had_model) fs::remove(path, ignored);  // no model without its config.json
+    if (!created.empty()) fs::remove_all(created, ignored);
+    throw;
+  }
   return {plan.size(), 8 + n + offset};
 }
 

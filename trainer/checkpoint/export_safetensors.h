@@ -37,7 +37,9 @@ struct ExportResult {
 
 // Verifies the checkpoint in `ckpt_dir` (CheckpointError when it is missing or invalid), then
 // writes out_dir/model.safetensors and out_dir/config.json (std::runtime_error when they cannot be
-// written). dtype: "" (the checkpoint's), "fp32", "bf16".
+// written). dtype: "" (the checkpoint's), "fp32", "bf16". Existing files of those names are
+// replaced (the CLI refuses that without --force); on failure only what this call created is
+// removed again.
 ExportResult export_safetensors(const std::string& ckpt_dir, const std::string& out_dir, const std::string& dtype = "");
 
 }  // namespace shoestring::ckpt

@@ -10,6 +10,7 @@
 
 #include "data/data_error.h"
 #include "data/sha256.h"
+#include "trainer/checkpoint/shard_file.h"
 
 namespace fs = std::filesystem;
 
@@ -119,7 +120,14 @@ void check_ranges(const Manifest& m, const std::string& path) {
 
 Manifest read_manifest(const std::string& dir) {
   const std::string path = (fs::path(dir) / kManifestName).string();
-  if (!fs::exists(path)) throw CheckpointError(path + ": missing (not a complete checkpoint)");
+  std::error_code ec;
+  if (!fs::is_directory(dir, ec)) throw CheckpointError(dir + ": no such directory (expected a checkpoint directory)");
+  const fs::file_status st = fs::status(path, ec);
+  if (!fs::exists(st)) throw CheckpointError(path + ": missing (not a complete checkpoint)");
+  // yaml-cpp would read a directory through an ifstream and fail in libstdc++'s own words
+  // ("basic_filebuf::underflow ... Is a directory"), naming no file; a FIFO would block.
+  if (fs::is_directory(st)) throw CheckpointError(path + ": is a directory, expected a file");
+  if (!fs::is_regular_file(st)) throw CheckpointError(path + ": not a regular file");
   // JSON is YAML: yaml-cpp, already a dependency, parses the manifest.
   try {
     const YAML::Node root = YAML::LoadFile(path);
@@ -151,6 +159,8 @@ Manifest read_manifest(const std::string& dir) {
     return m;
   } catch (const YAML::Exception& e) {
     throw CheckpointError(path + ": malformed manifest: " + e.msg);
+  } catch (const std::ios_base::failure& e) {
+    throw CheckpointError(path + ": cannot read: " + e.what());
   }
 }
 
@@ -159,12 +169,20 @@ namespace {
 std::vector<std::string> verify_part(const std::string& dir, const Manifest& m, bool checksums, int rank, int size) {
   std::vector<std::string> problems;
   std::map<std::string, const FileEntry*> files;
+  // Every dataset each file must hold, as the reader will ask for it.
+  std::map<std::string, std::vector<DatasetExpectation>> datasets;
+  for (const auto& t : m.tensors)
+    for (const auto& p : t.pieces) datasets[p.file].push_back({p.dataset, t.name, t.dtype, p.numel});
   for (size_t i = 0; i < m.files.size(); ++i) {
     const FileEntry& f = m.files[i];
     files[f.name] = &f;
     if (int(i % size_t(size)) != rank) continue;
     const fs::path p = fs::path(dir) / f.name;
     std::error_code ec;
+    if (fs::is_directory(p, ec)) {
+      problems.push_back(p.string() + ": is a directory, expected a file");
+      continue;
+    }
     const uint64_t size = fs::file_size(p, ec);
     if (ec) {
       problems.push_back(p.string() + ": missing (" + ec.message() + ")");
@@ -178,18 +196,33 @@ std::vector<std::string> verify_part(const std::string& dir, const Manifest& m, 
     if (!checksums) continue;
     try {
       const std::string sum = data::sha256_file(p.string());
-      if (sum != f.sha256) problems.push_back(p.string() + ": SHA-256 " + sum + " does not match the manifest's " + f.sha256);
+      if (sum != f.sha256) {
+        problems.push_back(p.string() + ": SHA-256 " + sum + " does not match the manifest's " + f.sha256);
+        continue;
+      }
     } catch (const data::DataError& e) {
       problems.push_back(e.what());
+      continue;
     }
+    // Only now, its bytes being the writer's, may libhdf5 open it. Metadata only: cheap next to
+    // the hash. The manifest is not hashed, so a dataset it names may still be absent.
+    for (auto& problem : check_datasets(p.string(), datasets[f.name])) problems.push_back(std::move(problem));
   }
   if (rank != 0) return problems;
+  const std::string where = (fs::path(dir) / kManifestName).string() + ": ";
+  // ckpt export and convert build the model from this config: it must at least be a YAML mapping.
+  try {
+    if (!YAML::Load(m.config_yaml).IsMap()) problems.push_back(where + "the embedded config is not a YAML mapping");
+  } catch (const YAML::Exception& e) {
+    problems.push_back(where + "the embedded config is not valid YAML: " + e.msg);
+  }
   for (const auto& t : m.tensors) {
-    if (t.dtype != "float32" && t.dtype != "float64") problems.push_back(t.name + ": unknown dtype " + t.dtype);
+    if (t.dtype != "float32" && t.dtype != "float64") problems.push_back(where + "tensor " + t.name + ": unknown dtype " + t.dtype);
     // Pieces must tile [0, numel) exactly once: a gap would leave elements unrestored.
     std::vector<std::pair<int64_t, int64_t>> ranges;
     for (const auto& p : t.pieces) {
-      if (!files.count(p.file)) problems.push_back(t.name + ": piece in " + p.file + ", a file the manifest does not list");
+      if (!files.count(p.file))
+        problems.push_back(where + "tensor " + t.name + ": piece in " + p.file + ", a file the manifest does not list");
       ranges.emplace_back(p.offset, p.numel);
     }
     std::sort(ranges.begin(), ranges.end());
@@ -200,7 +233,8 @@ std::vector<std::string> verify_part(const std::string& dir, const Manifest& m, 
       at = off + n;
     }
     if (!ok || at != t.numel())
-      problems.push_back(t.name + ": its pieces do not cover its " + std::to_string(t.numel()) + " elements exactly once");
+      problems.push_back(where + "tensor " + t.name + ": its pieces do not cover its " + std::to_string(t.numel()) +
+                         " elements exactly once");
   }
   return problems;
 }

@@ -66,8 +66,10 @@ std::string to_json(const Manifest& m);
 Manifest read_manifest(const std::string& dir);
 
 // Every problem of the checkpoint in DIR, one line each (empty = valid): a missing or malformed
-// manifest, missing files, wrong sizes, checksum mismatches (when `checksums`), and tensors whose
-// pieces do not cover them exactly once.
+// manifest, missing files, wrong sizes, checksum mismatches and (once a file's checksum matched)
+// datasets the manifest names that the file lacks or holds with another length or dtype (both
+// only when `checksums`), an embedded config that is not a YAML mapping, unknown dtypes, and
+// tensors whose pieces do not cover them exactly once.
 std::vector<std::string> verify(const std::string& dir, bool checksums = true);
 std::vector<std::string> verify(const std::string& dir, const Manifest& m, bool checksums = true);
 // The share of that work of member `rank` of `size` verifying together (hashing is the slow part):

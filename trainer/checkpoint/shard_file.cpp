@@ -51,6 +51,34 @@ void write_shard_file(const std::string& path, const std::vector<std::pair<std::
   fsync_path(path, false);
 }
 
+std::vector<std::string> check_datasets(const std::string& path, const std::vector<DatasetExpectation>& expected) {
+  h5::QuietErrors quiet;
+  h5::Id f = h5::file(H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT));
+  if (!f.ok()) return {path + ": cannot open as HDF5: " + h5::last_error()};
+  std::vector<std::string> problems;
+  for (const auto& e : expected) {
+    const std::string what = path + ": dataset " + e.dataset + " (a piece of " + e.tensor + ")";
+    h5::Id d = h5::dataset(H5Dopen2(f, e.dataset.c_str(), H5P_DEFAULT));
+    if (!d.ok()) {
+      problems.push_back(what + ": missing");
+      continue;
+    }
+    h5::Id space = h5::space(H5Dget_space(d));
+    h5::Id type = h5::type(H5Dget_type(d));
+    hsize_t len = 0;
+    const bool shape_ok = H5Sget_simple_extent_ndims(space) == 1 &&
+                          H5Sget_simple_extent_dims(space, &len, nullptr) == 1 && int64_t(len) == e.numel;
+    // The manifest's dtype is the saved tensor's, so the dataset's float size must equal it; HDF5
+    // would convert float64 data into a float32 tensor silently.
+    const size_t bytes = e.dtype == "float64" ? 8 : e.dtype == "float32" ? 4 : 0;
+    const bool type_ok = bytes == 0 || (type.ok() && H5Tget_class(type) == H5T_FLOAT && H5Tget_size(type) == bytes);
+    if (!shape_ok || !type_ok)
+      problems.push_back(what + ": not 1-D " + e.dtype + " with " + std::to_string(e.numel) +
+                         " elements as the manifest says");
+  }
+  return problems;
+}
+
 void ShardReader::read(const std::string& file, const std::string& name, int64_t expected, int64_t first,
                        at::Tensor out) {
   h5::QuietErrors quiet;

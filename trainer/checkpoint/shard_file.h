@@ -30,6 +30,18 @@ class ShardReader {
   std::map<std::string, data::h5::Id> files_;
 };
 
+// What the manifest says one dataset of a rank file holds: `numel` elements of `dtype` (float32 |
+// float64), a piece of tensor `tensor`.
+struct DatasetExpectation {
+  std::string dataset, tensor, dtype;
+  int64_t numel = 0;
+};
+
+// One line per dataset of the HDF5 file `path` that ShardReader::read would refuse or convert
+// lossily: missing, not 1-D with `numel` elements, or not an IEEE float of dtype's size. Opens the
+// file, so call it only once its SHA-256 matched (libhdf5 must never parse a corrupt file).
+std::vector<std::string> check_datasets(const std::string& path, const std::vector<DatasetExpectation>& expected);
+
 // fsync a file or a directory (so a rename is durable); CheckpointError on failure.
 void fsync_path(const std::string& path, bool directory);
 
