@@ -213,6 +213,34 @@ TEST(LaunchSlurmCli, BadInputIsOneLineAndExitTwo) {
   EXPECT_FALSE(fs::exists(out));  // nothing is written for a job that cannot run
 }
 
+// A config file whose name holds a space names the job and the run directory after it: the error
+// says where the name came from (it spoke of --job-name, never given), and --job-name mends both.
+TEST(LaunchSlurmCli, JobNameFromTheConfigFileNameSaysSo) {
+  const fs::path dir = shoestring::testing::fresh_dir("shoestring_slurm", "spaces");
+  fs::create_directories(dir / "sp ace");
+  fs::copy_file(SHOESTRING_SOURCE_DIR "/configs/tiny.yaml", dir / "sp ace" / "my cfg.yaml");
+  const std::string cmd = "launch slurm --config '" + (dir / "sp ace" / "my cfg.yaml").string() +
+                          "' --nodes 1 --gpus-per-node 1 --time 01:00:00 --out " + (dir / "out").string();
+  const auto r = shoestring::testing::run_shoestring(cmd);
+  EXPECT_EQ(r.code, 2) << r.output;
+  EXPECT_EQ(r.output, "shoestring launch: the job name 'my cfg' comes from the config file's name (" +
+                          (dir / "sp ace" / "my cfg.yaml").string() +
+                          ") and must not contain spaces, quotes, '$' or backslashes; give one with --job-name NAME\n");
+  EXPECT_FALSE(fs::exists(dir / "out"));
+  const auto named = shoestring::testing::run_shoestring(cmd + " --job-name mycfg");
+  ASSERT_EQ(named.code, 0) << named.output;
+  std::smatch m;
+  ASSERT_TRUE(std::regex_search(named.output, m, std::regex("\nsbatch (/\\S+/mycfg-\\d{8}-\\d{6}/job.sbatch)\n$"))) << named.output;
+  EXPECT_TRUE(has_line(slurp(m[1].str()), "#SBATCH --job-name=mycfg"));
+  const auto slash = shoestring::testing::run_shoestring(cmd + " --job-name a/b");
+  EXPECT_EQ(slash.code, 2);
+  EXPECT_EQ(slash.output, "shoestring launch: --job-name 'a/b' must not contain '/': it names the run directory in --out\n");
+  const auto stray = shoestring::testing::run_shoestring(cmd + " --job-name mycfg stray");
+  EXPECT_EQ(stray.code, 2);
+  EXPECT_EQ(stray.output, "shoestring: unexpected argument 'stray' (see --help)\n");
+  fs::remove_all(dir);
+}
+
 TEST(LaunchSlurmCli, HelpNeedsNoOtherOption) {
   const auto r = shoestring::testing::run_shoestring("launch slurm --help");
   EXPECT_EQ(r.code, 0) << r.output;

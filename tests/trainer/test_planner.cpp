@@ -8,6 +8,7 @@
 #include "trainer/model/transformer.h"
 #include "trainer/planner/layout_search.h"
 #include "trainer/planner/plan_report.h"
+#include "trainer/sweep/run_estimate.h"
 
 using namespace shoestring;
 using namespace shoestring::planner;
@@ -120,6 +121,43 @@ TEST(Planner, BadLayoutsAreRefused) {
   EXPECT_THROW(make_plan(shipped("tiny-moe", {"parallel.ep=2"}), hardware("h100", 3), {}), PlanError);  // ep | dp
   EXPECT_THROW(find_gpu("v100"), PlanError);
   EXPECT_EQ(find_gpu("H100").name, "h100");
+}
+
+// Beyond the limits (plan_report.h) the planner refuses at once, naming the key, rather than
+// splitting 200,000 layers for a minute or replaying 16,384 ranks for longer.
+TEST(Planner, TooLargeModelsAndPipelinesAreRefusedNamingTheKey) {
+  auto message = [](const Config& c, int gpus) {
+    try {
+      make_plan(c, hardware("h100", gpus), {});
+    } catch (const PlanTooLarge& e) {
+      return std::string(e.what());
+    }
+    return std::string("(no PlanTooLarge)");
+  };
+  EXPECT_EQ(message(shipped("tiny", {"model.n_layers=200000"}), 1),
+            "model.n_layers=200000: the planner handles at most 4096 transformer blocks");
+  EXPECT_EQ(message(shipped("tiny", {"parallel.pp=16384"}), 16384),
+            "parallel.pp=16384: the planner handles at most 1024 pipeline ranks");
+  // 4096 layers: 64 stages are the most (64 x 4096^2 = 2^30); explicit stage_layers need no split.
+  EXPECT_NO_THROW(make_plan(shipped("tiny", {"model.n_layers=4096", "parallel.pp=64"}), hardware("h100", 64), {}));
+  EXPECT_NE(message(shipped("tiny", {"model.n_layers=4096", "parallel.pp=128"}), 128)
+                .find("model.n_layers=4096 over 128 pipeline stages"),
+            std::string::npos);
+  // The sweep's estimate says why it has none.
+  EXPECT_EQ(sweep::run_estimate(shipped("tiny", {"model.n_layers=1000000"})),
+            "n/a: model.n_layers=1000000: the planner handles at most 4096 transformer blocks");
+  // A search is refused for the model's size; a layout beyond the limits is counted, not hidden.
+  EXPECT_THROW(search_layouts(shipped("tiny", {"model.n_layers=5000"}), hardware("h100", 8), {}), PlanTooLarge);
+  SearchResult r;
+  r.too_large = 3;
+  EXPECT_NE(render_search_table(r).find("3 layout(s) not planned: beyond the planner's limits"), std::string::npos);
+}
+
+// --gpus near INT_MAX: the search neither overflows its pp counter (it divided by zero) nor counts
+// through two billion expert-parallel widths.
+TEST(Planner, SearchOverAHugeGpuCountFinishes) {
+  const SearchResult r = search_layouts(shipped("tiny"), hardware("h100", 2147483647), {});
+  EXPECT_FALSE(r.plans.empty());
 }
 
 TEST(Planner, TimeAndCostAreConsistent) {

@@ -153,6 +153,29 @@ TEST(SweepFile, ErrorsNameTheSweepFileAndKey) {
   EXPECT_NE(e.find("test-sweep.yaml:2: gird: unknown key"), std::string::npos) << e;
 }
 
+// What would make identical runs, runs the sweep cannot keep apart, or more runs than anyone reads
+// is refused while parsing, naming the line and key (10^8 samples ran for minutes).
+TEST(SweepFile, RunDirAxesDuplicatesAndTooManyRunsAreErrors) {
+  const std::string base = "base: configs/tiny.yaml\n";
+  EXPECT_EQ(error_of(base + "grid:\n  log.run_dir: [a, b]\n"),
+            "test-sweep.yaml:3: log.run_dir: the sweep sets it for every run (<dir>/<run name>); set dir: instead");
+  EXPECT_EQ(error_of(base + "set:\n  log.run_dir: a\n"),
+            "test-sweep.yaml:3: log.run_dir: the sweep sets it for every run (<dir>/<run name>); set dir: instead");
+  EXPECT_EQ(error_of(base + "seeds: [1, 1]\n"), "test-sweep.yaml:2: seeds: 1 appears twice: the two runs would be identical");
+  EXPECT_EQ(error_of(base + "grid:\n  optim.lr: [0.001, 0.002, 1e-3]\n"),
+            "test-sweep.yaml:3: optim.lr: 1e-3 (= 0.001) appears twice: the two runs would be identical");
+  EXPECT_EQ(error_of(base + "grid:\n  train.precision: [fp32, fp32]\n"),
+            "test-sweep.yaml:3: train.precision: fp32 appears twice: the two runs would be identical");
+  EXPECT_EQ(error_of(base + "random:\n  samples: 100000000\n  axes:\n    optim.lr: {log_uniform: [1e-4, 1e-2]}\n"),
+            "test-sweep.yaml: 100000000 runs (random.samples 100000000): at most 10000 runs per sweep; split it into several "
+            "sweep files");
+  EXPECT_EQ(error_of(base + "grid:\n  optim.lr: [0.1, 0.2]\nrandom:\n  samples: 2501\n  axes:\n"
+                            "    optim.weight_decay: {uniform: [0, 1]}\nseeds: [1, 2]\n"),
+            "test-sweep.yaml: 10004 runs (random.samples 2501 x optim.lr 2 x seeds 2): at most 10000 runs per sweep; split it "
+            "into several sweep files");
+  EXPECT_EQ(expand(parse(base + "random:\n  samples: 10000\n  axes:\n    optim.lr: {uniform: [0.1, 0.2]}\n")).size(), 10000u);
+}
+
 TEST(SweepCli, BadSweepFileIsOneLineExitTwo) {
   const fs::path dir = shoestring::testing::fresh_dir("sweep", "badfile");
   fs::create_directories(dir);
@@ -161,6 +184,61 @@ TEST(SweepCli, BadSweepFileIsOneLineExitTwo) {
   EXPECT_EQ(r.code, 2) << r.output;
   EXPECT_EQ(r.output, "config error: " + (dir / "bad.yaml").string() +
                           ":3: model.d_modle: unknown key; did you mean model.d_model?\n");
+  // A directory reads as nothing at all: say what it is.
+  fs::create_directories(dir / "folder.yaml");
+  const auto folder = run_shoestring("sweep plan " + (dir / "folder.yaml").string());
+  EXPECT_EQ(folder.code, 2) << folder.output;
+  EXPECT_EQ(folder.output, "config error: " + (dir / "folder.yaml").string() + ": is a directory, expected a sweep file (YAML)\n");
+  // --print-config takes a run number: -1 printed the whole plan.
+  std::ofstream(dir / "good.yaml") << "base: " << kSource << "/configs/tiny.yaml\nset:\n  data.source: synthetic\n"
+                                   << "grid:\n  optim.lr: [0.001, 0.002]\n";
+  for (const char* n : {"-1", "2"}) {
+    const auto bad = run_shoestring("sweep plan " + (dir / "good.yaml").string() + " --print-config " + n);
+    EXPECT_EQ(bad.code, 2) << n << ": " << bad.output;
+    EXPECT_EQ(std::count(bad.output.begin(), bad.output.end(), '\n'), 1) << bad.output;
+  }
+  EXPECT_EQ(run_shoestring("sweep plan " + (dir / "good.yaml").string() + " --print-config -1").output,
+            "shoestring sweep plan: --print-config -1: expected a run number from 0\n");
+  // A model the planner does not estimate is planned at once, saying why there is no estimate.
+  std::ofstream(dir / "deep.yaml") << "base: " << kSource << "/configs/tiny.yaml\nset:\n  data.source: synthetic\n"
+                                   << "grid:\n  model.n_layers: [1000000]\n";
+  const auto deep = run_shoestring("sweep plan " + (dir / "deep.yaml").string());
+  EXPECT_EQ(deep.code, 0) << deep.output;
+  EXPECT_NE(deep.output.find("estimate   n/a: model.n_layers=1000000: the planner handles at most 4096 transformer blocks"),
+            std::string::npos) << deep.output;
+  EXPECT_LT(deep.seconds, 10);
+  fs::remove_all(dir);
+}
+
+// docs/sweeps.md has users add lines to sweep.sbatch: a second --slurm keeps their edits and puts
+// the fresh script beside it; a script it wrote and nobody edited is simply rewritten.
+TEST(SweepCli, SlurmKeepsAnEditedScript) {
+  const fs::path dir = shoestring::testing::fresh_dir("sweep", "sbatch");
+  fs::create_directories(dir);
+  const fs::path file = dir / "s.yaml", out = dir / "out";
+  std::ofstream(file) << "base: " << kSource << "/configs/tiny.yaml\nset:\n  data.source: synthetic\n"
+                      << "grid:\n  optim.lr: [0.001, 0.002]\ndir: " << out.string() << "\n";
+  const std::string slurm = "sweep run " + file.string() + " --slurm";
+  ASSERT_EQ(run_shoestring(slurm).code, 0);
+  const std::string fresh = slurp(out / "sweep.sbatch");
+  // Regenerated with other options, unedited: rewritten.
+  ASSERT_EQ(run_shoestring(slurm + " --np 2").code, 0);
+  const std::string np2 = slurp(out / "sweep.sbatch");
+  EXPECT_NE(np2.find("#SBATCH --ntasks=2\n"), std::string::npos) << np2;
+  EXPECT_FALSE(fs::exists(out / "sweep.sbatch.new"));
+  // Edited: kept, the fresh script beside it, one line saying so.
+  std::ofstream(out / "sweep.sbatch", std::ios::app) << "#SBATCH --partition=gpu\n";
+  const auto again = run_shoestring(slurm);
+  EXPECT_EQ(again.code, 0) << again.output;
+  EXPECT_EQ(again.output, "kept " + (out / "sweep.sbatch").string() + ": edited since it was written; the fresh script is " +
+                              (out / "sweep.sbatch.new").string() + " (compare them, then merge or move it over)\n");
+  EXPECT_EQ(slurp(out / "sweep.sbatch"), np2 + "#SBATCH --partition=gpu\n");
+  EXPECT_EQ(slurp(out / "sweep.sbatch.new"), fresh);
+  // --submit does not guess which of the two is meant.
+  const auto submit = run_shoestring(slurm + " --submit");
+  EXPECT_EQ(submit.code, 1) << submit.output;
+  EXPECT_NE(submit.output.find("not submitted: choose between"), std::string::npos) << submit.output;
+  EXPECT_EQ(slurp(out / "sweep.sbatch"), np2 + "#SBATCH --partition=gpu\n");
   fs::remove_all(dir);
 }
 

@@ -47,7 +47,7 @@ int launch_slurm(const Args& args) {
       ("time", po::value(&job.time), "wall-clock limit, HH:MM:SS")
       ("partition", po::value(&job.partition), "Slurm partition")
       ("account", po::value(&job.account), "Slurm account")
-      ("job-name", po::value(&job.job_name), "job name (default: the config name)")
+      ("job-name", po::value(&job.job_name), "job name, also the run directory's (default: the config file's name)")
       ("out", po::value(&out_root)->default_value("runs"), "the run directory is made in here")
       ("cpus-per-task", po::value(&job.cpus_per_task)->default_value(8), "cores per rank (OMP_NUM_THREADS)")
       ("signal-before", po::value(&job.signal_before_s)->default_value(300),
@@ -73,14 +73,25 @@ int launch_slurm(const Args& args) {
   }
   const Config loaded = load_config(cfg_opts.files, cfg_opts.sets);
   check_layout(loaded, job);
-  if (job.job_name.empty()) job.job_name = loaded.name;
+  // Unless given, the job is named after the config file, which may hold a space ("my cfg.yaml");
+  // the run directory carries the job name, so --job-name alone mends both.
+  const bool named_by_file = job.job_name.empty();
+  if (job.job_name.find('/') != std::string::npos) {
+    std::cerr << "shoestring launch: --job-name '" << job.job_name << "' must not contain '/': it names the run directory in --out\n";
+    return 2;
+  }
+  if (named_by_file) job.job_name = loaded.name;
   job.workdir = fs::current_path().string();
   job.binary = fs::canonical("/proc/self/exe").string();
-  job.run_dir = (fs::absolute(out_root) / (loaded.name + "-" + utc_stamp())).lexically_normal().string();
+  job.run_dir = (fs::absolute(out_root) / (job.job_name + "-" + utc_stamp())).lexically_normal().string();
   try {
     validate_job(job);  // again, now with the run directory and job name filled in
   } catch (const LaunchError& e) {
-    std::cerr << "shoestring launch: " << e.what() << "\n";
+    std::string why = e.what();
+    if (named_by_file && why.rfind("--job-name:", 0) == 0)
+      why = "the job name '" + job.job_name + "' comes from the config file's name (" + cfg_opts.files.back() + ") and" +
+            why.substr(why.find("' must not") + 1) + "; give one with --job-name NAME";
+    std::cerr << "shoestring launch: " << why << "\n";
     return 2;
   }
   if (fs::exists(job.run_dir)) throw std::runtime_error(job.run_dir + ": already exists; wait a second or use --out");

@@ -5,6 +5,7 @@
 #include <boost/program_options.hpp>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <fstream>
 #include <iostream>
@@ -49,6 +50,63 @@ bool paper_formula(const parallel::Schedule& s, const parallel::ActionCosts& c, 
   return true;
 }
 
+// How large a schedule `plan schedule` builds. The validator checks each consumer against its
+// rank's earlier actions and looks each stage up along its route, so the time grows with the
+// square of the actions per rank and with the stages (measured, one core: 1f1b pp 2 x 100,000
+// micro-batches 42 s, pp 3000 x 4 micro-batches 42 s; within these limits the slowest shapes,
+// 1f1b pp 1024 x 64 and gpipe pp 6 x 10,000, take 4-6 s and under 400 MB).
+constexpr int64_t kMaxRanks = 1024;       // --pp
+constexpr int64_t kMaxStages = 1024;      // pp x chunks per rank
+constexpr int64_t kMaxPerRank = 10000;    // micro-batches x chunks per rank
+constexpr int64_t kMaxForwards = 65536;   // pp x micro-batches x chunks per rank
+
+// "" when the schedule o asks for is within the limits above, else why not (one line). Values the
+// generators refuse anyway (pp < 1, too few micro-batches) are left to make_schedule's message.
+std::string schedule_too_large(const parallel::ScheduleOptions& o) {
+  if (o.pp < 1 || o.microbatches < 1 || o.virtual_stages < 1) return "";
+  const int64_t pp = o.pp, m = o.microbatches;
+  const int64_t chunks = planner::schedule_chunks(o.name, o.virtual_stages);
+  const std::string per_rank = chunks == 1 ? ""
+                               : o.name == "interleaved" ? " x --virtual-stages " + std::to_string(chunks)
+                                                         : " x " + std::to_string(chunks) + " chunks per rank (" + o.name + ")";
+  if (pp > kMaxRanks) return "--pp " + std::to_string(pp) + ": at most " + std::to_string(kMaxRanks) + " pipeline ranks";
+  if (m * chunks > kMaxPerRank)
+    return "--microbatches " + std::to_string(m) + per_rank + (chunks == 1 ? "" : " = " + std::to_string(m * chunks)) +
+           ": at most " + std::to_string(kMaxPerRank) + " micro-batch forwards per rank";
+  if (pp * chunks > kMaxStages)
+    return "--pp " + std::to_string(pp) + per_rank + " = " + std::to_string(pp * chunks) + " model stages: at most " +
+           std::to_string(kMaxStages);
+  if (pp * m * chunks > kMaxForwards)
+    return "--pp " + std::to_string(pp) + " x --microbatches " + std::to_string(m) + per_rank + " = " +
+           std::to_string(pp * m * chunks) + " micro-batch forwards: at most " + std::to_string(kMaxForwards) +
+           ", so that a plan takes seconds";
+  return "";
+}
+
+// A cost flag's problem, or "": costs are times in any one unit, so they must be finite numbers
+// (nan and inf break the replay's arithmetic), at most 1e12 (sums over every action stay exact
+// enough and finite), and positive where an action without time makes no timeline (F, B, F&B).
+std::string bad_cost(const char* flag, double v, bool positive) {
+  if (std::isfinite(v) && v <= 1e12 && (positive ? v > 0 : v >= 0)) return "";
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%g", v);
+  return std::string(flag) + " " + buf + ": expected a finite number " + (positive ? "> 0" : ">= 0") + " and at most 1e12";
+}
+
+// The text timeline gives the shortest compute action one column (parallel/schedule_render.cpp),
+// so costs of very different sizes (--cost-comm 1e7 beside --cost-f 1) make rows of millions of
+// columns: 2.4 GB and 20 s for pp 4. Rows of more than this many columns are not drawn.
+constexpr double kMaxTimelineCells = 4e6;  // pp x makespan / shortest action
+
+double timeline_cells(const parallel::Schedule& s, const parallel::Simulation& sim, double& unit) {
+  unit = 0;
+  for (const auto& row : sim.timeline)
+    for (const auto& t : row)
+      if (t.end > t.start && (unit == 0 || t.end - t.start < unit)) unit = t.end - t.start;
+  if (unit <= 0) unit = 1;
+  return double(s.pp) * sim.makespan / unit;
+}
+
 int plan_schedule(const Args& args) {
   parallel::ScheduleOptions o;
   parallel::ActionCosts costs;
@@ -68,8 +126,26 @@ int plan_schedule(const Args& args) {
       ("cost-comm", po::value(&costs.comm)->default_value(0), "time from a send to its arrival");
   po::variables_map vm;
   if (auto rc = parse_command_line(opts, args, vm)) return *rc;
-  if (costs.f < 0 || costs.b < 0 || costs.w < 0 || costs.fb < 0 || costs.comm < 0 || costs.w > costs.b) {
-    std::cerr << "shoestring plan: costs must be >= 0 and --cost-w at most --cost-b\n";
+  for (const std::string& why : {bad_cost("--cost-f", costs.f, true), bad_cost("--cost-b", costs.b, true),
+                                 bad_cost("--cost-w", costs.w, false), bad_cost("--cost-fb", costs.fb, true),
+                                 bad_cost("--cost-comm", costs.comm, false)})
+    if (!why.empty()) {
+      std::cerr << "shoestring plan: " << why << "\n";
+      return 2;
+    }
+  if (costs.w > costs.b) {
+    std::cerr << "shoestring plan: --cost-w " << costs.w << " must be at most --cost-b " << costs.b
+              << " (W is the weight-gradient part of the backward)\n";
+    return 2;
+  }
+  // An existing file is overwritten, as output flags are; a directory is not a file, and a
+  // missing folder would fail only after the work.
+  if (const std::string why = unwritable_output(svg); !why.empty()) {
+    std::cerr << "shoestring plan: --svg " << why << "\n";
+    return 2;
+  }
+  if (const std::string why = schedule_too_large(o); !why.empty()) {
+    std::cerr << "shoestring plan: " << why << "\n";
     return 2;
   }
   parallel::Schedule s;
@@ -82,7 +158,14 @@ int plan_schedule(const Args& args) {
   // A generated schedule that fails validation is our bug, not the user's: main reports it (exit 1).
   const parallel::Validation v = parallel::validate(s);
   const parallel::Simulation sim = parallel::simulate(s, costs);
-  std::cout << parallel::render_text(s, sim) << "\n";
+  double unit = 1;
+  if (const double cells = timeline_cells(s, sim, unit); cells <= kMaxTimelineCells) {
+    std::cout << parallel::render_text(s, sim) << "\n";
+  } else {
+    std::printf("timeline not drawn: %d rows of %.3g columns (makespan %g in columns of the shortest action, %g); "
+                "costs of more similar sizes draw one\n\n",
+                s.pp, sim.makespan / unit, sim.makespan, unit);
+  }
   std::printf("schedule %s: pp %d, %d micro-batches, %d stages, %d chunk(s) per rank, parameters x%d\n",
               s.name.c_str(), s.pp, s.microbatches, s.stages, s.chunks, s.duplicated_params() ? 2 : 1);
   std::printf("costs: F %g  B %g  W %g  F&B %g  comm %g\n", costs.f, costs.b, costs.w, costs.fb, costs.comm);
@@ -124,7 +207,7 @@ int plan_layout(const Args& args) {
   planner::Hardware hw;
   planner::PlanOptions po_;
   bool search = false, json = false;
-  size_t top = 20;
+  int64_t top = 20;
   po::options_description opts("shoestring plan");
   add_config_options(opts, co);
   opts.add_options()
@@ -133,7 +216,7 @@ int plan_layout(const Args& args) {
       ("gpu", po::value(&gpu)->required(), "GPU kind: h100, h200, h800, a100, or cpu (this machine)")
       ("gpus-per-node", po::value(&hw.gpus_per_node)->default_value(8), "GPUs per node (NVLink domain)")
       ("tokens", po::value(&po_.tokens)->default_value(1e9), "training tokens to price")
-      ("price", po::value(&po_.price)->default_value(-1), "$ per GPU-hour (default: the GPU table's)")
+      ("price", po::value(&po_.price), "$ per GPU-hour (default: the GPU table's)")
       ("efficiency", po::value(&hw.efficiency)->default_value(0.4), "achieved fraction of peak FLOPS for compute")
       ("margin", po::value(&po_.margin)->default_value(0.1), "share of device memory kept free")
       ("search", po::bool_switch(&search), "rank every valid layout by cost instead")
@@ -141,25 +224,39 @@ int plan_layout(const Args& args) {
       ("json", po::bool_switch(&json), "machine-readable output");
   po::variables_map vm;
   if (auto rc = parse_command_line(opts, args, vm)) return *rc;
+  auto number = [](double v) {
+    char buf[64];
+    std::snprintf(buf, sizeof buf, "%g", v);
+    return std::string(buf);
+  };
   try {
     if (co.files.empty()) throw planner::PlanError("--config is required");
-    if (hw.efficiency <= 0 || hw.efficiency > 1) throw planner::PlanError("--efficiency must be in (0, 1]");
-    if (po_.margin < 0 || po_.margin >= 1) throw planner::PlanError("--margin must be in [0, 1)");
-    if (po_.tokens <= 0) throw planner::PlanError("--tokens must be positive");
+    // Each test is written so that nan fails it: nan compares false with everything.
+    if (!(hw.efficiency > 0 && hw.efficiency <= 1))
+      throw planner::PlanError("--efficiency " + number(hw.efficiency) + ": expected a fraction in (0, 1]");
+    if (!(po_.margin >= 0 && po_.margin < 1))
+      throw planner::PlanError("--margin " + number(po_.margin) + ": expected a fraction in [0, 1)");
+    if (!(po_.tokens > 0 && std::isfinite(po_.tokens)))
+      throw planner::PlanError("--tokens " + number(po_.tokens) + ": expected a finite number > 0");
+    // Unset, the GPU table's price is used (PlanOptions::price < 0); a given price must be one.
+    if (vm.count("price") && !(po_.price >= 0 && std::isfinite(po_.price)))
+      throw planner::PlanError("--price " + number(po_.price) + ": expected a finite number of $ per GPU-hour >= 0");
+    if (top < 1) throw planner::PlanError("--top " + std::to_string(top) + ": expected at least 1 row");
     hw.gpu = planner::find_gpu(gpu);
     const Config cfg = load_config(co.files, co.sets);
     if (search) {
       const planner::SearchResult r = planner::search_layouts(cfg, hw, po_);
       if (json) {
         std::cout << "[";
-        for (size_t i = 0; i < r.plans.size() && i < top; ++i) {
+        for (size_t i = 0; i < r.plans.size() && i < size_t(top); ++i) {
           std::string one = planner::render_json(r.plans[i]);
           one.pop_back();  // the newline
           std::cout << (i ? ",\n" : "") << one;
         }
         std::cout << "]\n";
+        if (r.too_large > 0) std::cerr << "shoestring plan: " << planner::too_large_note(r) << "\n";
       } else {
-        std::cout << planner::render_search_table(r, top);
+        std::cout << planner::render_search_table(r, size_t(top));
       }
       if (r.plans.empty()) {
         std::cerr << "shoestring plan: no valid layout for " << hw.gpus << " GPUs and a global batch of "

@@ -9,6 +9,8 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <sstream>
+#include <stdexcept>
 
 #include "trainer/cli/commands.h"
 #include "trainer/cli/config_options.h"
@@ -46,6 +48,21 @@ int submit_sbatch(const std::string& script) {
   return 1;
 }
 
+// The whole file, or "" when it cannot be read (a folder in its place fails at write_script).
+std::string read_text(const fs::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::ostringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
+void write_script(const fs::path& path, const std::string& text) {
+  std::ofstream out(path, std::ios::trunc);
+  out << text;
+  if (!out.flush()) throw std::runtime_error(path.string() + ": cannot write the batch script");
+  fs::permissions(path, fs::perms::owner_exec | fs::perms::group_exec, fs::perm_options::add);
+}
+
 constexpr const char* kUsage =
     "usage: shoestring sweep <plan|run|report> SWEEP_FILE [options]\n"
     "  plan    list the runs, what each changes, parameters and tokens (--print-config N: one run's YAML)\n"
@@ -79,12 +96,12 @@ std::string thousands(int64_t n) {
   return out;
 }
 
-int sweep_plan(const sweep::SweepFile& s, const std::vector<sweep::RunSpec>& runs, int print_config, int np) {
+int sweep_plan(const sweep::SweepFile& s, const std::vector<sweep::RunSpec>& runs, int64_t print_config, int np) {
   // Resolving every run validates every value of every axis before anything trains.
   std::vector<Config> configs;
   for (const auto& r : runs) configs.push_back(sweep::resolve_run(s, r));
   if (print_config >= 0) {
-    if (print_config >= int(runs.size())) {
+    if (print_config >= int64_t(runs.size())) {
       std::cerr << "shoestring sweep plan: --print-config " << print_config << ": the sweep has runs 0.." << runs.size() - 1 << "\n";
       return 2;
     }
@@ -149,7 +166,8 @@ int cmd_sweep(const Args& args) {
     return 2;
   }
   std::string file;
-  int print_config = -1, np = 1;
+  int64_t print_config = -1;  // -1: not given
+  int np = 1;
   std::string only;
   bool slurm = false, submit = false;
   po::options_description opts("shoestring sweep " + action + " SWEEP_FILE");
@@ -168,6 +186,10 @@ int cmd_sweep(const Args& args) {
   if (const auto rc = parse_command_line(opts, Args(args.begin() + 1, args.end()), vm, &positional)) return *rc;
   if (file.empty()) {
     std::cerr << "shoestring sweep " << action << ": no sweep file given (see --help)\n";
+    return 2;
+  }
+  if (vm.count("print-config") && print_config < 0) {
+    std::cerr << "shoestring sweep plan: --print-config " << print_config << ": expected a run number from 0\n";
     return 2;
   }
   if (np < 1) {
@@ -196,12 +218,33 @@ int cmd_sweep(const Args& args) {
   if (slurm) {
     fs::create_directories(s.dir);
     const fs::path out = fs::path(s.dir) / "sweep.sbatch";
-    std::ofstream(out, std::ios::trunc) << sweep::slurm_script(s, runs, o, fs::absolute(file).lexically_normal().string());
-    fs::permissions(out, fs::perms::owner_exec | fs::perms::group_exec, fs::perm_options::add);
-    std::cout << "wrote " << out.string() << ": " << runs.size() << " array tasks";
+    const std::string script = sweep::slurm_script(s, runs, o, fs::absolute(file).lexically_normal().string());
+    // docs/sweeps.md has users add partition and time lines to sweep.sbatch. A copy of what was last
+    // written there tells their edits from a script regenerated with other options (--np): an edited
+    // one (or one of unknown origin) that differs from the fresh script is kept, the fresh one goes
+    // beside it.
+    if (fs::exists(out) && !fs::is_regular_file(out)) throw std::runtime_error(out.string() + ": is not a file; move it away");
+    const fs::path last = fs::path(s.dir) / ".sweep.sbatch.written";
+    const std::string existing = fs::exists(out) ? read_text(out) : script;
+    const bool kept = existing != script && !(fs::exists(last) && read_text(last) == existing);
+    const fs::path written = kept ? fs::path(out.string() + ".new") : out;
+    write_script(written, script);
+    if (!kept) std::ofstream(last, std::ios::trunc) << script;
+    if (kept)
+      std::cout << "kept " << out.string() << ": edited since it was written; the fresh script is " << written.string()
+                << " (compare them, then merge or move it over)\n";
+    else
+      std::cout << "wrote " << out.string() << ": " << runs.size() << " array tasks";
     if (!submit) {
-      std::cout << "; submit with `sbatch " << out.string() << "`\n";
+      if (!kept) std::cout << "; submit with `sbatch " << out.string() << "`\n";
       return 0;
+    }
+    // Which of the two to submit is the user's call: the kept one has their edits, the fresh one
+    // this sweep file's runs (an array index names a run by its position).
+    if (kept) {
+      std::cerr << "shoestring sweep run: not submitted: choose between " << out.string() << " and " << written.string()
+                << ", then run sbatch on it\n";
+      return 1;
     }
     std::cout << "\n+ sbatch " << out.string() << std::endl;
     return submit_sbatch(out.string());

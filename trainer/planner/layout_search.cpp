@@ -18,16 +18,23 @@ int64_t search_global_batch(const Config& cfg, int gpus) {
 
 SearchResult search_layouts(const Config& cfg, const Hardware& hw, const PlanOptions& opts) {
   SearchResult out;
+  Config whole = cfg;
+  whole.parallel.pp = 1;  // the search picks pp; the model's own size is checked here, once
+  check_plan_size(whole);
   out.global_batch = search_global_batch(cfg, hw.gpus);
   const int64_t experts = cfg.model.n_routed_experts;
   std::vector<std::string> precisions = {"bf16"};
   if (hw.gpu.fp8_tflops > 0) precisions.push_back("fp8");
-  for (int pp = 1; pp <= hw.gpus; ++pp) {
-    if (hw.gpus % pp != 0 || pp > cfg.model.n_layers) continue;
-    const int dp = hw.gpus / pp;
+  // Bounds in int64 and by the blocks (at most kMaxPlanLayers) and experts: --gpus 2147483647 must
+  // neither overflow the counter nor count two billion expert-parallel widths.
+  const int64_t most_pp = std::min<int64_t>(hw.gpus, cfg.model.n_layers);
+  for (int64_t pp = 1; pp <= most_pp; ++pp) {
+    if (hw.gpus % pp != 0) continue;
+    const int dp = int(hw.gpus / pp);
     if (out.global_batch % dp != 0) continue;  // the batch must split over dp ranks
     const int64_t per_rank = out.global_batch / dp;
-    for (int ep = 1; ep <= dp; ++ep) {
+    const int64_t most_ep = std::min<int64_t>(dp, std::max<int64_t>(1, experts));
+    for (int ep = 1; ep <= most_ep; ++ep) {
       if (dp % ep != 0 || (ep > 1 && (experts == 0 || experts % ep != 0))) continue;
       for (int zero1 = 0; zero1 <= (dp > 1 ? 1 : 0); ++zero1)
         for (int64_t mbs = 1; mbs <= per_rank; mbs *= 2) {
@@ -52,6 +59,8 @@ SearchResult search_layouts(const Config& cfg, const Hardware& hw, const PlanOpt
                 PlanOptions o = opts;
                 o.exact_partition = false;
                 out.plans.push_back(make_plan(c, hw, o));
+              } catch (const PlanTooLarge&) {
+                ++out.too_large;  // said under the table: a layout left out must not look invalid
               } catch (const PlanError&) {
               } catch (const ConfigError&) {
               }
@@ -88,7 +97,13 @@ std::string render_search_table(const SearchResult& r, size_t top) {
                   p.step.mfu * 100, si(p.gpu_hours).c_str(), si(p.dollars).c_str());
     o += line;
   }
+  if (r.too_large > 0) o += too_large_note(r) + "\n";
   return o;
+}
+
+std::string too_large_note(const SearchResult& r) {
+  return std::to_string(r.too_large) + " layout(s) not planned: beyond the planner's limits (parallel.pp at most " +
+         std::to_string(kMaxPlanRanks) + ", pipeline stages x model.n_layers^2 at most 2^30)";
 }
 
 }  // namespace shoestring::planner

@@ -38,7 +38,22 @@ std::string si(double x) {
   return fmt("%.3g", x);
 }
 
+void check_plan_size(const Config& cfg) {
+  if (cfg.model.n_layers > kMaxPlanLayers)
+    throw PlanTooLarge("model.n_layers=" + std::to_string(cfg.model.n_layers) + ": the planner handles at most " +
+                       std::to_string(kMaxPlanLayers) + " transformer blocks");
+  if (cfg.parallel.pp > kMaxPlanRanks)
+    throw PlanTooLarge("parallel.pp=" + std::to_string(cfg.parallel.pp) + ": the planner handles at most " +
+                       std::to_string(kMaxPlanRanks) + " pipeline ranks");
+}
+
+int64_t schedule_chunks(const std::string& name, int64_t virtual_stages) {
+  if (name == "interleaved") return virtual_stages;  // schedule_classic.cpp
+  return name == "dualpipe" || name == "dualpipev" ? 2 : 1;  // schedule_dualpipe.cpp
+}
+
 Plan make_plan(Config cfg, const Hardware& hw, const PlanOptions& opts) {
+  check_plan_size(cfg);
   const int pp = int(cfg.parallel.pp);
   if (hw.gpus < 1) throw PlanError("--gpus must be at least 1, got " + std::to_string(hw.gpus));
   if (hw.gpus_per_node < 1) throw PlanError("--gpus-per-node must be at least 1");
@@ -59,7 +74,20 @@ Plan make_plan(Config cfg, const Hardware& hw, const PlanOptions& opts) {
   p.opts = opts;
   p.params = model::count_parameters(cfg.model);
   const int64_t accum = accumulation_steps(cfg, dp);
+  const std::string schedule = pp == 1 ? "1f1b" : cfg.parallel.schedule;
+  // A PlanError, not PlanTooLarge: the trainer refuses such a layout too (kMaxPlanForwards).
+  const int64_t chunks = schedule_chunks(schedule, cfg.parallel.virtual_stages);
+  if (double(pp) * double(accum) * double(chunks) > kMaxPlanForwards)
+    throw PlanError("parallel.pp=" + std::to_string(pp) + " x " + std::to_string(accum) + " micro-batches per step" +
+                    (chunks > 1 ? " x " + std::to_string(chunks) + " chunks per rank (" + schedule + ")" : "") +
+                    ": the planner builds schedules of at most 65536 micro-batch forwards, and the trainer allows fewer "
+                    "(micro-batches per step = parallel.microbatches, or train.global_batch / (train.micro_batch_size x dp))");
   p.schedule = step_schedule(cfg, pp, accum);
+  const double layers = double(cfg.model.n_layers);
+  if (cfg.parallel.stage_layers.empty() && double(p.schedule.stages) * layers * layers > kMaxPlanSplitSteps)
+    throw PlanTooLarge("model.n_layers=" + std::to_string(cfg.model.n_layers) + " over " + std::to_string(p.schedule.stages) +
+                       " pipeline stages (parallel.pp x chunks per rank): the planner splits at most stages x n_layers^2 = 2^30 "
+                       "(4096 layers over 64 stages, 1024 over 1024); give parallel.stage_layers, or use fewer stages");
   try {
     p.spans = partition_stages(cfg.model, cfg.train.seq_len, p.schedule.stages, cfg.parallel.stage_layers,
                                opts.exact_partition ? &p.schedule : nullptr);

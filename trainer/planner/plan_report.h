@@ -36,8 +36,31 @@ struct Plan {
 };
 
 // PlanError (or ConfigError from the trainer's own checks) when the layout is impossible: --gpus
-// not divisible by parallel.pp, ep not dividing dp or the routed experts, a schedule constraint.
+// not divisible by parallel.pp, ep not dividing dp or the routed experts, a schedule constraint;
+// PlanTooLarge when it is beyond the limits below.
 Plan make_plan(Config cfg, const Hardware& hw, const PlanOptions& opts);
+
+// The planner's limits, so that a plan takes seconds. The stage split (partition_stages) is a
+// min-max search over every cut of every stage, stages x n_layers^2 steps of about 1 ns (measured:
+// 200,000 layers on one stage took 39 s), and a schedule's replay looks stages up along their
+// routes (16,384 ranks: minutes). Real models have tens to a few hundred blocks.
+constexpr int64_t kMaxPlanLayers = 4096;         // model.n_layers
+constexpr int64_t kMaxPlanRanks = 1024;          // parallel.pp
+constexpr double kMaxPlanSplitSteps = 0x1p30;    // model stages x model.n_layers^2: the split's steps
+// pp x micro-batches x chunks per rank: building a schedule grows faster than its actions (DualPipeV,
+// pp 512 x 1024 micro-batches: 25 s, 1 GB); the trainer's own limit (pipeline_plan.cpp: micro-batches
+// x stages at most 16,384, for its message tags) is below this, so only shapes it refuses anyway are
+// stopped here, before the schedule is built.
+constexpr double kMaxPlanForwards = 65536;
+struct PlanTooLarge : PlanError {
+  using PlanError::PlanError;
+};
+// Throws PlanTooLarge naming model.n_layers or parallel.pp when the config is beyond the limits
+// (make_plan checks the rest itself, once it knows the micro-batches and stages).
+void check_plan_size(const Config& cfg);
+// Chunks (model stages) per rank of a schedule by name, as its generator makes them: interleaved
+// virtual_stages, dualpipe and dualpipev 2, the others 1. Known before the schedule is built.
+int64_t schedule_chunks(const std::string& name, int64_t virtual_stages);
 
 std::string render_text(const Plan& p);
 std::string render_json(const Plan& p);

@@ -25,6 +25,8 @@ std::string run_estimate(const Config& c) {
     std::snprintf(line, sizeof line, "~%s/rank model state + activations%s", planner::gib(worst.total()).c_str(),
                   p.memory.fits ? "" : " (more than this machine has)");
     return line;
+  } catch (const planner::PlanTooLarge& e) {
+    return std::string("n/a: ") + e.what();  // the model trains, the planner just does not estimate it
   } catch (const std::exception&) {
     return "";  // the run's own checks report what is wrong when it starts
   }

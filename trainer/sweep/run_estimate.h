@@ -8,7 +8,8 @@
 
 namespace shoestring::sweep {
 
-// One line for a person, e.g. "~1.2 GiB/rank model state + activations"; "" when not available.
+// One line for a person, e.g. "~1.2 GiB/rank model state + activations"; "n/a: why" when the run
+// is beyond the planner's limits (e.g. model.n_layers); "" when not available otherwise.
 std::string run_estimate(const Config& c);
 
 }  // namespace shoestring::sweep

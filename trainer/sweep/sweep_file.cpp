@@ -64,7 +64,33 @@ double number(const YAML::Node& v, const std::string& where, const std::string& 
 void check_key_path(const std::string& key, const std::string& where) {
   if (key.find('.') == std::string::npos || key.front() == '.' || key.back() == '.')
     fail(where, key + ": expected a config key path such as optim.lr");
+  // resolve_run gives every run its own folder: a value set here would be dropped without a word.
+  if (key == "log.run_dir") fail(where, key + ": the sweep sets it for every run (<dir>/<run name>); set dir: instead");
 }
+
+// Two equal values on one axis make two identical runs: twice the time for one result, and a
+// report that averages a run with itself. Numbers compare by value (1e-3 is 0.001).
+void check_distinct(const Axis& a, const std::string& what) {
+  auto same = [](const std::string& x, const std::string& y) {
+    if (x == y) return true;
+    try {
+      size_t ux = 0, uy = 0;
+      const double dx = std::stod(x, &ux), dy = std::stod(y, &uy);
+      return ux == x.size() && uy == y.size() && dx == dy;
+    } catch (const std::exception&) {
+      return false;
+    }
+  };
+  for (size_t i = 0; i < a.values.size(); ++i)
+    for (size_t j = 0; j < i; ++j)
+      if (same(a.values[i], a.values[j]))
+        fail(a.where, what + ": " + a.values[i] + (a.values[i] == a.values[j] ? "" : " (= " + a.values[j] + ")") +
+                          " appears twice: the two runs would be identical");
+}
+
+// More runs than a person reads in a plan or a report, and expanding 10^8 of them takes minutes
+// and gigabytes; several sweep files split a larger study.
+constexpr double kMaxRuns = 10000;
 
 Axis parse_random_axis(const std::string& key, const YAML::Node& spec, const std::string& where) {
   check_key_path(key, where);
@@ -175,6 +201,7 @@ SweepFile parse_sweep_text(const std::string& yaml, const std::string& origin, c
   s.path = origin;
   s.name = fs::path(origin).stem().string();
   std::vector<Axis> grid, random, seeds;
+  double samples_asked = 0;
   for (const auto& kv : root) {
     const std::string key = kv.first.as<std::string>();
     const std::string where = line_of(origin, kv.first);
@@ -200,6 +227,7 @@ SweepFile parse_sweep_text(const std::string& yaml, const std::string& origin, c
         if (!item.second.IsSequence()) fail(a.where, a.key + ": expected a list of values");
         if (item.second.size() == 0) fail(a.where, a.key + ": empty axis (no values)");
         for (const auto& x : item.second) a.values.push_back(value_text(x, a.where, a.key));
+        check_distinct(a, a.key);
         grid.push_back(a);
       }
     } else if (key == "random") {
@@ -207,7 +235,9 @@ SweepFile parse_sweep_text(const std::string& yaml, const std::string& origin, c
       if (!v["samples"] || !v["axes"]) fail(where, "random: needs samples: and axes:");
       const double samples = number(v["samples"], line_of(origin, v["samples"]), "random.samples");
       if (samples < 1 || samples != std::floor(samples)) fail(line_of(origin, v["samples"]), "random.samples: expected an integer >= 1");
-      s.samples = int64_t(samples);
+      // The number of runs is checked below; capped here so that the cast is exact.
+      samples_asked = samples;
+      s.samples = int64_t(std::min(samples, kMaxRuns + 1));
       if (v["seed"]) s.random_seed = uint64_t(number(v["seed"], line_of(origin, v["seed"]), "random.seed"));
       for (const auto& sub : v) {
         const std::string k = sub.first.as<std::string>();
@@ -226,6 +256,7 @@ SweepFile parse_sweep_text(const std::string& yaml, const std::string& origin, c
         if (!x.IsScalar() || !is_integer_text(x.Scalar())) fail(where, "seeds: expected integers");
         a.values.push_back(x.Scalar());
       }
+      check_distinct(a, "seeds");
       seeds.push_back(a);
     } else {
       fail(where, key + ": unknown key (base, set, grid, random, seeds, name, dir)");
@@ -239,6 +270,20 @@ SweepFile parse_sweep_text(const std::string& yaml, const std::string& origin, c
   if (s.name != sanitize(s.name)) fail(origin, "name: \"" + s.name + "\" may only hold letters, digits and . _ + -");
   if (s.dir.empty()) s.dir = "runs/sweeps/" + s.name;
   for (auto* group : {&grid, &random, &seeds}) s.axes.insert(s.axes.end(), group->begin(), group->end());
+  char text[32];
+  std::snprintf(text, sizeof text, "%.15g", samples_asked);
+  double runs = samples_asked > 0 ? samples_asked : 1;
+  std::string factors = samples_asked > 0 ? std::string("random.samples ") + text : "";
+  for (const auto& a : s.axes)
+    if (a.kind == Axis::Grid || a.kind == Axis::Seeds) {
+      runs *= double(a.values.size());
+      factors += (factors.empty() ? "" : " x ") + (a.kind == Axis::Seeds ? std::string("seeds") : a.key) + " " +
+                 std::to_string(a.values.size());
+    }
+  if (runs > kMaxRuns) {
+    std::snprintf(text, sizeof text, runs < 1e15 ? "%.0f" : "%.3g", runs);
+    fail(origin, std::string(text) + " runs (" + factors + "): at most 10000 runs per sweep; split it into several sweep files");
+  }
   for (size_t i = 0; i < s.axes.size(); ++i)
     for (size_t j = 0; j < i; ++j)
       if (s.axes[i].key == s.axes[j].key) fail(s.axes[i].where, s.axes[i].key + ": appears on two axes");
@@ -254,6 +299,8 @@ SweepFile parse_sweep_text(const std::string& yaml, const std::string& origin, c
 }
 
 SweepFile parse_sweep_file(const std::string& path) {
+  // An ifstream opens a directory without complaint and reads nothing.
+  if (std::error_code ec; fs::is_directory(path, ec)) throw ConfigError(path + ": is a directory, expected a sweep file (YAML)");
   std::ifstream in(path);
   if (!in) throw ConfigError(path + ": cannot read the sweep file");
   std::stringstream text;
