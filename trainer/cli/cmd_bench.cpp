@@ -49,11 +49,6 @@ std::optional<std::vector<std::string>> split_commas(const std::string& text) {
   }
 }
 
-void write_output(const std::string& path, const std::string& text) {
-  std::ofstream f(path);
-  if (!(f << text) || (f.close(), !f)) throw std::runtime_error(path + ": cannot write the JSON result");
-}
-
 // A benchmark reporting bad options through `error`: one line naming it, and its exit code. Every
 // rank finds the same bad option; rank 0 speaks for all, so the lines do not interleave.
 int report_errors(const char* name, const parallel::World& world, const std::function<int(std::string&)>& run) {
@@ -135,7 +130,7 @@ int bench_train(const Args& args, const parallel::World& world) {
   std::snprintf(line + n, sizeof line - size_t(n), "}");
   if (world.rank != 0) return 0;  // under mpirun: one line, rank 0's timings (tokens are global)
   std::cout << line << "\n";
-  if (!json.empty()) write_output(json, std::string(line) + "\n");
+  if (!json.empty()) write_output(json, std::string(line) + "\n", "JSON result");
   return 0;
 }
 
@@ -178,7 +173,7 @@ int bench_fp8(const Args& args) {
     return rc;
   }
   if (json.empty()) std::cout << out.str();
-  else write_output(json, out.str());
+  else write_output(json, out.str(), "JSON result");
   return 0;
 }
 

@@ -109,8 +109,7 @@ int data_prepare(const Args& args) {
                   p.output.c_str(), s.outputs.size(), static_cast<unsigned long long>(s.documents),
                   static_cast<unsigned long long>(s.tokens), static_cast<unsigned long long>(s.bytes_in),
                   static_cast<unsigned long long>(s.bytes_out), s.seconds, p.threads);
-    std::ofstream f(json);
-    if (!(f << line << "\n") || (f.close(), !f)) throw std::runtime_error(json + ": cannot write the JSON summary");
+    write_output(json, std::string(line) + "\n", "JSON summary");
   }
   return 0;
 }

@@ -83,14 +83,19 @@ std::string schedule_too_large(const parallel::ScheduleOptions& o) {
   return "";
 }
 
+// A flag's value as the user would write it back (%g: 1e+300, nan).
+std::string number(double v) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%g", v);
+  return buf;
+}
+
 // A cost flag's problem, or "": costs are times in any one unit, so they must be finite numbers
 // (nan and inf break the replay's arithmetic), at most 1e12 (sums over every action stay exact
 // enough and finite), and positive where an action without time makes no timeline (F, B, F&B).
 std::string bad_cost(const char* flag, double v, bool positive) {
   if (std::isfinite(v) && v <= 1e12 && (positive ? v > 0 : v >= 0)) return "";
-  char buf[64];
-  std::snprintf(buf, sizeof buf, "%g", v);
-  return std::string(flag) + " " + buf + ": expected a finite number " + (positive ? "> 0" : ">= 0") + " and at most 1e12";
+  return std::string(flag) + " " + number(v) + ": expected a finite number " + (positive ? "> 0" : ">= 0") + " and at most 1e12";
 }
 
 // The text timeline gives the shortest compute action one column (parallel/schedule_render.cpp),
@@ -224,11 +229,6 @@ int plan_layout(const Args& args) {
       ("json", po::bool_switch(&json), "machine-readable output");
   po::variables_map vm;
   if (auto rc = parse_command_line(opts, args, vm)) return *rc;
-  auto number = [](double v) {
-    char buf[64];
-    std::snprintf(buf, sizeof buf, "%g", v);
-    return std::string(buf);
-  };
   try {
     if (co.files.empty()) throw planner::PlanError("--config is required");
     // Each test is written so that nan fails it: nan compares false with everything.

@@ -1,7 +1,9 @@
 #include "trainer/cli/config_options.h"
 
 #include <filesystem>
+#include <fstream>
 #include <iostream>
+#include <stdexcept>
 
 namespace po = boost::program_options;
 
@@ -49,6 +51,11 @@ std::string unwritable_output(const std::string& path) {
   const fs::path parent = fs::path(path).parent_path();
   if (!parent.empty() && !fs::is_directory(parent, ec)) return path + ": folder " + parent.string() + " does not exist";
   return "";
+}
+
+void write_output(const std::string& path, const std::string& text, const std::string& what) {
+  std::ofstream f(path);
+  if (!(f << text) || (f.close(), !f)) throw std::runtime_error(path + ": cannot write the " + what);
 }
 
 }  // namespace shoestring::cli

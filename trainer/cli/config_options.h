@@ -27,4 +27,8 @@ std::optional<int> parse_command_line(const boost::program_options::options_desc
 // a command does its work, not after.
 std::string unwritable_output(const std::string& path);
 
+// Writes `text` to `path`, throwing "<path>: cannot write the <what>" when any part fails (the
+// close included): an output flag must not end with exit 0 and no file.
+void write_output(const std::string& path, const std::string& text, const std::string& what);
+
 }  // namespace shoestring::cli
