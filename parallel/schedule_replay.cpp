@@ -12,14 +12,14 @@
 namespace shoestring::parallel::detail {
 namespace {
 
-void forward_inputs(const Schedule& s, int rank, int mb, int chunk, std::vector<Input>& out) {
+void forward_inputs(const Schedule& s, int rank, int mb, int chunk, Inputs& out) {
   const int st = s.stage_of(mb, rank, chunk);
   if (st <= 0) return;
   const Hop& prev = s.hop(mb, st - 1);
   out.push_back({prev.rank == rank ? Need::LocalF : Need::MsgF, mb, st - 1, prev.rank});
 }
 
-void backward_inputs(const Schedule& s, int rank, int mb, int chunk, std::vector<Input>& out) {
+void backward_inputs(const Schedule& s, int rank, int mb, int chunk, Inputs& out) {
   const int st = s.stage_of(mb, rank, chunk);
   out.push_back({Need::LocalF, mb, st, rank});  // its own activations
   if (st + 1 >= s.stages) return;
@@ -29,8 +29,8 @@ void backward_inputs(const Schedule& s, int rank, int mb, int chunk, std::vector
 
 }  // namespace
 
-std::vector<Input> inputs_of(const Schedule& s, int rank, const Action& a) {
-  std::vector<Input> in;
+Inputs inputs_of(const Schedule& s, int rank, const Action& a) {
+  Inputs in;
   switch (a.op) {
     case Op::F: forward_inputs(s, rank, a.mb, a.chunk, in); break;
     case Op::B:

@@ -24,7 +24,16 @@ struct Input {
   int mb, stage;  // the producing stage
   int from_rank;  // messages only
 };
-std::vector<Input> inputs_of(const Schedule& s, int rank, const Action& a);
+// At most three (an FB's forward input and its backward's two), in place: start_of asks at every
+// step of every replay, and allocating a vector each time was a tenth of a layout search.
+struct Inputs {
+  Input at[3];
+  int n = 0;
+  void push_back(const Input& in) { at[n++] = in; }
+  const Input* begin() const { return at; }
+  const Input* end() const { return at + n; }
+};
+Inputs inputs_of(const Schedule& s, int rank, const Action& a);
 std::string describe(const Input& in);  // "the activation of micro-batch 3 stage 1 from rank 1"
 // What action a costs on `rank` (an FB: schedule.h, simulate()); posts cost nothing.
 double action_cost(const std::vector<std::vector<ActionCosts>>& table, int rank, const Action& a);

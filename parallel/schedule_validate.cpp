@@ -58,16 +58,11 @@ class Checker {
   // The receive a consumer at index i needs must be posted earlier on its rank; says whether it
   // comes too late or never.
   void need_received(int r, int i, int mb, int st, Op recv) {
-    for (int j = 0; j < i; ++j) {
-      const Action& a = s_.actions[size_t(r)][size_t(j)];
-      if (a.op == recv && a.mb == mb && s_.stage_of(a.mb, r, a.chunk) == st) return;
-    }
+    const auto it = first_recv_.find({recv, mb, st});
+    if (it != first_recv_.end() && it->second < i) return;
     const char* what = recv == Op::RecvF ? "input" : "output gradient";
-    for (size_t j = size_t(i); j < s_.actions[size_t(r)].size(); ++j) {
-      const Action& a = s_.actions[size_t(r)][j];
-      if (a.op == recv && a.mb == mb && s_.stage_of(a.mb, r, a.chunk) == st)
-        fail(r, i, std::string(what) + " of " + mbst(mb, st) + " is received only later (action " + std::to_string(j) + ")");
-    }
+    if (it != first_recv_.end())
+      fail(r, i, std::string(what) + " of " + mbst(mb, st) + " is received only later (action " + std::to_string(it->second) + ")");
     fail(r, i, std::string(what) + " of " + mbst(mb, st) + " is never received");
   }
 
@@ -122,6 +117,13 @@ class Checker {
 
   void check_rank(int r) {
     const auto& acts = s_.actions[size_t(r)];
+    // Where each receive is first posted on this rank: scanning the earlier actions for every
+    // consumer was quadratic (pp 32 x 1920 micro-batches of 1F1B: 7,680 actions per rank).
+    first_recv_.clear();
+    for (int j = 0; j < int(acts.size()); ++j) {
+      const Action& a = acts[size_t(j)];
+      if (a.op == Op::RecvF || a.op == Op::RecvB) first_recv_.try_emplace({a.op, a.mb, s_.stage_of(a.mb, r, a.chunk)}, j);
+    }
     for (int i = 0; i < int(acts.size()); ++i) {
       const Action& a = acts[size_t(i)];
       switch (a.op) {
@@ -158,6 +160,7 @@ class Checker {
 
   const Schedule& s_;
   std::vector<Progress> state_;
+  std::map<std::tuple<Op, int, int>, int> first_recv_;  // (op, micro-batch, stage) -> action index, this rank
 };
 
 void check_shape(const Schedule& s) {

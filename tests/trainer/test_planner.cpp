@@ -185,9 +185,9 @@ TEST(Planner, SearchListsOnlyValidLayoutsSortedByCost) {
     EXPECT_EQ(parallel::check_mesh(shape, 8), "");
     EXPECT_EQ(cfg.model.n_routed_experts % c.parallel.ep, 0);
     parallel::ScheduleOptions o;
-    o.name = r.plans[i].schedule.name, o.pp = int(c.parallel.pp), o.microbatches = r.plans[i].schedule.microbatches;
+    o.name = r.plans[i].schedule->name, o.pp = int(c.parallel.pp), o.microbatches = r.plans[i].schedule->microbatches;
     EXPECT_NO_THROW(parallel::make_schedule(o));
-    EXPECT_EQ(c.train.micro_batch_size * r.plans[i].schedule.microbatches * c.parallel.dp, 64);
+    EXPECT_EQ(c.train.micro_batch_size * r.plans[i].schedule->microbatches * c.parallel.dp, 64);
     if (i > 0 && r.plans[i].memory.fits == r.plans[i - 1].memory.fits) {
       EXPECT_LE(r.plans[i - 1].dollars, r.plans[i].dollars);
     }
@@ -199,3 +199,53 @@ TEST(Planner, SearchListsOnlyValidLayoutsSortedByCost) {
 }
 
 }  // namespace
+
+namespace {
+
+// A plan as its JSON and text, or the kind of error that refused it.
+std::string outcome(const Config& cfg, const Hardware& hw, const PlanOptions& o, PlanCache* cache) {
+  try {
+    const Plan p = make_plan(cfg, hw, o, cache);
+    return render_json(p) + render_text(p);
+  } catch (const PlanTooLarge&) {
+    return "PlanTooLarge";
+  } catch (const PlanError&) {
+    return "PlanError";
+  } catch (const ConfigError&) {
+    return "ConfigError";
+  }
+}
+
+}  // namespace
+
+// The search's cache (schedules, their validation, simulations, splits) changes no plan: every
+// searched layout planned again on its own gives the same bytes.
+TEST(Planner, SearchPlansEqualTheirUncachedPlans) {
+  const Hardware hw = hardware("h100", 8);
+  const SearchResult r = search_layouts(shipped("tiny-moe", {"train.global_batch=64", "model.n_layers=8"}), hw, {});
+  ASSERT_GT(r.plans.size(), 100u);
+  for (const Plan& p : r.plans) {
+    Config c = p.cfg;
+    c.parallel.dp = 0;
+    EXPECT_EQ(outcome(c, hw, p.opts, nullptr), render_json(p) + render_text(p));
+  }
+}
+
+// The cache refuses layouts beyond the trainer's micro-batch limit (16384 / stages) before
+// building their schedules; step_schedule refuses them after. The two must agree at the limit.
+TEST(Planner, CachedPlansRefuseWhatTheTrainerRefuses) {
+  const Hardware hw = hardware("h100", 4);
+  PlanOptions o;
+  o.exact_partition = false;
+  PlanCache cache;
+  for (const std::string& name : parallel::schedule_names()) {
+    const int stages = name == "interleaved" || name == "dualpipev" ? 8 : 4;  // pp 4, 2 chunks (DualPipe: 4 stages twice)
+    for (int m : {16384 / stages, 16384 / stages + 1, 16384 / stages + 4}) {
+      const Config c = shipped("tiny-moe", {"model.n_layers=8", "parallel.pp=4", "parallel.schedule=" + name,
+                                            "parallel.microbatches=" + std::to_string(m)});
+      const std::string plain = outcome(c, hw, o, nullptr);
+      EXPECT_EQ(outcome(c, hw, o, &cache), plain) << name << " " << m;
+      EXPECT_EQ(plain == "ConfigError", m > 16384 / stages || (name == "interleaved" && m % 4 != 0)) << name << " " << m;
+    }
+  }
+}

@@ -28,6 +28,7 @@ SearchResult search_layouts(const Config& cfg, const Hardware& hw, const PlanOpt
   // Bounds in int64 and by the blocks (at most kMaxPlanLayers) and experts: --gpus 2147483647 must
   // neither overflow the counter nor count two billion expert-parallel widths.
   const int64_t most_pp = std::min<int64_t>(hw.gpus, cfg.model.n_layers);
+  PlanCache cache;
   for (int64_t pp = 1; pp <= most_pp; ++pp) {
     if (hw.gpus % pp != 0) continue;
     const int dp = int(hw.gpus / pp);
@@ -58,7 +59,7 @@ SearchResult search_layouts(const Config& cfg, const Hardware& hw, const PlanOpt
               try {
                 PlanOptions o = opts;
                 o.exact_partition = false;
-                out.plans.push_back(make_plan(c, hw, o));
+                out.plans.push_back(make_plan(c, hw, o, &cache));
               } catch (const PlanTooLarge&) {
                 ++out.too_large;  // said under the table: a layout left out must not look invalid
               } catch (const PlanError&) {
@@ -91,8 +92,8 @@ std::string render_search_table(const SearchResult& r, size_t top) {
     std::snprintf(line, sizeof line,
                   "%4zu %3lld %4lld %4lld  %-5s %4lld %3d  %-11s  %-4s  %-11s  %-4s  %5.1f%%  %-9.4g  %-8s  %4.1f%%  %-9s  %s\n",
                   i + 1, (long long)c.parallel.pp, (long long)c.parallel.dp, (long long)c.parallel.ep,
-                  c.parallel.zero1 ? "on" : "off", (long long)c.train.micro_batch_size, p.schedule.microbatches,
-                  p.schedule.name.c_str(), c.train.precision.c_str(), gib(p.memory.ranks[p.memory.worst].total()).c_str(),
+                  c.parallel.zero1 ? "on" : "off", (long long)c.train.micro_batch_size, p.schedule->microbatches,
+                  p.schedule->name.c_str(), c.train.precision.c_str(), gib(p.memory.ranks[p.memory.worst].total()).c_str(),
                   p.memory.fits ? "yes" : "NO", p.step.bubble_fraction * 100, p.step.step_s, si(p.step.tokens_per_s).c_str(),
                   p.step.mfu * 100, si(p.gpu_hours).c_str(), si(p.dollars).c_str());
     o += line;

@@ -118,10 +118,10 @@ std::vector<StageCost> stage_costs(const Config& cfg, const std::vector<StageSpa
 }
 
 MemoryPlan memory_plan(const Config& cfg, const parallel::Schedule& schedule, const std::vector<StageSpan>& spans,
-                       double capacity_bytes, double margin) {
+                       double capacity_bytes, double margin, const parallel::Validation* checked) {
   const ModelConfig& m = cfg.model;
   const std::vector<StageCost> stages = stage_costs(cfg, spans);
-  const parallel::Validation v = parallel::validate(schedule);
+  const parallel::Validation v = checked ? *checked : parallel::validate(schedule);
   const double dp = double(cfg.parallel.dp), ep = double(cfg.parallel.ep);
   const double tokens = double(cfg.train.micro_batch_size * cfg.train.seq_len);
   const double s = activation_element_bytes(cfg.train.precision);

@@ -55,8 +55,9 @@ struct MemoryPlan {
 };
 
 // `schedule` as the trainer builds it for this layout (trainer/pipeline_plan.h step_schedule);
-// `spans`: its model stages.
+// `spans`: its model stages; `checked`: parallel::validate(schedule) when the caller has it (a
+// search validates each schedule once), else it is validated here.
 MemoryPlan memory_plan(const Config& cfg, const parallel::Schedule& schedule, const std::vector<StageSpan>& spans,
-                       double capacity_bytes, double margin = 0.10);
+                       double capacity_bytes, double margin = 0.10, const parallel::Validation* checked = nullptr);
 
 }  // namespace shoestring::planner

@@ -52,7 +52,43 @@ int64_t schedule_chunks(const std::string& name, int64_t virtual_stages) {
   return name == "dualpipe" || name == "dualpipev" ? 2 : 1;  // schedule_dualpipe.cpp
 }
 
-Plan make_plan(Config cfg, const Hardware& hw, const PlanOptions& opts) {
+namespace {
+
+// The trainer's micro-batch limit (pipeline_plan.cpp step_schedule: its message tags), which it
+// checks on the built schedule.
+constexpr int64_t kTrainerTagMicrobatchStages = 16384;
+
+// step_schedule through the cache: built and validated once per key, a refusal kept and rethrown.
+const PlanCache::Built& cached_schedule(PlanCache& cache, const Config& cfg, int pp, int64_t microbatches) {
+  const std::string name = pp == 1 ? "1f1b" : cfg.parallel.schedule;
+  auto [it, fresh] = cache.schedules.try_emplace({name, pp, microbatches, cfg.parallel.virtual_stages});
+  PlanCache::Built& b = it->second;
+  if (fresh) {
+    try {
+      // Schedules beyond the trainer's limit are refused before they are built: they are the
+      // largest a search meets (1F1B, pp 32 x 1920 micro-batches) and building them took half its
+      // time. Stages: chunks per rank x pp, but DualPipe's two chunks are the same pp stages run
+      // from both ends (schedule_dualpipe.cpp). step_schedule's message, unless the layout also
+      // breaks a schedule constraint, which step_schedule names first (a search shows neither);
+      // tests/trainer/test_planner.cpp checks that the two refuse the same layouts.
+      const int64_t stages = pp * (name == "dualpipe" ? 1 : schedule_chunks(name, cfg.parallel.virtual_stages));
+      if (stages > 0 && microbatches > kTrainerTagMicrobatchStages / stages)
+        throw ConfigError("parallel.microbatches: at most " + std::to_string(kTrainerTagMicrobatchStages / stages) +
+                          " micro-batches per step with " + std::to_string(stages) + " pipeline stages, got " +
+                          std::to_string(microbatches));
+      b.schedule = std::make_shared<const parallel::Schedule>(step_schedule(cfg, pp, microbatches));
+      b.validation = parallel::validate(*b.schedule);
+    } catch (...) {
+      b.error = std::current_exception();
+    }
+  }
+  if (b.error) std::rethrow_exception(b.error);
+  return b;
+}
+
+}  // namespace
+
+Plan make_plan(Config cfg, const Hardware& hw, const PlanOptions& opts, PlanCache* cache) {
   check_plan_size(cfg);
   const int pp = int(cfg.parallel.pp);
   if (hw.gpus < 1) throw PlanError("--gpus must be at least 1, got " + std::to_string(hw.gpus));
@@ -74,29 +110,42 @@ Plan make_plan(Config cfg, const Hardware& hw, const PlanOptions& opts) {
   p.opts = opts;
   p.params = model::count_parameters(cfg.model);
   const int64_t accum = accumulation_steps(cfg, dp);
-  const std::string schedule = pp == 1 ? "1f1b" : cfg.parallel.schedule;
+  const std::string name = pp == 1 ? "1f1b" : cfg.parallel.schedule;
   // A PlanError, not PlanTooLarge: the trainer refuses such a layout too (kMaxPlanForwards).
-  const int64_t chunks = schedule_chunks(schedule, cfg.parallel.virtual_stages);
+  const int64_t chunks = schedule_chunks(name, cfg.parallel.virtual_stages);
   if (double(pp) * double(accum) * double(chunks) > kMaxPlanForwards)
     throw PlanError("parallel.pp=" + std::to_string(pp) + " x " + std::to_string(accum) + " micro-batches per step" +
-                    (chunks > 1 ? " x " + std::to_string(chunks) + " chunks per rank (" + schedule + ")" : "") +
+                    (chunks > 1 ? " x " + std::to_string(chunks) + " chunks per rank (" + name + ")" : "") +
                     ": the planner builds schedules of at most 65536 micro-batch forwards, and the trainer allows fewer "
                     "(micro-batches per step = parallel.microbatches, or train.global_batch / (train.micro_batch_size x dp))");
-  p.schedule = step_schedule(cfg, pp, accum);
+  const PlanCache::Built* built = cache ? &cached_schedule(*cache, cfg, pp, accum) : nullptr;
+  p.schedule = built ? built->schedule : std::make_shared<const parallel::Schedule>(step_schedule(cfg, pp, accum));
+  const parallel::Schedule& schedule = *p.schedule;
   const double layers = double(cfg.model.n_layers);
-  if (cfg.parallel.stage_layers.empty() && double(p.schedule.stages) * layers * layers > kMaxPlanSplitSteps)
-    throw PlanTooLarge("model.n_layers=" + std::to_string(cfg.model.n_layers) + " over " + std::to_string(p.schedule.stages) +
+  if (cfg.parallel.stage_layers.empty() && double(schedule.stages) * layers * layers > kMaxPlanSplitSteps)
+    throw PlanTooLarge("model.n_layers=" + std::to_string(cfg.model.n_layers) + " over " + std::to_string(schedule.stages) +
                        " pipeline stages (parallel.pp x chunks per rank): the planner splits at most stages x n_layers^2 = 2^30 "
                        "(4096 layers over 64 stages, 1024 over 1024); give parallel.stage_layers, or use fewer stages");
-  try {
-    p.spans = partition_stages(cfg.model, cfg.train.seq_len, p.schedule.stages, cfg.parallel.stage_layers,
-                               opts.exact_partition ? &p.schedule : nullptr);
-  } catch (const std::invalid_argument& e) {
-    throw PlanError(e.what());
+  auto split = [&] {
+    try {
+      return partition_stages(cfg.model, cfg.train.seq_len, schedule.stages, cfg.parallel.stage_layers,
+                              opts.exact_partition ? &schedule : nullptr);
+    } catch (const std::invalid_argument& e) {
+      throw PlanError(e.what());
+    }
+  };
+  // The min-max split depends on the model and the stage count alone: once per count in a search.
+  if (cache && !opts.exact_partition && cfg.parallel.stage_layers.empty()) {
+    auto it = cache->splits.find(schedule.stages);
+    if (it == cache->splits.end()) it = cache->splits.emplace(schedule.stages, split()).first;
+    p.spans = it->second;
+  } else {
+    p.spans = split();
   }
   p.stages = stage_costs(cfg, p.spans);
-  p.memory = memory_plan(cfg, p.schedule, p.spans, hw.gpu.memory_gib * double(1 << 30), opts.margin);
-  p.step = estimate_step(cfg, p.schedule, p.stages, p.memory, hw);
+  p.memory = memory_plan(cfg, schedule, p.spans, hw.gpu.memory_gib * double(1 << 30), opts.margin,
+                         built ? &built->validation : nullptr);
+  p.step = estimate_step(cfg, schedule, p.stages, p.memory, hw, cache ? &cache->simulations : nullptr);
   p.price = opts.price >= 0 ? opts.price : hw.gpu.price_per_hour;
   p.train_s = p.step.tokens_per_s > 0 ? opts.tokens / p.step.tokens_per_s : 0.0;
   p.gpu_hours = p.train_s / 3600 * hw.gpus;
@@ -125,7 +174,7 @@ std::string render_text(const Plan& p) {
       p.hw.gpu.description.c_str(), p.hw.gpus_per_node);
   add("layout: pp %lld x dp %lld (ep %lld), zero1 %s, schedule %s, %d micro-batches of %lld x %lld tokens, %s\n",
       (long long)c.parallel.pp, (long long)c.parallel.dp, (long long)c.parallel.ep, c.parallel.zero1 ? "on" : "off",
-      p.schedule.name.c_str(), p.schedule.microbatches, (long long)c.train.micro_batch_size,
+      p.schedule->name.c_str(), p.schedule->microbatches, (long long)c.train.micro_batch_size,
       (long long)c.train.seq_len, c.train.precision.c_str());
   add("stages: %s\n", describe(p.spans).c_str());
   add("parameters: total %s (%lld), activated per token %s (%lld), embedding %s\n", si(double(p.params.total)).c_str(),
@@ -181,10 +230,10 @@ std::string render_json(const Plan& p) {
   num("dp", double(c.parallel.dp));
   num("ep", double(c.parallel.ep));
   o += std::string("\"zero1\":") + (c.parallel.zero1 ? "true" : "false") + ",";
-  str("schedule", p.schedule.name);
+  str("schedule", p.schedule->name);
   str("precision", c.train.precision);
   num("micro_batch_size", double(c.train.micro_batch_size));
-  num("microbatches", p.schedule.microbatches, false);
+  num("microbatches", p.schedule->microbatches, false);
   o += "},\"params\":{";
   num("total", double(p.params.total));
   num("activated", double(p.params.activated));

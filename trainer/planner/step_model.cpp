@@ -1,6 +1,7 @@
 #include "trainer/planner/step_model.h"
 
 #include <algorithm>
+#include <bit>
 #include <cmath>
 #include <numeric>
 
@@ -39,8 +40,21 @@ parallel::Simulation simulate_pipeline(const parallel::Schedule& schedule, const
   return parallel::simulate(schedule, parallel::costs_from_forward(schedule, f_s, comm_s));
 }
 
+const parallel::Simulation& SimulationCache::get(const parallel::Schedule& schedule, const std::vector<double>& f_s,
+                                                 double comm_s) {
+  Key key{schedule.name, schedule.pp, schedule.microbatches, schedule.chunks, {std::bit_cast<uint64_t>(comm_s)}};
+  for (double f : f_s) std::get<4>(key).push_back(std::bit_cast<uint64_t>(f));
+  auto it = sims_.find(key);
+  if (it == sims_.end()) {
+    parallel::Simulation sim = simulate_pipeline(schedule, f_s, comm_s);
+    sim.timeline.clear();
+    it = sims_.emplace(std::move(key), std::move(sim)).first;
+  }
+  return it->second;
+}
+
 StepEstimate estimate_step(const Config& cfg, const parallel::Schedule& schedule, const std::vector<StageCost>& stages,
-                           const MemoryPlan& memory, const Hardware& hw) {
+                           const MemoryPlan& memory, const Hardware& hw, SimulationCache* sims) {
   const ModelConfig& m = cfg.model;
   const int pp = schedule.pp, dp = int(cfg.parallel.dp), ep = int(cfg.parallel.ep), gpn = hw.gpus_per_node;
   const double mb = double(schedule.microbatches);
@@ -64,7 +78,7 @@ StepEstimate estimate_step(const Config& cfg, const parallel::Schedule& schedule
   c.pp_s = pp > 1 ? 2 * pp_msg_s * mb * double(schedule.chunks) : 0.0;
 
   const std::vector<double> f_s = stage_forward_seconds(cfg, stages, hw);
-  const parallel::Simulation sim = simulate_pipeline(schedule, f_s, pp_msg_s);
+  const parallel::Simulation sim = sims ? sims->get(schedule, f_s, pp_msg_s) : simulate_pipeline(schedule, f_s, pp_msg_s);
   e.makespan_s = sim.makespan;
   for (int r = 0; r < pp; ++r) {
     e.compute_s = std::max(e.compute_s, sim.busy[size_t(r)]);

@@ -4,6 +4,10 @@
 // communication (data-parallel gradients, expert all-to-all, pipeline activations) at the table's
 // bandwidths, placed intra- or inter-node by the mesh (parallel/mesh.h: ep innermost, then dp,
 // then pp). docs/planning.md states every formula and assumption.
+#include <cstdint>
+#include <map>
+#include <string>
+#include <tuple>
 #include <vector>
 
 #include "parallel/schedule.h"
@@ -45,7 +49,22 @@ std::vector<double> stage_forward_seconds(const Config& cfg, const std::vector<S
 // overlaps communication with compute, not compute with compute), messages `comm_s` each.
 parallel::Simulation simulate_pipeline(const parallel::Schedule& schedule, const std::vector<double>& f_s, double comm_s);
 
+// simulate_pipeline, remembered. A search meets each pipeline with the same stage times under
+// every ep and ZeRO-1 choice (they change neither), and the simulation is most of what a plan
+// costs after the schedule itself. Keyed by (name, pp, micro-batches, chunks), which determine a
+// schedule from parallel::make_schedule (a pure function of them), and by the costs' bit patterns:
+// identical inputs give the identical simulation. Keeps what estimate_step reads (no timeline).
+class SimulationCache {
+ public:
+  const parallel::Simulation& get(const parallel::Schedule& schedule, const std::vector<double>& f_s, double comm_s);
+
+ private:
+  using Key = std::tuple<std::string, int, int, int, std::vector<uint64_t>>;
+  std::map<Key, parallel::Simulation> sims_;
+};
+
+// `sims`: where to look up and keep the pipeline simulation (null: simulate every time).
 StepEstimate estimate_step(const Config& cfg, const parallel::Schedule& schedule, const std::vector<StageCost>& stages,
-                           const MemoryPlan& memory, const Hardware& hw);
+                           const MemoryPlan& memory, const Hardware& hw, SimulationCache* sims = nullptr);
 
 }  // namespace shoestring::planner
