@@ -153,6 +153,25 @@ TEST(SweepFile, ErrorsNameTheSweepFileAndKey) {
   EXPECT_NE(e.find("test-sweep.yaml:2: gird: unknown key"), std::string::npos) << e;
 }
 
+// YAML allows a list or a mapping as a key; those were yaml-cpp's bare "bad conversion" (exit 1,
+// no file, no line). A negative or fractional random seed was converted to uint64_t as it came.
+TEST(SweepFile, OddKeysAndSeedsNameTheLine) {
+  const std::string base = "base: configs/tiny.yaml\n";
+  EXPECT_EQ(error_of(base + "[a, b]: 1\n"), "test-sweep.yaml:2: expected a key such as optim.lr, got a list");
+  EXPECT_EQ(error_of(base + "set:\n  {a: 1}: 2\n"), "test-sweep.yaml:3: expected a key such as optim.lr, got a mapping");
+  EXPECT_EQ(error_of(base + "grid:\n  [optim.lr]: [1, 2]\n"), "test-sweep.yaml:3: expected a key such as optim.lr, got a list");
+  const std::string random = base + "random:\n  samples: 2\n  axes:\n    optim.weight_decay: {uniform: [0, 0.2]}\n";
+  EXPECT_EQ(error_of(random + "  [seed]: 1\n"), "test-sweep.yaml:6: expected a key such as optim.lr, got a list");
+  EXPECT_EQ(error_of(base + "random:\n  samples: 2\n  axes:\n    [optim.lr]: {log_uniform: [1e-4, 1e-2]}\n"),
+            "test-sweep.yaml:5: expected a key such as optim.lr, got a list");
+  EXPECT_EQ(error_of(base + "random:\n  samples: 2\n  axes:\n    optim.lr: {[log_uniform]: [1e-4, 1e-2]}\n"),
+            "test-sweep.yaml:5: expected a key such as optim.lr, got a list");
+  for (const std::string seed : {"-1", "1.5", "1e30"})
+    EXPECT_EQ(error_of(random + "  seed: " + seed + "\n"),
+              "test-sweep.yaml:6: random.seed: expected an integer from 0 to 2^64-1, got " + seed);
+  EXPECT_EQ(parse(random + "  seed: 18446744073709549568\n").random_seed, 18446744073709549568ull);  // 2^64 - 2^11
+}
+
 // What would make identical runs, runs the sweep cannot keep apart, or more runs than anyone reads
 // is refused while parsing, naming the line and key (10^8 samples ran for minutes).
 TEST(SweepFile, RunDirAxesDuplicatesAndTooManyRunsAreErrors) {
@@ -510,5 +529,205 @@ TEST(SweepCli, SigkilledSweepResumesOnRerun) {
   EXPECT_NE(second.output.find("  resumed  from "), std::string::npos) << second.output;
   EXPECT_NE(second.output.find("2 of 2 runs done"), std::string::npos) << second.output;
   EXPECT_EQ(logged_steps(r0), steps_up_to(400));
+  fs::remove_all(dir);
+}
+
+// metrics.jsonl is read strictly: a record per line, except what a killed trainer leaves (an
+// incomplete last line) and what its resume drops (empty lines).
+TEST(SweepMetrics, ReadStrictlyNamingFileAndLine) {
+  const fs::path dir = shoestring::testing::fresh_dir("sweep", "metrics");
+  fs::create_directories(dir);
+  const std::string file = (dir / "metrics.jsonl").string();
+  auto read = [&](const std::string& text) {
+    std::ofstream(file, std::ios::binary | std::ios::trunc) << text;
+    return read_metrics(dir.string());
+  };
+  const std::string r1 = "{\"step\":1,\"loss\":5.5,\"lr\":0.001,\"elapsed_s\":0.1}\n";
+  const std::string r2 = "{\"step\":2,\"loss\":null,\"lr\":0.001,\"skipped\":true}\n";  // a skipped step
+  const std::string r3 = "{\"step\":3,\"loss\":4.25,\"val_loss\":nan}\n";
+  MetricsFile m = read(r1 + r2 + r3);
+  EXPECT_EQ(m.error, "");
+  EXPECT_EQ(m.last_step, 3);
+  EXPECT_EQ(m.records, 3);
+  int seen = 0;
+  read_metrics(dir.string(), [&](const std::string&) { ++seen; });
+  EXPECT_EQ(seen, 3);
+  m = read(r1 + r2 + "\n" + r3 + "{\"step\":4,\"lo");  // killed mid-write: not an error
+  EXPECT_EQ(m.error, "");
+  EXPECT_EQ(m.last_step, 3);
+  EXPECT_EQ(m.torn_line, 5);
+  const std::string expected = ": expected a JSON record with an integer \"step\" and a numeric \"loss\", as the trainer writes, got '";
+  EXPECT_EQ(read(r1 + "garbage\n" + r3).error, file + ":2" + expected + "garbage'");
+  EXPECT_EQ(read(r1 + r2 + "{\"step\":3,\"loss\":4.2x}\n").error, file + ":3" + expected + "{\"step\":3,\"loss\":4.2x}'");
+  EXPECT_EQ(read(r1 + "{\"step\":-2,\"loss\":1}\n").error, file + ":2" + expected + "{\"step\":-2,\"loss\":1}'");
+  EXPECT_EQ(read(r1 + "{\"step\":2.5,\"loss\":1}\n").error, file + ":2" + expected + "{\"step\":2.5,\"loss\":1}'");
+  EXPECT_EQ(read(r1 + "{\"loss\":1}\n").error, file + ":2" + expected + "{\"loss\":1}'");
+  // A bad last line that does end in a newline is damage, not a torn write.
+  EXPECT_EQ(read(r1 + "{\"step\":2,\"lo\n").error, file + ":2" + expected + "{\"step\":2,\"lo'");
+  // Binary garbage (a file of zeros after a crash): one printable line, cut at 40 bytes.
+  m = read(std::string(100, '\0') + "\n" + r1);
+  EXPECT_EQ(m.error, file + ":1" + expected + std::string(40, '?') + "...'");
+  EXPECT_EQ(m.last_step, 0);
+  fs::remove(file);
+  fs::create_directories(file);
+  EXPECT_EQ(read_metrics(dir.string()).error, file + ": is a directory, expected the trainer's metrics file");
+  fs::remove_all(dir);
+}
+
+// A run whose checkpoints reached train.steps but whose metrics did not cannot be resumed into
+// readable metrics (the trainer has no steps left to log): that is a problem too.
+TEST(SweepMetrics, FinishedRunWithShortMetricsIsAProblem) {
+  const fs::path dir = shoestring::testing::fresh_dir("sweep", "short");
+  fs::create_directories(dir / "checkpoints" / "step_0000004");
+  Config cfg;
+  cfg.train.steps = 8;
+  cfg.log.run_dir = dir.string();
+  const std::string file = (dir / "metrics.jsonl").string();
+  std::ofstream(file) << "{\"step\":1,\"loss\":5}\n{\"step\":2,\"loss\":4}\n{\"step\":3,\"lo";
+  // Checkpoint short of train.steps: an interrupted run, to be resumed.
+  EXPECT_EQ(newest_checkpoint_step(cfg), -1);  // no manifest.json yet: not a checkpoint
+  std::ofstream(dir / "checkpoints" / "step_0000004" / "manifest.json") << "{}";
+  EXPECT_EQ(newest_checkpoint_step(cfg), 4);
+  EXPECT_EQ(metrics_problem(cfg, read_metrics(dir.string())), "");
+  fs::create_directories(dir / "checkpoints" / "step_0000008");
+  std::ofstream(dir / "checkpoints" / "step_0000008" / "manifest.json") << "{}";
+  fs::create_directories(dir / "checkpoints" / "step_0000009.tmp-77");  // an unfinished save: ignored
+  EXPECT_EQ(newest_checkpoint_step(cfg), 8);
+  EXPECT_EQ(metrics_problem(cfg, read_metrics(dir.string())),
+            file + ": ends at step 2 (then an incomplete line 3), but the run's checkpoint step_0000008 reached train.steps 8: "
+                   "the file was truncated or replaced");
+  fs::remove(file);
+  EXPECT_EQ(metrics_problem(cfg, read_metrics(dir.string())),
+            file + ": missing, but the run's checkpoint step_0000008 reached train.steps 8: the file was truncated or replaced");
+  // A bad line is reported as such, checkpoint or not.
+  std::ofstream(file) << "{\"step\":1,\"loss\":5}\nxx\n";
+  EXPECT_NE(metrics_problem(cfg, read_metrics(dir.string())).find(file + ":2: expected"), std::string::npos);
+  fs::remove_all(dir);
+}
+
+// `sweep plan a b` names the stray word as every other command does (parse_command_line).
+TEST(SweepCli, StrayArgumentsAreNamed) {
+  const fs::path dir = shoestring::testing::fresh_dir("sweep", "stray");
+  fs::create_directories(dir);
+  const fs::path file = dir / "s.yaml";
+  std::ofstream(file) << "base: " << kSource << "/configs/tiny.yaml\nset:\n  data.source: synthetic\ndir: " << (dir / "out").string()
+                      << "\ngrid:\n  optim.lr: [0.001, 0.002]\n";
+  for (const std::string action : {"plan", "run", "report"}) {
+    const auto r = run_shoestring("sweep " + action + " " + file.string() + " extra");
+    EXPECT_EQ(r.code, 2) << action << ": " << r.output;
+    EXPECT_EQ(r.output, "shoestring: unexpected argument 'extra' (see --help)\n") << action;
+    const auto two = run_shoestring("sweep " + action + " a b c");
+    EXPECT_EQ(two.code, 2) << action << ": " << two.output;
+    EXPECT_EQ(two.output, "shoestring: unexpected argument 'b' (see --help)\n") << action;
+  }
+  EXPECT_FALSE(fs::exists(dir / "out")) << "a refused command started work";
+  // An empty --only (an array task past the end of the run list) trained every run.
+  const auto empty_only = run_shoestring("sweep run " + file.string() + " --only ''");
+  EXPECT_EQ(empty_only.code, 2) << empty_only.output;
+  EXPECT_EQ(empty_only.output,
+            "shoestring sweep run: --only: expected a run name (`shoestring sweep plan FILE` lists them), got ''\n");
+  EXPECT_FALSE(fs::exists(dir / "out")) << "an empty --only started work";
+  // dir: naming a file was "error: filesystem error: cannot create directories: File exists", exit 1.
+  std::ofstream(dir / "out") << "not a folder\n";
+  for (const std::string action : {"plan", "run", "report"}) {
+    const auto r = run_shoestring("sweep " + action + " " + file.string());
+    EXPECT_EQ(r.code, 2) << action << ": " << r.output;
+    EXPECT_EQ(r.output, "shoestring sweep " + action + ": " + file.string() + ": dir " + (dir / "out").string() +
+                            " is a file, expected a folder for the sweep's runs\n");
+  }
+  fs::remove_all(dir);
+}
+
+namespace {
+
+std::vector<std::string> csv_lines(const fs::path& p) {
+  std::ifstream in(p);
+  std::vector<std::string> lines;
+  for (std::string line; std::getline(in, line);) lines.push_back(line);
+  return lines;
+}
+
+}  // namespace
+
+// A finished run whose metrics.jsonl was damaged afterwards (a garbage line, a truncated file, a
+// file of zeros) used to be resumed on every `sweep run` (the trainer, at train.steps already,
+// dropped the bad lines and logged nothing: "failed: exit 0", again and again) and reported with
+// exit 0. Now: one line naming the file and line, the run left alone, exit 1; the report keeps the
+// other runs and leaves the damaged one's numbers empty.
+TEST(SweepCli, UnreadableMetricsOfAFinishedRun) {
+  const fs::path dir = shoestring::testing::fresh_dir("sweep", "unreadable");
+  fs::create_directories(dir);
+  const fs::path file = dir / "u.yaml", out = dir / "out";
+  write_tiny_sweep(file, "u", out, 6, 0, "grid:\n  optim.lr: [0.001, 0.01]\n");
+  const fs::path r0 = out / "r000-lr=0.001", r1 = out / "r001-lr=0.01";
+  const auto first = run_shoestring("sweep run " + file.string());
+  ASSERT_EQ(first.code, 0) << first.output;
+  ASSERT_EQ(logged_steps(r1), steps_up_to(6));
+  ASSERT_TRUE(fs::exists(r1 / "checkpoints" / "step_0000006" / "manifest.json"));
+  const std::string metrics = (r1 / "metrics.jsonl").string(), good = slurp(r1 / "metrics.jsonl");
+  auto lines_of = [](const std::string& text) {
+    std::vector<std::string> v;
+    std::istringstream in(text);
+    for (std::string l; std::getline(in, l);) v.push_back(l);
+    return v;
+  };
+  const auto good_lines = lines_of(good);
+  const std::string expected = ": expected a JSON record with an integer \"step\" and a numeric \"loss\", as the trainer writes, got '";
+  const std::string advice = "; not trained again (resuming would drop what it cannot read): repair the file, or delete " +
+                             r1.string() + " to train the run afresh\n";
+  struct Damage {
+    std::string what, text, problem;
+  };
+  const std::vector<Damage> damages = {
+      {"garbage line", good_lines[0] + "\n" + good_lines[1] + "\nnot json at all\n" + good.substr(good_lines[0].size() + good_lines[1].size() + 2),
+       metrics + ":3" + expected + "not json at all'"},
+      {"truncated", good.substr(0, good_lines[0].size() + 1 + good_lines[1].size() / 2),
+       metrics + ": ends at step 1 (then an incomplete line 2), but the run's checkpoint step_0000006 reached train.steps 6: the "
+                 "file was truncated or replaced"},
+      {"zeros", std::string(64, '\0') + "\n" + good, metrics + ":1" + expected + std::string(40, '?') + "...'"},
+  };
+  for (const auto& d : damages) {
+    std::ofstream(metrics, std::ios::binary | std::ios::trunc) << d.text;
+    const auto run = run_shoestring("sweep run " + file.string());
+    EXPECT_EQ(run.code, 1) << d.what << ": " << run.output;
+    EXPECT_NE(run.output.find("sweep [2/2 r001-lr=0.01] unreadable metrics: " + d.problem + advice), std::string::npos)
+        << d.what << ": " << run.output;
+    EXPECT_NE(run.output.find("r000-lr=0.001] done already"), std::string::npos) << d.what << ": " << run.output;
+    EXPECT_EQ(run.output.find("] resuming ("), std::string::npos) << d.what << ": " << run.output;
+    EXPECT_NE(run.output.find("sweep u: 1 of 2 runs done, 1 with unreadable metrics"), std::string::npos) << d.what << ": " << run.output;
+    EXPECT_EQ(slurp(metrics), d.text) << d.what << ": the damaged file was changed";
+
+    const auto report = shoestring::testing::run_command("PATH=/nonexistent " SHOESTRING_BINARY_DIR "/bin/shoestring sweep report " +
+                                                         file.string());
+    EXPECT_EQ(report.code, 1) << d.what << ": " << report.output;
+    EXPECT_NE(report.output.find("shoestring sweep report: r001-lr=0.01: unreadable metrics: " + d.problem + "\n"), std::string::npos)
+        << d.what << ": " << report.output;
+    EXPECT_NE(report.output.find("sweep u: 1 of 2 runs done, 1 with unreadable metrics"), std::string::npos) << report.output;
+    const auto csv = csv_lines(out / "report.csv");
+    ASSERT_EQ(csv.size(), 3u) << slurp(out / "report.csv");
+    EXPECT_EQ(csv[1].rfind("r000-lr=0.001,0.001,done,6,6,", 0), 0u) << csv[1];
+    EXPECT_EQ(csv[2], "r001-lr=0.01,0.01,unreadable,,6,,,,,,,") << d.what;
+    const std::string md = slurp(out / "report.md");
+    EXPECT_NE(md.find("| r001-lr=0.01 | 0.01 | unreadable | -/6 | - | - | - | - | - | - | - |"), std::string::npos) << md;
+    EXPECT_NE(md.find("- r001-lr=0.01: `" + d.problem + "`"), std::string::npos) << md;
+  }
+  // Repaired: nothing to do, exit 0. Deleted: trained afresh.
+  std::ofstream(metrics, std::ios::binary | std::ios::trunc) << good;
+  const auto repaired = run_shoestring("sweep run " + file.string());
+  EXPECT_EQ(repaired.code, 0) << repaired.output;
+  EXPECT_NE(repaired.output.find("r001-lr=0.01] done already"), std::string::npos) << repaired.output;
+  EXPECT_EQ(run_shoestring("sweep report " + file.string()).code, 0);
+  fs::remove_all(r1);
+  const auto again = run_shoestring("sweep run " + file.string());
+  EXPECT_EQ(again.code, 0) << again.output;
+  EXPECT_NE(again.output.find("r001-lr=0.01] starting"), std::string::npos) << again.output;
+  EXPECT_EQ(logged_steps(r1), steps_up_to(6));
+  // A report that cannot be written says which file, exit 1, and does not claim to have written it.
+  fs::remove(out / "report.csv");
+  fs::create_directories(out / "report.csv");
+  const auto unwritable = shoestring::testing::run_command("PATH=/nonexistent " SHOESTRING_BINARY_DIR "/bin/shoestring sweep report " +
+                                                         file.string());
+  EXPECT_EQ(unwritable.code, 1) << unwritable.output;
+  EXPECT_EQ(unwritable.output, "error: " + (out / "report.csv").string() + ": cannot write the sweep report\n");
   fs::remove_all(dir);
 }

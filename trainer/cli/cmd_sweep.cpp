@@ -120,7 +120,10 @@ int sweep_plan(const sweep::SweepFile& s, const std::vector<sweep::RunSpec>& run
     const auto params = model::count_parameters(c.model);
     const int64_t per_step = sweep::tokens_per_step(c, np);
     total_tokens += per_step * c.train.steps;
-    std::cout << "\n" << runs[i].name << "  [" << sweep::read_status(s, runs[i].name).status << "]\n  overrides  ";
+    // `sweep report` and `sweep run` refuse such a run's numbers; the plan says so too.
+    const bool unreadable = !sweep::metrics_problem(c, sweep::read_metrics(c.log.run_dir)).empty();
+    std::cout << "\n" << runs[i].name << "  [" << sweep::read_status(s, runs[i].name).status
+              << (unreadable ? ", unreadable metrics" : "") << "]\n  overrides  ";
     for (size_t j = 0; j < runs[i].overrides.size(); ++j)
       std::cout << (j ? " " : "") << runs[i].overrides[j].first << "=" << runs[i].overrides[j].second;
     std::cout << (runs[i].overrides.empty() ? "(none)\n" : "\n") << "  differs    ";
@@ -144,16 +147,24 @@ int sweep_report(const sweep::SweepFile& s, const std::vector<sweep::RunSpec>& r
   const auto rows = sweep::gather(s, runs);
   std::string skipped;
   const auto plots = sweep::draw_plots(s, rows, skipped);
-  std::ofstream(fs::path(s.dir) / "report.csv", std::ios::trunc) << sweep::report_csv(s, rows);
-  std::ofstream(fs::path(s.dir) / "report.md", std::ios::trunc) << sweep::report_markdown(s, rows, plots);
-  int done = 0;
-  for (const auto& r : rows) done += r.status == "done";
-  std::cout << "sweep " << s.name << ": " << done << " of " << rows.size() << " runs done; wrote "
-            << (fs::path(s.dir) / "report.csv").string() << ", " << (fs::path(s.dir) / "report.md").string();
+  // write_output throws naming the file (a folder named report.csv, a full disk): never "wrote" it.
+  write_output((fs::path(s.dir) / "report.csv").string(), sweep::report_csv(s, rows), "sweep report");
+  write_output((fs::path(s.dir) / "report.md").string(), sweep::report_markdown(s, rows, plots), "sweep report");
+  int done = 0, unreadable = 0;
+  for (const auto& r : rows) {
+    done += r.status == "done";
+    if (r.problem.empty()) continue;
+    ++unreadable;
+    std::cerr << "shoestring sweep report: " << r.name << ": unreadable metrics: " << r.problem << "\n";
+  }
+  std::cout << "sweep " << s.name << ": " << done << " of " << rows.size() << " runs done";
+  if (unreadable) std::cout << ", " << unreadable << " with unreadable metrics (no numbers reported for them)";
+  std::cout << "; wrote " << (fs::path(s.dir) / "report.csv").string() << ", " << (fs::path(s.dir) / "report.md").string();
   for (const auto& p : plots) std::cout << ", " << (fs::path(s.dir) / p).string();
   std::cout << "\n";
   if (!skipped.empty()) std::cout << "plots skipped: " << skipped << "\n";
-  return 0;
+  // The tables hold every other run; a script must still learn that a result is missing.
+  return unreadable ? 1 : 0;
 }
 
 }  // namespace
@@ -165,13 +176,13 @@ int cmd_sweep(const Args& args) {
     std::cerr << "shoestring sweep: unknown action '" << action << "' (plan, run, report; see --help)\n";
     return 2;
   }
-  std::string file;
+  std::vector<std::string> files;  // all positional words: a second one is refused below, by name
   int64_t print_config = -1;  // -1: not given
   int np = 1;
   std::string only;
   bool slurm = false, submit = false;
   po::options_description opts("shoestring sweep " + action + " SWEEP_FILE");
-  opts.add_options()("help,h", "show this help")("file", po::value(&file), "the sweep file (YAML, docs/sweeps.md)");
+  opts.add_options()("help,h", "show this help")("file", po::value(&files), "the sweep file (YAML, docs/sweeps.md)");
   if (action == "plan")
     opts.add_options()("print-config", po::value(&print_config), "print run N's resolved config (YAML) instead")(
         "np", po::value(&np)->default_value(1), "ranks each run will use (tokens per step depend on it)");
@@ -181,9 +192,16 @@ int cmd_sweep(const Args& args) {
         "slurm", po::bool_switch(&slurm), "write <dir>/sweep.sbatch (a Slurm job array, one task per run) instead of running")(
         "submit", po::bool_switch(&submit), "with --slurm: also submit it (sbatch SCRIPT)");
   po::positional_options_description positional;
-  positional.add("file", 1);
+  positional.add("file", -1);
   po::variables_map vm;
   if (const auto rc = parse_command_line(opts, Args(args.begin() + 1, args.end()), vm, &positional)) return *rc;
+  // As every other command says it (parse_command_line); Boost's "too many positional options"
+  // would not name the word.
+  if (files.size() > 1) {
+    std::cerr << "shoestring: unexpected argument '" << files[1] << "' (see --help)\n";
+    return 2;
+  }
+  const std::string file = files.empty() ? "" : files[0];
   if (file.empty()) {
     std::cerr << "shoestring sweep " << action << ": no sweep file given (see --help)\n";
     return 2;
@@ -196,11 +214,24 @@ int cmd_sweep(const Args& args) {
     std::cerr << "shoestring sweep " << action << ": --np must be at least 1\n";
     return 2;
   }
+  // An empty name selected every run: a Slurm array task whose index is past the end of the
+  // script's run list (a sweep file edited after submitting) would train the whole sweep.
+  if (vm.count("only") && only.empty()) {
+    std::cerr << "shoestring sweep run: --only: expected a run name (`shoestring sweep plan FILE` lists them), got ''\n";
+    return 2;
+  }
   if (submit && !slurm) {
     std::cerr << "shoestring sweep run: --submit goes with --slurm\n";
     return 2;
   }
   const sweep::SweepFile s = sweep::parse_sweep_file(file);
+  // Every action reads or writes the runs' folders there; create_directories would say only
+  // "filesystem error: ... File exists".
+  if (std::error_code ec; fs::exists(s.dir, ec) && !fs::is_directory(s.dir, ec)) {
+    std::cerr << "shoestring sweep " << action << ": " << file << ": dir " << s.dir
+              << " is a file, expected a folder for the sweep's runs\n";
+    return 2;
+  }
   const std::vector<sweep::RunSpec> runs = sweep::expand(s);
   if (action == "plan") return sweep_plan(s, runs, print_config, np);
   if (action == "report") return sweep_report(s, runs);

@@ -27,6 +27,14 @@ std::string line_of(const std::string& origin, const YAML::Node& n) {
 
 [[noreturn]] void fail(const std::string& where, const std::string& what) { throw ConfigError(where + ": " + what); }
 
+// A mapping key as text. YAML allows a list or a mapping as a key ({a: 1}: 2); as<std::string>()
+// would throw yaml-cpp's bare "bad conversion", naming neither the file nor the line.
+std::string key_text(const YAML::Node& key, const std::string& where) {
+  if (!key.IsScalar() && !key.IsNull())
+    fail(where, std::string("expected a key such as optim.lr, got a ") + (key.IsMap() ? "mapping" : "list"));
+  return key.as<std::string>();
+}
+
 // A value as --set takes it: a scalar, or a list joined with commas (list-valued keys).
 std::string value_text(const YAML::Node& v, const std::string& where, const std::string& key) {
   if (v.IsScalar()) return v.Scalar();
@@ -99,7 +107,7 @@ Axis parse_random_axis(const std::string& key, const YAML::Node& spec, const std
   Axis a;
   a.key = key;
   a.where = where;
-  const std::string kind = spec.begin()->first.as<std::string>();
+  const std::string kind = key_text(spec.begin()->first, where);
   const YAML::Node& v = spec.begin()->second;
   if (kind == "choice") {
     a.kind = Axis::Choice;
@@ -203,8 +211,8 @@ SweepFile parse_sweep_text(const std::string& yaml, const std::string& origin, c
   std::vector<Axis> grid, random, seeds;
   double samples_asked = 0;
   for (const auto& kv : root) {
-    const std::string key = kv.first.as<std::string>();
     const std::string where = line_of(origin, kv.first);
+    const std::string key = key_text(kv.first, where);
     const YAML::Node& v = kv.second;
     if (key == "base" || key == "name" || key == "dir") {
       if (!v.IsScalar() || v.Scalar().empty()) fail(where, key + ": expected a non-empty string");
@@ -212,7 +220,7 @@ SweepFile parse_sweep_text(const std::string& yaml, const std::string& origin, c
     } else if (key == "set") {
       if (!v.IsMap()) fail(where, "set: expected a mapping of key.path: value");
       for (const auto& item : v) {
-        const std::string k = item.first.as<std::string>(), w = line_of(origin, item.first);
+        const std::string w = line_of(origin, item.first), k = key_text(item.first, w);
         check_key_path(k, w);
         s.common.emplace_back(k, value_text(item.second, w, k));
         s.common_where.push_back(w);
@@ -221,8 +229,8 @@ SweepFile parse_sweep_text(const std::string& yaml, const std::string& origin, c
       if (!v.IsMap()) fail(where, "grid: expected a mapping of key.path: [values]");
       for (const auto& item : v) {
         Axis a;
-        a.key = item.first.as<std::string>();
         a.where = line_of(origin, item.first);
+        a.key = key_text(item.first, a.where);
         check_key_path(a.key, a.where);
         if (!item.second.IsSequence()) fail(a.where, a.key + ": expected a list of values");
         if (item.second.size() == 0) fail(a.where, a.key + ": empty axis (no values)");
@@ -238,14 +246,20 @@ SweepFile parse_sweep_text(const std::string& yaml, const std::string& origin, c
       // The number of runs is checked below; capped here so that the cast is exact.
       samples_asked = samples;
       s.samples = int64_t(std::min(samples, kMaxRuns + 1));
-      if (v["seed"]) s.random_seed = uint64_t(number(v["seed"], line_of(origin, v["seed"]), "random.seed"));
+      if (v["seed"]) {
+        // A negative or huge double converted to uint64_t is undefined behaviour, not an error.
+        const double seed = number(v["seed"], line_of(origin, v["seed"]), "random.seed");
+        if (seed < 0 || seed != std::floor(seed) || seed >= 0x1p64)
+          fail(line_of(origin, v["seed"]), "random.seed: expected an integer from 0 to 2^64-1, got " + v["seed"].Scalar());
+        s.random_seed = uint64_t(seed);
+      }
       for (const auto& sub : v) {
-        const std::string k = sub.first.as<std::string>();
+        const std::string k = key_text(sub.first, line_of(origin, sub.first));
         if (k != "samples" && k != "seed" && k != "axes") fail(line_of(origin, sub.first), "random." + k + ": unknown key (samples, seed, axes)");
       }
       if (!v["axes"].IsMap() || v["axes"].size() == 0) fail(line_of(origin, v["axes"]), "random.axes: expected a non-empty mapping of key.path: {distribution}");
       for (const auto& item : v["axes"])
-        random.push_back(parse_random_axis(item.first.as<std::string>(), item.second, line_of(origin, item.first)));
+        random.push_back(parse_random_axis(key_text(item.first, line_of(origin, item.first)), item.second, line_of(origin, item.first)));
     } else if (key == "seeds") {
       if (!v.IsSequence() || v.size() == 0) fail(where, "seeds: expected a non-empty list of integers");
       Axis a;

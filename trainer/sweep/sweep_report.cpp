@@ -76,15 +76,16 @@ std::vector<RunRow> gather(const SweepFile& s, const std::vector<RunSpec>& runs)
     row.final_loss = row.best_loss = row.final_val_loss = row.best_val_loss = kNaN;
     std::vector<double> speeds;
     double segment_elapsed = 0, previous = -1;
-    std::ifstream in(fs::path(cfg.log.run_dir) / "metrics.jsonl");
-    for (std::string line; std::getline(in, line);) {
+    const MetricsFile m = read_metrics(cfg.log.run_dir, [&](const std::string& line) {
       double step = 0, loss = 0, x = 0;
-      if (!json_number(line, "step", step) || !json_number(line, "loss", loss)) continue;
+      json_number(line, "step", step);  // read_metrics checked it: an integer >= 1
       row.steps_done = int64_t(step);
-      row.loss_curve.emplace_back(int64_t(step), loss);
-      if (std::isfinite(loss)) {
-        row.final_loss = loss;
-        if (std::isnan(row.best_loss) || loss < row.best_loss) row.best_loss = loss;
+      if (json_number(line, "loss", loss)) {  // null for a skipped step
+        row.loss_curve.emplace_back(int64_t(step), loss);
+        if (std::isfinite(loss)) {
+          row.final_loss = loss;
+          if (std::isnan(row.best_loss) || loss < row.best_loss) row.best_loss = loss;
+        }
       }
       if (json_number(line, "val_loss", x) && std::isfinite(x)) {
         row.final_val_loss = x;
@@ -96,6 +97,17 @@ std::vector<RunRow> gather(const SweepFile& s, const std::vector<RunSpec>& runs)
         if (x < previous) row.elapsed_s += segment_elapsed;
         segment_elapsed = previous = x;
       }
+    });
+    row.problem = metrics_problem(cfg, m);
+    if (!row.problem.empty()) {
+      // What was read before the bad line is no result either: a table row must not look like one.
+      RunRow blank;
+      blank.name = row.name, blank.axis_values = row.axis_values, blank.steps = row.steps, blank.problem = row.problem;
+      blank.status = "unreadable";
+      blank.final_loss = blank.best_loss = blank.final_val_loss = blank.best_val_loss = kNaN;
+      blank.median_tokens_per_s = blank.elapsed_s = kNaN;
+      rows.push_back(std::move(blank));
+      continue;
     }
     row.elapsed_s += segment_elapsed;
     if (!speeds.empty()) {
@@ -118,9 +130,12 @@ std::string report_csv(const SweepFile& s, const std::vector<RunRow>& rows) {
   for (const auto& r : rows) {
     o << csv_field(r.name);
     for (const auto& v : r.axis_values) o << "," << csv_field(v);
-    o << "," << r.status << "," << r.steps_done << "," << r.steps << "," << num(r.final_loss) << "," << num(r.best_loss) << ","
+    // An unreadable run's counts are unknown, not 0.
+    const std::string steps_done = r.problem.empty() ? std::to_string(r.steps_done) : "";
+    const std::string tokens = r.problem.empty() ? std::to_string(r.tokens) : "";
+    o << "," << r.status << "," << steps_done << "," << r.steps << "," << num(r.final_loss) << "," << num(r.best_loss) << ","
       << num(r.final_val_loss) << "," << num(r.best_val_loss) << "," << num(r.median_tokens_per_s, "%.1f") << ","
-      << num(r.elapsed_s, "%.2f") << "," << r.tokens << "\n";
+      << num(r.elapsed_s, "%.2f") << "," << tokens << "\n";
   }
   return o.str();
 }
@@ -138,10 +153,21 @@ std::string report_markdown(const SweepFile& s, const std::vector<RunRow>& rows,
   for (const auto& r : rows) {
     o << "| " << r.name << " |";
     for (const auto& v : r.axis_values) o << " " << v << " |";
-    o << " " << r.status << " | " << r.steps_done << "/" << r.steps << " | " << cell(num(r.final_loss, "%.4f")) << " | "
-      << cell(num(r.best_loss, "%.4f")) << " | " << cell(num(r.final_val_loss, "%.4f")) << " | " << cell(num(r.best_val_loss, "%.4f"))
-      << " | " << cell(r.median_tokens_per_s > 0 ? num(r.median_tokens_per_s, "%.0f") : "") << " | " << num(r.elapsed_s, "%.1f")
-      << " | " << r.tokens << " |\n";
+    const bool known = r.problem.empty();
+    o << " " << r.status << " | " << (known ? std::to_string(r.steps_done) : "-") << "/" << r.steps << " | "
+      << cell(num(r.final_loss, "%.4f")) << " | " << cell(num(r.best_loss, "%.4f")) << " | " << cell(num(r.final_val_loss, "%.4f"))
+      << " | " << cell(num(r.best_val_loss, "%.4f")) << " | "
+      << cell(r.median_tokens_per_s > 0 ? num(r.median_tokens_per_s, "%.0f") : "") << " | " << cell(num(r.elapsed_s, "%.1f"))
+      << " | " << (known ? std::to_string(r.tokens) : "-") << " |\n";
+  }
+  bool any_unreadable = false;
+  for (const auto& r : rows) {
+    if (r.problem.empty()) continue;
+    if (!any_unreadable) o << "\nUnreadable metrics (no numbers reported for these runs):\n\n";
+    any_unreadable = true;
+    std::string text = r.problem;  // may quote a damaged line: keep it inside its code span
+    std::replace(text.begin(), text.end(), '`', '\'');
+    o << "- " << r.name << ": `" << text << "`\n";
   }
   if (!plots.empty()) o << "\n";
   for (const auto& p : plots) o << "![" << p << "](" << p << ")\n\n";

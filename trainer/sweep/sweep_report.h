@@ -13,7 +13,8 @@ namespace shoestring::sweep {
 struct RunRow {
   std::string name;
   std::vector<std::string> axis_values;  // in the sweep's axis order
-  std::string status;
+  std::string status;                    // "unreadable" when problem is set
+  std::string problem;                   // why the metrics cannot be read (metrics_problem); no numbers then
   int64_t steps_done = 0, steps = 0;
   double final_loss = 0, best_loss = 0;  // NaN when no step was logged
   double final_val_loss = 0, best_val_loss = 0;  // NaN without validation
@@ -23,7 +24,8 @@ struct RunRow {
   std::vector<std::pair<int64_t, double>> loss_curve;  // (step, loss)
 };
 
-// Reads every run's files; a run that never started is a row with status pending and no numbers.
+// Reads every run's files; a run that never started is a row with status pending and no numbers,
+// one whose metrics cannot be read a row with status unreadable, its problem, and no numbers.
 std::vector<RunRow> gather(const SweepFile& s, const std::vector<RunSpec>& runs);
 
 std::string report_csv(const SweepFile& s, const std::vector<RunRow>& rows);

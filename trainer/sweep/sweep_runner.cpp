@@ -135,7 +135,7 @@ std::string describe(int code) {
   return "exit " + std::to_string(code);
 }
 
-enum class Outcome { Done, Failed, Stopped, Busy };
+enum class Outcome { Done, Failed, Stopped, Busy, Unreadable };
 
 Outcome run_one(const SweepFile& s, const std::vector<RunSpec>& runs, size_t i, const RunnerOptions& o) {
   const RunSpec& r = runs[i];
@@ -143,7 +143,17 @@ Outcome run_one(const SweepFile& s, const std::vector<RunSpec>& runs, size_t i, 
   const fs::path dir = cfg.log.run_dir;
   const std::string tag = "[" + std::to_string(i + 1) + "/" + std::to_string(runs.size()) + " " + r.name + "]";
   RunStatus st = read_status(s, r.name);
-  if (last_metrics_step(dir) >= cfg.train.steps) {
+  const MetricsFile before = read_metrics(dir.string());
+  // A result that cannot be read is not trained again: resuming drops the bad lines (and from a
+  // checkpoint at train.steps logs nothing), so the run would come back "failed" on every
+  // `sweep run`, its evidence gone after the first. Its files are left as they are.
+  if (const std::string problem = metrics_problem(cfg, before); !problem.empty()) {
+    std::cout << std::flush;
+    std::cerr << "sweep " << tag << " unreadable metrics: " << problem << "; not trained again (resuming would drop what "
+              << "it cannot read): repair the file, or delete " << dir.string() << " to train the run afresh\n" << std::flush;
+    return Outcome::Unreadable;
+  }
+  if (before.last_step >= cfg.train.steps) {
     if (st.status != "done") {
       st.status = "done", st.exit_code = 0, st.updated = utc_now();
       write_status(s, r.name, st);
@@ -166,7 +176,7 @@ Outcome run_one(const SweepFile& s, const std::vector<RunSpec>& runs, size_t i, 
   if (o.np > 1) argv = {o.mpirun, "-np", std::to_string(o.np)};
   argv.insert(argv.end(), {o.executable, "train", "--config", config_file.string(), "--set",
                            "log.run_dir=" + dir.string(), "--resume", "auto"});
-  const int64_t done_before = last_metrics_step(dir);
+  const int64_t done_before = before.last_step;
   std::cout << "sweep " << tag << (done_before > 0 ? " resuming (metrics at step " + std::to_string(done_before) + ")" : " starting")
             << ": " << [&] {
                  std::string line;
@@ -181,9 +191,10 @@ Outcome run_one(const SweepFile& s, const std::vector<RunSpec>& runs, size_t i, 
   g_forward = o.np > 1 ? SIGUSR1 : SIGTERM;
   const int code = run_child(argv);
   ::close(lock);
-  const int64_t steps_done = last_metrics_step(dir);
+  const MetricsFile after = read_metrics(dir.string());
+  const int64_t steps_done = after.last_step;
   Outcome outcome;
-  if (code == 0 && steps_done >= cfg.train.steps) st.status = "done", outcome = Outcome::Done;
+  if (code == 0 && after.error.empty() && steps_done >= cfg.train.steps) st.status = "done", outcome = Outcome::Done;
   else if (g_stop) st.status = "preempted", outcome = Outcome::Stopped;
   else st.status = "failed", outcome = Outcome::Failed;
   st.exit_code = code;
@@ -192,6 +203,10 @@ Outcome run_one(const SweepFile& s, const std::vector<RunSpec>& runs, size_t i, 
   write_summary(s, runs);
   std::cout << "sweep " << tag << " " << st.status << ": " << describe(code) << ", metrics at step " << steps_done << "/"
             << cfg.train.steps << "\n" << std::flush;
+  // The trainer said it finished but its metrics do not show it: say why, not just "exit 0".
+  if (code == 0 && outcome == Outcome::Failed)
+    if (const std::string problem = metrics_problem(cfg, after); !problem.empty())
+      std::cerr << "sweep " << tag << " unreadable metrics: " << problem << "\n" << std::flush;
   return outcome;
 }
 
@@ -201,7 +216,7 @@ int run_sweep(const SweepFile& s, const std::vector<RunSpec>& runs, const Runner
   SignalForwarding forwarding;
   fs::create_directories(s.dir);
   write_summary(s, runs);
-  int done = 0, failed = 0, busy = 0;
+  int done = 0, failed = 0, busy = 0, unreadable = 0;
   const int selected = o.only.empty() ? int(runs.size()) : 1;
   for (size_t i = 0; i < runs.size(); ++i) {
     if (!o.only.empty() && runs[i].name != o.only) continue;
@@ -210,6 +225,7 @@ int run_sweep(const SweepFile& s, const std::vector<RunSpec>& runs, const Runner
       case Outcome::Done: ++done; break;
       case Outcome::Failed: ++failed; break;
       case Outcome::Busy: ++busy; break;
+      case Outcome::Unreadable: ++unreadable; break;
       case Outcome::Stopped: break;
     }
   }
@@ -221,6 +237,7 @@ int run_sweep(const SweepFile& s, const std::vector<RunSpec>& runs, const Runner
   }
   std::cout << "sweep " << s.name << ": " << done << " of " << selected << " runs done";
   if (failed) std::cout << ", " << failed << " failed (each run's train.log says why; `sweep run` again retries them)";
+  if (unreadable) std::cout << ", " << unreadable << " with unreadable metrics (not trained again; see above)";
   if (busy) std::cout << ", " << busy << " busy elsewhere";
   std::cout << "; state in " << (fs::path(s.dir) / "sweep.json").string() << "\n";
   return done == selected ? 0 : 1;

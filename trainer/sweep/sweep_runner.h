@@ -16,9 +16,10 @@ struct RunnerOptions {
   std::string only;         // run just this one (a Slurm array task)
 };
 
-// Returns the exit code: 0 every selected run is done, 1 some failed (the others were still
-// tried), 42 (kPreemptedExitCode) stopped by SIGTERM/SIGINT/SIGUSR1 after the running child saved
-// and stopped: run it again to resume.
+// Returns the exit code: 0 every selected run is done, 1 some failed or have metrics that cannot
+// be read (those are not trained again; the others were still tried), 42 (kPreemptedExitCode)
+// stopped by SIGTERM/SIGINT/SIGUSR1 after the running child saved and stopped: run it again to
+// resume.
 int run_sweep(const SweepFile& s, const std::vector<RunSpec>& runs, const RunnerOptions& o);
 
 // The sweep's directory holds a Slurm array script, one task per run (docs/sweeps.md).

@@ -2,12 +2,15 @@
 
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstdlib>
+#include <cstring>
 #include <ctime>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
 
+#include "trainer/checkpoint/manifest.h"
 #include "trainer/train.h"
 
 namespace fs = std::filesystem;
@@ -104,13 +107,107 @@ void write_summary(const SweepFile& s, const std::vector<RunSpec>& runs) {
   write_atomically(fs::path(s.dir) / "sweep.json", o.str());
 }
 
-int64_t last_metrics_step(const std::string& run_dir) {
-  std::ifstream in(fs::path(run_dir) / "metrics.jsonl");
-  int64_t last = 0;
-  double step = 0;
-  for (std::string line; std::getline(in, line);)
-    if (json_number(line, "step", step)) last = int64_t(step);
-  return last;
+namespace {
+
+// The value after "key": in a flat JSON line, as far as the next ',' or '}' ("" when absent).
+std::string json_raw(const std::string& line, const std::string& key) {
+  const std::string k = "\"" + key + "\":";
+  const size_t at = line.find(k);
+  if (at == std::string::npos) return "";
+  const size_t begin = at + k.size(), end = line.find_first_of(",}", begin);
+  return line.substr(begin, end == std::string::npos ? std::string::npos : end - begin);
+}
+
+// Whether `line` is a record as MetricsWriter writes it: one JSON object on one line with an
+// integer "step" >= 1 and a "loss" that is a number or null (a skipped step, metrics.cpp).
+bool metrics_record(const std::string& line, int64_t& step) {
+  if (line.size() < 2 || line.front() != '{' || line.back() != '}') return false;
+  const std::string s = json_raw(line, "step"), loss = json_raw(line, "loss");
+  if (s.empty() || s.find_first_not_of("0123456789") != std::string::npos || s.size() > 18) return false;
+  step = std::stoll(s);
+  if (step < 1 || loss.empty()) return false;
+  if (loss == "null") return true;
+  char* end = nullptr;
+  std::strtod(loss.c_str(), &end);
+  return end == loss.c_str() + loss.size();
+}
+
+// A line of a damaged file as it can be shown in a one-line message: printable, at most 40 bytes.
+std::string excerpt(const std::string& line) {
+  std::string out;
+  for (size_t i = 0; i < line.size() && i < 40; ++i) {
+    const unsigned char c = static_cast<unsigned char>(line[i]);
+    out += c >= 0x20 && c < 0x7f ? char(c) : '?';
+  }
+  return line.size() > 40 ? out + "..." : out;
+}
+
+}  // namespace
+
+MetricsFile read_metrics(const std::string& run_dir, const MetricsRecord& each) {
+  MetricsFile m;
+  m.path = (fs::path(run_dir) / "metrics.jsonl").string();
+  std::error_code ec;
+  if (!fs::exists(m.path, ec)) return m;
+  m.exists = true;
+  if (fs::is_directory(m.path, ec)) {
+    m.error = m.path + ": is a directory, expected the trainer's metrics file";
+    return m;
+  }
+  std::ifstream in(m.path, std::ios::binary);
+  if (!in) {
+    m.error = m.path + ": cannot be read: " + std::strerror(errno);
+    return m;
+  }
+  int64_t number = 0;
+  for (std::string line; std::getline(in, line);) {
+    ++number;
+    const bool last_unterminated = in.eof();  // getline hit the end before a newline
+    int64_t step = 0;
+    if (metrics_record(line, step)) {
+      ++m.records;
+      m.last_step = step;
+      if (each) each(line);
+      continue;
+    }
+    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+    if (last_unterminated) {
+      m.torn_line = number;
+      break;
+    }
+    m.error = m.path + ":" + std::to_string(number) +
+              ": expected a JSON record with an integer \"step\" and a numeric \"loss\", as the trainer writes, got '" +
+              excerpt(line) + "'";
+    break;
+  }
+  if (m.error.empty() && in.bad()) m.error = m.path + ": read error after line " + std::to_string(number);
+  return m;
+}
+
+int64_t newest_checkpoint_step(const Config& cfg) {
+  int64_t newest = -1;
+  std::error_code ec;
+  const fs::path root = checkpoint_root(cfg, cfg.log.run_dir);
+  if (!fs::is_directory(root, ec)) return newest;
+  for (const auto& e : fs::directory_iterator(root, ec))
+    if (const int64_t step = ckpt::parse_step_dir_name(e.path().filename().string());
+        step > newest && fs::is_regular_file(e.path() / "manifest.json", ec))
+      newest = step;
+  return newest;
+}
+
+std::string metrics_problem(const Config& cfg, const MetricsFile& m) {
+  if (!m.error.empty()) return m.error;
+  if (m.last_step >= cfg.train.steps) return "";
+  const int64_t checkpoint = newest_checkpoint_step(cfg);
+  if (checkpoint < cfg.train.steps) return "";
+  std::string where = m.path + ": ";
+  if (!m.exists) where += "missing";
+  else if (m.records == 0) where += "holds no record";
+  else where += "ends at step " + std::to_string(m.last_step);
+  if (m.torn_line > 0) where += " (then an incomplete line " + std::to_string(m.torn_line) + ")";
+  return where + ", but the run's checkpoint " + ckpt::step_dir_name(checkpoint) + " reached train.steps " +
+         std::to_string(cfg.train.steps) + ": the file was truncated or replaced";
 }
 
 }  // namespace shoestring::sweep
