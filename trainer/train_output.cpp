@@ -12,6 +12,7 @@
 #include <utility>
 #include <vector>
 
+#include "trainer/checkpoint/manifest.h"
 #include "trainer/config_loader.h"
 #include "trainer/distributed.h"
 #include "trainer/optim/lr_schedule.h"
@@ -22,13 +23,20 @@ namespace shoestring {
 
 namespace {
 
-void prepare_run_dir(const std::string& dir, const Config& cfg, bool resuming) {
+void prepare_run_dir(const std::string& dir, const Config& cfg, const TrainOptions& options) {
+  const bool resuming = !options.resume.empty();
+  // A checkpoint named on the command line is looked at before anything is created: a mistyped
+  // --resume must not leave an empty run directory behind. (resume_run verifies it in full.)
+  if (resuming && options.resume != "auto") {
+    if (!fs::is_directory(options.resume)) throw ckpt::CheckpointError(options.resume + ": no such checkpoint directory");
+    ckpt::read_manifest(options.resume);
+  }
+  if (!resuming && fs::exists(fs::path(dir) / "metrics.jsonl"))
+    throw ConfigError(dir + ": already holds a run (metrics.jsonl); set log.run_dir to a new directory, or "
+                      "pass --resume to continue it");
   std::error_code ec;
   fs::create_directories(dir, ec);
   if (ec) throw std::runtime_error(dir + ": cannot create run directory: " + ec.message());
-  if (!resuming && fs::exists(fs::path(dir) / "metrics.jsonl"))
-    throw std::runtime_error(dir + ": already holds a run (metrics.jsonl); set log.run_dir to a new directory, or "
-                             "pass --resume to continue it");
   // A resumed run's config.yaml is rewritten only once its checkpoint has loaded
   // (write_run_config): a refused resume must leave the file that resumes the run intact.
   if (!resuming) write_run_config(dir, cfg);
@@ -52,24 +60,33 @@ void write_run_config(const std::string& run_dir, const Config& cfg) {
 
 std::string open_run_dir(const Config& cfg, const TrainOptions& options, bool converting,
                          parallel::ProcessGroup& world_group, bool rank0) {
-  std::string run_dir, failure;
+  // Rank 0 prepares the directory; the others learn the outcome and fail with the same kind of
+  // error, so that a config error stays one line and exit code 2 on every rank.
+  constexpr char kOk = 'o', kConfig = 'c', kCheckpoint = 'k', kOther = 'x';
+  std::string reply;
   if (rank0) {
     try {
-      if (converting) {
-        run_dir = options.convert_to;
+      std::string run_dir = converting ? options.convert_to : resolve_run_dir(cfg);
+      if (converting)
         fs::create_directories(run_dir);
-      } else {
-        run_dir = resolve_run_dir(cfg);
-        prepare_run_dir(run_dir, cfg, !options.resume.empty());
-      }
+      else
+        prepare_run_dir(run_dir, cfg, options);
+      reply = std::string(1, kOk) + run_dir;
+    } catch (const ConfigError& e) {
+      reply = std::string(1, kConfig) + e.what();
+    } catch (const ckpt::CheckpointError& e) {
+      reply = std::string(1, kCheckpoint) + e.what();
     } catch (const std::exception& e) {
-      failure = e.what();
+      reply = std::string(1, kOther) + e.what();
     }
   }
-  run_dir = broadcast_string(world_group, failure.empty() ? run_dir : std::string());
-  if (!failure.empty()) throw std::runtime_error(failure);
-  if (run_dir.empty()) throw std::runtime_error("rank 0 could not prepare the run directory (see its message)");
-  return run_dir;
+  reply = broadcast_string(world_group, reply);
+  const char kind = reply.empty() ? kOther : reply[0];
+  if (kind == kOk) return reply.substr(1);
+  const std::string what = kind == kConfig || rank0 ? reply.substr(1) : "rank 0 could not prepare the run directory (see its message)";
+  if (kind == kConfig) throw ConfigError(what);
+  if (kind == kCheckpoint) throw ckpt::CheckpointError(what);
+  throw std::runtime_error(what);
 }
 
 void truncate_metrics(const fs::path& path, int64_t last_step) {

@@ -85,17 +85,33 @@ TEST(Launch, LayoutThatDoesNotFitTheRanksIsAConfigError) {
 }
 
 TEST(Launch, ARuntimeErrorIsPrefixedWithItsRankAndEndsTheJob) {
+  const fs::path parent = fresh_dir("blocked");
+  std::ofstream(parent.string()) << "a file, not a folder\n";  // rank 0 cannot create the run directory below it
+  const fs::path dir = parent / "run";
+  const CliResult r = mpirun(2, "", "train" + tiny_args(dir, 2));
+  EXPECT_EQ(r.code, 1) << r.output;
+  EXPECT_LT(r.seconds, 60) << r.output;
+  EXPECT_NE(r.output.find("[rank 0] error: " + dir.string() + ": cannot create run directory"), std::string::npos)
+      << r.output;
+  EXPECT_NE(r.output.find("[rank 1] error: rank 0 could not prepare the run directory"), std::string::npos) << r.output;
+  fs::remove(parent);
+}
+
+TEST(Launch, ATakenRunDirectoryIsOneConfigErrorAndKeepsItsData) {
   const fs::path dir = fresh_dir("taken");
   fs::create_directories(dir);
   std::ofstream(dir / "metrics.jsonl") << "{}\n";  // an earlier run: rank 0 refuses to overwrite it
   const CliResult r = mpirun(2, "", "train" + tiny_args(dir, 2));
-  EXPECT_NE(r.code, 0) << r.output;
+  EXPECT_EQ(r.code, 2) << r.output;
   EXPECT_LT(r.seconds, 60) << r.output;
-  EXPECT_NE(r.output.find("[rank 0] error: " + dir.string() + ": already holds a run"), std::string::npos) << r.output;
+  const std::string line = "config error: " + dir.string() + ": already holds a run";
+  const size_t at = r.output.find("[rank 0] " + line);
+  ASSERT_NE(at, std::string::npos) << r.output;
+  EXPECT_EQ(r.output.find(line, at + 9 + line.size()), std::string::npos) << "printed once, by rank 0:\n" << r.output;
   std::ifstream kept(dir / "metrics.jsonl");
-  std::string line;
-  std::getline(kept, line);
-  EXPECT_EQ(line, "{}");  // the earlier run's data is untouched
+  std::string first;
+  std::getline(kept, first);
+  EXPECT_EQ(first, "{}");  // the earlier run's data is untouched
   fs::remove_all(dir);
 }
 

@@ -19,6 +19,7 @@
 #include <regex>
 
 #include "tests/run_files.h"
+#include "tests/trainer/ckpt_test_util.h"
 #include "tests/run_cli.h"
 #include "trainer/checkpoint/export_safetensors.h"
 #include "trainer/checkpoint/manifest.h"
@@ -30,50 +31,7 @@
 using namespace shoestring;
 namespace fs = std::filesystem;
 
-namespace {
-
-fs::path fresh_dir(const std::string& name) { return shoestring::testing::fresh_dir("shoestring_ckpt", name); }
-using shoestring::testing::deterministic_metrics;
-
-// The tiny MoE (router biases moving, MTP on) in float32: small enough for seconds per run.
-std::vector<std::string> tiny_moe_sets(const fs::path& dir, int64_t steps, int64_t interval, int64_t keep = 3) {
-  return {"data.source=synthetic", "model.vocab_size=64", "data.eval_interval=0", "model.d_model=32",
-          "model.kv_lora_rank=16", "model.intermediate_size=64", "model.moe_intermediate_size=16",
-          "train.seq_len=16", "train.micro_batch_size=4", "train.steps=" + std::to_string(steps), "train.threads=1",
-          "optim.warmup_steps=1", "train.router_bias_gamma=0.01", "log.progress=off", "log.every=1000",
-          "log.run_dir=" + dir.string(), "checkpoint.interval=" + std::to_string(interval),
-          "checkpoint.keep=" + std::to_string(keep)};
-}
-
-Config tiny_moe(const fs::path& dir, int64_t steps, int64_t interval, int64_t keep = 3) {
-  return load_config({SHOESTRING_SOURCE_DIR "/configs/tiny-moe.yaml"}, tiny_moe_sets(dir, steps, interval, keep));
-}
-
-// Trains with SHOESTRING_FAULT raising SIGTERM inside step `at`.
-TrainSummary train_until_sigterm(const Config& c, int64_t at) {
-  ::setenv("SHOESTRING_FAULT", ("rank=0,step=" + std::to_string(at) + ",mode=sigterm").c_str(), 1);
-  TrainSummary s = train(c, parallel::World{});
-  ::unsetenv("SHOESTRING_FAULT");
-  return s;
-}
-
-std::string ckpt_dir(const fs::path& run, int64_t step) { return (run / "checkpoints" / ckpt::step_dir_name(step)).string(); }
-
-bool one_line(const std::string& s) { return std::count(s.begin(), s.end(), '\n') == 1; }
-
-// A copy of checkpoint `src` at `dst` whose manifest has its first `from` replaced by `to`.
-std::string edited_copy(const std::string& src, const fs::path& dst, const std::string& from, const std::string& to) {
-  fs::copy(src, dst, fs::copy_options::recursive);
-  const fs::path m = dst / ckpt::kManifestName;
-  std::string text = shoestring::testing::read_file(m);
-  const size_t at = text.find(from);
-  EXPECT_NE(at, std::string::npos) << from;
-  if (at != std::string::npos) text.replace(at, from.size(), to);
-  std::ofstream(m, std::ios::trunc) << text;
-  return dst.string();
-}
-
-}  // namespace
+using namespace shoestring::ckpt_test;
 
 TEST(Checkpoint, SigtermThenResumeIsBitIdenticalToAnUninterruptedRun) {
   const fs::path a = fresh_dir("a"), b = fresh_dir("b"), c = fresh_dir("c");
@@ -588,119 +546,4 @@ TEST(Checkpoint, AnUncreatableCheckpointDirectoryStopsTheRunBeforeItsFirstStep) 
   // Found at start, not at the first save: no step was trained (or logged) for nothing.
   EXPECT_FALSE(fs::exists(dir / "metrics.jsonl"));
   fs::remove_all(dir);
-}
-
-// ckpt's usage errors are one line naming the bad argument (they printed the 9-line usage naming
-// nothing), and --help after an action is help, not a checkpoint directory named --help.
-TEST(Checkpoint, CkptUsageErrorsNameTheArgumentAndHelpIsHelp) {
-  using shoestring::testing::run_shoestring;
-  for (const char* args : {"inspect --help", "verify --help", "convert some/dir --help", "export -h"}) {
-    const auto r = run_shoestring(std::string("ckpt ") + args);
-    EXPECT_EQ(r.code, 0) << args << ": " << r.output;
-    EXPECT_EQ(r.output.rfind("usage: shoestring ckpt inspect DIR", 0), 0u) << args << ": " << r.output;
-  }
-  const std::pair<const char*, const char*> cases[] = {
-      {"ckpt inspect some/dir extra", "shoestring ckpt inspect: unexpected argument 'extra' (see shoestring ckpt --help)"},
-      {"ckpt verify a b", "shoestring ckpt verify: unexpected argument 'b'"},
-      {"ckpt frob x", "shoestring ckpt: unknown action 'frob' (inspect, verify, convert, export; see --help)"},
-      {"ckpt inspect", "shoestring ckpt inspect: needs a checkpoint directory DIR"},
-      {"ckpt convert some/dir --out", "shoestring ckpt convert: --out needs a value"},
-      {"ckpt export some/dir --out --force", "shoestring ckpt export: --out needs a value"},
-      {"ckpt verify some/dir --checksums", "shoestring ckpt verify: unexpected argument '--checksums'"},
-  };
-  for (const auto& [args, message] : cases) {
-    const auto r = run_shoestring(args);
-    EXPECT_EQ(r.code, 2) << args << ": " << r.output;
-    EXPECT_TRUE(one_line(r.output) && r.output.find(message) != std::string::npos) << args << ": " << r.output;
-  }
-}
-
-// A manifest.json that is a directory failed inside libstdc++ ("basic_filebuf::underflow error
-// reading the file: Is a directory", exit 1, no path) on every command that reads checkpoints.
-TEST(Checkpoint, AManifestThatIsADirectoryIsACheckpointErrorNamingIt) {
-  using shoestring::testing::run_shoestring;
-  const fs::path a = fresh_dir("manifest_dir"), out = fresh_dir("manifest_dir_out");
-  train(tiny_moe(a, 2, 2), parallel::World{});
-  const std::string ck = ckpt_dir(a, 2);
-  fs::remove(ck + "/manifest.json");
-  fs::create_directories(ck + "/manifest.json/inside");
-  std::string train_args = "train --config configs/tiny-moe.yaml";
-  for (const auto& kv : tiny_moe_sets(a / "again", 4, 0)) train_args += " --set " + kv;
-  for (const std::string& args : {"ckpt inspect " + ck, "ckpt verify " + ck, "ckpt convert " + ck + " --out " + out.string(),
-                                  "ckpt export " + ck + " --format safetensors --out " + out.string(),
-                                  train_args + " --resume " + ck}) {
-    const auto r = run_shoestring(args);
-    EXPECT_EQ(r.code, 2) << args << ": " << r.output;
-    EXPECT_TRUE(one_line(r.output) &&
-                r.output.find("checkpoint error: " + ck + "/manifest.json: is a directory, expected a file") != std::string::npos)
-        << args << ": " << r.output;
-  }
-  EXPECT_FALSE(fs::exists(out));
-  EXPECT_TRUE(fs::is_directory(ck + "/manifest.json/inside"));
-  for (const auto& d : {a, out}) fs::remove_all(d);
-}
-
-// verify checks what the loaders rely on: every dataset the manifest names exists with its length
-// and dtype (a manifest is not checksummed), and the embedded config is a valid config. Before,
-// all of these said "ok" and export or convert failed afterwards. Manifest problems name the file.
-TEST(Checkpoint, VerifyFindsWhatTheLoadersWouldMeet) {
-  using shoestring::testing::run_shoestring;
-  const fs::path a = fresh_dir("verify_loaders"), out = fresh_dir("verify_loaders_out");
-  train(tiny_moe(a, 2, 2), parallel::World{});
-  const std::string ck = ckpt_dir(a, 2);
-  EXPECT_TRUE(ckpt::verify(ck).empty());
-  struct Case {
-    const char* name;
-    std::string from, to, expected;
-  };
-  const Case cases[] = {
-      {"no_dataset", R"("dataset": "d0")", R"("dataset": "d99")", "/rank_00000.h5: dataset d99 (a piece of param/"},
-      {"dtype", R"("dtype": "float32")", R"("dtype": "float64")",
-       "/rank_00000.h5: dataset d0 (a piece of param/tok_embed): not 1-D float64 with 2048 elements"},
-      {"yaml", R"("config": ")", R"("config": "model: [\n)", "/manifest.json: the embedded config is not valid YAML"},
-      {"config", "d_model: 32", "d_model: -32", "/manifest.json (config):"},
-      {"float17", R"("dtype": "float32")", R"("dtype": "float17")", "/manifest.json: tensor param/tok_embed: unknown dtype float17"},
-      {"cover", R"("shape": [64, 32])", R"("shape": [64, 33])",
-       "/manifest.json: tensor param/tok_embed: its pieces do not cover its 2112 elements exactly once"},
-  };
-  for (const Case& c : cases) {
-    const std::string bad = edited_copy(ck, a / c.name, c.from, c.to);
-    const auto r = run_shoestring("ckpt verify " + bad);
-    EXPECT_EQ(r.code, 1) << c.name << ": " << r.output;
-    EXPECT_NE(r.output.find(bad + c.expected), std::string::npos) << c.name << ": " << r.output;
-    EXPECT_EQ(r.output.find(": ok"), std::string::npos) << c.name << ": " << r.output;
-    // export, which read the missing dataset halfway through its file, now stops before writing.
-    const auto e = run_shoestring("ckpt export " + bad + " --format safetensors --out " + out.string());
-    EXPECT_EQ(e.code, 2) << c.name << ": " << e.output;
-    EXPECT_TRUE(one_line(e.output)) << c.name << ": " << e.output;
-    EXPECT_FALSE(fs::exists(out)) << c.name;
-  }
-  for (const auto& d : {a, out}) fs::remove_all(d);
-}
-
-// A failed convert removes what it created: ROOT when it did not exist (it was left empty), else
-// only the target; never what was there before.
-TEST(Checkpoint, AFailedConvertRemovesOnlyWhatItCreated) {
-  using shoestring::testing::run_shoestring;
-  const fs::path a = fresh_dir("convert_fail");
-  train(tiny_moe(a, 2, 2), parallel::World{});
-  const std::string ck = ckpt_dir(a, 2);
-  const fs::path fresh = a / "new" / "root", existing = a / "existing";
-  fs::create_directories(existing);
-  std::ofstream(existing / "keep") << "mine";
-  for (const fs::path& root : {fresh, existing}) {
-    const auto r = run_shoestring("ckpt convert " + ck + " --out " + root.string() + " --set model.d_model=48");
-    EXPECT_EQ(r.code, 2) << r.output;
-    EXPECT_TRUE(one_line(r.output) && r.output.find("tensor param/tok_embed has shape") != std::string::npos) << r.output;
-  }
-  EXPECT_FALSE(fs::exists(a / "new"));
-  EXPECT_EQ(shoestring::testing::read_file(existing / "keep"), "mine");
-  EXPECT_EQ(std::distance(fs::directory_iterator(existing), fs::directory_iterator()), 1);
-  // A corrupt checkpoint, found by the verification inside the conversion.
-  fs::resize_file(ck + "/rank_00000.h5", fs::file_size(ck + "/rank_00000.h5") - 1);
-  const auto r = run_shoestring("ckpt convert " + ck + " --out " + fresh.string());
-  EXPECT_EQ(r.code, 2) << r.output;
-  EXPECT_TRUE(one_line(r.output) && r.output.find("rank_00000.h5") != std::string::npos) << r.output;
-  EXPECT_FALSE(fs::exists(a / "new"));
-  fs::remove_all(a);
 }
