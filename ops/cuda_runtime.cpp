@@ -2,6 +2,9 @@
 
 #include <ATen/Context.h>
 #include <dlfcn.h>
+#ifdef SHOESTRING_WITH_CUDA
+#include <cuda_runtime_api.h>
+#endif
 
 #include <filesystem>
 #include <stdexcept>
@@ -52,6 +55,15 @@ const CudaStatus& cuda_status() {
 }
 
 int cuda_device_count() { return cuda_status().available ? int(at::getNumGPUs()) : 0; }
+
+std::string cuda_device_bus_id(int index) {
+#ifdef SHOESTRING_WITH_CUDA
+  char id[32] = {};
+  if (cuda_status().available && cudaDeviceGetPCIBusId(id, int(sizeof id), index) == cudaSuccess) return id;
+#endif
+  (void)index;
+  return {};
+}
 
 bool built_with_cuda() {
 #ifdef SHOESTRING_WITH_CUDA

@@ -19,6 +19,10 @@ const CudaStatus& cuda_status();
 // Visible CUDA devices (0 when cuda_status() is unavailable).
 int cuda_device_count();
 
+// The PCI bus id of visible device `index` ("0000:1b:00.0"): one physical GPU, however
+// CUDA_VISIBLE_DEVICES numbers it; empty when cuda_status() is unavailable.
+std::string cuda_device_bus_id(int index);
+
 // True when our CUDA kernels were compiled into this binary.
 bool built_with_cuda();
 

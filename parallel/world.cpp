@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <map>
 #include <thread>
 
 namespace shoestring::parallel {
@@ -62,6 +63,59 @@ int threads_per_rank(int requested, const World& w) {
   if (requested > 0) return requested;
   const int cores = std::max(1u, std::thread::hardware_concurrency());
   return std::max(1, cores / std::max(1, w.local_size));
+}
+
+std::vector<std::string> all_gather_strings(const World& w, const std::string& mine) {
+  if (!w.mpi || w.size == 1) return {mine};
+  const int len = int(mine.size());
+  std::vector<int> lens(size_t(w.size)), displs(size_t(w.size));
+  MPI_Allgather(&len, 1, MPI_INT, lens.data(), 1, MPI_INT, MPI_COMM_WORLD);
+  int total = 0;
+  for (size_t r = 0; r < lens.size(); ++r) {
+    displs[r] = total;
+    total += lens[r];
+  }
+  std::string all(size_t(total), '\0');
+  MPI_Allgatherv(mine.data(), len, MPI_CHAR, all.data(), lens.data(), displs.data(), MPI_CHAR, MPI_COMM_WORLD);
+  std::vector<std::string> out;
+  for (size_t r = 0; r < lens.size(); ++r) out.push_back(all.substr(size_t(displs[r]), size_t(lens[r])));
+  return out;
+}
+
+// Host names and bus ids hold no tab.
+std::string encode(const RankDevice& d) { return d.host + "\t" + d.gpu + "\t" + std::to_string(d.visible); }
+
+RankDevice decode_rank_device(const std::string& s) {
+  RankDevice d;
+  const size_t a = s.find('\t'), b = a == std::string::npos ? a : s.find('\t', a + 1);
+  if (b == std::string::npos) return d;
+  d.host = s.substr(0, a);
+  d.gpu = s.substr(a + 1, b - a - 1);
+  d.visible = std::atoi(s.c_str() + b + 1);
+  return d;
+}
+
+std::string device_placement_problem(const std::vector<RankDevice>& by_rank) {
+  auto where = [&](size_t r) { return "rank " + std::to_string(r) + " (node " + by_rank[r].host + ")"; };
+  for (size_t r = 1; r < by_rank.size(); ++r)
+    if (by_rank[r].gpu.empty() != by_rank[0].gpu.empty()) {
+      const size_t gpu = by_rank[0].gpu.empty() ? r : 0, cpu = gpu == 0 ? r : 0;
+      return "train.device: " + where(gpu) + " trains on GPU " + by_rank[gpu].gpu + " but " + where(cpu) +
+             " has none; every rank must train on the same kind of device: start every rank on a GPU node, or set "
+             "train.device=cpu";
+    }
+  std::map<std::pair<std::string, std::string>, size_t> first;  // (host, bus id) -> its first rank
+  for (size_t r = 0; r < by_rank.size(); ++r) {
+    const RankDevice& d = by_rank[r];
+    if (d.gpu.empty()) continue;
+    const auto [it, fresh] = first.try_emplace({d.host, d.gpu}, r);
+    if (fresh) continue;
+    return "train.device: ranks " + std::to_string(it->second) + " and " + std::to_string(r) + " both use GPU " + d.gpu +
+           " on node " + d.host + " (a rank takes GPU local rank mod the " + std::to_string(d.visible) +
+           " it sees), and NCCL needs a GPU per rank: start at most as many ranks per node as it has GPUs, give each "
+           "rank its own (CUDA_VISIBLE_DEVICES, srun --gpus-per-task=1), or set train.device=cpu";
+  }
+  return {};
 }
 
 std::string mpi_library_version() {

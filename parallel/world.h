@@ -2,6 +2,7 @@
 // The process world: MPI when launched by mpirun/srun, a single process otherwise. Created once
 // in main() and passed down; nobody else computes ranks.
 #include <string>
+#include <vector>
 
 namespace shoestring::parallel {
 
@@ -21,6 +22,21 @@ void finalize_world(const World& w);
 // Intra-op threads per rank: `requested` when > 0, else this node's cores shared among its ranks,
 // so ranks x threads never oversubscribe the cores.
 int threads_per_rank(int requested, const World& w);
+
+// Every rank's `mine`, by world rank: collective over the world ({mine} for a single process).
+std::vector<std::string> all_gather_strings(const World& w, const std::string& mine);
+
+// Where a rank computes, compared across ranks before NCCL is set up.
+struct RankDevice {
+  std::string host;  // the node's name
+  std::string gpu;   // its GPU's PCI bus id; empty: it trains on the CPU
+  int visible = 0;   // GPUs visible to the rank
+};
+std::string encode(const RankDevice& d);
+RankDevice decode_rank_device(const std::string& s);
+// What NCCL would refuse later, said now in one line: ranks on different kinds of device, or two
+// ranks of a node on one GPU (NCCL: "Duplicate GPU detected"). Empty when the placement is fine.
+std::string device_placement_problem(const std::vector<RankDevice>& by_rank);
 
 // "Open MPI v4.1.4, ..." as the library reports it (works before MPI_Init).
 std::string mpi_library_version();

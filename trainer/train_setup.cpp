@@ -3,6 +3,7 @@
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <c10/core/impl/VirtualGuardImpl.h>
+#include <unistd.h>
 
 #include <stdexcept>
 
@@ -18,7 +19,7 @@ namespace {
 
 // Each rank takes the GPU of its local rank (ranks on a node = GPUs on it, as mpirun/srun place
 // them).
-at::Device pick_device(const std::string& wanted, int local_rank) {
+at::Device local_device(const std::string& wanted, int local_rank) {
   if (wanted == "cpu") return at::kCPU;
   const auto& cuda = ops::cuda_status();
   if (wanted == "cuda" && !cuda.available)
@@ -28,6 +29,23 @@ at::Device pick_device(const std::string& wanted, int local_rank) {
   const at::Device dev(at::kCUDA, at::DeviceIndex(n > 0 ? local_rank % n : 0));
   // The current device too (cudaSetDevice), for anything that allocates on "the" GPU.
   c10::impl::VirtualGuardImpl(at::kCUDA).setDevice(dev);
+  return dev;
+}
+
+// local_device, checked against every other rank's (collective): a job whose ranks share a GPU or
+// mix GPUs and CPUs stops here with one config error instead of failing inside NCCL's set-up.
+at::Device pick_device(const std::string& wanted, const parallel::World& world) {
+  const at::Device dev = local_device(wanted, world.local_rank);
+  if (world.size == 1) return dev;
+  char host[256] = {};
+  gethostname(host, sizeof host - 1);
+  parallel::RankDevice mine{host, dev.is_cuda() ? ops::cuda_device_bus_id(dev.index()) : "",
+                            dev.is_cuda() ? ops::cuda_device_count() : 0};
+  if (dev.is_cuda() && mine.gpu.empty()) mine.gpu = "#" + std::to_string(dev.index());  // no bus id: the index
+  std::vector<parallel::RankDevice> all;
+  for (const std::string& s : parallel::all_gather_strings(world, parallel::encode(mine)))
+    all.push_back(parallel::decode_rank_device(s));
+  if (const std::string problem = parallel::device_placement_problem(all); !problem.empty()) throw ConfigError(problem);
   return dev;
 }
 
@@ -151,7 +169,7 @@ TrainLayout train_layout(const Config& cfg, const parallel::World& world) {
   parallel::Schedule schedule = step_schedule(cfg, shape.pp, accum);
   const int threads = parallel::threads_per_rank(int(cfg.train.threads), world);
   at::set_num_threads(threads);
-  const at::Device device = pick_device(cfg.train.device, world.local_rank);
+  const at::Device device = pick_device(cfg.train.device, world);
   // NCCL matches point-to-point messages by order. The schedules now post every rank pair's
   // messages in one order and finish under NCCL's model (schedule.h, CommModel::InOrder), a CPU
   // run matched by order alone gives the tag-matched results bit for bit, and NCCL splits accept

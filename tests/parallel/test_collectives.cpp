@@ -309,5 +309,16 @@ TEST(Collectives, RejectsWhatTheBackendCannotCarry) {
   }
 }
 
+// The start-up exchange of train's placement check (world.h): strings of every length, empty ones
+// included, come back by world rank.
+TEST(Collectives, AllGatherStringsByRank) {
+  const World& w = testing::test_mpi_world();
+  const std::string mine = w.rank % 2 ? std::string(size_t(w.rank) * 3, char('a' + w.rank)) : "";
+  const std::vector<std::string> all = all_gather_strings(w, mine);
+  ASSERT_EQ(int(all.size()), w.size);
+  for (int r = 0; r < w.size; ++r)
+    EXPECT_EQ(all[size_t(r)], r % 2 ? std::string(size_t(r) * 3, char('a' + r)) : "") << "rank " << r;
+}
+
 }  // namespace
 }  // namespace shoestring::parallel
