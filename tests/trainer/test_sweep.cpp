@@ -170,6 +170,12 @@ TEST(SweepFile, OddKeysAndSeedsNameTheLine) {
     EXPECT_EQ(error_of(random + "  seed: " + seed + "\n"),
               "test-sweep.yaml:6: random.seed: expected an integer from 0 to 2^64-1, got " + seed);
   EXPECT_EQ(parse(random + "  seed: 18446744073709549568\n").random_seed, 18446744073709549568ull);  // 2^64 - 2^11
+  // Integers are read exactly, not through a double: 2^64-1 is in range, 2^53+1 is not 2^53.
+  EXPECT_EQ(parse(random + "  seed: 18446744073709551615\n").random_seed, 18446744073709551615ull);
+  EXPECT_EQ(parse(random + "  seed: 9007199254740993\n").random_seed, 9007199254740993ull);
+  EXPECT_EQ(parse(random + "  seed: 1e3\n").random_seed, 1000u);
+  EXPECT_EQ(error_of(random + "  seed: 18446744073709551616\n"),
+            "test-sweep.yaml:6: random.seed: expected an integer from 0 to 2^64-1, got 18446744073709551616");
 }
 
 // What would make identical runs, runs the sweep cannot keep apart, or more runs than anyone reads
@@ -564,6 +570,10 @@ TEST(SweepMetrics, ReadStrictlyNamingFileAndLine) {
   EXPECT_EQ(read(r1 + "{\"loss\":1}\n").error, file + ":2" + expected + "{\"loss\":1}'");
   // A bad last line that does end in a newline is damage, not a torn write.
   EXPECT_EQ(read(r1 + "{\"step\":2,\"lo\n").error, file + ":2" + expected + "{\"step\":2,\"lo'");
+  // CRLF line endings (a file edited on Windows): the message says why a record-looking line is bad.
+  EXPECT_EQ(read(r1 + "{\"step\":2,\"loss\":4.5}\r\n").error,
+            file + ":2" + expected + "{\"step\":2,\"loss\":4.5}?' (the line ends in \\r\\n; the trainer writes \\n, and its "
+                                     "resume would drop such lines)");
   // Binary garbage (a file of zeros after a crash): one printable line, cut at 40 bytes.
   m = read(std::string(100, '\0') + "\n" + r1);
   EXPECT_EQ(m.error, file + ":1" + expected + std::string(40, '?') + "...'");

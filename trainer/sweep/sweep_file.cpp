@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <charconv>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
@@ -247,11 +248,21 @@ SweepFile parse_sweep_text(const std::string& yaml, const std::string& origin, c
       samples_asked = samples;
       s.samples = int64_t(std::min(samples, kMaxRuns + 1));
       if (v["seed"]) {
-        // A negative or huge double converted to uint64_t is undefined behaviour, not an error.
-        const double seed = number(v["seed"], line_of(origin, v["seed"]), "random.seed");
-        if (seed < 0 || seed != std::floor(seed) || seed >= 0x1p64)
-          fail(line_of(origin, v["seed"]), "random.seed: expected an integer from 0 to 2^64-1, got " + v["seed"].Scalar());
-        s.random_seed = uint64_t(seed);
+        const std::string w = line_of(origin, v["seed"]);
+        auto bad_seed = [&] { fail(w, "random.seed: expected an integer from 0 to 2^64-1, got " + v["seed"].Scalar()); };
+        const std::string text = v["seed"].IsScalar() ? v["seed"].Scalar() : "";
+        if (is_integer_text(text) && text[0] != '-') {
+          // Digits exactly: through a double, 2^64-1 would round to 2^64 (refused) and seeds above
+          // 2^53 would silently become their neighbours.
+          const size_t at = text[0] == '+' ? 1 : 0;
+          const auto [end, ec] = std::from_chars(text.data() + at, text.data() + text.size(), s.random_seed);
+          if (ec != std::errc() || end != text.data() + text.size()) bad_seed();
+        } else {
+          // A negative or huge double converted to uint64_t is undefined behaviour, not an error.
+          const double seed = number(v["seed"], w, "random.seed");
+          if (seed < 0 || seed != std::floor(seed) || seed >= 0x1p64) bad_seed();
+          s.random_seed = uint64_t(seed);
+        }
       }
       for (const auto& sub : v) {
         const std::string k = key_text(sub.first, line_of(origin, sub.first));

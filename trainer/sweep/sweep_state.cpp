@@ -178,6 +178,9 @@ MetricsFile read_metrics(const std::string& run_dir, const MetricsRecord& each) 
     m.error = m.path + ":" + std::to_string(number) +
               ": expected a JSON record with an integer \"step\" and a numeric \"loss\", as the trainer writes, got '" +
               excerpt(line) + "'";
+    // The excerpt stops at 40 bytes: a record that is bad only for its line ending would look fine.
+    if (line.back() == '\r' && metrics_record(line.substr(0, line.size() - 1), step))
+      m.error += " (the line ends in \\r\\n; the trainer writes \\n, and its resume would drop such lines)";
     break;
   }
   if (m.error.empty() && in.bad()) m.error = m.path + ": read error after line " + std::to_string(number);
