@@ -13,6 +13,7 @@
 #include <sstream>
 
 #include "trainer/config_schema.h"
+#include "trainer/model/param_count.h"
 
 namespace shoestring {
 
@@ -34,6 +35,13 @@ std::vector<std::string> sections() {
     if (std::find(out.begin(), out.end(), sec) == out.end()) out.push_back(sec);
   }
   return out;
+}
+
+// The first key of a section, for examples in messages.
+std::string find_field_in(const std::string& section) {
+  for (const auto& f : config_schema())
+    if (f.path.rfind(section + ".", 0) == 0) return f.path.substr(section.size() + 1);
+  return "key";
 }
 
 std::vector<std::string> keys() {
@@ -183,9 +191,14 @@ void apply_yaml(Config& c, Origins& origins, const YAML::Node& root, const std::
     const auto [it, inserted] = seen.emplace(key, where);
     if (!inserted) fail(where, key, "duplicate key (first at " + it->second + ")");
   };
+  // A complex key (`? [a]`) would make as<std::string>() throw yaml-cpp's own "bad conversion".
+  const auto key_text = [&](const YAML::Node& key, const std::string& where) {
+    if (!key.IsScalar()) throw ConfigError(where + ": expected a key name, got a " + (key.IsMap() ? "mapping" : key.IsSequence() ? "list" : "null key"));
+    return key.Scalar();
+  };
   for (const auto& sec : root) {
-    const std::string sname = sec.first.as<std::string>();
     const std::string swhere = line_of(origin, sec.first);
+    const std::string sname = key_text(sec.first, swhere);
     const auto known = sections();
     if (std::find(known.begin(), known.end(), sname) == known.end())
       fail(swhere, sname, unknown_key_message(sname));
@@ -193,8 +206,8 @@ void apply_yaml(Config& c, Origins& origins, const YAML::Node& root, const std::
     if (sec.second.IsNull()) continue;
     if (!sec.second.IsMap()) fail(swhere, sname, "expected a mapping of keys");
     for (const auto& kv : sec.second) {
-      const std::string path = sname + "." + kv.first.as<std::string>();
       const std::string where = line_of(origin, kv.first);
+      const std::string path = sname + "." + key_text(kv.first, where);
       const FieldSpec& f = require_field(path, where);
       first_time(path, where);
       const YAML::Node& v = kv.second;
@@ -226,6 +239,10 @@ void apply_set(Config& c, Origins& origins, const std::string& assignment) {
   if (eq == std::string::npos || eq == 0)
     throw ConfigError(where + ": expected key.path=value");
   const std::string path = trim(assignment.substr(0, eq));
+  const auto known = sections();
+  if (std::find(known.begin(), known.end(), path) != known.end())
+    fail(where, path, "is a section; set one of its keys, e.g. --set " + path + "." +
+                          find_field_in(path) + "=...");
   const FieldSpec& f = require_field(path, where);
   std::string text = trim(assignment.substr(eq + 1));
   if (text.size() >= 2 && (text.front() == '"' || text.front() == '\'') && text.back() == text.front())
@@ -307,13 +324,24 @@ void validate(const Config& c, const Origins& origins) {
     fail(at("data.source"), "data.path", "required with data.source: " + d.source + " (a dataset file, a shard pattern or a list)");
   if (d.source != "synthetic" && d.eval_interval > 0 && d.val_path.empty() && d.val_fraction == 0)
     fail(at("data.eval_interval"), "data.eval_interval", "needs validation data: set data.val_path or data.val_fraction > 0");
+  try {
+    model::count_parameters(m);
+  } catch (const std::overflow_error& e) {
+    fail("config", "model", e.what());
+  }
   if (c.data.synthetic_branching > m.vocab_size)
     fail(at("data.synthetic_branching"), "data.synthetic_branching", "must not exceed model.vocab_size (" + std::to_string(m.vocab_size) + "), got " + std::to_string(c.data.synthetic_branching));
 }
 
 YAML::Node parse_yaml(const std::string& text, const std::string& origin) {
   try {
-    return YAML::Load(text);
+    // YAML::Load reads the first document only: a second one (after `---`) would be dropped unread.
+    const std::vector<YAML::Node> docs = YAML::LoadAll(text);
+    for (size_t i = 1; i < docs.size(); ++i)
+      if (!docs[i].IsNull())
+        throw ConfigError(line_of(origin, docs[i]) +
+                          ": a second YAML document (after ---); a config file holds one (pass several files with --config)");
+    return docs.empty() ? YAML::Node() : docs.front();
   } catch (const YAML::ParserException& e) {
     throw ConfigError(origin + ":" + std::to_string(e.mark.line + 1) + ": YAML syntax error: " + e.msg);
   }

@@ -158,6 +158,25 @@ TEST(Cli, ConfigParamsMatchesTheBanner) {
   EXPECT_NE(p.output.find("parameters: 735840 total, 305856 activated per token"), std::string::npos) << p.output;
 }
 
+// A count over 10^12 layers is closed form (it once looped over them: a hang), and --keys, which
+// reads no config, refuses options it would ignore.
+TEST(Cli, ConfigParamsOfHugeModelsAndKeysAlone) {
+  const Result p = run("config --params --config configs/tiny.yaml --set model.n_layers=1000000000000");
+  EXPECT_EQ(p.code, 0) << p.output;
+  EXPECT_LT(p.seconds, 10.0);
+  EXPECT_NE(p.output.find("parameters: 196864000000065920 total"), std::string::npos) << p.output;
+  for (const char* extra : {"--print", "--params", "--config configs/tiny.yaml", "--set train.steps=3"}) {
+    const Result k = run(std::string("config --keys ") + extra);
+    EXPECT_EQ(k.code, 2) << extra;
+    EXPECT_EQ(k.output, "shoestring config: --keys lists the schema and takes no --print, --params, --config or --set\n") << extra;
+  }
+  EXPECT_EQ(run("config --keys").code, 0);
+  // An empty --resume is not "no resume".
+  const Result r = run("train --config configs/tiny.yaml --resume ''");
+  EXPECT_EQ(r.code, 2);
+  EXPECT_EQ(r.output, "shoestring train: --resume takes auto or a checkpoint directory\n");
+}
+
 TEST(Cli, ConfigPrintIsResolvedYaml) {
   const Result r = run("config --print --config configs/tiny.yaml --set train.steps=7");
   EXPECT_EQ(r.code, 0);

@@ -83,6 +83,20 @@ TEST(Config, ExactMessages) {
   std::filesystem::remove(empty);
 }
 
+// Inputs that once slipped past the checks: dropped unread, a yaml-cpp message without the file, a
+// hint pointing at the very word typed, a parameter count wrapped around int64.
+TEST(Config, OddInputsAreNamed) {
+  EXPECT_EQ(error_of("model:\n  d_model: 64\n---\ntrain:\n  steps: 5\n"),
+            "x.yaml:4: a second YAML document (after ---); a config file holds one (pass several files with --config)");
+  EXPECT_EQ(error_of("model: {d_model: 64}\n---\n"), "");  // a trailing, empty document drops nothing
+  EXPECT_EQ(error_of("model:\n  ? [a]\n  : 1\n"), "x.yaml:2: expected a key name, got a list");
+  EXPECT_EQ(error_of("? {a: 1}\n: 1\n"), "x.yaml:1: expected a key name, got a mapping");
+  EXPECT_EQ(error_of("", {"model=1"}), "--set model=1: model: is a section; set one of its keys, e.g. --set model.vocab_size=...");
+  EXPECT_EQ(error_of("", {"model.d_model=4000000000", "model.vocab_size=4000000000"}),
+            "config: model: the model's parameter count exceeds 2^63 (shrink model.d_model, model.n_layers, "
+            "model.vocab_size, the feed-forward or the experts)");
+}
+
 TEST(Config, TypeAndRangeRules) {
   EXPECT_NE(error_of("train:\n  steps: 0\n").find("expected a positive integer, got \"0\""), std::string::npos);
   EXPECT_NE(error_of("train:\n  steps: 1.5\n").find("expected a positive integer"), std::string::npos);

@@ -24,6 +24,11 @@ int cmd_config(const Args& args) {
   po::variables_map vm;
   if (const auto rc = parse_command_line(opts, args, vm)) return *rc;
   if (keys) {
+    // The schema's keys do not depend on a config: anything else given would be ignored unread.
+    if (print || params || !cfg_opts.files.empty() || !cfg_opts.sets.empty()) {
+      std::cerr << "shoestring config: --keys lists the schema and takes no --print, --params, --config or --set\n";
+      return 2;
+    }
     const Config defaults;
     for (const auto& f : config_schema())
       std::cout << f.path << " (" << type_name(f.type) << ", default " << format_value(f.get(defaults))

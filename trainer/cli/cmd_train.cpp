@@ -32,7 +32,8 @@ int cmd_train(const Args& args, const parallel::World& world) {
     std::cerr << "shoestring train: no config given; use --config FILE (e.g. configs/tiny.yaml)\n";
     return 2;
   }
-  if (!options.resume.empty() && options.resume != "auto" && options.resume.rfind("-", 0) == 0) {
+  if ((vm.count("resume") && options.resume.empty()) ||
+      (!options.resume.empty() && options.resume != "auto" && options.resume.rfind("-", 0) == 0)) {
     std::cerr << "shoestring train: --resume takes auto or a checkpoint directory\n";
     return 2;
   }
