@@ -100,6 +100,23 @@ TEST(DataCli, BadInputExitsTwoWithOneLine) {
   EXPECT_EQ(run("data frobnicate").code, 2);
   EXPECT_EQ(run("data prepare --help").code, 0);
 
+  // data bench --json that cannot be written is refused before the run, not lost after it.
+  const std::string bench = "data bench --config configs/tiny.yaml --set data.source=synthetic --batches 2 --json ";
+  const Result jn = run(bench + (dir / "no" / "b.json").string());
+  EXPECT_EQ(jn.code, 2);
+  EXPECT_EQ(jn.output, "shoestring data bench: --json " + (dir / "no" / "b.json").string() + ": folder " +
+                          (dir / "no").string() + " does not exist\n");
+  const Result jd = run(bench + dir.string());
+  EXPECT_EQ(jd.code, 2);
+  EXPECT_EQ(jd.output, "shoestring data bench: --json " + dir.string() + ": is a directory, expected a file name\n");
+  EXPECT_EQ(run(bench + "''").output, "shoestring data bench: --json: expected a file name, got an empty one\n");
+  // The same for data prepare's --json, and for the other output flags, which share the check.
+  EXPECT_EQ(run("data prepare " + (dir / "text.txt").string() + " -o " + (dir / "z.h5").string() + " --json ''").output,
+            "shoestring data prepare: --json: expected a file name, got an empty one (see --help)\n");
+  EXPECT_FALSE(fs::exists(dir / "z.h5"));
+  ASSERT_EQ(run(bench + (dir / "b.json").string()).code, 0);
+  EXPECT_EQ(std::ifstream(dir / "b.json").get(), '{');
+
   // Each usage mistake is named, not a list of every rule.
   const Result e = run("data prepare " + (dir / "text.txt").string() + " -o " + (dir / "y.h5").string() + " --deflate 12");
   EXPECT_EQ(e.code, 2);

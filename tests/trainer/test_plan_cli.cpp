@@ -60,6 +60,9 @@ TEST(PlanCli, BadInputIsOneLineExitTwo) {
   const auto what = run_shoestring("plan memory");
   EXPECT_EQ(what.code, 2);
   EXPECT_EQ(lines(what.output), 1u) << what.output;
+  const auto unnamed = run_shoestring("plan schedule --schedule 1f1b --pp 2 --microbatches 4 --svg ''");
+  EXPECT_EQ(unnamed.code, 2);
+  EXPECT_EQ(unnamed.output, "shoestring plan: --svg: expected a file name, got an empty one\n");
 }
 
 // Each bad value is one line naming the flag, exit 2, before anything is built: a schedule of

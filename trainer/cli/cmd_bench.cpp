@@ -89,7 +89,7 @@ int bench_train(const Args& args, const parallel::World& world) {
   if (!(peak_tflops >= 0) || !std::isfinite(peak_tflops))
     return usage_error("--peak-tflops must be a finite number >= 0, got " + std::to_string(peak_tflops));
   // Checked before the run, not after minutes of training.
-  if (const std::string bad = unwritable_output(json); !bad.empty()) return usage_error("--json " + bad);
+  if (const std::string bad = unwritable_output(vm, "--json", json); !bad.empty()) return usage_error(bad);
   planner::GpuSpec spec;
   if (!gpu.empty()) {
     try {
@@ -162,8 +162,8 @@ int bench_fp8(const Args& args) {
     std::cerr << "shoestring bench fp8: --shape " << e.what() << "\n";
     return 2;
   }
-  if (const std::string bad = unwritable_output(json); !bad.empty()) {
-    std::cerr << "shoestring bench fp8: --json " << bad << "\n";
+  if (const std::string bad = unwritable_output(vm, "--json", json); !bad.empty()) {
+    std::cerr << "shoestring bench fp8: " << bad << "\n";
     return 2;
   }
   std::ostringstream out;

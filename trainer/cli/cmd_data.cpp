@@ -82,8 +82,7 @@ int data_prepare(const Args& args) {
                               : shard < 0        ? "--shard-tokens must be >= 0, got " + std::to_string(shard)
                               : p.writer.deflate_level < 0 || p.writer.deflate_level > 9
                                   ? "--deflate must be 0-9, got " + std::to_string(p.writer.deflate_level)
-                              : !unwritable_output(json).empty() ? "--json " + unwritable_output(json)
-                                                                 : "";
+                                                 : unwritable_output(vm, "--json", json);
   if (!problem.empty()) {
     std::cerr << "shoestring data prepare: " << problem << " (see --help)\n";
     return 2;
@@ -232,6 +231,12 @@ int data_bench(const Args& args) {
     std::cerr << "shoestring data bench: need --config FILE and --batches > 0\n";
     return 2;
   }
+  // Checked before the run: a result that cannot be written must not be lost after it.
+  const std::string bad_json = unwritable_output(vm, "--json", json);
+  if (!bad_json.empty()) {
+    std::cerr << "shoestring data bench: " << bad_json << "\n";
+    return 2;
+  }
   const Config cfg = load_config(cfg_opts.files, cfg_opts.sets);
   const data::Datasets ds = data::open_datasets(dataset_options(cfg));
   data::LoaderOptions lo{cfg.train.micro_batch_size, cfg.train.seq_len};
@@ -250,7 +255,7 @@ int data_bench(const Args& args) {
                 static_cast<long long>(batches), static_cast<long long>(cfg.train.micro_batch_size * cfg.train.seq_len), s,
                 tokens / s, loader.wait_seconds());
   std::cout << line << "\n";
-  if (!json.empty()) std::ofstream(json) << line << "\n";
+  if (!json.empty()) write_output(json, std::string(line) + "\n", "data bench result");
   return 0;
 }
 

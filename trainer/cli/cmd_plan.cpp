@@ -145,8 +145,8 @@ int plan_schedule(const Args& args) {
   }
   // An existing file is overwritten, as output flags are; a directory is not a file, and a
   // missing folder would fail only after the work.
-  if (const std::string why = unwritable_output(svg); !why.empty()) {
-    std::cerr << "shoestring plan: --svg " << why << "\n";
+  if (const std::string why = unwritable_output(vm, "--svg", svg); !why.empty()) {
+    std::cerr << "shoestring plan: " << why << "\n";
     return 2;
   }
   if (const std::string why = schedule_too_large(o); !why.empty()) {

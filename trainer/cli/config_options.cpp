@@ -53,6 +53,13 @@ std::string unwritable_output(const std::string& path) {
   return "";
 }
 
+std::string unwritable_output(const boost::program_options::variables_map& vm, const std::string& flag,
+                              const std::string& path) {
+  if (vm.count(flag.substr(2)) && path.empty()) return flag + ": expected a file name, got an empty one";
+  const std::string why = unwritable_output(path);
+  return why.empty() ? why : flag + " " + why;
+}
+
 void write_output(const std::string& path, const std::string& text, const std::string& what) {
   std::ofstream f(path);
   if (!(f << text) || (f.close(), !f)) throw std::runtime_error(path + ": cannot write the " + what);

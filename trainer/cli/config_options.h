@@ -26,6 +26,10 @@ std::optional<int> parse_command_line(const boost::program_options::options_desc
 // Why `path` cannot be an output file ("" when it can, or when no path was given): checked before
 // a command does its work, not after.
 std::string unwritable_output(const std::string& path);
+// The same for output flag `flag` ("--json") holding `path`, message prefixed with the flag; a flag
+// given an empty name is an error too, not "write no file".
+std::string unwritable_output(const boost::program_options::variables_map& vm, const std::string& flag,
+                              const std::string& path);
 
 // Writes `text` to `path`, throwing "<path>: cannot write the <what>" when any part fails (the
 // close included): an output flag must not end with exit 0 and no file.
