@@ -38,6 +38,8 @@ World init_world(int* argc, char*** argv) {
   MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, w.rank, MPI_INFO_NULL, &node);
   MPI_Comm_rank(node, &w.local_rank);
   MPI_Comm_size(node, &w.local_size);
+  w.node = w.rank;
+  MPI_Allreduce(MPI_IN_PLACE, &w.node, 1, MPI_INT, MPI_MIN, node);
   MPI_Comm_free(&node);
   return w;
 }
@@ -83,15 +85,19 @@ std::vector<std::string> all_gather_strings(const World& w, const std::string& m
 }
 
 // Host names and bus ids hold no tab.
-std::string encode(const RankDevice& d) { return d.host + "\t" + d.gpu + "\t" + std::to_string(d.visible); }
+std::string encode(const RankDevice& d) {
+  return std::to_string(d.node) + "\t" + std::to_string(d.visible) + "\t" + d.gpu + "\t" + d.host;
+}
 
 RankDevice decode_rank_device(const std::string& s) {
   RankDevice d;
-  const size_t a = s.find('\t'), b = a == std::string::npos ? a : s.find('\t', a + 1);
-  if (b == std::string::npos) return d;
-  d.host = s.substr(0, a);
-  d.gpu = s.substr(a + 1, b - a - 1);
-  d.visible = std::atoi(s.c_str() + b + 1);
+  const size_t a = s.find('\t'), b = a == std::string::npos ? a : s.find('\t', a + 1),
+               c = b == std::string::npos ? b : s.find('\t', b + 1);
+  if (c == std::string::npos) return d;
+  d.node = std::atoi(s.c_str());
+  d.visible = std::atoi(s.c_str() + a + 1);
+  d.gpu = s.substr(b + 1, c - b - 1);
+  d.host = s.substr(c + 1);
   return d;
 }
 
@@ -104,11 +110,11 @@ std::string device_placement_problem(const std::vector<RankDevice>& by_rank) {
              " has none; every rank must train on the same kind of device: start every rank on a GPU node, or set "
              "train.device=cpu";
     }
-  std::map<std::pair<std::string, std::string>, size_t> first;  // (host, bus id) -> its first rank
+  std::map<std::pair<int, std::string>, size_t> first;  // (node, bus id) -> its first rank
   for (size_t r = 0; r < by_rank.size(); ++r) {
     const RankDevice& d = by_rank[r];
     if (d.gpu.empty()) continue;
-    const auto [it, fresh] = first.try_emplace({d.host, d.gpu}, r);
+    const auto [it, fresh] = first.try_emplace({d.node, d.gpu}, r);
     if (fresh) continue;
     return "train.device: ranks " + std::to_string(it->second) + " and " + std::to_string(r) + " both use GPU " + d.gpu +
            " on node " + d.host + " (a rank takes GPU local rank mod the " + std::to_string(d.visible) +

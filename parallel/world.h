@@ -9,6 +9,7 @@ namespace shoestring::parallel {
 struct World {
   int rank = 0, size = 1;              // global
   int local_rank = 0, local_size = 1;  // on this node
+  int node = 0;  // the world rank of this node's first rank: one id per node, as MPI groups them
   bool mpi = false;                    // MPI was initialised (launched by an MPI launcher)
 };
 
@@ -28,7 +29,8 @@ std::vector<std::string> all_gather_strings(const World& w, const std::string& m
 
 // Where a rank computes, compared across ranks before NCCL is set up.
 struct RankDevice {
-  std::string host;  // the node's name
+  int node = 0;      // World::node: which ranks share a node (host names may repeat across nodes)
+  std::string host;  // the node's name, for messages
   std::string gpu;   // its GPU's PCI bus id; empty: it trains on the CPU
   int visible = 0;   // GPUs visible to the rank
 };

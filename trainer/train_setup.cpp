@@ -39,7 +39,7 @@ at::Device pick_device(const std::string& wanted, const parallel::World& world) 
   if (world.size == 1) return dev;
   char host[256] = {};
   gethostname(host, sizeof host - 1);
-  parallel::RankDevice mine{host, dev.is_cuda() ? ops::cuda_device_bus_id(dev.index()) : "",
+  parallel::RankDevice mine{world.node, host, dev.is_cuda() ? ops::cuda_device_bus_id(dev.index()) : "",
                             dev.is_cuda() ? ops::cuda_device_count() : 0};
   if (dev.is_cuda() && mine.gpu.empty()) mine.gpu = "#" + std::to_string(dev.index());  // no bus id: the index
   std::vector<parallel::RankDevice> all;

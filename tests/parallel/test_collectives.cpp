@@ -320,5 +320,12 @@ TEST(Collectives, AllGatherStringsByRank) {
     EXPECT_EQ(all[size_t(r)], r % 2 ? std::string(size_t(r) * 3, char('a' + r)) : "") << "rank " << r;
 }
 
+// The placement check tells nodes apart by World::node: on this one machine every rank's is rank 0.
+TEST(Collectives, EveryRankOfOneNodeHasItsFirstRankAsNode) {
+  const World& w = testing::test_mpi_world();
+  EXPECT_EQ(w.node, 0);
+  EXPECT_EQ(w.local_rank, w.rank);
+}
+
 }  // namespace
 }  // namespace shoestring::parallel

@@ -54,30 +54,37 @@ TEST(Mesh, OneProcessGetsGroupsOfOne) {
 }  // namespace
 
 // Placement checks run before NCCL: what it would refuse is said as one line naming the ranks.
+// Nodes are told apart by MPI's grouping (World::node), host names only label them.
 TEST(DevicePlacement, OneGpuPerRankOrAllOnTheCpuIsFine) {
-  EXPECT_EQ(device_placement_problem({{"a", "", 0}, {"a", "", 0}, {"b", "", 0}}), "");
+  EXPECT_EQ(device_placement_problem({{0, "a", "", 0}, {0, "a", "", 0}, {2, "b", "", 0}}), "");
   // The same bus id on two nodes is two GPUs (srun --gpus-per-task=1: each rank sees its own as 0).
-  EXPECT_EQ(device_placement_problem({{"a", "0000:1b:00.0", 1}, {"b", "0000:1b:00.0", 1}, {"a", "0000:2c:00.0", 2}}), "");
+  EXPECT_EQ(device_placement_problem({{0, "a", "0000:1b:00.0", 1}, {1, "b", "0000:1b:00.0", 1}, {0, "a", "0000:2c:00.0", 2}}),
+            "");
+  // ... even when the two nodes report the same host name (containers, cloned images).
+  EXPECT_EQ(device_placement_problem({{0, "localhost", "0000:1b:00.0", 1}, {1, "localhost", "0000:1b:00.0", 1}}), "");
 }
 
 TEST(DevicePlacement, TwoRanksOnOneGpuAreNamed) {
-  const std::string p = device_placement_problem(
-      {{"a", "0000:1b:00.0", 1}, {"b", "0000:1b:00.0", 1}, {"a", "0000:2c:00.0", 1}, {"a", "0000:1b:00.0", 1}});
+  const std::string p = device_placement_problem({{0, "a", "0000:1b:00.0", 1},
+                                                  {1, "b", "0000:1b:00.0", 1},
+                                                  {0, "a", "0000:2c:00.0", 1},
+                                                  {0, "a", "0000:1b:00.0", 1}});
   EXPECT_NE(p.find("ranks 0 and 3 both use GPU 0000:1b:00.0 on node a"), std::string::npos) << p;
   EXPECT_NE(p.find("mod the 1 it sees"), std::string::npos) << p;
   EXPECT_NE(p.find("train.device=cpu"), std::string::npos) << p;
 }
 
 TEST(DevicePlacement, GpuAndCpuRanksInOneJobAreNamed) {
-  std::string p = device_placement_problem({{"a", "0000:1b:00.0", 1}, {"b", "", 0}});
+  std::string p = device_placement_problem({{0, "a", "0000:1b:00.0", 1}, {1, "b", "", 0}});
   EXPECT_NE(p.find("rank 0 (node a) trains on GPU 0000:1b:00.0 but rank 1 (node b) has none"), std::string::npos) << p;
-  p = device_placement_problem({{"b", "", 0}, {"b", "", 0}, {"a", "0000:1b:00.0", 4}});
+  p = device_placement_problem({{0, "b", "", 0}, {0, "b", "", 0}, {2, "a", "0000:1b:00.0", 4}});
   EXPECT_NE(p.find("rank 2 (node a) trains on GPU 0000:1b:00.0 but rank 0 (node b) has none"), std::string::npos) << p;
 }
 
 TEST(DevicePlacement, EncodesAndDecodesARanksDevice) {
-  for (const RankDevice& d : {RankDevice{"node-7.cluster", "0000:1b:00.0", 8}, RankDevice{"h", "", 0}}) {
+  for (const RankDevice& d : {RankDevice{12, "node-7.cluster", "0000:1b:00.0", 8}, RankDevice{0, "h", "", 0}}) {
     const RankDevice back = decode_rank_device(encode(d));
+    EXPECT_EQ(back.node, d.node);
     EXPECT_EQ(back.host, d.host);
     EXPECT_EQ(back.gpu, d.gpu);
     EXPECT_EQ(back.visible, d.visible);
