@@ -1,6 +1,11 @@
 // Shared pieces of the point-to-point collectives: size thresholds and the split messages.
 #include <algorithm>
 #include <cstdlib>
+#include <mutex>
+#include <new>
+#include <tuple>
+#include <utility>
+#include <vector>
 
 #include "parallel/mpi_group.h"
 #include "parallel/p2p_collectives.h"
@@ -28,7 +33,42 @@ void post(bool is_send, char* p, int64_t elems, int peer, MPI_Datatype dt, int64
   } while (off < elems);
 }
 
+// The free receive buffers (Scratch): a handful, each at most kScratchCacheMax bytes.
+constexpr size_t kScratchCacheMax = size_t(16) << 20, kScratchCached = 8;
+std::mutex g_scratch_mu;
+std::vector<std::pair<char*, size_t>> g_scratch_free;
+
+char* scratch_new(size_t bytes) { return static_cast<char*>(::operator new(bytes, std::align_val_t(64))); }
+void scratch_delete(char* p) { ::operator delete(p, std::align_val_t(64)); }
+
 }  // namespace
+
+Scratch::Scratch(size_t bytes) : bytes_(std::max<size_t>(bytes, 1)) {
+  {
+    const std::lock_guard lock(g_scratch_mu);
+    // The smallest free buffer that fits.
+    auto best = g_scratch_free.end();
+    for (auto it = g_scratch_free.begin(); it != g_scratch_free.end(); ++it)
+      if (it->second >= bytes_ && (best == g_scratch_free.end() || it->second < best->second)) best = it;
+    if (best != g_scratch_free.end()) {
+      std::tie(data_, bytes_) = *best;
+      g_scratch_free.erase(best);
+      return;
+    }
+  }
+  data_ = scratch_new(bytes_);
+}
+
+Scratch::~Scratch() {
+  if (bytes_ <= kScratchCacheMax) {
+    const std::lock_guard lock(g_scratch_mu);
+    if (g_scratch_free.size() < kScratchCached) {
+      g_scratch_free.emplace_back(data_, bytes_);
+      return;
+    }
+  }
+  scratch_delete(data_);
+}
 
 int64_t ring_min_bytes() {
   static const int64_t n = env_bytes("SHOESTRING_MPI_RING_MIN_BYTES", int64_t(256) << 10);

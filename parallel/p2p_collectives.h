@@ -47,6 +47,26 @@ std::vector<CommOp::Phase> direct_reduce_scatter_phases(const at::Tensor& out, c
                                                         MPI_Comm comm, int rank, int size, int tag);
 // dst op= src elementwise (the reduction of every point-to-point collective).
 void fold_into(const at::Tensor& dst, const at::Tensor& src, ReduceOp op);
+// The same on n contiguous elements of dt that do not overlap; no tensor is made for a float or
+// double sum, so it costs no dispatch and touches no autograd state.
+void fold_into(void* dst, const void* src, int64_t n, at::ScalarType dt, ReduceOp op);
+
+// A receive buffer of at least `bytes`, 64-byte aligned, taken from a small process-wide cache and
+// given back on destruction (buffers over 16 MiB are not kept). The ring all-reduce needs one per
+// operation in flight; a fresh malloc of its segment each time (and the free that consolidates
+// glibc's heap) was a visible part of a 1 MiB all-reduce's fixed cost.
+class Scratch {
+ public:
+  explicit Scratch(size_t bytes);
+  ~Scratch();
+  Scratch(const Scratch&) = delete;
+  Scratch& operator=(const Scratch&) = delete;
+  char* data() const { return data_; }
+
+ private:
+  char* data_ = nullptr;
+  size_t bytes_ = 0;
+};
 
 // Tensors at least this large (all_gather: its output) take these paths; smaller ones use Open
 // MPI's non-blocking collectives, which need fewer steps. SHOESTRING_MPI_RING_MIN_BYTES

@@ -5,6 +5,8 @@
 
 #include <ATen/ATen.h>
 
+#include <cstdint>
+
 #include "parallel/p2p_collectives.h"
 
 namespace shoestring::parallel {
@@ -32,6 +34,37 @@ TEST(Fold, StridedOperandsSumAndOverlappingOnesAreRefused) {
   fold_into(col, at::full({4}, 2.5, at::kDouble), ReduceOp::Sum);
   EXPECT_EQ(m.sum().item<double>(), 10.0);
   EXPECT_EQ(m.narrow(1, 2, 1).sum().item<double>(), 10.0);
+}
+
+// The pointer form, which the ring all-reduce uses: the same results as the tensor form for the
+// loops it runs itself (float, double sums) and for what it hands to ATen (bf16, max).
+TEST(Fold, PointerFormMatchesTheTensorForm) {
+  at::manual_seed(5);
+  for (const auto dt : {at::kFloat, at::kDouble, at::kBFloat16, at::kInt})
+    for (const ReduceOp op : {ReduceOp::Sum, ReduceOp::Max})
+      for (const int64_t n : {0, 1, 17, 4099}) {
+        const at::Tensor a = (at::randn({n}, at::kDouble) * 100).to(dt), b = (at::randn({n}, at::kDouble) * 100).to(dt);
+        at::Tensor want = a.clone(), got = a.clone();
+        fold_into(want, b, op);
+        fold_into(got.data_ptr(), b.data_ptr(), n, dt, op);
+        EXPECT_TRUE(at::equal(got, want)) << c10::toString(dt) << " op " << int(op) << " n=" << n;
+      }
+}
+
+TEST(Scratch, BuffersAreAlignedAndReusedOnlyOnceGivenBack) {
+  char* first = nullptr;
+  {
+    Scratch a(1000), b(1000);
+    EXPECT_EQ(reinterpret_cast<uintptr_t>(a.data()) % 64, 0u);
+    EXPECT_NE(a.data(), b.data());  // both in use: never the same memory
+    a.data()[999] = 1;              // the whole requested size is writable (ASan would catch it)
+    first = a.data();
+  }
+  // Given back: a request that fits takes a cached buffer rather than new memory.
+  Scratch c(512);
+  Scratch d(512);
+  EXPECT_TRUE(c.data() == first || d.data() == first);
+  EXPECT_NE(c.data(), d.data());
 }
 
 TEST(Fold, MaxAndMinAreElementwise) {
