@@ -15,7 +15,8 @@ namespace shoestring::parallel {
 
 std::vector<CommOp::Phase> direct_all_gather_phases(const at::Tensor& out_, const at::Tensor& in_, MPI_Comm comm,
                                                     int rank, int size, int tag) {
-  const at::Tensor out = out_.detach(), in = in_.detach();
+  // Plain handles, not detach(): only the data pointers are used, and a detach is a dispatcher trip.
+  const at::Tensor out = out_, in = in_;
   const int64_t block = in.numel(), esz = int64_t(in.element_size());
   const MPI_Datatype dt = mpi_datatype(in.scalar_type());
   auto at_block = [out, block, esz](int c) { return static_cast<char*>(out.data_ptr()) + int64_t(c) * block * esz; };

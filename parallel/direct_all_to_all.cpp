@@ -13,7 +13,8 @@ namespace shoestring::parallel {
 std::vector<CommOp::Phase> direct_all_to_all_phases(const at::Tensor& out_, const at::Tensor& in_,
                                                     std::vector<int64_t> send_bytes, std::vector<int64_t> recv_bytes,
                                                     MPI_Comm comm, int rank, int size, int tag) {
-  const at::Tensor out = out_.detach(), in = in_.detach();
+  // Plain handles, not detach(): only the data pointers are used, and a detach is a dispatcher trip.
+  const at::Tensor out = out_, in = in_;
   auto offsets = [](const std::vector<int64_t>& counts) {
     std::vector<int64_t> o(counts.size() + 1, 0);
     for (size_t j = 0; j < counts.size(); ++j) o[j + 1] = o[j] + counts[j];

@@ -11,7 +11,7 @@ namespace shoestring::parallel {
 
 std::vector<CommOp::Phase> direct_broadcast_phases(const at::Tensor& t_, int root, MPI_Comm comm, int rank, int size,
                                                    int tag) {
-  const at::Tensor t = t_.detach();
+  const at::Tensor t = t_;  // only its data pointer is used: no detach (a dispatcher trip)
   const int64_t n = t.numel(), esz = int64_t(t.element_size());
   const MPI_Datatype dt = mpi_datatype(t.scalar_type());
   return {[=](std::vector<MPI_Request>& reqs) {
