@@ -33,10 +33,17 @@ void post(bool is_send, char* p, int64_t elems, int peer, MPI_Datatype dt, int64
   } while (off < elems);
 }
 
-// The free receive buffers (Scratch): a handful, each at most kScratchCacheMax bytes.
+// The free receive buffers (Scratch): a handful, each at most kScratchCacheMax bytes. Leaked on
+// purpose: a ring still held at exit must not find the cache destroyed.
 constexpr size_t kScratchCacheMax = size_t(16) << 20, kScratchCached = 8;
-std::mutex g_scratch_mu;
-std::vector<std::pair<char*, size_t>> g_scratch_free;
+struct ScratchCache {
+  std::mutex mu;
+  std::vector<std::pair<char*, size_t>> free;
+};
+ScratchCache& scratch_cache() {
+  static ScratchCache* c = new ScratchCache();
+  return *c;
+}
 
 char* scratch_new(size_t bytes) { return static_cast<char*>(::operator new(bytes, std::align_val_t(64))); }
 void scratch_delete(char* p) { ::operator delete(p, std::align_val_t(64)); }
@@ -45,14 +52,15 @@ void scratch_delete(char* p) { ::operator delete(p, std::align_val_t(64)); }
 
 Scratch::Scratch(size_t bytes) : bytes_(std::max<size_t>(bytes, 1)) {
   {
-    const std::lock_guard lock(g_scratch_mu);
+    ScratchCache& c = scratch_cache();
+    const std::lock_guard lock(c.mu);
     // The smallest free buffer that fits.
-    auto best = g_scratch_free.end();
-    for (auto it = g_scratch_free.begin(); it != g_scratch_free.end(); ++it)
-      if (it->second >= bytes_ && (best == g_scratch_free.end() || it->second < best->second)) best = it;
-    if (best != g_scratch_free.end()) {
+    auto best = c.free.end();
+    for (auto it = c.free.begin(); it != c.free.end(); ++it)
+      if (it->second >= bytes_ && (best == c.free.end() || it->second < best->second)) best = it;
+    if (best != c.free.end()) {
       std::tie(data_, bytes_) = *best;
-      g_scratch_free.erase(best);
+      c.free.erase(best);
       return;
     }
   }
@@ -61,9 +69,10 @@ Scratch::Scratch(size_t bytes) : bytes_(std::max<size_t>(bytes, 1)) {
 
 Scratch::~Scratch() {
   if (bytes_ <= kScratchCacheMax) {
-    const std::lock_guard lock(g_scratch_mu);
-    if (g_scratch_free.size() < kScratchCached) {
-      g_scratch_free.emplace_back(data_, bytes_);
+    ScratchCache& c = scratch_cache();
+    const std::lock_guard lock(c.mu);
+    if (c.free.size() < kScratchCached) {
+      c.free.emplace_back(data_, bytes_);
       return;
     }
   }
