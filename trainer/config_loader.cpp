@@ -177,28 +177,18 @@ const FieldSpec& require_field(const std::string& path, const std::string& where
   return *f;
 }
 
-std::string line_of(const std::string& origin, const YAML::Node& n) {
-  const auto m = n.Mark();
-  return m.line >= 0 ? origin + ":" + std::to_string(m.line + 1) : origin;
-}
-
 void apply_yaml(Config& c, Origins& origins, const YAML::Node& root, const std::string& origin) {
   if (root.IsNull()) return;  // an empty file changes nothing
-  if (!root.IsMap()) throw ConfigError(line_of(origin, root) + ": expected a mapping of sections (model, train, ...)");
+  if (!root.IsMap()) throw ConfigError(yaml_where(origin, root) + ": expected a mapping of sections (model, train, ...)");
   // yaml-cpp keeps both of a repeated key, and the later one would win without a word.
   std::map<std::string, std::string> seen;  // section or section.key -> where it first appeared
   const auto first_time = [&](const std::string& key, const std::string& where) {
     const auto [it, inserted] = seen.emplace(key, where);
     if (!inserted) fail(where, key, "duplicate key (first at " + it->second + ")");
   };
-  // A complex key (`? [a]`) would make as<std::string>() throw yaml-cpp's own "bad conversion".
-  const auto key_text = [&](const YAML::Node& key, const std::string& where) {
-    if (!key.IsScalar()) throw ConfigError(where + ": expected a key name, got a " + (key.IsMap() ? "mapping" : key.IsSequence() ? "list" : "null key"));
-    return key.Scalar();
-  };
   for (const auto& sec : root) {
-    const std::string swhere = line_of(origin, sec.first);
-    const std::string sname = key_text(sec.first, swhere);
+    const std::string swhere = yaml_where(origin, sec.first);
+    const std::string sname = yaml_key(sec.first, swhere, "a key name");
     const auto known = sections();
     if (std::find(known.begin(), known.end(), sname) == known.end())
       fail(swhere, sname, unknown_key_message(sname));
@@ -206,8 +196,8 @@ void apply_yaml(Config& c, Origins& origins, const YAML::Node& root, const std::
     if (sec.second.IsNull()) continue;
     if (!sec.second.IsMap()) fail(swhere, sname, "expected a mapping of keys");
     for (const auto& kv : sec.second) {
-      const std::string where = line_of(origin, kv.first);
-      const std::string path = sname + "." + key_text(kv.first, where);
+      const std::string where = yaml_where(origin, kv.first);
+      const std::string path = sname + "." + yaml_key(kv.first, where, "a key name");
       const FieldSpec& f = require_field(path, where);
       first_time(path, where);
       const YAML::Node& v = kv.second;
@@ -339,7 +329,7 @@ YAML::Node parse_yaml(const std::string& text, const std::string& origin) {
     const std::vector<YAML::Node> docs = YAML::LoadAll(text);
     for (size_t i = 1; i < docs.size(); ++i)
       if (!docs[i].IsNull())
-        throw ConfigError(line_of(origin, docs[i]) +
+        throw ConfigError(yaml_where(origin, docs[i]) +
                           ": a second YAML document (after ---); a config file holds one (pass several files with --config)");
     return docs.empty() ? YAML::Node() : docs.front();
   } catch (const YAML::ParserException& e) {
@@ -348,6 +338,17 @@ YAML::Node parse_yaml(const std::string& text, const std::string& origin) {
 }
 
 }  // namespace
+
+std::string yaml_where(const std::string& origin, const YAML::Node& n) {
+  const auto m = n.Mark();
+  return m.line >= 0 ? origin + ":" + std::to_string(m.line + 1) : origin;
+}
+
+std::string yaml_key(const YAML::Node& key, const std::string& where, const std::string& expected, bool null_ok) {
+  if (key.IsScalar() || (null_ok && key.IsNull())) return key.as<std::string>();
+  throw ConfigError(where + ": expected " + expected + ", got a " +
+                    (key.IsMap() ? "mapping" : key.IsSequence() ? "list" : "null key"));
+}
 
 std::string closest_key(const std::string& word, const std::vector<std::string>& candidates) {
   auto distance = [](const std::string& a, const std::string& b) {

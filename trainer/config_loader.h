@@ -9,6 +9,10 @@
 
 #include "trainer/config.h"
 
+namespace YAML {
+class Node;
+}
+
 namespace shoestring {
 
 struct ConfigError : std::runtime_error {
@@ -24,6 +28,16 @@ Config load_config_text(const std::string& yaml, const std::string& origin,
 
 // The fully resolved config as YAML, every key present, in schema order.
 std::string to_yaml(const Config& c);
+
+// For the YAML readers (configs and sweep files), so that their messages name places alike:
+// "ORIGIN:LINE" of a node, or just ORIGIN when the node has no position.
+std::string yaml_where(const std::string& origin, const YAML::Node& n);
+// A mapping key as text. YAML allows a list or a mapping as a key ({a: 1}: 2, `? [a]`), on which
+// as<std::string>() would throw yaml-cpp's bare "bad conversion", naming neither file nor line;
+// this throws ConfigError "WHERE: expected EXPECTED, got a mapping" (or list, or null key: a null
+// key is refused unless `null_ok`).
+std::string yaml_key(const YAML::Node& key, const std::string& where, const std::string& expected,
+                     bool null_ok = false);
 
 // Closest schema key (or section) to `word`, for did-you-mean hints; empty when nothing is close.
 std::string closest_key(const std::string& word, const std::vector<std::string>& candidates);

@@ -272,4 +272,15 @@ int64_t parse_step_dir_name(const std::string& name) {
   return v;
 }
 
+std::vector<std::pair<int64_t, fs::path>> step_dirs(const std::string& root) {
+  std::vector<std::pair<int64_t, fs::path>> found;
+  std::error_code ec;
+  if (!fs::is_directory(root, ec)) return found;
+  for (const auto& e : fs::directory_iterator(root))
+    if (const int64_t s = parse_step_dir_name(e.path().filename().string()); s >= 0 && e.is_directory())
+      found.emplace_back(s, e.path());
+  std::sort(found.rbegin(), found.rend());
+  return found;
+}
+
 }  // namespace shoestring::ckpt

@@ -4,8 +4,10 @@
 // it, plus everything else a resume needs. It knows nothing of the model: tensors are flat
 // element ranges of named global tensors, so any layout can read any other layout's pieces.
 #include <cstdint>
+#include <filesystem>
 #include <stdexcept>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace shoestring::ckpt {
@@ -81,5 +83,8 @@ std::vector<std::string> verify_share(const std::string& dir, int rank, int size
 std::string step_dir_name(int64_t step);
 // 12 for "step_0000012"; -1 for anything else (temporary directories included).
 int64_t parse_step_dir_name(const std::string& name);
+// The (step, path) of every step_N/ directory under `root`, newest first; none when `root` is not a
+// directory, std::filesystem::filesystem_error when it is one that cannot be read.
+std::vector<std::pair<int64_t, std::filesystem::path>> step_dirs(const std::string& root);
 
 }  // namespace shoestring::ckpt

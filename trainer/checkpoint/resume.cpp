@@ -34,14 +34,10 @@ std::string choose_checkpoint(const std::string& spec, const std::string& root, 
     if (!problems.empty()) throw CheckpointError(first_problem(problems));
     return spec;
   }
-  std::vector<std::pair<int64_t, fs::path>> found;
-  std::error_code ec;
-  if (fs::is_directory(root, ec))
-    for (const auto& e : fs::directory_iterator(root))
-      if (const int64_t s = parse_step_dir_name(e.path().filename().string());
-          s >= 0 && (max_step < 0 || s <= max_step) && e.is_directory())
-        found.emplace_back(s, e.path());
-  std::sort(found.rbegin(), found.rend());
+  auto found = step_dirs(root);
+  if (max_step >= 0)
+    found.erase(std::remove_if(found.begin(), found.end(), [&](const auto& f) { return f.first > max_step; }),
+                found.end());
   for (const auto& [step, dir] : found) {
     const auto problems = check(dir.string());
     if (problems.empty()) return dir.string();

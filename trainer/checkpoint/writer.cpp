@@ -108,18 +108,14 @@ void write_durably(const fs::path& path, const std::string& text) {
 // newer steps exist (a run resumed from an older checkpoint). Steps that are multiples of
 // `keep_every` (> 0) stay forever and do not count towards `keep`.
 void prune(const fs::path& root, int64_t keep, int64_t keep_every, const std::string& own_tmp, const fs::path& fresh) {
-  std::vector<std::pair<int64_t, fs::path>> complete;
   for (const auto& e : fs::directory_iterator(root)) {
     const std::string name = e.path().filename().string();
-    if (const int64_t s = parse_step_dir_name(name); s >= 0 && e.is_directory())
-      complete.emplace_back(s, e.path());
-    else if (name.rfind("step_", 0) == 0 && name.find(".tmp-") != std::string::npos && e.path() != own_tmp)
+    if (name.rfind("step_", 0) == 0 && name.find(".tmp-") != std::string::npos && e.path() != own_tmp)
       fs::remove_all(e.path());
   }
   if (keep <= 0) return;
-  std::sort(complete.rbegin(), complete.rend());
   int64_t kept = 1;  // `fresh`
-  for (const auto& [step, dir] : complete) {
+  for (const auto& [step, dir] : step_dirs(root.string())) {
     if (dir == fresh || (keep_every > 0 && step % keep_every == 0)) continue;
     if (kept < keep) {
       ++kept;
@@ -195,12 +191,10 @@ std::string commit_save(parallel::ProcessGroup& world, const std::string& tmp, c
 }
 
 void drop_checkpoints_after(const std::string& root, int64_t step) {
-  std::error_code ec;
-  for (const auto& e : fs::directory_iterator(root, ec)) {
-    const int64_t s = parse_step_dir_name(e.path().filename().string());
-    if (s <= step || !e.is_directory()) continue;
-    const fs::path doomed = e.path().string() + ".tmp-abandoned-" + std::to_string(::getpid());
-    fs::rename(e.path(), doomed);  // atomic: a kill below leaves a .tmp- directory, never a half step_N
+  for (const auto& [s, dir] : step_dirs(root)) {
+    if (s <= step) break;  // newest first: the rest are older
+    const fs::path doomed = dir.string() + ".tmp-abandoned-" + std::to_string(::getpid());
+    fs::rename(dir, doomed);  // atomic: a kill below leaves a .tmp- directory, never a half step_N
     fs::remove_all(doomed);
   }
 }

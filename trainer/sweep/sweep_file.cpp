@@ -21,19 +21,11 @@ namespace shoestring::sweep {
 
 namespace {
 
-std::string line_of(const std::string& origin, const YAML::Node& n) {
-  const auto m = n.Mark();
-  return m.line >= 0 ? origin + ":" + std::to_string(m.line + 1) : origin;
-}
-
 [[noreturn]] void fail(const std::string& where, const std::string& what) { throw ConfigError(where + ": " + what); }
 
-// A mapping key as text. YAML allows a list or a mapping as a key ({a: 1}: 2); as<std::string>()
-// would throw yaml-cpp's bare "bad conversion", naming neither the file nor the line.
+// A null key reads as yaml-cpp's "null", which each caller then refuses by that name.
 std::string key_text(const YAML::Node& key, const std::string& where) {
-  if (!key.IsScalar() && !key.IsNull())
-    fail(where, std::string("expected a key such as optim.lr, got a ") + (key.IsMap() ? "mapping" : "list"));
-  return key.as<std::string>();
+  return yaml_key(key, where, "a key such as optim.lr", /*null_ok=*/true);
 }
 
 // A value as --set takes it: a scalar, or a list joined with commas (list-valued keys).
@@ -212,7 +204,7 @@ SweepFile parse_sweep_text(const std::string& yaml, const std::string& origin, c
   std::vector<Axis> grid, random, seeds;
   double samples_asked = 0;
   for (const auto& kv : root) {
-    const std::string where = line_of(origin, kv.first);
+    const std::string where = yaml_where(origin, kv.first);
     const std::string key = key_text(kv.first, where);
     const YAML::Node& v = kv.second;
     if (key == "base" || key == "name" || key == "dir") {
@@ -221,7 +213,7 @@ SweepFile parse_sweep_text(const std::string& yaml, const std::string& origin, c
     } else if (key == "set") {
       if (!v.IsMap()) fail(where, "set: expected a mapping of key.path: value");
       for (const auto& item : v) {
-        const std::string w = line_of(origin, item.first), k = key_text(item.first, w);
+        const std::string w = yaml_where(origin, item.first), k = key_text(item.first, w);
         check_key_path(k, w);
         s.common.emplace_back(k, value_text(item.second, w, k));
         s.common_where.push_back(w);
@@ -230,7 +222,7 @@ SweepFile parse_sweep_text(const std::string& yaml, const std::string& origin, c
       if (!v.IsMap()) fail(where, "grid: expected a mapping of key.path: [values]");
       for (const auto& item : v) {
         Axis a;
-        a.where = line_of(origin, item.first);
+        a.where = yaml_where(origin, item.first);
         a.key = key_text(item.first, a.where);
         check_key_path(a.key, a.where);
         if (!item.second.IsSequence()) fail(a.where, a.key + ": expected a list of values");
@@ -242,13 +234,13 @@ SweepFile parse_sweep_text(const std::string& yaml, const std::string& origin, c
     } else if (key == "random") {
       if (!v.IsMap()) fail(where, "random: expected samples:, seed: and axes:");
       if (!v["samples"] || !v["axes"]) fail(where, "random: needs samples: and axes:");
-      const double samples = number(v["samples"], line_of(origin, v["samples"]), "random.samples");
-      if (samples < 1 || samples != std::floor(samples)) fail(line_of(origin, v["samples"]), "random.samples: expected an integer >= 1");
+      const double samples = number(v["samples"], yaml_where(origin, v["samples"]), "random.samples");
+      if (samples < 1 || samples != std::floor(samples)) fail(yaml_where(origin, v["samples"]), "random.samples: expected an integer >= 1");
       // The number of runs is checked below; capped here so that the cast is exact.
       samples_asked = samples;
       s.samples = int64_t(std::min(samples, kMaxRuns + 1));
       if (v["seed"]) {
-        const std::string w = line_of(origin, v["seed"]);
+        const std::string w = yaml_where(origin, v["seed"]);
         auto bad_seed = [&] { fail(w, "random.seed: expected an integer from 0 to 2^64-1, got " + v["seed"].Scalar()); };
         const std::string text = v["seed"].IsScalar() ? v["seed"].Scalar() : "";
         if (is_integer_text(text) && text[0] != '-') {
@@ -265,12 +257,12 @@ SweepFile parse_sweep_text(const std::string& yaml, const std::string& origin, c
         }
       }
       for (const auto& sub : v) {
-        const std::string k = key_text(sub.first, line_of(origin, sub.first));
-        if (k != "samples" && k != "seed" && k != "axes") fail(line_of(origin, sub.first), "random." + k + ": unknown key (samples, seed, axes)");
+        const std::string k = key_text(sub.first, yaml_where(origin, sub.first));
+        if (k != "samples" && k != "seed" && k != "axes") fail(yaml_where(origin, sub.first), "random." + k + ": unknown key (samples, seed, axes)");
       }
-      if (!v["axes"].IsMap() || v["axes"].size() == 0) fail(line_of(origin, v["axes"]), "random.axes: expected a non-empty mapping of key.path: {distribution}");
+      if (!v["axes"].IsMap() || v["axes"].size() == 0) fail(yaml_where(origin, v["axes"]), "random.axes: expected a non-empty mapping of key.path: {distribution}");
       for (const auto& item : v["axes"])
-        random.push_back(parse_random_axis(key_text(item.first, line_of(origin, item.first)), item.second, line_of(origin, item.first)));
+        random.push_back(parse_random_axis(key_text(item.first, yaml_where(origin, item.first)), item.second, yaml_where(origin, item.first)));
     } else if (key == "seeds") {
       if (!v.IsSequence() || v.size() == 0) fail(where, "seeds: expected a non-empty list of integers");
       Axis a;

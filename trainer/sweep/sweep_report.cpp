@@ -21,6 +21,9 @@ namespace {
 
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 
+// NaN, not 0, is "not measured": the table leaves such a cell empty and the plots skip it.
+void no_losses(RunRow& r) { r.final_loss = r.best_loss = r.final_val_loss = r.best_val_loss = kNaN; }
+
 std::string num(double x, const char* fmt = "%.6g") {
   if (std::isnan(x)) return "";
   char buf[48];
@@ -73,7 +76,7 @@ std::vector<RunRow> gather(const SweepFile& s, const std::vector<RunSpec>& runs)
     const RunStatus st = read_status(s, r.name);
     row.status = st.status;
     row.steps = cfg.train.steps;
-    row.final_loss = row.best_loss = row.final_val_loss = row.best_val_loss = kNaN;
+    no_losses(row);
     std::vector<double> speeds;
     double segment_elapsed = 0, previous = -1;
     const MetricsFile m = read_metrics(cfg.log.run_dir, [&](const std::string& line) {
@@ -104,7 +107,7 @@ std::vector<RunRow> gather(const SweepFile& s, const std::vector<RunSpec>& runs)
       RunRow blank;
       blank.name = row.name, blank.axis_values = row.axis_values, blank.steps = row.steps, blank.problem = row.problem;
       blank.status = "unreadable";
-      blank.final_loss = blank.best_loss = blank.final_val_loss = blank.best_val_loss = kNaN;
+      no_losses(blank);
       blank.median_tokens_per_s = blank.elapsed_s = kNaN;
       rows.push_back(std::move(blank));
       continue;

@@ -188,15 +188,14 @@ MetricsFile read_metrics(const std::string& run_dir, const MetricsRecord& each) 
 }
 
 int64_t newest_checkpoint_step(const Config& cfg) {
-  int64_t newest = -1;
   std::error_code ec;
-  const fs::path root = checkpoint_root(cfg, cfg.log.run_dir);
-  if (!fs::is_directory(root, ec)) return newest;
-  for (const auto& e : fs::directory_iterator(root, ec))
-    if (const int64_t step = ckpt::parse_step_dir_name(e.path().filename().string());
-        step > newest && fs::is_regular_file(e.path() / "manifest.json", ec))
-      newest = step;
-  return newest;
+  try {
+    for (const auto& [step, dir] : ckpt::step_dirs(checkpoint_root(cfg, cfg.log.run_dir)))
+      if (fs::is_regular_file(dir / ckpt::kManifestName, ec)) return step;
+  } catch (const fs::filesystem_error&) {
+    // An unreadable checkpoint folder: this check has nothing to compare with, as when there is none.
+  }
+  return -1;
 }
 
 std::string metrics_problem(const Config& cfg, const MetricsFile& m) {
