@@ -134,8 +134,14 @@ std::string inspect_file(const std::string& path, const InspectOptions& o) {
     throw data_error(o.tokenizer, "not used: " + path + " is byte-tokenized and decodes without a model (drop --tokenizer)");
   if (i.tokenizer.kind == "byte") tok = std::make_unique<ByteTokenizer>();
   else if (!o.tokenizer.empty()) tok = make_tokenizer(o.tokenizer);
-  if (tok && !(tok->identity() == i.tokenizer))
+  if (tok && !(tok->identity() == i.tokenizer)) {
+    // Without --tokenizer the byte tokenizer was chosen from the dataset's own header: the header is
+    // what is wrong, so the message names the dataset.
+    if (o.tokenizer.empty())
+      throw data_error(path, "the header says tokenizer " + describe(i.tokenizer) + ", but the byte tokenizer is " +
+                                 describe(tok->identity()) + " (a corrupt or forged header)");
     throw data_error(o.tokenizer, "is " + describe(tok->identity()) + ", not the dataset's " + describe(i.tokenizer));
+  }
   s << "first " << first.size() << " tokens";
   if (tok) {
     s << ", decoded:\n    " << printable(tok->decode(first.data(), first.size())) << "\n";

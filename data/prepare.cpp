@@ -110,6 +110,18 @@ PrepareStats prepare_dataset(const PrepareOptions& o, const PrepareProgress& pro
 
   DocumentReader reader(files, o.input);
   PrepareStats stats;
+  // A run that fails after some shards were closed must not leave them behind: each looks like a
+  // complete dataset (shard_count is set only at the end), so training on OUT-*.h5 would silently
+  // use part of the data. Declared before `writer` and `writing`, so it runs after both are done.
+  // (Only files this run finished: an unfinished shard is still under its temporary name.)
+  struct RemoveShardsOnError {
+    std::vector<std::string> closed;
+    bool done = false;
+    ~RemoveShardsOnError() {
+      if (done) return;
+      for (const auto& p : closed) std::remove(p.c_str());
+    }
+  } cleanup;
   std::unique_ptr<TokenDatasetWriter> writer;
   std::vector<uint64_t> docs_in_shard(files.size(), 0);
   auto open_shard = [&] {
@@ -125,6 +137,7 @@ PrepareStats prepare_dataset(const PrepareOptions& o, const PrepareProgress& pro
       if (docs_in_shard[i] > 0) writer->add_source({sources[i].path, sources[i].bytes, sources[i].sha256, docs_in_shard[i]});
     writer->close();
     writer.reset();
+    cleanup.closed.push_back(stats.outputs.back());
   };
   auto write_batch = [&](Batch b) {
     for (size_t d = 0; d < b.ids.size(); ++d) {
@@ -164,6 +177,7 @@ PrepareStats prepare_dataset(const PrepareOptions& o, const PrepareProgress& pro
   if (writer) close_shard();
   if (stats.outputs.size() > 1)
     for (const auto& p : stats.outputs) set_shard_count(p, int64_t(stats.outputs.size()));
+  cleanup.done = true;
   stats.bytes_in = reader.bytes_read();
   for (const auto& p : stats.outputs) stats.bytes_out += fs::file_size(p);
   stats.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();

@@ -45,8 +45,12 @@ struct DatasetInfo {
   std::vector<SourceFile> sources;
 };
 
+// The largest chunk the writer accepts: 2^26 tokens (256 MiB as uint32). libhdf5 refuses chunks of
+// 4 GiB or more, and the writer buffers up to two chunks in memory.
+constexpr uint64_t kMaxChunkTokens = uint64_t(1) << 26;
+
 struct WriterOptions {
-  uint64_t chunk_tokens = 1 << 16;  // measured: docs/data.md
+  uint64_t chunk_tokens = 1 << 16;  // measured: docs/data.md; 1..kMaxChunkTokens
   int deflate_level = 1;            // 0: no compression
   bool shuffle = true;              // byte shuffle before deflate
   std::string created_by = "shoestring";
@@ -73,6 +77,7 @@ class TokenDatasetWriter {
  private:
   size_t buffer_size() const;
   void flush(bool all);
+  void create_tokens();  // /tokens, from the constructor
   struct Impl;
   std::unique_ptr<Impl> impl_;
   std::string path_, tmp_;

@@ -315,6 +315,11 @@ void TokenDataset::load(int64_t file_id, RawFile& raw) {
   const std::vector<uint64_t> off = read_all<uint64_t>(f, "doc_offsets", H5T_NATIVE_UINT64, path);
   if (off.size() != i.num_documents + 1 || off.front() != 0 || off.back() != i.num_tokens)
     throw data_error(path, "/doc_offsets does not match the token and document counts");
+  // Every document holds at least its end-of-document id, so the offsets strictly increase. Checked
+  // here, not only in verify(): `data inspect` computes document lengths and the validation split
+  // searches the offsets before (or without) a verify.
+  for (size_t d = 1; d < off.size(); ++d)
+    if (off[d] <= off[d - 1]) throw data_error(path, "/doc_offsets is not increasing at document " + std::to_string(d));
   raw.check_link(f, "sources", "group /sources");
   h5::Id g = h5::group(H5Gopen2(f, "sources", H5P_DEFAULT));
   if (!g.ok()) throw data_error(path, "/sources is not a group");

@@ -82,11 +82,27 @@ TokenDatasetWriter::TokenDatasetWriter(const std::string& path, const TokenizerI
   m.eod = eod_id;
   m.wide = tokenizer.vocab_size > 65536;
   m.opts = opts;
-  if (opts.chunk_tokens == 0) throw data_error(path, "chunk size must be positive");
+  if (opts.chunk_tokens == 0 || opts.chunk_tokens > kMaxChunkTokens)
+    throw data_error(path, "chunk size must be 1.." + std::to_string(kMaxChunkTokens) + " tokens, got " +
+                               std::to_string(opts.chunk_tokens));
   const auto parent = std::filesystem::path(path).parent_path();
   if (!parent.empty()) std::filesystem::create_directories(parent);
   m.file = h5::file(H5Fcreate(tmp_.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, h5::checksummed_format()));
   if (!m.file.ok()) throw data_error(path, "cannot create the dataset file (directory missing or not writable?)");
+  // The destructor does not run when the constructor throws: remove the temporary file here.
+  try {
+    create_tokens();
+  } catch (...) {
+    impl_.reset();  // closes the HDF5 file before removing it
+    std::remove(tmp_.c_str());
+    throw;
+  }
+}
+
+void TokenDatasetWriter::create_tokens() {
+  auto& m = *impl_;
+  const WriterOptions& opts = m.opts;
+  const std::string& path = path_;
   const hsize_t zero = 0, unlimited = H5S_UNLIMITED, chunk = opts.chunk_tokens;
   h5::Id sp = h5::space(H5Screate_simple(1, &zero, &unlimited));
   h5::Id dcpl = h5::plist(H5Pcreate(H5P_DATASET_CREATE));

@@ -165,6 +165,14 @@ TEST(DataCli, BadInputExitsTwoWithOneLine) {
            {"data train-tokenizer " + text + " -o " + (dir / "no" / "tok").string(),
             "shoestring data train-tokenizer: -o " + (dir / "no" / "tok").string() + ": folder " + (dir / "no").string() +
                 " does not exist (see --help)"},
+           {"data prepare " + text + " -o " + (dir / "p.h5").string() + " --threads -1",
+            "shoestring data prepare: --threads must be 0 (all cores) to 1024, got -1 (see --help)"},
+           {"data prepare " + text + " -o " + (dir / "p.h5").string() + " --threads 100000",
+            "shoestring data prepare: --threads must be 0 (all cores) to 1024, got 100000 (see --help)"},
+           {"data prepare " + text + " -o " + (dir / "p.h5").string() + " --progress maybe",
+            "shoestring data prepare: --progress must be auto, on or off, got 'maybe' (see --help)"},
+           {"data prepare " + text + " -o " + (dir / "p.h5").string() + " --chunk-tokens 99999999999",
+            "shoestring data prepare: --chunk-tokens must be 1..67108864, got 99999999999 (see --help)"},
            {"data prepare " + text + " -o " + (dir / "p.h5").string() + " --json " + dir.string(),
             "shoestring data prepare: --json " + dir.string() + ": is a directory, expected a file name (see --help)"},
        }) {
@@ -174,6 +182,8 @@ TEST(DataCli, BadInputExitsTwoWithOneLine) {
   }
   EXPECT_EQ(lines_of(dir / "tok.model"), std::vector<std::string>{"earlier model"});
   EXPECT_FALSE(fs::exists(dir / "p.h5"));
+  for (const auto& e : fs::directory_iterator(dir))
+    EXPECT_EQ(e.path().filename().string().find(".tmp-"), std::string::npos) << "left " << e.path();
   // A file named .bin is judged as the llm.c shard it claims to be, not as a failed HDF5 file.
   const Result j = run("data inspect " + (dir / "junk.bin").string());
   EXPECT_EQ(j.code, 2) << j.output;

@@ -7,6 +7,7 @@
 #include <fstream>
 
 #include "data/data_error.h"
+#include "data/inspect.h"
 #include "data/prepare.h"
 #include "data/token_dataset.h"
 #include "data_test_util.h"
@@ -220,6 +221,75 @@ TEST(Prepare, OutputDoesNotDependOnThreadsAndShardsSplitTheStream) {
   o.output = (dir / "e.h5").string();
   EXPECT_NE(error_of([&] { prepare_dataset(o); }).find("holds no text"), std::string::npos);
   EXPECT_FALSE(fs::exists(o.output));
+  fs::remove_all(dir);
+}
+
+// A header whose values are each well-formed but wrong together: found at open (or by inspect),
+// as one line naming the dataset, never a crash or a training run on it.
+TEST(TokenDataset, InconsistentHeadersAreRefusedNamingTheDataset) {
+  const auto dir = dtest::temp_dir("inconsistent");
+  const std::string dup = (dir / "dup.h5").string(), vocab = (dir / "vocab.h5").string();
+  dtest::write_byte_dataset(dup, {"one", "two", "three"}, 8);
+  fs::copy_file(dup, vocab);
+  {  // /doc_offsets {0, 4, 4, 14}: document 2 has no tokens, not even its end id
+    const hid_t f = H5Fopen(dup.c_str(), H5F_ACC_RDWR, H5P_DEFAULT), d = H5Dopen2(f, "doc_offsets", H5P_DEFAULT);
+    const uint64_t off[4] = {0, 4, 4, 14};
+    ASSERT_GE(H5Dwrite(d, H5T_NATIVE_UINT64, H5S_ALL, H5S_ALL, H5P_DEFAULT, off), 0);
+    H5Dclose(d);
+    H5Fclose(f);
+  }
+  std::string err = error_of([&] { TokenDataset::open(dup); });
+  EXPECT_EQ(err, dup + ": /doc_offsets is not increasing at document 2");
+  // inspect computed document lengths from these offsets before verifying them (and aborted).
+  err = error_of([&] { inspect_file(dup, InspectOptions{}); });
+  EXPECT_EQ(err, dup + ": /doc_offsets is not increasing at document 2");
+
+  {  // a byte dataset claiming 300 ids
+    const hid_t f = H5Fopen(vocab.c_str(), H5F_ACC_RDWR, H5P_DEFAULT), a = H5Aopen(f, "tokenizer_vocab_size", H5P_DEFAULT);
+    const int64_t v = 300;
+    ASSERT_GE(H5Awrite(a, H5T_NATIVE_INT64, &v), 0);
+    H5Aclose(a);
+    H5Fclose(f);
+  }
+  err = error_of([&] { inspect_file(vocab, InspectOptions{}); });
+  EXPECT_EQ(err.rfind(vocab + ": ", 0), 0u) << "names the dataset: " << err;
+  EXPECT_NE(err.find("byte (vocab 300)"), std::string::npos) << err;
+  fs::remove_all(dir);
+}
+
+// Failed writes leave nothing behind: not the temporary file, not the shards already finished
+// (each of which would look like a complete dataset of its own).
+TEST(Prepare, FailuresLeaveNoFiles) {
+  const auto dir = dtest::temp_dir("prepare_fail");
+  WriterOptions big;
+  big.chunk_tokens = kMaxChunkTokens + 1;
+  const std::string out = (dir / "x.h5").string();
+  EXPECT_NE(error_of([&] { TokenDatasetWriter(out, ByteTokenizer().identity(), ByteTokenizer::kEod, big); })
+                .find("x.h5: chunk size must be 1.."),
+            std::string::npos);
+  EXPECT_TRUE(fs::is_empty(dir)) << "left " << fs::directory_iterator(dir)->path();
+
+  // More than one 8 MiB batch of good JSONL, then a bad line: shards of the first batch were
+  // written before the error.
+  const fs::path in = dir / "in.jsonl";
+  {
+    std::ofstream f(in);
+    for (int i = 0; i < 300000; ++i) f << "{\"text\": \"document " << i << " with some words to fill it up\"}\n";
+    f << "{\"text\": broken\n";
+  }
+  PrepareOptions o;
+  o.inputs = {in.string()};
+  o.output = (dir / "sh.h5").string();
+  o.shard_tokens = 1000000;
+  int batches = 0;
+  EXPECT_NE(error_of([&] { prepare_dataset(o, [&](uint64_t, uint64_t, uint64_t, double) { ++batches; }); })
+                .find("in.jsonl:300001"),
+            std::string::npos);
+  EXPECT_GE(batches, 1) << "the bad line must come after the first batch, so that shards were written";
+  std::vector<std::string> left;
+  for (const auto& e : fs::directory_iterator(dir))
+    if (e.path() != in) left.push_back(e.path().filename().string());
+  EXPECT_TRUE(left.empty()) << "left " << left.size() << " file(s), e.g. " << (left.empty() ? "" : left[0]);
   fs::remove_all(dir);
 }
 

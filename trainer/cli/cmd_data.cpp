@@ -78,7 +78,13 @@ int data_prepare(const Args& args) {
   if (const auto rc = parse_command_line(opts, args, vm, &pos)) return *rc;
   const std::string problem = p.inputs.empty()   ? "need at least one INPUT (file, directory or -)"
                               : p.output.empty() ? "need -o OUT, the dataset file to write"
-                              : chunk <= 0       ? "--chunk-tokens must be > 0, got " + std::to_string(chunk)
+                              : chunk <= 0 || uint64_t(chunk) > data::kMaxChunkTokens
+                                  ? "--chunk-tokens must be 1.." + std::to_string(data::kMaxChunkTokens) + ", got " +
+                                        std::to_string(chunk)
+                              : p.threads < 0 || p.threads > 1024
+                                  ? "--threads must be 0 (all cores) to 1024, got " + std::to_string(p.threads)
+                              : progress != "auto" && progress != "on" && progress != "off"
+                                  ? "--progress must be auto, on or off, got '" + progress + "'"
                               : shard < 0        ? "--shard-tokens must be >= 0, got " + std::to_string(shard)
                               : p.writer.deflate_level < 0 || p.writer.deflate_level > 9
                                   ? "--deflate must be 0-9, got " + std::to_string(p.writer.deflate_level)
