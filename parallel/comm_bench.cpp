@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <functional>
 #include <iostream>
+#include <limits>
 #include <map>
 #include <memory>
 
@@ -126,21 +127,23 @@ int64_t parse_byte_size(const std::string& s) {
                       : (unit == "M" || unit == "MiB") ? 1 << 20
                       : (unit == "G" || unit == "GiB") ? 1 << 30
                                                        : -1;
-  return mul < 0 || v < 0 ? -1 : int64_t(v) * mul;
+  // 17179869184G (2^64 bytes) would wrap to 0 ("--max-bytes (0) is below --min-bytes"): not a size either.
+  return mul < 0 || v < 0 || v > std::numeric_limits<int64_t>::max() / mul ? -1 : int64_t(v) * mul;
 }
 
 int run_comm_bench(const World& world, const CommBenchOptions& o, std::ostream& out, std::string& error) {
-  if (!kDtypes.count(o.dtype)) return error = "unknown dtype '" + o.dtype + "'", 2;
+  if (!kDtypes.count(o.dtype))
+    return error = "--dtype must be float32, float64, bfloat16, float16, int64, int32 or uint8, got '" + o.dtype + "'", 2;
   for (const auto& op : o.ops)
     if (op != "all_reduce" && op != "reduce_scatter" && op != "all_gather" && op != "broadcast" && op != "all_to_all")
-      return error = "unknown op '" + op + "'", 2;
+      return error = "--ops: unknown op '" + op + "' (ops: all_reduce, reduce_scatter, all_gather, broadcast, all_to_all)", 2;
   if (o.min_bytes <= 0) return error = "--min-bytes must be > 0, got " + std::to_string(o.min_bytes), 2;
   if (o.max_bytes < o.min_bytes)
     return error = "--max-bytes (" + std::to_string(o.max_bytes) + ") is below --min-bytes (" + std::to_string(o.min_bytes) + ")", 2;
   if (o.iters <= 0) return error = "--iters must be > 0, got " + std::to_string(o.iters), 2;
   if (o.warmup < 0) return error = "--warmup must be >= 0, got " + std::to_string(o.warmup), 2;
   if (o.rounds <= 0) return error = "--rounds must be > 0, got " + std::to_string(o.rounds), 2;
-  if (o.backend != "mpi" && o.backend != "nccl") return error = "unknown backend '" + o.backend + "'", 2;
+  if (o.backend != "mpi" && o.backend != "nccl") return error = "--backend must be mpi or nccl, got '" + o.backend + "'", 2;
   // NCCL needs no MPI for one rank (the world group is then the local one that bootstraps it):
   // the GPU check machine has no mpirun.
   if (!world.mpi && o.backend == "mpi") return error = "run under mpirun (the world is a single process)", 2;

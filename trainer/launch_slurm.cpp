@@ -1,5 +1,6 @@
 #include "trainer/launch_slurm.h"
 
+#include <limits>
 #include <regex>
 #include <sstream>
 
@@ -37,6 +38,11 @@ void validate_job(const SlurmJob& job) {
   if (job.nodes < 1) throw LaunchError("--nodes must be at least 1, got " + std::to_string(job.nodes));
   if (job.gpus_per_node < 1)
     throw LaunchError("--gpus-per-node must be at least 1, got " + std::to_string(job.gpus_per_node));
+  // MPI numbers ranks with an int: a product beyond it would wrap (and no cluster has that many).
+  if (int64_t(job.nodes) * job.gpus_per_node > std::numeric_limits<int>::max())
+    throw LaunchError("--nodes " + std::to_string(job.nodes) + " x --gpus-per-node " + std::to_string(job.gpus_per_node) +
+                      " = " + std::to_string(int64_t(job.nodes) * job.gpus_per_node) + " ranks, more than " +
+                      std::to_string(std::numeric_limits<int>::max()));
   if (job.cpus_per_task < 1)
     throw LaunchError("--cpus-per-task must be at least 1, got " + std::to_string(job.cpus_per_task));
   const int64_t limit = parse_time_limit(job.time);

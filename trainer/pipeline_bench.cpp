@@ -110,31 +110,25 @@ double max_of(const std::vector<double>& xs) { return xs.empty() ? 0 : *std::max
 int run_pipeline_bench(const parallel::World& world, const PipelineBenchOptions& o, std::ostream& out,
                        std::string& error) {
   const int pp = world.size;
-  if (pp < 2) {
-    error = "needs at least 2 ranks (mpirun -np N, N = pipeline ranks)";
-    return 2;
-  }
   if (o.config_files.empty()) return error = "no config given; use --config FILE", 2;
   if (o.steps <= 0) return error = "--steps must be > 0, got " + std::to_string(o.steps), 2;
   if (o.warmup < 0) return error = "--warmup must be >= 0, got " + std::to_string(o.warmup), 2;
   if (o.microbatches < 0)
     return error = "--microbatches must be >= 0 (0: 4 x pp), got " + std::to_string(o.microbatches), 2;
-  // The bench sets the layout itself (pp = the ranks, one schedule at a time): a --set of these
-  // would be silently replaced.
-  for (const std::string& set : o.sets)
-    for (const char* key : {"parallel.pp", "parallel.dp", "parallel.ep", "parallel.schedule", "parallel.microbatches",
-                            "train.steps", "train.global_batch", "train.grad_accum"})
-      if (set.rfind(std::string(key) + "=", 0) == 0)
-        return error = "--set " + set + ": the bench sets " + key +
-                       " itself (pp = the ranks started; --schedules, --microbatches, --steps)",
-               2;
-  const int64_t m = o.microbatches > 0 ? o.microbatches : 4 * pp;
   const auto known = parallel::schedule_names();
   for (const auto& name : o.schedules)
     if (std::find(known.begin(), known.end(), name) == known.end()) {
-      error = "unknown schedule '" + name + "' in --schedules";
-      return 2;
+      parallel::ScheduleOptions unknown;
+      unknown.name = name;
+      try {  // its first check: "unknown schedule 'x' (schedules: ...)", the names listed
+        (void)parallel::make_schedule(unknown);
+      } catch (const std::invalid_argument& e) {
+        return error = std::string("--schedules: ") + e.what(), 2;
+      }
     }
+  // After the options: a mistake in them is named whatever the ranks.
+  if (pp < 2) return error = "needs at least 2 ranks (mpirun -np N, N = pipeline ranks)", 2;
+  const int64_t m = o.microbatches > 0 ? o.microbatches : 4 * pp;
   const parallel::GroupPtr group = parallel::make_world_group(world, {});
   std::map<std::string, double> bubbles;  // schedule -> measured bubble of the worst rank
   for (const std::string& name : o.schedules) {

@@ -75,6 +75,19 @@ TEST(Launch, BenchPipelineRefusesLayoutOverridesOnce) {
   EXPECT_NE(m.output.find("--microbatches must be >= 0 (0: 4 x pp), got -1"), std::string::npos) << m.output;
 }
 
+// The other benches' option errors too (each rank printed its own copy).
+TEST(Launch, BenchOptionErrorsAreSaidOnce) {
+  for (const auto& [args, line] : std::vector<std::pair<std::string, std::string>>{
+           {"bench comm --min-bytes 1Q",
+            "shoestring bench comm: --min-bytes: expected a size such as 4096, 64K, 16M or 1G, got '1Q'"},
+           {"bench train --config configs/tiny.yaml --steps 0", "shoestring bench train: --steps must be > 0, got 0"}}) {
+    const CliResult r = mpirun(2, "", args);
+    EXPECT_EQ(r.code, 2) << r.output;
+    EXPECT_NE(r.output.find(line), std::string::npos) << r.output;
+    EXPECT_EQ(r.output.find(line), r.output.rfind(line)) << r.output;
+  }
+}
+
 TEST(Launch, LayoutThatDoesNotFitTheRanksIsAConfigError) {
   const fs::path dir = fresh_dir("mismatch");
   const CliResult r = mpirun(2, "", "train" + tiny_args(dir, 1) + " --set parallel.dp=3");

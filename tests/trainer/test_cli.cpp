@@ -152,6 +152,48 @@ TEST(Cli, BenchOptionsAreCheckedOneByOne) {
   }
 }
 
+// Each one once ran, or failed naming something else: a --set the bench replaces, an empty --gpu,
+// --rounds beside --quick (which times one round), a size that wrapped to 0, --steps + --warmup
+// wrapped to a negative train.steps, names without the flag or the valid ones; the pipeline bench
+// said only "needs at least 2 ranks" on one process.
+TEST(Cli, BenchRefusesWhatItWouldIgnoreOrMisname) {
+  const std::string train = "bench train --config configs/tiny.yaml --set data.source=synthetic --steps 1 --warmup 0";
+  const std::string pipeline = "bench pipeline --config configs/tiny-moe.yaml --set data.source=synthetic";
+  for (const auto& [args, line] : std::vector<std::pair<std::string, std::string>>{
+           {train + " --set train.steps=5",
+            "shoestring bench train: --set train.steps=5: the bench sets train.steps itself (train.steps from --warmup "
+            "and --steps, log.* for a quiet run in a temporary directory)"},
+           {train + " --set 'log.run_dir = /tmp/x'",
+            "shoestring bench train: --set log.run_dir = /tmp/x: the bench sets log.run_dir itself (train.steps from "
+            "--warmup and --steps, log.* for a quiet run in a temporary directory)"},
+           {train + " --gpu ''", "shoestring bench train: unknown --gpu '' (known: h100, h200, h800, a100, cpu)"},
+           {"bench train --config configs/tiny.yaml --steps 9223372036854775807 --warmup 5",
+            "shoestring bench train: --steps 9223372036854775807 + --warmup 5 exceeds 9223372036854775807"},
+           {"bench fp8 --quick --rounds 2",
+            "shoestring bench fp8: --rounds has no effect with --quick (one round); give one of them"},
+           {"bench comm --max-bytes 17179869184G",
+            "shoestring bench comm: --max-bytes: expected a size such as 4096, 64K, 16M or 1G, got '17179869184G'"},
+           {"bench comm --ops all_reduce,allreduce",
+            "shoestring bench comm: --ops: unknown op 'allreduce' (ops: all_reduce, reduce_scatter, all_gather, "
+            "broadcast, all_to_all)"},
+           {"bench comm --dtype float8",
+            "shoestring bench comm: --dtype must be float32, float64, bfloat16, float16, int64, int32 or uint8, got "
+            "'float8'"},
+           {"bench comm --backend gloo", "shoestring bench comm: --backend must be mpi or nccl, got 'gloo'"},
+           {pipeline + " --schedules gpipe,1f2b",
+            "shoestring bench pipeline: --schedules: unknown schedule '1f2b' (schedules: gpipe, 1f1b, interleaved, "
+            "zb1p, dualpipe, dualpipev)"},
+           {pipeline + " --set parallel.schedule=gpipe",
+            "shoestring bench pipeline: --set parallel.schedule=gpipe: the bench sets parallel.schedule itself (pp = "
+            "the ranks started; --schedules, --microbatches, --steps)"},
+           {pipeline, "shoestring bench pipeline: needs at least 2 ranks (mpirun -np N, N = pipeline ranks)"},
+       }) {
+    const Result r = run(args);
+    EXPECT_EQ(r.code, 2) << args << "\n" << r.output;
+    EXPECT_EQ(r.output, line + "\n") << args;
+  }
+}
+
 TEST(Cli, ConfigParamsMatchesTheBanner) {
   const Result p = run("config --params --config configs/tiny-moe.yaml");
   EXPECT_EQ(p.code, 0);

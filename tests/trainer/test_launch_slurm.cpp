@@ -203,6 +203,15 @@ TEST(LaunchSlurmCli, BadInputIsOneLineAndExitTwo) {
       {"launch slurm --config configs/tiny.yaml --set parallel.pp=4" + job, "parallel.pp=4 must divide"},
       {"launch slurm --config configs/tiny.yaml --set train.stepz=4" + job, "train.stepz"},
       {"launch pbs --config configs/tiny.yaml", "unknown launcher 'pbs'"},
+      // Empty names were taken as not given: a job without the partition meant, a run directory
+      // in the current one. 100000 x 100000 ranks wrapped around an int.
+      {"launch slurm --config configs/tiny.yaml --partition ''" + job, "--partition: expected a name, got an empty one"},
+      {"launch slurm --config configs/tiny.yaml --account ''" + job, "--account: expected a name, got an empty one"},
+      {"launch slurm --config configs/tiny.yaml --job-name ''" + job, "--job-name: expected a name, got an empty one"},
+      {"launch slurm --config configs/tiny.yaml --nodes 1 --gpus-per-node 2 --time 01:00:00 --out ''",
+       "--out: expected a name, got an empty one"},
+      {"launch slurm --config configs/tiny.yaml --nodes 100000 --gpus-per-node 100000 --time 01:00:00 --out " + out.string(),
+       "--nodes 100000 x --gpus-per-node 100000 = 10000000000 ranks, more than 2147483647"},
   };
   for (const auto& [args, expected] : cases) {
     const auto r = shoestring::testing::run_shoestring(args);
@@ -211,6 +220,14 @@ TEST(LaunchSlurmCli, BadInputIsOneLineAndExitTwo) {
     EXPECT_EQ(std::count(r.output.begin(), r.output.end(), '\n'), 1) << args << "\n" << r.output;
   }
   EXPECT_FALSE(fs::exists(out));  // nothing is written for a job that cannot run
+  // --out naming a file was a filesystem error and exit 1.
+  const fs::path file = shoestring::testing::fresh_dir("shoestring_slurm", "file");
+  std::ofstream(file) << "not a folder\n";
+  const auto r = shoestring::testing::run_shoestring("launch slurm --config configs/tiny.yaml --nodes 1 --gpus-per-node 2 "
+                                                     "--time 01:00:00 --out " + file.string());
+  EXPECT_EQ(r.code, 2) << r.output;
+  EXPECT_EQ(r.output, "shoestring launch: --out " + file.string() + ": is a file, expected a folder for the run directory\n");
+  fs::remove(file);
 }
 
 // A config file whose name holds a space names the job and the run directory after it: the error

@@ -11,6 +11,7 @@
 #include <fstream>
 #include <functional>
 #include <iostream>
+#include <limits>
 #include <optional>
 #include <sstream>
 #include <stdexcept>
@@ -49,13 +50,32 @@ std::optional<std::vector<std::string>> split_commas(const std::string& text) {
   }
 }
 
-// A benchmark reporting bad options through `error`: one line naming it, and its exit code. Every
-// rank finds the same bad option; rank 0 speaks for all, so the lines do not interleave.
+// A bad option of benchmark `name`: one line naming it, and exit code `rc`. Every rank finds the
+// same bad option; rank 0 speaks for all, so the lines do not interleave.
+int bench_error(const char* name, const parallel::World& world, const std::string& what, int rc = 2) {
+  if (world.rank == 0) std::cerr << "shoestring bench " << name << ": " << what << "\n";
+  return rc;
+}
+
+// The same for a benchmark reporting bad options through `error`.
 int report_errors(const char* name, const parallel::World& world, const std::function<int(std::string&)>& run) {
   std::string error;
   const int rc = run(error);
-  if (rc != 0 && world.rank == 0) std::cerr << "shoestring bench " << name << ": " << error << "\n";
-  return rc;
+  return rc == 0 ? 0 : bench_error(name, world, error, rc);
+}
+
+// The first --set of a key the bench sets itself, refused ("" when none): it would be silently
+// replaced. The key is read as the config loader reads it, spaces around it ignored.
+std::string replaced_set(const std::vector<std::string>& sets, std::initializer_list<const char*> keys,
+                         const std::string& how) {
+  for (const std::string& set : sets) {
+    std::string key = set.substr(0, set.find('='));
+    key.erase(0, key.find_first_not_of(" \t"));
+    key.erase(key.find_last_not_of(" \t") + 1);
+    for (const char* own : keys)
+      if (key == own) return "--set " + set + ": the bench sets " + own + " itself (" + how + ")";
+  }
+  return "";
 }
 
 int bench_train(const Args& args, const parallel::World& world) {
@@ -79,19 +99,24 @@ int bench_train(const Args& args, const parallel::World& world) {
   add_config_options(opts, cfg_opts);
   po::variables_map vm;
   if (const auto rc = parse_command_line(opts, args, vm)) return *rc;
-  const auto usage_error = [](const std::string& what) {
-    std::cerr << "shoestring bench train: " << what << "\n";
-    return 2;
-  };
+  const auto usage_error = [&](const std::string& what) { return bench_error("train", world, what); };
   if (cfg_opts.files.empty()) return usage_error("no config given; use --config FILE");
   if (steps <= 0) return usage_error("--steps must be > 0, got " + std::to_string(steps));
   if (warmup < 0) return usage_error("--warmup must be >= 0, got " + std::to_string(warmup));
+  // The run's train.steps is their sum: it must not wrap around to a negative count.
+  if (steps > std::numeric_limits<int64_t>::max() - warmup)
+    return usage_error("--steps " + std::to_string(steps) + " + --warmup " + std::to_string(warmup) + " exceeds " +
+                       std::to_string(std::numeric_limits<int64_t>::max()));
+  if (const std::string bad = replaced_set(cfg_opts.sets, {"train.steps", "log.run_dir", "log.progress", "log.every"},
+                                           "train.steps from --warmup and --steps, log.* for a quiet run in a temporary directory");
+      !bad.empty())
+    return usage_error(bad);
   if (!(peak_tflops >= 0) || !std::isfinite(peak_tflops))
     return usage_error("--peak-tflops must be a finite number >= 0, got " + std::to_string(peak_tflops));
   // Checked before the run, not after minutes of training.
   if (const std::string bad = unwritable_output(vm, "--json", json); !bad.empty()) return usage_error(bad);
   planner::GpuSpec spec;
-  if (!gpu.empty()) {
+  if (vm.count("gpu")) {  // an empty name too: it is no GPU of the table, not "no --gpu"
     try {
       spec = planner::find_gpu(gpu);
     } catch (const planner::PlanError& e) {
@@ -104,7 +129,7 @@ int bench_train(const Args& args, const parallel::World& world) {
   sets.insert(sets.end(), {"train.steps=" + std::to_string(warmup + steps), "log.progress=off",
                            "log.every=1000000", "log.run_dir=" + dir.string()});
   const Config cfg = load_config(cfg_opts.files, sets);
-  if (!gpu.empty() && peak_tflops == 0) {
+  if (vm.count("gpu") && peak_tflops == 0) {
     peak_tflops = cfg.train.precision == "fp8" && spec.fp8_tflops > 0 ? spec.fp8_tflops : spec.bf16_tflops;
   }
   const TrainSummary s = train(cfg, world);
@@ -156,6 +181,10 @@ int bench_fp8(const Args& args) {
     std::cerr << "shoestring bench fp8: --rounds must be >= 1, got " << o.rounds << "\n";
     return 2;
   }
+  if (o.quick && !vm["rounds"].defaulted()) {  // --quick times one round, whatever --rounds says
+    std::cerr << "shoestring bench fp8: --rounds has no effect with --quick (one round); give one of them\n";
+    return 2;
+  }
   try {
     for (const std::string& s : shapes) o.shapes.push_back(ops::parse_gemm_shape(s));
   } catch (const std::invalid_argument& e) {
@@ -197,19 +226,13 @@ int bench_comm(const Args& args, const parallel::World& world) {
   po::variables_map vm;
   if (const auto rc = parse_command_line(opts, args, vm)) return *rc;
   const auto op_list = split_commas(ops);
-  if (!op_list) {
-    if (world.rank == 0) std::cerr << "shoestring bench comm: --ops has an empty entry: '" << ops << "'\n";
-    return 2;
-  }
+  if (!op_list) return bench_error("comm", world, "--ops has an empty entry: '" + ops + "'");
   o.ops = *op_list;
   o.min_bytes = parallel::parse_byte_size(min_bytes);
   o.max_bytes = parallel::parse_byte_size(max_bytes);
   for (const auto& [flag, text, bytes] : {std::tuple{"--min-bytes", min_bytes, o.min_bytes}, {"--max-bytes", max_bytes, o.max_bytes}})
-    if (bytes < 0) {
-      std::cerr << "shoestring bench comm: " << flag << ": expected a size such as 4096, 64K, 16M or 1G, got '" << text
-                << "'\n";
-      return 2;
-    }
+    if (bytes < 0)
+      return bench_error("comm", world, std::string(flag) + ": expected a size such as 4096, 64K, 16M or 1G, got '" + text + "'");
   return report_errors("comm", world, [&](std::string& error) { return parallel::run_comm_bench(world, o, std::cout, error); });
 }
 
@@ -234,11 +257,15 @@ int bench_pipeline(const Args& args, const parallel::World& world) {
   o.config_files = cfg_opts.files;
   o.sets = cfg_opts.sets;
   const auto schedule_list = split_commas(schedules);
-  if (!schedule_list) {
-    if (world.rank == 0) std::cerr << "shoestring bench pipeline: --schedules has an empty entry: '" << schedules << "'\n";
-    return 2;
-  }
+  if (!schedule_list) return bench_error("pipeline", world, "--schedules has an empty entry: '" + schedules + "'");
   o.schedules = *schedule_list;
+  // The bench sets the layout itself (pp = the ranks, one schedule at a time).
+  if (const std::string bad = replaced_set(o.sets, {"parallel.pp", "parallel.dp", "parallel.ep", "parallel.schedule",
+                                                   "parallel.microbatches", "train.steps", "train.global_batch",
+                                                   "train.grad_accum"},
+                                           "pp = the ranks started; --schedules, --microbatches, --steps");
+      !bad.empty())
+    return bench_error("pipeline", world, bad);
   return report_errors("pipeline", world, [&](std::string& error) { return run_pipeline_bench(world, o, std::cout, error); });
 }
 

@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <utility>
 
 #include "trainer/cli/commands.h"
 #include "trainer/cli/config_options.h"
@@ -65,6 +66,18 @@ int launch_slurm(const Args& args) {
       std::cerr << "shoestring launch: --" << needed << " is required (see --help)\n";
       return 2;
     }
+  // Given empty, these are mistakes, not "not given": a script would run without the partition or
+  // account the user meant, or in the current directory.
+  for (const auto& [flag, value] : {std::pair{"partition", &job.partition}, {"account", &job.account},
+                                    {"job-name", &job.job_name}, {"out", &out_root}})
+    if (vm.count(flag) && value->empty()) {
+      std::cerr << "shoestring launch: --" << flag << ": expected a name, got an empty one\n";
+      return 2;
+    }
+  if (std::error_code ec; fs::exists(out_root, ec) && !fs::is_directory(out_root, ec)) {
+    std::cerr << "shoestring launch: --out " << out_root << ": is a file, expected a folder for the run directory\n";
+    return 2;
+  }
   try {
     validate_job(job);
   } catch (const LaunchError& e) {
